@@ -1,0 +1,1 @@
+"""The intermediary: wallets, device issuance, synchronisation and settlement."""

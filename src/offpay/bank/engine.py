@@ -1,0 +1,916 @@
+"""An intermediary's engine (report §3.4 and §3.7, DESIGN §2).
+
+It keeps each user's online wallet and shadow wallet, each merchant's wallet, the devices it
+issued, and the instructions it sent them. Synchronisation settles every offline payment a
+device uploads through one pipeline, whoever uploads it first:
+
+1. the payer's intermediary debits the payer's shadow wallet (primary key: the payment id);
+2. it records the payment with the central bank's notary (primary key again), which moves the
+   value between intermediaries;
+3. the payee's intermediary credits the payee's wallet (primary key once more).
+
+Each step is idempotent, so a retry, a duplicate or a race between payer and payee settles the
+payment exactly once. A card's new balance is sent as a signed, numbered, addressed instruction
+that answers the card's own session nonce, which closes report §3.8 points 1 and 3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from offpay.central.bank import NOTARY_ID, Clock, open_result, utc_now
+from offpay.crypto.keys import Algorithm, Signer
+from offpay.crypto.pki import Authority, Credential, Role, TrustStore
+from offpay.device.card import key_fingerprint, pin_digest
+from offpay.device.terminal import TerminalModule
+from offpay.errors import (
+    DeviceStateError,
+    InsufficientFunds,
+    LimitExceeded,
+    NotFound,
+    OffpayError,
+    Refused,
+)
+from offpay.money import Money
+from offpay.policy import default_policy, sign_policy
+from offpay.store import schema
+from offpay.store.database import DEFAULT_URL, open_database
+from offpay.transport.memory import MemoryNetwork
+from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.messages import (
+    CardConfirmation,
+    CardInstruction,
+    CardSession,
+    CreditRequest,
+    DebitRequest,
+    Direction,
+    LimitsPolicy,
+    NotariseRequest,
+    OfflinePayment,
+    Operation,
+    Personalisation,
+    ReserveTransfer,
+    SettlementResult,
+    SettlementStatus,
+    TerminalInstruction,
+    TerminalUpload,
+)
+
+Transmit = Callable[[bytes], bytes]
+
+
+def engine_id(institution: str) -> str:
+    return f"{institution}/engine"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one uploaded payment during a sync."""
+
+    tx_id: bytes
+    amount: Money
+    payer: str
+    payee: str
+    status: SettlementStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    device: str
+    outcomes: tuple[Outcome, ...]
+    instruction: bytes
+
+    @property
+    def shortfall(self) -> tuple[Outcome, ...]:
+        return tuple(o for o in self.outcomes if o.status is SettlementStatus.SHORT)
+
+
+class Intermediary:
+    def __init__(
+        self,
+        name: str,
+        ca: Authority,
+        root_der: bytes,
+        network: MemoryNetwork,
+        *,
+        url: str = DEFAULT_URL,
+        currency: str = "SEK",
+        algorithm: Algorithm = Algorithm.ED25519,
+        clock: Clock = utc_now,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.name = name
+        self.id = engine_id(name)
+        self.ca = ca
+        self.root_der = root_der
+        self.network = network
+        self.currency = currency
+        self.algorithm = algorithm
+        self.clock = clock
+        self.random = random
+        self.trust = TrustStore(root_der)
+        self.credential: Credential = ca.credential_for(self.id, Role.ENGINE, clock(), algorithm)
+        self.db: Engine = open_database(url, schema.bank)
+        self._ensure_policy()
+        network.register(name, self.handle)
+
+    @classmethod
+    def join(
+        cls,
+        name: str,
+        central: object,
+        network: MemoryNetwork,
+        **kwargs: object,
+    ) -> Intermediary:
+        """Admit a new intermediary to ``central``'s network and register it on ``network``."""
+        from offpay.central.bank import CentralBank
+
+        assert isinstance(central, CentralBank)
+        algorithm = kwargs.get("algorithm", Algorithm.ED25519)
+        assert isinstance(algorithm, Algorithm)
+        signer = Signer.generate(algorithm)
+        chain = central.admit(name, signer.public_key)
+        return cls(
+            name,
+            Authority(Credential(signer, chain)),
+            central.root_der,
+            network,
+            currency=central.currency,
+            clock=central.clock,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    # -- policy ---------------------------------------------------------------------------------
+
+    def _ensure_policy(self) -> None:
+        if self.current_policy() is None:
+            self.publish_policy(default_policy(self.name, 1, self.currency))
+
+    def publish_policy(self, policy: LimitsPolicy) -> Signed[LimitsPolicy]:
+        """Sign and store a new limits policy; devices take it at their next sync."""
+        current = self.current_policy()
+        if current is not None and policy.version <= current[1].version:
+            raise Refused(
+                f"policy version must be above {current[1].version}", code="policy.downgrade"
+            )
+        signed = sign_policy(policy, self.credential)
+        with self.db.begin() as conn:
+            conn.execute(
+                insert(schema.policies).values(version=policy.version, signed=signed.to_bytes())
+            )
+        return signed
+
+    def current_policy(self) -> tuple[Signed[LimitsPolicy], LimitsPolicy] | None:
+        with self.db.connect() as conn:
+            row = conn.execute(
+                select(schema.policies).order_by(schema.policies.c.version.desc()).limit(1)
+            ).first()
+        if row is None:
+            return None
+        signed = Signed.from_bytes(bytes(row.signed))
+        return signed, open_signed(signed, LimitsPolicy, self.trust, Role.ENGINE, receiver=None)[0]  # type: ignore[return-value]
+
+    def _policy(self) -> tuple[Signed[LimitsPolicy], LimitsPolicy]:
+        current = self.current_policy()
+        assert current is not None
+        return current
+
+    # -- customers and wallets ------------------------------------------------------------------
+
+    def open_customer(self, name: str, *, merchant: bool = False) -> str:
+        cid = f"{self.name}:{name}"
+        kinds = ("merchant",) if merchant else ("online", "shadow")
+        with self.db.begin() as conn:
+            conn.execute(
+                insert(schema.customers).values(
+                    id=cid, name=name, kind="merchant" if merchant else "person"
+                )
+            )
+            for kind in kinds:
+                conn.execute(
+                    insert(schema.accounts).values(
+                        id=f"{cid}/{kind}",
+                        customer_id=cid,
+                        kind=kind,
+                        currency=self.currency,
+                        balance=0,
+                    )
+                )
+        return cid
+
+    def balance(self, account_id: str) -> Money:
+        with self.db.connect() as conn:
+            row = conn.execute(
+                select(schema.accounts.c.balance).where(schema.accounts.c.id == account_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"no account {account_id}")
+        return Money(row.balance, self.currency)
+
+    def wallets(self) -> dict[str, Money]:
+        with self.db.connect() as conn:
+            rows = conn.execute(select(schema.accounts).order_by(schema.accounts.c.id)).all()
+        return {r.id: Money(r.balance, self.currency) for r in rows}
+
+    def total_held(self) -> Money:
+        with self.db.connect() as conn:
+            total = conn.execute(select(func.coalesce(func.sum(schema.accounts.c.balance), 0)))
+            return Money(int(total.scalar_one()), self.currency)
+
+    def fund(self, customer_id: str, amount: Money) -> None:
+        """A customer buys e-krona: the intermediary's reserve at the central bank moves into
+        the customer's online wallet."""
+        self._positive(amount)
+        self._account(customer_id, "online")
+        self._central("reserve-transfer", ReserveTransfer(self.id, NOTARY_ID, self._nonce(), amount))
+        with self.db.begin() as conn:
+            self._move(conn, None, f"{customer_id}/online", amount.minor, "funding", None)
+
+    def redeem(self, customer_id: str, amount: Money) -> None:
+        """The opposite of :meth:`fund`: e-krona leave the customer's online wallet."""
+        self._positive(amount)
+        with self.db.begin() as conn:
+            self._move(conn, f"{customer_id}/online", None, amount.minor, "redemption", None)
+        self._central(
+            "reserve-transfer", ReserveTransfer(self.id, NOTARY_ID, self._nonce(), -amount)
+        )
+
+    def _positive(self, amount: Money) -> None:
+        if amount.currency != self.currency or amount.minor <= 0:
+            raise Refused(f"amount must be a positive {self.currency} amount", code="bank.bad_amount")
+
+    def _account(self, customer_id: str, kind: str) -> str:
+        account = f"{customer_id}/{kind}"
+        self.balance(account)
+        return account
+
+    def _move(
+        self,
+        conn: Connection,
+        source: str | None,
+        target: str | None,
+        minor: int,
+        reason: str,
+        reference: bytes | None,
+    ) -> None:
+        """Move money between two wallets of this intermediary in the caller's transaction;
+        ``None`` is the outside (the central bank or another intermediary)."""
+        a = schema.accounts
+        if source is not None:
+            done = conn.execute(
+                update(a)
+                .where(a.c.id == source, a.c.balance >= minor)
+                .values(balance=a.c.balance - minor)
+            )
+            if done.rowcount != 1:
+                have = conn.execute(select(a.c.balance).where(a.c.id == source)).scalar()
+                if have is None:
+                    raise NotFound(f"no account {source}")
+                raise InsufficientFunds(
+                    f"{source} holds {Money(have, self.currency)}, "
+                    f"not {Money(minor, self.currency)}"
+                )
+            conn.execute(
+                insert(schema.journal).values(
+                    account_id=source, delta=-minor, reason=reason, reference=reference
+                )
+            )
+        if target is not None:
+            done = conn.execute(
+                update(a).where(a.c.id == target).values(balance=a.c.balance + minor)
+            )
+            if done.rowcount != 1:
+                raise NotFound(f"no account {target}")
+            conn.execute(
+                insert(schema.journal).values(
+                    account_id=target, delta=minor, reason=reason, reference=reference
+                )
+            )
+
+    def _nonce(self) -> bytes:
+        return self.random(16)
+
+    # -- issuing devices ------------------------------------------------------------------------
+
+    def issue_card(self, customer_id: str, transmit: Transmit, pin: str) -> str:
+        """Personalise a blank card for a customer: certify the key it generated, load the
+        root, its chain, its PIN digest and the current policy (report §3.2)."""
+        from offpay.relay.reader import CardClient
+
+        self._account(customer_id, "shadow")
+        if not (4 <= len(pin) <= 12 and pin.isdigit()):
+            raise Refused("PIN must be 4 to 12 digits", code="bank.bad_pin")
+        client = CardClient(transmit)
+        key = client.public_key()
+        card_id = f"card:{self.name}:{key_fingerprint(key)[:12]}"
+        chain = self.ca.issue(card_id, Role.CARD, key, self.clock())
+        signed_policy, _ = self._policy()
+        perso = Personalisation(
+            sender=self.id,
+            receiver=key_fingerprint(key),
+            card=card_id,
+            institution=self.name,
+            root=self.root_der,
+            chain=chain,
+            pin_digest=pin_digest(card_id, pin),
+            policy=signed_policy,
+        )
+        self._register_device(card_id, "card", customer_id, f"{customer_id}/shadow")
+        client.personalise(sign(perso, self.credential).to_bytes())
+        return card_id
+
+    def issue_terminal(self, merchant_id: str, module: TerminalModule) -> str:
+        account = self._account(merchant_id, "merchant")
+        from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+        key = load_der_public_key(module.public_key)
+        terminal_id = f"terminal:{self.name}:{key_fingerprint(key)[:12]}"
+        chain = self.ca.issue(terminal_id, Role.TERMINAL, key, self.clock())  # type: ignore[arg-type]
+        self._register_device(terminal_id, "terminal", merchant_id, account)
+        module.personalise(terminal_id, self.name, self.root_der, chain, self._policy()[0])
+        return terminal_id
+
+    def _register_device(self, device_id: str, kind: str, customer_id: str, account: str) -> None:
+        with self.db.begin() as conn:
+            conn.execute(
+                insert(schema.devices).values(
+                    id=device_id,
+                    kind=kind,
+                    customer_id=customer_id,
+                    account_id=account,
+                    status="active",
+                    issued_no=0,
+                    last_seq=0,
+                )
+            )
+
+    def device(self, device_id: str):  # type: ignore[no-untyped-def]
+        with self.db.connect() as conn:
+            row = conn.execute(select(schema.devices).where(schema.devices.c.id == device_id)).first()
+        if row is None:
+            raise NotFound(f"{device_id} is not a device of {self.name}")
+        return row
+
+    # -- requests over the network --------------------------------------------------------------
+
+    def handle(self, kind: str, data: bytes) -> bytes:
+        handlers = {
+            "card-session": self.card_session,
+            "card-confirmation": self.card_confirmation,
+            "terminal-upload": self.terminal_upload,
+            "debit-request": self._debit_request,
+            "credit-request": self._credit_request,
+        }
+        handler = handlers.get(kind)
+        if handler is None:
+            raise Refused(f"{self.name} does not handle {kind!r}", code="bank.unknown_request")
+        return handler(data)
+
+    def _seen(self, sender: str, nonce: bytes) -> bytes | None:
+        t = schema.bank_seen
+        with self.db.connect() as conn:
+            row = conn.execute(
+                select(t.c.response).where(t.c.sender == sender, t.c.nonce == nonce)
+            ).first()
+        return None if row is None else bytes(row.response)
+
+    def _remember(self, conn: Connection, sender: str, nonce: bytes, response: bytes) -> None:
+        conn.execute(insert(schema.bank_seen).values(sender=sender, nonce=nonce, response=response))
+
+    # -- card synchronisation, top-up and defund (report §3.4, §3.7) --------------------------
+
+    def card_session(self, data: bytes) -> bytes:
+        return self.sync_card(data).instruction
+
+    def sync_card(self, data: bytes) -> SyncReport:
+        session, ident = open_signed(
+            data,
+            CardSession,
+            self.trust,
+            Role.CARD,
+            receiver=self.id,
+            institution=self.name,
+            now=self.clock(),
+        )
+        cached = self._seen(ident.id, session.nonce)
+        if cached is not None:  # a relay's retry: the same answer, nothing moves twice
+            return SyncReport(ident.id, (), cached)
+        device = self.device(ident.id)
+        if device.status != "active":
+            raise DeviceStateError(f"{ident.id} is blocked", code="device.blocked")
+        if session.balance.currency != self.currency or session.amount.currency != self.currency:
+            raise Refused("session is in another currency", code="bank.currency")
+        issued_no = self._resolve_pending(device, session)
+        _, policy = self._policy()
+        if session.operation is Operation.TOP_UP:
+            self._positive(session.amount)
+            online = self.balance(f"{device.customer_id}/online")
+            if session.amount > online:
+                raise InsufficientFunds(f"online wallet holds {online}, not {session.amount}")
+            if session.balance + session.amount > policy.card_max_balance:
+                raise LimitExceeded(
+                    "card_max_balance",
+                    f"a top-up of {session.amount} would take the card above "
+                    f"{policy.card_max_balance}",
+                )
+        if session.operation is Operation.DEFUND:
+            self._positive(session.amount)
+            if session.amount > session.balance:
+                raise InsufficientFunds(f"the card holds {session.balance}, not {session.amount}")
+        outcomes = tuple(self._settle_entry(ident.id, e.direction, e.payment) for e in session.log)
+        return SyncReport(
+            ident.id, outcomes, self._instruct_card(device, session, issued_no, outcomes)
+        )
+
+    def _resolve_pending(self, device, session: CardSession) -> int:  # type: ignore[no-untyped-def]
+        """Reconcile the last instruction we issued with what the card says it applied; returns
+        the number the next instruction must carry."""
+        issued = device.issued_no
+        if session.instruction_no == issued:
+            if issued:
+                self._complete_instruction(device.id, issued)
+            return issued + 1
+        if session.instruction_no == issued - 1:
+            # The card never applied our last instruction (the relay dropped it): supersede it.
+            # Nothing moved for it yet except a top-up, which the shadow wallet already holds.
+            with self.db.begin() as conn:
+                conn.execute(
+                    update(schema.instructions)
+                    .where(
+                        schema.instructions.c.device_id == device.id,
+                        schema.instructions.c.instruction_no == issued,
+                        schema.instructions.c.state == "issued",
+                    )
+                    .values(state="superseded")
+                )
+            return issued
+        self._anomaly(
+            "counter_drift",
+            device.id,
+            None,
+            f"card says instruction {session.instruction_no}, we issued {issued}",
+        )
+        raise DeviceStateError(
+            f"card and intermediary disagree on instructions ({session.instruction_no} vs "
+            f"{issued}); the card needs recovery",
+            code="device.counter_drift",
+        )
+
+    def _complete_instruction(self, device_id: str, number: int) -> None:
+        """The card applied instruction ``number``: a defund's money may now go online."""
+        i = schema.instructions
+        with self.db.begin() as conn:
+            row = conn.execute(
+                select(i).where(i.c.device_id == device_id, i.c.instruction_no == number)
+            ).first()
+            if row is None or row.state != "issued":
+                return
+            conn.execute(
+                update(i)
+                .where(i.c.device_id == device_id, i.c.instruction_no == number)
+                .values(state="applied")
+            )
+            if row.operation == Operation.DEFUND.value:
+                customer = self.device(device_id).customer_id
+                self._move(
+                    conn, f"{customer}/shadow", f"{customer}/online", row.amount, "defund", None
+                )
+
+    def _instruct_card(self, device, session: CardSession, number: int, outcomes) -> bytes:  # type: ignore[no-untyped-def]
+        signed_policy, policy = self._policy()
+        shadow = f"{device.customer_id}/shadow"
+        amount = session.amount.minor
+        with self.db.begin() as conn:
+            if session.operation is Operation.TOP_UP:
+                self._move(conn, f"{device.customer_id}/online", shadow, amount, "top-up", None)
+            balance = conn.execute(
+                select(schema.accounts.c.balance).where(schema.accounts.c.id == shadow)
+            ).scalar_one()
+            if session.operation is Operation.DEFUND:
+                if any(o.status is not SettlementStatus.DONE and o.status is not SettlementStatus.ALREADY for o in outcomes):
+                    raise Refused(
+                        "the card holds payments that did not settle; defund after they do",
+                        code="bank.unsynchronised",
+                    )
+                if amount > balance:
+                    raise InsufficientFunds(
+                        f"the shadow wallet holds {Money(balance, self.currency)}"
+                    )
+                balance -= amount  # moves online only when the card confirms
+            if balance > policy.card_max_balance.minor:
+                raise LimitExceeded(
+                    "card_max_balance",
+                    f"the card balance may not exceed {policy.card_max_balance}",
+                )
+            instr = CardInstruction(
+                sender=self.id,
+                receiver=device.id,
+                nonce=session.nonce,
+                instruction_no=number,
+                expected_seq=session.seq,
+                operation=session.operation,
+                balance=Money(balance, self.currency),
+                clear_through_seq=session.seq,
+                policy=signed_policy if session.policy_version < policy.version else None,
+            )
+            payload = sign(instr, self.credential).to_bytes()
+            conn.execute(
+                insert(schema.instructions).values(
+                    device_id=device.id,
+                    instruction_no=number,
+                    operation=session.operation.value,
+                    amount=amount if session.operation is Operation.DEFUND else 0,
+                    state="issued",
+                    payload=payload,
+                )
+            )
+            conn.execute(
+                update(schema.devices)
+                .where(schema.devices.c.id == device.id)
+                .values(issued_no=number, last_seq=session.seq)
+            )
+            self._remember(conn, device.id, session.nonce, payload)
+        return payload
+
+    def card_confirmation(self, data: bytes) -> bytes:
+        """Report §3.4 step 10: the card's signed confirmation releases a defund online."""
+        conf, ident = open_signed(
+            data, CardConfirmation, self.trust, Role.CARD, receiver=self.id, institution=self.name
+        )
+        device = self.device(ident.id)
+        if conf.instruction_no > device.issued_no:
+            raise Refused("confirmation of an instruction never issued", code="bank.unknown_instruction")
+        self._complete_instruction(ident.id, conf.instruction_no)
+        with self.db.begin() as conn:
+            conn.execute(
+                update(schema.devices)
+                .where(schema.devices.c.id == ident.id, schema.devices.c.last_seq < conf.seq)
+                .values(last_seq=conf.seq)
+            )
+        return b""
+
+    # -- terminal synchronisation ---------------------------------------------------------------
+
+    def terminal_upload(self, data: bytes) -> bytes:
+        return self.sync_terminal(data).instruction
+
+    def sync_terminal(self, data: bytes) -> SyncReport:
+        upload, ident = open_signed(
+            data,
+            TerminalUpload,
+            self.trust,
+            Role.TERMINAL,
+            receiver=self.id,
+            institution=self.name,
+            now=self.clock(),
+        )
+        cached = self._seen(ident.id, upload.nonce)
+        if cached is not None:
+            return SyncReport(ident.id, (), cached)
+        device = self.device(ident.id)
+        if device.status != "active":
+            raise DeviceStateError(f"{ident.id} is blocked", code="device.blocked")
+        if upload.instruction_no != device.issued_no:
+            # A reset that never reached the terminal: the payments are settled already and
+            # settle again as no-ops; the next number follows what the terminal applied.
+            if upload.instruction_no != device.issued_no - 1:
+                self._anomaly("counter_drift", ident.id, None, "terminal instruction numbers differ")
+                raise DeviceStateError(
+                    "terminal and intermediary disagree on instructions",
+                    code="device.counter_drift",
+                )
+        outcomes = tuple(self._settle_entry(ident.id, Direction.IN, p) for p in upload.payments)
+        signed_policy, policy = self._policy()
+        number = upload.instruction_no + 1
+        instr = TerminalInstruction(
+            sender=self.id,
+            receiver=ident.id,
+            nonce=upload.nonce,
+            instruction_no=number,
+            clear_through_seq=upload.first_seq + len(upload.payments) - 1,
+            policy=signed_policy if upload.policy_version < policy.version else None,
+        )
+        payload = sign(instr, self.credential).to_bytes()
+        with self.db.begin() as conn:
+            conn.execute(
+                update(schema.devices)
+                .where(schema.devices.c.id == ident.id)
+                .values(issued_no=number)
+            )
+            self._remember(conn, ident.id, upload.nonce, payload)
+        return SyncReport(ident.id, outcomes, payload)
+
+    # -- settlement -----------------------------------------------------------------------------
+
+    def _settle_entry(
+        self, device_id: str, direction: Direction, signed: Signed[OfflinePayment]
+    ) -> Outcome:
+        payment, _ = open_signed(signed, OfflinePayment, self.trust, Role.CARD, receiver=None)
+        party = payment.sender if direction is Direction.OUT else payment.receiver
+        if party != device_id:
+            self._anomaly("foreign_entry", device_id, payment.tx_id, "log entry of another device")
+            return self._outcome(payment, SettlementStatus.REFUSED, "entry names another device")
+        return self.settle(signed)
+
+    def _outcome(self, p: OfflinePayment, status: SettlementStatus, detail: str = "") -> Outcome:
+        return Outcome(p.tx_id, p.amount, p.sender, p.receiver, status, detail)
+
+    def settle(self, signed: Signed[OfflinePayment]) -> Outcome:
+        """Settle one offline payment exactly once, whichever party uploaded it."""
+        payment, _ = open_signed(signed, OfflinePayment, self.trust, Role.CARD, receiver=None)
+        if payment.payer_institution == self.name:
+            status, detail, receipt = self._debit_and_notarise(signed, payment)
+            if receipt:
+                self._deliver_credit(signed, payment, receipt)
+        else:
+            # Report §3.7: a payment request to the payer's intermediary, which debits,
+            # notarises and credits us back; its answer carries the notary's receipt so that
+            # we can credit ourselves should its credit message have been lost.
+            request = DebitRequest(
+                self.id, engine_id(payment.payer_institution), self._nonce(), signed
+            )
+            result = self._ask_bank(payment.payer_institution, "debit-request", request)
+            status, detail = result.status, result.detail
+            if result.notary_receipt and payment.payee_institution == self.name:
+                self._credit(signed, payment, result.notary_receipt)
+        return self._outcome(payment, status, detail)
+
+    def _debit_and_notarise(
+        self, signed: Signed[OfflinePayment], payment: OfflinePayment
+    ) -> tuple[SettlementStatus, str, bytes]:
+        """Steps 1 and 2 at the payer's intermediary; returns the notary's receipt if the
+        payment is (now or already) debited and recorded."""
+        d = schema.debits
+        device = self.device(payment.sender)
+        try:
+            with self.db.begin() as conn:
+                existing = conn.execute(select(d).where(d.c.tx_id == payment.tx_id)).first()
+                if existing is not None:
+                    if bytes(existing.evidence) != signed.digest:
+                        self._anomaly_in(
+                            conn,
+                            "conflicting_payment",
+                            payment.sender,
+                            payment.tx_id,
+                            "two different payments carry the same card counter",
+                        )
+                        return SettlementStatus.REFUSED, "conflicting payment with the same id", b""
+                    status = SettlementStatus.ALREADY
+                else:
+                    try:
+                        self._move(
+                            conn,
+                            device.account_id,
+                            None,
+                            payment.amount.minor,
+                            "offline-out",
+                            payment.tx_id,
+                        )
+                    except InsufficientFunds as exc:
+                        status = SettlementStatus.SHORT
+                        detail = exc.message
+                    else:
+                        conn.execute(
+                            insert(d).values(
+                                tx_id=payment.tx_id,
+                                device_id=payment.sender,
+                                amount=payment.amount.minor,
+                                evidence=signed.digest,
+                                payment=signed.to_bytes(),
+                                notarised=False,
+                                credited=False,
+                            )
+                        )
+                        status = SettlementStatus.DONE
+        except IntegrityError:
+            return self._debit_and_notarise(signed, payment)  # a racing sync debited first
+        if status is SettlementStatus.SHORT:
+            self._record_shortfall(payment, signed)
+            return status, detail, b""
+        receipt = self._notarise(payment, signed)
+        with self.db.begin() as conn:
+            conn.execute(
+                update(schema.shortfalls)
+                .where(schema.shortfalls.c.tx_id == payment.tx_id)
+                .values(open=False)
+            )
+        return status, "", receipt
+
+    def _record_shortfall(self, payment: OfflinePayment, signed: Signed[OfflinePayment]) -> None:
+        s = schema.shortfalls
+        with self.db.begin() as conn:
+            if conn.execute(select(s.c.tx_id).where(s.c.tx_id == payment.tx_id)).first() is None:
+                conn.execute(
+                    insert(s).values(
+                        tx_id=payment.tx_id,
+                        device_id=payment.sender,
+                        amount=payment.amount.minor,
+                        payment=signed.to_bytes(),
+                        open=True,
+                    )
+                )
+        self._anomaly(
+            "shortfall",
+            payment.sender,
+            payment.tx_id,
+            f"shadow wallet cannot cover {payment.amount} to {payment.receiver}",
+        )
+
+    def _notarise(self, payment: OfflinePayment, signed: Signed[OfflinePayment]) -> bytes:
+        request = NotariseRequest(
+            sender=self.id,
+            receiver=NOTARY_ID,
+            nonce=self._nonce(),
+            tx_id=payment.tx_id,
+            evidence=signed.digest,
+            payer_institution=payment.payer_institution,
+            payee_institution=payment.payee_institution,
+            amount=payment.amount,
+        )
+        receipt = self.network.send(
+            "central-bank", "notarise", sign(request, self.credential).to_bytes()
+        )
+        result = open_result(receipt, self.trust, self.id)
+        if result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY):
+            raise Refused(
+                f"the notary refused payment {payment.tx_id.hex()}",
+                code=result.code or "central.refused",
+            )
+        with self.db.begin() as conn:
+            conn.execute(
+                update(schema.debits)
+                .where(schema.debits.c.tx_id == payment.tx_id)
+                .values(notarised=True)
+            )
+        return receipt
+
+    def _check_receipt(self, receipt: bytes, payment: OfflinePayment) -> None:
+        """A credit needs the notary's signed word that the payer's intermediary recorded
+        this very payment."""
+        result, _ = open_signed(
+            Signed.from_bytes(receipt), SettlementResult, self.trust, Role.NOTARY, receiver=None
+        )
+        if (
+            result.receiver != engine_id(payment.payer_institution)
+            or result.tx_id != payment.tx_id
+            or result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY)
+        ):
+            raise Refused("the notary receipt does not cover this payment", code="bank.no_receipt")
+
+    def _credit(
+        self, signed: Signed[OfflinePayment], payment: OfflinePayment, receipt: bytes
+    ) -> SettlementStatus:
+        """Step 3 at the payee's intermediary, keyed by the payment id."""
+        self._check_receipt(receipt, payment)
+        c = schema.credits
+        device = self.device(payment.receiver)
+        try:
+            with self.db.begin() as conn:
+                if conn.execute(select(c.c.tx_id).where(c.c.tx_id == payment.tx_id)).first():
+                    status = SettlementStatus.ALREADY
+                else:
+                    conn.execute(
+                        insert(c).values(
+                            tx_id=payment.tx_id,
+                            device_id=payment.receiver,
+                            amount=payment.amount.minor,
+                            evidence=signed.digest,
+                        )
+                    )
+                    self._move(
+                        conn,
+                        None,
+                        device.account_id,
+                        payment.amount.minor,
+                        "offline-in",
+                        payment.tx_id,
+                    )
+                    status = SettlementStatus.DONE
+        except IntegrityError:
+            return SettlementStatus.ALREADY  # a racing sync credited first: the key held
+        return status
+
+    def _deliver_credit(
+        self, signed: Signed[OfflinePayment], payment: OfflinePayment, receipt: bytes
+    ) -> None:
+        if payment.payee_institution == self.name:
+            self._credit(signed, payment, receipt)
+        else:
+            request = CreditRequest(
+                self.id, engine_id(payment.payee_institution), self._nonce(), signed, receipt
+            )
+            try:
+                result = self._ask_bank(payment.payee_institution, "credit-request", request)
+            except OffpayError:
+                return  # left for retry_pending(); the debit row says it is not credited
+            if result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY):
+                return
+        with self.db.begin() as conn:
+            conn.execute(
+                update(schema.debits)
+                .where(schema.debits.c.tx_id == payment.tx_id)
+                .values(credited=True)
+            )
+
+    def retry_pending(self) -> int:
+        """Finish settlements a crash or a lost message left half done; returns how many."""
+        d = schema.debits
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(d).where(d.c.notarised.is_(False) | d.c.credited.is_(False))
+            ).all()
+        for row in rows:
+            signed = Signed.from_bytes(bytes(row.payment))
+            payment, _ = open_signed(signed, OfflinePayment, self.trust, Role.CARD, receiver=None)
+            self._deliver_credit(signed, payment, self._notarise(payment, signed))
+        return len(rows)
+
+    # -- requests from other intermediaries (report §3.7: payment requests) --------------------
+
+    def _debit_request(self, data: bytes) -> bytes:
+        """Another intermediary asks us to pay out of our customer's shadow wallet. Unlike the
+        pilot, which paid "without verification", we verify the payer card's signature."""
+        req, ident = open_signed(data, DebitRequest, self.trust, Role.ENGINE, receiver=self.id)
+        cached = self._seen(ident.id, req.nonce)
+        if cached is not None:
+            return cached
+        payment, _ = open_signed(req.payment, OfflinePayment, self.trust, Role.CARD, receiver=None)
+        receipt = b""
+        if payment.payer_institution != self.name or payment.payee_institution != ident.institution:
+            status, detail = SettlementStatus.REFUSED, "payment does not concern these two banks"
+        else:
+            status, detail, receipt = self._debit_and_notarise(req.payment, payment)
+            if receipt:
+                self._deliver_credit(req.payment, payment, receipt)
+        result = SettlementResult(
+            self.id, ident.id, req.nonce, payment.tx_id, status, "", detail, receipt
+        )
+        response = sign(result, self.credential).to_bytes()
+        with self.db.begin() as conn:
+            self._remember(conn, ident.id, req.nonce, response)
+        return response
+
+    def _credit_request(self, data: bytes) -> bytes:
+        req, ident = open_signed(data, CreditRequest, self.trust, Role.ENGINE, receiver=self.id)
+        cached = self._seen(ident.id, req.nonce)
+        if cached is not None:
+            return cached
+        payment, _ = open_signed(req.payment, OfflinePayment, self.trust, Role.CARD, receiver=None)
+        if payment.payee_institution != self.name or payment.payer_institution != ident.institution:
+            raise Refused("payment does not concern these two banks", code="bank.wrong_parties")
+        status = self._credit(req.payment, payment, req.notary_receipt)
+        result = SettlementResult(self.id, ident.id, req.nonce, payment.tx_id, status, "", "", b"")
+        response = sign(result, self.credential).to_bytes()
+        with self.db.begin() as conn:
+            self._remember(conn, ident.id, req.nonce, response)
+        return response
+
+    # -- talking to others ----------------------------------------------------------------------
+
+    def _ask_bank(self, institution: str, kind: str, request: DebitRequest | CreditRequest) -> SettlementResult:
+        data = self.network.send(institution, kind, sign(request, self.credential).to_bytes())
+        return open_result(data, self.trust, self.id)
+
+    def _central(self, kind: str, request: ReserveTransfer) -> SettlementResult:
+        data = self.network.send("central-bank", kind, sign(request, self.credential).to_bytes())
+        return open_result(data, self.trust, self.id)
+
+    # -- anomalies ------------------------------------------------------------------------------
+
+    def _anomaly(self, kind: str, device: str | None, tx_id: bytes | None, detail: str) -> None:
+        with self.db.begin() as conn:
+            self._anomaly_in(conn, kind, device, tx_id, detail)
+
+    def _anomaly_in(
+        self, conn: Connection, kind: str, device: str | None, tx_id: bytes | None, detail: str
+    ) -> None:
+        conn.execute(
+            insert(schema.anomalies).values(kind=kind, device_id=device, tx_id=tx_id, detail=detail)
+        )
+
+    def anomalies(self) -> list[tuple[str, str | None, str]]:
+        with self.db.connect() as conn:
+            rows = conn.execute(select(schema.anomalies).order_by(schema.anomalies.c.id)).all()
+        return [(r.kind, r.device_id, r.detail) for r in rows]
+
+    def open_shortfalls(self) -> list[tuple[bytes, str, Money]]:
+        s = schema.shortfalls
+        with self.db.connect() as conn:
+            rows = conn.execute(select(s).where(s.c.open.is_(True))).all()
+        return [(bytes(r.tx_id), r.device_id, Money(r.amount, self.currency)) for r in rows]
+
+    def in_transit(self) -> Money:
+        """Debited here but not yet credited at the payee's intermediary."""
+        d = schema.debits
+        with self.db.connect() as conn:
+            total = conn.execute(
+                select(func.coalesce(func.sum(d.c.amount), 0)).where(d.c.credited.is_(False))
+            ).scalar_one()
+        return Money(int(total), self.currency)
+

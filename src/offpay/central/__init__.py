@@ -1,0 +1,1 @@
+"""The central bank: issuance, reserve accounts, the notary, and the root of trust."""

@@ -1,0 +1,246 @@
+"""The central bank (DESIGN §2): the only issuer, the root CA, and the notary in which an
+offline payment can be recorded once, network-wide.
+
+It keeps, per intermediary, a ``reserve`` (money the intermediary holds itself) and
+``holdings`` (money in that intermediary's customer wallets). When the notary records a payment
+between customers of two intermediaries, holdings move with it, so the central bank can audit
+that no intermediary's wallets hold more than it was given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from offpay.crypto.keys import Algorithm, PublicKey
+from offpay.crypto.pki import Authority, Credential, Role, TrustStore
+from offpay.errors import InsufficientFunds, NotFound, Refused
+from offpay.money import Money
+from offpay.store import schema
+from offpay.store.database import DEFAULT_URL, open_database
+from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.messages import NotariseRequest, ReserveTransfer, SettlementResult, SettlementStatus
+
+NOTARY_ID = "central-bank/notary"
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Position:
+    institution: str
+    reserve: Money
+    holdings: Money
+
+
+class CentralBank:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        currency: str = "SEK",
+        algorithm: Algorithm = Algorithm.ED25519,
+        clock: Clock = utc_now,
+        root: Authority | None = None,
+    ) -> None:
+        self.currency = currency
+        self.clock = clock
+        self.db: Engine = open_database(url, schema.central)
+        self.root = root if root is not None else Authority.root(clock(), algorithm)
+        self.trust = TrustStore(self.root.credential.chain[0])
+        self.notary: Credential = self.root.credential_for(
+            NOTARY_ID, Role.NOTARY, clock(), algorithm
+        )
+
+    @property
+    def root_der(self) -> bytes:
+        return self.root.credential.chain[0]
+
+    # -- administration (in the central bank's own offices) -----------------------------------
+
+    def admit(self, name: str, ca_key: PublicKey) -> tuple[bytes, ...]:
+        """Certify an intermediary's CA key and open its reserve account."""
+        chain = self.root.issue(f"{name} ca", Role.CA, ca_key, self.clock(), institution=name)
+        with self.db.begin() as conn:
+            exists = conn.execute(
+                select(schema.institutions.c.name).where(schema.institutions.c.name == name)
+            ).first()
+            if exists is None:
+                conn.execute(insert(schema.institutions).values(name=name, reserve=0, holdings=0))
+        return chain
+
+    def issue(self, institution: str, amount: Money) -> None:
+        """Create money: credit an intermediary's reserve and record the issuance."""
+        self._currency(amount)
+        if amount.minor <= 0:
+            raise Refused("issuance must be positive", code="central.bad_amount")
+        with self.db.begin() as conn:
+            done = conn.execute(
+                update(schema.institutions)
+                .where(schema.institutions.c.name == institution)
+                .values(reserve=schema.institutions.c.reserve + amount.minor)
+            )
+            if done.rowcount != 1:
+                raise NotFound(f"no intermediary named {institution}")
+            conn.execute(
+                insert(schema.issuance).values(
+                    institution=institution, amount=amount.minor, currency=amount.currency
+                )
+            )
+
+    def _currency(self, amount: Money) -> None:
+        if amount.currency != self.currency:
+            raise Refused(f"the central bank issues {self.currency}", code="central.currency")
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def issued(self) -> Money:
+        with self.db.connect() as conn:
+            rows = conn.execute(select(schema.issuance.c.amount)).scalars().all()
+        return Money(sum(rows), self.currency)
+
+    def positions(self) -> list[Position]:
+        with self.db.connect() as conn:
+            rows = conn.execute(select(schema.institutions).order_by("name")).all()
+        return [
+            Position(r.name, Money(r.reserve, self.currency), Money(r.holdings, self.currency))
+            for r in rows
+        ]
+
+    def is_notarised(self, tx_id: bytes) -> bool:
+        with self.db.connect() as conn:
+            return (
+                conn.execute(
+                    select(schema.notary.c.tx_id).where(schema.notary.c.tx_id == tx_id)
+                ).first()
+                is not None
+            )
+
+    def notarised_count(self) -> int:
+        with self.db.connect() as conn:
+            return len(conn.execute(select(schema.notary.c.tx_id)).all())
+
+    # -- requests from intermediaries (signed, addressed, at most once) -----------------------
+
+    def handle(self, kind: str, data: bytes) -> bytes:
+        if kind == "reserve-transfer":
+            return self._reserve_transfer(data)
+        if kind == "notarise":
+            return self._notarise(data)
+        raise Refused(f"the central bank does not handle {kind!r}", code="central.unknown_request")
+
+    def _seen(self, conn, sender: str, nonce: bytes) -> bytes | None:  # type: ignore[no-untyped-def]
+        t = schema.central_seen
+        row = conn.execute(
+            select(t.c.response).where(t.c.sender == sender, t.c.nonce == nonce)
+        ).first()
+        return None if row is None else bytes(row.response)
+
+    def _remember(self, conn, sender: str, nonce: bytes, response: bytes) -> None:  # type: ignore[no-untyped-def]
+        conn.execute(insert(schema.central_seen).values(sender=sender, nonce=nonce, response=response))
+
+    def _reserve_transfer(self, data: bytes) -> bytes:
+        req, ident = open_signed(
+            data, ReserveTransfer, self.trust, Role.ENGINE, receiver=NOTARY_ID, now=self.clock()
+        )
+        self._currency(req.amount)
+        t = schema.institutions
+        with self.db.begin() as conn:
+            cached = self._seen(conn, ident.id, req.nonce)
+            if cached is not None:
+                return cached
+            row = conn.execute(select(t).where(t.c.name == ident.institution)).first()
+            if row is None:
+                raise NotFound(f"no intermediary named {ident.institution}")
+            if row.reserve - req.amount.minor < 0 or row.holdings + req.amount.minor < 0:
+                raise InsufficientFunds(f"{ident.institution} cannot move {req.amount}")
+            conn.execute(
+                update(t)
+                .where(t.c.name == ident.institution)
+                .values(
+                    reserve=t.c.reserve - req.amount.minor,
+                    holdings=t.c.holdings + req.amount.minor,
+                )
+            )
+            response = self._result(ident.id, req.nonce, b"", SettlementStatus.DONE, "", "")
+            self._remember(conn, ident.id, req.nonce, response)
+        return response
+
+    def _result(
+        self, to: str, nonce: bytes, tx_id: bytes, status: SettlementStatus, code: str, detail: str
+    ) -> bytes:
+        result = SettlementResult(NOTARY_ID, to, nonce, tx_id, status, code, detail, b"")
+        return sign(result, self.notary).to_bytes()
+
+    def _notarise(self, data: bytes) -> bytes:
+        """Record a payment once, network-wide, and move holdings from the payer's intermediary
+        to the payee's. Only the payer's intermediary, which debited the payer, may ask."""
+        req, ident = open_signed(
+            data, NotariseRequest, self.trust, Role.ENGINE, receiver=NOTARY_ID, now=self.clock()
+        )
+        self._currency(req.amount)
+        if ident.institution != req.payer_institution:
+            raise Refused(
+                "only the payer's intermediary may notarise a payment", code="central.not_payer"
+            )
+        n, t = schema.notary, schema.institutions
+        try:
+            with self.db.begin() as conn:
+                cached = self._seen(conn, ident.id, req.nonce)
+                if cached is not None:
+                    return cached
+                existing = conn.execute(select(n).where(n.c.tx_id == req.tx_id)).first()
+                if existing is not None:
+                    status = (
+                        SettlementStatus.ALREADY
+                        if bytes(existing.evidence) == req.evidence
+                        else SettlementStatus.REFUSED
+                    )
+                    code = "" if status is SettlementStatus.ALREADY else "central.conflict"
+                    response = self._result(ident.id, req.nonce, req.tx_id, status, code, "")
+                    self._remember(conn, ident.id, req.nonce, response)
+                    return response
+                conn.execute(
+                    insert(n).values(
+                        tx_id=req.tx_id,
+                        evidence=req.evidence,
+                        payer_institution=req.payer_institution,
+                        payee_institution=req.payee_institution,
+                        amount=req.amount.minor,
+                        recorded_by=ident.id,
+                    )
+                )
+                if req.payer_institution != req.payee_institution:
+                    for name, delta in (
+                        (req.payer_institution, -req.amount.minor),
+                        (req.payee_institution, req.amount.minor),
+                    ):
+                        done = conn.execute(
+                            update(t).where(t.c.name == name).values(holdings=t.c.holdings + delta)
+                        )
+                        if done.rowcount != 1:
+                            raise NotFound(f"no intermediary named {name}")
+                response = self._result(
+                    ident.id, req.nonce, req.tx_id, SettlementStatus.DONE, "", ""
+                )
+                self._remember(conn, ident.id, req.nonce, response)
+                return response
+        except IntegrityError:
+            # A concurrent request recorded the same payment first: the constraint held.
+            return self._notarise(data)
+
+
+def open_result(data: bytes, trust: TrustStore, receiver: str) -> SettlementResult:
+    result, _ = open_signed(
+        Signed.from_bytes(data), SettlementResult, trust, frozenset({Role.NOTARY, Role.ENGINE}),
+        receiver=receiver,
+    )
+    return result

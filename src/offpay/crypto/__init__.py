@@ -1,0 +1,1 @@
+"""Keys, certificates and sealing: every primitive comes from ``cryptography``."""

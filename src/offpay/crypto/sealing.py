@@ -1,0 +1,42 @@
+"""Sealed storage: what a secure module keeps outside itself, encrypted and authenticated.
+
+The key never leaves the module. The associated data binds each sealed record to its owner and
+position, so a record cannot be moved to another device or slot without detection.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from offpay.errors import OffpayError
+
+NONCE_BYTES = 12
+
+
+class SealError(OffpayError):
+    code = "seal.invalid"
+
+
+@dataclass(frozen=True)
+class Sealer:
+    key: bytes
+
+    @classmethod
+    def generate(cls, random: bytes | None = None) -> Sealer:
+        return cls(random if random is not None else AESGCM.generate_key(bit_length=256))
+
+    def seal(self, plaintext: bytes, associated: bytes, nonce: bytes | None = None) -> bytes:
+        n = nonce if nonce is not None else os.urandom(NONCE_BYTES)
+        return n + AESGCM(self.key).encrypt(n, plaintext, associated)
+
+    def unseal(self, sealed: bytes, associated: bytes) -> bytes:
+        if len(sealed) <= NONCE_BYTES:
+            raise SealError("sealed record is too short")
+        try:
+            return AESGCM(self.key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+        except InvalidTag:
+            raise SealError("sealed record was altered or belongs elsewhere") from None

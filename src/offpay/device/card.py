@@ -1,0 +1,529 @@
+"""The card applet: the payer's and recipient's offline wallet (report §3.4–3.7).
+
+A sans-IO state machine: :meth:`Card.process` takes a command APDU and returns a response APDU;
+nothing else reaches in. Every handler computes a new immutable :class:`CardState` from the
+old one and only then replaces it, so a refused command leaves the card exactly as it was.
+The sole deliberate exception is a wrong PIN, which must cost a try.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
+from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
+from offpay.device.apdu import CLA_ISO, CLA_PROPRIETARY, SW, Command, Ins, Response
+from offpay.device.apdu import error_response as _error_response
+from offpay.errors import (
+    CertificateError,
+    DeviceStateError,
+    EncodingError,
+    InsufficientFunds,
+    LimitExceeded,
+    OffpayError,
+    PinError,
+    ReplayError,
+)
+from offpay.money import Money
+from offpay.policy import accept_policy
+from offpay.wire.codec import decode, encode
+from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.messages import (
+    CardConfirmation,
+    CardIdentity,
+    CardInstruction,
+    CardSession,
+    CardStatus,
+    Direction,
+    LimitsPolicy,
+    LogEntry,
+    OfflinePayment,
+    Operation,
+    PaymentAsk,
+    PaymentRequest,
+    Personalisation,
+    SessionStart,
+)
+
+PIN_TRIES = 3
+MAX_OPEN_REQUESTS = 4
+NONCE_BYTES = 16
+PAYEE_ROLES = frozenset({Role.TERMINAL, Role.CARD})
+
+Random = Callable[[int], bytes]
+
+
+def pin_digest(card_id: str, pin: str) -> bytes:
+    """What the card stores instead of the PIN, salted with the card's id."""
+    return hashlib.sha256(f"offpay-pin\x00{card_id}\x00{pin}".encode()).digest()
+
+
+def key_fingerprint(signer_or_key: object) -> str:
+    key = signer_or_key.public_key if isinstance(signer_or_key, Signer) else signer_or_key
+    return hashlib.sha256(public_key_bytes(key)).hexdigest()[:32]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    request_id: bytes
+    payer: str
+    amount: Money
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    nonce: bytes
+    receiver: str
+    operation: Operation
+    amount: Money
+
+
+@dataclass(frozen=True)
+class CardState:
+    card_id: str
+    institution: str
+    chain: tuple[bytes, ...]
+    pin_digest: bytes
+    pin_tries_left: int
+    pin_verified: bool
+    balance: Money
+    seq: int  # never resets: every change of money or log moves it on
+    instruction_no: int  # the last intermediary instruction applied
+    log: tuple[LogEntry, ...]  # offline transactions since the last sync
+    policy: LimitsPolicy
+    challenge: bytes | None
+    open_requests: tuple[OpenRequest, ...]
+    session: OpenSession | None
+    last_payment: Signed[OfflinePayment] | None
+
+    @property
+    def offline_transactions(self) -> int:
+        """The offline counter of the report: entries waiting for sync; sync resets it."""
+        return len(self.log)
+
+    @property
+    def received_offline(self) -> Money:
+        total = Money.zero(self.balance.currency)
+        for entry in self.log:
+            if entry.direction is Direction.IN:
+                total = total + decode(entry.payment.payload, OfflinePayment).amount
+        return total
+
+
+class Card:
+    """A secure element running the offpay applet. Its private key never leaves it."""
+
+    def __init__(self, signer: Signer, random: Random = os.urandom) -> None:
+        self._signer = signer
+        self._random = random
+        self._trust: TrustStore | None = None
+        self._state: CardState | None = None
+
+    @classmethod
+    def manufacture(cls, algorithm: Algorithm = Algorithm.ED25519, random: Random = os.urandom) -> Card:
+        """A blank card that generated its own key pair."""
+        return cls(Signer.generate(algorithm), random)
+
+    # -- the only entry point -----------------------------------------------------------------
+
+    def process(self, raw: bytes) -> bytes:
+        try:
+            cmd = Command.from_bytes(raw)
+        except OffpayError as exc:
+            return Response(_error_response(exc).data, SW.WRONG_LENGTH).to_bytes()
+        handler = self._handlers().get((cmd.cla, cmd.ins))
+        if handler is None:
+            known_cla = cmd.cla in (CLA_ISO, CLA_PROPRIETARY)
+            sw = SW.INS_NOT_SUPPORTED if known_cla else SW.CLA_NOT_SUPPORTED
+            return Response(b"", sw).to_bytes()
+        try:
+            data = handler(cmd)
+        except OffpayError as exc:
+            return _error_response(exc).to_bytes()
+        return Response(data, SW.OK).to_bytes()
+
+    def _handlers(self) -> dict[tuple[int, int], Callable[[Command], bytes]]:
+        p = CLA_PROPRIETARY
+        return {
+            (CLA_ISO, Ins.VERIFY_PIN): self._verify_pin,
+            (p, Ins.GET_PUBLIC_KEY): self._get_public_key,
+            (p, Ins.PERSONALISE): self._personalise,
+            (p, Ins.GET_IDENTITY): self._get_identity,
+            (p, Ins.GET_STATUS): self._get_status,
+            (p, Ins.PAY): self._pay,
+            (p, Ins.GET_LAST_PAYMENT): self._get_last_payment,
+            (p, Ins.REQUEST_PAYMENT): self._request_payment,
+            (p, Ins.RECEIVE): self._receive,
+            (p, Ins.BEGIN_ONLINE): self._begin_online,
+            (p, Ins.APPLY_INSTRUCTION): self._apply_instruction,
+        }
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def _credential(self) -> Credential:
+        return Credential(self._signer, self._live().chain)
+
+    def _live(self) -> CardState:
+        if self._state is None or self._trust is None:
+            raise DeviceStateError("card is not personalised", code="device.blank")
+        return self._state
+
+    def _trusted(self) -> TrustStore:
+        self._live()
+        assert self._trust is not None
+        return self._trust
+
+    def _pin_ok(self, state: CardState) -> None:
+        if state.pin_tries_left <= 0:
+            raise PinError("PIN is blocked after too many wrong tries", code="pin.blocked")
+        if not state.pin_verified:
+            raise PinError("enter the PIN first", code="pin.required")
+
+    def _amount(self, state: CardState, amount: Money) -> None:
+        if amount.currency != state.policy.currency:
+            raise DeviceStateError(
+                f"card holds {state.policy.currency}, not {amount.currency}",
+                code="device.wrong_currency",
+            )
+        if amount.minor <= 0:
+            raise DeviceStateError("amount must be positive", code="device.bad_amount")
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _get_public_key(self, cmd: Command) -> bytes:
+        return public_key_bytes(self._signer.public_key)
+
+    def _personalise(self, cmd: Command) -> bytes:
+        if self._state is not None:
+            raise DeviceStateError("card is already personalised", code="device.personalised")
+        signed = decode(cmd.data, Signed)
+        perso = decode(signed.payload, Personalisation)
+        trust = TrustStore(perso.root)
+        msg, _ = open_signed(
+            signed,
+            Personalisation,
+            trust,
+            Role.ENGINE,
+            receiver=key_fingerprint(self._signer),
+            institution=perso.institution,
+        )
+        ident = trust.expect(msg.chain, Role.CARD, institution=msg.institution)
+        if ident.id != msg.card:
+            raise CertificateError("the certificate names another card")
+        if public_key_bytes(load_certificate(msg.chain[0]).public_key()) != public_key_bytes(  # type: ignore[arg-type]
+            self._signer.public_key
+        ):
+            raise CertificateError("the certificate is not for this card's key")
+        policy = accept_policy(msg.policy, trust, msg.institution, None)
+        self._trust = trust
+        self._state = CardState(
+            card_id=msg.card,
+            institution=msg.institution,
+            chain=msg.chain,
+            pin_digest=msg.pin_digest,
+            pin_tries_left=PIN_TRIES,
+            pin_verified=False,
+            balance=Money.zero(policy.currency),
+            seq=0,
+            instruction_no=0,
+            log=(),
+            policy=policy,
+            challenge=None,
+            open_requests=(),
+            session=None,
+            last_payment=None,
+        )
+        return b""
+
+    def _verify_pin(self, cmd: Command) -> bytes:
+        state = self._live()
+        if state.pin_tries_left <= 0:
+            raise PinError("PIN is blocked after too many wrong tries", code="pin.blocked")
+        try:
+            pin = cmd.data.decode("ascii")
+        except UnicodeDecodeError:
+            raise EncodingError("PIN must be digits") from None
+        if not (4 <= len(pin) <= 12 and pin.isdigit()):
+            raise EncodingError("PIN must be 4 to 12 digits")
+        if hmac.compare_digest(pin_digest(state.card_id, pin), state.pin_digest):
+            self._state = replace(state, pin_tries_left=PIN_TRIES, pin_verified=True)
+            return b""
+        left = state.pin_tries_left - 1
+        self._state = replace(state, pin_tries_left=left, pin_verified=False)
+        if left == 0:
+            raise PinError("wrong PIN; the PIN is now blocked", code="pin.blocked")
+        raise PinError(f"wrong PIN; {left} tries left", tries_left=left)
+
+    def _get_identity(self, cmd: Command) -> bytes:
+        state = self._live()
+        challenge = self._random(NONCE_BYTES)
+        self._state = replace(state, challenge=challenge)
+        return encode(CardIdentity(state.card_id, state.institution, state.chain, challenge))
+
+    def _get_status(self, cmd: Command) -> bytes:
+        s = self._live()
+        return encode(
+            CardStatus(
+                card=s.card_id,
+                institution=s.institution,
+                balance=s.balance,
+                seq=s.seq,
+                offline_transactions=s.offline_transactions,
+                policy_version=s.policy.version,
+                pin_tries_left=s.pin_tries_left,
+            )
+        )
+
+    def _pay(self, cmd: Command) -> bytes:
+        """Report §3.5 step 4 and §3.6 step 3: verify the payee's signed request, debit, sign."""
+        state = self._live()
+        request, payee = open_signed(
+            decode(cmd.data, Signed),
+            PaymentRequest,
+            self._trusted(),
+            PAYEE_ROLES,
+            receiver=state.card_id,
+        )
+        if payee.institution != request.payee_institution:
+            raise CertificateError("request names another institution than its signer's")
+        if state.challenge is None or not hmac.compare_digest(request.challenge, state.challenge):
+            raise ReplayError("payment request does not answer this card's current challenge")
+        self._pin_ok(state)
+        self._amount(state, request.amount)
+        policy = state.policy
+        if state.offline_transactions + 1 > policy.card_max_offline_transactions:
+            raise LimitExceeded(
+                "card_max_offline_transactions",
+                f"the card may hold {policy.card_max_offline_transactions} offline transactions "
+                "before it synchronises; synchronise it to pay again",
+            )
+        if request.amount > state.balance:
+            raise InsufficientFunds(
+                f"card balance {state.balance} does not cover {request.amount}"
+            )
+        if not policy.card_received_spendable_offline and (
+            request.amount > state.balance - state.received_offline
+        ):
+            raise LimitExceeded(
+                "card_received_not_spendable",
+                "money received offline cannot be spent offline before the card synchronises",
+            )
+        seq = state.seq + 1
+        payment = OfflinePayment(
+            sender=state.card_id,
+            receiver=request.sender,
+            payer_institution=state.institution,
+            payee_institution=request.payee_institution,
+            payer_seq=seq,
+            amount=request.amount,
+            request=decode(cmd.data, Signed),
+        )
+        signed = sign(payment, self._credential)
+        self._state = replace(
+            state,
+            balance=state.balance - request.amount,
+            seq=seq,
+            log=(*state.log, LogEntry(seq, Direction.OUT, signed)),
+            challenge=None,
+            pin_verified=False,
+            last_payment=signed,
+        )
+        return signed.to_bytes()
+
+    def _get_last_payment(self, cmd: Command) -> bytes:
+        """Report §3.5: resubmit the last payment; no new transaction, no new debit."""
+        state = self._live()
+        if state.last_payment is None:
+            raise DeviceStateError("this card has made no payment", code="device.no_payment")
+        return state.last_payment.to_bytes()
+
+    def _request_payment(self, cmd: Command) -> bytes:
+        """Report §3.6 step 1: the recipient's card signs a request to one payer card."""
+        state = self._live()
+        ask = decode(cmd.data, PaymentAsk)
+        payer = self._trusted().expect(ask.payer.chain, Role.CARD)
+        if payer.id != ask.payer.card or payer.institution != ask.payer.institution:
+            raise CertificateError("payer identity does not match its certificate")
+        if payer.id == state.card_id:
+            raise DeviceStateError("a card cannot pay itself", code="device.self_payment")
+        self._amount(state, ask.amount)
+        policy = state.policy
+        pending = state.open_requests
+        expected = state.balance
+        for r in pending:
+            expected = expected + r.amount
+        if expected + ask.amount > policy.card_max_balance:
+            raise LimitExceeded(
+                "card_max_balance",
+                f"receiving {ask.amount} could take the card above its limit of "
+                f"{policy.card_max_balance}",
+            )
+        if state.offline_transactions + len(pending) + 1 > policy.card_max_offline_transactions:
+            raise LimitExceeded(
+                "card_max_offline_transactions",
+                f"the card may hold {policy.card_max_offline_transactions} offline transactions "
+                "before it synchronises",
+            )
+        if len(pending) >= MAX_OPEN_REQUESTS:
+            raise DeviceStateError("too many open payment requests", code="device.busy")
+        request_id = self._random(NONCE_BYTES)
+        request = PaymentRequest(
+            sender=state.card_id,
+            receiver=payer.id,
+            payee_institution=state.institution,
+            request_id=request_id,
+            challenge=ask.payer.challenge,
+            amount=ask.amount,
+        )
+        signed = sign(request, self._credential)
+        self._state = replace(
+            state, open_requests=(*pending, OpenRequest(request_id, payer.id, ask.amount))
+        )
+        return signed.to_bytes()
+
+    def _receive(self, cmd: Command) -> bytes:
+        """Report §3.6 step 5: verify both signatures, credit, log."""
+        state = self._live()
+        trust = self._trusted()
+        signed = decode(cmd.data, Signed)
+        payment, _ = open_signed(signed, OfflinePayment, trust, Role.CARD, receiver=state.card_id)
+        request, _ = open_signed(
+            payment.request, PaymentRequest, trust, Role.CARD, receiver=payment.sender
+        )
+        if request.sender != state.card_id:
+            raise CertificateError("the payment answers a request this card did not sign")
+        match = [r for r in state.open_requests if r.request_id == request.request_id]
+        if not match:
+            raise ReplayError("no open request for this payment; it was received or cancelled")
+        if payment.amount != request.amount or match[0].payer != payment.sender:
+            raise DeviceStateError("payment does not match the request", code="device.mismatch")
+        if payment.payee_institution != state.institution:
+            raise DeviceStateError("payment names another institution", code="device.mismatch")
+        self._pin_ok(state)
+        policy = state.policy
+        if state.balance + payment.amount > policy.card_max_balance:
+            raise LimitExceeded(
+                "card_max_balance", f"the card balance may not exceed {policy.card_max_balance}"
+            )
+        if state.offline_transactions + 1 > policy.card_max_offline_transactions:
+            raise LimitExceeded(
+                "card_max_offline_transactions",
+                f"the card may hold {policy.card_max_offline_transactions} offline transactions",
+            )
+        seq = state.seq + 1
+        self._state = replace(
+            state,
+            balance=state.balance + payment.amount,
+            seq=seq,
+            log=(*state.log, LogEntry(seq, Direction.IN, signed)),
+            open_requests=tuple(r for r in state.open_requests if r is not match[0]),
+            pin_verified=False,
+        )
+        return self._get_status(cmd)
+
+    def _begin_online(self, cmd: Command) -> bytes:
+        """Report §3.4 and §3.7 step 2: after the PIN, sign the card's state and log for the
+        intermediary, with a fresh nonce that the answer must echo."""
+        state = self._live()
+        start = decode(cmd.data, SessionStart)
+        if start.operation is Operation.SYNC:
+            if start.amount.minor != 0:
+                raise DeviceStateError("a sync moves no amount", code="device.bad_amount")
+        else:
+            self._amount(state, start.amount)
+        self._pin_ok(state)
+        nonce = self._random(NONCE_BYTES)
+        session = CardSession(
+            sender=state.card_id,
+            receiver=start.receiver,
+            nonce=nonce,
+            seq=state.seq,
+            balance=state.balance,
+            instruction_no=state.instruction_no,
+            policy_version=state.policy.version,
+            operation=start.operation,
+            amount=start.amount,
+            log=state.log,
+        )
+        signed = sign(session, self._credential)
+        self._state = replace(
+            state,
+            session=OpenSession(nonce, start.receiver, start.operation, start.amount),
+            pin_verified=False,
+        )
+        return signed.to_bytes()
+
+    def _apply_instruction(self, cmd: Command) -> bytes:
+        """Report §3.4 step 8 and §3.7 step 7, with what §3.8 found missing: the instruction
+        is signed by the card's own intermediary, addressed to this card, answers the open
+        session and carries the next instruction number, so it cannot be replayed."""
+        state = self._live()
+        trust = self._trusted()
+        instr, engine = open_signed(
+            decode(cmd.data, Signed),
+            CardInstruction,
+            trust,
+            Role.ENGINE,
+            receiver=state.card_id,
+            institution=state.institution,
+        )
+        session = state.session
+        if session is None or not hmac.compare_digest(instr.nonce, session.nonce):
+            raise ReplayError("instruction does not answer this card's open session")
+        if engine.id != session.receiver:
+            raise ReplayError("instruction comes from another party than the session's")
+        if instr.instruction_no != state.instruction_no + 1:
+            raise ReplayError(
+                f"instruction {instr.instruction_no} is not the next one "
+                f"(last applied {state.instruction_no})"
+            )
+        if instr.expected_seq != state.seq:
+            raise DeviceStateError(
+                "the card changed since the session began; start the session again",
+                code="device.stale_instruction",
+            )
+        if not (0 <= instr.clear_through_seq <= state.seq):
+            raise DeviceStateError("instruction clears an unknown part of the log")
+        policy = state.policy
+        if instr.policy is not None:
+            policy = accept_policy(instr.policy, trust, state.institution, policy)
+        if instr.balance.currency != policy.currency or instr.balance.minor < 0:
+            raise DeviceStateError("instruction balance is invalid", code="device.bad_amount")
+        if instr.balance > policy.card_max_balance:
+            raise LimitExceeded(
+                "card_max_balance", f"the card balance may not exceed {policy.card_max_balance}"
+            )
+        seq = state.seq + 1
+        self._state = replace(
+            state,
+            balance=instr.balance,
+            seq=seq,
+            instruction_no=instr.instruction_no,
+            log=tuple(e for e in state.log if e.seq > instr.clear_through_seq),
+            policy=policy,
+            session=None,
+            challenge=None,
+        )
+        confirmation = CardConfirmation(
+            sender=state.card_id,
+            receiver=engine.id,
+            instruction_no=instr.instruction_no,
+            seq=seq,
+            balance=instr.balance,
+        )
+        return sign(confirmation, self._credential).to_bytes()
+
+    # -- read-only views for tests and the simulator ------------------------------------------
+
+    @property
+    def state(self) -> CardState:
+        return self._live()
+
+    @property
+    def is_personalised(self) -> bool:
+        return self._state is not None

@@ -1,0 +1,292 @@
+"""The shop terminal's secure module (report §3.5, with §3.8's fixes designed in).
+
+The module, not the PoS app, holds the terminal's private key and signs every payment request,
+so a manipulated app cannot make it sign anything else. Received payments leave the module only
+sealed; at sync the app hands them back and the module checks that none was dropped or altered
+before it signs the upload. Sans-IO: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
+from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
+from offpay.crypto.sealing import Sealer
+from offpay.errors import CertificateError, DeviceStateError, LimitExceeded, ReplayError
+from offpay.money import Money
+from offpay.policy import accept_policy
+from offpay.wire.codec import Message, decode, encode, message
+from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.messages import (
+    CardIdentity,
+    LimitsPolicy,
+    OfflinePayment,
+    PaymentRequest,
+    TerminalInstruction,
+    TerminalUpload,
+)
+
+NONCE_BYTES = 16
+MAX_OPEN_REQUESTS = 16
+
+Random = Callable[[int], bytes]
+
+
+@message("terminal-record")
+class ReceivedRecord(Message):
+    """A received payment as the module seals it for the app's storage."""
+
+    terminal: str
+    seq: int
+    payment: Signed[OfflinePayment]
+
+
+@dataclass(frozen=True)
+class Pending:
+    request_id: bytes
+    card: str
+    amount: Money
+
+
+@dataclass(frozen=True)
+class TerminalState:
+    terminal_id: str
+    institution: str
+    chain: tuple[bytes, ...]
+    policy: LimitsPolicy
+    seq: int  # payments received over the module's life; never resets
+    cleared_through: int  # the last seq the intermediary confirmed as synchronised
+    unsynced: tuple[tuple[int, Money, bytes], ...]  # (seq, amount, tx_id) since the last reset
+    open_requests: tuple[Pending, ...]
+    instruction_no: int
+    session_nonce: bytes | None
+
+    @property
+    def offline_payments(self) -> int:
+        return len(self.unsynced)
+
+    @property
+    def received(self) -> Money:
+        total = Money.zero(self.policy.currency)
+        for _, amount, _ in self.unsynced:
+            total = total + amount
+        return total
+
+
+class TerminalModule:
+    def __init__(
+        self,
+        signer: Signer,
+        sealer: Sealer,
+        random: Random = os.urandom,
+    ) -> None:
+        self._signer = signer
+        self._sealer = sealer
+        self._random = random
+        self._trust: TrustStore | None = None
+        self._state: TerminalState | None = None
+
+    @classmethod
+    def manufacture(
+        cls, algorithm: Algorithm = Algorithm.ED25519, random: Random = os.urandom
+    ) -> TerminalModule:
+        return cls(Signer.generate(algorithm), Sealer.generate(random(32)), random)
+
+    @property
+    def public_key(self) -> bytes:
+        return public_key_bytes(self._signer.public_key)
+
+    def _live(self) -> tuple[TerminalState, TrustStore]:
+        if self._state is None or self._trust is None:
+            raise DeviceStateError("terminal is not personalised", code="device.blank")
+        return self._state, self._trust
+
+    @property
+    def state(self) -> TerminalState:
+        return self._live()[0]
+
+    def personalise(
+        self,
+        terminal_id: str,
+        institution: str,
+        root: bytes,
+        chain: tuple[bytes, ...],
+        policy: Signed[LimitsPolicy],
+    ) -> None:
+        """Load identity, root and first policy in the issuer's facility (once)."""
+        if self._state is not None:
+            raise DeviceStateError("terminal is already personalised", code="device.personalised")
+        trust = TrustStore(root)
+        ident = trust.expect(chain, Role.TERMINAL, institution=institution)
+        cert_key = public_key_bytes(load_certificate(chain[0]).public_key())  # type: ignore[arg-type]
+        if ident.id != terminal_id or cert_key != self.public_key:
+            raise CertificateError("certificate is not for this terminal's key")
+        accepted = accept_policy(policy, trust, institution, None)
+        self._trust = trust
+        self._state = TerminalState(
+            terminal_id=terminal_id,
+            institution=institution,
+            chain=chain,
+            policy=accepted,
+            seq=0,
+            cleared_through=0,
+            unsynced=(),
+            open_requests=(),
+            instruction_no=0,
+            session_nonce=None,
+        )
+
+    def _check_room(self, state: TerminalState, amount: Money) -> None:
+        policy = state.policy
+        if amount.currency != policy.currency or amount.minor <= 0:
+            raise DeviceStateError(
+                f"amount must be a positive {policy.currency} amount", code="device.bad_amount"
+            )
+        if state.offline_payments + 1 > policy.terminal_max_offline_payments:
+            raise LimitExceeded(
+                "terminal_max_offline_payments",
+                f"the terminal may accept {policy.terminal_max_offline_payments} offline payments "
+                "before it synchronises",
+            )
+        if state.received + amount > policy.terminal_max_received:
+            raise LimitExceeded(
+                "terminal_max_received",
+                f"the terminal may hold {policy.terminal_max_received} received offline; "
+                f"it holds {state.received}",
+            )
+
+    def request_payment(self, identity: bytes, amount: Money) -> bytes:
+        """Report §3.5 step 1, signed by the module as §3.8 asks: a request to pay ``amount``,
+        addressed to the card that showed ``identity`` and bound to its challenge."""
+        state, trust = self._live()
+        card = decode(identity, CardIdentity)
+        ident = trust.expect(card.chain, Role.CARD)
+        if ident.id != card.card or ident.institution != card.institution:
+            raise CertificateError("card identity does not match its certificate")
+        self._check_room(state, amount)
+        request_id = self._random(NONCE_BYTES)
+        request = PaymentRequest(
+            sender=state.terminal_id,
+            receiver=card.card,
+            payee_institution=state.institution,
+            request_id=request_id,
+            challenge=card.challenge,
+            amount=amount,
+        )
+        signed = sign(request, Credential(self._signer, state.chain))
+        opened = (*state.open_requests, Pending(request_id, card.card, amount))
+        self._state = replace(state, open_requests=opened[-MAX_OPEN_REQUESTS:])
+        return signed.to_bytes()
+
+    def accept_payment(self, data: bytes) -> bytes:
+        """Report §3.5 step 6: verify the card's payment against our own open request, then
+        hand back the payment sealed for the app to store."""
+        state, trust = self._live()
+        signed = decode(data, Signed)
+        payment, _ = open_signed(signed, OfflinePayment, trust, Role.CARD, receiver=state.terminal_id)
+        request, _ = open_signed(
+            payment.request, PaymentRequest, trust, Role.TERMINAL, receiver=payment.sender
+        )
+        if request.sender != state.terminal_id:
+            raise CertificateError("the payment answers a request this terminal did not sign")
+        if any(tx == payment.tx_id for _, _, tx in state.unsynced):
+            raise ReplayError("this payment was already received", code="wire.replay.duplicate")
+        match = [p for p in state.open_requests if p.request_id == request.request_id]
+        if not match:
+            raise ReplayError("no open request for this payment; it was received or cancelled")
+        if payment.amount != match[0].amount or payment.sender != match[0].card:
+            raise DeviceStateError("payment does not match the request", code="device.mismatch")
+        if payment.payee_institution != state.institution:
+            raise DeviceStateError("payment names another institution", code="device.mismatch")
+        self._check_room(state, payment.amount)
+        seq = state.seq + 1
+        record = ReceivedRecord(state.terminal_id, seq, signed)
+        sealed = self._sealer.seal(encode(record), self._aad(state, seq), self._random(12))
+        self._state = replace(
+            state,
+            seq=seq,
+            unsynced=(*state.unsynced, (seq, payment.amount, payment.tx_id)),
+            open_requests=tuple(p for p in state.open_requests if p is not match[0]),
+        )
+        return sealed
+
+    def cancel_request(self, request_id: bytes) -> None:
+        state, _ = self._live()
+        self._state = replace(
+            state, open_requests=tuple(p for p in state.open_requests if p.request_id != request_id)
+        )
+
+    @staticmethod
+    def _aad(state: TerminalState, seq: int) -> bytes:
+        return f"offpay-terminal\x00{state.terminal_id}\x00{seq}".encode()
+
+    def begin_sync(self, engine_id: str, sealed_records: list[bytes]) -> bytes:
+        """Report §3.7 step 2 for the terminal: unseal what the app stored, insist that every
+        payment since the last reset is there, and sign them for the intermediary."""
+        state, _ = self._live()
+        wanted = [seq for seq, _, _ in state.unsynced]
+        found: dict[int, Signed[OfflinePayment]] = {}
+        for sealed in sealed_records:
+            for seq in wanted:
+                if seq in found:
+                    continue
+                try:
+                    plain = self._sealer.unseal(sealed, self._aad(state, seq))
+                except Exception:
+                    continue
+                record = decode(plain, ReceivedRecord)
+                found[seq] = record.payment
+                break
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            raise DeviceStateError(
+                f"stored payments {missing} are missing or altered", code="device.records_missing"
+            )
+        nonce = self._random(NONCE_BYTES)
+        upload = TerminalUpload(
+            sender=state.terminal_id,
+            receiver=engine_id,
+            nonce=nonce,
+            instruction_no=state.instruction_no,
+            policy_version=state.policy.version,
+            first_seq=state.cleared_through + 1,
+            payments=tuple(found[s] for s in wanted),
+        )
+        signed = sign(upload, Credential(self._signer, state.chain))
+        self._state = replace(state, session_nonce=nonce)
+        return signed.to_bytes()
+
+    def apply_instruction(self, data: bytes) -> None:
+        """Report §3.7's signed reset message: clear what the intermediary settled."""
+        state, trust = self._live()
+        instr, _ = open_signed(
+            decode(data, Signed),
+            TerminalInstruction,
+            trust,
+            Role.ENGINE,
+            receiver=state.terminal_id,
+            institution=state.institution,
+        )
+        if state.session_nonce is None or not hmac.compare_digest(
+            instr.nonce, state.session_nonce
+        ):
+            raise ReplayError("instruction does not answer this terminal's open sync")
+        if instr.instruction_no != state.instruction_no + 1:
+            raise ReplayError(f"instruction {instr.instruction_no} is not the next one")
+        if not (state.cleared_through <= instr.clear_through_seq <= state.seq):
+            raise DeviceStateError("instruction clears an unknown range", code="device.state")
+        policy = state.policy
+        if instr.policy is not None:
+            policy = accept_policy(instr.policy, trust, state.institution, policy)
+        self._state = replace(
+            state,
+            cleared_through=instr.clear_through_seq,
+            unsynced=tuple(u for u in state.unsynced if u[0] > instr.clear_through_seq),
+            instruction_no=instr.instruction_no,
+            policy=policy,
+            session_nonce=None,
+        )

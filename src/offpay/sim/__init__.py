@@ -1,0 +1,1 @@
+"""Whole networks in one process: for the demo, the tests and experiments."""

@@ -1,0 +1,144 @@
+"""One central bank, several intermediaries, their users, cards, merchants and terminals, all
+wired through an in-process network; plus the audit that money is conserved."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from offpay.bank.engine import Intermediary
+from offpay.central.bank import CentralBank
+from offpay.crypto.keys import Algorithm
+from offpay.device.card import Card
+from offpay.device.terminal import TerminalModule
+from offpay.errors import OffpayError
+from offpay.money import Money
+from offpay.relay.phone import PhoneApp
+from offpay.relay.pos import PosApp
+from offpay.store.database import DEFAULT_URL
+from offpay.transport.memory import MemoryNetwork
+
+
+class ConservationError(OffpayError):
+    code = "audit.conservation"
+
+
+@dataclass
+class User:
+    name: str
+    bank: Intermediary
+    customer_id: str
+    card: Card
+    card_id: str
+    phone: PhoneApp
+    pin: str
+
+    @property
+    def online(self) -> Money:
+        return self.bank.balance(f"{self.customer_id}/online")
+
+    @property
+    def shadow(self) -> Money:
+        return self.bank.balance(f"{self.customer_id}/shadow")
+
+    @property
+    def card_balance(self) -> Money:
+        return self.card.state.balance
+
+
+@dataclass
+class Merchant:
+    name: str
+    bank: Intermediary
+    customer_id: str
+    module: TerminalModule
+    terminal_id: str
+    pos: PosApp
+
+    @property
+    def wallet(self) -> Money:
+        return self.bank.balance(f"{self.customer_id}/merchant")
+
+
+@dataclass(frozen=True)
+class Audit:
+    issued: Money
+    reserves: Money
+    wallets: Money
+    in_transit: Money
+
+    @property
+    def held(self) -> Money:
+        return self.reserves + self.wallets + self.in_transit
+
+    @property
+    def balanced(self) -> bool:
+        return self.issued == self.held
+
+
+@dataclass
+class OfflineNetwork:
+    bank_names: tuple[str, ...] = ("bank-a", "bank-b")
+    currency: str = "SEK"
+    algorithm: Algorithm = Algorithm.ED25519
+    url_for: Callable[[str], str] = lambda _name: DEFAULT_URL
+    network: MemoryNetwork = field(default_factory=MemoryNetwork)
+    central: CentralBank = field(init=False)
+    banks: dict[str, Intermediary] = field(init=False)
+    users: dict[str, User] = field(default_factory=dict)
+    merchants: dict[str, Merchant] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.central = CentralBank(
+            self.url_for("central-bank"), currency=self.currency, algorithm=self.algorithm
+        )
+        self.network.register("central-bank", self.central.handle)
+        self.banks = {
+            name: Intermediary.join(
+                name, self.central, self.network, url=self.url_for(name), algorithm=self.algorithm
+            )
+            for name in self.bank_names
+        }
+
+    def money(self, minor: int) -> Money:
+        return Money(minor, self.currency)
+
+    def issue(self, bank: str, minor: int) -> None:
+        self.central.issue(bank, self.money(minor))
+
+    def add_user(self, name: str, bank: str, *, pin: str = "1234", online: int = 0) -> User:
+        b = self.banks[bank]
+        customer = b.open_customer(name)
+        card = Card.manufacture(self.algorithm)
+        card_id = b.issue_card(customer, card.process, pin)
+        if online:
+            b.fund(customer, self.money(online))
+        user = User(name, b, customer, card, card_id, PhoneApp(card.process, bank, self.network), pin)
+        self.users[name] = user
+        return user
+
+    def add_merchant(self, name: str, bank: str) -> Merchant:
+        b = self.banks[bank]
+        customer = b.open_customer(name, merchant=True)
+        module = TerminalModule.manufacture(self.algorithm)
+        terminal_id = b.issue_terminal(customer, module)
+        merchant = Merchant(name, b, customer, module, terminal_id, PosApp(module, bank, self.network))
+        self.merchants[name] = merchant
+        return merchant
+
+    def audit(self) -> Audit:
+        zero = self.money(0)
+        reserves = sum((p.reserve for p in self.central.positions()), zero)
+        wallets = sum((b.total_held() for b in self.banks.values()), zero)
+        transit = sum((b.in_transit() for b in self.banks.values()), zero)
+        return Audit(self.central.issued(), reserves, wallets, transit)
+
+    def check_conservation(self) -> Audit:
+        """Money issued equals money held; raises :class:`ConservationError` otherwise."""
+        audit = self.audit()
+        if not audit.balanced:
+            raise ConservationError(
+                f"issued {audit.issued} but held {audit.held} (reserves {audit.reserves}, "
+                f"wallets {audit.wallets}, in transit {audit.in_transit})"
+            )
+        return audit

@@ -1,0 +1,175 @@
+"""Tables of the central bank and of an intermediary.
+
+Exactly-once is a database constraint, never a Python check: a payment's id is the primary key
+of the notary, of the payer intermediary's debits and of the payee intermediary's credits, so a
+second settlement fails inside the database even when two syncs race. Balances carry a CHECK
+that they never go negative.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
+
+# ---- central bank -----------------------------------------------------------------------------
+
+central = MetaData()
+
+institutions = Table(
+    "institutions",
+    central,
+    Column("name", String(64), primary_key=True),
+    Column("reserve", BigInteger, nullable=False),
+    Column("holdings", BigInteger, nullable=False),
+    CheckConstraint("reserve >= 0", name="reserve_not_negative"),
+    CheckConstraint("holdings >= 0", name="holdings_not_negative"),
+)
+
+issuance = Table(
+    "issuance",
+    central,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("institution", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+
+notary = Table(
+    "notary",
+    central,
+    Column("tx_id", LargeBinary(16), primary_key=True),
+    Column("evidence", LargeBinary(32), nullable=False),
+    Column("payer_institution", String(64), nullable=False),
+    Column("payee_institution", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("recorded_by", String(128), nullable=False),
+)
+
+central_seen = Table(
+    "seen_requests",
+    central,
+    Column("sender", String(128), primary_key=True),
+    Column("nonce", LargeBinary(32), primary_key=True),
+    Column("response", LargeBinary, nullable=False),
+)
+
+# ---- intermediary -----------------------------------------------------------------------------
+
+bank = MetaData()
+
+customers = Table(
+    "customers",
+    bank,
+    Column("id", String(128), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # person | merchant
+)
+
+accounts = Table(
+    "accounts",
+    bank,
+    Column("id", String(160), primary_key=True),
+    Column("customer_id", String(128), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # online | shadow | merchant
+    Column("currency", String(3), nullable=False),
+    Column("balance", BigInteger, nullable=False),
+    CheckConstraint("balance >= 0", name="balance_not_negative"),
+)
+
+devices = Table(
+    "devices",
+    bank,
+    Column("id", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),  # card | terminal
+    Column("customer_id", String(128), nullable=False),
+    Column("account_id", String(160), nullable=False),
+    Column("status", String(16), nullable=False),  # active | blocked
+    Column("issued_no", Integer, nullable=False),  # last instruction number issued
+    Column("last_seq", Integer, nullable=False),  # device counter last seen
+)
+
+instructions = Table(
+    "instructions",
+    bank,
+    Column("device_id", String(128), primary_key=True),
+    Column("instruction_no", Integer, primary_key=True),
+    Column("operation", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # issued | applied | superseded
+    Column("payload", LargeBinary, nullable=False),
+)
+
+debits = Table(
+    "debits",
+    bank,
+    Column("tx_id", LargeBinary(16), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("evidence", LargeBinary(32), nullable=False),
+    Column("payment", LargeBinary, nullable=False),
+    Column("notarised", Boolean, nullable=False),
+    Column("credited", Boolean, nullable=False),
+)
+
+credits = Table(
+    "credits",
+    bank,
+    Column("tx_id", LargeBinary(16), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("evidence", LargeBinary(32), nullable=False),
+)
+
+shortfalls = Table(
+    "shortfalls",
+    bank,
+    Column("tx_id", LargeBinary(16), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("payment", LargeBinary, nullable=False),
+    Column("open", Boolean, nullable=False),
+)
+
+journal = Table(
+    "journal",
+    bank,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", String(160), nullable=False, index=True),
+    Column("delta", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("reference", LargeBinary, nullable=True),
+)
+
+anomalies = Table(
+    "anomalies",
+    bank,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("device_id", String(128), nullable=True),
+    Column("tx_id", LargeBinary(16), nullable=True),
+    Column("detail", String(512), nullable=False),
+)
+
+bank_seen = Table(
+    "seen_requests",
+    bank,
+    Column("sender", String(128), primary_key=True),
+    Column("nonce", LargeBinary(32), primary_key=True),
+    Column("response", LargeBinary, nullable=False),
+)
+
+policies = Table(
+    "policies",
+    bank,
+    Column("version", Integer, primary_key=True),
+    Column("signed", LargeBinary, nullable=False),
+)

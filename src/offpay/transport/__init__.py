@@ -1,0 +1,1 @@
+"""How bytes reach a party: in memory today; HTTP plugs in behind the same interface."""

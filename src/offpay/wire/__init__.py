@@ -1,0 +1,1 @@
+"""What crosses a hop: message types, their canonical encoding, and signed envelopes."""

@@ -1,0 +1,158 @@
+"""Canonical encoding of messages (deterministic CBOR, RFC 8949 §4.2).
+
+Messages are frozen dataclasses; the codec walks their type hints, so a message type is
+declared once and its encoding follows. Decoding is strict: a missing, extra or mistyped field
+is an :class:`EncodingError`, never a silently defaulted value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from functools import cache
+from typing import Any, ClassVar, TypeVar, get_args, get_origin
+
+import cbor2
+
+from offpay.errors import EncodingError, MoneyError
+from offpay.money import Money
+
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """Base of every wire message; ``TYPE`` is its stable tag on the wire."""
+
+    TYPE: ClassVar[str] = "message"
+
+
+M = TypeVar("M", bound=Message)
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+def message(tag: str) -> typing.Callable[[type[M]], type[M]]:
+    """Class decorator: a frozen dataclass registered under a wire tag."""
+
+    def wrap(cls: type[M]) -> type[M]:
+        if tag in _REGISTRY:
+            raise RuntimeError(f"wire tag {tag!r} is used twice")
+        cls.TYPE = tag
+        cls = dataclasses.dataclass(frozen=True)(cls)
+        _REGISTRY[tag] = cls
+        return cls
+
+    return wrap
+
+
+def to_obj(value: Any) -> Any:
+    if isinstance(value, Message):
+        out = {"t": value.TYPE}
+        for f in dataclasses.fields(value):
+            out[f.name] = to_obj(getattr(value, f.name))
+        return out
+    if isinstance(value, Money):
+        return [value.minor, value.currency]
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [to_obj(v) for v in value]
+    return value
+
+
+def encode(msg: Message) -> bytes:
+    return cbor2.dumps(to_obj(msg), canonical=True)
+
+
+def decode(data: bytes, cls: type[M]) -> M:
+    if not isinstance(data, bytes | bytearray) or len(data) > MAX_MESSAGE_BYTES:
+        raise EncodingError("message is not bytes or is too large")
+    try:
+        obj = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several decoder errors
+        raise EncodingError(f"not canonical CBOR: {exc}") from None
+    if encode_obj(obj) != bytes(data):
+        raise EncodingError("encoding is not canonical")
+    return from_obj(obj, cls)
+
+
+def encode_obj(obj: Any) -> bytes:
+    try:
+        return cbor2.dumps(obj, canonical=True)
+    except Exception:
+        return b""
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_obj(obj: Any, cls: type[M]) -> M:
+    if not isinstance(obj, dict) or obj.get("t") != cls.TYPE:
+        raise EncodingError(f"expected a {cls.TYPE} message")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    if set(obj) != {"t", *names}:
+        raise EncodingError(f"{cls.TYPE}: fields do not match")
+    kwargs = {n: _convert(obj[n], hints[n], f"{cls.TYPE}.{n}") for n in names}
+    try:
+        return cls(**kwargs)
+    except (MoneyError, ValueError, TypeError) as exc:
+        raise EncodingError(f"{cls.TYPE}: {exc}") from None
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        real = [o for o in options if o is not type(None)]
+        if len(real) == 1:
+            return _convert(value, real[0], where)
+        raise EncodingError(f"{where}: ambiguous union")
+    if origin is tuple:
+        args = get_args(hint)
+        if not isinstance(value, list):
+            raise EncodingError(f"{where}: expected a list")
+        return tuple(_convert(v, args[0], where) for v in value)
+    if hint is Money:
+        if not (isinstance(value, list) and len(value) == 2):
+            raise EncodingError(f"{where}: expected an amount")
+        minor, currency = value
+        if type(minor) is not int or not isinstance(currency, str):
+            raise EncodingError(f"{where}: expected an amount")
+        try:
+            return Money(minor, currency)
+        except MoneyError as exc:
+            raise EncodingError(f"{where}: {exc.message}") from None
+    if isinstance(origin, type) and issubclass(origin, Message):
+        return from_obj(value, origin)  # a parametrised envelope such as Signed[Payment]
+    if isinstance(hint, type) and issubclass(hint, Message):
+        return from_obj(value, hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise EncodingError(f"{where}: unknown value {value!r}") from None
+    if hint is int:
+        if type(value) is not int:
+            raise EncodingError(f"{where}: expected an integer")
+        return value
+    if hint is bool:
+        if type(value) is not bool:
+            raise EncodingError(f"{where}: expected true or false")
+        return value
+    if hint is bytes:
+        if not isinstance(value, bytes):
+            raise EncodingError(f"{where}: expected bytes")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise EncodingError(f"{where}: expected text")
+        return value
+    raise EncodingError(f"{where}: unsupported field type {hint!r}")

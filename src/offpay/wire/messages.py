@@ -1,0 +1,296 @@
+"""The balance-based scheme's messages, in the order the flows use them.
+
+Every message that crosses an untrusted hop names ``sender`` and ``receiver`` and carries a
+nonce or counter; the receiver's state decides whether it was seen before.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+
+from offpay.money import Money
+from offpay.wire.codec import Message, message
+from offpay.wire.envelope import Signed
+
+
+def payment_tx_id(payer: str, payer_seq: int) -> bytes:
+    """An offline payment's network-wide id: the payer device and its never-resetting counter.
+
+    Derived, not chosen, so that two different payments with the same id prove a cloned or
+    rolled-back device.
+    """
+    return hashlib.sha256(f"offpay-tx\x00{payer}\x00{payer_seq}".encode()).digest()[:16]
+
+
+# --- offline: payee asks, payer pays -------------------------------------------------------
+
+
+@message("card-identity")
+class CardIdentity(Message):
+    """What a card shows a terminal or another card before a payment (unsigned: the challenge
+    is only useful to the card that issued it)."""
+
+    card: str
+    institution: str
+    chain: tuple[bytes, ...]
+    challenge: bytes
+
+
+@message("payment-request")
+class PaymentRequest(Message):
+    """Signed by the payee (terminal module or recipient card), addressed to one payer card."""
+
+    sender: str
+    receiver: str
+    payee_institution: str
+    request_id: bytes
+    challenge: bytes
+    amount: Money
+
+
+@message("offline-payment")
+class OfflinePayment(Message):
+    """Signed by the payer card; embeds the payee's signed request, so both parties signed."""
+
+    sender: str
+    receiver: str
+    payer_institution: str
+    payee_institution: str
+    payer_seq: int
+    amount: Money
+    request: Signed[PaymentRequest]
+
+    @property
+    def tx_id(self) -> bytes:
+        return payment_tx_id(self.sender, self.payer_seq)
+
+
+class Direction(enum.StrEnum):
+    OUT = "out"
+    IN = "in"
+
+
+@message("log-entry")
+class LogEntry(Message):
+    """One line of a card's offline log: its own counter value and the signed payment."""
+
+    seq: int
+    direction: Direction
+    payment: Signed[OfflinePayment]
+
+
+# --- limits ----------------------------------------------------------------------------------
+
+
+@message("limits-policy")
+class LimitsPolicy(Message):
+    """Offline limits, issued and signed by an intermediary, versioned, never downgraded."""
+
+    issuer: str
+    version: int
+    currency: str
+    card_max_offline_transactions: int
+    card_max_balance: Money
+    card_received_spendable_offline: bool
+    terminal_max_offline_payments: int
+    terminal_max_received: Money
+
+
+# --- online: card and terminal with their intermediary ---------------------------------------
+
+
+class Operation(enum.StrEnum):
+    SYNC = "sync"
+    TOP_UP = "top-up"
+    DEFUND = "defund"
+
+
+@message("card-session")
+class CardSession(Message):
+    """Signed by the card after the PIN: its state, its log, and what the user asked for."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    seq: int
+    balance: Money
+    instruction_no: int
+    policy_version: int
+    operation: Operation
+    amount: Money
+    log: tuple[LogEntry, ...]
+
+
+@message("card-instruction")
+class CardInstruction(Message):
+    """Signed by the card's intermediary engine: the new balance, log cleared through a counter
+    value, counters reset, perhaps a newer policy. Valid once: ``instruction_no`` must follow
+    the card's last one, ``nonce`` must be the card's open session, ``expected_seq`` its state."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    instruction_no: int
+    expected_seq: int
+    operation: Operation
+    balance: Money
+    clear_through_seq: int
+    policy: Signed[LimitsPolicy] | None
+
+
+@message("card-confirmation")
+class CardConfirmation(Message):
+    """Signed by the card once it applied an instruction; releases a defund's money online."""
+
+    sender: str
+    receiver: str
+    instruction_no: int
+    seq: int
+    balance: Money
+
+
+@message("terminal-upload")
+class TerminalUpload(Message):
+    """Signed by the terminal module: every payment received since its last reset."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    instruction_no: int
+    policy_version: int
+    first_seq: int
+    payments: tuple[Signed[OfflinePayment], ...]
+
+
+@message("terminal-instruction")
+class TerminalInstruction(Message):
+    sender: str
+    receiver: str
+    nonce: bytes
+    instruction_no: int
+    clear_through_seq: int
+    policy: Signed[LimitsPolicy] | None
+
+
+# --- between intermediaries and with the central bank ----------------------------------------
+
+
+class SettlementStatus(enum.StrEnum):
+    DONE = "done"
+    ALREADY = "already"
+    SHORT = "short"  # the payer's shadow wallet cannot cover it (report §3.7)
+    REFUSED = "refused"
+
+
+@message("debit-request")
+class DebitRequest(Message):
+    """Payee's intermediary asks the payer's to take an offline payment from the payer's shadow
+    wallet; the signed payment is the evidence, verified by the payer's intermediary."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    payment: Signed[OfflinePayment]
+
+
+@message("notarise-request")
+class NotariseRequest(Message):
+    """The payer's intermediary records a debited payment with the central bank's notary, which
+    moves the value between intermediaries' holdings."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    tx_id: bytes
+    evidence: bytes
+    payer_institution: str
+    payee_institution: str
+    amount: Money
+
+
+@message("credit-request")
+class CreditRequest(Message):
+    """The payer's intermediary tells the payee's to credit a notarised payment."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    payment: Signed[OfflinePayment]
+    notary_receipt: bytes
+
+
+@message("settlement-result")
+class SettlementResult(Message):
+    """An answer to a settlement request. From the notary, it is the receipt that proves a
+    payment was recorded; intermediaries pass it on (``notary_receipt``) as that proof."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    tx_id: bytes
+    status: SettlementStatus
+    code: str
+    detail: str
+    notary_receipt: bytes
+
+
+# --- card-local commands (phone or terminal app to card; the card checks what matters) -------
+
+
+@message("personalisation")
+class Personalisation(Message):
+    """Signed by the issuing intermediary's engine, addressed to the card's key fingerprint.
+
+    Loaded once, in the issuer's secure facility, on a blank card: it brings the root
+    certificate, the card's own chain, its PIN digest and the first limits policy."""
+
+    sender: str
+    receiver: str
+    card: str
+    institution: str
+    root: bytes
+    chain: tuple[bytes, ...]
+    pin_digest: bytes
+    policy: Signed[LimitsPolicy]
+
+
+@message("payment-ask")
+class PaymentAsk(Message):
+    """A recipient's phone asks its card to request ``amount`` from the payer it identified."""
+
+    payer: CardIdentity
+    amount: Money
+
+
+@message("session-start")
+class SessionStart(Message):
+    """The phone asks the card to open an online session with the card's intermediary."""
+
+    receiver: str
+    operation: Operation
+    amount: Money
+
+
+@message("card-status")
+class CardStatus(Message):
+    """What a card shows its holder; unsigned, for display only."""
+
+    card: str
+    institution: str
+    balance: Money
+    seq: int
+    offline_transactions: int
+    policy_version: int
+    pin_tries_left: int
+
+
+@message("reserve-transfer")
+class ReserveTransfer(Message):
+    """An intermediary moves e-krona between its reserve at the central bank and what its
+    customers hold (``amount`` positive: reserve to customers; negative: back to reserve)."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    amount: Money
