@@ -63,7 +63,7 @@ def accept_policy(
     """The policy in ``signed`` if it comes from ``institution`` and is not older than
     ``current``; a device calls this before replacing its limits."""
     try:
-        policy, ident = open_signed(
+        policy, _ = open_signed(
             signed, LimitsPolicy, trust, Role.ENGINE, receiver=None, institution=institution
         )
     except PolicyError:

@@ -228,7 +228,9 @@ class Intermediary:
         the customer's online wallet."""
         self._positive(amount)
         self._account(customer_id, "online")
-        self._central("reserve-transfer", ReserveTransfer(self.id, NOTARY_ID, self._nonce(), amount))
+        self._central(
+            "reserve-transfer", ReserveTransfer(self.id, NOTARY_ID, self._nonce(), amount)
+        )
         with self.db.begin() as conn:
             self._move(conn, None, f"{customer_id}/online", amount.minor, "funding", None)
 
@@ -243,7 +245,9 @@ class Intermediary:
 
     def _positive(self, amount: Money) -> None:
         if amount.currency != self.currency or amount.minor <= 0:
-            raise Refused(f"amount must be a positive {self.currency} amount", code="bank.bad_amount")
+            raise Refused(
+                f"amount must be a positive {self.currency} amount", code="bank.bad_amount"
+            )
 
     def _account(self, customer_id: str, kind: str) -> str:
         account = f"{customer_id}/{kind}"
@@ -352,7 +356,9 @@ class Intermediary:
 
     def device(self, device_id: str):  # type: ignore[no-untyped-def]
         with self.db.connect() as conn:
-            row = conn.execute(select(schema.devices).where(schema.devices.c.id == device_id)).first()
+            row = conn.execute(
+                select(schema.devices).where(schema.devices.c.id == device_id)
+            ).first()
         if row is None:
             raise NotFound(f"{device_id} is not a device of {self.name}")
         return row
@@ -493,7 +499,11 @@ class Intermediary:
                 select(schema.accounts.c.balance).where(schema.accounts.c.id == shadow)
             ).scalar_one()
             if session.operation is Operation.DEFUND:
-                if any(o.status is not SettlementStatus.DONE and o.status is not SettlementStatus.ALREADY for o in outcomes):
+                if any(
+                    o.status is not SettlementStatus.DONE
+                    and o.status is not SettlementStatus.ALREADY
+                    for o in outcomes
+                ):
                     raise Refused(
                         "the card holds payments that did not settle; defund after they do",
                         code="bank.unsynchronised",
@@ -545,7 +555,9 @@ class Intermediary:
         )
         device = self.device(ident.id)
         if conf.instruction_no > device.issued_no:
-            raise Refused("confirmation of an instruction never issued", code="bank.unknown_instruction")
+            raise Refused(
+                "confirmation of an instruction never issued", code="bank.unknown_instruction"
+            )
         self._complete_instruction(ident.id, conf.instruction_no)
         with self.db.begin() as conn:
             conn.execute(
@@ -576,15 +588,14 @@ class Intermediary:
         device = self.device(ident.id)
         if device.status != "active":
             raise DeviceStateError(f"{ident.id} is blocked", code="device.blocked")
-        if upload.instruction_no != device.issued_no:
-            # A reset that never reached the terminal: the payments are settled already and
-            # settle again as no-ops; the next number follows what the terminal applied.
-            if upload.instruction_no != device.issued_no - 1:
-                self._anomaly("counter_drift", ident.id, None, "terminal instruction numbers differ")
-                raise DeviceStateError(
-                    "terminal and intermediary disagree on instructions",
-                    code="device.counter_drift",
-                )
+        # A reset that never reached the terminal (issued_no - 1) is fine: its payments are
+        # settled already and settle again as no-ops.
+        if upload.instruction_no not in (device.issued_no, device.issued_no - 1):
+            self._anomaly("counter_drift", ident.id, None, "terminal instruction numbers differ")
+            raise DeviceStateError(
+                "terminal and intermediary disagree on instructions",
+                code="device.counter_drift",
+            )
         outcomes = tuple(self._settle_entry(ident.id, Direction.IN, p) for p in upload.payments)
         signed_policy, policy = self._policy()
         number = upload.instruction_no + 1
@@ -873,7 +884,9 @@ class Intermediary:
 
     # -- talking to others ----------------------------------------------------------------------
 
-    def _ask_bank(self, institution: str, kind: str, request: DebitRequest | CreditRequest) -> SettlementResult:
+    def _ask_bank(
+        self, institution: str, kind: str, request: DebitRequest | CreditRequest
+    ) -> SettlementResult:
         data = self.network.send(institution, kind, sign(request, self.credential).to_bytes())
         return open_result(data, self.trust, self.id)
 
@@ -913,4 +926,3 @@ class Intermediary:
                 select(func.coalesce(func.sum(d.c.amount), 0)).where(d.c.credited.is_(False))
             ).scalar_one()
         return Money(int(total), self.currency)
-

@@ -23,7 +23,12 @@ from offpay.money import Money
 from offpay.store import schema
 from offpay.store.database import DEFAULT_URL, open_database
 from offpay.wire.envelope import Signed, open_signed, sign
-from offpay.wire.messages import NotariseRequest, ReserveTransfer, SettlementResult, SettlementStatus
+from offpay.wire.messages import (
+    NotariseRequest,
+    ReserveTransfer,
+    SettlementResult,
+    SettlementStatus,
+)
 
 NOTARY_ID = "central-bank/notary"
 
@@ -145,7 +150,9 @@ class CentralBank:
         return None if row is None else bytes(row.response)
 
     def _remember(self, conn, sender: str, nonce: bytes, response: bytes) -> None:  # type: ignore[no-untyped-def]
-        conn.execute(insert(schema.central_seen).values(sender=sender, nonce=nonce, response=response))
+        conn.execute(
+            insert(schema.central_seen).values(sender=sender, nonce=nonce, response=response)
+        )
 
     def _reserve_transfer(self, data: bytes) -> bytes:
         req, ident = open_signed(
@@ -240,7 +247,10 @@ class CentralBank:
 
 def open_result(data: bytes, trust: TrustStore, receiver: str) -> SettlementResult:
     result, _ = open_signed(
-        Signed.from_bytes(data), SettlementResult, trust, frozenset({Role.NOTARY, Role.ENGINE}),
+        Signed.from_bytes(data),
+        SettlementResult,
+        trust,
+        frozenset({Role.NOTARY, Role.ENGINE}),
         receiver=receiver,
     )
     return result

@@ -15,10 +15,9 @@ import hashlib
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from offpay.crypto.keys import Algorithm, PublicKey, Signer
 from offpay.errors import CertificateError, EncodingError
@@ -155,7 +154,9 @@ class Authority:
             raise CertificateError("only the root may certify an intermediary's CA")
         inst = institution if institution is not None else self.name
         cert = (
-            _builder(_name(subject_id, role, inst), self.certificate.subject, public_key, now, years)
+            _builder(
+                _name(subject_id, role, inst), self.certificate.subject, public_key, now, years
+            )
             .add_extension(
                 x509.BasicConstraints(ca=is_ca, path_length=0 if is_ca else None), critical=True
             )

@@ -124,7 +124,9 @@ class Card:
         self._state: CardState | None = None
 
     @classmethod
-    def manufacture(cls, algorithm: Algorithm = Algorithm.ED25519, random: Random = os.urandom) -> Card:
+    def manufacture(
+        cls, algorithm: Algorithm = Algorithm.ED25519, random: Random = os.urandom
+    ) -> Card:
         """A blank card that generated its own key pair."""
         return cls(Signer.generate(algorithm), random)
 
@@ -303,9 +305,7 @@ class Card:
                 "before it synchronises; synchronise it to pay again",
             )
         if request.amount > state.balance:
-            raise InsufficientFunds(
-                f"card balance {state.balance} does not cover {request.amount}"
-            )
+            raise InsufficientFunds(f"card balance {state.balance} does not cover {request.amount}")
         if not policy.card_received_spendable_offline and (
             request.amount > state.balance - state.received_offline
         ):

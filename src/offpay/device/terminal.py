@@ -187,7 +187,9 @@ class TerminalModule:
         hand back the payment sealed for the app to store."""
         state, trust = self._live()
         signed = decode(data, Signed)
-        payment, _ = open_signed(signed, OfflinePayment, trust, Role.CARD, receiver=state.terminal_id)
+        payment, _ = open_signed(
+            signed, OfflinePayment, trust, Role.CARD, receiver=state.terminal_id
+        )
         request, _ = open_signed(
             payment.request, PaymentRequest, trust, Role.TERMINAL, receiver=payment.sender
         )
@@ -271,9 +273,7 @@ class TerminalModule:
             receiver=state.terminal_id,
             institution=state.institution,
         )
-        if state.session_nonce is None or not hmac.compare_digest(
-            instr.nonce, state.session_nonce
-        ):
+        if state.session_nonce is None or not hmac.compare_digest(instr.nonce, state.session_nonce):
             raise ReplayError("instruction does not answer this terminal's open sync")
         if instr.instruction_no != state.instruction_no + 1:
             raise ReplayError(f"instruction {instr.instruction_no} is not the next one")

@@ -113,7 +113,9 @@ class OfflineNetwork:
         card_id = b.issue_card(customer, card.process, pin)
         if online:
             b.fund(customer, self.money(online))
-        user = User(name, b, customer, card, card_id, PhoneApp(card.process, bank, self.network), pin)
+        user = User(
+            name, b, customer, card, card_id, PhoneApp(card.process, bank, self.network), pin
+        )
         self.users[name] = user
         return user
 
@@ -122,7 +124,9 @@ class OfflineNetwork:
         customer = b.open_customer(name, merchant=True)
         module = TerminalModule.manufacture(self.algorithm)
         terminal_id = b.issue_terminal(customer, module)
-        merchant = Merchant(name, b, customer, module, terminal_id, PosApp(module, bank, self.network))
+        merchant = Merchant(
+            name, b, customer, module, terminal_id, PosApp(module, bank, self.network)
+        )
         self.merchants[name] = merchant
         return merchant
 

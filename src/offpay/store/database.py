@@ -11,9 +11,7 @@ DEFAULT_URL = "sqlite+pysqlite:///:memory:"
 def open_database(url: str, metadata: MetaData) -> Engine:
     """An engine for ``url`` with ``metadata``'s tables created if missing."""
     if url.startswith("sqlite") and ":memory:" in url:
-        engine = create_engine(
-            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
-        )
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     elif url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
     else:
