@@ -473,15 +473,13 @@ class Intermediary:
         i = schema.instructions
         with self.db.begin() as conn:
             row = conn.execute(
-                select(i).where(i.c.device_id == device_id, i.c.instruction_no == number)
+                select(i).where(
+                    i.c.device_id == device_id, i.c.instruction_no == number, i.c.state == "issued"
+                )
             ).first()
-            if row is None or row.state != "issued":
+            if row is None:
                 return
-            conn.execute(
-                update(i)
-                .where(i.c.device_id == device_id, i.c.instruction_no == number)
-                .values(state="applied")
-            )
+            conn.execute(update(i).where(i.c.id == row.id).values(state="applied"))
             if row.operation == Operation.DEFUND.value:
                 customer = self.device(device_id).customer_id
                 self._move(

@@ -100,8 +100,9 @@ devices = Table(
 instructions = Table(
     "instructions",
     bank,
-    Column("device_id", String(128), primary_key=True),
-    Column("instruction_no", Integer, primary_key=True),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(128), nullable=False, index=True),
+    Column("instruction_no", Integer, nullable=False),
     Column("operation", String(16), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("state", String(16), nullable=False),  # issued | applied | superseded

@@ -1,0 +1,43 @@
+"""The demo a user runs first must play every flow and end balanced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from offpay.cli import app
+from offpay.sim.network import OfflineNetwork
+
+
+def test_demo_plays_every_flow_and_ends_balanced(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for section in ("§3.4 Top-up", "§3.5 Offline payment", "§3.5 Resubmit", "§3.6 Person"):
+        assert section in out
+    assert "[limit.card_max_balance]" in out
+    assert "shortfall" in out and "SEK 50.00 recorded at bank-a" in out
+    assert "every card equals its shadow wallet" in out
+    # The demo used embedded SQLite files, one per actor, in the folder it was given.
+    names = sorted(p.name for p in tmp_path.glob("*.sqlite"))
+    assert names == ["bank-a.sqlite", "bank-b.sqlite", "central-bank.sqlite"]
+
+
+def test_state_survives_in_sqlite_files(tmp_path: Path) -> None:
+    """The database URL is configurable; a file-backed network keeps what it settled."""
+    net = OfflineNetwork(url_for=lambda name: f"sqlite+pysqlite:///{tmp_path / name}.db")
+    net.issue("bank-a", 1_000_00)
+    alice = net.add_user("Alice", "bank-a", online=500_00)
+    shop = net.add_merchant("Shop", "bank-b")
+    alice.phone.top_up(alice.pin, net.money(200_00))
+    shop.pos.charge(alice.card.process, alice.pin, net.money(75_00))
+    shop.pos.sync()
+    net.check_conservation()
+    assert shop.wallet == net.money(75_00)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite+pysqlite:///{tmp_path / 'central-bank'}.db")
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from notary")).scalar_one() == 1
+    engine.dispose()
