@@ -40,6 +40,7 @@ from offpay.money import Money
 from offpay.policy import default_policy, sign_policy
 from offpay.store import schema
 from offpay.store.database import DEFAULT_URL, open_database
+from offpay.store.seen import answered, remember
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
@@ -379,15 +380,11 @@ class Intermediary:
         return handler(data)
 
     def _seen(self, sender: str, nonce: bytes) -> bytes | None:
-        t = schema.bank_seen
         with self.db.connect() as conn:
-            row = conn.execute(
-                select(t.c.response).where(t.c.sender == sender, t.c.nonce == nonce)
-            ).first()
-        return None if row is None else bytes(row.response)
+            return answered(conn, schema.bank_seen, sender, nonce)
 
     def _remember(self, conn: Connection, sender: str, nonce: bytes, response: bytes) -> None:
-        conn.execute(insert(schema.bank_seen).values(sender=sender, nonce=nonce, response=response))
+        remember(conn, schema.bank_seen, sender, nonce, response)
 
     # -- card synchronisation, top-up and defund (report §3.4, §3.7) --------------------------
 

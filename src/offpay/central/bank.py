@@ -22,6 +22,7 @@ from offpay.errors import InsufficientFunds, NotFound, Refused
 from offpay.money import Money
 from offpay.store import schema
 from offpay.store.database import DEFAULT_URL, open_database
+from offpay.store.seen import answered, remember
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
     NotariseRequest,
@@ -142,18 +143,6 @@ class CentralBank:
             return self._notarise(data)
         raise Refused(f"the central bank does not handle {kind!r}", code="central.unknown_request")
 
-    def _seen(self, conn, sender: str, nonce: bytes) -> bytes | None:  # type: ignore[no-untyped-def]
-        t = schema.central_seen
-        row = conn.execute(
-            select(t.c.response).where(t.c.sender == sender, t.c.nonce == nonce)
-        ).first()
-        return None if row is None else bytes(row.response)
-
-    def _remember(self, conn, sender: str, nonce: bytes, response: bytes) -> None:  # type: ignore[no-untyped-def]
-        conn.execute(
-            insert(schema.central_seen).values(sender=sender, nonce=nonce, response=response)
-        )
-
     def _reserve_transfer(self, data: bytes) -> bytes:
         req, ident = open_signed(
             data, ReserveTransfer, self.trust, Role.ENGINE, receiver=NOTARY_ID, now=self.clock()
@@ -161,7 +150,7 @@ class CentralBank:
         self._currency(req.amount)
         t = schema.institutions
         with self.db.begin() as conn:
-            cached = self._seen(conn, ident.id, req.nonce)
+            cached = answered(conn, schema.central_seen, ident.id, req.nonce)
             if cached is not None:
                 return cached
             row = conn.execute(select(t).where(t.c.name == ident.institution)).first()
@@ -178,7 +167,7 @@ class CentralBank:
                 )
             )
             response = self._result(ident.id, req.nonce, b"", SettlementStatus.DONE, "", "")
-            self._remember(conn, ident.id, req.nonce, response)
+            remember(conn, schema.central_seen, ident.id, req.nonce, response)
         return response
 
     def _result(
@@ -201,7 +190,7 @@ class CentralBank:
         n, t = schema.notary, schema.institutions
         try:
             with self.db.begin() as conn:
-                cached = self._seen(conn, ident.id, req.nonce)
+                cached = answered(conn, schema.central_seen, ident.id, req.nonce)
                 if cached is not None:
                     return cached
                 existing = conn.execute(select(n).where(n.c.tx_id == req.tx_id)).first()
@@ -213,7 +202,7 @@ class CentralBank:
                     )
                     code = "" if status is SettlementStatus.ALREADY else "central.conflict"
                     response = self._result(ident.id, req.nonce, req.tx_id, status, code, "")
-                    self._remember(conn, ident.id, req.nonce, response)
+                    remember(conn, schema.central_seen, ident.id, req.nonce, response)
                     return response
                 conn.execute(
                     insert(n).values(
@@ -238,7 +227,7 @@ class CentralBank:
                 response = self._result(
                     ident.id, req.nonce, req.tx_id, SettlementStatus.DONE, "", ""
                 )
-                self._remember(conn, ident.id, req.nonce, response)
+                remember(conn, schema.central_seen, ident.id, req.nonce, response)
                 return response
         except IntegrityError:
             # A concurrent request recorded the same payment first: the constraint held.
