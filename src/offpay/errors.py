@@ -117,7 +117,7 @@ _BY_PREFIX: dict[str, type[OffpayError]] = {
     "wire.wrong_receiver": AddressError,
     "wire.replay": ReplayError,
     "crypto.bad_signature": SignatureError,
-    "crypto.bad_certificate": CertificateError,
+    "crypto": CertificateError,
     "policy": PolicyError,
     "pin": PinError,
     "device": DeviceStateError,

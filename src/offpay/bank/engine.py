@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from offpay.bank.evidence import verify_payment
 from offpay.central.bank import NOTARY_ID, Clock, open_result, utc_now
 from offpay.crypto.keys import Algorithm, Signer
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
@@ -468,6 +469,7 @@ class Intermediary:
     def _complete_instruction(self, device_id: str, number: int) -> None:
         """The card applied instruction ``number``: a defund's money may now go online."""
         i = schema.instructions
+        customer = self.device(device_id).customer_id  # read before the write transaction
         with self.db.begin() as conn:
             row = conn.execute(
                 select(i).where(
@@ -478,7 +480,6 @@ class Intermediary:
                 return
             conn.execute(update(i).where(i.c.id == row.id).values(state="applied"))
             if row.operation == Operation.DEFUND.value:
-                customer = self.device(device_id).customer_id
                 self._move(
                     conn, f"{customer}/shadow", f"{customer}/online", row.amount, "defund", None
                 )
@@ -617,7 +618,7 @@ class Intermediary:
     def _settle_entry(
         self, device_id: str, direction: Direction, signed: Signed[OfflinePayment]
     ) -> Outcome:
-        payment, _ = open_signed(signed, OfflinePayment, self.trust, Role.CARD, receiver=None)
+        payment = verify_payment(signed, self.trust)
         party = payment.sender if direction is Direction.OUT else payment.receiver
         if party != device_id:
             self._anomaly("foreign_entry", device_id, payment.tx_id, "log entry of another device")
@@ -629,7 +630,7 @@ class Intermediary:
 
     def settle(self, signed: Signed[OfflinePayment]) -> Outcome:
         """Settle one offline payment exactly once, whichever party uploaded it."""
-        payment, _ = open_signed(signed, OfflinePayment, self.trust, Role.CARD, receiver=None)
+        payment = verify_payment(signed, self.trust)
         if payment.payer_institution == self.name:
             status, detail, receipt = self._debit_and_notarise(signed, payment)
             if receipt:
@@ -756,7 +757,7 @@ class Intermediary:
             )
         return receipt
 
-    def _check_receipt(self, receipt: bytes, payment: OfflinePayment) -> None:
+    def _check_receipt(self, receipt: bytes, payment: OfflinePayment, evidence: bytes) -> None:
         """A credit needs the notary's signed word that the payer's intermediary recorded
         this very payment."""
         result, _ = open_signed(
@@ -765,6 +766,8 @@ class Intermediary:
         if (
             result.receiver != engine_id(payment.payer_institution)
             or result.tx_id != payment.tx_id
+            or result.evidence != evidence
+            or result.amount != payment.amount
             or result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY)
         ):
             raise Refused("the notary receipt does not cover this payment", code="bank.no_receipt")
@@ -773,7 +776,7 @@ class Intermediary:
         self, signed: Signed[OfflinePayment], payment: OfflinePayment, receipt: bytes
     ) -> SettlementStatus:
         """Step 3 at the payee's intermediary, keyed by the payment id."""
-        self._check_receipt(receipt, payment)
+        self._check_receipt(receipt, payment, signed.digest)
         c = schema.credits
         device = self.device(payment.receiver)
         try:
@@ -833,7 +836,7 @@ class Intermediary:
             ).all()
         for row in rows:
             signed = Signed.from_bytes(bytes(row.payment))
-            payment, _ = open_signed(signed, OfflinePayment, self.trust, Role.CARD, receiver=None)
+            payment = verify_payment(signed, self.trust)
             self._deliver_credit(signed, payment, self._notarise(payment, signed))
         return len(rows)
 
@@ -846,7 +849,7 @@ class Intermediary:
         cached = self._seen(ident.id, req.nonce)
         if cached is not None:
             return cached
-        payment, _ = open_signed(req.payment, OfflinePayment, self.trust, Role.CARD, receiver=None)
+        payment = verify_payment(req.payment, self.trust)
         receipt = b""
         if payment.payer_institution != self.name or payment.payee_institution != ident.institution:
             status, detail = SettlementStatus.REFUSED, "payment does not concern these two banks"
@@ -855,7 +858,16 @@ class Intermediary:
             if receipt:
                 self._deliver_credit(req.payment, payment, receipt)
         result = SettlementResult(
-            self.id, ident.id, req.nonce, payment.tx_id, status, "", detail, receipt
+            self.id,
+            ident.id,
+            req.nonce,
+            payment.tx_id,
+            req.payment.digest,
+            payment.amount,
+            status,
+            "",
+            detail,
+            receipt,
         )
         response = sign(result, self.credential).to_bytes()
         with self.db.begin() as conn:
@@ -867,11 +879,22 @@ class Intermediary:
         cached = self._seen(ident.id, req.nonce)
         if cached is not None:
             return cached
-        payment, _ = open_signed(req.payment, OfflinePayment, self.trust, Role.CARD, receiver=None)
+        payment = verify_payment(req.payment, self.trust)
         if payment.payee_institution != self.name or payment.payer_institution != ident.institution:
             raise Refused("payment does not concern these two banks", code="bank.wrong_parties")
         status = self._credit(req.payment, payment, req.notary_receipt)
-        result = SettlementResult(self.id, ident.id, req.nonce, payment.tx_id, status, "", "", b"")
+        result = SettlementResult(
+            self.id,
+            ident.id,
+            req.nonce,
+            payment.tx_id,
+            req.payment.digest,
+            payment.amount,
+            status,
+            "",
+            "",
+            b"",
+        )
         response = sign(result, self.credential).to_bytes()
         with self.db.begin() as conn:
             self._remember(conn, ident.id, req.nonce, response)

@@ -166,23 +166,37 @@ class CentralBank:
                     holdings=t.c.holdings + req.amount.minor,
                 )
             )
-            response = self._result(ident.id, req.nonce, b"", SettlementStatus.DONE, "", "")
+            response = self._result(ident.id, req, SettlementStatus.DONE, "")
             remember(conn, schema.central_seen, ident.id, req.nonce, response)
         return response
 
     def _result(
-        self, to: str, nonce: bytes, tx_id: bytes, status: SettlementStatus, code: str, detail: str
+        self,
+        to: str,
+        req: NotariseRequest | ReserveTransfer,
+        status: SettlementStatus,
+        code: str,
     ) -> bytes:
-        result = SettlementResult(NOTARY_ID, to, nonce, tx_id, status, code, detail, b"")
+        """A signed answer that names exactly what it answers: a payee's intermediary credits
+        only on a receipt whose id, evidence and amount match the payment in hand."""
+        if isinstance(req, NotariseRequest):
+            tx_id, evidence = req.tx_id, req.evidence
+        else:
+            tx_id, evidence = b"", b""
+        result = SettlementResult(
+            NOTARY_ID, to, req.nonce, tx_id, evidence, req.amount, status, code, "", b""
+        )
         return sign(result, self.notary).to_bytes()
 
-    def _notarise(self, data: bytes) -> bytes:
+    def _notarise(self, data: bytes, _retried: bool = False) -> bytes:
         """Record a payment once, network-wide, and move holdings from the payer's intermediary
         to the payee's. Only the payer's intermediary, which debited the payer, may ask."""
         req, ident = open_signed(
             data, NotariseRequest, self.trust, Role.ENGINE, receiver=NOTARY_ID, now=self.clock()
         )
         self._currency(req.amount)
+        if req.amount.minor <= 0:
+            raise Refused("a payment must be of a positive amount", code="central.bad_amount")
         if ident.institution != req.payer_institution:
             raise Refused(
                 "only the payer's intermediary may notarise a payment", code="central.not_payer"
@@ -201,7 +215,7 @@ class CentralBank:
                         else SettlementStatus.REFUSED
                     )
                     code = "" if status is SettlementStatus.ALREADY else "central.conflict"
-                    response = self._result(ident.id, req.nonce, req.tx_id, status, code, "")
+                    response = self._result(ident.id, req, status, code)
                     remember(conn, schema.central_seen, ident.id, req.nonce, response)
                     return response
                 conn.execute(
@@ -215,23 +229,33 @@ class CentralBank:
                     )
                 )
                 if req.payer_institution != req.payee_institution:
-                    for name, delta in (
-                        (req.payer_institution, -req.amount.minor),
-                        (req.payee_institution, req.amount.minor),
-                    ):
-                        done = conn.execute(
-                            update(t).where(t.c.name == name).values(holdings=t.c.holdings + delta)
+                    moved = conn.execute(
+                        update(t)
+                        .where(t.c.name == req.payer_institution, t.c.holdings >= req.amount.minor)
+                        .values(holdings=t.c.holdings - req.amount.minor)
+                    )
+                    if moved.rowcount != 1:
+                        raise InsufficientFunds(
+                            f"{req.payer_institution}'s customers do not hold {req.amount}"
                         )
-                        if done.rowcount != 1:
-                            raise NotFound(f"no intermediary named {name}")
-                response = self._result(
-                    ident.id, req.nonce, req.tx_id, SettlementStatus.DONE, "", ""
-                )
+                    done = conn.execute(
+                        update(t)
+                        .where(t.c.name == req.payee_institution)
+                        .values(holdings=t.c.holdings + req.amount.minor)
+                    )
+                    if done.rowcount != 1:
+                        raise NotFound(f"no intermediary named {req.payee_institution}")
+                response = self._result(ident.id, req, SettlementStatus.DONE, "")
                 remember(conn, schema.central_seen, ident.id, req.nonce, response)
                 return response
         except IntegrityError:
-            # A concurrent request recorded the same payment first: the constraint held.
-            return self._notarise(data)
+            # A concurrent request recorded the same payment (or used the same nonce) first:
+            # the constraint held. Answer from what that request recorded.
+            if _retried:
+                raise Refused(
+                    "the notary could not record the payment", code="central.conflict"
+                ) from None
+            return self._notarise(data, _retried=True)
 
 
 def open_result(data: bytes, trust: TrustStore, receiver: str) -> SettlementResult:

@@ -214,7 +214,9 @@ class TrustStore:
 
     root_der: bytes
     revoked: set[str] = field(default_factory=set)
-    _verified: dict[tuple[bytes, ...], Identity] = field(default_factory=dict, repr=False)
+    _verified: dict[tuple[bytes, ...], tuple[Identity, dt.datetime, dt.datetime]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def root(self) -> x509.Certificate:
@@ -229,14 +231,21 @@ class TrustStore:
             raise CertificateError("certificate chain must hold one or two certificates")
         cached = self._verified.get(chain)
         if cached is None:
-            cached = self._verify_uncached(chain, now)
-            if now is None:
-                self._verified[chain] = cached
-        if cached.id in self.revoked:
-            raise CertificateError(f"{cached.id} is revoked", code="crypto.revoked")
-        return cached
+            cached = self._verify_uncached(chain)
+            self._verified[chain] = cached
+        ident, not_before, not_after = cached
+        if now is not None and not (not_before <= now <= not_after):
+            raise CertificateError(
+                "certificate is outside its validity period", code="crypto.expired"
+            )
+        if ident.id in self.revoked:
+            raise CertificateError(f"{ident.id} is revoked", code="crypto.revoked")
+        return ident
 
-    def _verify_uncached(self, chain: tuple[bytes, ...], now: dt.datetime | None) -> Identity:
+    def _verify_uncached(
+        self, chain: tuple[bytes, ...]
+    ) -> tuple[Identity, dt.datetime, dt.datetime]:
+        """Signatures and roles along the chain, and the window in which all of it is valid."""
         certs = [load_certificate(der) for der in chain]
         issuer = self.root
         for cert in reversed(certs):
@@ -244,11 +253,10 @@ class TrustStore:
                 cert.verify_directly_issued_by(issuer)
             except Exception as exc:  # cryptography raises several types here
                 raise CertificateError("certificate is not issued by a trusted authority") from exc
-            if now is not None and not (
-                cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
-            ):
-                raise CertificateError("certificate is outside its validity period")
             issuer = cert
+        window = [self.root, *certs]
+        not_before = max(c.not_valid_before_utc for c in window)
+        not_after = min(c.not_valid_after_utc for c in window)
         leaf = identity_of(certs[0])
         if len(certs) == 2:
             ca = identity_of(certs[1])
@@ -260,7 +268,7 @@ class TrustStore:
                 raise CertificateError(f"an intermediary cannot certify role {leaf.role}")
         elif leaf.role is not Role.NOTARY and leaf.role is not Role.CA:
             raise CertificateError(f"role {leaf.role} must be certified by an intermediary")
-        return leaf
+        return leaf, not_before, not_after
 
     def expect(
         self,

@@ -43,40 +43,65 @@ class SW(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Command:
+    """A command APDU in any of the four ISO 7816-4 cases, short or extended length.
+
+    ``le`` is the expected response length as the reader sent it (None when absent; 0 means
+    "as much as there is"); the applet answers with all it has whatever ``le`` says.
+    """
+
     cla: int
     ins: int
     p1: int = 0
     p2: int = 0
     data: bytes = b""
+    le: int | None = None
 
     def to_bytes(self) -> bytes:
         head = bytes([self.cla, self.ins, self.p1, self.p2])
         n = len(self.data)
-        if n == 0:
-            return head
-        if n <= 255:
-            return head + bytes([n]) + self.data
         if n > 0xFFFF:
             raise EncodingError("command data exceeds extended length")
-        return head + b"\x00" + n.to_bytes(2, "big") + self.data
+        extended = n > 255 or (self.le is not None and self.le > 256)
+        body = b""
+        if n:
+            body = bytes([n]) if not extended else b"\x00" + n.to_bytes(2, "big")
+            body += self.data
+        if self.le is not None:
+            if extended:
+                le = (self.le % 65536).to_bytes(2, "big")
+                body += le if n else b"\x00" + le
+            else:
+                body += bytes([self.le % 256])
+        return head + body
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Command:
         if len(raw) < 4:
             raise EncodingError("APDU shorter than its header")
         cla, ins, p1, p2 = raw[:4]
-        body = raw[4:]
-        if not body:
+        body = bytes(raw[4:])
+        size = len(body)
+        if size == 0:  # case 1
             return cls(cla, ins, p1, p2)
-        if body[0] != 0:
-            n, data = body[0], body[1:]
-        else:
-            if len(body) < 3:
-                raise EncodingError("extended length field is truncated")
-            n, data = int.from_bytes(body[1:3], "big"), body[3:]
-        if len(data) != n:
-            raise EncodingError(f"APDU says {n} data bytes but carries {len(data)}")
-        return cls(cla, ins, p1, p2, bytes(data))
+        if size == 1:  # case 2, short
+            return cls(cla, ins, p1, p2, b"", body[0] or 256)
+        if body[0] != 0:  # cases 3 and 4, short
+            n = body[0]
+            if size == 1 + n:
+                return cls(cla, ins, p1, p2, body[1:])
+            if size == 2 + n:
+                return cls(cla, ins, p1, p2, body[1:-1], body[-1] or 256)
+            raise EncodingError(f"APDU says {n} data bytes but carries {size - 1}")
+        if size == 3:  # case 2, extended
+            return cls(cla, ins, p1, p2, b"", int.from_bytes(body[1:3], "big") or 65536)
+        if size < 3:
+            raise EncodingError("extended length field is truncated")
+        n = int.from_bytes(body[1:3], "big")
+        if n and size == 3 + n:  # case 3, extended
+            return cls(cla, ins, p1, p2, body[3:])
+        if n and size == 5 + n:  # case 4, extended
+            return cls(cla, ins, p1, p2, body[3:-2], int.from_bytes(body[-2:], "big") or 65536)
+        raise EncodingError(f"APDU says {n} data bytes but carries {size - 3}")
 
 
 @dataclass(frozen=True)

@@ -363,14 +363,12 @@ class Card:
                 f"receiving {ask.amount} could take the card above its limit of "
                 f"{policy.card_max_balance}",
             )
-        if state.offline_transactions + len(pending) + 1 > policy.card_max_offline_transactions:
+        if state.offline_transactions + 1 > policy.card_max_offline_transactions:
             raise LimitExceeded(
                 "card_max_offline_transactions",
                 f"the card may hold {policy.card_max_offline_transactions} offline transactions "
                 "before it synchronises",
             )
-        if len(pending) >= MAX_OPEN_REQUESTS:
-            raise DeviceStateError("too many open payment requests", code="device.busy")
         request_id = self._random(NONCE_BYTES)
         request = PaymentRequest(
             sender=state.card_id,
@@ -381,9 +379,11 @@ class Card:
             amount=ask.amount,
         )
         signed = sign(request, self._credential)
-        self._state = replace(
-            state, open_requests=(*pending, OpenRequest(request_id, payer.id, ask.amount))
-        )
+        # A bounded queue: the oldest open request lapses when a new one would overflow it.
+        # A payment answering a lapsed request is refused by this card, but it is in the
+        # payer's log, so it still settles into this card's shadow wallet at the payer's sync.
+        opened = (*pending, OpenRequest(request_id, payer.id, ask.amount))
+        self._state = replace(state, open_requests=opened[-MAX_OPEN_REQUESTS:])
         return signed.to_bytes()
 
     def _receive(self, cmd: Command) -> bytes:
@@ -508,6 +508,7 @@ class Card:
             policy=policy,
             session=None,
             challenge=None,
+            open_requests=(),  # lapse at sync; see _request_payment
         )
         confirmation = CardConfirmation(
             sender=state.card_id,

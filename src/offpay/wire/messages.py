@@ -229,6 +229,8 @@ class SettlementResult(Message):
     receiver: str
     nonce: bytes
     tx_id: bytes
+    evidence: bytes  # digest of the signed payment the result is about (empty if none)
+    amount: Money
     status: SettlementStatus
     code: str
     detail: str
