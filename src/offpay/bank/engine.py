@@ -936,6 +936,17 @@ class Intermediary:
             rows = conn.execute(select(s).where(s.c.open.is_(True))).all()
         return [(bytes(r.tx_id), r.device_id, Money(r.amount, self.currency)) for r in rows]
 
+    def settled_totals(self) -> tuple[Money, Money]:
+        """Everything ever debited here as payer's bank, and credited here as payee's bank."""
+        with self.db.connect() as conn:
+            debited = conn.execute(
+                select(func.coalesce(func.sum(schema.debits.c.amount), 0))
+            ).scalar_one()
+            credited = conn.execute(
+                select(func.coalesce(func.sum(schema.credits.c.amount), 0))
+            ).scalar_one()
+        return Money(int(debited), self.currency), Money(int(credited), self.currency)
+
     def in_transit(self) -> Money:
         """Debited here but not yet credited at the payee's intermediary."""
         d = schema.debits

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from offpay.crypto.keys import Algorithm, PublicKey
@@ -120,6 +120,24 @@ class CentralBank:
             Position(r.name, Money(r.reserve, self.currency), Money(r.holdings, self.currency))
             for r in rows
         ]
+
+    def cross_flows(self) -> dict[str, tuple[Money, Money]]:
+        """Per intermediary: notarised value in from and out to other intermediaries."""
+        n = schema.notary
+        flows = {p.institution: [0, 0] for p in self.positions()}
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(n.c.payer_institution, n.c.payee_institution, func.sum(n.c.amount))
+                .where(n.c.payer_institution != n.c.payee_institution)
+                .group_by(n.c.payer_institution, n.c.payee_institution)
+            ).all()
+        for payer, payee, total in rows:
+            flows[payee][0] += int(total)
+            flows[payer][1] += int(total)
+        return {
+            name: (Money(i, self.currency), Money(o, self.currency))
+            for name, (i, o) in flows.items()
+        }
 
     def is_notarised(self, tx_id: bytes) -> bool:
         with self.db.connect() as conn:

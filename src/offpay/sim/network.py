@@ -137,12 +137,36 @@ class OfflineNetwork:
         transit = sum((b.in_transit() for b in self.banks.values()), zero)
         return Audit(self.central.issued(), reserves, wallets, transit)
 
+    def holdings_mismatches(self) -> list[str]:
+        """Per intermediary, the central bank's record of what its customers hold must equal
+        its wallets, up to payments in flight between the settlement steps:
+        holdings − wallets = debited − credited − notarised out + notarised in."""
+        flows = self.central.cross_flows()
+        problems = []
+        for position in self.central.positions():
+            bank = self.banks.get(position.institution)
+            if bank is None:
+                continue
+            debited, credited = bank.settled_totals()
+            flow_in, flow_out = flows[position.institution]
+            expected = bank.total_held() + debited - credited - flow_out + flow_in
+            if position.holdings != expected:
+                problems.append(
+                    f"{position.institution}: the central bank records holdings of "
+                    f"{position.holdings}, its ledgers account for {expected}"
+                )
+        return problems
+
     def check_conservation(self) -> Audit:
-        """Money issued equals money held; raises :class:`ConservationError` otherwise."""
+        """Money issued equals money held, and each intermediary's wallets agree with the
+        central bank's record of them; raises :class:`ConservationError` otherwise."""
         audit = self.audit()
         if not audit.balanced:
             raise ConservationError(
                 f"issued {audit.issued} but held {audit.held} (reserves {audit.reserves}, "
                 f"wallets {audit.wallets}, in transit {audit.in_transit})"
             )
+        problems = self.holdings_mismatches()
+        if problems:
+            raise ConservationError("; ".join(problems))
         return audit
