@@ -43,7 +43,7 @@ from offpay.store import schema
 from offpay.store.database import DEFAULT_URL, open_database
 from offpay.store.seen import answered, remember
 from offpay.transport.memory import MemoryNetwork
-from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.envelope import Signed, open_signed, payload_of, sign
 from offpay.wire.messages import (
     CardConfirmation,
     CardInstruction,
@@ -428,6 +428,7 @@ class Intermediary:
             if session.amount > session.balance:
                 raise InsufficientFunds(f"the card holds {session.balance}, not {session.amount}")
         outcomes = tuple(self._settle_entry(ident.id, e.direction, e.payment) for e in session.log)
+        self._retry_shortfalls(ident.id)
         return SyncReport(
             ident.id, outcomes, self._instruct_card(device, session, issued_no, outcomes)
         )
@@ -510,10 +511,17 @@ class Intermediary:
                     )
                 balance -= amount  # moves online only when the card confirms
             if balance > policy.card_max_balance.minor:
-                raise LimitExceeded(
-                    "card_max_balance",
-                    f"the card balance may not exceed {policy.card_max_balance}",
-                )
+                if session.operation is Operation.TOP_UP:
+                    raise LimitExceeded(
+                        "card_max_balance",
+                        f"the card balance may not exceed {policy.card_max_balance}",
+                    )
+                # Payments received can take a shadow wallet above the card limit (a lapsed
+                # request, a shortfall settled late). The excess goes to the online wallet at
+                # once: safe, because the card never holds more than the limit it enforces.
+                excess = balance - policy.card_max_balance.minor
+                self._move(conn, shadow, f"{device.customer_id}/online", excess, "sweep", None)
+                balance -= excess
             instr = CardInstruction(
                 sender=self.id,
                 receiver=device.id,
@@ -712,22 +720,42 @@ class Intermediary:
     def _record_shortfall(self, payment: OfflinePayment, signed: Signed[OfflinePayment]) -> None:
         s = schema.shortfalls
         with self.db.begin() as conn:
-            if conn.execute(select(s.c.tx_id).where(s.c.tx_id == payment.tx_id)).first() is None:
-                conn.execute(
-                    insert(s).values(
-                        tx_id=payment.tx_id,
-                        device_id=payment.sender,
-                        amount=payment.amount.minor,
-                        payment=signed.to_bytes(),
-                        open=True,
-                    )
+            if conn.execute(select(s.c.tx_id).where(s.c.tx_id == payment.tx_id)).first():
+                return
+            conn.execute(
+                insert(s).values(
+                    tx_id=payment.tx_id,
+                    device_id=payment.sender,
+                    amount=payment.amount.minor,
+                    payment=signed.to_bytes(),
+                    open=True,
                 )
+            )
         self._anomaly(
             "shortfall",
             payment.sender,
             payment.tx_id,
             f"shadow wallet cannot cover {payment.amount} to {payment.receiver}",
         )
+
+    def _retry_shortfalls(self, device_id: str) -> None:
+        """Settle, in the payer's own order, the payments a device made that its shadow wallet
+        could not cover before; called when the device syncs and when money reaches it. The
+        device's log may be cleared by then: the engine kept the signed payments."""
+        s = schema.shortfalls
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(s.c.payment).where(s.c.device_id == device_id, s.c.open.is_(True))
+            ).all()
+        if not rows:
+            return
+        waiting = sorted(
+            (Signed.from_bytes(bytes(r.payment)) for r in rows),
+            key=lambda signed: payload_of(signed, OfflinePayment).payer_seq,
+        )
+        for signed in waiting:
+            if self.settle(signed).status is SettlementStatus.SHORT:
+                return  # later payments of this payer wait behind the earlier one
 
     def _notarise(self, payment: OfflinePayment, signed: Signed[OfflinePayment]) -> bytes:
         request = NotariseRequest(
@@ -803,6 +831,8 @@ class Intermediary:
                     status = SettlementStatus.DONE
         except IntegrityError:
             return SettlementStatus.ALREADY  # a racing sync credited first: the key held
+        if status is SettlementStatus.DONE and device.kind == "card":
+            self._retry_shortfalls(device.id)  # money arrived that may fund a waiting payment
         return status
 
     def _deliver_credit(
