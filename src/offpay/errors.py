@@ -109,6 +109,26 @@ class Refused(OffpayError):
     code = "refused"
 
 
+class TokenError(OffpayError):
+    """A token whose fields or history do not verify (a counterfeit, in FEDS 2025-105's
+    words), or that cannot be used as asked."""
+
+    code = "token.invalid"
+
+
+class DoubleSpend(TokenError):
+    """One token consumed by two different transitions; ``element`` signed both."""
+
+    code = "token.double_spend"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, token_id: bytes = b"", element: str = ""
+    ) -> None:
+        super().__init__(message, code=code)
+        self.token_id = token_id
+        self.element = element
+
+
 # Codes arrive over the card interface and the network as text; this table turns them back into
 # the class a caller can catch. Sub-codes such as ``limit.card_max_balance`` map by prefix.
 _BY_PREFIX: dict[str, type[OffpayError]] = {
@@ -123,6 +143,8 @@ _BY_PREFIX: dict[str, type[OffpayError]] = {
     "device": DeviceStateError,
     "funds": InsufficientFunds,
     "not_found": NotFound,
+    "token.double_spend": DoubleSpend,
+    "token": TokenError,
 }
 
 

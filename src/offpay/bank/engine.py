@@ -42,6 +42,7 @@ from offpay.policy import default_policy, sign_policy
 from offpay.store import schema
 from offpay.store.database import DEFAULT_URL, open_database
 from offpay.store.seen import answered, remember
+from offpay.tokens.desk import TokenDesk
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.envelope import Signed, open_signed, payload_of, sign
 from offpay.wire.messages import (
@@ -106,6 +107,7 @@ class Intermediary:
         algorithm: Algorithm = Algorithm.ED25519,
         clock: Clock = utc_now,
         random: Callable[[int], bytes] = os.urandom,
+        mint_chain: tuple[bytes, ...] = (),
     ) -> None:
         self.name = name
         self.id = engine_id(name)
@@ -120,6 +122,7 @@ class Intermediary:
         self.credential: Credential = ca.credential_for(self.id, Role.ENGINE, clock(), algorithm)
         self.db: Engine = open_database(url, schema.bank)
         self._ensure_policy()
+        self.tokens: TokenDesk | None = TokenDesk(self, mint_chain) if mint_chain else None
         network.register(name, self.handle)
 
     @classmethod
@@ -145,6 +148,7 @@ class Intermediary:
             network,
             currency=central.currency,
             clock=central.clock,
+            mint_chain=central.mint.chain,
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -375,6 +379,8 @@ class Intermediary:
             "debit-request": self._debit_request,
             "credit-request": self._credit_request,
         }
+        if self.tokens is not None:
+            handlers.update(self.tokens.handlers())
         handler = handlers.get(kind)
         if handler is None:
             raise Refused(f"{self.name} does not handle {kind!r}", code="bank.unknown_request")

@@ -58,6 +58,7 @@ class CentralBank:
         root: Authority | None = None,
     ) -> None:
         self.currency = currency
+        self.algorithm = algorithm
         self.clock = clock
         self.db: Engine = open_database(url, schema.central)
         self.root = root if root is not None else Authority.root(clock(), algorithm)
@@ -65,6 +66,9 @@ class CentralBank:
         self.notary: Credential = self.root.credential_for(
             NOTARY_ID, Role.NOTARY, clock(), algorithm
         )
+        from offpay.tokens.mint import MintingService
+
+        self.mint = MintingService(self)
 
     @property
     def root_der(self) -> bytes:
@@ -159,6 +163,10 @@ class CentralBank:
             return self._reserve_transfer(data)
         if kind == "notarise":
             return self._notarise(data)
+        if kind == "mint-token":
+            return self.mint.mint(data)
+        if kind == "redeem-token":
+            return self.mint.redeem(data)
         raise Refused(f"the central bank does not handle {kind!r}", code="central.unknown_request")
 
     def _reserve_transfer(self, data: bytes) -> bytes:

@@ -30,11 +30,14 @@ class Role(enum.StrEnum):
     CA = "ca"  # an intermediary's certificate authority
     ENGINE = "engine"  # an intermediary's engine: instructions to devices, interbank requests
     NOTARY = "notary"  # the central bank's notary and ledger service
+    MINT = "mint"  # the central bank's token minting service (token scheme)
     CARD = "card"
     TERMINAL = "terminal"
+    ELEMENT = "element"  # a token wallet's secure element: its key endorses ownership keys
 
 
-DEVICE_ROLES = frozenset({Role.CARD, Role.TERMINAL})
+DEVICE_ROLES = frozenset({Role.CARD, Role.TERMINAL, Role.ELEMENT})
+CENTRAL_ROLES = frozenset({Role.CA, Role.NOTARY, Role.MINT})  # certified by the root itself
 
 
 @dataclass(frozen=True)
@@ -264,9 +267,9 @@ class TrustStore:
                 raise CertificateError("the middle certificate is not an intermediary CA")
             if leaf.institution != ca.institution:
                 raise CertificateError("certificate names another institution than its issuer")
-            if leaf.role in (Role.ROOT, Role.CA, Role.NOTARY):
+            if leaf.role is Role.ROOT or leaf.role in CENTRAL_ROLES:
                 raise CertificateError(f"an intermediary cannot certify role {leaf.role}")
-        elif leaf.role is not Role.NOTARY and leaf.role is not Role.CA:
+        elif leaf.role not in CENTRAL_ROLES:
             raise CertificateError(f"role {leaf.role} must be certified by an intermediary")
         return leaf, not_before, not_after
 

@@ -16,6 +16,8 @@ from offpay.money import Money
 from offpay.relay.phone import PhoneApp
 from offpay.relay.pos import PosApp
 from offpay.store.database import DEFAULT_URL
+from offpay.tokens.app import TokenWalletApp
+from offpay.tokens.element import TokenElement
 from offpay.transport.memory import MemoryNetwork
 
 
@@ -60,16 +62,35 @@ class Merchant:
         return self.bank.balance(f"{self.customer_id}/merchant")
 
 
+@dataclass
+class TokenUser:
+    name: str
+    bank: Intermediary
+    customer_id: str
+    element: TokenElement
+    element_id: str
+    app: TokenWalletApp
+
+    @property
+    def online(self) -> Money:
+        return self.bank.balance(f"{self.customer_id}/online")
+
+    @property
+    def tokens(self) -> Money:
+        return self.element.balance(self.bank.currency)
+
+
 @dataclass(frozen=True)
 class Audit:
     issued: Money
     reserves: Money
     wallets: Money
     in_transit: Money
+    tokens: Money
 
     @property
     def held(self) -> Money:
-        return self.reserves + self.wallets + self.in_transit
+        return self.reserves + self.wallets + self.in_transit + self.tokens
 
     @property
     def balanced(self) -> bool:
@@ -87,6 +108,7 @@ class OfflineNetwork:
     banks: dict[str, Intermediary] = field(init=False)
     users: dict[str, User] = field(default_factory=dict)
     merchants: dict[str, Merchant] = field(default_factory=dict)
+    token_users: dict[str, TokenUser] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.central = CentralBank(
@@ -130,12 +152,29 @@ class OfflineNetwork:
         self.merchants[name] = merchant
         return merchant
 
+    def add_token_user(self, name: str, bank: str, *, online: int = 0) -> TokenUser:
+        """A user of the token scheme: an online wallet and a phone's secure element."""
+        b = self.banks[bank]
+        desk = b.tokens
+        assert desk is not None
+        customer = b.open_customer(name)
+        element = TokenElement.manufacture(self.algorithm)
+        element_id = desk.issue_element(customer, element)
+        if online:
+            b.fund(customer, self.money(online))
+        app = TokenWalletApp(element, bank, self.network)
+        user = TokenUser(name, b, customer, element, element_id, app)
+        self.token_users[name] = user
+        return user
+
     def audit(self) -> Audit:
         zero = self.money(0)
         reserves = sum((p.reserve for p in self.central.positions()), zero)
         wallets = sum((b.total_held() for b in self.banks.values()), zero)
         transit = sum((b.in_transit() for b in self.banks.values()), zero)
-        return Audit(self.central.issued(), reserves, wallets, transit)
+        return Audit(
+            self.central.issued(), reserves, wallets, transit, self.central.mint.outstanding()
+        )
 
     def holdings_mismatches(self) -> list[str]:
         """Per intermediary, the central bank's record of what its customers hold must equal
@@ -164,7 +203,8 @@ class OfflineNetwork:
         if not audit.balanced:
             raise ConservationError(
                 f"issued {audit.issued} but held {audit.held} (reserves {audit.reserves}, "
-                f"wallets {audit.wallets}, in transit {audit.in_transit})"
+                f"wallets {audit.wallets}, in transit {audit.in_transit}, "
+                f"tokens {audit.tokens})"
             )
         problems = self.holdings_mismatches()
         if problems:

@@ -54,6 +54,39 @@ notary = Table(
     Column("recorded_by", String(128), nullable=False),
 )
 
+# token scheme: what the minting service minted, what it saw consumed, what was redeemed
+minted = Table(
+    "minted_tokens",
+    central,
+    Column("id", LargeBinary(16), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("institution", String(64), nullable=False),
+)
+
+consumed = Table(
+    "consumed_tokens",
+    central,
+    Column("id", LargeBinary(16), primary_key=True),
+    Column("transition", LargeBinary(32), nullable=False),
+    Column("element", String(128), nullable=False),
+)
+
+redeemed = Table(
+    "redeemed_tokens",
+    central,
+    Column("id", LargeBinary(16), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("institution", String(64), nullable=False),
+)
+
+revoked_elements = Table(
+    "revoked_elements",
+    central,
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    Column("element", String(128), nullable=False, unique=True),
+    Column("reason", String(256), nullable=False),
+)
+
 central_seen = Table(
     "seen_requests",
     central,

@@ -1,0 +1,96 @@
+"""The phone's token wallet app: an untrusted relay between the user's secure element, the
+intermediary (online moments) and another phone (offline transfers)."""
+
+from __future__ import annotations
+
+import os
+
+from offpay.crypto.pki import Role
+from offpay.errors import TokenError
+from offpay.money import Money
+from offpay.tokens.desk import DEFAULT_MAX_ANCESTRY, open_desk_answer
+from offpay.tokens.element import TokenElement
+from offpay.tokens.messages import (
+    DepositRequest,
+    VaultAddress,
+    VaultAddressRequest,
+    WithdrawRequest,
+)
+from offpay.tokens.model import Address, Token
+from offpay.transport.memory import MemoryNetwork
+from offpay.wire.envelope import open_signed, sign
+
+
+class TokenWalletApp:
+    def __init__(
+        self,
+        element: TokenElement,
+        institution: str,
+        network: MemoryNetwork,
+        max_ancestry: int = DEFAULT_MAX_ANCESTRY,
+    ) -> None:
+        self.element = element
+        self.institution = institution
+        self.network = network
+        self.max_ancestry = max_ancestry
+        self.engine = f"{institution}/engine"
+
+    def _send(self, kind: str, msg: object) -> bytes:
+        return self.network.send(
+            self.institution,
+            kind,
+            sign(msg, self.element.credential).to_bytes(),  # type: ignore[arg-type]
+        )
+
+    def _online(self, data: bytes) -> tuple[Token, ...]:
+        """Every answer from the intermediary carries the latest revocation list."""
+        answer = open_desk_answer(data, self.element, self.institution)
+        self.element.apply_revocations(answer.revocations)
+        return answer.tokens
+
+    def withdraw(self, amount: Money) -> Token:
+        """WithdrawToken, then renew what has grown too long (the next online moment)."""
+        address = self.element.keygen()
+        request = WithdrawRequest(
+            self.element.element_id, self.engine, os.urandom(16), amount, address
+        )
+        (token,) = self._online(self._send("token-withdraw", request))
+        self.element.store(token)
+        self.renew_long()
+        return token
+
+    def _vault(self) -> Address:
+        request = VaultAddressRequest(self.element.element_id, self.engine, os.urandom(16))
+        grant, _ = open_signed(
+            self._send("token-vault-address", request),
+            VaultAddress,
+            self.element.trust,
+            Role.ENGINE,
+            receiver=self.element.element_id,
+            institution=self.institution,
+        )
+        return grant.address
+
+    def _return(self, token: Token, renew_to: Address | None) -> tuple[Token, ...]:
+        signed_over = self.element.transfer(token.id, self._vault())
+        request = DepositRequest(
+            self.element.element_id, self.engine, os.urandom(16), signed_over, renew_to
+        )
+        return self._online(self._send("token-deposit", request))
+
+    def deposit(self, amount: Money) -> None:
+        """DepositToken: ``amount`` in tokens back to the online wallet."""
+        self._return(self.element.select(amount), None)
+        self.renew_long()
+
+    def renew_long(self) -> list[Token]:
+        """Replace every token whose history exceeds the policy by a freshly minted one."""
+        renewed = []
+        for token in self.element.tokens():
+            if self.element.verify(token).length > self.max_ancestry:
+                (fresh,) = self._return(token, self.element.keygen())
+                if fresh.value != token.value:
+                    raise TokenError("renewal returned another value", code="token.renewal")
+                self.element.store(fresh)
+                renewed.append(fresh)
+        return renewed

@@ -1,0 +1,178 @@
+"""An intermediary's token desk (FEDS 2025-105, WithdrawToken and DepositToken): a user's
+online money becomes a token minted to a fresh key of the user's element, and a token comes
+back by being signed over to the intermediary's vault element and redeemed at the central
+bank, where a double spend is caught. Long ancestries are renewed here too: deposited and
+replaced by a fresh minted token."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from offpay.crypto.pki import Role
+from offpay.errors import DeviceStateError, OffpayError, TokenError
+from offpay.money import Money
+from offpay.tokens.element import TokenElement
+from offpay.tokens.messages import (
+    DepositRequest,
+    MintRequest,
+    MintResult,
+    RedeemRequest,
+    VaultAddress,
+    VaultAddressRequest,
+    WithdrawRequest,
+)
+from offpay.tokens.mint import MINT_ID
+from offpay.tokens.model import Address, Token
+from offpay.wire.envelope import Signed, open_signed, sign
+
+if TYPE_CHECKING:
+    from offpay.bank.engine import Intermediary
+
+DEFAULT_MAX_ANCESTRY = 30  # the prototype's renewal threshold
+
+
+class TokenDesk:
+    def __init__(self, bank: Intermediary, mint_chain: tuple[bytes, ...]) -> None:
+        self.bank = bank
+        self.mint_chain = mint_chain
+        self.vault = TokenElement.manufacture(bank.algorithm)
+        vault_id = f"element:{bank.name}:vault"
+        chain = bank.ca.issue(vault_id, Role.ELEMENT, self.vault.signer.public_key, bank.clock())
+        self.vault.provision(vault_id, chain, bank.root_der, mint_chain)
+
+    # -- issuing elements -----------------------------------------------------------------------
+
+    def issue_element(self, customer_id: str, element: TokenElement) -> str:
+        """Provision a customer's secure element: its certificate, the root, the mint key."""
+        self.bank.balance(f"{customer_id}/online")
+        from offpay.device.card import key_fingerprint
+
+        element_id = f"element:{self.bank.name}:{key_fingerprint(element.signer)[:12]}"
+        chain = self.bank.ca.issue(
+            element_id, Role.ELEMENT, element.signer.public_key, self.bank.clock()
+        )
+        self.bank._register_device(element_id, "element", customer_id, f"{customer_id}/online")
+        element.provision(element_id, chain, self.bank.root_der, self.mint_chain)
+        return element_id
+
+    # -- requests from elements -----------------------------------------------------------------
+
+    def _open(self, data: bytes, cls: type):  # type: ignore[no-untyped-def]
+        msg, ident = open_signed(
+            data,
+            cls,
+            self.bank.trust,
+            Role.ELEMENT,
+            receiver=self.bank.id,
+            institution=self.bank.name,
+            now=self.bank.clock(),
+        )
+        device = self.bank.device(ident.id)
+        if device.status != "active":
+            raise DeviceStateError(f"{ident.id} is blocked", code="device.blocked")
+        return msg, ident, device
+
+    def vault_address(self, data: bytes) -> bytes:
+        req, ident, _ = self._open(data, VaultAddressRequest)
+        grant = VaultAddress(self.bank.id, ident.id, req.nonce, self.vault.keygen())
+        return sign(grant, self.bank.credential).to_bytes()
+
+    def withdraw(self, data: bytes) -> bytes:
+        """WithdrawToken: online wallet to a token the central bank mints to the element."""
+        req, ident, device = self._open(data, WithdrawRequest)
+        cached = self.bank._seen(ident.id, req.nonce)
+        if cached is not None:
+            return cached
+        if req.address.endorsement.element != ident.id:
+            raise TokenError("a withdrawal goes to a key of the requesting element")
+        self.bank._positive(req.amount)
+        online = f"{device.customer_id}/online"
+        with self.bank.db.begin() as conn:
+            self.bank._move(conn, online, None, req.amount.minor, "token-withdraw", None)
+        try:
+            result = self._mint(req.amount, req.address)
+        except Exception:
+            with self.bank.db.begin() as conn:  # the mint refused: nothing left the wallet
+                self.bank._move(conn, None, online, req.amount.minor, "token-refund", None)
+            raise
+        return self._answer(ident.id, req.nonce, result.tokens, req.amount, result)
+
+    def deposit(self, data: bytes) -> bytes:
+        """DepositToken (or renewal): the vault takes the token, the central bank redeems it
+        after checking its history against every token ever consumed."""
+        req, ident, device = self._open(data, DepositRequest)
+        cached = self.bank._seen(ident.id, req.nonce)
+        if cached is not None:
+            return cached
+        token = req.token
+        if not self.vault.holds(token.id):
+            self.vault.store(token)  # verifies the whole history, offline rules
+        redeem = RedeemRequest(self.bank.id, MINT_ID, self.bank._nonce(), token)
+        try:
+            answer = self.bank.network.send(
+                "central-bank", "redeem-token", sign(redeem, self.bank.credential).to_bytes()
+            )
+            redeemed = self._open_result(answer)
+        except OffpayError:
+            self.vault.release(token.id)  # a double spend or a counterfeit: burned, not paid
+            raise
+        self.vault.release(token.id)
+        if req.renew_to is not None:
+            if req.renew_to.endorsement.element != ident.id:
+                raise TokenError("a renewal goes to a key of the requesting element")
+            fresh = self._mint(token.value, req.renew_to)  # the redeemed value, anew
+            return self._answer(
+                ident.id, req.nonce, fresh.tokens, Money.zero(token.value.currency), fresh
+            )
+        with self.bank.db.begin() as conn:
+            self.bank._move(
+                conn, None, f"{device.customer_id}/online", token.value.minor, "token-deposit", None
+            )
+        return self._answer(ident.id, req.nonce, (), token.value, redeemed)
+
+    # -- with the central bank ------------------------------------------------------------------
+
+    def _mint(self, value: Money, address: Address) -> MintResult:
+        request = MintRequest(self.bank.id, MINT_ID, self.bank._nonce(), value, address)
+        answer = self.bank.network.send(
+            "central-bank", "mint-token", sign(request, self.bank.credential).to_bytes()
+        )
+        return self._open_result(answer)
+
+    def _open_result(self, data: bytes) -> MintResult:
+        result, _ = open_signed(data, MintResult, self.bank.trust, Role.MINT, receiver=self.bank.id)
+        return result
+
+    def _answer(
+        self,
+        to: str,
+        nonce: bytes,
+        tokens: tuple[Token, ...],
+        credited: Money,
+        result: MintResult,
+    ) -> bytes:
+        answer = MintResult(self.bank.id, to, nonce, tokens, credited, result.revocations)
+        payload = sign(answer, self.bank.credential).to_bytes()
+        with self.bank.db.begin() as conn:
+            self.bank._remember(conn, to, nonce, payload)
+        return payload
+
+    def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
+        return {
+            "token-withdraw": self.withdraw,
+            "token-deposit": self.deposit,
+            "token-vault-address": self.vault_address,
+        }
+
+
+def open_desk_answer(data: bytes, element: TokenElement, institution: str) -> MintResult:
+    result, _ = open_signed(
+        Signed.from_bytes(data),
+        MintResult,
+        element.trust,
+        Role.ENGINE,
+        receiver=element.element_id,
+        institution=institution,
+    )
+    return result

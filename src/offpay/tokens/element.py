@@ -1,0 +1,244 @@
+"""The secure element's offline wallet applet (FEDS 2025-105, "Offline Applet"): KeyGen,
+SignOnce and the token store. Sans-IO: method calls in, messages out.
+
+SignOnce removes the ownership key from the key store *before* it signs, so there is no moment
+at which the key has signed and still exists; a failure in between loses the key (and the
+token stays unspendable), never the opposite. That is what stops a double spend offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
+from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
+from offpay.errors import CertificateError, DeviceStateError, InsufficientFunds, TokenError
+from offpay.money import Money
+from offpay.tokens.model import (
+    ENDORSE_DOMAIN,
+    Address,
+    Endorsement,
+    Token,
+    TokenBody,
+    transition_digest,
+)
+from offpay.tokens.verify import History, TokenVerifier
+from offpay.wire.codec import Message, message
+from offpay.wire.envelope import Signed, open_signed
+
+Random = Callable[[int], bytes]
+ID_BYTES = 16
+
+
+@message("revocation-list")
+class RevocationList(Message):
+    """Signed by the central bank's minting service: elements that other devices must refuse."""
+
+    sender: str
+    version: int
+    elements: tuple[str, ...]
+
+
+@dataclass
+class TokenElement:
+    """One secure element: its endorsement key, its ownership keys and the tokens they own."""
+
+    signer: Signer
+    random: Random = os.urandom
+    key_algorithm: Algorithm = Algorithm.ED25519
+    element_id: str = ""
+    chain: tuple[bytes, ...] = ()
+    verifier: TokenVerifier | None = None
+    revocation_version: int = 0
+    _keys: dict[bytes, Signer] = field(default_factory=dict, repr=False)
+    _tokens: dict[bytes, Token] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def manufacture(cls, algorithm: Algorithm = Algorithm.ED25519) -> TokenElement:
+        return cls(Signer.generate(algorithm), key_algorithm=algorithm)
+
+    @property
+    def public_key(self) -> bytes:
+        return public_key_bytes(self.signer.public_key)
+
+    def provision(
+        self, element_id: str, chain: tuple[bytes, ...], root: bytes, mint_chain: tuple[bytes, ...]
+    ) -> None:
+        """Factory provisioning: the element's certificate, the root, the minting key."""
+        if self.element_id:
+            raise DeviceStateError("element is already provisioned", code="device.personalised")
+        trust = TrustStore(root)
+        ident = trust.expect(chain, Role.ELEMENT)
+        if (
+            ident.id != element_id
+            or public_key_bytes(
+                load_certificate(chain[0]).public_key()  # type: ignore[arg-type]
+            )
+            != self.public_key
+        ):
+            raise CertificateError("certificate is not for this element's key")
+        self.element_id, self.chain = element_id, chain
+        self.verifier = TokenVerifier(trust, mint_chain)
+        self.verifier.mint_key()
+
+    @property
+    def credential(self) -> Credential:
+        return Credential(self.signer, self.chain)
+
+    @property
+    def trust(self) -> TrustStore:
+        return self._verifier().trust
+
+    def _verifier(self) -> TokenVerifier:
+        if self.verifier is None:
+            raise DeviceStateError("element is not provisioned", code="device.blank")
+        return self.verifier
+
+    # -- the applet's two cryptographic operations ----------------------------------------------
+
+    def keygen(self) -> Address:
+        """KeyGen: a fresh ownership key pair; the private half never leaves the element."""
+        self._verifier()
+        key = Signer.generate(self.key_algorithm)
+        owner = public_key_bytes(key.public_key)
+        self._keys[owner] = key
+        signature = self.signer.sign(ENDORSE_DOMAIN + owner)
+        return Address(owner, Endorsement(self.element_id, self.chain, signature))
+
+    def sign_once(self, owner: bytes, digest: bytes) -> bytes:
+        """SignOnce: sign with the ownership key and destroy it in the same step."""
+        key = self._keys.pop(owner, None)
+        if key is None:
+            raise TokenError(
+                "this ownership key has signed already or never existed", code="token.key_used"
+            )
+        return key.sign(digest)
+
+    # -- the token store -------------------------------------------------------------------------
+
+    def tokens(self) -> list[Token]:
+        return sorted(self._tokens.values(), key=lambda t: (t.value.minor, t.id))
+
+    def balance(self, currency: str = "SEK") -> Money:
+        return sum((t.value for t in self._tokens.values()), Money.zero(currency))
+
+    def holds(self, token_id: bytes) -> bool:
+        return token_id in self._tokens
+
+    def verify(self, token: Token) -> History:
+        return self._verifier().verify(token)
+
+    def store(self, token: Token) -> History:
+        """Take a token whose owner key this element generated, after verifying it."""
+        if token.owner not in self._keys:
+            raise TokenError(
+                "the token is not owned by a key of this element", code="token.not_ours"
+            )
+        if token.id in self._tokens:
+            raise TokenError("the token is already in this wallet", code="token.duplicate")
+        history = self.verify(token)
+        self._tokens[token.id] = token
+        return history
+
+    def release(self, token_id: bytes) -> None:
+        """Burn a token this element holds (redeemed): the token and its key are gone."""
+        token = self._tokens.pop(token_id, None)
+        if token is not None:
+            self._keys.pop(token.owner, None)
+
+    def _take(self, token_id: bytes) -> Token:
+        token = self._tokens.get(token_id)
+        if token is None:
+            raise TokenError("no such token in this wallet", code="token.unknown")
+        return token
+
+    def _new_id(self) -> bytes:
+        return hashlib.sha256(b"offpay-token-id\x00" + self.random(ID_BYTES)).digest()[:ID_BYTES]
+
+    def _transition(self, parents: list[Token], children: list[TokenBody]) -> list[Token]:
+        """Sign one transition with every parent's key (SignOnce) and build its children."""
+        digest = transition_digest([p.id for p in parents], children)
+        proofs = tuple(self.sign_once(p.owner, digest) for p in parents)
+        for p in parents:
+            del self._tokens[p.id]
+        return [
+            Token(
+                c.id,
+                c.value,
+                c.owner,
+                c.endorsement,
+                proofs,
+                tuple(parents),
+                tuple(o for o in children if o is not c),
+            )
+            for c in children
+        ]
+
+    def _body(self, value: Money, address: Address) -> TokenBody:
+        return TokenBody(self._new_id(), value, address.owner, address.endorsement)
+
+    # -- what the owner can do with tokens --------------------------------------------------------
+
+    def transfer(self, token_id: bytes, to: Address) -> Token:
+        """Hand a whole token to ``to``: its one proof is this element's SignOnce."""
+        self._check_address(to)
+        token = self._take(token_id)
+        (child,) = self._transition([token], [self._body(token.value, to)])
+        return child
+
+    def split(self, token_id: bytes, amount: Money) -> tuple[Token, Token]:
+        """Make change: ``amount`` and the rest, both owned by fresh keys of this element."""
+        token = self._take(token_id)
+        if not (0 < amount.minor < token.value.minor) or amount.currency != token.value.currency:
+            raise TokenError("a split must leave two positive parts", code="token.bad_split")
+        wanted = self._body(amount, self.keygen())
+        change = self._body(token.value - amount, self.keygen())
+        first, second = self._transition([token], [wanted, change])
+        self._tokens[first.id] = first
+        self._tokens[second.id] = second
+        return first, second
+
+    def merge(self, token_ids: Iterable[bytes]) -> Token:
+        """Several tokens into one, owned by a fresh key of this element."""
+        parents = [self._take(i) for i in dict.fromkeys(token_ids)]
+        if len(parents) < 2:
+            raise TokenError("a merge needs two or more tokens", code="token.bad_merge")
+        total = sum((p.value for p in parents), Money.zero(parents[0].value.currency))
+        (child,) = self._transition(parents, [self._body(total, self.keygen())])
+        self._tokens[child.id] = child
+        return child
+
+    def select(self, amount: Money) -> Token:
+        """A token worth exactly ``amount``, splitting or merging what the wallet holds."""
+        if amount.minor <= 0:
+            raise TokenError("amount must be positive", code="token.bad_amount")
+        if self.balance(amount.currency) < amount:
+            raise InsufficientFunds(f"the wallet holds {self.balance(amount.currency)}")
+        for t in self.tokens():
+            if t.value == amount:
+                return t
+        bigger = [t for t in self.tokens() if t.value > amount]
+        if bigger:
+            return self.split(bigger[0].id, amount)[0]
+        picked: list[Token] = []
+        total = Money.zero(amount.currency)
+        for t in sorted(self.tokens(), key=lambda t: -t.value.minor):
+            picked.append(t)
+            total = total + t.value
+            if total >= amount:
+                break
+        merged = self.merge(t.id for t in picked)
+        return merged if merged.value == amount else self.split(merged.id, amount)[0]
+
+    def _check_address(self, to: Address) -> None:
+        self._verifier().check_address(to)
+
+    def apply_revocations(self, signed: Signed[RevocationList]) -> None:
+        """A newer signed revocation list, taken at an online moment; older ones are ignored."""
+        rl, _ = open_signed(signed, RevocationList, self.trust, Role.MINT, receiver=None)
+        if rl.version > self.revocation_version:
+            self.trust.revoked = set(rl.elements)
+            self.revocation_version = rl.version

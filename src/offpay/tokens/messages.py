@@ -1,0 +1,81 @@
+"""Requests between token wallets, intermediaries and the central bank's minting service
+(FEDS 2025-105, Figure 6: MintToken, RedeemToken, WithdrawToken, DepositToken)."""
+
+from __future__ import annotations
+
+from offpay.money import Money
+from offpay.tokens.element import RevocationList
+from offpay.tokens.model import Address, Token
+from offpay.wire.codec import Message, message
+from offpay.wire.envelope import Signed
+
+
+@message("mint-request")
+class MintRequest(Message):
+    """An intermediary converts customers' online money into a token owned by ``address``."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    value: Money
+    address: Address
+
+
+@message("redeem-request")
+class RedeemRequest(Message):
+    """An intermediary returns a token its vault received; value goes back online."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    token: Token
+
+
+@message("mint-result")
+class MintResult(Message):
+    sender: str
+    receiver: str
+    nonce: bytes
+    tokens: tuple[Token, ...]
+    value: Money
+    revocations: Signed[RevocationList]
+
+
+@message("withdraw-request")
+class WithdrawRequest(Message):
+    """Signed by the user's element: online wallet to a token owned by a fresh key of it."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    amount: Money
+    address: Address
+
+
+@message("vault-address-request")
+class VaultAddressRequest(Message):
+    sender: str
+    receiver: str
+    nonce: bytes
+
+
+@message("vault-address")
+class VaultAddress(Message):
+    """Signed by the intermediary's engine: where the element sends a token to deposit it."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    address: Address
+
+
+@message("deposit-request")
+class DepositRequest(Message):
+    """Signed by the user's element: a token already signed over to the intermediary's vault.
+    With ``renew_to``, the value comes back as a fresh minted token instead of online money."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    token: Token
+    renew_to: Address | None

@@ -1,0 +1,94 @@
+"""The offline token and what its signatures cover (FEDS 2025-105, "Representing an Offline
+Token"): id, value, ownership key, the issuer's endorsement of that key, proof, ancestors and
+siblings.
+
+A non-root token is one child of a *transition*: one parent (transfer), one parent and two
+children (split), or several parents and one child (merge). Each parent's owner signs, once,
+the transition digest, which names every parent id and every child; a token's ``siblings`` are
+the other children, so any verifier can check that the children sum to the parents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import cbor2
+
+from offpay.money import Money
+from offpay.wire.codec import Message, encode, message
+
+ENDORSE_DOMAIN = b"offpay-token-endorse\x00"
+MINT_DOMAIN = b"offpay-token-mint\x00"
+TRANSITION_DOMAIN = b"offpay-token-transition\x00"
+
+
+@message("endorsement")
+class Endorsement(Message):
+    """A secure element's signature over an ownership key it generated, with the element's
+    certificate chain: proof that the private half lives in an issuer-endorsed element."""
+
+    element: str
+    chain: tuple[bytes, ...]
+    signature: bytes
+
+
+@message("token-address")
+class Address(Message):
+    """Where a token can be sent: a fresh ownership public key and its endorsement."""
+
+    owner: bytes
+    endorsement: Endorsement
+
+
+@message("token-body")
+class TokenBody(Message):
+    """The part of a token that a transition or the mint signs."""
+
+    id: bytes
+    value: Money
+    owner: bytes
+    endorsement: Endorsement
+
+
+@message("token")
+class Token(Message):
+    id: bytes
+    value: Money
+    owner: bytes
+    endorsement: Endorsement
+    proof: tuple[bytes, ...]
+    ancestors: tuple[Token, ...]
+    siblings: tuple[TokenBody, ...]
+
+    @property
+    def body(self) -> TokenBody:
+        return TokenBody(self.id, self.value, self.owner, self.endorsement)
+
+    @property
+    def address(self) -> Address:
+        return Address(self.owner, self.endorsement)
+
+    @property
+    def is_root(self) -> bool:
+        return not self.ancestors
+
+    @property
+    def digest(self) -> bytes:
+        return body_digest(self.body)
+
+
+def body_digest(body: TokenBody) -> bytes:
+    return hashlib.sha256(encode(body)).digest()
+
+
+def mint_digest(body: TokenBody) -> bytes:
+    return hashlib.sha256(MINT_DOMAIN + encode(body)).digest()
+
+
+def transition_digest(parent_ids: Sequence[bytes], children: Sequence[TokenBody]) -> bytes:
+    """What every parent's owner signs: the parents in order and the children as a set."""
+    kids = sorted(encode(c) for c in children)
+    return hashlib.sha256(
+        TRANSITION_DOMAIN + cbor2.dumps([list(parent_ids), kids], canonical=True)
+    ).digest()

@@ -1,0 +1,261 @@
+"""The offline token transfer protocol in the paper's three phases (FEDS 2025-105, Figure 7).
+
+1. Discovery: each element proves, by signing both nonces with its issuer-endorsed element key,
+   that it is a genuine secure element; both derive the same 6-digit code, which the two users
+   compare, so a relay in the middle (which would have to substitute a nonce) is noticed.
+2. Token verification: the sender offers the candidate token; the receiver verifies its whole
+   history and answers with a fresh address from its own, discovered element.
+3. Transfer: the sender's element signs once to that address; the receiver verifies and
+   stores the new token and answers with a confirmation code the sender checks.
+
+Both roles are sans-IO state machines: bytes in, bytes out; the phones only carry them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+from offpay.crypto.pki import Identity, Role
+from offpay.errors import DeviceStateError, ReplayError, TokenError
+from offpay.money import Money
+from offpay.tokens.element import TokenElement
+from offpay.tokens.model import Address, Token
+from offpay.wire.codec import Message, decode, encode, message
+from offpay.wire.envelope import open_signed, sign
+
+NONCE_BYTES = 16
+
+
+@message("token-hello")
+class Hello(Message):
+    element: str
+    chain: tuple[bytes, ...]
+    nonce: bytes
+
+
+@message("token-discovery-proof")
+class DiscoveryProof(Message):
+    sender: str
+    receiver: str
+    session: bytes
+
+
+@message("token-offer")
+class Offer(Message):
+    sender: str
+    receiver: str
+    session: bytes
+    token: Token
+
+
+@message("token-address-reply")
+class AddressReply(Message):
+    sender: str
+    receiver: str
+    session: bytes
+    address: Address
+
+
+@message("token-transfer")
+class Transfer(Message):
+    sender: str
+    receiver: str
+    session: bytes
+    token: Token
+
+
+@message("token-confirmation")
+class Confirmation(Message):
+    sender: str
+    receiver: str
+    session: bytes
+    code: str
+
+
+def six_digits(*parts: bytes) -> str:
+    digest = hashlib.sha256(b"offpay-token-code\x00" + b"\x00".join(parts)).digest()
+    return f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}"
+
+
+class _Party:
+    """What both roles share: the discovery phase."""
+
+    def __init__(self, element: TokenElement, random: bytes | None = None) -> None:
+        self.element = element
+        self.nonce = random if random is not None else os.urandom(NONCE_BYTES)
+        self.peer: Identity | None = None
+        self.session = b""
+        self.code = ""  # the 6-digit code this party's user reads and compares
+        self.peer_proved = False
+
+    def hello(self) -> bytes:
+        return encode(Hello(self.element.element_id, self.element.chain, self.nonce))
+
+    def _nonces(self, mine: bytes, theirs: bytes) -> tuple[bytes, bytes]:
+        raise NotImplementedError
+
+    def on_hello(self, data: bytes) -> bytes:
+        """Phase 1: learn the peer's element, derive the session and the code, prove ours."""
+        peer = decode(data, Hello)
+        ident = self.element.trust.expect(peer.chain, Role.ELEMENT)
+        if ident.id != peer.element:
+            raise TokenError("hello names another element than its certificate")
+        if ident.id == self.element.element_id:
+            raise TokenError("an element cannot pay itself", code="token.self_transfer")
+        first, second = self._nonces(self.nonce, peer.nonce)
+        self.peer = ident
+        self.session = hashlib.sha256(b"offpay-token-session\x00" + first + second).digest()
+        ids = sorted([ident.id.encode(), self.element.element_id.encode()])
+        self.code = six_digits(first, second, *ids)
+        proof = DiscoveryProof(self.element.element_id, ident.id, self.session)
+        return sign(proof, self.element.credential).to_bytes()
+
+    def on_proof(self, data: bytes) -> None:
+        """Phase 1: the peer's element signed our common session: a genuine element."""
+        peer = self._peer()
+        proof, ident = open_signed(
+            data, DiscoveryProof, self.element.trust, Role.ELEMENT, receiver=self.element.element_id
+        )
+        if ident.id != peer.id or not hmac.compare_digest(proof.session, self.session):
+            raise ReplayError("discovery proof is not for this session")
+        self.peer_proved = True
+
+    def _peer(self) -> Identity:
+        if self.peer is None:
+            raise DeviceStateError("discovery has not happened", code="device.state")
+        if self.peer.id in self.element.trust.revoked:
+            raise TokenError(f"{self.peer.id} is revoked", code="token.revoked")
+        return self.peer
+
+    def _ready(self) -> Identity:
+        peer = self._peer()
+        if not self.peer_proved:
+            raise DeviceStateError("the peer has not proved its element", code="device.state")
+        return peer
+
+    def _open(self, data: bytes, cls: type, peer: Identity):  # type: ignore[no-untyped-def]
+        msg, ident = open_signed(
+            data, cls, self.element.trust, Role.ELEMENT, receiver=self.element.element_id
+        )
+        if ident.id != peer.id or not hmac.compare_digest(msg.session, self.session):
+            raise ReplayError("message is not from this session's peer")
+        return msg
+
+
+class SenderSession(_Party):
+    def __init__(self, element: TokenElement, amount: Money, random: bytes | None = None) -> None:
+        super().__init__(element, random)
+        self.amount = amount
+        self.offered: Token | None = None
+        self.sent: Token | None = None
+        self.confirmed = False
+
+    def _nonces(self, mine: bytes, theirs: bytes) -> tuple[bytes, bytes]:
+        return mine, theirs
+
+    def offer(self) -> bytes:
+        """Phase 2: a token worth exactly the amount (split or merged as needed)."""
+        peer = self._ready()
+        self.offered = self.element.select(self.amount)
+        msg = Offer(self.element.element_id, peer.id, self.session, self.offered)
+        return sign(msg, self.element.credential).to_bytes()
+
+    def on_address(self, data: bytes) -> bytes:
+        """Phase 3: SignOnce the offered token to the receiver's fresh address."""
+        peer = self._ready()
+        reply: AddressReply = self._open(data, AddressReply, peer)
+        if self.offered is None or self.sent is not None:
+            raise DeviceStateError("no offer is waiting for an address", code="device.state")
+        if reply.address.endorsement.element != peer.id:
+            raise TokenError("the address belongs to another element than the one discovered")
+        self.sent = self.element.transfer(self.offered.id, reply.address)
+        return self.resend()
+
+    def resend(self) -> bytes:
+        """The signed transfer again (for a cut connection): no second SignOnce is possible or
+        needed, the token is already the receiver's."""
+        peer = self._ready()
+        if self.sent is None:
+            raise DeviceStateError("nothing was sent", code="device.state")
+        msg = Transfer(self.element.element_id, peer.id, self.session, self.sent)
+        return sign(msg, self.element.credential).to_bytes()
+
+    def on_confirmation(self, data: bytes) -> None:
+        peer = self._ready()
+        conf: Confirmation = self._open(data, Confirmation, peer)
+        if self.sent is None or conf.code != six_digits(self.session, self.sent.digest):
+            raise TokenError(
+                "the receiver's confirmation code does not match", code="token.unconfirmed"
+            )
+        self.confirmed = True
+
+
+class ReceiverSession(_Party):
+    def __init__(self, element: TokenElement, amount: Money, random: bytes | None = None) -> None:
+        super().__init__(element, random)
+        self.amount = amount
+        self.offered: Token | None = None
+        self.address: Address | None = None
+        self.received: Token | None = None
+
+    def _nonces(self, mine: bytes, theirs: bytes) -> tuple[bytes, bytes]:
+        return theirs, mine
+
+    def on_offer(self, data: bytes) -> bytes:
+        """Phase 2: verify the candidate token's whole history, then give a fresh address."""
+        peer = self._ready()
+        offer: Offer = self._open(data, Offer, peer)
+        if offer.token.value != self.amount:
+            raise TokenError(
+                f"offered {offer.token.value}, expected {self.amount}", code="token.wrong_amount"
+            )
+        if offer.token.endorsement.element != peer.id:
+            raise TokenError("the offered token is not owned through the sender's element")
+        self.element.verify(offer.token)
+        self.offered = offer.token
+        self.address = self.element.keygen()
+        msg = AddressReply(self.element.element_id, peer.id, self.session, self.address)
+        return sign(msg, self.element.credential).to_bytes()
+
+    def on_transfer(self, data: bytes) -> bytes:
+        """Phase 3: the token is ours if it is the offered one, signed over to our address."""
+        peer = self._ready()
+        transfer: Transfer = self._open(data, Transfer, peer)
+        token = transfer.token
+        if self.offered is None or self.address is None:
+            raise DeviceStateError("no offer was accepted", code="device.state")
+        if self.received is not None:
+            if token == self.received:
+                return self._confirm(peer, token)  # a resent transfer: confirm again
+            raise ReplayError("this session already received a token")
+        if (
+            token.address != self.address
+            or tuple(a.id for a in token.ancestors) != (self.offered.id,)
+            or token.value != self.offered.value
+        ):
+            raise TokenError("the transferred token is not the offered one", code="token.mismatch")
+        self.element.store(token)
+        self.received = token
+        return self._confirm(peer, token)
+
+    def _confirm(self, peer: Identity, token: Token) -> bytes:
+        code = six_digits(self.session, token.digest)
+        msg = Confirmation(self.element.element_id, peer.id, self.session, code)
+        return sign(msg, self.element.credential).to_bytes()
+
+
+def transfer_offline(sender: TokenElement, receiver: TokenElement, amount: Money) -> Token:
+    """Run the whole protocol between two elements with a perfect relay (tests, demo)."""
+    s, r = SenderSession(sender, amount), ReceiverSession(receiver, amount)
+    s_proof, r_proof = s.on_hello(r.hello()), r.on_hello(s.hello())
+    if s.code != r.code:
+        raise TokenError("the users' codes differ", code="token.code_mismatch")
+    s.on_proof(r_proof)
+    r.on_proof(s_proof)
+    address = r.on_offer(s.offer())
+    confirmation = r.on_transfer(s.on_address(address))
+    s.on_confirmation(confirmation)
+    assert r.received is not None
+    return r.received
