@@ -17,15 +17,15 @@ import cbor2
 import pytest
 
 from offpay.bank.engine import Intermediary, engine_id
-from offpay.central.bank import NOTARY_ID, open_result
+from offpay.central.bank import NOTARY_ID
 from offpay.crypto.keys import Algorithm
-from offpay.crypto.pki import Authority, Credential, Role
+from offpay.crypto.pki import Authority, Credential, Role, TrustStore
 from offpay.errors import OffpayError, Refused
 from offpay.money import Money
 from offpay.relay.reader import CardClient
 from offpay.sim.network import Merchant, OfflineNetwork, User
 from offpay.wire.codec import Message, decode, encode
-from offpay.wire.envelope import Signed, sign
+from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
     CardConfirmation,
     CardIdentity,
@@ -60,6 +60,18 @@ class World:
 
     def sent(self, to: str, kind: str) -> list[bytes]:
         return [data for t, k, data in self.traffic if t == to and k == kind]
+
+
+def result_for(data: bytes, trust: TrustStore, receiver: str) -> SettlementResult:
+    """Read an answer addressed to ``receiver`` (from the notary or an intermediary)."""
+    result, _ = open_signed(
+        Signed.from_bytes(data),
+        SettlementResult,
+        trust,
+        frozenset({Role.NOTARY, Role.ENGINE}),
+        receiver=receiver,
+    )
+    return result
 
 
 @pytest.fixture
@@ -556,7 +568,7 @@ def test_debit_request_for_a_payment_between_other_parties(w: World) -> None:
     """bank-b asks bank-a to pay out a payment from Alice to Carol (both bank-a)."""
     request = debit_request(w, p2p_payment(w, w.alice, w.carol))
     before = ledger(w)
-    result = open_result(w.a.handle("debit-request", request), w.b.trust, w.b.id)
+    result = result_for(w.a.handle("debit-request", request), w.b.trust, w.b.id)
     assert result.status is SettlementStatus.REFUSED
     assert result.notary_receipt == b""
     assert ledger(w) == before
@@ -566,14 +578,14 @@ def test_debit_request_for_a_payment_between_other_parties(w: World) -> None:
 def test_debit_request_replayed_settles_once(w: World) -> None:
     request = debit_request(w, card_pays_shop(w, w.alice))
     answer = w.a.handle("debit-request", request)
-    result = open_result(answer, w.b.trust, w.b.id)
+    result = result_for(answer, w.b.trust, w.b.id)
     assert result.status is SettlementStatus.DONE
     assert w.shop.wallet == w.money(30_00)
     settled = ledger(w)
     assert w.a.handle("debit-request", request) == answer  # same nonce: the same answer
     assert ledger(w) == settled
     fresh = debit_request(w, _payment_of(request))
-    again = open_result(w.a.handle("debit-request", fresh), w.b.trust, w.b.id)
+    again = result_for(w.a.handle("debit-request", fresh), w.b.trust, w.b.id)
     assert again.status is SettlementStatus.ALREADY  # new nonce: recognised, not repeated
     assert ledger(w) == settled
     assert w.alice.shadow == w.money(170_00)
@@ -684,7 +696,7 @@ def test_credit_request_with_the_receipt_of_another_payment_with_the_same_id(w: 
 
     small, big = payment(1_00), payment(900_00)
     receipt = w.n.central.handle("notarise", notarise_request(w, small))
-    assert open_result(receipt, w.a.trust, w.a.id).status is SettlementStatus.DONE
+    assert result_for(receipt, w.a.trust, w.a.id).status is SettlementStatus.DONE
     credit = CreditRequest(w.a.id, w.b.id, os.urandom(16), Signed.from_bytes(big), receipt)
     data = sign(credit, w.a.credential).to_bytes()
     with pytest.raises(OffpayError) as exc:
@@ -697,7 +709,7 @@ def test_credit_request_genuine_once_then_replayed(w: World) -> None:
     credit = lost_credit(w, w.alice, 30_00)
     w.n.check_conservation()  # the lost credit is in transit, not lost
     answer = w.b.handle("credit-request", credit)
-    assert open_result(answer, w.a.trust, w.a.id).status is SettlementStatus.DONE
+    assert result_for(answer, w.a.trust, w.a.id).status is SettlementStatus.DONE
     assert w.shop.wallet == w.money(30_00)
     assert w.b.handle("credit-request", credit) == answer
     assert w.shop.wallet == w.money(30_00)
@@ -753,15 +765,15 @@ def test_notarise_replayed_and_repeated(w: World) -> None:
     payment = card_pays_shop(w, w.alice)
     request = notarise_request(w, payment)
     answer = w.n.central.handle("notarise", request)
-    assert open_result(answer, w.a.trust, w.a.id).status is SettlementStatus.DONE
+    assert result_for(answer, w.a.trust, w.a.id).status is SettlementStatus.DONE
     recorded = ledger(w)
     assert w.n.central.handle("notarise", request) == answer
     assert ledger(w) == recorded
     again = w.n.central.handle("notarise", notarise_request(w, payment))
-    assert open_result(again, w.a.trust, w.a.id).status is SettlementStatus.ALREADY
+    assert result_for(again, w.a.trust, w.a.id).status is SettlementStatus.ALREADY
     assert ledger(w) == recorded
     conflicting = notarise_request(w, payment, evidence=bytes(32))
-    result = open_result(w.n.central.handle("notarise", conflicting), w.a.trust, w.a.id)
+    result = result_for(w.n.central.handle("notarise", conflicting), w.a.trust, w.a.id)
     assert (result.status, result.code) == (SettlementStatus.REFUSED, "central.conflict")
     assert ledger(w) == recorded
     w.n.check_conservation()
@@ -849,7 +861,7 @@ def test_reserve_transfer_replayed_moves_once(w: World) -> None:
     (request,) = w.sent("central-bank", "reserve-transfer")
     funded = ledger(w)
     answer = w.n.central.handle("reserve-transfer", request)
-    assert open_result(answer, w.a.trust, w.a.id).status is SettlementStatus.DONE
+    assert result_for(answer, w.a.trust, w.a.id).status is SettlementStatus.DONE
     assert ledger(w) == funded
     assert w.n.central.handle("reserve-transfer", request) == answer
     assert ledger(w) == funded

@@ -16,6 +16,7 @@ that answers the card's own session nonce, which closes report §3.8 points 1 an
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from offpay.errors import (
     NotFound,
     OffpayError,
     Refused,
+    ReplayError,
 )
 from offpay.money import Money
 from offpay.policy import default_policy, sign_policy
@@ -229,25 +231,60 @@ class Intermediary:
             total = conn.execute(select(func.coalesce(func.sum(schema.accounts.c.balance), 0)))
             return Money(int(total.scalar_one()), self.currency)
 
-    def fund(self, customer_id: str, amount: Money) -> None:
+    def fund(self, customer_id: str, amount: Money, reference: str | None = None) -> None:
         """A customer buys e-krona: the intermediary's reserve at the central bank moves into
-        the customer's online wallet."""
+        the customer's online wallet. Retrying with the same ``reference`` after a cut
+        connection completes the move once."""
         self._positive(amount)
         self._account(customer_id, "online")
-        self._central(
-            "reserve-transfer", ReserveTransfer(self.id, NOTARY_ID, self._nonce(), amount)
-        )
-        with self.db.begin() as conn:
-            self._move(conn, None, f"{customer_id}/online", amount.minor, "funding", None)
+        self._reserve_move(customer_id, amount.minor, reference or self._nonce().hex())
 
-    def redeem(self, customer_id: str, amount: Money) -> None:
+    def redeem(self, customer_id: str, amount: Money, reference: str | None = None) -> None:
         """The opposite of :meth:`fund`: e-krona leave the customer's online wallet."""
         self._positive(amount)
+        self._account(customer_id, "online")
+        self._reserve_move(customer_id, -amount.minor, reference or self._nonce().hex())
+
+    def _reserve_move(self, customer_id: str, minor: int, reference: str) -> None:
+        """Record the move first, then ask the central bank with a nonce derived from the
+        reference (so a retry gets the same answer), then finish it locally. Money leaves a
+        wallet before it leaves the intermediary, and enters one only after it arrived."""
+        r = schema.reserve_moves
+        online = f"{customer_id}/online"
         with self.db.begin() as conn:
-            self._move(conn, f"{customer_id}/online", None, amount.minor, "redemption", None)
-        self._central(
-            "reserve-transfer", ReserveTransfer(self.id, NOTARY_ID, self._nonce(), -amount)
-        )
+            row = conn.execute(select(r).where(r.c.reference == reference)).first()
+            if row is not None and (row.customer_id, row.amount) != (customer_id, minor):
+                raise Refused("reference used for another move", code="bank.reference_reused")
+            if row is not None and row.state != "pending":
+                return
+            if row is None:
+                conn.execute(
+                    insert(r).values(
+                        reference=reference, customer_id=customer_id, amount=minor, state="pending"
+                    )
+                )
+                if minor < 0:
+                    self._move(conn, online, None, -minor, "redemption", None)
+        nonce = hashlib.sha256(f"offpay-reserve-move\x00{reference}".encode()).digest()[:16]
+        try:
+            self._central(
+                "reserve-transfer",
+                ReserveTransfer(self.id, NOTARY_ID, nonce, Money(minor, self.currency)),
+            )
+        except InsufficientFunds:
+            with self.db.begin() as conn:
+                conn.execute(update(r).where(r.c.reference == reference).values(state="refused"))
+                if minor < 0:
+                    self._move(conn, None, online, -minor, "redemption-refused", None)
+            raise
+        with self.db.begin() as conn:
+            done = conn.execute(
+                update(r)
+                .where(r.c.reference == reference, r.c.state == "pending")
+                .values(state="done")
+            )
+            if done.rowcount == 1 and minor > 0:
+                self._move(conn, None, online, minor, "funding", None)
 
     def _positive(self, amount: Money) -> None:
         if amount.currency != self.currency or amount.minor <= 0:
@@ -777,7 +814,9 @@ class Intermediary:
         receipt = self.network.send(
             "central-bank", "notarise", sign(request, self.credential).to_bytes()
         )
-        result = open_result(receipt, self.trust, self.id)
+        result = open_result(receipt, self.trust, request, Role.NOTARY)
+        if result.evidence != signed.digest or result.amount != payment.amount:
+            raise ReplayError("the notary's answer is about another payment")
         if result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY):
             raise Refused(
                 f"the notary refused payment {payment.tx_id.hex()}",
@@ -864,17 +903,21 @@ class Intermediary:
             )
 
     def retry_pending(self) -> int:
-        """Finish settlements a crash or a lost message left half done; returns how many."""
-        d = schema.debits
+        """Finish settlements and reserve moves a crash or a lost message left half done;
+        returns how many."""
+        d, r = schema.debits, schema.reserve_moves
         with self.db.connect() as conn:
             rows = conn.execute(
                 select(d).where(d.c.notarised.is_(False) | d.c.credited.is_(False))
             ).all()
+            moves = conn.execute(select(r).where(r.c.state == "pending")).all()
+        for move in moves:
+            self._reserve_move(move.customer_id, move.amount, move.reference)
         for row in rows:
             signed = Signed.from_bytes(bytes(row.payment))
             payment = verify_payment(signed, self.trust)
             self._deliver_credit(signed, payment, self._notarise(payment, signed))
-        return len(rows)
+        return len(rows) + len(moves)
 
     # -- requests from other intermediaries (report §3.7: payment requests) --------------------
 
@@ -942,11 +985,18 @@ class Intermediary:
         self, institution: str, kind: str, request: DebitRequest | CreditRequest
     ) -> SettlementResult:
         data = self.network.send(institution, kind, sign(request, self.credential).to_bytes())
-        return open_result(data, self.trust, self.id)
+        result = open_result(data, self.trust, request, Role.ENGINE, institution)
+        payment = payload_of(request.payment, OfflinePayment)
+        if result.tx_id != payment.tx_id:
+            raise ReplayError("the answer is about another payment")
+        return result
 
     def _central(self, kind: str, request: ReserveTransfer) -> SettlementResult:
         data = self.network.send("central-bank", kind, sign(request, self.credential).to_bytes())
-        return open_result(data, self.trust, self.id)
+        result = open_result(data, self.trust, request, Role.NOTARY)
+        if result.status is not SettlementStatus.DONE or result.amount != request.amount:
+            raise Refused("the central bank did not make the move", code="bank.reserve_refused")
+        return result
 
     # -- anomalies ------------------------------------------------------------------------------
 

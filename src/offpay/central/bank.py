@@ -18,11 +18,12 @@ from sqlalchemy.exc import IntegrityError
 
 from offpay.crypto.keys import Algorithm, PublicKey
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
-from offpay.errors import InsufficientFunds, NotFound, Refused
+from offpay.errors import InsufficientFunds, NotFound, Refused, ReplayError
 from offpay.money import Money
 from offpay.store import schema
 from offpay.store.database import DEFAULT_URL, open_database
 from offpay.store.seen import answered, remember
+from offpay.wire.codec import Message
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
     NotariseRequest,
@@ -284,12 +285,27 @@ class CentralBank:
             return self._notarise(data, _retried=True)
 
 
-def open_result(data: bytes, trust: TrustStore, receiver: str) -> SettlementResult:
+def open_result(
+    data: bytes,
+    trust: TrustStore,
+    request: NotariseRequest | ReserveTransfer | Message,
+    role: Role,
+    institution: str | None = None,
+) -> SettlementResult:
+    """The answer to ``request``: signed by the party with ``role`` (and institution) that was
+    asked, addressed to the asker, and echoing the request's nonce, so that no other answer,
+    replayed or from another party, can stand in for it."""
     result, _ = open_signed(
         Signed.from_bytes(data),
         SettlementResult,
         trust,
-        frozenset({Role.NOTARY, Role.ENGINE}),
-        receiver=receiver,
+        role,
+        receiver=getattr(request, "sender", None),
+        institution=institution,
     )
+    if result.nonce != getattr(request, "nonce", None):
+        raise ReplayError("the answer is not for this request")
+    tx_id = getattr(request, "tx_id", None)
+    if tx_id is not None and result.tx_id != tx_id:
+        raise ReplayError("the answer is about another payment")
     return result

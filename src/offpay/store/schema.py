@@ -201,6 +201,15 @@ bank_seen = Table(
     Column("response", LargeBinary, nullable=False),
 )
 
+reserve_moves = Table(
+    "reserve_moves",
+    bank,
+    Column("reference", String(64), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),  # + funding, - redemption
+    Column("state", String(16), nullable=False),  # pending | done | refused
+)
+
 policies = Table(
     "policies",
     bank,
