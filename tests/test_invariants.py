@@ -239,13 +239,22 @@ class World:
             assert user.card_balance == user.shadow, user.name
             assert user.card.state.offline_transactions == 0
         assert self.shop.module.state.offline_payments == 0
+        # Under the pilot's rules (report §3.7) a payment whose payer's shadow wallet cannot
+        # cover it stays an open shortfall: e.g. two cards that paid each other offline after
+        # one of them also spent at a shop. Such a payment is held, never lost: it is either
+        # notarised exactly once or open at the payer's intermediary, whose shadow wallet then
+        # really cannot cover it.
+        short: set[bytes] = set()
         for name, bank in self.net.banks.items():
-            assert bank.open_shortfalls() == [], name
             assert bank.in_transit() == self.money(0), name
+            for tx, device, amount in bank.open_shortfalls():
+                customer = bank.device(device).customer_id
+                assert bank.balance(f"{customer}/shadow") < amount, name
+                short.add(tx)
         assert len(set(self.payments)) == len(self.payments)
         for tx in self.payments:
-            assert self.net.central.is_notarised(tx)
-        assert self.net.central.notarised_count() == len(self.payments)
+            assert self.net.central.is_notarised(tx) != (tx in short)
+        assert self.net.central.notarised_count() == len(self.payments) - len(short)
 
 
 def play(operations: list[Op]) -> World:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,13 @@ from rich.console import Console
 from offpay.crypto.keys import Algorithm
 
 app = typer.Typer(help="offpay: secure offline payments in a two-tier digital currency.")
+
+
+class Scheme(StrEnum):
+    """Which offline payment design the demo plays."""
+
+    BALANCE = "balance"  # card balances and shadow wallets (e-krona report §3.4–3.7)
+    TOKENS = "tokens"  # sign-once tokens (Federal Reserve FEDS 2025-105)
 
 
 @app.callback()
@@ -28,13 +36,23 @@ def demo(
     algorithm: Annotated[
         Algorithm, typer.Option(help="Signature algorithm of every key in the network.")
     ] = Algorithm.ED25519,
+    scheme: Annotated[
+        Scheme,
+        typer.Option(
+            help="balance: the balance-based flows (e-krona report §3.4–3.7); tokens: the "
+            "sign-once token scheme (FEDS 2025-105)."
+        ),
+    ] = Scheme.BALANCE,
 ) -> None:
-    """Play every balance-based flow (e-krona report §3.4–3.7) step by step."""
+    """Play every flow of an offline payment scheme step by step: the balance-based one
+    (e-krona report §3.4–3.7) or, with --scheme tokens, the sign-once token one."""
     from offpay.sim.demo import Demo
+    from offpay.sim.token_demo import TokenDemo
 
     console = Console() if Console().is_terminal else Console(width=120)
+    player = TokenDemo if scheme is Scheme.TOKENS else Demo
     with tempfile.TemporaryDirectory(prefix="offpay-demo-") as tmp:
         folder = data_dir if data_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        ok = Demo(console, folder, algorithm).run()
+        ok = player(console, folder, algorithm).run()
     raise typer.Exit(0 if ok else 1)

@@ -20,8 +20,9 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from offpay.bank.evidence import verify_payment
@@ -384,9 +385,19 @@ class Intermediary:
         return terminal_id
 
     def _register_device(self, device_id: str, kind: str, customer_id: str, account: str) -> None:
+        """Record a device before it is personalised; a retry after a cut issuance finds the
+        same record and carries on."""
+        d = schema.devices
         with self.db.begin() as conn:
+            row = conn.execute(select(d).where(d.c.id == device_id)).first()
+            if row is not None:
+                if (row.kind, row.customer_id) != (kind, customer_id):
+                    raise Refused(
+                        f"{device_id} is issued to someone else", code="bank.device_taken"
+                    )
+                return
             conn.execute(
-                insert(schema.devices).values(
+                insert(d).values(
                     id=device_id,
                     kind=kind,
                     customer_id=customer_id,
@@ -397,7 +408,7 @@ class Intermediary:
                 )
             )
 
-    def device(self, device_id: str):  # type: ignore[no-untyped-def]
+    def device(self, device_id: str) -> Row[Any]:
         with self.db.connect() as conn:
             row = conn.execute(
                 select(schema.devices).where(schema.devices.c.id == device_id)
@@ -471,12 +482,35 @@ class Intermediary:
             if session.amount > session.balance:
                 raise InsufficientFunds(f"the card holds {session.balance}, not {session.amount}")
         outcomes = tuple(self._settle_entry(ident.id, e.direction, e.payment) for e in session.log)
+        if session.operation is Operation.TOP_UP:
+            self._top_up(device, session)
+        # After the top-up, so that money the card's earlier payments still owe is taken first
+        # and the card is never handed money that is already spoken for.
         self._retry_shortfalls(ident.id)
         return SyncReport(
             ident.id, outcomes, self._instruct_card(device, session, issued_no, outcomes)
         )
 
-    def _resolve_pending(self, device, session: CardSession) -> int:  # type: ignore[no-untyped-def]
+    def _top_up(self, device: Row[Any], session: CardSession) -> None:
+        """Online wallet to shadow wallet, once per card session (keyed by its nonce)."""
+        j, shadow = schema.journal, f"{device.customer_id}/shadow"
+        with self.db.begin() as conn:
+            done = conn.execute(
+                select(j.c.id).where(
+                    j.c.account_id == shadow, j.c.reason == "top-up", j.c.reference == session.nonce
+                )
+            ).first()
+            if done is None:
+                self._move(
+                    conn,
+                    f"{device.customer_id}/online",
+                    shadow,
+                    session.amount.minor,
+                    "top-up",
+                    session.nonce,
+                )
+
+    def _resolve_pending(self, device: Row[Any], session: CardSession) -> int:
         """Reconcile the last instruction we issued with what the card says it applied; returns
         the number the next instruction must carry."""
         issued = device.issued_no
@@ -528,13 +562,17 @@ class Intermediary:
                     conn, f"{customer}/shadow", f"{customer}/online", row.amount, "defund", None
                 )
 
-    def _instruct_card(self, device, session: CardSession, number: int, outcomes) -> bytes:  # type: ignore[no-untyped-def]
+    def _instruct_card(
+        self,
+        device: Row[Any],
+        session: CardSession,
+        number: int,
+        outcomes: tuple[Outcome, ...],
+    ) -> bytes:
         signed_policy, policy = self._policy()
         shadow = f"{device.customer_id}/shadow"
         amount = session.amount.minor
         with self.db.begin() as conn:
-            if session.operation is Operation.TOP_UP:
-                self._move(conn, f"{device.customer_id}/online", shadow, amount, "top-up", None)
             balance = conn.execute(
                 select(schema.accounts.c.balance).where(schema.accounts.c.id == shadow)
             ).scalar_one()
@@ -554,11 +592,6 @@ class Intermediary:
                     )
                 balance -= amount  # moves online only when the card confirms
             if balance > policy.card_max_balance.minor:
-                if session.operation is Operation.TOP_UP:
-                    raise LimitExceeded(
-                        "card_max_balance",
-                        f"the card balance may not exceed {policy.card_max_balance}",
-                    )
                 # Payments received can take a shadow wallet above the card limit (a lapsed
                 # request, a shortfall settled late). The excess goes to the online wallet at
                 # once: safe, because the card never holds more than the limit it enforces.

@@ -353,7 +353,9 @@ class Card:
             raise DeviceStateError("a card cannot pay itself", code="device.self_payment")
         self._amount(state, ask.amount)
         policy = state.policy
-        pending = state.open_requests
+        # The oldest open request lapses if the queue is full; the others count against the
+        # limits, so that a payment answering an open request is never refused for a limit.
+        pending = state.open_requests[-(MAX_OPEN_REQUESTS - 1) :]
         expected = state.balance
         for r in pending:
             expected = expected + r.amount
@@ -363,11 +365,11 @@ class Card:
                 f"receiving {ask.amount} could take the card above its limit of "
                 f"{policy.card_max_balance}",
             )
-        if state.offline_transactions + 1 > policy.card_max_offline_transactions:
+        if state.offline_transactions + len(pending) + 1 > policy.card_max_offline_transactions:
             raise LimitExceeded(
                 "card_max_offline_transactions",
                 f"the card may hold {policy.card_max_offline_transactions} offline transactions "
-                "before it synchronises",
+                "before it synchronises, counting the payments it has asked for",
             )
         request_id = self._random(NONCE_BYTES)
         request = PaymentRequest(
@@ -383,7 +385,7 @@ class Card:
         # A payment answering a lapsed request is refused by this card, but it is in the
         # payer's log, so it still settles into this card's shadow wallet at the payer's sync.
         opened = (*pending, OpenRequest(request_id, payer.id, ask.amount))
-        self._state = replace(state, open_requests=opened[-MAX_OPEN_REQUESTS:])
+        self._state = replace(state, open_requests=opened)
         return signed.to_bytes()
 
     def _receive(self, cmd: Command) -> bytes:

@@ -140,23 +140,32 @@ class TerminalModule:
             session_nonce=None,
         )
 
-    def _check_room(self, state: TerminalState, amount: Money) -> None:
+    def _check_room(self, state: TerminalState, amount: Money, *, answering: bool) -> None:
+        """Limits, counting the requests still open: a card must never pay a request that the
+        terminal would then have to refuse (report §3.8 point 4). ``answering``: the payment
+        answers one of the open requests, which is already counted."""
         policy = state.policy
         if amount.currency != policy.currency or amount.minor <= 0:
             raise DeviceStateError(
                 f"amount must be a positive {policy.currency} amount", code="device.bad_amount"
             )
-        if state.offline_payments + 1 > policy.terminal_max_offline_payments:
+        committed = state.received
+        for pending in state.open_requests:
+            committed = committed + pending.amount
+        count = state.offline_payments + len(state.open_requests)
+        if answering:
+            committed, count = committed - amount, count - 1
+        if count + 1 > policy.terminal_max_offline_payments:
             raise LimitExceeded(
                 "terminal_max_offline_payments",
                 f"the terminal may accept {policy.terminal_max_offline_payments} offline payments "
                 "before it synchronises",
             )
-        if state.received + amount > policy.terminal_max_received:
+        if committed + amount > policy.terminal_max_received:
             raise LimitExceeded(
                 "terminal_max_received",
                 f"the terminal may hold {policy.terminal_max_received} received offline; "
-                f"it holds {state.received}",
+                f"it holds or awaits {committed}",
             )
 
     def request_payment(self, identity: bytes, amount: Money) -> bytes:
@@ -167,7 +176,11 @@ class TerminalModule:
         ident = trust.expect(card.chain, Role.CARD)
         if ident.id != card.card or ident.institution != card.institution:
             raise CertificateError("card identity does not match its certificate")
-        self._check_room(state, amount)
+        if len(state.open_requests) >= MAX_OPEN_REQUESTS:
+            raise DeviceStateError(
+                "too many open payment requests; cancel one first", code="device.busy"
+            )
+        self._check_room(state, amount, answering=False)
         request_id = self._random(NONCE_BYTES)
         request = PaymentRequest(
             sender=state.terminal_id,
@@ -179,7 +192,7 @@ class TerminalModule:
         )
         signed = sign(request, Credential(self._signer, state.chain))
         opened = (*state.open_requests, Pending(request_id, card.card, amount))
-        self._state = replace(state, open_requests=opened[-MAX_OPEN_REQUESTS:])
+        self._state = replace(state, open_requests=opened)
         return signed.to_bytes()
 
     def accept_payment(self, data: bytes) -> bytes:
@@ -204,7 +217,7 @@ class TerminalModule:
             raise DeviceStateError("payment does not match the request", code="device.mismatch")
         if payment.payee_institution != state.institution:
             raise DeviceStateError("payment names another institution", code="device.mismatch")
-        self._check_room(state, payment.amount)
+        self._check_room(state, payment.amount, answering=True)
         seq = state.seq + 1
         record = ReceivedRecord(state.terminal_id, seq, signed)
         sealed = self._sealer.seal(encode(record), self._aad(state, seq), self._random(12))
@@ -217,6 +230,8 @@ class TerminalModule:
         return sealed
 
     def cancel_request(self, request_id: bytes) -> None:
+        """The shop gives up on a request the card refused or never answered. If the card did
+        pay it after all, the payment still settles when the card synchronises."""
         state, _ = self._live()
         self._state = replace(
             state, open_requests=tuple(p for p in state.open_requests if p.request_id != request_id)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from offpay.bank.engine import engine_id
 from offpay.device.terminal import TerminalModule
+from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.relay.reader import CardClient, Transmit
 from offpay.transport.memory import MemoryNetwork
+from offpay.wire.envelope import Signed, payload_of
+from offpay.wire.messages import PaymentRequest
 
 
 class PosApp:
@@ -22,8 +25,15 @@ class PosApp:
         """Request to pay, PIN, card debits and signs, module verifies and seals."""
         client = CardClient(card)
         request = self.module.request_payment(client.identity(), amount)
-        client.verify_pin(pin)
-        payment = client.pay(request)
+        try:
+            client.verify_pin(pin)
+            payment = client.pay(request)
+        except OffpayError:
+            # The card refused (wrong PIN, limit, funds): it did not pay, so the request goes.
+            self.module.cancel_request(
+                payload_of(Signed.from_bytes(request), PaymentRequest).request_id
+            )
+            raise
         return self.receive(payment)
 
     def receive(self, payment: bytes) -> bytes:
