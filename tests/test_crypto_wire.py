@@ -773,3 +773,29 @@ def test_command_round_trip_with_le(data: bytes, le: int | None) -> None:
         return
     cmd = Command(0x80, 0xD0, 1, 2, data, le)
     assert Command.from_bytes(cmd.to_bytes()) == cmd
+
+
+def test_a_full_ml_dsa_log_travels_by_response_chaining() -> None:
+    """Five ML-DSA-signed payments make a card session larger than one extended APDU
+    (65 536 bytes); the card answers in pieces (61xx, GET RESPONSE) and the sync completes."""
+    from offpay.device.apdu import MAX_RESPONSE, SW, Command, Ins, Response
+    from offpay.wire.messages import Operation, SessionStart
+
+    net = OfflineNetwork(algorithm=Algorithm.ML_DSA_65)
+    net.issue("bank-a", 10_000_00)
+    alice = net.add_user("Alice", "bank-a", online=1_000_00)
+    shop = net.add_merchant("Shop", "bank-a")
+    alice.phone.top_up(alice.pin, net.money(500_00))
+    for _ in range(5):
+        shop.pos.charge(alice.card.process, alice.pin, net.money(1_00))
+    alice.card.process(Command(0x00, Ins.VERIFY_PIN, 0, 0, b"1234").to_bytes())
+    start = encode(SessionStart("bank-a/engine", Operation.SYNC, net.money(0)))
+    first = Response.from_bytes(
+        alice.card.process(Command(0x80, Ins.BEGIN_ONLINE, 0, 0, start).to_bytes())
+    )
+    assert first.sw & 0xFF00 == SW.MORE_DATA
+    assert len(first.data) == MAX_RESPONSE
+    status = alice.phone.sync(alice.pin)
+    assert status.offline_transactions == 0
+    assert alice.card_balance == alice.shadow == net.money(495_00)
+    net.check_conservation()

@@ -17,7 +17,8 @@ CLA_PROPRIETARY = 0x80
 
 class Ins(enum.IntEnum):
     VERIFY_PIN = 0x20  # ISO 7816-4 VERIFY
-    GET_PUBLIC_KEY = 0xC0
+    GET_RESPONSE = 0xC0  # ISO 7816-4 GET RESPONSE (CLA 00), after a 61xx status
+    GET_PUBLIC_KEY = 0xC8
     PERSONALISE = 0xC2
     GET_IDENTITY = 0xC4
     GET_STATUS = 0xC6
@@ -29,8 +30,12 @@ class Ins(enum.IntEnum):
     APPLY_INSTRUCTION = 0xE2
 
 
+MAX_RESPONSE = 65536  # the most an extended-length response carries at once
+
+
 class SW(enum.IntEnum):
     OK = 0x9000
+    MORE_DATA = 0x6100  # 61xx: xx more bytes (00: 256 or more) wait for GET RESPONSE
     WRONG_LENGTH = 0x6700
     SECURITY_NOT_SATISFIED = 0x6982
     AUTH_BLOCKED = 0x6983

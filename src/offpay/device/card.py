@@ -16,7 +16,15 @@ from dataclasses import dataclass, replace
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
-from offpay.device.apdu import CLA_ISO, CLA_PROPRIETARY, SW, Command, Ins, Response
+from offpay.device.apdu import (
+    CLA_ISO,
+    CLA_PROPRIETARY,
+    MAX_RESPONSE,
+    SW,
+    Command,
+    Ins,
+    Response,
+)
 from offpay.device.apdu import error_response as _error_response
 from offpay.errors import (
     CertificateError,
@@ -122,6 +130,7 @@ class Card:
         self._random = random
         self._trust: TrustStore | None = None
         self._state: CardState | None = None
+        self._pending_response = b""
 
     @classmethod
     def manufacture(
@@ -137,6 +146,9 @@ class Card:
             cmd = Command.from_bytes(raw)
         except OffpayError as exc:
             return Response(_error_response(exc).data, SW.WRONG_LENGTH).to_bytes()
+        if (cmd.cla, cmd.ins) == (CLA_ISO, Ins.GET_RESPONSE):
+            return self._next_chunk()
+        self._pending_response = b""  # any other command abandons an unread response
         handler = self._handlers().get((cmd.cla, cmd.ins))
         if handler is None:
             known_cla = cmd.cla in (CLA_ISO, CLA_PROPRIETARY)
@@ -146,7 +158,18 @@ class Card:
             data = handler(cmd)
         except OffpayError as exc:
             return _error_response(exc).to_bytes()
-        return Response(data, SW.OK).to_bytes()
+        self._pending_response = data
+        return self._next_chunk()
+
+    def _next_chunk(self) -> bytes:
+        """ISO 7816-4 response chaining: a response longer than one APDU (a log of ML-DSA
+        signed payments can be) comes in pieces, each ending 61xx until the last."""
+        chunk = self._pending_response[:MAX_RESPONSE]
+        self._pending_response = self._pending_response[MAX_RESPONSE:]
+        left = len(self._pending_response)
+        if not left:
+            return Response(chunk, SW.OK).to_bytes()
+        return Response(chunk, SW.MORE_DATA | (left if left < 256 else 0)).to_bytes()
 
     def _handlers(self) -> dict[tuple[int, int], Callable[[Command], bytes]]:
         p = CLA_PROPRIETARY

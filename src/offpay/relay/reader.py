@@ -8,7 +8,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from offpay.crypto.keys import PublicKey
-from offpay.device.apdu import CLA_ISO, CLA_PROPRIETARY, Command, Ins, Response, raise_for
+from offpay.device.apdu import CLA_ISO, CLA_PROPRIETARY, SW, Command, Ins, Response, raise_for
 from offpay.money import Money
 from offpay.wire.codec import decode, encode
 from offpay.wire.messages import CardIdentity, CardStatus, Operation, PaymentAsk, SessionStart
@@ -21,8 +21,13 @@ class CardClient:
         self.transmit = transmit
 
     def _call(self, ins: Ins, data: bytes = b"", cla: int = CLA_PROPRIETARY) -> bytes:
-        raw = self.transmit(Command(cla, ins, 0, 0, data).to_bytes())
-        return raise_for(Response.from_bytes(raw))
+        response = Response.from_bytes(self.transmit(Command(cla, ins, 0, 0, data).to_bytes()))
+        body = b""
+        while response.sw & 0xFF00 == SW.MORE_DATA:  # ISO 7816-4 response chaining
+            body += response.data
+            get = Command(CLA_ISO, Ins.GET_RESPONSE, 0, 0, b"", 0)
+            response = Response.from_bytes(self.transmit(get.to_bytes()))
+        return body + raise_for(response)
 
     def public_key(self) -> PublicKey:
         return load_der_public_key(self._call(Ins.GET_PUBLIC_KEY))  # type: ignore[return-value]
