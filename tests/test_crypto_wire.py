@@ -35,8 +35,8 @@ from offpay.errors import (
     NotFound,
     OffpayError,
     PinError,
-    Refused,
     ReplayError,
+    SealError,
     SignatureError,
 )
 from offpay.money import CURRENCIES, MAX_MINOR, Money
@@ -719,7 +719,7 @@ def test_response_shorter_than_status_word() -> None:
         (DeviceStateError("x", code="device.busy"), DeviceStateError, 0x6985),
         (InsufficientFunds("x"), InsufficientFunds, SW.CONDITIONS_NOT_SATISFIED),
         (NotFound("x"), NotFound, SW.CONDITIONS_NOT_SATISFIED),
-        (OffpayError("x", code="seal.invalid"), Refused, SW.SECURITY_NOT_SATISFIED),
+        (OffpayError("x", code="seal.invalid"), SealError, SW.SECURITY_NOT_SATISFIED),
     ],
     ids=lambda v: getattr(v, "code", None) if isinstance(v, OffpayError) else None,
 )

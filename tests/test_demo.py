@@ -41,3 +41,11 @@ def test_state_survives_in_sqlite_files(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from notary")).scalar_one() == 1
     engine.dispose()
+
+
+def test_demo_can_run_twice_in_the_same_folder(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo", "--data-dir", str(tmp_path)]).exit_code == 0
+    again = runner.invoke(app, ["demo", "--data-dir", str(tmp_path)])
+    assert again.exit_code == 0, again.output
+    assert "replacing the earlier demo database" in again.output

@@ -23,10 +23,10 @@ from offpay.crypto.keys import Algorithm
 from offpay.crypto.pki import Authority, Credential, Role
 from offpay.device.apdu import CLA_ISO, CLA_PROPRIETARY, SW, Command, Ins, Response, raise_for
 from offpay.device.card import Card, key_fingerprint
+from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
 from offpay.errors import OffpayError
 from offpay.money import Money
-from offpay.relay.reader import CardClient
 from offpay.sim.network import Merchant, OfflineNetwork, User
 from offpay.wire.codec import decode, encode
 from offpay.wire.envelope import Signed, sign

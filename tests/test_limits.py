@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from offpay.bank.engine import engine_id
+from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
 from offpay.errors import LimitExceeded, OffpayError, PolicyError
 from offpay.policy import default_policy
-from offpay.relay.reader import CardClient
 from offpay.sim.network import OfflineNetwork, User
 from offpay.wire.codec import decode
 from offpay.wire.envelope import Signed, sign

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import Checked
 from offpay.device.card import Card
+from offpay.device.reader import CardClient
 from offpay.errors import OffpayError
-from offpay.relay.reader import CardClient
 from offpay.sim.network import OfflineNetwork
 from offpay.wire.envelope import Signed, payload_of
 from offpay.wire.messages import PaymentRequest

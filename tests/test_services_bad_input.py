@@ -20,9 +20,9 @@ from offpay.bank.engine import Intermediary, engine_id
 from offpay.central.bank import NOTARY_ID
 from offpay.crypto.keys import Algorithm
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
+from offpay.device.reader import CardClient
 from offpay.errors import OffpayError, Refused
 from offpay.money import Money
-from offpay.relay.reader import CardClient
 from offpay.sim.network import Merchant, OfflineNetwork, User
 from offpay.wire.codec import Message, decode, encode
 from offpay.wire.envelope import Signed, open_signed, sign

@@ -54,5 +54,21 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="offpay-demo-") as tmp:
         folder = data_dir if data_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        _clear_demo_databases(folder, console)
         ok = player(console, folder, algorithm).run()
     raise typer.Exit(0 if ok else 1)
+
+
+DEMO_DATABASES = ("central-bank", "bank-a", "bank-b")
+
+
+def _clear_demo_databases(folder: Path, console: Console) -> None:
+    """A demo builds a new network with new keys; databases of an earlier demo in the same
+    folder would hold the old network's signed records, so they are replaced, and said so."""
+    for name in DEMO_DATABASES:
+        for suffix in (".sqlite", ".sqlite-wal", ".sqlite-shm"):
+            path = folder / f"{name}{suffix}"
+            if path.exists():
+                if suffix == ".sqlite":
+                    console.print(f"replacing the earlier demo database {path.name}")
+                path.unlink()

@@ -109,6 +109,12 @@ class Refused(OffpayError):
     code = "refused"
 
 
+class SealError(OffpayError):
+    """Sealed storage that was altered, truncated, or belongs to another device or slot."""
+
+    code = "seal.invalid"
+
+
 class TokenError(OffpayError):
     """A token whose fields or history do not verify (a counterfeit, in FEDS 2025-105's
     words), or that cannot be used as asked."""
@@ -143,6 +149,7 @@ _BY_PREFIX: dict[str, type[OffpayError]] = {
     "device": DeviceStateError,
     "funds": InsufficientFunds,
     "not_found": NotFound,
+    "seal": SealError,
     "token.double_spend": DoubleSpend,
     "token": TokenError,
 }

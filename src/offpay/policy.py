@@ -7,7 +7,7 @@ sync and refuse an older one, so a hostile relay cannot loosen limits by replayi
 from __future__ import annotations
 
 from offpay.crypto.pki import Credential, Role, TrustStore
-from offpay.errors import PolicyError
+from offpay.errors import OffpayError, PolicyError
 from offpay.money import Money
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import LimitsPolicy
@@ -68,7 +68,7 @@ def accept_policy(
         )
     except PolicyError:
         raise
-    except Exception as exc:
+    except OffpayError as exc:
         raise PolicyError(f"policy is not validly signed: {exc}", code="policy.unsigned") from exc
     if policy.issuer != institution:
         raise PolicyError(

@@ -26,10 +26,11 @@ from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from offpay.bank.evidence import verify_payment
-from offpay.central.bank import NOTARY_ID, Clock, open_result, utc_now
+from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
 from offpay.crypto.keys import Algorithm, Signer
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
 from offpay.device.card import key_fingerprint, pin_digest
+from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
 from offpay.errors import (
     DeviceStateError,
@@ -132,16 +133,15 @@ class Intermediary:
     def join(
         cls,
         name: str,
-        central: object,
+        central: CentralBank,
         network: MemoryNetwork,
-        **kwargs: object,
+        *,
+        url: str = DEFAULT_URL,
+        algorithm: Algorithm = Algorithm.ED25519,
+        random: Callable[[int], bytes] = os.urandom,
     ) -> Intermediary:
-        """Admit a new intermediary to ``central``'s network and register it on ``network``."""
-        from offpay.central.bank import CentralBank
-
-        assert isinstance(central, CentralBank)
-        algorithm = kwargs.get("algorithm", Algorithm.ED25519)
-        assert isinstance(algorithm, Algorithm)
+        """Admit a new intermediary to ``central``'s network and register it on ``network``:
+        its CA key is certified by the root; currency, clock and minting key come from there."""
         signer = Signer.generate(algorithm)
         chain = central.admit(name, signer.public_key)
         return cls(
@@ -149,10 +149,12 @@ class Intermediary:
             Authority(Credential(signer, chain)),
             central.root_der,
             network,
+            url=url,
             currency=central.currency,
+            algorithm=algorithm,
             clock=central.clock,
+            random=random,
             mint_chain=central.mint.chain,
-            **kwargs,  # type: ignore[arg-type]
         )
 
     # -- policy ---------------------------------------------------------------------------------
@@ -349,8 +351,6 @@ class Intermediary:
     def issue_card(self, customer_id: str, transmit: Transmit, pin: str) -> str:
         """Personalise a blank card for a customer: certify the key it generated, load the
         root, its chain, its PIN digest and the current policy (report §3.2)."""
-        from offpay.relay.reader import CardClient
-
         self._account(customer_id, "shadow")
         if not (4 <= len(pin) <= 12 and pin.isdigit()):
             raise Refused("PIN must be 4 to 12 digits", code="bank.bad_pin")

@@ -7,12 +7,10 @@ settles nothing on a payment whose two halves do not agree.
 
 from __future__ import annotations
 
-from offpay.crypto.pki import Role, TrustStore
+from offpay.crypto.pki import PAYEE_ROLES, Role, TrustStore
 from offpay.errors import CertificateError, EncodingError
 from offpay.wire.envelope import Signed, open_signed
 from offpay.wire.messages import OfflinePayment, PaymentRequest
-
-PAYEE_ROLES = frozenset({Role.TERMINAL, Role.CARD})
 
 
 def verify_payment(signed: Signed[OfflinePayment], trust: TrustStore) -> OfflinePayment:

@@ -37,6 +37,7 @@ class Role(enum.StrEnum):
 
 
 DEVICE_ROLES = frozenset({Role.CARD, Role.TERMINAL, Role.ELEMENT})
+PAYEE_ROLES = frozenset({Role.TERMINAL, Role.CARD})  # who may ask for an offline payment
 CENTRAL_ROLES = frozenset({Role.CA, Role.NOTARY, Role.MINT})  # certified by the root itself
 
 

@@ -12,13 +12,9 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from offpay.errors import OffpayError
+from offpay.errors import SealError
 
 NONCE_BYTES = 12
-
-
-class SealError(OffpayError):
-    code = "seal.invalid"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
-from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
+from offpay.crypto.pki import PAYEE_ROLES, Credential, Role, TrustStore, load_certificate
 from offpay.device.apdu import (
     CLA_ISO,
     CLA_PROPRIETARY,
@@ -60,7 +60,6 @@ from offpay.wire.messages import (
 PIN_TRIES = 3
 MAX_OPEN_REQUESTS = 4
 NONCE_BYTES = 16
-PAYEE_ROLES = frozenset({Role.TERMINAL, Role.CARD})
 
 Random = Callable[[int], bytes]
 

@@ -4,17 +4,20 @@ phone, and the intermediary. It holds no keys and decides nothing."""
 from __future__ import annotations
 
 from offpay.bank.engine import engine_id
+from offpay.device.reader import CardClient, Transmit
 from offpay.money import Money
-from offpay.relay.reader import CardClient, Transmit
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.messages import CardStatus, Operation
 
 
 class PhoneApp:
-    def __init__(self, card: Transmit, institution: str, network: MemoryNetwork) -> None:
+    def __init__(
+        self, card: Transmit, institution: str, network: MemoryNetwork, currency: str = "SEK"
+    ) -> None:
         self.card = CardClient(card)
         self.institution = institution
         self.network = network
+        self.currency = currency
 
     # -- online (report §3.4, §3.7) -----------------------------------------------------------
 
@@ -36,7 +39,7 @@ class PhoneApp:
         return self.online(pin, Operation.DEFUND, amount)
 
     def sync(self, pin: str) -> CardStatus:
-        return self.online(pin, Operation.SYNC, Money.zero(amount_currency(self)))
+        return self.online(pin, Operation.SYNC, Money.zero(self.currency))
 
     # -- person to person (report §3.6) -------------------------------------------------------
 
@@ -57,7 +60,3 @@ class PhoneApp:
         """Recipient's phone, step 5: PIN, then the card verifies and credits."""
         self.card.verify_pin(pin)
         return self.card.receive(signed_payment)
-
-
-def amount_currency(phone: PhoneApp) -> str:
-    return phone.card.status().balance.currency

@@ -5,10 +5,10 @@ requests and checks payments, and the records it stores are sealed."""
 from __future__ import annotations
 
 from offpay.bank.engine import engine_id
+from offpay.device.reader import CardClient, Transmit
 from offpay.device.terminal import TerminalModule
 from offpay.errors import OffpayError
 from offpay.money import Money
-from offpay.relay.reader import CardClient, Transmit
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.envelope import Signed, payload_of
 from offpay.wire.messages import PaymentRequest

@@ -122,7 +122,7 @@ class Demo:
         )
 
         def lost_then_resubmitted() -> None:
-            from offpay.relay.reader import CardClient
+            from offpay.device.reader import CardClient
 
             client = CardClient(frida.card.process)
             request = shop.module.request_payment(client.identity(), m("SEK 45"))

@@ -136,7 +136,13 @@ class OfflineNetwork:
         if online:
             b.fund(customer, self.money(online))
         user = User(
-            name, b, customer, card, card_id, PhoneApp(card.process, bank, self.network), pin
+            name,
+            b,
+            customer,
+            card,
+            card_id,
+            PhoneApp(card.process, bank, self.network, self.currency),
+            pin,
         )
         self.users[name] = user
         return user
