@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from offpay.device.reader import CardClient
 from offpay.errors import OffpayError
 from offpay.money import Money
-from offpay.relay.reader import CardClient
 from offpay.sim.network import Merchant, OfflineNetwork, User
 
 settings.register_profile("ci", max_examples=50, deadline=None)
