@@ -82,6 +82,8 @@ def six_digits(*parts: bytes) -> str:
 class _Party:
     """What both roles share: the discovery phase."""
 
+    is_sender = False
+
     def __init__(self, element: TokenElement, random: bytes | None = None) -> None:
         self.element = element
         self.nonce = random if random is not None else os.urandom(NONCE_BYTES)
@@ -93,9 +95,6 @@ class _Party:
     def hello(self) -> bytes:
         return encode(Hello(self.element.element_id, self.element.chain, self.nonce))
 
-    def _nonces(self, mine: bytes, theirs: bytes) -> tuple[bytes, bytes]:
-        raise NotImplementedError
-
     def on_hello(self, data: bytes) -> bytes:
         """Phase 1: learn the peer's element, derive the session and the code, prove ours."""
         peer = decode(data, Hello)
@@ -104,7 +103,8 @@ class _Party:
             raise TokenError("hello names another element than its certificate")
         if ident.id == self.element.element_id:
             raise TokenError("an element cannot pay itself", code="token.self_transfer")
-        first, second = self._nonces(self.nonce, peer.nonce)
+        # Both parties order the nonces the same way: the sender's first.
+        first, second = (self.nonce, peer.nonce) if self.is_sender else (peer.nonce, self.nonce)
         self.peer = ident
         self.session = hashlib.sha256(b"offpay-token-session\x00" + first + second).digest()
         ids = sorted([ident.id.encode(), self.element.element_id.encode()])
@@ -145,15 +145,14 @@ class _Party:
 
 
 class SenderSession(_Party):
+    is_sender = True
+
     def __init__(self, element: TokenElement, amount: Money, random: bytes | None = None) -> None:
         super().__init__(element, random)
         self.amount = amount
         self.offered: Token | None = None
         self.sent: Token | None = None
         self.confirmed = False
-
-    def _nonces(self, mine: bytes, theirs: bytes) -> tuple[bytes, bytes]:
-        return mine, theirs
 
     def offer(self) -> bytes:
         """Phase 2: a token worth exactly the amount (split or merged as needed)."""
@@ -199,9 +198,6 @@ class ReceiverSession(_Party):
         self.offered: Token | None = None
         self.address: Address | None = None
         self.received: Token | None = None
-
-    def _nonces(self, mine: bytes, theirs: bytes) -> tuple[bytes, bytes]:
-        return theirs, mine
 
     def on_offer(self, data: bytes) -> bytes:
         """Phase 2: verify the candidate token's whole history, then give a fresh address."""
