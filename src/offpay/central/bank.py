@@ -168,6 +168,8 @@ class CentralBank:
             return self.mint.mint(data)
         if kind == "redeem-token":
             return self.mint.redeem(data)
+        if kind == "report-double-spend":
+            return self.mint.report(data)
         raise Refused(f"the central bank does not handle {kind!r}", code="central.unknown_request")
 
     def _reserve_transfer(self, data: bytes) -> bytes:

@@ -155,15 +155,16 @@ class TokenDemo:
         sender, receiver = SenderSession(p.element, amount), ReceiverSession(q.element, amount)
         sender_proof = sender.on_hello(receiver.hello())
         receiver_proof = receiver.on_hello(sender.hello())
+        sender.on_proof(receiver_proof)
+        receiver.on_proof(sender_proof)
         self.say(
             f"  1 discovery: {payer}'s phone shows [bold]{sender.code}[/bold], {payee}'s phone "
-            f"shows [bold]{receiver.code}[/bold]; the users compare them (a relay in the middle "
-            "would make them differ)"
+            f"shows [bold]{receiver.code}[/bold]; the users compare them (each element "
+            "committed to its nonce before seeing the other's, so a relay in the middle "
+            "cannot make them match)"
         )
         if sender.code != receiver.code:
             raise TokenError("the users' codes differ", code="token.code_mismatch")
-        sender.on_proof(receiver_proof)
-        receiver.on_proof(sender_proof)
         offer = sender.offer()
         offered = sender.offered
         assert offered is not None

@@ -88,9 +88,11 @@ class TokenWalletApp:
         renewed = []
         for token in self.element.tokens():
             if self.element.verify(token).length > self.max_ancestry:
-                (fresh,) = self._return(token, self.element.keygen())
-                if fresh.value != token.value:
-                    raise TokenError("renewal returned another value", code="token.renewal")
-                self.element.store(fresh)
-                renewed.append(fresh)
+                for fresh in self._return(token, self.element.keygen()):
+                    if fresh.value != token.value:
+                        raise TokenError("renewal returned another value", code="token.renewal")
+                    self.element.store(fresh)
+                    renewed.append(fresh)
+                # No fresh token: the intermediary could not mint one, so it credited the
+                # value to the online wallet instead.
         return renewed

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from offpay.crypto.pki import Role
-from offpay.errors import DeviceStateError, OffpayError, TokenError
+from offpay.errors import DeviceStateError, DoubleSpend, OffpayError, TokenError
 from offpay.money import Money
 from offpay.tokens.element import TokenElement
 from offpay.tokens.messages import (
     DepositRequest,
+    DoubleSpendReport,
     MintRequest,
     MintResult,
     RedeemRequest,
@@ -106,8 +107,16 @@ class TokenDesk:
         if cached is not None:
             return cached
         token = req.token
+        if req.renew_to is not None:  # checked before anything is redeemed
+            if req.renew_to.endorsement.element != ident.id:
+                raise TokenError("a renewal goes to a key of the requesting element")
+            self.vault.verify_address(req.renew_to)
         if not self.vault.holds(token.id):
-            self.vault.store(token)  # verifies the whole history, offline rules
+            try:
+                self.vault.store(token)  # verifies the whole history, offline rules
+            except DoubleSpend:
+                self._report(token)  # the central bank verifies it and revokes the element
+                raise
         redeem = RedeemRequest(self.bank.id, MINT_ID, self.bank._nonce(), token)
         try:
             answer = self.bank.network.send(
@@ -119,12 +128,13 @@ class TokenDesk:
             raise
         self.vault.release(token.id)
         if req.renew_to is not None:
-            if req.renew_to.endorsement.element != ident.id:
-                raise TokenError("a renewal goes to a key of the requesting element")
-            fresh = self._mint(token.value, req.renew_to)  # the redeemed value, anew
-            return self._answer(
-                ident.id, req.nonce, fresh.tokens, Money.zero(token.value.currency), fresh
-            )
+            try:
+                fresh = self._mint(token.value, req.renew_to)  # the redeemed value, anew
+            except OffpayError:
+                pass  # e.g. revoked meanwhile: the value goes to the online wallet instead
+            else:
+                zero = Money.zero(token.value.currency)
+                return self._answer(ident.id, req.nonce, fresh.tokens, zero, fresh)
         with self.bank.db.begin() as conn:
             self.bank._move(
                 conn, None, f"{device.customer_id}/online", token.value.minor, "token-deposit", None
@@ -140,8 +150,16 @@ class TokenDesk:
         )
         return self._open_result(answer)
 
+    def _report(self, token: Token) -> None:
+        report = DoubleSpendReport(self.bank.id, MINT_ID, self.bank._nonce(), token)
+        answer = self.bank.network.send(
+            "central-bank", "report-double-spend", sign(report, self.bank.credential).to_bytes()
+        )
+        self._open_result(answer)
+
     def _open_result(self, data: bytes) -> MintResult:
         result, _ = open_signed(data, MintResult, self.bank.trust, Role.MINT, receiver=self.bank.id)
+        self.vault.apply_revocations(result.revocations)  # the vault refuses revoked elements too
         return result
 
     def _answer(

@@ -184,7 +184,7 @@ class TokenElement:
 
     def transfer(self, token_id: bytes, to: Address) -> Token:
         """Hand a whole token to ``to``: its one proof is this element's SignOnce."""
-        self._check_address(to)
+        self.verify_address(to)
         token = self._take(token_id)
         (child,) = self._transition([token], [self._body(token.value, to)])
         return child
@@ -233,7 +233,8 @@ class TokenElement:
         merged = self.merge(t.id for t in picked)
         return merged if merged.value == amount else self.split(merged.id, amount)[0]
 
-    def _check_address(self, to: Address) -> None:
+    def verify_address(self, to: Address) -> None:
+        """An address endorsed by a genuine element that this element does not know revoked."""
         self._verifier().check_address(to)
 
     def apply_revocations(self, signed: Signed[RevocationList]) -> None:

@@ -79,3 +79,14 @@ class DepositRequest(Message):
     nonce: bytes
     token: Token
     renew_to: Address | None
+
+
+@message("double-spend-report")
+class DoubleSpendReport(Message):
+    """An intermediary hands the central bank a token whose own history shows a double
+    spend (its vault refused it offline), so that the element that signed twice is revoked."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    token: Token

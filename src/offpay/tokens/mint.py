@@ -18,7 +18,7 @@ from offpay.money import Money
 from offpay.store import schema
 from offpay.store.seen import answered, remember
 from offpay.tokens.element import RevocationList
-from offpay.tokens.messages import MintRequest, MintResult, RedeemRequest
+from offpay.tokens.messages import DoubleSpendReport, MintRequest, MintResult, RedeemRequest
 from offpay.tokens.model import Token, mint_digest
 from offpay.tokens.verify import TokenVerifier
 from offpay.wire.envelope import Signed, open_signed, sign
@@ -196,6 +196,26 @@ class MintingService:
                 element=element,
             )
         return response
+
+    def report(self, data: bytes) -> bytes:
+        """Evidence of a double spend found offline: verified here, never taken on trust."""
+        req, ident = open_signed(
+            data,
+            DoubleSpendReport,
+            self.central.trust,
+            Role.ENGINE,
+            receiver=MINT_ID,
+            now=self.central.clock(),
+        )
+        try:
+            self.verifier.verify(req.token)
+        except DoubleSpend as exc:
+            self.revoke(exc.element, f"double spend of token {exc.token_id.hex()}")
+            revocations = self.revocation_list()
+            return self._result(
+                ident.id, req.nonce, (), Money.zero(self.central.currency), revocations
+            )
+        raise Refused("the token shows no double spend", code="mint.no_double_spend")
 
     def _positive(self, value: Money) -> None:
         if value.currency != self.central.currency or value.minor <= 0:

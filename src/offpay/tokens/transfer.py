@@ -30,16 +30,23 @@ NONCE_BYTES = 16
 
 @message("token-hello")
 class Hello(Message):
+    """The element's certificate and a commitment to its nonce: the nonce itself is revealed
+    only after the peer committed to its own, so a relay in the middle cannot choose nonces
+    that give both users the same code."""
+
     element: str
     chain: tuple[bytes, ...]
-    nonce: bytes
+    commitment: bytes
 
 
 @message("token-discovery-proof")
 class DiscoveryProof(Message):
+    """Signed by the element: its nonce, revealed, bound to both commitments."""
+
     sender: str
     receiver: str
-    session: bytes
+    nonce: bytes
+    commitments: bytes
 
 
 @message("token-offer")
@@ -88,38 +95,58 @@ class _Party:
         self.element = element
         self.nonce = random if random is not None else os.urandom(NONCE_BYTES)
         self.peer: Identity | None = None
+        self.peer_commitment = b""
         self.session = b""
         self.code = ""  # the 6-digit code this party's user reads and compares
         self.peer_proved = False
 
+    def _commit(self, nonce: bytes, element: str) -> bytes:
+        return hashlib.sha256(
+            b"offpay-token-commit\x00" + element.encode() + b"\x00" + nonce
+        ).digest()
+
     def hello(self) -> bytes:
-        return encode(Hello(self.element.element_id, self.element.chain, self.nonce))
+        mine = self._commit(self.nonce, self.element.element_id)
+        return encode(Hello(self.element.element_id, self.element.chain, mine))
+
+    def _both(self, mine: bytes, theirs: bytes) -> tuple[bytes, bytes]:
+        """Both parties order pairs the same way: the sender's first."""
+        return (mine, theirs) if self.is_sender else (theirs, mine)
 
     def on_hello(self, data: bytes) -> bytes:
-        """Phase 1: learn the peer's element, derive the session and the code, prove ours."""
+        """Phase 1: learn the peer's element and commitment; reveal our nonce, signed by our
+        element (the challenge-response that proves an issuer-endorsed element)."""
         peer = decode(data, Hello)
         ident = self.element.trust.expect(peer.chain, Role.ELEMENT)
         if ident.id != peer.element:
             raise TokenError("hello names another element than its certificate")
         if ident.id == self.element.element_id:
             raise TokenError("an element cannot pay itself", code="token.self_transfer")
-        # Both parties order the nonces the same way: the sender's first.
-        first, second = (self.nonce, peer.nonce) if self.is_sender else (peer.nonce, self.nonce)
-        self.peer = ident
-        self.session = hashlib.sha256(b"offpay-token-session\x00" + first + second).digest()
-        ids = sorted([ident.id.encode(), self.element.element_id.encode()])
-        self.code = six_digits(first, second, *ids)
-        proof = DiscoveryProof(self.element.element_id, ident.id, self.session)
+        self.peer, self.peer_commitment = ident, peer.commitment
+        mine = self._commit(self.nonce, self.element.element_id)
+        binding = hashlib.sha256(b"".join(self._both(mine, peer.commitment))).digest()
+        proof = DiscoveryProof(self.element.element_id, ident.id, self.nonce, binding)
         return sign(proof, self.element.credential).to_bytes()
 
     def on_proof(self, data: bytes) -> None:
-        """Phase 1: the peer's element signed our common session: a genuine element."""
+        """Phase 1: the peer's element revealed the nonce it committed to and signed both
+        commitments; now both sides derive the session and the code their users compare."""
         peer = self._peer()
         proof, ident = open_signed(
             data, DiscoveryProof, self.element.trust, Role.ELEMENT, receiver=self.element.element_id
         )
-        if ident.id != peer.id or not hmac.compare_digest(proof.session, self.session):
-            raise ReplayError("discovery proof is not for this session")
+        mine = self._commit(self.nonce, self.element.element_id)
+        binding = hashlib.sha256(b"".join(self._both(mine, self.peer_commitment))).digest()
+        if (
+            ident.id != peer.id
+            or self._commit(proof.nonce, peer.id) != self.peer_commitment
+            or not hmac.compare_digest(proof.commitments, binding)
+        ):
+            raise ReplayError("discovery proof does not match the peer's commitment")
+        first, second = self._both(self.nonce, proof.nonce)
+        self.session = hashlib.sha256(b"offpay-token-session\x00" + first + second).digest()
+        ids = sorted([ident.id.encode(), self.element.element_id.encode()])
+        self.code = six_digits(first, second, *ids)
         self.peer_proved = True
 
     def _peer(self) -> Identity:
@@ -246,10 +273,10 @@ def transfer_offline(sender: TokenElement, receiver: TokenElement, amount: Money
     """Run the whole protocol between two elements with a perfect relay (tests, demo)."""
     s, r = SenderSession(sender, amount), ReceiverSession(receiver, amount)
     s_proof, r_proof = s.on_hello(r.hello()), r.on_hello(s.hello())
-    if s.code != r.code:
-        raise TokenError("the users' codes differ", code="token.code_mismatch")
     s.on_proof(r_proof)
     r.on_proof(s_proof)
+    if s.code != r.code:
+        raise TokenError("the users' codes differ", code="token.code_mismatch")
     address = r.on_offer(s.offer())
     confirmation = r.on_transfer(s.on_address(address))
     s.on_confirmation(confirmation)

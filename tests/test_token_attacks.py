@@ -1,0 +1,624 @@
+"""Attacks on the token scheme (FEDS 2025-105, "Threat Modeling"): a double spend by a broken
+secure element, caught at deposit (and its element revoked, the revocation reaching other
+devices at their next online moment) or offline when both branches meet in one history;
+counterfeits refused by the receiver's offline verification and at deposit; and the online
+moments of a revoked element, which must not lose money.
+
+Every test asserts the refusal code and that money is conserved (issued == reserves + wallets
++ in transit + tokens outstanding at the central bank's mint).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import pytest
+
+from offpay.crypto.keys import Signer
+from offpay.errors import DoubleSpend, OffpayError
+from offpay.money import Money
+from offpay.sim.network import OfflineNetwork, TokenUser
+from offpay.tokens.element import TokenElement
+from offpay.tokens.messages import DepositRequest
+from offpay.tokens.model import (
+    ENDORSE_DOMAIN,
+    Endorsement,
+    Token,
+    TokenBody,
+    mint_digest,
+    transition_digest,
+)
+from offpay.tokens.transfer import (
+    DiscoveryProof,
+    Offer,
+    ReceiverSession,
+    SenderSession,
+    Transfer,
+    six_digits,
+    transfer_offline,
+)
+from offpay.wire.codec import decode
+from offpay.wire.envelope import Signed, sign
+
+if TYPE_CHECKING:
+    from conftest import Checked
+
+SEK = 100  # minor units per krona
+ISSUED = 1_000_000_00
+
+
+class DoubleSigningElement(TokenElement):
+    """SIMULATED HARDWARE BREAK: a secure element whose SignOnce signs but keeps the ownership
+    key, and whose store keeps the token it signed away, so it can spend it again."""
+
+    def sign_once(self, owner: bytes, digest: bytes) -> bytes:
+        key = self._keys.get(owner)
+        signature = super().sign_once(owner, digest)
+        if key is not None:
+            self._keys[owner] = key
+        return signature
+
+    def _transition(self, parents: list[Token], children: list[TokenBody]) -> list[Token]:
+        made = super()._transition(parents, children)
+        for parent in parents:
+            self._tokens[parent.id] = parent
+        return made
+
+
+def break_element(user: TokenUser) -> None:
+    user.element.__class__ = DoubleSigningElement
+
+
+def repair_element(user: TokenUser) -> None:
+    user.element.__class__ = TokenElement
+
+
+def pay(sender: TokenUser, receiver: TokenUser, minor: int) -> Token:
+    return transfer_offline(sender.element, receiver.element, Money(minor, "SEK"))
+
+
+def refused(code: str, fn, *args, **kwargs) -> OffpayError:  # type: ignore[no-untyped-def]
+    with pytest.raises(OffpayError) as info:
+        fn(*args, **kwargs)
+    assert info.value.code == code, str(info.value)
+    return info.value
+
+
+def discovered(sender: TokenUser, receiver: TokenUser, amount: Money):  # type: ignore[no-untyped-def]
+    """Phase 1 of the protocol between two phones, done: both sessions ready for phase 2."""
+    s, r = SenderSession(sender.element, amount), ReceiverSession(receiver.element, amount)
+    s_proof, r_proof = s.on_hello(r.hello()), r.on_hello(s.hello())
+    assert s.code == r.code
+    s.on_proof(r_proof)
+    r.on_proof(s_proof)
+    return s, r
+
+
+def offer(sender: TokenUser, receiver: TokenUser, token: Token) -> ReceiverSession:
+    """Phase 2 as a sender's broken element plays it: any token, offered and signed."""
+    s, r = discovered(sender, receiver, token.value)
+    msg = Offer(sender.element_id, receiver.element_id, s.session, token)
+    try:
+        r.on_offer(sign(msg, sender.element.credential).to_bytes())
+    except OffpayError:
+        assert r.address is None and r.offered is None  # no address given, nothing kept
+        raise
+    return r
+
+
+@pytest.fixture(scope="module")
+def elsewhere() -> OfflineNetwork:
+    """Another central bank with its own root, mint and elements: nothing of it is trusted here."""
+    n = OfflineNetwork()
+    for name in n.banks:
+        n.issue(name, ISSUED)
+    n.add_token_user("Eve", "bank-a")
+    return n
+
+
+# --- double spending (FEDS 2025-105, "Double-spending") ----------------------------------------
+
+
+@dataclass
+class SpentTwice:
+    mal: TokenUser
+    ben: TokenUser
+    cat: TokenUser
+    root: Token
+    to_ben: Token
+    to_cat: Token
+
+
+@pytest.fixture
+def spent_twice(net: OfflineNetwork, checked: Checked) -> SpentTwice:
+    """Mal's broken element pays the same minted token to Ben and to Cat, offline."""
+    mal = net.add_token_user("Mal", "bank-a", online=500 * SEK)
+    ben = net.add_token_user("Ben", "bank-b")
+    cat = net.add_token_user("Cat", "bank-b")
+    root = checked.step(mal.app.withdraw, net.money(100 * SEK))
+    break_element(mal)
+    to_ben = checked.step(pay, mal, ben, 100 * SEK)
+    to_cat = checked.step(pay, mal, cat, 100 * SEK)
+    return SpentTwice(mal, ben, cat, root, to_ben, to_cat)
+
+
+def test_double_spend_is_caught_at_the_second_deposit_and_the_element_revoked(
+    net: OfflineNetwork, checked: Checked, spent_twice: SpentTwice
+):
+    mal, ben, cat = spent_twice.mal, spent_twice.ben, spent_twice.cat
+    root = spent_twice.root
+    # Offline, neither receiver can know: both accepted, both histories verify.
+    assert ben.tokens == cat.tokens == net.money(100 * SEK)
+    assert spent_twice.to_ben.ancestors == spent_twice.to_cat.ancestors == (root,)
+    assert ben.element.verify(spent_twice.to_ben).length == 1
+    assert cat.element.verify(spent_twice.to_cat).length == 1
+    assert net.central.mint.outstanding() == net.money(100 * SEK)
+
+    checked.step(ben.app.deposit, net.money(100 * SEK))
+    assert ben.online == net.money(100 * SEK)
+    assert net.central.mint.revoked_elements() == []
+
+    err = refused("token.double_spend", checked.step, cat.app.deposit, net.money(100 * SEK))
+    assert isinstance(err, DoubleSpend)
+    assert err.token_id == root.id and err.element == mal.element_id
+    assert cat.online == net.money(0)  # nothing credited for the second branch
+    assert cat.tokens == net.money(0)
+    assert net.central.mint.outstanding() == net.money(0)
+    assert net.central.mint.revoked_elements() == [mal.element_id]
+    assert mal.online == net.money(400 * SEK)
+
+
+def test_revocation_reaches_other_devices_at_their_next_online_moment(
+    net: OfflineNetwork, checked: Checked, spent_twice: SpentTwice
+):
+    mal, ben, cat = spent_twice.mal, spent_twice.ben, spent_twice.cat
+    dan = net.add_token_user("Dan", "bank-a", online=100 * SEK)
+    dan_token = checked.step(dan.app.withdraw, net.money(20 * SEK))
+    checked.step(ben.app.deposit, net.money(100 * SEK))
+    refused("token.double_spend", checked.step, cat.app.deposit, net.money(100 * SEK))
+    assert net.central.mint.revoked_elements() == [mal.element_id]
+    repair_element(mal)
+    (mal_token,) = mal.element.tokens()  # the broken element still holds the spent token
+    amount = net.money(100 * SEK)
+
+    # Before Dan's next online moment his element cannot know: it still talks to Mal.
+    assert mal.element_id not in dan.element.trust.revoked
+    dan.element.verify(mal_token)
+    pending = ReceiverSession(dan.element, amount)
+    mal_sender = SenderSession(mal.element, amount)
+    pending.on_hello(mal_sender.hello())
+    mal_proof = mal_sender.on_hello(pending.hello())
+
+    checked.step(dan.app.withdraw, net.money(10 * SEK))  # an online moment
+    assert dan.element.trust.revoked == {mal.element_id}
+    assert dan.element.revocation_version == 1
+
+    # Offline, Dan's element now refuses Mal's element in every role.
+    refused("token.revoked", pending.on_proof, mal_proof)  # a session begun before
+    refused("crypto.revoked", ReceiverSession(dan.element, amount).on_hello, mal_sender.hello())
+    mal_receiver = ReceiverSession(mal.element, net.money(20 * SEK))
+    refused(
+        "crypto.revoked",
+        SenderSession(dan.element, net.money(20 * SEK)).on_hello,
+        mal_receiver.hello(),
+    )
+    refused("token.revoked", dan.element.verify, mal_token)
+    refused("token.revoked", dan.element.transfer, dan_token.id, mal.element.keygen())
+    assert dan.tokens == net.money(30 * SEK)
+    # Ben's last online moment came before the revocation: his element does not know yet.
+    assert mal.element_id not in ben.element.trust.revoked
+    # The mint mints nothing more to the revoked element; the withdrawal is refunded.
+    refused("token.revoked", checked.step, mal.app.withdraw, net.money(10 * SEK))
+    assert mal.online == net.money(400 * SEK)
+
+
+def test_double_spend_is_refused_offline_when_both_branches_meet_in_one_history(
+    net: OfflineNetwork, checked: Checked
+):
+    mal = net.add_token_user("Mal", "bank-a", online=500 * SEK)
+    ben = net.add_token_user("Ben", "bank-b")
+    cat = net.add_token_user("Cat", "bank-b")
+    root = checked.step(mal.app.withdraw, net.money(100 * SEK))
+    break_element(mal)
+    first = checked.step(pay, mal, ben, 100 * SEK)
+    second = checked.step(pay, mal, ben, 100 * SEK)  # each branch alone verifies
+    assert first.ancestors == second.ancestors == (root,) and first != second
+    assert ben.tokens == net.money(200 * SEK)
+
+    merged = checked.step(ben.element.merge, [first.id, second.id])
+    err = refused("token.double_spend", ben.element.verify, merged)
+    assert isinstance(err, DoubleSpend)
+    assert err.token_id == root.id and err.element == mal.element_id
+    # Nobody takes the merged token offline.
+    refused("token.double_spend", checked.step, offer, ben, cat, merged)
+    s, r = discovered(ben, cat, net.money(200 * SEK))
+    refused("token.double_spend", r.on_offer, s.offer())
+    assert cat.tokens == net.money(0) and cat.element.tokens() == []
+    # A history that shows the parent consumed by two transitions is refused by any verifier.
+    refused("token.double_spend", net.central.mint.verifier.verify, merged)
+    checked.conserved()
+
+
+def test_double_spend_found_in_one_history_at_deposit_revokes_the_element(
+    net: OfflineNetwork, checked: Checked
+):
+    """Both branches merged and deposited: the desk's vault finds the double spend offline;
+    the element that signed twice must be revoked as when the central bank finds it."""
+    mal = net.add_token_user("Mal", "bank-a", online=500 * SEK)
+    ben = net.add_token_user("Ben", "bank-b")
+    checked.step(mal.app.withdraw, net.money(100 * SEK))
+    break_element(mal)
+    first = checked.step(pay, mal, ben, 100 * SEK)
+    second = checked.step(pay, mal, ben, 100 * SEK)
+    checked.step(ben.element.merge, [first.id, second.id])
+
+    refused("token.double_spend", checked.step, ben.app.deposit, net.money(200 * SEK))
+    assert ben.online == net.money(0)
+    assert net.central.mint.outstanding() == net.money(100 * SEK)
+    assert net.central.mint.revoked_elements() == [mal.element_id]
+
+
+def test_a_sender_that_does_not_sign_once_is_refused_at_the_transfer(
+    net: OfflineNetwork, checked: Checked
+):
+    """Phase 3 with a transfer whose proof is not the owner key's signature (the key kept)."""
+    mal = net.add_token_user("Mal", "bank-a", online=500 * SEK)
+    ben = net.add_token_user("Ben", "bank-b")
+    checked.step(mal.app.withdraw, net.money(100 * SEK))
+    s, r = discovered(mal, ben, net.money(100 * SEK))
+    address = r.on_offer(s.offer())
+    assert r.address is not None and r.offered is not None
+    body = TokenBody(os.urandom(16), r.offered.value, r.address.owner, r.address.endorsement)
+    digest = transition_digest([r.offered.id], [body])
+    forged = Token(
+        body.id,
+        body.value,
+        body.owner,
+        body.endorsement,
+        (Signer.generate().sign(digest),),
+        (r.offered,),
+        (),
+    )
+    msg = Transfer(mal.element_id, ben.element_id, s.session, forged)
+    refused("token.bad_proof", r.on_transfer, sign(msg, mal.element.credential).to_bytes())
+    assert ben.tokens == net.money(0) and r.received is None
+    # The genuine transfer still goes through afterwards.
+    r.on_transfer(s.on_address(address))
+    assert ben.tokens == net.money(100 * SEK) and mal.tokens == net.money(0)
+    checked.conserved()
+
+
+# --- counterfeits (FEDS 2025-105, "Counterfeiting") --------------------------------------------
+
+
+@dataclass
+class Forgery:
+    net: OfflineNetwork
+    elsewhere: OfflineNetwork
+    mal: TokenUser
+    ann: TokenUser
+    ben: TokenUser
+    root: Token  # minted to Mal, unspent
+    received: Token  # Ann → Mal, one ancestor
+    intercepted: Token  # Ann → Ben: somebody else's
+
+    def money(self, minor: int) -> Money:
+        return self.net.money(minor)
+
+
+@pytest.fixture
+def forgery(net: OfflineNetwork, checked: Checked, elsewhere: OfflineNetwork) -> Forgery:
+    mal = net.add_token_user("Mal", "bank-a", online=500 * SEK)
+    ann = net.add_token_user("Ann", "bank-a", online=500 * SEK)
+    ben = net.add_token_user("Ben", "bank-b")
+    root = checked.step(mal.app.withdraw, net.money(100 * SEK))
+    checked.step(ann.app.withdraw, net.money(40 * SEK))
+    received = checked.step(pay, ann, mal, 40 * SEK)
+    checked.step(ann.app.withdraw, net.money(70 * SEK))
+    intercepted = checked.step(pay, ann, ben, 70 * SEK)
+    return Forgery(net, elsewhere, mal, ann, ben, root, received, intercepted)
+
+
+def raised_minted_value(f: Forgery) -> Token:
+    return replace(f.root, value=f.money(1000 * SEK))
+
+
+def raised_transferred_value(f: Forgery) -> Token:
+    return replace(f.received, value=f.money(400 * SEK))
+
+
+def raised_ancestor_value(f: Forgery) -> Token:
+    (parent,) = f.received.ancestors
+    return replace(f.received, ancestors=(replace(parent, value=f.money(400 * SEK)),))
+
+
+def changed_owner(f: Forgery) -> Token:
+    """Ben's token, re-addressed to a key of Mal's element."""
+    mine = f.mal.element.keygen()
+    return replace(f.intercepted, owner=mine.owner, endorsement=mine.endorsement)
+
+
+def forged_transfer_proof(f: Forgery) -> Token:
+    (parent,) = f.received.ancestors
+    digest = transition_digest([parent.id], [f.received.body])
+    return replace(f.received, proof=(f.mal.element.signer.sign(digest),))
+
+
+def proof_of_another_token(f: Forgery) -> Token:
+    return replace(f.root, proof=f.received.proof)
+
+
+def _second_branch(f: Forgery) -> Token:
+    """Mal's element, broken, spends its root to Ben and then again to a key of its own."""
+    break_element(f.mal)
+    try:
+        f.ben.element.store(f.mal.element.transfer(f.root.id, f.ben.element.keygen()))
+        return f.mal.element.transfer(f.root.id, f.mal.element.keygen())
+    finally:
+        repair_element(f.mal)
+
+
+def double_spend_hidden_by_removing_the_ancestor(f: Forgery) -> Token:
+    return replace(_second_branch(f), ancestors=())  # claims to be freshly minted
+
+
+def double_spend_hidden_by_replacing_the_ancestor(f: Forgery) -> Token:
+    spare = f.mal.app.withdraw(f.money(100 * SEK))  # an unspent token of the same value
+    return replace(_second_branch(f), ancestors=(spare,))
+
+
+def double_spend_hidden_by_renaming_the_ancestor(f: Forgery) -> Token:
+    branch = _second_branch(f)
+    return replace(branch, ancestors=(replace(f.root, id=os.urandom(16)),))
+
+
+def _both_branches_merged(f: Forgery) -> Token:
+    break_element(f.mal)
+    try:
+        first = f.mal.element.transfer(f.root.id, f.mal.element.keygen())
+        second = f.mal.element.transfer(f.root.id, f.mal.element.keygen())
+    finally:
+        repair_element(f.mal)
+    f.mal.element.store(first)
+    f.mal.element.store(second)
+    return f.mal.element.merge([first.id, second.id])
+
+
+def double_spend_hidden_by_dropping_a_merged_branch(f: Forgery) -> Token:
+    merged = _both_branches_merged(f)
+    return replace(merged, ancestors=merged.ancestors[:1], proof=merged.proof[:1])
+
+
+def double_spend_hidden_by_dropping_a_branch_and_its_value(f: Forgery) -> Token:
+    merged = _both_branches_merged(f)
+    return replace(
+        merged,
+        value=f.money(100 * SEK),
+        ancestors=merged.ancestors[:1],
+        proof=merged.proof[:1],
+    )
+
+
+def _root_for_mal(f: Forgery, minter: Signer) -> Token:
+    address = f.mal.element.keygen()
+    body = TokenBody(os.urandom(16), f.money(250 * SEK), address.owner, address.endorsement)
+    proof = minter.sign(mint_digest(body))
+    return Token(body.id, body.value, body.owner, body.endorsement, (proof,), (), ())
+
+
+def root_signed_by_an_element(f: Forgery) -> Token:
+    return _root_for_mal(f, f.mal.element.signer)
+
+
+def root_signed_by_another_central_banks_mint(f: Forgery) -> Token:
+    return _root_for_mal(f, f.elsewhere.central.mint.credential.signer)
+
+
+def endorsed_by_an_element_of_another_root(f: Forgery) -> Token:
+    """The owner key endorsed by a genuine element certified under another central bank."""
+    eve = f.elsewhere.token_users["Eve"].element
+    owner = f.mal.element.keygen().owner
+    endorsement = Endorsement(f.mal.element_id, eve.chain, eve.signer.sign(ENDORSE_DOMAIN + owner))
+    return replace(f.root, owner=owner, endorsement=endorsement)
+
+
+def endorsed_by_a_certificate_that_is_not_an_elements(f: Forgery) -> Token:
+    """The owner key 'endorsed' by the intermediary's engine key: certified, but no element."""
+    bank = f.mal.bank
+    owner = f.mal.element.keygen().owner
+    signature = bank.credential.signer.sign(ENDORSE_DOMAIN + owner)
+    endorsement = Endorsement(f.mal.element_id, bank.credential.chain, signature)
+    return replace(f.root, owner=owner, endorsement=endorsement)
+
+
+def forged_endorsement_signature(f: Forgery) -> Token:
+    signature = Signer.generate().sign(ENDORSE_DOMAIN + f.root.owner)
+    return replace(f.root, endorsement=replace(f.root.endorsement, signature=signature))
+
+
+def endorsement_of_another_key(f: Forgery) -> Token:
+    other = f.mal.element.keygen()
+    return replace(f.root, endorsement=other.endorsement)
+
+
+COUNTERFEITS: dict[str, tuple[Callable[[Forgery], Token], str]] = {
+    "raised-value-of-a-minted-token": (raised_minted_value, "token.bad_proof"),
+    "raised-value-of-a-transferred-token": (raised_transferred_value, "token.value_mismatch"),
+    "raised-value-of-an-ancestor": (raised_ancestor_value, "token.value_mismatch"),
+    "changed-owner": (changed_owner, "token.bad_proof"),
+    "forged-transfer-proof": (forged_transfer_proof, "token.bad_proof"),
+    "proof-of-another-token": (proof_of_another_token, "token.bad_proof"),
+    "double-spend-hidden-by-removing-the-ancestor": (
+        double_spend_hidden_by_removing_the_ancestor,
+        "token.bad_proof",
+    ),
+    "double-spend-hidden-by-replacing-the-ancestor": (
+        double_spend_hidden_by_replacing_the_ancestor,
+        "token.bad_proof",
+    ),
+    "double-spend-hidden-by-renaming-the-ancestor": (
+        double_spend_hidden_by_renaming_the_ancestor,
+        "token.bad_proof",
+    ),
+    "double-spend-hidden-by-dropping-a-merged-branch": (
+        double_spend_hidden_by_dropping_a_merged_branch,
+        "token.value_mismatch",
+    ),
+    "double-spend-hidden-by-dropping-a-branch-and-its-value": (
+        double_spend_hidden_by_dropping_a_branch_and_its_value,
+        "token.bad_proof",
+    ),
+    "root-not-signed-by-the-mint": (root_signed_by_an_element, "token.bad_proof"),
+    "root-signed-by-another-central-banks-mint": (
+        root_signed_by_another_central_banks_mint,
+        "token.bad_proof",
+    ),
+    "endorsed-by-an-element-of-another-root": (
+        endorsed_by_an_element_of_another_root,
+        "crypto.bad_certificate",
+    ),
+    "endorsed-by-a-certificate-that-is-not-an-elements": (
+        endorsed_by_a_certificate_that_is_not_an_elements,
+        "crypto.bad_certificate",
+    ),
+    "forged-endorsement-signature": (forged_endorsement_signature, "token.bad_endorsement"),
+    "endorsement-of-another-key": (endorsement_of_another_key, "token.bad_endorsement"),
+}
+
+
+@pytest.mark.parametrize("case", COUNTERFEITS)
+def test_counterfeit_is_refused_offline_by_the_receivers_verification(
+    net: OfflineNetwork, checked: Checked, forgery: Forgery, case: str
+):
+    build, code = COUNTERFEITS[case]
+    counterfeit = build(forgery)
+    cat = net.add_token_user("Cat", "bank-b")
+    outstanding = net.central.mint.outstanding()
+
+    refused(code, checked.step, cat.element.verify, counterfeit)
+    refused(code, checked.step, offer, forgery.mal, cat, counterfeit)
+    assert cat.element.tokens() == [] and cat.tokens == net.money(0)
+    assert net.central.mint.outstanding() == outstanding
+
+
+@pytest.mark.parametrize("case", COUNTERFEITS)
+def test_counterfeit_is_refused_at_deposit(
+    net: OfflineNetwork, checked: Checked, forgery: Forgery, case: str
+):
+    """Mal's element, broken, takes the counterfeit into its store unverified and deposits it:
+    the intermediary's vault verifies the history and refuses it; nothing is credited."""
+    build, code = COUNTERFEITS[case]
+    counterfeit = build(forgery)
+    mal = forgery.mal
+    mal.element._tokens = {counterfeit.id: counterfeit}  # the broken store
+    online = mal.online
+    outstanding = net.central.mint.outstanding()
+
+    refused(code, checked.step, mal.app.deposit, counterfeit.value)
+    assert mal.online == online
+    assert net.central.mint.outstanding() == outstanding
+    assert mal.bank.tokens.vault.tokens() == []  # type: ignore[union-attr]
+
+
+# --- a relay that grinds the 6-digit code (FEDS 2025-105, "Wallet Discovery") -------------------
+
+
+def test_a_relay_cannot_choose_its_nonces_to_make_the_codes_match(
+    net: OfflineNetwork, checked: Checked
+):
+    """Mal's element sits between Ann and Ben. Knowing both honest nonces, it could pick its
+    own two until the code Ann sees equals the one Ben sees (about a thousand tries per side,
+    by the birthday bound). Commit-then-reveal stops it: each party reveals its nonce only
+    after the peer committed to its own, and a revealed nonce must match the commitment."""
+    ann = net.add_token_user("Ann", "bank-a", online=500 * SEK)
+    ben = net.add_token_user("Ben", "bank-b")
+    mal = net.add_token_user("Mal", "bank-b")
+    checked.step(ann.app.withdraw, net.money(100 * SEK))
+    amount = net.money(100 * SEK)
+    ann_s, ben_r = SenderSession(ann.element, amount), ReceiverSession(ben.element, amount)
+    mal_r, mal_s = ReceiverSession(mal.element, amount), SenderSession(mal.element, amount)
+    # The protocol's order: Mal must send its hellos (commitments) before anyone reveals.
+    ann_proof = ann_s.on_hello(mal_r.hello())
+    mal_to_ann = mal_r.on_hello(ann_s.hello())
+    ben_proof = ben_r.on_hello(mal_s.hello())
+    mal_to_ben = mal_s.on_hello(ben_r.hello())
+    ann_nonce = decode(Signed.from_bytes(ann_proof).payload, DiscoveryProof).nonce
+    ben_nonce = decode(Signed.from_bytes(ben_proof).payload, DiscoveryProof).nonce
+
+    ids_with_ann = sorted([ann.element_id.encode(), mal.element_id.encode()])
+    ids_with_ben = sorted([mal.element_id.encode(), ben.element_id.encode()])
+    toward_ann: dict[str, bytes] = {}
+    toward_ben: dict[str, bytes] = {}
+    found: tuple[bytes, bytes] | None = None
+    for i in range(1, 200_000):
+        nonce = i.to_bytes(16, "big")
+        a = six_digits(ann_nonce, nonce, *ids_with_ann)
+        b = six_digits(nonce, ben_nonce, *ids_with_ben)
+        toward_ann.setdefault(a, nonce)
+        toward_ben.setdefault(b, nonce)
+        if a in toward_ben:
+            found = nonce, toward_ben[a]
+            break
+        if b in toward_ann:
+            found = toward_ann[b], nonce
+            break
+    assert found is not None  # the grinding itself is cheap...
+
+    def reveal(real_proof: bytes, nonce: bytes) -> bytes:
+        """Mal's genuine proof with another nonce in it, signed again by Mal's element."""
+        real = decode(Signed.from_bytes(real_proof).payload, DiscoveryProof)
+        return sign(replace(real, nonce=nonce), mal.element.credential).to_bytes()
+
+    # ...but a nonce other than the committed one is refused by both honest parties.
+    refused("wire.replay", ann_s.on_proof, reveal(mal_to_ann, found[0]))
+    refused("wire.replay", ben_r.on_proof, reveal(mal_to_ben, found[1]))
+    assert ann.tokens == amount and ben.tokens == net.money(0)
+
+
+def test_renewal_for_a_revoked_element_does_not_destroy_money(
+    net: OfflineNetwork, checked: Checked, spent_twice: SpentTwice
+):
+    """Mal's element is revoked while it holds a token received honestly; at its next online
+    moment it renews that token. The mint refuses to mint to a revoked element, but only after
+    the old token was redeemed: the value must still be somewhere (minted anew, credited
+    online, or the renewal refused before redemption), never lost."""
+    mal, ben, cat = spent_twice.mal, spent_twice.ben, spent_twice.cat
+    repair_element(mal)
+    ann = net.add_token_user("Ann", "bank-a", online=500 * SEK)
+    checked.step(ann.app.withdraw, net.money(50 * SEK))
+    checked.step(pay, ann, mal, 50 * SEK)
+    checked.step(ben.app.deposit, net.money(100 * SEK))
+    refused("token.double_spend", checked.step, cat.app.deposit, net.money(100 * SEK))
+    assert mal.element_id in net.central.mint.revoked_elements()
+    online = mal.online
+    mal.app.max_ancestry = 0  # any transferred token counts as long for this element
+
+    try:
+        mal.app.renew_long()
+    except OffpayError as exc:
+        assert exc.code == "token.revoked", str(exc)
+    checked.conserved()
+    assert mal.online >= online
+
+
+def test_renewal_to_another_elements_address_is_refused_without_losing_money(
+    net: OfflineNetwork, checked: Checked
+):
+    """A DepositRequest whose ``renew_to`` is not a key of the requesting element must be
+    refused before the token is redeemed, or the value must reach the depositor."""
+    ann = net.add_token_user("Ann", "bank-a", online=500 * SEK)
+    ben = net.add_token_user("Ben", "bank-b")
+    token = checked.step(ann.app.withdraw, net.money(50 * SEK))
+    signed_over = ann.element.transfer(token.id, ann.app._vault())
+    request = DepositRequest(
+        ann.element_id, ann.app.engine, os.urandom(16), signed_over, ben.element.keygen()
+    )
+
+    def renew_to_ben() -> None:
+        ann.app._online(ann.app._send("token-deposit", request))
+
+    refused("token.invalid", checked.step, renew_to_ben)
+    assert ben.tokens == net.money(0)
