@@ -61,6 +61,9 @@ class DoubleSigningElement(TokenElement):
             self._keys[owner] = key
         return signature
 
+    def _check_joint_history(self, parents: list[Token]) -> None:
+        """A broken element merges whatever it holds, double-spent branches included."""
+
     def _transition(self, parents: list[Token], children: list[TokenBody]) -> list[Token]:
         made = super()._transition(parents, children)
         for parent in parents:
@@ -228,7 +231,12 @@ def test_double_spend_is_refused_offline_when_both_branches_meet_in_one_history(
     assert first.ancestors == second.ancestors == (root,) and first != second
     assert ben.tokens == net.money(200 * SEK)
 
+    # Ben's honest element will not merge them: the joint history shows the double spend.
+    refused("token.double_spend", ben.element.merge, [first.id, second.id])
+    assert ben.tokens == net.money(200 * SEK)
+    break_element(ben)  # a broken element would merge them; nobody takes the result
     merged = checked.step(ben.element.merge, [first.id, second.id])
+    repair_element(ben)
     err = refused("token.double_spend", ben.element.verify, merged)
     assert isinstance(err, DoubleSpend)
     assert err.token_id == root.id and err.element == mal.element_id
@@ -253,7 +261,9 @@ def test_double_spend_found_in_one_history_at_deposit_revokes_the_element(
     break_element(mal)
     first = checked.step(pay, mal, ben, 100 * SEK)
     second = checked.step(pay, mal, ben, 100 * SEK)
+    break_element(ben)  # an honest element refuses this merge; a broken one makes it
     checked.step(ben.element.merge, [first.id, second.id])
+    repair_element(ben)
 
     refused("token.double_spend", checked.step, ben.app.deposit, net.money(200 * SEK))
     assert ben.online == net.money(0)
@@ -384,7 +394,11 @@ def _both_branches_merged(f: Forgery) -> Token:
         repair_element(f.mal)
     f.mal.element.store(first)
     f.mal.element.store(second)
-    return f.mal.element.merge([first.id, second.id])
+    break_element(f.mal)
+    try:
+        return f.mal.element.merge([first.id, second.id])
+    finally:
+        repair_element(f.mal)
 
 
 def double_spend_hidden_by_dropping_a_merged_branch(f: Forgery) -> Token:
@@ -521,6 +535,28 @@ def test_counterfeit_is_refused_at_deposit(
     assert mal.online == online
     assert net.central.mint.outstanding() == outstanding
     assert mal.bank.tokens.vault.tokens() == []  # type: ignore[union-attr]
+    if code != "token.double_spend":
+        # Only a broken element signs an invalid token over: the intermediary blocks it.
+        assert mal.bank.device(mal.element_id).status == "blocked"
+        refused("device.blocked", mal.app.withdraw, net.money(1 * SEK))
+
+
+def test_a_token_signed_to_another_elements_vault_key_is_not_credited_to_the_presenter(
+    net: OfflineNetwork, checked: Checked
+):
+    """Ann signs a token over to the vault to deposit it; a relay that copies it and presents
+    it in a deposit of its own element's gets nothing, and Ann's deposit still works."""
+    ann = net.add_token_user("Ann", "bank-a", online=500 * SEK)
+    eve = net.add_token_user("Eve", "bank-a")
+    token = checked.step(ann.app.withdraw, net.money(40 * SEK))
+    signed_over = ann.element.transfer(token.id, ann.app._vault())
+    steal = DepositRequest(eve.element_id, eve.app.engine, os.urandom(16), signed_over, None)
+    refused("token.invalid", eve.app._send, "token-deposit", steal)
+    assert eve.online == net.money(0)
+    mine = DepositRequest(ann.element_id, ann.app.engine, os.urandom(16), signed_over, None)
+    ann.app._online(ann.app._send("token-deposit", mine))
+    assert ann.online == net.money(500 * SEK)
+    checked.conserved()
 
 
 # --- a relay that grinds the 6-digit code (FEDS 2025-105, "Wallet Discovery") -------------------

@@ -1031,6 +1031,16 @@ class Intermediary:
             raise Refused("the central bank did not make the move", code="bank.reserve_refused")
         return result
 
+    def block_device(self, device_id: str, reason: str) -> None:
+        """Stop serving a device: its sessions and requests are refused from now on."""
+        with self.db.begin() as conn:
+            conn.execute(
+                update(schema.devices)
+                .where(schema.devices.c.id == device_id)
+                .values(status="blocked")
+            )
+            self._anomaly_in(conn, "blocked", device_id, None, reason)
+
     # -- anomalies ------------------------------------------------------------------------------
 
     def _anomaly(self, kind: str, device: str | None, tx_id: bytes | None, detail: str) -> None:

@@ -201,6 +201,13 @@ bank_seen = Table(
     Column("response", LargeBinary, nullable=False),
 )
 
+vault_grants = Table(
+    "vault_grants",
+    bank,
+    Column("owner", LargeBinary, primary_key=True),  # a vault ownership key handed out
+    Column("element", String(128), nullable=False),  # the element it was handed to
+)
+
 reserve_moves = Table(
     "reserve_moves",
     bank,

@@ -9,9 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sqlalchemy import insert, select
+
 from offpay.crypto.pki import Role
-from offpay.errors import DeviceStateError, DoubleSpend, OffpayError, TokenError
+from offpay.errors import (
+    CertificateError,
+    DeviceStateError,
+    DoubleSpend,
+    OffpayError,
+    SignatureError,
+    TokenError,
+)
 from offpay.money import Money
+from offpay.store import schema
 from offpay.tokens.element import TokenElement
 from offpay.tokens.messages import (
     DepositRequest,
@@ -76,7 +86,10 @@ class TokenDesk:
 
     def vault_address(self, data: bytes) -> bytes:
         req, ident, _ = self._open(data, VaultAddressRequest)
-        grant = VaultAddress(self.bank.id, ident.id, req.nonce, self.vault.keygen())
+        address = self.vault.keygen()
+        with self.bank.db.begin() as conn:
+            conn.execute(insert(schema.vault_grants).values(owner=address.owner, element=ident.id))
+        grant = VaultAddress(self.bank.id, ident.id, req.nonce, address)
         return sign(grant, self.bank.credential).to_bytes()
 
     def withdraw(self, data: bytes) -> bytes:
@@ -107,6 +120,13 @@ class TokenDesk:
         if cached is not None:
             return cached
         token = req.token
+        g = schema.vault_grants
+        with self.bank.db.connect() as conn:
+            granted = conn.execute(select(g.c.element).where(g.c.owner == token.owner)).scalar()
+        if granted != ident.id:
+            # A token signed over to a vault key handed to another element (one intercepted
+            # on its way, say) is not this depositor's to credit.
+            raise TokenError("the token is not signed over to a vault key given to this element")
         if req.renew_to is not None:  # checked before anything is redeemed
             if req.renew_to.endorsement.element != ident.id:
                 raise TokenError("a renewal goes to a key of the requesting element")
@@ -116,6 +136,12 @@ class TokenDesk:
                 self.vault.store(token)  # verifies the whole history, offline rules
             except DoubleSpend:
                 self._report(token)  # the central bank verifies it and revokes the element
+                raise
+            except (TokenError, CertificateError, SignatureError) as exc:
+                # The depositor's own element signed an invalid token over to us: only a broken
+                # element can. It is blocked here and recorded for investigation.
+                if exc.code not in ("token.not_ours", "token.duplicate"):
+                    self.bank.block_device(ident.id, f"deposited an invalid token: {exc.code}")
                 raise
         redeem = RedeemRequest(self.bank.id, MINT_ID, self.bank._nonce(), token)
         try:

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
-from offpay.errors import CertificateError, DeviceStateError, InsufficientFunds, TokenError
+from offpay.errors import (
+    CertificateError,
+    DeviceStateError,
+    DoubleSpend,
+    InsufficientFunds,
+    TokenError,
+)
 from offpay.money import Money
 from offpay.tokens.model import (
     ENDORSE_DOMAIN,
@@ -206,10 +212,27 @@ class TokenElement:
         parents = [self._take(i) for i in dict.fromkeys(token_ids)]
         if len(parents) < 2:
             raise TokenError("a merge needs two or more tokens", code="token.bad_merge")
+        self._check_joint_history(parents)
         total = sum((p.value for p in parents), Money.zero(parents[0].value.currency))
         (child,) = self._transition(parents, [self._body(total, self.keygen())])
         self._tokens[child.id] = child
         return child
+
+    def _check_joint_history(self, parents: list[Token]) -> None:
+        """Tokens verified one by one can still share an ancestor spent twice (two branches
+        of a double spend); merged, the child would be worthless. Refuse to merge them: each
+        can still be deposited on its own, where the double spend is caught."""
+        seen: dict[bytes, bytes] = {}
+        for parent in parents:
+            history = self.verify(parent)
+            for token_id, transition in history.consumed.items():
+                if seen.setdefault(token_id, transition) != transition:
+                    element = history.endorsers.get(token_id, "")
+                    raise DoubleSpend(
+                        f"these tokens share an ancestor spent twice ({token_id.hex()})",
+                        token_id=token_id,
+                        element=element,
+                    )
 
     def select(self, amount: Money) -> Token:
         """A token worth exactly ``amount``, splitting or merging what the wallet holds."""
