@@ -20,7 +20,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from offpay.bank.evidence import verify_payment
 from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
 from offpay.crypto.keys import Algorithm, Signer
-from offpay.crypto.pki import Authority, Credential, Role, TrustStore
+from offpay.crypto.pki import Authority, Credential, Identity, Role, TrustStore
 from offpay.device.card import key_fingerprint, pin_digest
 from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
@@ -48,6 +48,7 @@ from offpay.store.database import DEFAULT_URL, open_database
 from offpay.store.seen import answered, remember
 from offpay.tokens.desk import TokenDesk
 from offpay.transport.memory import MemoryNetwork
+from offpay.wire.codec import M
 from offpay.wire.envelope import Signed, open_signed, payload_of, sign
 from offpay.wire.messages import (
     CardConfirmation,
@@ -85,6 +86,14 @@ class Outcome:
     payee: str
     status: SettlementStatus
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceRequest(Generic[M]):
+    message: M
+    identity: Identity
+    device: Row[Any]
+    answered: bytes | None  # the answer given before, if this is a retry
 
 
 @dataclass(frozen=True)
@@ -441,27 +450,34 @@ class Intermediary:
     def _remember(self, conn: Connection, sender: str, nonce: bytes, response: bytes) -> None:
         remember(conn, schema.bank_seen, sender, nonce, response)
 
+    def from_device(self, data: bytes, cls: type[M], role: Role) -> DeviceRequest[M]:
+        """A request from one of our devices: signed by it, addressed to us, from a device we
+        issued and have not blocked; with the answer already given if it is a retry."""
+        msg, ident = open_signed(
+            data,
+            cls,
+            self.trust,
+            role,
+            receiver=self.id,
+            institution=self.name,
+            now=self.clock(),
+        )
+        cached = self._seen(ident.id, msg.nonce)  # type: ignore[attr-defined]
+        device = self.device(ident.id)
+        if cached is None and device.status != "active":
+            raise DeviceStateError(f"{ident.id} is blocked", code="device.blocked")
+        return DeviceRequest(msg, ident, device, cached)
+
     # -- card synchronisation, top-up and defund (report §3.4, §3.7) --------------------------
 
     def card_session(self, data: bytes) -> bytes:
         return self.sync_card(data).instruction
 
     def sync_card(self, data: bytes) -> SyncReport:
-        session, ident = open_signed(
-            data,
-            CardSession,
-            self.trust,
-            Role.CARD,
-            receiver=self.id,
-            institution=self.name,
-            now=self.clock(),
-        )
-        cached = self._seen(ident.id, session.nonce)
-        if cached is not None:  # a relay's retry: the same answer, nothing moves twice
-            return SyncReport(ident.id, (), cached)
-        device = self.device(ident.id)
-        if device.status != "active":
-            raise DeviceStateError(f"{ident.id} is blocked", code="device.blocked")
+        request = self.from_device(data, CardSession, Role.CARD)
+        session, ident, device = request.message, request.identity, request.device
+        if request.answered is not None:  # a relay's retry: the same answer, nothing moves twice
+            return SyncReport(ident.id, (), request.answered)
         if session.balance.currency != self.currency or session.amount.currency != self.currency:
             raise Refused("session is in another currency", code="bank.currency")
         issued_no = self._resolve_pending(device, session)
@@ -653,21 +669,10 @@ class Intermediary:
         return self.sync_terminal(data).instruction
 
     def sync_terminal(self, data: bytes) -> SyncReport:
-        upload, ident = open_signed(
-            data,
-            TerminalUpload,
-            self.trust,
-            Role.TERMINAL,
-            receiver=self.id,
-            institution=self.name,
-            now=self.clock(),
-        )
-        cached = self._seen(ident.id, upload.nonce)
-        if cached is not None:
-            return SyncReport(ident.id, (), cached)
-        device = self.device(ident.id)
-        if device.status != "active":
-            raise DeviceStateError(f"{ident.id} is blocked", code="device.blocked")
+        request = self.from_device(data, TerminalUpload, Role.TERMINAL)
+        upload, ident, device = request.message, request.identity, request.device
+        if request.answered is not None:
+            return SyncReport(ident.id, (), request.answered)
         # A reset that never reached the terminal (issued_no - 1) is fine: its payments are
         # settled already and settle again as no-ops.
         if upload.instruction_no not in (device.issued_no, device.issued_no - 1):

@@ -14,7 +14,6 @@ from sqlalchemy import insert, select
 from offpay.crypto.pki import Role
 from offpay.errors import (
     CertificateError,
-    DeviceStateError,
     DoubleSpend,
     OffpayError,
     SignatureError,
@@ -69,23 +68,9 @@ class TokenDesk:
 
     # -- requests from elements -----------------------------------------------------------------
 
-    def _open(self, data: bytes, cls: type):  # type: ignore[no-untyped-def]
-        msg, ident = open_signed(
-            data,
-            cls,
-            self.bank.trust,
-            Role.ELEMENT,
-            receiver=self.bank.id,
-            institution=self.bank.name,
-            now=self.bank.clock(),
-        )
-        device = self.bank.device(ident.id)
-        if device.status != "active":
-            raise DeviceStateError(f"{ident.id} is blocked", code="device.blocked")
-        return msg, ident, device
-
     def vault_address(self, data: bytes) -> bytes:
-        req, ident, _ = self._open(data, VaultAddressRequest)
+        request = self.bank.from_device(data, VaultAddressRequest, Role.ELEMENT)
+        req, ident = request.message, request.identity
         address = self.vault.keygen()
         with self.bank.db.begin() as conn:
             conn.execute(insert(schema.vault_grants).values(owner=address.owner, element=ident.id))
@@ -94,10 +79,10 @@ class TokenDesk:
 
     def withdraw(self, data: bytes) -> bytes:
         """WithdrawToken: online wallet to a token the central bank mints to the element."""
-        req, ident, device = self._open(data, WithdrawRequest)
-        cached = self.bank._seen(ident.id, req.nonce)
-        if cached is not None:
-            return cached
+        request = self.bank.from_device(data, WithdrawRequest, Role.ELEMENT)
+        req, ident, device = request.message, request.identity, request.device
+        if request.answered is not None:
+            return request.answered
         if req.address.endorsement.element != ident.id:
             raise TokenError("a withdrawal goes to a key of the requesting element")
         self.bank._positive(req.amount)
@@ -115,10 +100,10 @@ class TokenDesk:
     def deposit(self, data: bytes) -> bytes:
         """DepositToken (or renewal): the vault takes the token, the central bank redeems it
         after checking its history against every token ever consumed."""
-        req, ident, device = self._open(data, DepositRequest)
-        cached = self.bank._seen(ident.id, req.nonce)
-        if cached is not None:
-            return cached
+        request = self.bank.from_device(data, DepositRequest, Role.ELEMENT)
+        req, ident, device = request.message, request.identity, request.device
+        if request.answered is not None:
+            return request.answered
         token = req.token
         g = schema.vault_grants
         with self.bank.db.connect() as conn:
