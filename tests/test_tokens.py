@@ -260,13 +260,14 @@ def test_split_siblings_sum_to_the_parent_and_a_raised_sibling_is_refused(
     refused("token.value_mismatch", ann.element.verify, raised_sibling)
     lowered_sibling = replace(wanted, siblings=(replace(change.body, value=net.money(100 * SEK)),))
     refused("token.value_mismatch", ann.element.verify, lowered_sibling)
-    # Moving value from the sibling to the token keeps the sum but not the parent's signature.
+    # Moving value from the sibling to the token keeps the sum but not the derived ids (and
+    # not the parent's signature).
     shifted = replace(
         wanted,
         value=net.money(200 * SEK),
         siblings=(replace(change.body, value=net.money(100 * SEK)),),
     )
-    refused("token.bad_proof", ann.element.verify, shifted)
+    refused("token.bad_id", ann.element.verify, shifted)
     no_sibling = replace(wanted, siblings=())
     refused("token.value_mismatch", ann.element.verify, no_sibling)
 

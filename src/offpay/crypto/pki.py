@@ -226,10 +226,17 @@ class TrustStore:
     def root(self) -> x509.Certificate:
         return load_certificate(self.root_der)
 
-    def verify_chain(self, chain: tuple[bytes, ...], now: dt.datetime | None = None) -> Identity:
+    def verify_chain(
+        self,
+        chain: tuple[bytes, ...],
+        now: dt.datetime | None = None,
+        *,
+        check_revoked: bool = True,
+    ) -> Identity:
         """The identity the chain's leaf certifies, if the chain leads to our root.
 
         ``now`` is checked against validity periods when given (services); devices pass None.
+        ``check_revoked=False`` is for history made before a revocation (token ancestors).
         """
         if not chain or len(chain) > 2:
             raise CertificateError("certificate chain must hold one or two certificates")
@@ -242,7 +249,7 @@ class TrustStore:
             raise CertificateError(
                 "certificate is outside its validity period", code="crypto.expired"
             )
-        if ident.id in self.revoked:
+        if check_revoked and ident.id in self.revoked:
             raise CertificateError(f"{ident.id} is revoked", code="crypto.revoked")
         return ident
 
@@ -281,9 +288,10 @@ class TrustStore:
         *,
         institution: str | None = None,
         now: dt.datetime | None = None,
+        check_revoked: bool = True,
     ) -> Identity:
         """Verify ``chain`` and insist on the role (and institution) the context requires."""
-        ident = self.verify_chain(chain, now)
+        ident = self.verify_chain(chain, now, check_revoked=check_revoked)
         if ident.role is not role:
             raise CertificateError(f"expected a {role} certificate, got {ident.role} ({ident.id})")
         if institution is not None and ident.institution != institution:

@@ -8,10 +8,9 @@ token stays unspendable), never the opposite. That is what stops a double spend 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
@@ -29,6 +28,7 @@ from offpay.tokens.model import (
     Endorsement,
     Token,
     TokenBody,
+    child_id,
     transition_digest,
 )
 from offpay.tokens.verify import History, TokenVerifier
@@ -161,12 +161,12 @@ class TokenElement:
             raise TokenError("no such token in this wallet", code="token.unknown")
         return token
 
-    def _new_id(self) -> bytes:
-        return hashlib.sha256(b"offpay-token-id\x00" + self.random(ID_BYTES)).digest()[:ID_BYTES]
-
     def _transition(self, parents: list[Token], children: list[TokenBody]) -> list[Token]:
-        """Sign one transition with every parent's key (SignOnce) and build its children."""
-        digest = transition_digest([p.id for p in parents], children)
+        """Sign one transition with every parent's key (SignOnce) and build its children,
+        whose ids derive from the parents and their owners."""
+        parent_ids = [p.id for p in parents]
+        children = [replace(c, id=child_id(parent_ids, c.owner, c.value)) for c in children]
+        digest = transition_digest(parent_ids, children)
         proofs = tuple(self.sign_once(p.owner, digest) for p in parents)
         for p in parents:
             del self._tokens[p.id]
@@ -184,7 +184,8 @@ class TokenElement:
         ]
 
     def _body(self, value: Money, address: Address) -> TokenBody:
-        return TokenBody(self._new_id(), value, address.owner, address.endorsement)
+        """A child before its transition: its id is derived there."""
+        return TokenBody(b"", value, address.owner, address.endorsement)
 
     # -- what the owner can do with tokens --------------------------------------------------------
 

@@ -147,7 +147,7 @@ class MintingService:
                 select(schema.redeemed.c.id).where(schema.redeemed.c.id == token.id)
             ).first():
                 raise TokenError("this token was redeemed already", code="token.redeemed")
-            ids = list(history.consumed)
+            ids = [*history.consumed, token.id]
             known = (
                 {
                     bytes(r.id): bytes(r.transition)
@@ -156,6 +156,8 @@ class MintingService:
                 if ids
                 else {}
             )
+            if token.id in known:
+                raise TokenError("this token was spent already", code="token.spent")
             clash = next((i for i, d in history.consumed.items() if known.get(i, d) != d), None)
             if clash is None:
                 roots = _roots(token)

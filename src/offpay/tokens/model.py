@@ -86,6 +86,13 @@ def mint_digest(body: TokenBody) -> bytes:
     return hashlib.sha256(MINT_DOMAIN + encode(body)).digest()
 
 
+def child_id(parent_ids: Sequence[bytes], owner: bytes, value: Money) -> bytes:
+    """A child token's id, derived from its parents and its (fresh, unique) owner key, so no
+    signer can give a new token the id of another one."""
+    payload = cbor2.dumps([sorted(parent_ids), owner, value.minor, value.currency], canonical=True)
+    return hashlib.sha256(b"offpay-token-child\x00" + payload).digest()[:16]
+
+
 def transition_digest(parent_ids: Sequence[bytes], children: Sequence[TokenBody]) -> bytes:
     """What every parent's owner signs: the parents in order and the children as a set."""
     kids = sorted(encode(c) for c in children)

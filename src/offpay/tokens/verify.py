@@ -24,6 +24,7 @@ from offpay.tokens.model import (
     Endorsement,
     Token,
     body_digest,
+    child_id,
     mint_digest,
     transition_digest,
 )
@@ -57,11 +58,7 @@ class TokenVerifier:
     def endorser(self, token_owner: bytes, endorsement_chain: tuple[bytes, ...]) -> Identity:
         """The element whose certificate vouches for an ownership key (revocation ignored:
         history made before a revocation stays valid)."""
-        revoked, self.trust.revoked = self.trust.revoked, set()
-        try:
-            return self.trust.expect(endorsement_chain, Role.ELEMENT)
-        finally:
-            self.trust.revoked = revoked
+        return self.trust.expect(endorsement_chain, Role.ELEMENT, check_revoked=False)
 
     def verify(self, token: Token, *, currency: str | None = None) -> History:
         """The token's history if every field of it and of its ancestors verifies; the
@@ -157,9 +154,19 @@ class TokenVerifier:
                 f"children worth {total_out} come from parents worth {total_in}",
                 code="token.value_mismatch",
             )
-        digest = transition_digest([p.id for p in parents], children)
+        parent_ids = [p.id for p in parents]
+        for child in children:
+            if child.id != child_id(parent_ids, child.owner, child.value):
+                raise TokenError(
+                    "a token's id is not derived from its parents and owner",
+                    code="token.bad_id",
+                )
+        digest = transition_digest(parent_ids, children)
         for parent, proof in zip(parents, t.proof, strict=True):
             self._check(_owner_key(parent), proof, digest, "transfer proof", t)
+            # The parent is verified in full (endorsement included) before anything about it,
+            # such as whom to blame for a double spend, is believed.
+            self._walk(parent, history, seen, done, currency)
             before = history.consumed.setdefault(parent.id, digest)
             history.endorsers[parent.id] = parent.endorsement.element
             if before != digest:
@@ -169,7 +176,6 @@ class TokenVerifier:
                     token_id=parent.id,
                     element=parent.endorsement.element,
                 )
-            self._walk(parent, history, seen, done, currency)
 
 
 def _owner_key(t: Token) -> PublicKey:
