@@ -804,3 +804,59 @@ def test_the_next_online_moment_renews_a_long_history(
     assert long.id not in {t.id for t in ben.element.tokens()}
     assert ben.online == online
     assert net.central.mint.outstanding() == net.money(sum(expected))
+
+
+# --- cut connections at online moments ----------------------------------------------------------
+
+
+def _cut_once(net: OfflineNetwork, kind: str, *, after: bool) -> None:
+    """Drop one message of ``kind``: before it is handled, or after (the answer is lost)."""
+    state = {"done": False}
+    real = net.network.send
+
+    def send(to: str, k: str, data: bytes) -> bytes:
+        if k == kind and not state["done"]:
+            state["done"] = True
+            if after:
+                real(to, k, data)
+            raise OffpayError("connection lost", code="network.cut")
+        return real(to, k, data)
+
+    net.network.send = send  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("kind", ["token-withdraw", "mint-token"])
+@pytest.mark.parametrize("after", [False, True])
+def test_a_cut_withdrawal_completes_once_when_retried(
+    net: OfflineNetwork, checked: Checked, kind: str, after: bool
+) -> None:
+    ann = net.add_token_user("Ann", "bank-a", online=100 * SEK)
+    _cut_once(net, kind, after=after)
+    with pytest.raises(OffpayError):
+        ann.app.withdraw(net.money(30 * SEK))
+    checked.conserved()
+    ann.app.retry_pending()
+    ann.app.retry_pending()
+    assert ann.tokens == net.money(30 * SEK)
+    assert ann.online == net.money(70 * SEK)
+    assert net.central.mint.outstanding() == net.money(30 * SEK)
+    checked.conserved()
+
+
+@pytest.mark.parametrize("kind", ["token-deposit", "redeem-token"])
+@pytest.mark.parametrize("after", [False, True])
+def test_a_cut_deposit_completes_once_when_retried(
+    net: OfflineNetwork, checked: Checked, kind: str, after: bool
+) -> None:
+    ann = net.add_token_user("Ann", "bank-a", online=100 * SEK)
+    checked.step(ann.app.withdraw, net.money(30 * SEK))
+    _cut_once(net, kind, after=after)
+    with pytest.raises(OffpayError):
+        ann.app.deposit(net.money(30 * SEK))
+    checked.conserved()
+    ann.app.retry_pending()
+    ann.app.retry_pending()
+    assert ann.tokens == net.money(0)
+    assert ann.online == net.money(100 * SEK)
+    assert net.central.mint.outstanding() == net.money(0)
+    checked.conserved()

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
+
 from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
 from offpay.crypto.keys import Algorithm
@@ -15,6 +17,7 @@ from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.relay.phone import PhoneApp
 from offpay.relay.pos import PosApp
+from offpay.store import schema
 from offpay.store.database import DEFAULT_URL
 from offpay.tokens.app import TokenWalletApp
 from offpay.tokens.element import TokenElement
@@ -173,11 +176,34 @@ class OfflineNetwork:
         self.token_users[name] = user
         return user
 
+    def token_moves_in_transit(self) -> dict[str, Money]:
+        """Value between a wallet and the tokens outstanding after a cut connection: a
+        withdrawal debited but not minted, or a token redeemed but not yet credited. Whether
+        the central bank carried a request out is read from its record of answered nonces."""
+        totals: dict[str, Money] = {}
+        m, seen = schema.token_moves, schema.central_seen
+        with self.central.db.connect() as cb:
+            for name, bank in self.banks.items():
+                total = 0
+                with bank.db.connect() as conn:
+                    open_moves = conn.execute(select(m).where(m.c.done.is_(False))).all()
+                for move in open_moves:
+                    done_at_cb = cb.execute(
+                        select(seen.c.nonce).where(
+                            seen.c.sender == bank.id, seen.c.nonce == move.nonce
+                        )
+                    ).first()
+                    if (move.kind == "mint") != (done_at_cb is not None):
+                        total += move.amount
+                totals[name] = self.money(total)
+        return totals
+
     def audit(self) -> Audit:
         zero = self.money(0)
         reserves = sum((p.reserve for p in self.central.positions()), zero)
         wallets = sum((b.total_held() for b in self.banks.values()), zero)
         transit = sum((b.in_transit() for b in self.banks.values()), zero)
+        transit = sum(self.token_moves_in_transit().values(), transit)
         return Audit(
             self.central.issued(), reserves, wallets, transit, self.central.mint.outstanding()
         )
@@ -185,8 +211,10 @@ class OfflineNetwork:
     def holdings_mismatches(self) -> list[str]:
         """Per intermediary, the central bank's record of what its customers hold must equal
         its wallets, up to payments in flight between the settlement steps:
-        holdings − wallets = debited − credited − notarised out + notarised in."""
+        holdings − wallets = debited − credited − notarised out + notarised in + token moves
+        in transit."""
         flows = self.central.cross_flows()
+        token_transit = self.token_moves_in_transit()
         problems = []
         for position in self.central.positions():
             bank = self.banks.get(position.institution)
@@ -195,6 +223,7 @@ class OfflineNetwork:
             debited, credited = bank.settled_totals()
             flow_in, flow_out = flows[position.institution]
             expected = bank.total_held() + debited - credited - flow_out + flow_in
+            expected = expected + token_transit[position.institution]
             if position.holdings != expected:
                 problems.append(
                     f"{position.institution}: the central bank records holdings of "

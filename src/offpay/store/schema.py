@@ -208,6 +208,15 @@ vault_grants = Table(
     Column("element", String(128), nullable=False),  # the element it was handed to
 )
 
+token_moves = Table(
+    "token_moves",
+    bank,
+    Column("nonce", LargeBinary(16), primary_key=True),  # of the request to the mint
+    Column("kind", String(8), nullable=False),  # mint | redeem
+    Column("amount", BigInteger, nullable=False),
+    Column("done", Boolean, nullable=False),
+)
+
 reserve_moves = Table(
     "reserve_moves",
     bank,

@@ -34,13 +34,30 @@ class TokenWalletApp:
         self.network = network
         self.max_ancestry = max_ancestry
         self.engine = f"{institution}/engine"
+        # Requests sent but not answered (a cut connection): they are sent again, byte for
+        # byte, by retry_pending(); the intermediary answers a repeated request as before.
+        self.outbox: list[tuple[str, bytes]] = []
 
     def _send(self, kind: str, msg: object) -> bytes:
-        return self.network.send(
-            self.institution,
-            kind,
-            sign(msg, self.element.credential).to_bytes(),  # type: ignore[arg-type]
-        )
+        data = sign(msg, self.element.credential).to_bytes()  # type: ignore[arg-type]
+        if kind == "token-vault-address":
+            return self.network.send(self.institution, kind, data)
+        self.outbox.append((kind, data))
+        answer = self.network.send(self.institution, kind, data)
+        self.outbox.remove((kind, data))
+        return answer
+
+    def retry_pending(self) -> list[Token]:
+        """Send every unanswered withdrawal or deposit again; store what comes back."""
+        received = []
+        for kind, data in list(self.outbox):
+            answer = self.network.send(self.institution, kind, data)
+            self.outbox.remove((kind, data))
+            for token in self._online(answer):
+                if not self.element.holds(token.id):
+                    self.element.store(token)
+                    received.append(token)
+        return received
 
     def _online(self, data: bytes) -> tuple[Token, ...]:
         """Every answer from the intermediary carries the latest revocation list."""

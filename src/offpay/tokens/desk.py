@@ -6,16 +6,18 @@ replaced by a fresh minted token."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select, update
 
 from offpay.crypto.pki import Role
 from offpay.errors import (
     CertificateError,
     DoubleSpend,
     OffpayError,
+    Refused,
     SignatureError,
     TokenError,
 )
@@ -87,14 +89,26 @@ class TokenDesk:
             raise TokenError("a withdrawal goes to a key of the requesting element")
         self.bank._positive(req.amount)
         online = f"{device.customer_id}/online"
+        # Keyed by the request, so the same request sent again after a cut connection neither
+        # debits twice nor mints twice: the central bank answers a repeated nonce as before.
+        key = _key(b"withdraw", ident.id.encode(), req.nonce)
         with self.bank.db.begin() as conn:
-            self.bank._move(conn, online, None, req.amount.minor, "token-withdraw", None)
+            if _journaled(conn, online, "token-refund", key):
+                raise Refused("this withdrawal was refused", code="bank.withdrawal_refused")
+            if not _journaled(conn, online, "token-withdraw", key):
+                self.bank._move(conn, online, None, req.amount.minor, "token-withdraw", key)
+                _open_move(conn, key, "mint", req.amount.minor)
         try:
-            result = self._mint(req.amount, req.address)
-        except Exception:
+            result = self._mint(req.amount, req.address, key)
+        except OffpayError as exc:
+            if exc.code.startswith("network."):
+                raise  # outcome unknown: the same request, sent again, completes it
             with self.bank.db.begin() as conn:  # the mint refused: nothing left the wallet
-                self.bank._move(conn, None, online, req.amount.minor, "token-refund", None)
+                self.bank._move(conn, None, online, req.amount.minor, "token-refund", key)
+                _close_move(conn, key)
             raise
+        with self.bank.db.begin() as conn:
+            _close_move(conn, key)
         return self._answer(ident.id, req.nonce, result.tokens, req.amount, result)
 
     def deposit(self, data: bytes) -> bytes:
@@ -128,34 +142,55 @@ class TokenDesk:
                 if exc.code not in ("token.not_ours", "token.duplicate"):
                     self.bank.block_device(ident.id, f"deposited an invalid token: {exc.code}")
                 raise
-        redeem = RedeemRequest(self.bank.id, MINT_ID, self.bank._nonce(), token)
+        # The vault keeps the token until the deposit is answered, and every step is keyed by
+        # the token, so a deposit sent again after a cut connection completes exactly once.
+        redeem = RedeemRequest(self.bank.id, MINT_ID, _key(b"redeem", token.id), token)
+        with self.bank.db.begin() as conn:
+            _open_move(conn, redeem.nonce, "redeem", token.value.minor)
         try:
             answer = self.bank.network.send(
                 "central-bank", "redeem-token", sign(redeem, self.bank.credential).to_bytes()
             )
             redeemed = self._open_result(answer)
-        except OffpayError:
-            self.vault.release(token.id)  # a double spend or a counterfeit: burned, not paid
+        except OffpayError as exc:
+            if not exc.code.startswith("network."):
+                self.vault.release(token.id)  # a double spend or a counterfeit: burned, unpaid
+                with self.bank.db.begin() as conn:
+                    _close_move(conn, redeem.nonce)
             raise
-        self.vault.release(token.id)
         if req.renew_to is not None:
-            try:
-                fresh = self._mint(token.value, req.renew_to)  # the redeemed value, anew
-            except OffpayError:
-                pass  # e.g. revoked meanwhile: the value goes to the online wallet instead
+            renewal = _key(b"renew", token.id)
+            with self.bank.db.begin() as conn:
+                _close_move(conn, redeem.nonce)
+                _open_move(conn, renewal, "mint", token.value.minor)
+            try:  # the redeemed value, minted anew
+                fresh = self._mint(token.value, req.renew_to, renewal)
+            except OffpayError as exc:
+                if exc.code.startswith("network."):
+                    raise
+                # e.g. revoked meanwhile: the value goes to the online wallet instead
             else:
                 zero = Money.zero(token.value.currency)
-                return self._answer(ident.id, req.nonce, fresh.tokens, zero, fresh)
+                with self.bank.db.begin() as conn:
+                    _close_move(conn, renewal)
+                answered = self._answer(ident.id, req.nonce, fresh.tokens, zero, fresh)
+                self.vault.release(token.id)
+                return answered
+        online = f"{device.customer_id}/online"
         with self.bank.db.begin() as conn:
-            self.bank._move(
-                conn, None, f"{device.customer_id}/online", token.value.minor, "token-deposit", None
-            )
-        return self._answer(ident.id, req.nonce, (), token.value, redeemed)
+            if not _journaled(conn, online, "token-deposit", token.id):
+                self.bank._move(conn, None, online, token.value.minor, "token-deposit", token.id)
+            _close_move(conn, redeem.nonce)
+            if req.renew_to is not None:
+                _close_move(conn, _key(b"renew", token.id))
+        answered = self._answer(ident.id, req.nonce, (), token.value, redeemed)
+        self.vault.release(token.id)
+        return answered
 
     # -- with the central bank ------------------------------------------------------------------
 
-    def _mint(self, value: Money, address: Address) -> MintResult:
-        request = MintRequest(self.bank.id, MINT_ID, self.bank._nonce(), value, address)
+    def _mint(self, value: Money, address: Address, nonce: bytes) -> MintResult:
+        request = MintRequest(self.bank.id, MINT_ID, nonce, value, address)
         answer = self.bank.network.send(
             "central-bank", "mint-token", sign(request, self.bank.credential).to_bytes()
         )
@@ -205,3 +240,31 @@ def open_desk_answer(data: bytes, element: TokenElement, institution: str) -> Mi
         institution=institution,
     )
     return result
+
+
+def _key(*parts: bytes) -> bytes:
+    """A request nonce derived from what it is about, so a retry repeats it exactly."""
+    return hashlib.sha256(b"offpay-token-desk\x00" + b"\x00".join(parts)).digest()[:16]
+
+
+def _journaled(conn: Connection, account: str, reason: str, reference: bytes) -> bool:
+    j = schema.journal
+    found = conn.execute(
+        select(j.c.id).where(
+            j.c.account_id == account, j.c.reason == reason, j.c.reference == reference
+        )
+    ).first()
+    return found is not None
+
+
+def _open_move(conn: Connection, nonce: bytes, kind: str, amount: int) -> None:
+    """Value on its way between a wallet and the tokens outstanding, keyed by the request to
+    the mint; the audit asks the central bank whether that request was carried out."""
+    m = schema.token_moves
+    if conn.execute(select(m.c.nonce).where(m.c.nonce == nonce)).first() is None:
+        conn.execute(insert(m).values(nonce=nonce, kind=kind, amount=amount, done=False))
+
+
+def _close_move(conn: Connection, nonce: bytes) -> None:
+    m = schema.token_moves
+    conn.execute(update(m).where(m.c.nonce == nonce).values(done=True))
