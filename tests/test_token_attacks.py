@@ -95,9 +95,11 @@ def discovered(sender: TokenUser, receiver: TokenUser, amount: Money):  # type: 
     """Phase 1 of the protocol between two phones, done: both sessions ready for phase 2."""
     s, r = SenderSession(sender.element, amount), ReceiverSession(receiver.element, amount)
     s_proof, r_proof = s.on_hello(r.hello()), r.on_hello(s.hello())
-    assert s.code == r.code
     s.on_proof(r_proof)
     r.on_proof(s_proof)
+    assert s.code == r.code != ""
+    s.users_agree(r.code)
+    r.users_agree(s.code)
     return s, r
 
 

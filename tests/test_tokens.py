@@ -76,9 +76,11 @@ def owner_key(token: Token) -> Ed25519PublicKey:
 def discover(sender: SenderSession, receiver: ReceiverSession) -> None:
     """Phase 1 with a perfect relay: hellos, the users compare codes, proofs."""
     s_proof, r_proof = sender.on_hello(receiver.hello()), receiver.on_hello(sender.hello())
-    assert sender.code == receiver.code
     sender.on_proof(r_proof)
     receiver.on_proof(s_proof)
+    assert sender.code == receiver.code != ""
+    sender.users_agree(receiver.code)
+    receiver.users_agree(sender.code)
 
 
 def pass_back_and_forth(a: TokenUser, b: TokenUser, token: Token, hops: int) -> Token:
@@ -860,3 +862,24 @@ def test_a_cut_deposit_completes_once_when_retried(
     assert ann.online == net.money(100 * SEK)
     assert net.central.mint.outstanding() == net.money(0)
     checked.conserved()
+
+
+def test_nothing_moves_before_the_users_confirm_matching_codes(
+    net: OfflineNetwork, checked: Checked
+) -> None:
+    ann = net.add_token_user("Ann", "bank-a", online=100 * SEK)
+    ben = net.add_token_user("Ben", "bank-b")
+    checked.step(ann.app.withdraw, net.money(30 * SEK))
+    amount = net.money(30 * SEK)
+    s, r = SenderSession(ann.element, amount), ReceiverSession(ben.element, amount)
+    s_proof, r_proof = s.on_hello(r.hello()), r.on_hello(s.hello())
+    s.on_proof(r_proof)
+    r.on_proof(s_proof)
+    refused("device.state", s.offer)  # proved, but the users have not compared yet
+    wrong = f"{(int(r.code) + 1) % 1_000_000:06d}"
+    refused("token.code_mismatch", s.users_agree, wrong)
+    refused("device.state", s.offer)
+    s.users_agree(r.code)
+    r.users_agree(s.code)
+    r.on_offer(s.offer())
+    assert ann.tokens == amount  # offered, not yet transferred

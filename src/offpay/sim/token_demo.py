@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from offpay.crypto.keys import Algorithm
-from offpay.errors import DoubleSpend, OffpayError, TokenError
+from offpay.errors import DoubleSpend, OffpayError
 from offpay.money import Money, parse_money
 from offpay.sim.network import ConservationError, OfflineNetwork, TokenUser
 from offpay.tokens.element import TokenElement
@@ -163,8 +163,8 @@ class TokenDemo:
             "committed to its nonce before seeing the other's, so a relay in the middle "
             "cannot make them match)"
         )
-        if sender.code != receiver.code:
-            raise TokenError("the users' codes differ", code="token.code_mismatch")
+        sender.users_agree(receiver.code)
+        receiver.users_agree(sender.code)
         offer = sender.offer()
         offered = sender.offered
         assert offered is not None

@@ -99,6 +99,7 @@ class _Party:
         self.session = b""
         self.code = ""  # the 6-digit code this party's user reads and compares
         self.peer_proved = False
+        self.users_agreed = False
 
     def _commit(self, nonce: bytes, element: str) -> bytes:
         return hashlib.sha256(
@@ -156,10 +157,19 @@ class _Party:
             raise TokenError(f"{self.peer.id} is revoked", code="token.revoked")
         return self.peer
 
+    def users_agree(self, code_on_the_other_phone: str) -> None:
+        """The user compared the two phones' codes and confirmed they match (the paper's
+        user-in-the-loop step); nothing moves before that."""
+        if not self.peer_proved or not hmac.compare_digest(code_on_the_other_phone, self.code):
+            raise TokenError("the users' codes differ", code="token.code_mismatch")
+        self.users_agreed = True
+
     def _ready(self) -> Identity:
         peer = self._peer()
         if not self.peer_proved:
             raise DeviceStateError("the peer has not proved its element", code="device.state")
+        if not self.users_agreed:
+            raise DeviceStateError("the users have not confirmed the codes", code="device.state")
         return peer
 
     def _open(self, data: bytes, cls: type, peer: Identity):  # type: ignore[no-untyped-def]
@@ -275,8 +285,8 @@ def transfer_offline(sender: TokenElement, receiver: TokenElement, amount: Money
     s_proof, r_proof = s.on_hello(r.hello()), r.on_hello(s.hello())
     s.on_proof(r_proof)
     r.on_proof(s_proof)
-    if s.code != r.code:
-        raise TokenError("the users' codes differ", code="token.code_mismatch")
+    s.users_agree(r.code)
+    r.users_agree(s.code)
     address = r.on_offer(s.offer())
     confirmation = r.on_transfer(s.on_address(address))
     s.on_confirmation(confirmation)
