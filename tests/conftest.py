@@ -19,7 +19,9 @@ from hypothesis import settings
 from offpay.device.reader import CardClient
 from offpay.errors import OffpayError
 from offpay.money import Money
-from offpay.sim.network import Merchant, OfflineNetwork, User
+from offpay.sim.network import Merchant, OfflineNetwork, TokenUser, User
+from offpay.tokens.model import Token
+from offpay.tokens.transfer import transfer_offline
 
 settings.register_profile("ci", max_examples=50, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -124,3 +126,16 @@ def checked(net: OfflineNetwork) -> Checked:
     c = Checked(net)
     c.conserved()
     return c
+
+
+def refused(code: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> OffpayError:
+    """``fn`` must refuse with exactly ``code``; returns the error."""
+    with pytest.raises(OffpayError) as info:
+        fn(*args, **kwargs)
+    assert info.value.code == code, str(info.value)
+    return info.value
+
+
+def pay_tokens(sender: TokenUser, receiver: TokenUser, minor: int) -> Token:
+    """An offline token transfer between two phones with a perfect relay."""
+    return transfer_offline(sender.element, receiver.element, Money(minor, sender.bank.currency))

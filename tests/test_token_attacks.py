@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from conftest import pay_tokens as pay
+from conftest import refused
 from offpay.crypto.keys import Signer
 from offpay.errors import DoubleSpend, OffpayError
 from offpay.money import Money
@@ -39,7 +41,6 @@ from offpay.tokens.transfer import (
     SenderSession,
     Transfer,
     six_digits,
-    transfer_offline,
 )
 from offpay.wire.codec import decode
 from offpay.wire.envelope import Signed, sign
@@ -78,17 +79,6 @@ def break_element(user: TokenUser) -> None:
 
 def repair_element(user: TokenUser) -> None:
     user.element.__class__ = TokenElement
-
-
-def pay(sender: TokenUser, receiver: TokenUser, minor: int) -> Token:
-    return transfer_offline(sender.element, receiver.element, Money(minor, "SEK"))
-
-
-def refused(code: str, fn, *args, **kwargs) -> OffpayError:  # type: ignore[no-untyped-def]
-    with pytest.raises(OffpayError) as info:
-        fn(*args, **kwargs)
-    assert info.value.code == code, str(info.value)
-    return info.value
 
 
 def discovered(sender: TokenUser, receiver: TokenUser, amount: Money):  # type: ignore[no-untyped-def]

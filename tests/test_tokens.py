@@ -22,6 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from conftest import pay_tokens as pay
+from conftest import refused
 from offpay.crypto.keys import verify_signature
 from offpay.errors import OffpayError
 from offpay.money import Money
@@ -43,7 +45,6 @@ from offpay.tokens.transfer import (
     Offer,
     ReceiverSession,
     SenderSession,
-    transfer_offline,
 )
 from offpay.wire.codec import decode, encode
 from offpay.wire.envelope import Signed, sign
@@ -53,18 +54,6 @@ if TYPE_CHECKING:
 
 SEK = 100  # minor units per krona
 ISSUED = 1_000_000_00
-
-
-def pay(sender: TokenUser, receiver: TokenUser, minor: int) -> Token:
-    """An offline transfer between two phones with a perfect relay."""
-    return transfer_offline(sender.element, receiver.element, Money(minor, "SEK"))
-
-
-def refused(code: str, fn, *args, **kwargs) -> OffpayError:  # type: ignore[no-untyped-def]
-    with pytest.raises(OffpayError) as info:
-        fn(*args, **kwargs)
-    assert info.value.code == code, str(info.value)
-    return info.value
 
 
 def owner_key(token: Token) -> Ed25519PublicKey:

@@ -974,9 +974,32 @@ class Intermediary:
             status, detail, receipt = self._debit_and_notarise(req.payment, payment)
             if receipt:
                 self._deliver_credit(req.payment, payment, receipt)
+        return self._answer_bank(ident.id, req, payment, status, detail, receipt)
+
+    def _credit_request(self, data: bytes) -> bytes:
+        req, ident = open_signed(data, CreditRequest, self.trust, Role.ENGINE, receiver=self.id)
+        cached = self._seen(ident.id, req.nonce)
+        if cached is not None:
+            return cached
+        payment = verify_payment(req.payment, self.trust)
+        if payment.payee_institution != self.name or payment.payer_institution != ident.institution:
+            raise Refused("payment does not concern these two banks", code="bank.wrong_parties")
+        status = self._credit(req.payment, payment, req.notary_receipt)
+        return self._answer_bank(ident.id, req, payment, status, "", b"")
+
+    def _answer_bank(
+        self,
+        to: str,
+        req: DebitRequest | CreditRequest,
+        payment: OfflinePayment,
+        status: SettlementStatus,
+        detail: str,
+        receipt: bytes,
+    ) -> bytes:
+        """Signed, addressed, naming the payment exactly, and remembered for a retry."""
         result = SettlementResult(
             self.id,
-            ident.id,
+            to,
             req.nonce,
             payment.tx_id,
             req.payment.digest,
@@ -988,33 +1011,7 @@ class Intermediary:
         )
         response = sign(result, self.credential).to_bytes()
         with self.db.begin() as conn:
-            self._remember(conn, ident.id, req.nonce, response)
-        return response
-
-    def _credit_request(self, data: bytes) -> bytes:
-        req, ident = open_signed(data, CreditRequest, self.trust, Role.ENGINE, receiver=self.id)
-        cached = self._seen(ident.id, req.nonce)
-        if cached is not None:
-            return cached
-        payment = verify_payment(req.payment, self.trust)
-        if payment.payee_institution != self.name or payment.payer_institution != ident.institution:
-            raise Refused("payment does not concern these two banks", code="bank.wrong_parties")
-        status = self._credit(req.payment, payment, req.notary_receipt)
-        result = SettlementResult(
-            self.id,
-            ident.id,
-            req.nonce,
-            payment.tx_id,
-            req.payment.digest,
-            payment.amount,
-            status,
-            "",
-            "",
-            b"",
-        )
-        response = sign(result, self.credential).to_bytes()
-        with self.db.begin() as conn:
-            self._remember(conn, ident.id, req.nonce, response)
+            self._remember(conn, to, req.nonce, response)
         return response
 
     # -- talking to others ----------------------------------------------------------------------
