@@ -712,14 +712,17 @@ class Intermediary:
         if party != device_id:
             self._anomaly("foreign_entry", device_id, payment.tx_id, "log entry of another device")
             return self._outcome(payment, SettlementStatus.REFUSED, "entry names another device")
-        return self.settle(signed)
+        return self.settle(signed, payment)
 
     def _outcome(self, p: OfflinePayment, status: SettlementStatus, detail: str = "") -> Outcome:
         return Outcome(p.tx_id, p.amount, p.sender, p.receiver, status, detail)
 
-    def settle(self, signed: Signed[OfflinePayment]) -> Outcome:
-        """Settle one offline payment exactly once, whichever party uploaded it."""
-        payment = verify_payment(signed, self.trust)
+    def settle(
+        self, signed: Signed[OfflinePayment], verified: OfflinePayment | None = None
+    ) -> Outcome:
+        """Settle one offline payment exactly once, whichever party uploaded it. ``verified``:
+        the payment as :func:`verify_payment` already returned it, so it is not checked twice."""
+        payment = verified if verified is not None else verify_payment(signed, self.trust)
         if payment.payer_institution == self.name:
             status, detail, receipt = self._debit_and_notarise(signed, payment)
             if receipt:
