@@ -29,18 +29,24 @@ class ConservationError(OffpayError):
 
 
 @dataclass
-class User:
+class Customer:
+    """Someone with an online wallet at an intermediary, whichever scheme they pay offline in."""
+
     name: str
     bank: Intermediary
     customer_id: str
-    card: Card
-    card_id: str
-    phone: PhoneApp
-    pin: str
 
     @property
     def online(self) -> Money:
         return self.bank.balance(f"{self.customer_id}/online")
+
+
+@dataclass
+class User(Customer):
+    card: Card
+    card_id: str
+    phone: PhoneApp
+    pin: str
 
     @property
     def shadow(self) -> Money:
@@ -66,17 +72,10 @@ class Merchant:
 
 
 @dataclass
-class TokenUser:
-    name: str
-    bank: Intermediary
-    customer_id: str
+class TokenUser(Customer):
     element: TokenElement
     element_id: str
     app: TokenWalletApp
-
-    @property
-    def online(self) -> Money:
-        return self.bank.balance(f"{self.customer_id}/online")
 
     @property
     def tokens(self) -> Money:
