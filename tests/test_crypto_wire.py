@@ -408,6 +408,8 @@ PAYMENT = OfflinePayment(
     payer_seq=5,
     amount=Money(30_00),
     request=Signed(encode(REQUEST), b"s" * 64, (b"cert",)),
+    payer_received=Money(0),
+    funding=(),
 )
 
 PAYMENT_ENV: Signed[OfflinePayment] = Signed(encode(PAYMENT), b"s" * 64, (b"cert",))
@@ -540,8 +542,29 @@ envelopes = st.builds(
     st.binary(max_size=80),
     st.lists(st.binary(max_size=60), max_size=3).map(tuple),
 )
+plain_payments = st.builds(
+    OfflinePayment,
+    ids,
+    ids,
+    ids,
+    ids,
+    st.integers(min_value=0, max_value=2**64),
+    money,
+    envelopes,
+    money,
+    st.just(()),
+)
 payments = st.builds(
-    OfflinePayment, ids, ids, ids, ids, st.integers(min_value=0, max_value=2**64), money, envelopes
+    OfflinePayment,
+    ids,
+    ids,
+    ids,
+    ids,
+    st.integers(min_value=0, max_value=2**64),
+    money,
+    envelopes,
+    money,
+    st.lists(plain_payments.map(lambda p: Signed(encode(p), b"s", (b"c",))), max_size=2).map(tuple),
 )
 
 

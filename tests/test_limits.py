@@ -22,6 +22,7 @@ from offpay.wire.messages import (
     CardInstruction,
     CardSession,
     LimitsPolicy,
+    Liquidity,
     Operation,
     TerminalInstruction,
     TerminalUpload,
@@ -519,9 +520,9 @@ def test_received_money_not_spendable_offline_until_sync(net: OfflineNetwork, ch
     bob = funded(net, checked, "Bob", "bank-b", 100 * SEK)
     charlie = net.add_user("Charlie", "bank-a")
     shop = net.add_merchant("Shop", "bank-a")
-    publish(net, "bank-b", 2, card_received_spendable_offline=False)
+    publish(net, "bank-b", 2, liquidity=Liquidity.RESTRICT)
     checked.sync(bob)
-    assert bob.card.state.policy.card_received_spendable_offline is False
+    assert bob.card.state.policy.liquidity is Liquidity.RESTRICT
 
     checked.p2p(alice, bob, 80 * SEK)
     assert bob.card_balance == net.money(180 * SEK)

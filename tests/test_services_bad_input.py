@@ -691,6 +691,8 @@ def test_credit_request_with_the_receipt_of_another_payment_with_the_same_id(w: 
             payer_seq=1,
             amount=w.money(minor),
             request=Signed.from_bytes(request),
+            payer_received=w.money(0),
+            funding=(),
         )
         return sign(msg, card).to_bytes()
 

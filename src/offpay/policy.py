@@ -10,25 +10,35 @@ from offpay.crypto.pki import Credential, Role, TrustStore
 from offpay.errors import OffpayError, PolicyError
 from offpay.money import Money
 from offpay.wire.envelope import Signed, open_signed, sign
-from offpay.wire.messages import LimitsPolicy
+from offpay.wire.messages import LimitsPolicy, Liquidity
 
 # The e-krona pilot's limits (report §3.3), as defaults, not as code.
 DEFAULT_CARD_MAX_OFFLINE_TRANSACTIONS = 5
 DEFAULT_CARD_MAX_BALANCE_MINOR = 3_000_00
 DEFAULT_TERMINAL_MAX_OFFLINE_PAYMENTS = 12
 DEFAULT_TERMINAL_MAX_RECEIVED_MINOR = 20_000_00
+# Funding receipts one payment may carry (policy ``receipts``): enough for a card's whole
+# offline log (5 entries) and part of what funded those.
+DEFAULT_MAX_RECEIPTS = 8
+MAX_RECEIPTS_CEILING = 64
 
 
-def default_policy(issuer: str, version: int = 1, currency: str = "SEK") -> LimitsPolicy:
+def default_policy(
+    issuer: str,
+    version: int = 1,
+    currency: str = "SEK",
+    liquidity: Liquidity = Liquidity.QUEUE,
+) -> LimitsPolicy:
     return LimitsPolicy(
         issuer=issuer,
         version=version,
         currency=currency,
         card_max_offline_transactions=DEFAULT_CARD_MAX_OFFLINE_TRANSACTIONS,
         card_max_balance=Money(DEFAULT_CARD_MAX_BALANCE_MINOR, currency),
-        card_received_spendable_offline=True,
         terminal_max_offline_payments=DEFAULT_TERMINAL_MAX_OFFLINE_PAYMENTS,
         terminal_max_received=Money(DEFAULT_TERMINAL_MAX_RECEIVED_MINOR, currency),
+        liquidity=liquidity,
+        max_receipts=DEFAULT_MAX_RECEIPTS,
     )
 
 
@@ -39,6 +49,10 @@ def check_policy(policy: LimitsPolicy) -> LimitsPolicy:
     counts = (policy.card_max_offline_transactions, policy.terminal_max_offline_payments)
     if any(n < 0 for n in counts):
         raise PolicyError("a transaction count limit is negative", code="policy.bad_limit")
+    if not 0 <= policy.max_receipts <= MAX_RECEIPTS_CEILING:
+        raise PolicyError(
+            f"max_receipts must be between 0 and {MAX_RECEIPTS_CEILING}", code="policy.bad_limit"
+        )
     for amount in (policy.card_max_balance, policy.terminal_max_received):
         if amount.currency != policy.currency or amount.minor < 0:
             raise PolicyError(

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from offpay.bank.evidence import verify_payment
+from offpay.bank.liquidity import LiquidityDesk, Pending
 from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
 from offpay.crypto.keys import Algorithm, Signer
 from offpay.crypto.pki import Authority, Credential, Identity, Role, TrustStore
@@ -58,6 +59,7 @@ from offpay.wire.messages import (
     DebitRequest,
     Direction,
     LimitsPolicy,
+    Liquidity,
     NotariseRequest,
     OfflinePayment,
     Operation,
@@ -121,6 +123,7 @@ class Intermediary:
         clock: Clock = utc_now,
         random: Callable[[int], bytes] = os.urandom,
         mint_chain: tuple[bytes, ...] = (),
+        liquidity: Liquidity = Liquidity.QUEUE,
     ) -> None:
         self.name = name
         self.id = engine_id(name)
@@ -134,7 +137,8 @@ class Intermediary:
         self.trust = TrustStore(root_der)
         self.credential: Credential = ca.credential_for(self.id, Role.ENGINE, clock(), algorithm)
         self.db: Engine = open_database(url, schema.bank)
-        self._ensure_policy()
+        self._ensure_policy(liquidity)
+        self.liquidity = LiquidityDesk(self)
         self.tokens: TokenDesk | None = TokenDesk(self, mint_chain) if mint_chain else None
         network.register(name, self.handle)
 
@@ -148,6 +152,7 @@ class Intermediary:
         url: str = DEFAULT_URL,
         algorithm: Algorithm = Algorithm.ED25519,
         random: Callable[[int], bytes] = os.urandom,
+        liquidity: Liquidity = Liquidity.QUEUE,
     ) -> Intermediary:
         """Admit a new intermediary to ``central``'s network and register it on ``network``:
         its CA key is certified by the root; currency, clock and minting key come from there."""
@@ -164,13 +169,14 @@ class Intermediary:
             clock=central.clock,
             random=random,
             mint_chain=central.mint.chain,
+            liquidity=liquidity,
         )
 
     # -- policy ---------------------------------------------------------------------------------
 
-    def _ensure_policy(self) -> None:
+    def _ensure_policy(self, liquidity: Liquidity) -> None:
         if self.current_policy() is None:
-            self.publish_policy(default_policy(self.name, 1, self.currency))
+            self.publish_policy(default_policy(self.name, 1, self.currency, liquidity))
 
     def publish_policy(self, policy: LimitsPolicy) -> Signed[LimitsPolicy]:
         """Sign and store a new limits policy; devices take it at their next sync."""
@@ -589,9 +595,18 @@ class Intermediary:
         shadow = f"{device.customer_id}/shadow"
         amount = session.amount.minor
         with self.db.begin() as conn:
-            balance = conn.execute(
+            held = conn.execute(
                 select(schema.accounts.c.balance).where(schema.accounts.c.id == shadow)
             ).scalar_one()
+            # Payments of this card that wait in the queue are spoken for: the card is never
+            # handed money they will take (it already spent it). What they need beyond the
+            # shadow wallet comes from money the card received but that has not settled yet.
+            queued = conn.execute(
+                select(func.coalesce(func.sum(schema.shortfalls.c.amount), 0)).where(
+                    schema.shortfalls.c.device_id == device.id, schema.shortfalls.c.open
+                )
+            ).scalar_one()
+            balance = max(0, held - int(queued))
             if session.operation is Operation.DEFUND:
                 if any(
                     o.status is not SettlementStatus.DONE
@@ -723,6 +738,8 @@ class Intermediary:
         """Settle one offline payment exactly once, whichever party uploaded it. ``verified``:
         the payment as :func:`verify_payment` already returned it, so it is not checked twice."""
         payment = verified if verified is not None else verify_payment(signed, self.trust)
+        if payment.funding:
+            self.liquidity.settle_funding(payment)  # policy receipts: causal order first
         if payment.payer_institution == self.name:
             status, detail, receipt = self._debit_and_notarise(signed, payment)
             if receipt:
@@ -738,15 +755,35 @@ class Intermediary:
             status, detail = result.status, result.detail
             if result.notary_receipt and payment.payee_institution == self.name:
                 self._credit(signed, payment, result.notary_receipt)
+        if status is SettlementStatus.SHORT and payment.payee_institution == self.name:
+            self._await(payment)
         return self._outcome(payment, status, detail)
 
+    def _await(self, payment: OfflinePayment) -> None:
+        """The payee's side of the queue: our device is owed a payment that waits."""
+        a = schema.awaited
+        with self.db.begin() as conn:
+            if conn.execute(select(a.c.tx_id).where(a.c.tx_id == payment.tx_id)).first() is None:
+                conn.execute(
+                    insert(a).values(
+                        tx_id=payment.tx_id,
+                        device_id=payment.receiver,
+                        payer=payment.sender,
+                        amount=payment.amount.minor,
+                        open=True,
+                        since=self.clock(),
+                    )
+                )
+
     def _debit_and_notarise(
-        self, signed: Signed[OfflinePayment], payment: OfflinePayment
+        self, signed: Signed[OfflinePayment], payment: OfflinePayment, *, borrowed: bool = False
     ) -> tuple[SettlementStatus, str, bytes]:
         """Steps 1 and 2 at the payer's intermediary; returns the notary's receipt if the
-        payment is (now or already) debited and recorded."""
+        payment is (now or already) debited and recorded. Under policy ``pool`` a gap is
+        borrowed once before the payment is queued."""
         d = schema.debits
         device = self.device(payment.sender)
+        gap = 0
         try:
             with self.db.begin() as conn:
                 existing = conn.execute(select(d).where(d.c.tx_id == payment.tx_id)).first()
@@ -774,6 +811,12 @@ class Intermediary:
                     except InsufficientFunds as exc:
                         status = SettlementStatus.SHORT
                         detail = exc.message
+                        held = conn.execute(
+                            select(schema.accounts.c.balance).where(
+                                schema.accounts.c.id == device.account_id
+                            )
+                        ).scalar_one()
+                        gap = payment.amount.minor - held
                     else:
                         conn.execute(
                             insert(d).values(
@@ -790,14 +833,20 @@ class Intermediary:
         except IntegrityError:
             return self._debit_and_notarise(signed, payment)  # a racing sync debited first
         if status is SettlementStatus.SHORT:
+            if (
+                not borrowed
+                and self._policy()[1].liquidity is Liquidity.POOL
+                and self.liquidity.draw(payment, device.account_id, gap)
+            ):
+                return self._debit_and_notarise(signed, payment, borrowed=True)
             self._record_shortfall(payment, signed)
             return status, detail, b""
         receipt = self._notarise(payment, signed)
         with self.db.begin() as conn:
             conn.execute(
                 update(schema.shortfalls)
-                .where(schema.shortfalls.c.tx_id == payment.tx_id)
-                .values(open=False)
+                .where(schema.shortfalls.c.tx_id == payment.tx_id, schema.shortfalls.c.open)
+                .values(open=False, settled_at=self.clock())
             )
         return status, "", receipt
 
@@ -813,6 +862,7 @@ class Intermediary:
                     amount=payment.amount.minor,
                     payment=signed.to_bytes(),
                     open=True,
+                    queued_at=self.clock(),
                 )
             )
         self._anomaly(
@@ -917,8 +967,16 @@ class Intermediary:
                     status = SettlementStatus.DONE
         except IntegrityError:
             return SettlementStatus.ALREADY  # a racing sync credited first: the key held
+        with self.db.begin() as conn:
+            conn.execute(
+                update(schema.awaited)
+                .where(schema.awaited.c.tx_id == payment.tx_id)
+                .values(open=False)
+            )
         if status is SettlementStatus.DONE and device.kind == "card":
-            self._retry_shortfalls(device.id)  # money arrived that may fund a waiting payment
+            # Money arrived: it repays a pool loan first, then may fund a waiting payment.
+            self.liquidity.repay(device.id, device.account_id, payment.amount.minor)
+            self._retry_shortfalls(device.id)
         return status
 
     def _deliver_credit(
@@ -954,11 +1012,16 @@ class Intermediary:
             moves = conn.execute(select(r).where(r.c.state == "pending")).all()
         for move in moves:
             self._reserve_move(move.customer_id, move.amount, move.reference)
+        repaid = self.liquidity.retry()
         for row in rows:
             signed = Signed.from_bytes(bytes(row.payment))
             payment = verify_payment(signed, self.trust)
             self._deliver_credit(signed, payment, self._notarise(payment, signed))
-        return len(rows) + len(moves)
+        return len(rows) + len(moves) + repaid
+
+    def pending(self, device_id: str | None = None) -> list[Pending]:
+        """The pending-settlement queue as our devices' holders see it."""
+        return self.liquidity.pending(device_id)
 
     # -- requests from other intermediaries (report §3.7: payment requests) --------------------
 

@@ -27,12 +27,14 @@ from offpay.wire.codec import Message
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
     NotariseRequest,
+    PoolRequest,
     ReserveTransfer,
     SettlementResult,
     SettlementStatus,
 )
 
 NOTARY_ID = "central-bank/notary"
+POOL = "(liquidity pool)"  # the issuance record's name for money created into the pool
 
 Clock = Callable[[], dt.datetime]
 
@@ -46,6 +48,18 @@ class Position:
     institution: str
     reserve: Money
     holdings: Money
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """The liquidity pool (policy ``pool``): its size, what is not lent out, the exposure."""
+
+    size: Money
+    available: Money
+    outstanding: Money
+    peak_outstanding: Money
+    drawn_total: Money
+    loans: int
 
 
 class CentralBank:
@@ -107,6 +121,49 @@ class CentralBank:
                 )
             )
 
+    def fund_pool(self, amount: Money) -> None:
+        """Create money into the liquidity pool that intermediaries may borrow from."""
+        self._currency(amount)
+        if amount.minor <= 0:
+            raise Refused("a pool must be funded with a positive amount", code="central.bad_amount")
+        p = schema.pool
+        with self.db.begin() as conn:
+            if conn.execute(select(p.c.id)).first() is None:
+                conn.execute(
+                    insert(p).values(
+                        id=1, size=0, available=0, outstanding=0, peak_outstanding=0, drawn_total=0
+                    )
+                )
+            conn.execute(
+                update(p).values(
+                    size=p.c.size + amount.minor, available=p.c.available + amount.minor
+                )
+            )
+            conn.execute(
+                insert(schema.issuance).values(
+                    institution=POOL, amount=amount.minor, currency=amount.currency
+                )
+            )
+
+    def pool_status(self) -> PoolStatus:
+        with self.db.connect() as conn:
+            row = conn.execute(select(schema.pool)).first()
+            loans = conn.execute(select(func.count()).select_from(schema.pool_loans)).scalar_one()
+        m = self._money
+        if row is None:
+            return PoolStatus(m(0), m(0), m(0), m(0), m(0), 0)
+        return PoolStatus(
+            m(row.size),
+            m(row.available),
+            m(row.outstanding),
+            m(row.peak_outstanding),
+            m(row.drawn_total),
+            int(loans),
+        )
+
+    def _money(self, minor: int) -> Money:
+        return Money(int(minor), self.currency)
+
     def _currency(self, amount: Money) -> None:
         if amount.currency != self.currency:
             raise Refused(f"the central bank issues {self.currency}", code="central.currency")
@@ -164,6 +221,10 @@ class CentralBank:
             return self._reserve_transfer(data)
         if kind == "notarise":
             return self._notarise(data)
+        if kind == "pool-draw":
+            return self._pool(data, draw=True)
+        if kind == "pool-repay":
+            return self._pool(data, draw=False)
         if kind == "mint-token":
             return self.mint.mint(data)
         if kind == "redeem-token":
@@ -199,10 +260,78 @@ class CentralBank:
             remember(conn, schema.central_seen, ident.id, req.nonce, response)
         return response
 
+    def _pool(self, data: bytes, *, draw: bool) -> bytes:
+        """Lend to, or take back from, an intermediary's customers' holdings. A draw the pool
+        cannot cover is answered ``short`` (the payment stays queued), never partly lent."""
+        req, ident = open_signed(
+            data, PoolRequest, self.trust, Role.ENGINE, receiver=NOTARY_ID, now=self.clock()
+        )
+        self._currency(req.amount)
+        if req.amount.minor <= 0 or req.kind != ("draw" if draw else "repay"):
+            raise Refused("a pool move must be of a positive amount", code="central.bad_amount")
+        p, loans, t = schema.pool, schema.pool_loans, schema.institutions
+        institution, minor = ident.institution, req.amount.minor
+        with self.db.begin() as conn:
+            cached = answered(conn, schema.central_seen, ident.id, req.nonce)
+            if cached is not None:
+                return cached
+            pool = conn.execute(select(p)).first()
+            loan = conn.execute(select(loans).where(loans.c.loan_id == req.loan_id)).first()
+            if loan is not None and loan.institution != institution:
+                raise Refused("that loan belongs to another intermediary", code="central.loan")
+            if draw:
+                if loan is not None:
+                    raise Refused("that payment already has a loan", code="central.loan")
+                if pool is None or pool.available < minor:
+                    response = self._result(
+                        ident.id, req, SettlementStatus.SHORT, "central.pool_exhausted"
+                    )
+                    remember(conn, schema.central_seen, ident.id, req.nonce, response)
+                    return response
+                outstanding = pool.outstanding + minor
+                conn.execute(
+                    update(p).values(
+                        available=p.c.available - minor,
+                        outstanding=outstanding,
+                        peak_outstanding=max(pool.peak_outstanding, outstanding),
+                        drawn_total=p.c.drawn_total + minor,
+                    )
+                )
+                conn.execute(
+                    insert(loans).values(
+                        loan_id=req.loan_id, institution=institution, drawn=minor, repaid=0
+                    )
+                )
+                delta = minor
+            else:
+                if loan is None or loan.drawn - loan.repaid < minor:
+                    raise Refused("repays more than the loan owes", code="central.loan")
+                conn.execute(
+                    update(p).values(
+                        available=p.c.available + minor, outstanding=p.c.outstanding - minor
+                    )
+                )
+                conn.execute(
+                    update(loans)
+                    .where(loans.c.loan_id == req.loan_id)
+                    .values(repaid=loans.c.repaid + minor)
+                )
+                delta = -minor
+            moved = conn.execute(
+                update(t)
+                .where(t.c.name == institution, t.c.holdings + delta >= 0)
+                .values(holdings=t.c.holdings + delta)
+            )
+            if moved.rowcount != 1:
+                raise InsufficientFunds(f"{institution}'s customers do not hold {req.amount}")
+            response = self._result(ident.id, req, SettlementStatus.DONE, "")
+            remember(conn, schema.central_seen, ident.id, req.nonce, response)
+        return response
+
     def _result(
         self,
         to: str,
-        req: NotariseRequest | ReserveTransfer,
+        req: NotariseRequest | ReserveTransfer | PoolRequest,
         status: SettlementStatus,
         code: str,
     ) -> bytes:
@@ -210,6 +339,8 @@ class CentralBank:
         only on a receipt whose id, evidence and amount match the payment in hand."""
         if isinstance(req, NotariseRequest):
             tx_id, evidence = req.tx_id, req.evidence
+        elif isinstance(req, PoolRequest):
+            tx_id, evidence = req.loan_id, b""
         else:
             tx_id, evidence = b"", b""
         result = SettlementResult(

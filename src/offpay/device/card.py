@@ -48,6 +48,7 @@ from offpay.wire.messages import (
     CardStatus,
     Direction,
     LimitsPolicy,
+    Liquidity,
     LogEntry,
     OfflinePayment,
     Operation,
@@ -60,6 +61,9 @@ from offpay.wire.messages import (
 PIN_TRIES = 3
 MAX_OPEN_REQUESTS = 4
 NONCE_BYTES = 16
+# Funding receipts ride inside the payment, which must still fit one extended command APDU to
+# the payee's card with room to spare: with ML-DSA keys that is about one receipt.
+RECEIPT_BYTES_BUDGET = 32 * 1024
 
 Random = Callable[[int], bytes]
 
@@ -119,6 +123,28 @@ class CardState:
             if entry.direction is Direction.IN:
                 total = total + decode(entry.payment.payload, OfflinePayment).amount
         return total
+
+
+def receipt_count(signed: Signed[OfflinePayment]) -> int:
+    """A receipt and every receipt nested in it: what the policy's ``max_receipts`` bounds."""
+    return 1 + sum(receipt_count(r) for r in decode(signed.payload, OfflinePayment).funding)
+
+
+def funding_receipts(state: CardState) -> tuple[Signed[OfflinePayment], ...]:
+    """Policy ``receipts``: the payments this card received since its last sync (each with
+    what funded it), newest first until the policy's count or the byte budget is reached, then
+    in the order they happened, so that settling them in turn follows causal order."""
+    chosen: list[Signed[OfflinePayment]] = []
+    count = size = 0
+    for entry in reversed(state.log):
+        if entry.direction is not Direction.IN:
+            continue
+        n, b = receipt_count(entry.payment), len(entry.payment.to_bytes())
+        if count + n > state.policy.max_receipts or size + b > RECEIPT_BYTES_BUDGET:
+            break
+        chosen.append(entry.payment)
+        count, size = count + n, size + b
+    return tuple(reversed(chosen))
 
 
 class Card:
@@ -328,9 +354,8 @@ class Card:
             )
         if request.amount > state.balance:
             raise InsufficientFunds(f"card balance {state.balance} does not cover {request.amount}")
-        if not policy.card_received_spendable_offline and (
-            request.amount > state.balance - state.received_offline
-        ):
+        received = state.received_offline
+        if policy.liquidity is Liquidity.RESTRICT and request.amount > state.balance - received:
             raise LimitExceeded(
                 "card_received_not_spendable",
                 "money received offline cannot be spent offline before the card synchronises",
@@ -344,6 +369,8 @@ class Card:
             payer_seq=seq,
             amount=request.amount,
             request=decode(cmd.data, Signed),
+            payer_received=received,
+            funding=funding_receipts(state) if policy.liquidity is Liquidity.RECEIPTS else (),
         )
         signed = sign(payment, self._credential)
         self._state = replace(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from offpay.bank.engine import Intermediary
-from offpay.central.bank import CentralBank
+from offpay.central.bank import CentralBank, Clock, utc_now
 from offpay.crypto.keys import Algorithm
 from offpay.device.card import Card
 from offpay.device.terminal import TerminalModule
@@ -19,9 +19,11 @@ from offpay.relay.phone import PhoneApp
 from offpay.relay.pos import PosApp
 from offpay.store import schema
 from offpay.store.database import DEFAULT_URL
+from offpay.store.moves import in_transit as moves_in_transit
 from offpay.tokens.app import TokenWalletApp
 from offpay.tokens.element import TokenElement
 from offpay.transport.memory import MemoryNetwork
+from offpay.wire.messages import Liquidity
 
 
 class ConservationError(OffpayError):
@@ -89,10 +91,11 @@ class Audit:
     wallets: Money
     in_transit: Money
     tokens: Money
+    pool: Money  # the central bank's liquidity pool, not lent out
 
     @property
     def held(self) -> Money:
-        return self.reserves + self.wallets + self.in_transit + self.tokens
+        return self.reserves + self.wallets + self.in_transit + self.tokens + self.pool
 
     @property
     def balanced(self) -> bool:
@@ -105,6 +108,9 @@ class OfflineNetwork:
     currency: str = "SEK"
     algorithm: Algorithm = Algorithm.ED25519
     url_for: Callable[[str], str] = lambda _name: DEFAULT_URL
+    liquidity: Liquidity = Liquidity.QUEUE
+    pool: int = 0  # minor units the central bank puts in its liquidity pool
+    clock: Clock = utc_now
     network: MemoryNetwork = field(default_factory=MemoryNetwork)
     central: CentralBank = field(init=False)
     banks: dict[str, Intermediary] = field(init=False)
@@ -114,12 +120,22 @@ class OfflineNetwork:
 
     def __post_init__(self) -> None:
         self.central = CentralBank(
-            self.url_for("central-bank"), currency=self.currency, algorithm=self.algorithm
+            self.url_for("central-bank"),
+            currency=self.currency,
+            algorithm=self.algorithm,
+            clock=self.clock,
         )
+        if self.pool:
+            self.central.fund_pool(self.money(self.pool))
         self.network.register("central-bank", self.central.handle)
         self.banks = {
             name: Intermediary.join(
-                name, self.central, self.network, url=self.url_for(name), algorithm=self.algorithm
+                name,
+                self.central,
+                self.network,
+                url=self.url_for(name),
+                algorithm=self.algorithm,
+                liquidity=self.liquidity,
             )
             for name in self.bank_names
         }
@@ -175,26 +191,31 @@ class OfflineNetwork:
         self.token_users[name] = user
         return user
 
-    def token_moves_in_transit(self) -> dict[str, Money]:
-        """Value between a wallet and the tokens outstanding after a cut connection: a
-        withdrawal debited but not minted, or a token redeemed but not yet credited. Whether
-        the central bank carried a request out is read from its record of answered nonces."""
+    def central_moves_in_transit(self) -> dict[str, Money]:
+        """Value between a wallet and the central bank after a cut connection: a withdrawal
+        debited but not minted, a token redeemed but not yet credited, a pool loan drawn but not
+        yet in the wallet or repaid from the wallet but not yet received. Whether the central
+        bank carried a request out is read from its record of answered nonces."""
         totals: dict[str, Money] = {}
-        m, seen = schema.token_moves, schema.central_seen
+        m, seen = schema.central_moves, schema.central_seen
         with self.central.db.connect() as cb:
             for name, bank in self.banks.items():
-                total = 0
                 with bank.db.connect() as conn:
                     open_moves = conn.execute(select(m).where(m.c.done.is_(False))).all()
-                for move in open_moves:
-                    done_at_cb = cb.execute(
-                        select(seen.c.nonce).where(
-                            seen.c.sender == bank.id, seen.c.nonce == move.nonce
-                        )
-                    ).first()
-                    if (move.kind == "mint") != (done_at_cb is not None):
-                        total += move.amount
-                totals[name] = self.money(total)
+                carried = [
+                    (
+                        move.kind,
+                        move.amount,
+                        cb.execute(
+                            select(seen.c.nonce).where(
+                                seen.c.sender == bank.id, seen.c.nonce == move.nonce
+                            )
+                        ).first()
+                        is not None,
+                    )
+                    for move in open_moves
+                ]
+                totals[name] = self.money(moves_in_transit(carried))
         return totals
 
     def audit(self) -> Audit:
@@ -202,18 +223,23 @@ class OfflineNetwork:
         reserves = sum((p.reserve for p in self.central.positions()), zero)
         wallets = sum((b.total_held() for b in self.banks.values()), zero)
         transit = sum((b.in_transit() for b in self.banks.values()), zero)
-        transit = sum(self.token_moves_in_transit().values(), transit)
+        transit = sum(self.central_moves_in_transit().values(), transit)
         return Audit(
-            self.central.issued(), reserves, wallets, transit, self.central.mint.outstanding()
+            self.central.issued(),
+            reserves,
+            wallets,
+            transit,
+            self.central.mint.outstanding(),
+            self.central.pool_status().available,
         )
 
     def holdings_mismatches(self) -> list[str]:
         """Per intermediary, the central bank's record of what its customers hold must equal
         its wallets, up to payments in flight between the settlement steps:
         holdings − wallets = debited − credited − notarised out + notarised in + token moves
-        in transit."""
+        in transit (tokens and pool loans)."""
         flows = self.central.cross_flows()
-        token_transit = self.token_moves_in_transit()
+        moves_transit = self.central_moves_in_transit()
         problems = []
         for position in self.central.positions():
             bank = self.banks.get(position.institution)
@@ -222,7 +248,7 @@ class OfflineNetwork:
             debited, credited = bank.settled_totals()
             flow_in, flow_out = flows[position.institution]
             expected = bank.total_held() + debited - credited - flow_out + flow_in
-            expected = expected + token_transit[position.institution]
+            expected = expected + moves_transit[position.institution]
             if position.holdings != expected:
                 problems.append(
                     f"{position.institution}: the central bank records holdings of "
@@ -238,7 +264,7 @@ class OfflineNetwork:
             raise ConservationError(
                 f"issued {audit.issued} but held {audit.held} (reserves {audit.reserves}, "
                 f"wallets {audit.wallets}, in transit {audit.in_transit}, "
-                f"tokens {audit.tokens})"
+                f"tokens {audit.tokens}, pool {audit.pool})"
             )
         problems = self.holdings_mismatches()
         if problems:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    DateTime,
     Integer,
     LargeBinary,
     MetaData,
@@ -85,6 +86,31 @@ revoked_elements = Table(
     Column("version", Integer, primary_key=True, autoincrement=True),
     Column("element", String(128), nullable=False, unique=True),
     Column("reason", String(256), nullable=False),
+)
+
+# The liquidity pool (policy ``pool``): money the central bank issued to lend against offline
+# payments whose payer's incoming payments have not settled yet.
+pool = Table(
+    "liquidity_pool",
+    central,
+    Column("id", Integer, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("available", BigInteger, nullable=False),
+    Column("outstanding", BigInteger, nullable=False),
+    Column("peak_outstanding", BigInteger, nullable=False),
+    Column("drawn_total", BigInteger, nullable=False),
+    CheckConstraint("available >= 0", name="pool_available_not_negative"),
+    CheckConstraint("outstanding >= 0", name="pool_outstanding_not_negative"),
+)
+
+pool_loans = Table(
+    "pool_loans",
+    central,
+    Column("loan_id", LargeBinary(16), primary_key=True),  # the payment the loan funded
+    Column("institution", String(64), nullable=False),
+    Column("drawn", BigInteger, nullable=False),
+    Column("repaid", BigInteger, nullable=False),
+    CheckConstraint("repaid <= drawn", name="loan_not_overpaid"),
 )
 
 central_seen = Table(
@@ -171,6 +197,44 @@ shortfalls = Table(
     Column("amount", BigInteger, nullable=False),
     Column("payment", LargeBinary, nullable=False),
     Column("open", Boolean, nullable=False),
+    Column("queued_at", DateTime(timezone=True), nullable=False),
+    Column("settled_at", DateTime(timezone=True), nullable=True),
+)
+
+# The payee's side of the pending-settlement queue: payments to our devices that the payer's
+# intermediary holds until the payer's shadow wallet covers them.
+awaited = Table(
+    "awaited",
+    bank,
+    Column("tx_id", LargeBinary(16), primary_key=True),
+    Column("device_id", String(128), nullable=False, index=True),
+    Column("payer", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("open", Boolean, nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+)
+
+# Loans from the central bank's liquidity pool, one per payment it funded.
+pool_loans_held = Table(
+    "pool_loans",
+    bank,
+    Column("loan_id", LargeBinary(16), primary_key=True),
+    Column("device_id", String(128), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("outstanding", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | drawn | refused
+    Column("attempt", Integer, nullable=False),
+    CheckConstraint("outstanding >= 0", name="loan_outstanding_not_negative"),
+)
+
+# Repayments sent to the pool; ``done`` once the central bank confirmed.
+pool_repays = Table(
+    "pool_repays",
+    bank,
+    Column("nonce", LargeBinary(16), primary_key=True),
+    Column("loan_id", LargeBinary(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("done", Boolean, nullable=False, default=False),
 )
 
 journal = Table(
@@ -208,11 +272,15 @@ vault_grants = Table(
     Column("element", String(128), nullable=False),  # the element it was handed to
 )
 
-token_moves = Table(
-    "token_moves",
+# Value moving between this intermediary's wallets and the central bank outside settlement:
+# tokens minted or redeemed, loans drawn from or repaid to the liquidity pool. A wallet-first
+# move (mint, repay) is in transit until the central bank answers; a central-first move
+# (redeem, draw) until the wallet is credited.
+central_moves = Table(
+    "central_moves",
     bank,
-    Column("nonce", LargeBinary(16), primary_key=True),  # of the request to the mint
-    Column("kind", String(8), nullable=False),  # mint | redeem
+    Column("nonce", LargeBinary(16), primary_key=True),  # of the request to the central bank
+    Column("kind", String(8), nullable=False),  # mint | redeem | draw | repay
     Column("amount", BigInteger, nullable=False),
     Column("done", Boolean, nullable=False),
 )

@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select
 
 from offpay.crypto.pki import Role
 from offpay.errors import (
@@ -23,6 +23,7 @@ from offpay.errors import (
 )
 from offpay.money import Money
 from offpay.store import schema
+from offpay.store.moves import close_move, open_move
 from offpay.tokens.element import TokenElement
 from offpay.tokens.messages import (
     DepositRequest,
@@ -97,7 +98,7 @@ class TokenDesk:
                 raise Refused("this withdrawal was refused", code="bank.withdrawal_refused")
             if not _journaled(conn, online, "token-withdraw", key):
                 self.bank._move(conn, online, None, req.amount.minor, "token-withdraw", key)
-                _open_move(conn, key, "mint", req.amount.minor)
+                open_move(conn, key, "mint", req.amount.minor)
         try:
             result = self._mint(req.amount, req.address, key)
         except OffpayError as exc:
@@ -105,10 +106,10 @@ class TokenDesk:
                 raise  # outcome unknown: the same request, sent again, completes it
             with self.bank.db.begin() as conn:  # the mint refused: nothing left the wallet
                 self.bank._move(conn, None, online, req.amount.minor, "token-refund", key)
-                _close_move(conn, key)
+                close_move(conn, key)
             raise
         with self.bank.db.begin() as conn:
-            _close_move(conn, key)
+            close_move(conn, key)
         return self._answer(ident.id, req.nonce, result.tokens, req.amount, result)
 
     def deposit(self, data: bytes) -> bytes:
@@ -146,7 +147,7 @@ class TokenDesk:
         # the token, so a deposit sent again after a cut connection completes exactly once.
         redeem = RedeemRequest(self.bank.id, MINT_ID, _key(b"redeem", token.id), token)
         with self.bank.db.begin() as conn:
-            _open_move(conn, redeem.nonce, "redeem", token.value.minor)
+            open_move(conn, redeem.nonce, "redeem", token.value.minor)
         try:
             answer = self.bank.network.send(
                 "central-bank", "redeem-token", sign(redeem, self.bank.credential).to_bytes()
@@ -156,13 +157,13 @@ class TokenDesk:
             if not exc.code.startswith("network."):
                 self.vault.release(token.id)  # a double spend or a counterfeit: burned, unpaid
                 with self.bank.db.begin() as conn:
-                    _close_move(conn, redeem.nonce)
+                    close_move(conn, redeem.nonce)
             raise
         if req.renew_to is not None:
             renewal = _key(b"renew", token.id)
             with self.bank.db.begin() as conn:
-                _close_move(conn, redeem.nonce)
-                _open_move(conn, renewal, "mint", token.value.minor)
+                close_move(conn, redeem.nonce)
+                open_move(conn, renewal, "mint", token.value.minor)
             try:  # the redeemed value, minted anew
                 fresh = self._mint(token.value, req.renew_to, renewal)
             except OffpayError as exc:
@@ -172,7 +173,7 @@ class TokenDesk:
             else:
                 zero = Money.zero(token.value.currency)
                 with self.bank.db.begin() as conn:
-                    _close_move(conn, renewal)
+                    close_move(conn, renewal)
                 answered = self._answer(ident.id, req.nonce, fresh.tokens, zero, fresh)
                 self.vault.release(token.id)
                 return answered
@@ -180,9 +181,9 @@ class TokenDesk:
         with self.bank.db.begin() as conn:
             if not _journaled(conn, online, "token-deposit", token.id):
                 self.bank._move(conn, None, online, token.value.minor, "token-deposit", token.id)
-            _close_move(conn, redeem.nonce)
+            close_move(conn, redeem.nonce)
             if req.renew_to is not None:
-                _close_move(conn, _key(b"renew", token.id))
+                close_move(conn, _key(b"renew", token.id))
         answered = self._answer(ident.id, req.nonce, (), token.value, redeemed)
         self.vault.release(token.id)
         return answered
@@ -255,16 +256,3 @@ def _journaled(conn: Connection, account: str, reason: str, reference: bytes) ->
         )
     ).first()
     return found is not None
-
-
-def _open_move(conn: Connection, nonce: bytes, kind: str, amount: int) -> None:
-    """Value on its way between a wallet and the tokens outstanding, keyed by the request to
-    the mint; the audit asks the central bank whether that request was carried out."""
-    m = schema.token_moves
-    if conn.execute(select(m.c.nonce).where(m.c.nonce == nonce)).first() is None:
-        conn.execute(insert(m).values(nonce=nonce, kind=kind, amount=amount, done=False))
-
-
-def _close_move(conn: Connection, nonce: bytes) -> None:
-    m = schema.token_moves
-    conn.execute(update(m).where(m.c.nonce == nonce).values(done=True))

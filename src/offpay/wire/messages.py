@@ -51,7 +51,12 @@ class PaymentRequest(Message):
 
 @message("offline-payment")
 class OfflinePayment(Message):
-    """Signed by the payer card; embeds the payee's signed request, so both parties signed."""
+    """Signed by the payer card; embeds the payee's signed request, so both parties signed.
+
+    ``payer_received`` is what the payer card had received offline since its last sync when it
+    paid: the most that a liquidity pool may lend against this payment. ``funding`` (policy
+    ``receipts`` only) carries the card's unsettled incoming payments that fund this one, so
+    whoever synchronises first can settle the chain in causal order."""
 
     sender: str
     receiver: str
@@ -60,6 +65,8 @@ class OfflinePayment(Message):
     payer_seq: int
     amount: Money
     request: Signed[PaymentRequest]
+    payer_received: Money
+    funding: tuple[Signed[OfflinePayment], ...]
 
     @property
     def tx_id(self) -> bytes:
@@ -83,6 +90,21 @@ class LogEntry(Message):
 # --- limits ----------------------------------------------------------------------------------
 
 
+class Liquidity(enum.StrEnum):
+    """What happens when a payer's shadow wallet cannot cover a payment yet (report §3.7).
+
+    ``queue``: the pilot's rules; the payment waits until money reaches the payer.
+    ``restrict``: money received offline cannot be spent offline before a sync.
+    ``pool``: settlement borrows the gap from the central bank's liquidity pool.
+    ``receipts``: the payer card hands over the unsettled payments that fund each payment.
+    """
+
+    QUEUE = "queue"
+    RESTRICT = "restrict"
+    POOL = "pool"
+    RECEIPTS = "receipts"
+
+
 @message("limits-policy")
 class LimitsPolicy(Message):
     """Offline limits, issued and signed by an intermediary, versioned, never downgraded."""
@@ -92,9 +114,10 @@ class LimitsPolicy(Message):
     currency: str
     card_max_offline_transactions: int
     card_max_balance: Money
-    card_received_spendable_offline: bool
     terminal_max_offline_payments: int
     terminal_max_received: Money
+    liquidity: Liquidity
+    max_receipts: int  # payments a card may carry as funding receipts (policy ``receipts``)
 
 
 # --- online: card and terminal with their intermediary ---------------------------------------
@@ -295,4 +318,17 @@ class ReserveTransfer(Message):
     sender: str
     receiver: str
     nonce: bytes
+    amount: Money
+
+
+@message("pool-request")
+class PoolRequest(Message):
+    """An intermediary draws from (``draw``) or repays (``repay``) the central bank's liquidity
+    pool for the loan that funded payment ``loan_id``."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    kind: str
+    loan_id: bytes
     amount: Money
