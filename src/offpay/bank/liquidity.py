@@ -17,6 +17,7 @@ in the payer's own order as soon as money reaches the payer.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,8 +35,6 @@ from offpay.wire.envelope import Signed, payload_of, sign
 from offpay.wire.messages import OfflinePayment, PoolRequest, SettlementStatus
 
 if TYPE_CHECKING:
-    import datetime as dt
-
     from offpay.bank.engine import Intermediary
 
 
@@ -59,6 +58,11 @@ class Waited:
     amount: Money
     queued_at: dt.datetime
     settled_at: dt.datetime | None
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    """SQLite hands datetimes back without their zone; every time stored here is UTC."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
 def _nonce(*parts: bytes) -> bytes:
@@ -280,12 +284,12 @@ class LiquidityDesk:
                 r.device_id,
                 payload_of(Signed.from_bytes(bytes(r.payment)), OfflinePayment).receiver,
                 money(r.amount),
-                r.queued_at,
+                _aware(r.queued_at),
             )
             for r in outs
         ]
         rows += [
-            Pending(bytes(r.tx_id), "in", r.device_id, r.payer, money(r.amount), r.since)
+            Pending(bytes(r.tx_id), "in", r.device_id, r.payer, money(r.amount), _aware(r.since))
             for r in ins
         ]
         return sorted(rows, key=lambda p: p.since)
@@ -296,6 +300,11 @@ class LiquidityDesk:
         with self.bank.db.connect() as conn:
             rows = conn.execute(select(s).order_by(s.c.queued_at)).all()
         return [
-            Waited(bytes(r.tx_id), Money(r.amount, self.bank.currency), r.queued_at, r.settled_at)
+            Waited(
+                bytes(r.tx_id),
+                Money(r.amount, self.bank.currency),
+                _aware(r.queued_at),
+                None if r.settled_at is None else _aware(r.settled_at),
+            )
             for r in rows
         ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from offpay.errors import NotFound
+from offpay.errors import NotFound, OffpayError
 
 Handler = Callable[[str, bytes], bytes]
 Tap = Callable[[str, str, bytes], bytes]
@@ -21,9 +21,15 @@ class MemoryNetwork:
         self.taps: list[Tap] = []
         self.messages = 0
         self.bytes = 0
+        self._cuts: list[tuple[str, bool]] = []
 
     def register(self, name: str, handler: Handler) -> None:
         self._routes[name] = handler
+
+    def cut_next(self, kind: str, *, after: bool = False) -> None:
+        """Lose the next message of ``kind``: before it is handled, or (``after``) its answer,
+        once the receiver acted on it. The sender sees ``network.cut`` either way."""
+        self._cuts.append((kind, after))
 
     def send(self, to: str, kind: str, data: bytes) -> bytes:
         handler = self._routes.get(to)
@@ -31,6 +37,12 @@ class MemoryNetwork:
             raise NotFound(f"no party named {to} on this network", code="network.unknown_party")
         for tap in self.taps:
             data = tap(to, kind, data)
+        cut = next((c for c in self._cuts if c[0] == kind), None)
+        if cut is not None:
+            self._cuts.remove(cut)
+            if cut[1]:
+                handler(kind, data)
+            raise OffpayError(f"connection lost: {kind} to {to}", code="network.cut")
         self.messages += 1
         self.bytes += len(data)
         return handler(kind, data)

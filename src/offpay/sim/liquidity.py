@@ -1,0 +1,92 @@
+"""What a liquidity policy cost in one run (issue: report §3.7): the shortfall that arose, how
+long payments waited, the pool's exposure and the bytes receipts added to each payment."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from offpay.central.bank import utc_now
+from offpay.money import Money
+from offpay.sim.network import OfflineNetwork
+from offpay.store import schema
+from offpay.wire.envelope import Signed, payload_of
+from offpay.wire.messages import Liquidity, OfflinePayment
+
+
+@dataclass
+class SimClock:
+    """A clock the simulator moves on by hand, so that waits read in simulated minutes."""
+
+    now: dt.datetime = field(default_factory=utc_now)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, minutes: int = 1) -> None:
+        self.now += dt.timedelta(minutes=minutes)
+
+
+@dataclass(frozen=True)
+class LiquidityReport:
+    policy: Liquidity
+    payments: int  # offline payments settled
+    queued: int  # of those and of the ones still waiting: how many had to wait
+    shortfall: Money  # their total value
+    still_waiting: int
+    longest_wait: dt.timedelta
+    total_wait: dt.timedelta
+    pool_size: Money
+    pool_drawn: Money
+    pool_peak: Money
+    pool_outstanding: Money
+    receipt_bytes: int  # funding receipts carried by the settled payments, in all
+    payment_bytes: int  # the settled payments themselves, receipts included
+
+    @property
+    def extra_bytes_per_payment(self) -> int:
+        return -(-self.receipt_bytes // self.payments) if self.payments else 0
+
+    @property
+    def mean_wait(self) -> dt.timedelta:
+        return self.total_wait / self.queued if self.queued else dt.timedelta(0)
+
+
+def liquidity_report(net: OfflineNetwork) -> LiquidityReport:
+    now = net.central.clock()
+    zero = dt.timedelta(0)
+    queued = still = payments = receipt_bytes = payment_bytes = 0
+    shortfall = net.money(0)
+    longest = total = zero
+    for bank in net.banks.values():
+        for waited in bank.liquidity.waited():
+            queued += 1
+            shortfall = shortfall + waited.amount
+            wait = (waited.settled_at or now) - waited.queued_at
+            still += waited.settled_at is None
+            longest, total = max(longest, wait), total + wait
+        with bank.db.connect() as conn:
+            rows = conn.execute(select(schema.debits.c.payment)).all()
+        for (raw,) in rows:
+            payments += 1
+            payment_bytes += len(raw)
+            funding = payload_of(Signed.from_bytes(bytes(raw)), OfflinePayment).funding
+            receipt_bytes += sum(len(r.to_bytes()) for r in funding)
+    pool = net.central.pool_status()
+    return LiquidityReport(
+        net.liquidity,
+        payments,
+        queued,
+        shortfall,
+        still,
+        longest,
+        total,
+        pool.size,
+        pool.drawn_total,
+        pool.peak_outstanding,
+        pool.outstanding,
+        receipt_bytes,
+        payment_bytes,
+    )
