@@ -19,6 +19,13 @@ def test_demo_plays_every_flow_and_ends_balanced(tmp_path: Path) -> None:
     assert "[limit.card_max_balance]" in out
     assert "shortfall" in out and "SEK 50.00 recorded at bank-a" in out
     assert "every card equals its shadow wallet" in out
+    # The liquidity part: the shortfall under the pilot's rules, then each remedy, then costs.
+    assert "[limit.card_received_not_spendable]" in out
+    assert "pool lent SEK 50.00" in out
+    assert "What each rule cost in this run" in out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 8}
+    assert set(rows) == {"queue", "restrict", "pool", "receipts"}
+    assert "SEK 50.00 (1)" in rows["queue"] and "SEK 0.00 (0)" in rows["receipts"]
     # The demo used embedded SQLite files, one per actor, in the folder it was given.
     names = sorted(p.name for p in tmp_path.glob("*.sqlite"))
     assert names == ["bank-a.sqlite", "bank-b.sqlite", "central-bank.sqlite"]

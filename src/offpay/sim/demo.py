@@ -20,6 +20,8 @@ from offpay.sim.network import OfflineNetwork
 class Demo:
     def __init__(self, console: Console, data_dir: Path, algorithm: Algorithm) -> None:
         self.console = console
+        self.data_dir = data_dir
+        self.algorithm = algorithm
         self.net = OfflineNetwork(
             algorithm=algorithm,
             url_for=lambda name: f"sqlite+pysqlite:///{data_dir / (name + '.sqlite')}",
@@ -210,8 +212,8 @@ class Demo:
         shortfall = sum((amount for _, _, amount in bob.bank.open_shortfalls()), Money.zero("SEK"))
         self.say(
             f"  [red]shortfall[/red]: {shortfall} recorded at {bob.bank.name} against Bob's card; "
-            "the pilot's rule sets Charlie's card to his shadow wallet, so Charlie is short "
-            "until Bob synchronises (issue: liquidity policies)"
+            "the payment waits in the pending-settlement queue and Charlie's card shows only "
+            "his shadow wallet until it settles (the liquidity rules are compared at the end)"
         )
         self.step(
             "Bob synchronises: Alice's SEK 80 settles, then his SEK 50 to Charlie",
@@ -240,4 +242,7 @@ class Demo:
         self.say(
             "[green]every card equals its shadow wallet; money issued equals money held[/green]"
         )
-        return audit.balanced
+        from offpay.sim.liquidity_demo import LiquidityDemo
+
+        settled = LiquidityDemo(self.console, self.data_dir, self.algorithm).run()
+        return audit.balanced and settled

@@ -33,8 +33,9 @@ class SimClock:
 class LiquidityReport:
     policy: Liquidity
     payments: int  # offline payments settled
-    queued: int  # of those and of the ones still waiting: how many had to wait
+    short: int  # payments the payer's shadow wallet could not cover when they first arrived
     shortfall: Money  # their total value
+    queued: int  # of those, how many had to wait (the others the pool covered at once)
     still_waiting: int
     longest_wait: dt.timedelta
     total_wait: dt.timedelta
@@ -57,18 +58,30 @@ class LiquidityReport:
 def liquidity_report(net: OfflineNetwork) -> LiquidityReport:
     now = net.central.clock()
     zero = dt.timedelta(0)
-    queued = still = payments = receipt_bytes = payment_bytes = 0
+    short = queued = still = payments = receipt_bytes = payment_bytes = 0
     shortfall = net.money(0)
     longest = total = zero
     for bank in net.banks.values():
         for waited in bank.liquidity.waited():
             queued += 1
+            short += 1
             shortfall = shortfall + waited.amount
             wait = (waited.settled_at or now) - waited.queued_at
             still += waited.settled_at is None
             longest, total = max(longest, wait), total + wait
+        queued_ids = {w.tx_id for w in bank.liquidity.waited()}
+        loans, d = schema.pool_loans_held, schema.debits
         with bank.db.connect() as conn:
-            rows = conn.execute(select(schema.debits.c.payment)).all()
+            rows = conn.execute(select(d.c.payment)).all()
+            lent = conn.execute(
+                select(d.c.tx_id, d.c.amount)
+                .join(loans, loans.c.loan_id == d.c.tx_id)
+                .where(loans.c.state == "drawn")
+            ).all()
+        for tx_id, amount in lent:  # short at first, covered by the pool without waiting
+            if bytes(tx_id) not in queued_ids:
+                short += 1
+                shortfall = shortfall + net.money(amount)
         for (raw,) in rows:
             payments += 1
             payment_bytes += len(raw)
@@ -78,8 +91,9 @@ def liquidity_report(net: OfflineNetwork) -> LiquidityReport:
     return LiquidityReport(
         net.liquidity,
         payments,
-        queued,
+        short,
         shortfall,
+        queued,
         still,
         longest,
         total,

@@ -218,12 +218,13 @@ class OfflineNetwork:
                 totals[name] = self.money(moves_in_transit(carried))
         return totals
 
-    def audit(self) -> Audit:
+    def audit(self, _moves: dict[str, Money] | None = None) -> Audit:
         zero = self.money(0)
         reserves = sum((p.reserve for p in self.central.positions()), zero)
         wallets = sum((b.total_held() for b in self.banks.values()), zero)
         transit = sum((b.in_transit() for b in self.banks.values()), zero)
-        transit = sum(self.central_moves_in_transit().values(), transit)
+        moves = _moves if _moves is not None else self.central_moves_in_transit()
+        transit = sum(moves.values(), transit)
         return Audit(
             self.central.issued(),
             reserves,
@@ -233,13 +234,13 @@ class OfflineNetwork:
             self.central.pool_status().available,
         )
 
-    def holdings_mismatches(self) -> list[str]:
+    def holdings_mismatches(self, _moves: dict[str, Money] | None = None) -> list[str]:
         """Per intermediary, the central bank's record of what its customers hold must equal
         its wallets, up to payments in flight between the settlement steps:
-        holdings − wallets = debited − credited − notarised out + notarised in + token moves
-        in transit (tokens and pool loans)."""
+        holdings − wallets = debited − credited − notarised out + notarised in + moves to or
+        from the central bank in transit (tokens and pool loans)."""
         flows = self.central.cross_flows()
-        moves_transit = self.central_moves_in_transit()
+        moves = _moves if _moves is not None else self.central_moves_in_transit()
         problems = []
         for position in self.central.positions():
             bank = self.banks.get(position.institution)
@@ -248,7 +249,7 @@ class OfflineNetwork:
             debited, credited = bank.settled_totals()
             flow_in, flow_out = flows[position.institution]
             expected = bank.total_held() + debited - credited - flow_out + flow_in
-            expected = expected + moves_transit[position.institution]
+            expected = expected + moves[position.institution]
             if position.holdings != expected:
                 problems.append(
                     f"{position.institution}: the central bank records holdings of "
@@ -259,14 +260,15 @@ class OfflineNetwork:
     def check_conservation(self) -> Audit:
         """Money issued equals money held, and each intermediary's wallets agree with the
         central bank's record of them; raises :class:`ConservationError` otherwise."""
-        audit = self.audit()
+        moves = self.central_moves_in_transit()
+        audit = self.audit(moves)
         if not audit.balanced:
             raise ConservationError(
                 f"issued {audit.issued} but held {audit.held} (reserves {audit.reserves}, "
                 f"wallets {audit.wallets}, in transit {audit.in_transit}, "
                 f"tokens {audit.tokens}, pool {audit.pool})"
             )
-        problems = self.holdings_mismatches()
+        problems = self.holdings_mismatches(moves)
         if problems:
             raise ConservationError("; ".join(problems))
         return audit
