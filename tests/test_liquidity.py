@@ -393,6 +393,28 @@ def forged_payment(net: OfflineNetwork, genuine: bytes, payer: User, **changes: 
     return sign(payment, payer.card._credential).to_bytes()
 
 
+def test_a_receipt_between_customers_of_another_intermediary_settles_too():
+    """Alice and Bob bank at bank-b, Charlie at bank-a: Charlie's intermediary presents Alice's
+    payment to Bob (a receipt it holds) to bank-b, which settles it for its two customers."""
+    net, checked, _ = network(Liquidity.RECEIPTS)
+    alice = net.add_user("Alice", "bank-b", online=1_000 * SEK)
+    bob = net.add_user("Bob", "bank-b")
+    charlie = net.add_user("Charlie", "bank-a")
+    checked.top_up(alice, 200 * SEK)
+    checked.p2p(alice, bob, 80 * SEK)
+    checked.p2p(bob, charlie, 50 * SEK)
+    checked.sync(charlie)
+    assert open_shortfalls(net) == 0
+    assert (alice.shadow, bob.shadow, charlie.shadow) == (
+        net.money(120 * SEK),
+        net.money(30 * SEK),
+        net.money(50 * SEK),
+    )
+    checked.sync(alice, bob, charlie)
+    cards_match_shadows(net)
+    assert net.central.notarised_count() == 2
+
+
 def test_a_forged_receipt_is_refused_and_recorded_against_the_card():
     net, checked, _ = network(Liquidity.RECEIPTS)
     alice, bob, charlie = report_parties(net, checked)

@@ -564,9 +564,27 @@ def test_debit_request_with_a_forged_payment(w: World) -> None:
     assert_refused(w, lambda: w.a.handle("debit-request", request), "crypto.bad_signature")
 
 
-def test_debit_request_for_a_payment_between_other_parties(w: World) -> None:
-    """bank-b asks bank-a to pay out a payment from Alice to Carol (both bank-a)."""
-    request = debit_request(w, p2p_payment(w, w.alice, w.carol))
+def test_debit_request_for_a_payment_between_other_parties_settles_it_once(w: World) -> None:
+    """bank-b presents a payment from Alice to Carol (both bank-a), as it would a funding
+    receipt: the payment is genuine, so bank-a settles it for its two customers, once."""
+    payment = p2p_payment(w, w.alice, w.carol)
+    request = debit_request(w, payment)
+    result = result_for(w.a.handle("debit-request", request), w.b.trust, w.b.id)
+    assert result.status is SettlementStatus.DONE
+    assert result.notary_receipt != b""
+    assert (w.alice.shadow, w.carol.shadow) == (w.money(180_00), w.money(120_00))
+    settled = ledger(w)
+    again = result_for(
+        w.a.handle("debit-request", debit_request(w, _payment_of(request))), w.b.trust, w.b.id
+    )
+    assert again.status is SettlementStatus.ALREADY
+    assert ledger(w) == settled
+    w.n.check_conservation()
+
+
+def test_debit_request_for_a_payer_of_another_bank_is_refused(w: World) -> None:
+    """bank-b asks bank-a to pay out a payment Bob (bank-b) made: not bank-a's customer."""
+    request = debit_request(w, card_pays_shop(w, w.bob, 10_00))
     before = ledger(w)
     result = result_for(w.a.handle("debit-request", request), w.b.trust, w.b.id)
     assert result.status is SettlementStatus.REFUSED

@@ -1034,8 +1034,10 @@ class Intermediary:
             return cached
         payment = verify_payment(req.payment, self.trust)
         receipt = b""
-        if payment.payer_institution != self.name or payment.payee_institution != ident.institution:
-            status, detail = SettlementStatus.REFUSED, "payment does not concern these two banks"
+        # Any intermediary may present a payment our customer made: whoever holds the signed
+        # payment (its payee's bank, or one holding it as a funding receipt) may settle it.
+        if payment.payer_institution != self.name:
+            status, detail = SettlementStatus.REFUSED, "the payer is not our customer"
         else:
             status, detail, receipt = self._debit_and_notarise(req.payment, payment)
             if receipt:
