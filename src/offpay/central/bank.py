@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from offpay.crypto.keys import Algorithm, PublicKey
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
+from offpay.crypto.revocation import RevocationList
 from offpay.errors import InsufficientFunds, NotFound, Refused, ReplayError
 from offpay.money import Money
 from offpay.store import schema
@@ -29,6 +30,7 @@ from offpay.wire.messages import (
     NotariseRequest,
     PoolRequest,
     ReserveTransfer,
+    RevokeRequest,
     SettlementResult,
     SettlementStatus,
 )
@@ -81,6 +83,8 @@ class CentralBank:
         self.notary: Credential = self.root.credential_for(
             NOTARY_ID, Role.NOTARY, clock(), algorithm
         )
+        self._revocations: Signed[RevocationList] | None = None
+        self.trust.revoked |= set(self.revoked_devices())
         from offpay.tokens.mint import MintingService
 
         self.mint = MintingService(self)
@@ -120,6 +124,46 @@ class CentralBank:
                     institution=institution, amount=amount.minor, currency=amount.currency
                 )
             )
+
+    # -- revocation (DESIGN §5: detect and contain) ------------------------------------------
+
+    def revoked_devices(self) -> list[str]:
+        r = schema.revoked_devices
+        with self.db.connect() as conn:
+            return list(conn.execute(select(r.c.device).order_by(r.c.version)).scalars())
+
+    def revoke(self, device: str, reason: str) -> None:
+        """Add ``device`` to the network's revocation list (once)."""
+        try:
+            with self.db.begin() as conn:
+                conn.execute(
+                    insert(schema.revoked_devices).values(device=device, reason=reason[:256])
+                )
+        except IntegrityError:
+            pass  # revoked already
+        self.trust.revoked.add(device)
+        self._revocations = None
+
+    def revocation_list(self) -> Signed[RevocationList]:
+        """The current list, signed once per version."""
+        if self._revocations is None:
+            devices = tuple(self.revoked_devices())
+            listing = RevocationList(NOTARY_ID, len(devices), devices)
+            self._revocations = sign(listing, self.notary)  # type: ignore[assignment]
+        assert self._revocations is not None
+        return self._revocations
+
+    def _revoke_request(self, data: bytes) -> bytes:
+        """An intermediary revokes one of the devices it issued; the answer is the new list."""
+        req, ident = open_signed(
+            data, RevokeRequest, self.trust, Role.ENGINE, receiver=NOTARY_ID, now=self.clock()
+        )
+        if req.device.split(":")[1:2] != [ident.institution]:
+            raise Refused(
+                "an intermediary may revoke only devices it issued", code="central.not_issuer"
+            )
+        self.revoke(req.device, req.reason)
+        return self.revocation_list().to_bytes()
 
     def fund_pool(self, amount: Money) -> None:
         """Create money into the liquidity pool that intermediaries may borrow from."""
@@ -221,6 +265,10 @@ class CentralBank:
             return self._reserve_transfer(data)
         if kind == "notarise":
             return self._notarise(data)
+        if kind == "revoke-device":
+            return self._revoke_request(data)
+        if kind == "revocation-list":
+            return self.revocation_list().to_bytes()
         if kind == "pool-draw":
             return self._pool(data, draw=True)
         if kind == "pool-repay":

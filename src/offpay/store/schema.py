@@ -80,11 +80,13 @@ redeemed = Table(
     Column("institution", String(64), nullable=False),
 )
 
-revoked_elements = Table(
-    "revoked_elements",
+# Devices of any kind (card, terminal, token element) that the network must refuse; a row's
+# position is the revocation list's version that first named it.
+revoked_devices = Table(
+    "revoked_devices",
     central,
     Column("version", Integer, primary_key=True, autoincrement=True),
-    Column("element", String(128), nullable=False, unique=True),
+    Column("device", String(128), nullable=False, unique=True),
     Column("reason", String(256), nullable=False),
 )
 

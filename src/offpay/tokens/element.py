@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
+from offpay.crypto.revocation import RevocationList, newer_revocations
 from offpay.errors import (
     CertificateError,
     DeviceStateError,
@@ -32,20 +33,10 @@ from offpay.tokens.model import (
     transition_digest,
 )
 from offpay.tokens.verify import History, TokenVerifier
-from offpay.wire.codec import Message, message
-from offpay.wire.envelope import Signed, open_signed
+from offpay.wire.envelope import Signed
 
 Random = Callable[[int], bytes]
 ID_BYTES = 16
-
-
-@message("revocation-list")
-class RevocationList(Message):
-    """Signed by the central bank's minting service: elements that other devices must refuse."""
-
-    sender: str
-    version: int
-    elements: tuple[str, ...]
 
 
 @dataclass
@@ -263,7 +254,7 @@ class TokenElement:
 
     def apply_revocations(self, signed: Signed[RevocationList]) -> None:
         """A newer signed revocation list, taken at an online moment; older ones are ignored."""
-        rl, _ = open_signed(signed, RevocationList, self.trust, Role.MINT, receiver=None)
-        if rl.version > self.revocation_version:
-            self.trust.revoked = set(rl.elements)
+        rl = newer_revocations(signed, self.trust, self.revocation_version)
+        if rl is not None:
+            self.trust.revoked = set(rl.devices)
             self.revocation_version = rl.version

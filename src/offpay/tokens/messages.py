@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from offpay.crypto.revocation import RevocationList
 from offpay.money import Money
-from offpay.tokens.element import RevocationList
 from offpay.tokens.model import Address, Token
 from offpay.wire.codec import Message, message
 from offpay.wire.envelope import Signed

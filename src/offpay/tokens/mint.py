@@ -10,14 +10,13 @@ import os
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from offpay.crypto.pki import Credential, Role
+from offpay.crypto.revocation import RevocationList
 from offpay.errors import DoubleSpend, InsufficientFunds, Refused, TokenError
 from offpay.money import Money
 from offpay.store import schema
 from offpay.store.seen import answered, remember
-from offpay.tokens.element import RevocationList
 from offpay.tokens.messages import DoubleSpendReport, MintRequest, MintResult, RedeemRequest
 from offpay.tokens.model import Token, mint_digest
 from offpay.tokens.verify import TokenVerifier
@@ -37,7 +36,6 @@ class MintingService:
             MINT_ID, Role.MINT, central.clock(), central.algorithm
         )
         self.verifier = TokenVerifier(central.trust, self.credential.chain)
-        self.central.trust.revoked |= set(self.revoked_elements())
 
     @property
     def chain(self) -> tuple[bytes, ...]:
@@ -55,22 +53,13 @@ class MintingService:
         return Money(out, self.central.currency)
 
     def revoked_elements(self) -> list[str]:
-        r = schema.revoked_elements
-        with self.central.db.connect() as conn:
-            return list(conn.execute(select(r.c.element).order_by(r.c.version)).scalars())
+        return [d for d in self.central.revoked_devices() if d.startswith("element:")]
 
     def revocation_list(self) -> Signed[RevocationList]:
-        elements = tuple(self.revoked_elements())
-        listing = RevocationList(MINT_ID, len(elements), elements)
-        return sign(listing, self.credential)  # type: ignore[return-value]
+        return self.central.revocation_list()
 
     def revoke(self, element: str, reason: str) -> None:
-        try:
-            with self.central.db.begin() as conn:
-                conn.execute(insert(schema.revoked_elements).values(element=element, reason=reason))
-        except IntegrityError:
-            pass  # revoked already
-        self.central.trust.revoked.add(element)
+        self.central.revoke(element, reason)
 
     # -- requests from intermediaries -------------------------------------------------------------
 

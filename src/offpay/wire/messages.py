@@ -332,3 +332,14 @@ class PoolRequest(Message):
     kind: str
     loan_id: bytes
     amount: Money
+
+
+@message("revoke-request")
+class RevokeRequest(Message):
+    """An intermediary asks the central bank to revoke one of its own devices, network-wide."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    device: str
+    reason: str
