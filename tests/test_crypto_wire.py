@@ -603,7 +603,9 @@ def test_offline_payment_round_trip(msg: OfflinePayment) -> None:
     st.sampled_from(Operation),
 )
 def test_card_session_round_trip(log: list[LogEntry], amount: Money, op: Operation) -> None:
-    msg = CardSession("card:x", "bank-x/engine", b"n" * 16, 7, amount, 2, 1, op, amount, tuple(log))
+    msg = CardSession(
+        "card:x", "bank-x/engine", b"n" * 16, 7, amount, 2, 1, 0, op, amount, tuple(log), None
+    )
     assert decode(encode(msg), CardSession) == msg
 
 

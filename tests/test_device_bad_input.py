@@ -747,6 +747,7 @@ def test_apply_instruction_to_a_session_opened_with_another_party(w: World) -> N
         balance=w.money(3_000_00),
         clear_through_seq=state.seq,
         policy=None,
+        revocations=None,
     )
     data = sign(answer, bank.credential).to_bytes()
     assert_card_refuses(w.alice.card, Ins.APPLY_INSTRUCTION, data, "wire.replay")

@@ -418,6 +418,7 @@ def forged_card_instruction(
         balance=state.balance,
         clear_through_seq=state.seq,
         policy=signed_policy,
+        revocations=None,
     )
     return client, sign(instruction, engine.credential).to_bytes()
 
@@ -489,6 +490,7 @@ def forged_terminal_instruction(
         instruction_no=state.instruction_no + 1,
         clear_through_seq=state.cleared_through,
         policy=signed_policy,
+        revocations=None,
     )
     return shop.module, sign(instruction, shop.bank.credential).to_bytes()
 

@@ -332,9 +332,11 @@ def test_card_session_from_a_card_never_issued(w: World) -> None:
         balance=w.money(0),
         instruction_no=0,
         policy_version=state.policy.version,
+        revocation_version=0,
         operation=Operation.TOP_UP,
         amount=w.money(10_00),
         log=(),
+        last_instruction=None,
     )
     data = sign(msg, card).to_bytes()
     assert_refused(w, lambda: w.a.handle("card-session", data), "not_found")

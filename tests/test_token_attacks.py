@@ -536,7 +536,9 @@ def test_counterfeit_is_refused_at_deposit(
     if code != "token.double_spend":
         # Only a broken element signs an invalid token over: the intermediary blocks it.
         assert mal.bank.device(mal.element_id).status == "blocked"
-        refused("device.blocked", mal.app.withdraw, net.money(1 * SEK))
+        # Blocked here and revoked network-wide: its certificate is refused before anything.
+        refused("crypto.revoked", mal.app.withdraw, net.money(1 * SEK))
+        assert mal.element_id in net.central.mint.revoked_elements()
 
 
 def test_a_token_signed_to_another_elements_vault_key_is_not_credited_to_the_presenter(
@@ -691,7 +693,8 @@ def test_a_forged_ancestor_cannot_get_an_innocent_element_revoked(
     mal.element._tokens = {merged.id: merged}  # the malicious app bypasses the store's check
     err = refused_any(checked.step, mal.app.deposit, value)
     assert err.code != "token.double_spend"
-    assert net.central.mint.revoked_elements() == []
+    # Only the element that deposited the forgery is blocked and revoked, never Vic's.
+    assert net.central.mint.revoked_elements() == [mal.element_id]
     checked.step(vic.app.withdraw, net.money(5 * SEK))  # Vic is still served
     assert mal.bank.device(mal.element_id).status == "blocked"
 

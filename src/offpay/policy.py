@@ -20,6 +20,9 @@ DEFAULT_TERMINAL_MAX_RECEIVED_MINOR = 20_000_00
 # Funding receipts one payment may carry (policy ``receipts``): enough for a card's whole
 # offline log (5 entries) and part of what funded those.
 DEFAULT_MAX_RECEIPTS = 8
+# A card reported lost or stolen is blocked at once; payments it signed before that and that
+# reach an intermediary within this window still settle (a shop may sync once a day or less).
+DEFAULT_BLOCKED_WINDOW_HOURS = 7 * 24
 MAX_RECEIPTS_CEILING = 64
 
 
@@ -39,6 +42,7 @@ def default_policy(
         terminal_max_received=Money(DEFAULT_TERMINAL_MAX_RECEIVED_MINOR, currency),
         liquidity=liquidity,
         max_receipts=DEFAULT_MAX_RECEIPTS,
+        blocked_window_hours=DEFAULT_BLOCKED_WINDOW_HOURS,
     )
 
 
@@ -49,6 +53,8 @@ def check_policy(policy: LimitsPolicy) -> LimitsPolicy:
     counts = (policy.card_max_offline_transactions, policy.terminal_max_offline_payments)
     if any(n < 0 for n in counts):
         raise PolicyError("a transaction count limit is negative", code="policy.bad_limit")
+    if policy.blocked_window_hours < 0:
+        raise PolicyError("the blocked-card window cannot be negative", code="policy.bad_limit")
     if not 0 <= policy.max_receipts <= MAX_RECEIPTS_CEILING:
         raise PolicyError(
             f"max_receipts must be between 0 and {MAX_RECEIPTS_CEILING}", code="policy.bad_limit"

@@ -25,6 +25,7 @@ from typing import Any, Generic
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from offpay.bank.containment import Containment, Loss
 from offpay.bank.evidence import verify_payment
 from offpay.bank.liquidity import LiquidityDesk, Pending
 from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
@@ -139,6 +140,7 @@ class Intermediary:
         self.db: Engine = open_database(url, schema.bank)
         self._ensure_policy(liquidity)
         self.liquidity = LiquidityDesk(self)
+        self.containment = Containment(self)
         self.tokens: TokenDesk | None = TokenDesk(self, mint_chain) if mint_chain else None
         network.register(name, self.handle)
 
@@ -480,12 +482,21 @@ class Intermediary:
         return self.sync_card(data).instruction
 
     def sync_card(self, data: bytes) -> SyncReport:
+        self.containment.release_expired()
         request = self.from_device(data, CardSession, Role.CARD)
         session, ident, device = request.message, request.identity, request.device
         if request.answered is not None:  # a relay's retry: the same answer, nothing moves twice
             return SyncReport(ident.id, (), request.answered)
         if session.balance.currency != self.currency or session.amount.currency != self.currency:
             raise Refused("session is in another currency", code="bank.currency")
+        if session.seq < device.last_seq:
+            detail = f"card counter {session.seq} is below {device.last_seq}, seen before"
+            self._anomaly("rolled_back", device.id, None, detail)
+            self.block_device(device.id, f"rolled back: {detail}")
+            raise DeviceStateError(
+                f"the card's state is older than one it showed before ({detail}); it is blocked",
+                code="device.rolled_back",
+            )
         issued_no = self._resolve_pending(device, session)
         _, policy = self._policy()
         if session.operation is Operation.TOP_UP:
@@ -554,15 +565,48 @@ class Intermediary:
                     .values(state="superseded")
                 )
             return issued
-        self._anomaly(
-            "counter_drift",
-            device.id,
-            None,
-            f"card says instruction {session.instruction_no}, we issued {issued}",
-        )
+        return self._counters_disagree(device, session)
+
+    def _counters_disagree(self, device: Row[Any], session: CardSession) -> int:
+        """Counter drift (report §3.8 point 7), told apart from tampering by the card's own
+        signed history. A card ahead of our records proves it with the last instruction it
+        applied, which we signed: our records lost it (a restored database), so we take the
+        card's numbers and go on. A card behind them, or ahead without that proof, was rolled
+        back or tampered with: it is blocked and revoked."""
+        issued = device.issued_no
+        if session.instruction_no > issued and session.last_instruction is not None:
+            try:
+                proof, _ = open_signed(
+                    session.last_instruction,
+                    CardInstruction,
+                    self.trust,
+                    Role.ENGINE,
+                    receiver=device.id,
+                    institution=self.name,
+                )
+            except OffpayError:
+                proof = None
+            if proof is not None and proof.instruction_no == session.instruction_no:
+                with self.db.begin() as conn:
+                    conn.execute(
+                        update(schema.devices)
+                        .where(schema.devices.c.id == device.id)
+                        .values(issued_no=session.instruction_no)
+                    )
+                    self._anomaly_in(
+                        conn,
+                        "counter_recovered",
+                        device.id,
+                        None,
+                        f"card proved instruction {session.instruction_no}; we had {issued}",
+                    )
+                return session.instruction_no + 1
+        detail = f"card says instruction {session.instruction_no}, we issued {issued}"
+        self._anomaly("counter_drift", device.id, None, detail)
+        self.block_device(device.id, f"tampered or rolled back: {detail}")
         raise DeviceStateError(
             f"card and intermediary disagree on instructions ({session.instruction_no} vs "
-            f"{issued}); the card needs recovery",
+            f"{issued}) and the card cannot prove its history; it is blocked",
             code="device.counter_drift",
         )
 
@@ -592,6 +636,7 @@ class Intermediary:
         outcomes: tuple[Outcome, ...],
     ) -> bytes:
         signed_policy, policy = self._policy()
+        revocations = self.containment.for_device(session.revocation_version)
         shadow = f"{device.customer_id}/shadow"
         amount = session.amount.minor
         with self.db.begin() as conn:
@@ -639,6 +684,7 @@ class Intermediary:
                 balance=Money(balance, self.currency),
                 clear_through_seq=session.seq,
                 policy=signed_policy if session.policy_version < policy.version else None,
+                revocations=revocations,
             )
             payload = sign(instr, self.credential).to_bytes()
             conn.execute(
@@ -706,6 +752,7 @@ class Intermediary:
             instruction_no=number,
             clear_through_seq=upload.first_seq + len(upload.payments) - 1,
             policy=signed_policy if upload.policy_version < policy.version else None,
+            revocations=self.containment.for_device(upload.revocation_version),
         )
         payload = sign(instr, self.credential).to_bytes()
         with self.db.begin() as conn:
@@ -722,7 +769,15 @@ class Intermediary:
     def _settle_entry(
         self, device_id: str, direction: Direction, signed: Signed[OfflinePayment]
     ) -> Outcome:
-        payment = verify_payment(signed, self.trust)
+        try:
+            payment = verify_payment(signed, self.trust)
+        except OffpayError as exc:
+            # A tamper-resistant device uploaded something that is not a valid payment: keep
+            # the rest of its upload, refuse this entry and record it against the device.
+            self._anomaly("invalid_entry", device_id, None, f"[{exc.code}] {exc.message}")
+            return Outcome(
+                b"", Money.zero(self.currency), "", "", SettlementStatus.REFUSED, exc.message
+            )
         party = payment.sender if direction is Direction.OUT else payment.receiver
         if party != device_id:
             self._anomaly("foreign_entry", device_id, payment.tx_id, "log entry of another device")
@@ -784,6 +839,18 @@ class Intermediary:
         d = schema.debits
         device = self.device(payment.sender)
         gap = 0
+        conflict = False
+        if device.status != "active" and not self.containment.settles_despite_block(device.id):
+            with self.db.connect() as conn:
+                known = conn.execute(select(d.c.tx_id).where(d.c.tx_id == payment.tx_id)).first()
+            if known is None:
+                self._anomaly(
+                    "late_payment",
+                    payment.sender,
+                    payment.tx_id,
+                    f"a payment of {payment.amount} from a blocked card arrived after the window",
+                )
+                return SettlementStatus.REFUSED, "the payer's card is blocked", b""
         try:
             with self.db.begin() as conn:
                 existing = conn.execute(select(d).where(d.c.tx_id == payment.tx_id)).first()
@@ -796,7 +863,8 @@ class Intermediary:
                             payment.tx_id,
                             "two different payments carry the same card counter",
                         )
-                        return SettlementStatus.REFUSED, "conflicting payment with the same id", b""
+                        conflict = True
+                        status = SettlementStatus.REFUSED
                     status = SettlementStatus.ALREADY
                 else:
                     try:
@@ -832,6 +900,17 @@ class Intermediary:
                         status = SettlementStatus.DONE
         except IntegrityError:
             return self._debit_and_notarise(signed, payment)  # a racing sync debited first
+        if conflict:
+            # A cloned or rolled-back card: the counter was used twice. Block and revoke it;
+            # the second payment is not settled (no money is created) and is a reported loss.
+            self.block_device(payment.sender, "two payments with the same counter: cloned")
+            self.containment.record_loss(
+                payment.sender,
+                payment.tx_id,
+                payment.amount.minor,
+                f"payment to {payment.receiver} refused: its counter was used by another payment",
+            )
+            return SettlementStatus.REFUSED, "conflicting payment with the same id", b""
         if status is SettlementStatus.SHORT:
             if (
                 not borrowed
@@ -1012,7 +1091,7 @@ class Intermediary:
             moves = conn.execute(select(r).where(r.c.state == "pending")).all()
         for move in moves:
             self._reserve_move(move.customer_id, move.amount, move.reference)
-        repaid = self.liquidity.retry()
+        repaid = self.liquidity.retry() + self.containment.resend_revocations()
         for row in rows:
             signed = Signed.from_bytes(bytes(row.payment))
             payment = verify_payment(signed, self.trust)
@@ -1102,14 +1181,19 @@ class Intermediary:
         return result
 
     def block_device(self, device_id: str, reason: str) -> None:
-        """Stop serving a device: its sessions and requests are refused from now on."""
-        with self.db.begin() as conn:
-            conn.execute(
-                update(schema.devices)
-                .where(schema.devices.c.id == device_id)
-                .values(status="blocked")
-            )
-            self._anomaly_in(conn, "blocked", device_id, None, reason)
+        """Stop serving a device and revoke it network-wide: its sessions and requests are
+        refused from now on, and every device that synchronises learns to refuse it."""
+        self.containment.block(device_id, reason)
+
+    def report_lost(self, customer_id: str, device_id: str) -> None:
+        """The holder reports a card lost or stolen (issue: lost or stolen card)."""
+        device = self.device(device_id)
+        if device.customer_id != customer_id:
+            raise Refused("that card is not this customer's", code="bank.not_holder")
+        self.block_device(device_id, "reported lost or stolen by its holder")
+
+    def losses(self) -> list[Loss]:
+        return self.containment.losses()
 
     # -- anomalies ------------------------------------------------------------------------------
 

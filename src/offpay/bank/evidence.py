@@ -14,10 +14,21 @@ from offpay.wire.messages import OfflinePayment, PaymentRequest
 
 
 def verify_payment(signed: Signed[OfflinePayment], trust: TrustStore) -> OfflinePayment:
-    """The payment, if the payer's and the payee's signatures and their contents agree."""
-    payment, payer = open_signed(signed, OfflinePayment, trust, Role.CARD, receiver=None)
+    """The payment, if the payer's and the payee's signatures and their contents agree.
+
+    Revocation is not checked here: a payment a device signed before it was revoked is still
+    genuine evidence, and the payer's intermediary decides whether it settles (the policy's
+    window for a blocked card). Devices refuse revoked devices offline."""
+    payment, payer = open_signed(
+        signed, OfflinePayment, trust, Role.CARD, receiver=None, check_revoked=False
+    )
     request, payee = open_signed(
-        payment.request, PaymentRequest, trust, PAYEE_ROLES, receiver=payment.sender
+        payment.request,
+        PaymentRequest,
+        trust,
+        PAYEE_ROLES,
+        receiver=payment.sender,
+        check_revoked=False,
     )
     if payer.institution != payment.payer_institution:
         raise CertificateError("payment names another institution than its payer's certificate")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import PAYEE_ROLES, Credential, Role, TrustStore, load_certificate
+from offpay.crypto.revocation import newer_revocations
 from offpay.device.apdu import (
     CLA_ISO,
     CLA_PROPRIETARY,
@@ -110,6 +111,9 @@ class CardState:
     open_requests: tuple[OpenRequest, ...]
     session: OpenSession | None
     last_payment: Signed[OfflinePayment] | None
+    revoked: frozenset[str] = frozenset()  # devices the network's revocation list names
+    revocation_version: int = 0
+    last_instruction: Signed[CardInstruction] | None = None  # proves the card's history
 
     @property
     def offline_transactions(self) -> int:
@@ -224,8 +228,10 @@ class Card:
         return self._state
 
     def _trusted(self) -> TrustStore:
-        self._live()
+        state = self._live()
         assert self._trust is not None
+        if self._trust.revoked != state.revoked:
+            self._trust.revoked = set(state.revoked)  # refuse revoked devices offline
         return self._trust
 
     def _pin_ok(self, state: CardState) -> None:
@@ -345,6 +351,8 @@ class Card:
             raise ReplayError("payment request does not answer this card's current challenge")
         self._pin_ok(state)
         self._amount(state, request.amount)
+        if state.card_id in state.revoked:
+            raise DeviceStateError("this card is revoked", code="device.revoked")
         policy = state.policy
         if state.offline_transactions + 1 > policy.card_max_offline_transactions:
             raise LimitExceeded(
@@ -497,9 +505,11 @@ class Card:
             balance=state.balance,
             instruction_no=state.instruction_no,
             policy_version=state.policy.version,
+            revocation_version=state.revocation_version,
             operation=start.operation,
             amount=start.amount,
             log=state.log,
+            last_instruction=state.last_instruction,
         )
         signed = sign(session, self._credential)
         self._state = replace(
@@ -543,6 +553,10 @@ class Card:
         policy = state.policy
         if instr.policy is not None:
             policy = accept_policy(instr.policy, trust, state.institution, policy)
+        revoked, revocation_version = state.revoked, state.revocation_version
+        listing = newer_revocations(instr.revocations, trust, revocation_version)
+        if listing is not None:
+            revoked, revocation_version = frozenset(listing.devices), listing.version
         if instr.balance.currency != policy.currency or instr.balance.minor < 0:
             raise DeviceStateError("instruction balance is invalid", code="device.bad_amount")
         if instr.balance > policy.card_max_balance:
@@ -560,6 +574,9 @@ class Card:
             session=None,
             challenge=None,
             open_requests=(),  # lapse at sync; see _request_payment
+            revoked=revoked,
+            revocation_version=revocation_version,
+            last_instruction=decode(cmd.data, Signed),
         )
         confirmation = CardConfirmation(
             sender=state.card_id,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
+from offpay.crypto.revocation import newer_revocations
 from offpay.crypto.sealing import Sealer
 from offpay.errors import CertificateError, DeviceStateError, LimitExceeded, ReplayError
 from offpay.money import Money
@@ -64,6 +65,8 @@ class TerminalState:
     open_requests: tuple[Pending, ...]
     instruction_no: int
     session_nonce: bytes | None
+    revoked: frozenset[str] = frozenset()  # devices the network's revocation list names
+    revocation_version: int = 0
 
     @property
     def offline_payments(self) -> int:
@@ -103,6 +106,8 @@ class TerminalModule:
     def _live(self) -> tuple[TerminalState, TrustStore]:
         if self._state is None or self._trust is None:
             raise DeviceStateError("terminal is not personalised", code="device.blank")
+        if self._trust.revoked != self._state.revoked:
+            self._trust.revoked = set(self._state.revoked)  # refuse revoked cards offline
         return self._state, self._trust
 
     @property
@@ -172,6 +177,8 @@ class TerminalModule:
         """Report §3.5 step 1, signed by the module as §3.8 asks: a request to pay ``amount``,
         addressed to the card that showed ``identity`` and bound to its challenge."""
         state, trust = self._live()
+        if state.terminal_id in state.revoked:
+            raise DeviceStateError("this terminal is revoked", code="device.revoked")
         card = decode(identity, CardIdentity)
         ident = trust.expect(card.chain, Role.CARD)
         if ident.id != card.card or ident.institution != card.institution:
@@ -270,6 +277,7 @@ class TerminalModule:
             nonce=nonce,
             instruction_no=state.instruction_no,
             policy_version=state.policy.version,
+            revocation_version=state.revocation_version,
             first_seq=state.cleared_through + 1,
             payments=tuple(found[s] for s in wanted),
         )
@@ -297,8 +305,14 @@ class TerminalModule:
         policy = state.policy
         if instr.policy is not None:
             policy = accept_policy(instr.policy, trust, state.institution, policy)
+        revoked, revocation_version = state.revoked, state.revocation_version
+        listing = newer_revocations(instr.revocations, trust, revocation_version)
+        if listing is not None:
+            revoked, revocation_version = frozenset(listing.devices), listing.version
         self._state = replace(
             state,
+            revoked=revoked,
+            revocation_version=revocation_version,
             cleared_through=instr.clear_through_seq,
             unsynced=tuple(u for u in state.unsynced if u[0] > instr.clear_through_seq),
             instruction_no=instr.instruction_no,

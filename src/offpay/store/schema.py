@@ -154,6 +154,8 @@ devices = Table(
     Column("customer_id", String(128), nullable=False),
     Column("account_id", String(160), nullable=False),
     Column("status", String(16), nullable=False),  # active | blocked
+    Column("blocked_at", DateTime(timezone=True), nullable=True),
+    Column("released", Boolean, nullable=False, default=False),  # shadow wallet given back
     Column("issued_no", Integer, nullable=False),  # last instruction number issued
     Column("last_seq", Integer, nullable=False),  # device counter last seen
 )
@@ -214,6 +216,18 @@ awaited = Table(
     Column("amount", BigInteger, nullable=False),
     Column("open", Boolean, nullable=False),
     Column("since", DateTime(timezone=True), nullable=False),
+)
+
+# What a cloned, rolled-back or stolen device cost, and the bound the limits policy puts on it.
+losses = Table(
+    "losses",
+    bank,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(128), nullable=False, index=True),
+    Column("tx_id", LargeBinary(16), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("bound", BigInteger, nullable=False),
+    Column("detail", String(512), nullable=False),
 )
 
 # Loans from the central bank's liquidity pool, one per payment it funded.

@@ -53,12 +53,14 @@ def open_signed(
     receiver: str | None,
     institution: str | None = None,
     now: dt.datetime | None = None,
+    check_revoked: bool = True,
 ) -> tuple[M, Identity]:
     """Verify and decode: the chain leads to the root, the signer has ``role``, the signature
-    verifies, the payload's ``sender`` is the signer and its ``receiver`` is us."""
+    verifies, the payload's ``sender`` is the signer and its ``receiver`` is us.
+    ``check_revoked=False`` is for evidence made before a revocation (settlement decides)."""
     env = Signed.from_bytes(signed) if isinstance(signed, bytes | bytearray) else signed
     roles = role if isinstance(role, frozenset) else frozenset({role})
-    ident = trust.verify_chain(env.chain, now)
+    ident = trust.verify_chain(env.chain, now, check_revoked=check_revoked)
     if ident.role not in roles:
         expected = " or ".join(sorted(r.value for r in roles))
         raise CertificateError(f"expected a {expected} certificate, got {ident.role} ({ident.id})")

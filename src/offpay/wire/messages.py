@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 
+from offpay.crypto.revocation import RevocationList
 from offpay.money import Money
 from offpay.wire.codec import Message, message
 from offpay.wire.envelope import Signed
@@ -118,6 +119,7 @@ class LimitsPolicy(Message):
     terminal_max_received: Money
     liquidity: Liquidity
     max_receipts: int  # payments a card may carry as funding receipts (policy ``receipts``)
+    blocked_window_hours: int  # a blocked card's earlier payments settle if they arrive within
 
 
 # --- online: card and terminal with their intermediary ---------------------------------------
@@ -140,9 +142,11 @@ class CardSession(Message):
     balance: Money
     instruction_no: int
     policy_version: int
+    revocation_version: int
     operation: Operation
     amount: Money
     log: tuple[LogEntry, ...]
+    last_instruction: Signed[CardInstruction] | None  # proof of its history
 
 
 @message("card-instruction")
@@ -160,6 +164,7 @@ class CardInstruction(Message):
     balance: Money
     clear_through_seq: int
     policy: Signed[LimitsPolicy] | None
+    revocations: Signed[RevocationList] | None
 
 
 @message("card-confirmation")
@@ -182,6 +187,7 @@ class TerminalUpload(Message):
     nonce: bytes
     instruction_no: int
     policy_version: int
+    revocation_version: int
     first_seq: int
     payments: tuple[Signed[OfflinePayment], ...]
 
@@ -194,6 +200,7 @@ class TerminalInstruction(Message):
     instruction_no: int
     clear_through_seq: int
     policy: Signed[LimitsPolicy] | None
+    revocations: Signed[RevocationList] | None
 
 
 # --- between intermediaries and with the central bank ----------------------------------------
