@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 from sqlalchemy import update
-from tests.conftest import ISSUED_PER_BANK, Checked
+from tests.conftest import ISSUED_PER_BANK, Checked, refused
 
 from offpay.device.card import Card
 from offpay.errors import ReplayError
@@ -264,3 +264,46 @@ def test_the_window_is_measured_from_the_block(net: OfflineNetwork, checked: Che
     assert bank.containment.settles_despite_block(alice.card_id)
     assert bank.containment.release_expired() == 0  # the window is still open
     assert isinstance(blocked_at, dt.datetime)
+
+
+# --- anti-rollback of a device's sealed memory ----------------------------------------------
+
+
+def test_a_card_refuses_an_older_copy_of_its_own_memory(net: OfflineNetwork, checked: Checked):
+    alice = net.add_user("Alice", "bank-a", online=500 * SEK)
+    shop = net.add_merchant("Shop", "bank-b")
+    checked.top_up(alice, 100 * SEK)
+    copy_of_memory = alice.card.memory.blob  # an attacker reads the card's memory
+    checked.charge(shop, alice, 80 * SEK)
+    alice.card.memory.blob = copy_of_memory  # and writes the SEK 100 back
+    refused("device.rolled_back", checked.charge, shop, alice, 80 * SEK)
+    refused("device.rolled_back", alice.phone.sync, alice.pin)
+    assert shop.module.state.received == net.money(80 * SEK)  # nothing was paid twice
+
+
+def test_a_card_refuses_altered_or_foreign_memory(net: OfflineNetwork, checked: Checked):
+    alice = net.add_user("Alice", "bank-a", online=500 * SEK)
+    bob = net.add_user("Bob", "bank-a", online=500 * SEK)
+    checked.top_up(alice, 100 * SEK)
+    genuine = alice.card.memory.blob
+    assert genuine is not None
+    alice.card.memory.blob = genuine[:-1] + bytes([genuine[-1] ^ 1])
+    refused("seal.invalid", alice.phone.sync, alice.pin)
+    alice.card.memory.blob = bob.card.memory.blob  # another card's memory
+    refused("seal.invalid", alice.phone.sync, alice.pin)
+    alice.card.memory.blob = genuine
+    checked.sync(alice)
+    assert alice.card_balance == alice.shadow == net.money(100 * SEK)
+
+
+def test_a_terminal_refuses_an_older_copy_of_its_memory(net: OfflineNetwork, checked: Checked):
+    alice = net.add_user("Alice", "bank-a", online=500 * SEK)
+    shop = net.add_merchant("Shop", "bank-b")
+    checked.top_up(alice, 100 * SEK)
+    before = shop.module.memory.blob
+    checked.charge(shop, alice, 30 * SEK)
+    checked.sync(shop)
+    # Rolling the module back would let it take the same payment again, or hide the reset.
+    shop.module.memory.blob = before
+    refused("device.rolled_back", shop.pos.sync)
+    assert shop.wallet == net.money(30 * SEK)

@@ -27,6 +27,7 @@ from offpay.device.apdu import (
     Response,
 )
 from offpay.device.apdu import error_response as _error_response
+from offpay.device.memory import SealedMemory
 from offpay.errors import (
     CertificateError,
     DeviceStateError,
@@ -158,8 +159,17 @@ class Card:
         self._signer = signer
         self._random = random
         self._trust: TrustStore | None = None
-        self._state: CardState | None = None
+        self.memory = SealedMemory(key_fingerprint(signer), random)
         self._pending_response = b""
+
+    @property
+    def _state(self) -> CardState | None:
+        """The card's state, read from its sealed memory (anti-rollback)."""
+        return self.memory.read()  # type: ignore[no-any-return]
+
+    @_state.setter
+    def _state(self, state: CardState) -> None:
+        self.memory.write(state)
 
     @classmethod
     def manufacture(

@@ -17,6 +17,7 @@ from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
 from offpay.crypto.revocation import newer_revocations
 from offpay.crypto.sealing import Sealer
+from offpay.device.memory import SealedMemory
 from offpay.errors import CertificateError, DeviceStateError, LimitExceeded, ReplayError
 from offpay.money import Money
 from offpay.policy import accept_policy
@@ -91,7 +92,16 @@ class TerminalModule:
         self._sealer = sealer
         self._random = random
         self._trust: TrustStore | None = None
-        self._state: TerminalState | None = None
+        self.memory = SealedMemory(public_key_bytes(signer.public_key).hex(), random)
+
+    @property
+    def _state(self) -> TerminalState | None:
+        """The module's state, read from its sealed memory (anti-rollback)."""
+        return self.memory.read()  # type: ignore[no-any-return]
+
+    @_state.setter
+    def _state(self, state: TerminalState) -> None:
+        self.memory.write(state)
 
     @classmethod
     def manufacture(
