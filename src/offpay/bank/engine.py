@@ -554,8 +554,10 @@ class Intermediary:
         if session.instruction_no == issued - 1:
             # The card never applied our last instruction (the relay dropped it): supersede it.
             # Nothing moved for it yet except a top-up, which the shadow wallet already holds.
+            # If the card confirmed it, though, it did apply it and now says it did not: its
+            # state was rolled back to before that session (a defund spent twice, say).
             with self.db.begin() as conn:
-                conn.execute(
+                superseded = conn.execute(
                     update(schema.instructions)
                     .where(
                         schema.instructions.c.device_id == device.id,
@@ -564,7 +566,9 @@ class Intermediary:
                     )
                     .values(state="superseded")
                 )
-            return issued
+            if superseded.rowcount == 1:
+                return issued
+        return self._counters_disagree(device, session)
         return self._counters_disagree(device, session)
 
     def _counters_disagree(self, device: Row[Any], session: CardSession) -> int:
@@ -775,6 +779,9 @@ class Intermediary:
             # A tamper-resistant device uploaded something that is not a valid payment: keep
             # the rest of its upload, refuse this entry and record it against the device.
             self._anomaly("invalid_entry", device_id, None, f"[{exc.code}] {exc.message}")
+            # An honest card or terminal module verified every payment it stored and signs its
+            # upload: an invalid one in it proves the device was tampered with.
+            self.block_device(device_id, f"uploaded an invalid payment: {exc.code}")
             return Outcome(
                 b"", Money.zero(self.currency), "", "", SettlementStatus.REFUSED, exc.message
             )
