@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import ColumnElement, Engine, ScalarSelect, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from offpay.crypto.keys import Algorithm, PublicKey
@@ -43,6 +43,18 @@ Clock = Callable[[], dt.datetime]
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _sum(column: ColumnElement[int]) -> ScalarSelect[int]:
+    return select(func.coalesce(func.sum(column), 0)).scalar_subquery()
+
+
+_CENTRAL_TOTALS = select(
+    _sum(schema.issuance.c.amount),
+    _sum(schema.minted.c.value),
+    _sum(schema.redeemed.c.value),
+    _sum(schema.pool.c.available),
+)
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,13 @@ class CentralBank:
         with self.db.connect() as conn:
             rows = conn.execute(select(schema.issuance.c.amount)).scalars().all()
         return Money(sum(rows), self.currency)
+
+    def audit_totals(self) -> tuple[Money, Money, Money]:
+        """Issued, held in tokens, and in the pool not lent out: in one query."""
+        with self.db.connect() as conn:
+            issued, minted, redeemed, pool = conn.execute(_CENTRAL_TOTALS).one()
+        m = self._money
+        return m(issued), m(minted - redeemed), m(pool)
 
     def positions(self) -> list[Position]:
         with self.db.connect() as conn:

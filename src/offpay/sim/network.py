@@ -219,56 +219,53 @@ class OfflineNetwork:
         return totals
 
     def audit(self, _moves: dict[str, Money] | None = None) -> Audit:
-        zero = self.money(0)
-        reserves = sum((p.reserve for p in self.central.positions()), zero)
-        wallets = sum((b.total_held() for b in self.banks.values()), zero)
-        transit = sum((b.in_transit() for b in self.banks.values()), zero)
-        moves = _moves if _moves is not None else self.central_moves_in_transit()
-        transit = sum(moves.values(), transit)
-        return Audit(
-            self.central.issued(),
-            reserves,
-            wallets,
-            transit,
-            self.central.mint.outstanding(),
-            self.central.pool_status().available,
-        )
+        return self._audit(_moves)[0]
 
     def holdings_mismatches(self, _moves: dict[str, Money] | None = None) -> list[str]:
         """Per intermediary, the central bank's record of what its customers hold must equal
         its wallets, up to payments in flight between the settlement steps:
         holdings − wallets = debited − credited − notarised out + notarised in + moves to or
         from the central bank in transit (tokens and pool loans)."""
+        return self._audit(_moves)[1]
+
+    def _audit(self, moves: dict[str, Money] | None) -> tuple[Audit, list[str]]:
+        """Both checks from one read of every ledger: the audit runs after every test step."""
+        zero = self.money(0)
+        moves = moves if moves is not None else self.central_moves_in_transit()
+        totals = {name: bank.ledger_totals() for name, bank in self.banks.items()}
+        positions = self.central.positions()
+        issued, tokens, pool = self.central.audit_totals()
+        reserves = sum((p.reserve for p in positions), zero)
+        wallets = sum((t.held for t in totals.values()), zero)
+        transit = sum((t.in_transit for t in totals.values()), zero)
+        transit = sum(moves.values(), transit)
+        audit = Audit(issued, reserves, wallets, transit, tokens, pool)
         flows = self.central.cross_flows()
-        moves = _moves if _moves is not None else self.central_moves_in_transit()
         problems = []
-        for position in self.central.positions():
-            bank = self.banks.get(position.institution)
-            if bank is None:
+        for position in positions:
+            t = totals.get(position.institution)
+            if t is None:
                 continue
-            debited, credited = bank.settled_totals()
             flow_in, flow_out = flows[position.institution]
-            expected = bank.total_held() + debited - credited - flow_out + flow_in
+            expected = t.held + t.debited - t.credited - flow_out + flow_in
             expected = expected + moves[position.institution]
             if position.holdings != expected:
                 problems.append(
                     f"{position.institution}: the central bank records holdings of "
                     f"{position.holdings}, its ledgers account for {expected}"
                 )
-        return problems
+        return audit, problems
 
     def check_conservation(self) -> Audit:
         """Money issued equals money held, and each intermediary's wallets agree with the
         central bank's record of them; raises :class:`ConservationError` otherwise."""
-        moves = self.central_moves_in_transit()
-        audit = self.audit(moves)
+        audit, problems = self._audit(None)
         if not audit.balanced:
             raise ConservationError(
                 f"issued {audit.issued} but held {audit.held} (reserves {audit.reserves}, "
                 f"wallets {audit.wallets}, in transit {audit.in_transit}, "
                 f"tokens {audit.tokens}, pool {audit.pool})"
             )
-        problems = self.holdings_mismatches(moves)
         if problems:
             raise ConservationError("; ".join(problems))
         return audit
