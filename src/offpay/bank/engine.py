@@ -75,6 +75,12 @@ from offpay.wire.messages import (
 Transmit = Callable[[bytes], bytes]
 
 
+def reserve_move_nonce(reference: str) -> bytes:
+    """The nonce of a fund or redeem's request to the central bank, derived from its reference
+    so that a retry gets the first answer (and the audit can ask whether it was carried out)."""
+    return hashlib.sha256(f"offpay-reserve-move\x00{reference}".encode()).digest()[:16]
+
+
 def engine_id(institution: str) -> str:
     return f"{institution}/engine"
 
@@ -306,7 +312,7 @@ class Intermediary:
                 )
                 if minor < 0:
                     self._move(conn, online, None, -minor, "redemption", None)
-        nonce = hashlib.sha256(f"offpay-reserve-move\x00{reference}".encode()).digest()[:16]
+        nonce = reserve_move_nonce(reference)
         try:
             self._central(
                 "reserve-transfer",

@@ -145,9 +145,15 @@ class LiquidityDesk:
                 attempt, gap = row.attempt, row.amount
             nonce = _nonce(b"draw", payment.tx_id, str(attempt).encode())
             open_move(conn, nonce, "draw", gap)
-        request = PoolRequest(
-            bank.id, NOTARY_ID, nonce, "draw", payment.tx_id, Money(gap, bank.currency)
-        )
+        return self._send_draw(payment.tx_id, payment.sender, account, gap, nonce)
+
+    def _send_draw(
+        self, loan_id: bytes, device_id: str, account: str, gap: int, nonce: bytes
+    ) -> bool:
+        """Ask the central bank for the loan (again, with the same nonce, after a lost answer)
+        and take its answer in: the money into ``account``, or the loan refused."""
+        bank, loans = self.bank, schema.pool_loans_held
+        request = PoolRequest(bank.id, NOTARY_ID, nonce, "draw", loan_id, Money(gap, bank.currency))
         try:
             result = self._ask("pool-draw", request)
         except OffpayError:
@@ -157,24 +163,24 @@ class LiquidityDesk:
             if result.status is not SettlementStatus.DONE:
                 conn.execute(
                     update(loans)
-                    .where(loans.c.loan_id == payment.tx_id, loans.c.state == "pending")
+                    .where(loans.c.loan_id == loan_id, loans.c.state == "pending")
                     .values(state="refused", outstanding=0)
                 )
                 bank._anomaly_in(
                     conn,
                     "pool_exhausted",
-                    payment.sender,
-                    payment.tx_id,
+                    device_id,
+                    loan_id,
                     f"the pool cannot lend {Money(gap, bank.currency)}; the payment waits",
                 )
                 return False
             drawn = conn.execute(
                 update(loans)
-                .where(loans.c.loan_id == payment.tx_id, loans.c.state == "pending")
+                .where(loans.c.loan_id == loan_id, loans.c.state == "pending")
                 .values(state="drawn")
             )
             if drawn.rowcount == 1:
-                bank._move(conn, None, account, gap, "pool-draw", payment.tx_id)
+                bank._move(conn, None, account, gap, "pool-draw", loan_id)
         return True
 
     def repay(self, device_id: str, account: str, budget: int) -> None:
@@ -240,17 +246,29 @@ class LiquidityDesk:
             )
 
     def retry(self) -> int:
-        """Resend pool requests whose answers were lost; returns how many."""
-        r, loans = schema.pool_repays, schema.pool_loans_held
-        with self.bank.db.connect() as conn:
+        """Resend pool requests whose answers were lost; returns how many. A loan whose answer
+        was lost is taken in; if its payment settled meanwhile from money that reached the
+        payer, the loan is repaid at once, so the pool is never left short."""
+        r, loans, s = schema.pool_repays, schema.pool_loans_held, schema.shortfalls
+        bank = self.bank
+        with bank.db.connect() as conn:
             repays = conn.execute(select(r).where(r.c.done.is_(False))).all()
-            drawing = conn.execute(
-                select(loans.c.device_id).where(loans.c.state == "pending").distinct()
-            ).all()
+            drawing = conn.execute(select(loans).where(loans.c.state == "pending")).all()
         for row in repays:
             self._send_repay(bytes(row.nonce), bytes(row.loan_id), row.amount)
-        for (device_id,) in drawing:
-            self.bank._retry_shortfalls(device_id)  # the draw is resent with its first nonce
+        for loan in drawing:
+            loan_id, device = bytes(loan.loan_id), bank.device(loan.device_id)
+            nonce = _nonce(b"draw", loan_id, str(loan.attempt).encode())
+            if not self._send_draw(loan_id, device.id, device.account_id, loan.amount, nonce):
+                continue
+            with bank.db.connect() as conn:
+                waiting = conn.execute(
+                    select(s.c.tx_id).where(s.c.tx_id == loan_id, s.c.open)
+                ).first()
+            if waiting is not None:
+                bank._retry_shortfalls(device.id)
+            else:
+                self.repay(device.id, device.account_id, loan.amount)
         return len(repays) + len(drawing)
 
     def _ask(self, kind: str, request: PoolRequest) -> object:

@@ -62,7 +62,8 @@ class TerminalState:
     policy: LimitsPolicy
     seq: int  # payments received over the module's life; never resets
     cleared_through: int  # the last seq the intermediary confirmed as synchronised
-    unsynced: tuple[tuple[int, Money, bytes], ...]  # (seq, amount, tx_id) since the last reset
+    # (seq, amount, tx_id, digest of the signed payment) since the last reset
+    unsynced: tuple[tuple[int, Money, bytes, bytes], ...]
     open_requests: tuple[Pending, ...]
     instruction_no: int
     session_nonce: bytes | None
@@ -76,7 +77,7 @@ class TerminalState:
     @property
     def received(self) -> Money:
         total = Money.zero(self.policy.currency)
-        for _, amount, _ in self.unsynced:
+        for _, amount, _, _ in self.unsynced:
             total = total + amount
         return total
 
@@ -225,7 +226,16 @@ class TerminalModule:
         )
         if request.sender != state.terminal_id:
             raise CertificateError("the payment answers a request this terminal did not sign")
-        if any(tx == payment.tx_id for _, _, tx in state.unsynced):
+        for seq_taken, _, tx, digest in state.unsynced:
+            if tx != payment.tx_id:
+                continue
+            if digest == signed.digest:
+                # The same payment again (a resubmission after its sealed record was lost on the
+                # way to the app): hand the record back, sealed afresh; nothing is counted twice.
+                again = ReceivedRecord(state.terminal_id, seq_taken, signed)
+                return self._sealer.seal(
+                    encode(again), self._aad(state, seq_taken), self._random(12)
+                )
             raise ReplayError("this payment was already received", code="wire.replay.duplicate")
         match = [p for p in state.open_requests if p.request_id == request.request_id]
         if not match:
@@ -241,7 +251,7 @@ class TerminalModule:
         self._state = replace(
             state,
             seq=seq,
-            unsynced=(*state.unsynced, (seq, payment.amount, payment.tx_id)),
+            unsynced=(*state.unsynced, (seq, payment.amount, payment.tx_id, signed.digest)),
             open_requests=tuple(p for p in state.open_requests if p is not match[0]),
         )
         return sealed
@@ -262,7 +272,7 @@ class TerminalModule:
         """Report §3.7 step 2 for the terminal: unseal what the app stored, insist that every
         payment since the last reset is there, and sign them for the intermediary."""
         state, _ = self._live()
-        wanted = [seq for seq, _, _ in state.unsynced]
+        wanted = [seq for seq, _, _, _ in state.unsynced]
         found: dict[int, Signed[OfflinePayment]] = {}
         for sealed in sealed_records:
             for seq in wanted:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from offpay.bank.engine import Intermediary
+from offpay.bank.engine import Intermediary, reserve_move_nonce
 from offpay.central.bank import CentralBank, Clock, utc_now
 from offpay.crypto.keys import Algorithm
 from offpay.device.card import Card
@@ -197,26 +197,61 @@ class OfflineNetwork:
         yet in the wallet or repaid from the wallet but not yet received. Whether the central
         bank carried a request out is read from its record of answered nonces."""
         totals: dict[str, Money] = {}
-        m, seen = schema.central_moves, schema.central_seen
+        m, r, seen = schema.central_moves, schema.reserve_moves, schema.central_seen
         with self.central.db.connect() as cb:
             for name, bank in self.banks.items():
                 with bank.db.connect() as conn:
-                    open_moves = conn.execute(select(m).where(m.c.done.is_(False))).all()
+                    open_moves = [
+                        (move.kind, move.amount, bytes(move.nonce))
+                        for move in conn.execute(select(m).where(m.c.done.is_(False)))
+                    ]
+                    # A fund (the central bank moves first) or a redeem (the wallet is debited
+                    # first) whose answer has not come back yet.
+                    open_moves += [
+                        (
+                            "fund" if move.amount > 0 else "redeem-online",
+                            abs(move.amount),
+                            reserve_move_nonce(move.reference),
+                        )
+                        for move in conn.execute(select(r).where(r.c.state == "pending"))
+                    ]
                 carried = [
                     (
-                        move.kind,
-                        move.amount,
+                        kind,
+                        amount,
                         cb.execute(
                             select(seen.c.nonce).where(
-                                seen.c.sender == bank.id, seen.c.nonce == move.nonce
+                                seen.c.sender == bank.id, seen.c.nonce == nonce
                             )
                         ).first()
                         is not None,
                     )
-                    for move in open_moves
+                    for kind, amount, nonce in open_moves
                 ]
                 totals[name] = self.money(moves_in_transit(carried))
         return totals
+
+    def payments_in_transit(self) -> Money:
+        """Debited at the payer's intermediary and credited nowhere yet. Read from every
+        ledger, because a payee's intermediary may credit from the notary's receipt before the
+        payer's intermediary learns that it did."""
+        d, c = schema.debits, schema.credits
+        pending: dict[bytes, int] = {}
+        for bank in self.banks.values():
+            with bank.db.connect() as conn:
+                for tx_id, amount in conn.execute(
+                    select(d.c.tx_id, d.c.amount).where(d.c.credited.is_(False))
+                ):
+                    pending[bytes(tx_id)] = amount
+        if pending:
+            for bank in self.banks.values():
+                with bank.db.connect() as conn:
+                    credited = conn.execute(
+                        select(c.c.tx_id).where(c.c.tx_id.in_(list(pending)))
+                    ).scalars()
+                    for tx_id in credited:
+                        pending.pop(bytes(tx_id), None)
+        return self.money(sum(pending.values()))
 
     def audit(self, _moves: dict[str, Money] | None = None) -> Audit:
         return self._audit(_moves)[0]
@@ -238,6 +273,8 @@ class OfflineNetwork:
         reserves = sum((p.reserve for p in positions), zero)
         wallets = sum((t.held for t in totals.values()), zero)
         transit = sum((t.in_transit for t in totals.values()), zero)
+        if transit:
+            transit = self.payments_in_transit()
         transit = sum(moves.values(), transit)
         audit = Audit(issued, reserves, wallets, transit, tokens, pool)
         flows = self.central.cross_flows()

@@ -12,9 +12,10 @@ from sqlalchemy import Connection, insert, select, update
 
 from offpay.store import schema
 
-# Money leaves the wallet before the central bank acts on these; on the others, the central
-# bank acts first and the wallet is credited afterwards.
-WALLET_FIRST = frozenset({"mint", "repay"})
+# Money leaves the wallet before the central bank acts on these; on the others (redeem, draw,
+# fund), the central bank acts first and the wallet is credited afterwards. ``redeem-online``
+# is money leaving an online wallet for the intermediary's reserve (``Intermediary.redeem``).
+WALLET_FIRST = frozenset({"mint", "repay", "redeem-online"})
 
 
 def open_move(conn: Connection, nonce: bytes, kind: str, amount: int) -> None:

@@ -2,17 +2,27 @@
 
 Only bytes cross, exactly as over HTTP, so the same signed messages and the same checks run
 in-process and between services. ``tap`` lets tests and the simulator watch, drop or alter
-traffic to play a hostile network.
+traffic to play a hostile network; ``hooks`` let them hold, repeat or lose a delivery
+(see :mod:`offpay.transport.faults`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from offpay.errors import NotFound, OffpayError
 
 Handler = Callable[[str, bytes], bytes]
 Tap = Callable[[str, str, bytes], bytes]
+Deliver = Callable[[bytes], bytes]
+# A hook sits between the sender and the receiver: given (to, kind, data, deliver) it decides
+# when, how often and whether ``deliver`` runs, and what the sender gets back.
+Hook = Callable[[str, str, bytes, Deliver], bytes]
+
+
+def _through(hook: Hook, to: str, kind: str, inner: Deliver) -> Deliver:
+    return lambda data: hook(to, kind, data, inner)
 
 
 class MemoryNetwork:
@@ -22,6 +32,7 @@ class MemoryNetwork:
         self.messages = 0
         self.bytes = 0
         self._cuts: list[tuple[str, bool]] = []
+        self.hooks: list[Hook] = []
 
     def register(self, name: str, handler: Handler) -> None:
         self._routes[name] = handler
@@ -45,4 +56,7 @@ class MemoryNetwork:
             raise OffpayError(f"connection lost: {kind} to {to}", code="network.cut")
         self.messages += 1
         self.bytes += len(data)
-        return handler(kind, data)
+        deliver: Deliver = partial(handler, kind)
+        for hook in reversed(self.hooks):
+            deliver = _through(hook, to, kind, deliver)
+        return deliver(data)
