@@ -11,11 +11,14 @@ import pytest
 from sqlalchemy import update
 from tests.conftest import ISSUED_PER_BANK, Checked, refused
 
+from offpay.bank.engine import engine_id
 from offpay.device.card import Card
+from offpay.device.reader import CardClient
 from offpay.errors import ReplayError
 from offpay.sim.liquidity import SimClock
 from offpay.sim.network import OfflineNetwork, User
 from offpay.store import schema
+from offpay.wire.messages import Operation
 
 SEK = 100
 
@@ -134,20 +137,49 @@ def test_a_cloned_card_at_two_terminals_is_detected_blocked_revoked_and_the_loss
 # --- a rolled-back card ----------------------------------------------------------------------
 
 
-def test_a_rolled_back_card_is_detected_at_its_next_sync_and_blocked(
+def test_a_rolled_back_card_that_only_syncs_is_refused_and_blocked_once_it_spends(
     net: OfflineNetwork, checked: Checked
 ):
+    """A session showing a state older than the card confirmed is refused without blocking:
+    a hostile relay that delivers an honest card's session late produces exactly that. The
+    card is blocked as soon as it spends from the old state: that payment is the proof."""
     mallory = net.add_user("Mallory", "bank-a", online=500 * SEK)
     shop = net.add_merchant("Shop", "bank-b")
+    other = net.add_merchant("Other", "bank-b")
     checked.top_up(mallory, 100 * SEK)
     saved = mallory.card._state
     checked.charge(shop, mallory, 60 * SEK)
     checked.sync(mallory)  # the engine saw counter values beyond the saved state
     mallory.card._state = saved  # restore the older state: SEK 100 again
+    checked.refused("device.stale_session", mallory.phone.sync, mallory.pin)
+    assert net.banks["bank-a"].device(mallory.card_id).status == "active"
+    assert "stale_session" in anomalies(mallory)
+    mallory.card._state = saved
+    checked.charge(other, mallory, 90 * SEK)
     checked.refused("device.rolled_back", mallory.phone.sync, mallory.pin)
     assert net.banks["bank-a"].device(mallory.card_id).status == "blocked"
     assert "rolled_back" in anomalies(mallory)
     assert mallory.card_id in net.central.revoked_devices()
+    checked.sync(shop, other)
+    assert (shop.wallet, other.wallet) == (net.money(60 * SEK), net.money(0))
+    assert [loss.amount for loss in net.banks["bank-a"].losses()] == [net.money(90 * SEK)]
+
+
+def test_a_session_delivered_late_is_refused_and_blocks_nobody(
+    net: OfflineNetwork, checked: Checked
+):
+    """The phone keeps a top-up session back, opens a sync session and lets it complete, then
+    delivers the old one: refused as stale; the card stays usable and nothing moves."""
+    alice = net.add_user("Alice", "bank-a", online=500 * SEK)
+    checked.top_up(alice, 100 * SEK)
+    client = CardClient(alice.card.process)
+    client.verify_pin(alice.pin)
+    held = client.begin_online(engine_id("bank-a"), Operation.TOP_UP, net.money(50 * SEK))
+    checked.sync(alice)
+    checked.refused("device.stale_session", net.network.send, "bank-a", "card-session", held)
+    assert net.banks["bank-a"].device(alice.card_id).status == "active"
+    checked.top_up(alice, 50 * SEK)
+    assert alice.card_balance == alice.shadow == net.money(150 * SEK)
 
 
 def test_a_rolled_back_card_spending_again_is_caught_by_its_reused_counter(

@@ -604,7 +604,7 @@ def test_offline_payment_round_trip(msg: OfflinePayment) -> None:
 )
 def test_card_session_round_trip(log: list[LogEntry], amount: Money, op: Operation) -> None:
     msg = CardSession(
-        "card:x", "bank-x/engine", b"n" * 16, 7, amount, 2, 1, 0, op, amount, tuple(log), None
+        "card:x", "bank-x/engine", b"n" * 16, 7, amount, 2, 1, 0, 1, op, amount, tuple(log), None
     )
     assert decode(encode(msg), CardSession) == msg
 

@@ -333,6 +333,7 @@ def test_card_session_from_a_card_never_issued(w: World) -> None:
         instruction_no=0,
         policy_version=state.policy.version,
         revocation_version=0,
+        session_no=1,
         operation=Operation.TOP_UP,
         amount=w.money(10_00),
         log=(),

@@ -166,7 +166,15 @@ class Containment:
 
     def record_loss(self, device_id: str, tx_id: bytes | None, amount: int, detail: str) -> None:
         policy = self.bank._policy()[1]
+        loss = schema.losses
         with self.bank.db.begin() as conn:
+            if (
+                tx_id is not None
+                and conn.execute(
+                    select(loss.c.id).where(loss.c.device_id == device_id, loss.c.tx_id == tx_id)
+                ).first()
+            ):
+                return  # already recorded when the same evidence was seen another way
             conn.execute(
                 insert(schema.losses).values(
                     device_id=device_id,

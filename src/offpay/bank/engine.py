@@ -449,6 +449,7 @@ class Intermediary:
                     status="active",
                     issued_no=0,
                     last_seq=0,
+                    last_session_no=0,
                 )
             )
 
@@ -516,14 +517,12 @@ class Intermediary:
             return SyncReport(ident.id, (), request.answered)
         if session.balance.currency != self.currency or session.amount.currency != self.currency:
             raise Refused("session is in another currency", code="bank.currency")
-        if session.seq < device.last_seq:
-            detail = f"card counter {session.seq} is below {device.last_seq}, seen before"
-            self._anomaly("rolled_back", device.id, None, detail)
-            self.block_device(device.id, f"rolled back: {detail}")
-            raise DeviceStateError(
-                f"the card's state is older than one it showed before ({detail}); it is blocked",
-                code="device.rolled_back",
-            )
+        if (
+            session.seq < device.last_seq
+            or session.session_no <= device.last_session_no
+            or self._confirmed_beyond(device, session)
+        ):
+            self._stale_session(device, session)
         issued_no = self._resolve_pending(device, session)
         _, policy = self._policy()
         if session.operation is Operation.TOP_UP:
@@ -570,13 +569,84 @@ class Intermediary:
                     session.nonce,
                 )
 
+    def _confirmed_beyond(self, device: Row[Any], session: CardSession) -> bool:
+        """The card confirmed an instruction beyond the state this session shows."""
+        i = schema.instructions
+        with self.db.connect() as conn:
+            return (
+                conn.execute(
+                    select(i.c.id).where(
+                        i.c.device_id == device.id,
+                        i.c.instruction_no > session.instruction_no,
+                        i.c.state == "applied",
+                    )
+                ).first()
+                is not None
+            )
+
+    def _stale_session(self, device: Row[Any], session: CardSession) -> None:
+        """A session showing a state older than one the card confirmed since. A relay that held
+        a session back and delivers it late looks exactly like this, and must not get an honest
+        card blocked: the session is refused. A card that was really rolled back gives itself
+        away by its payments: one whose counter the card had already passed when it confirmed,
+        and that we never saw in its uploads, is proof, and the card is blocked."""
+        d, s = schema.debits, schema.shortfalls
+        for entry in session.log:
+            if entry.direction is not Direction.OUT or entry.seq > device.last_seq:
+                continue
+            tx_id = payload_of(entry.payment, OfflinePayment).tx_id
+            with self.db.connect() as conn:
+                debited = conn.execute(select(d.c.evidence).where(d.c.tx_id == tx_id)).first()
+                queued = conn.execute(select(s.c.payment).where(s.c.tx_id == tx_id)).first()
+            seen = {bytes(debited.evidence)} if debited is not None else set()
+            if queued is not None:
+                seen.add(Signed.from_bytes(bytes(queued.payment)).digest)
+            if entry.payment.digest not in seen:  # never uploaded, or another payment there
+                self._rolled_back(device.id, entry.payment)
+                raise DeviceStateError(
+                    "the card spent again from a state it had left: it was rolled back and is "
+                    "blocked",
+                    code="device.rolled_back",
+                )
+        self._anomaly(
+            "stale_session",
+            device.id,
+            None,
+            f"session at counter {session.seq}, instruction {session.instruction_no}; the card "
+            f"confirmed counter {device.last_seq} and a later instruction",
+        )
+        raise DeviceStateError(
+            "this session shows an older state than the card confirmed since: a session held "
+            "back and delivered late; start a new one",
+            code="device.stale_session",
+        )
+
+    def _rolled_back(self, device_id: str, signed: Signed[OfflinePayment]) -> None:
+        payment = payload_of(signed, OfflinePayment)
+        self._anomaly(
+            "rolled_back",
+            device_id,
+            payment.tx_id,
+            f"payment at counter {payment.payer_seq}, which the card had passed when it "
+            "last confirmed a sync",
+        )
+        self.block_device(device_id, "rolled back: spent from a state it had left")
+        self.containment.record_loss(
+            device_id,
+            payment.tx_id,
+            payment.amount.minor,
+            f"payment to {payment.receiver} made by a rolled-back card: not settled",
+        )
+
     def _resolve_pending(self, device: Row[Any], session: CardSession) -> int:
         """Reconcile the last instruction we issued with what the card says it applied; returns
         the number the next instruction must carry."""
         issued = device.issued_no
         if session.instruction_no == issued:
             if issued:
-                self._complete_instruction(device.id, issued)
+                applied = session.last_instruction
+                nonce = None if applied is None else payload_of(applied, CardInstruction).nonce
+                self._complete_instruction(device.id, issued, nonce)
             return issued + 1
         if session.instruction_no == issued - 1:
             # The card never applied our last instruction (the relay dropped it): supersede it.
@@ -641,20 +711,37 @@ class Intermediary:
             code="device.counter_drift",
         )
 
-    def _complete_instruction(self, device_id: str, number: int) -> None:
-        """The card applied instruction ``number``: a defund's money may now go online."""
+    def _complete_instruction(
+        self, device_id: str, number: int, nonce: bytes | None = None
+    ) -> None:
+        """The card applied instruction ``number`` (the one that answered session ``nonce``):
+        a defund's money may now go online. Two instructions can carry one number when a relay
+        delivered a session late and we superseded the first: the nonce tells which one the card
+        applied, and the other is superseded for good."""
         i = schema.instructions
         customer = self.device(device_id).customer_id  # read before the write transaction
         with self.db.begin() as conn:
-            row = conn.execute(
-                select(i).where(
-                    i.c.device_id == device_id, i.c.instruction_no == number, i.c.state == "issued"
+            rows = conn.execute(
+                select(i).where(i.c.device_id == device_id, i.c.instruction_no == number)
+            ).all()
+            chosen = [
+                r
+                for r in rows
+                if (nonce is None and r.state == "issued")
+                or (
+                    nonce is not None
+                    and payload_of(Signed.from_bytes(bytes(r.payload)), CardInstruction).nonce
+                    == nonce
                 )
-            ).first()
-            if row is None:
+            ]
+            if not chosen or chosen[0].state == "applied":
                 return
+            row = chosen[0]
             conn.execute(update(i).where(i.c.id == row.id).values(state="applied"))
-            if row.operation == Operation.DEFUND.value:
+            for other in rows:
+                if other.id != row.id and other.state == "issued":
+                    conn.execute(update(i).where(i.c.id == other.id).values(state="superseded"))
+            if row.operation == Operation.DEFUND.value:  # issued, or superseded yet applied
                 self._move(
                     conn, f"{customer}/shadow", f"{customer}/online", row.amount, "defund", None
                 )
@@ -731,7 +818,7 @@ class Intermediary:
             conn.execute(
                 update(schema.devices)
                 .where(schema.devices.c.id == device.id)
-                .values(issued_no=number, last_seq=session.seq)
+                .values(issued_no=number, last_seq=session.seq, last_session_no=session.session_no)
             )
             self._remember(conn, device.id, session.nonce, payload)
         return payload
@@ -746,7 +833,7 @@ class Intermediary:
             raise Refused(
                 "confirmation of an instruction never issued", code="bank.unknown_instruction"
             )
-        self._complete_instruction(ident.id, conf.instruction_no)
+        self._complete_instruction(ident.id, conf.instruction_no, conf.nonce)
         with self.db.begin() as conn:
             conn.execute(
                 update(schema.devices)
@@ -874,6 +961,19 @@ class Intermediary:
         device = self.device(payment.sender)
         gap = 0
         conflict = False
+        if device.kind == "card" and payment.payer_seq <= device.last_seq:
+            with self.db.connect() as conn:
+                known = conn.execute(select(d.c.tx_id).where(d.c.tx_id == payment.tx_id)).first()
+                queued = conn.execute(
+                    select(schema.shortfalls.c.tx_id).where(
+                        schema.shortfalls.c.tx_id == payment.tx_id
+                    )
+                ).first()
+            if known is None and queued is None:
+                # The card had passed this counter when it confirmed a sync, and its uploads
+                # never showed this payment: it was made from a state the card had left.
+                self._rolled_back(device.id, signed)
+                return SettlementStatus.REFUSED, "made by a rolled-back card", b""
         if device.status != "active" and not self.containment.settles_despite_block(device.id):
             with self.db.connect() as conn:
                 known = conn.execute(select(d.c.tx_id).where(d.c.tx_id == payment.tx_id)).first()

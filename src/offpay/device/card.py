@@ -115,6 +115,7 @@ class CardState:
     revoked: frozenset[str] = frozenset()  # devices the network's revocation list names
     revocation_version: int = 0
     last_instruction: Signed[CardInstruction] | None = None  # proves the card's history
+    session_no: int = 0  # sessions opened so far
 
     @property
     def offline_transactions(self) -> int:
@@ -516,6 +517,7 @@ class Card:
             instruction_no=state.instruction_no,
             policy_version=state.policy.version,
             revocation_version=state.revocation_version,
+            session_no=state.session_no + 1,
             operation=start.operation,
             amount=start.amount,
             log=state.log,
@@ -525,6 +527,7 @@ class Card:
         self._state = replace(
             state,
             session=OpenSession(nonce, start.receiver, start.operation, start.amount),
+            session_no=state.session_no + 1,
             pin_verified=False,
         )
         return signed.to_bytes()
@@ -592,6 +595,7 @@ class Card:
             sender=state.card_id,
             receiver=engine.id,
             instruction_no=instr.instruction_no,
+            nonce=instr.nonce,
             seq=seq,
             balance=instr.balance,
         )

@@ -155,6 +155,7 @@ devices = Table(
     Column("account_id", String(160), nullable=False),
     Column("status", String(16), nullable=False),  # active | blocked
     Column("blocked_at", DateTime(timezone=True), nullable=True),
+    Column("last_session_no", Integer, nullable=False, default=0),
     Column("released", Boolean, nullable=False, default=False),  # shadow wallet given back
     Column("issued_no", Integer, nullable=False),  # last instruction number issued
     Column("last_seq", Integer, nullable=False),  # device counter last seen

@@ -143,6 +143,7 @@ class CardSession(Message):
     instruction_no: int
     policy_version: int
     revocation_version: int
+    session_no: int  # moves on with every session the card opens: a late one is recognised
     operation: Operation
     amount: Money
     log: tuple[LogEntry, ...]
@@ -174,6 +175,7 @@ class CardConfirmation(Message):
     sender: str
     receiver: str
     instruction_no: int
+    nonce: bytes  # of the session the applied instruction answered: which one it applied
     seq: int
     balance: Money
 
