@@ -251,9 +251,7 @@ def test_resubmit_a_payment_the_terminal_missed(net: OfflineNetwork, checked: Ch
     assert_cards_match_shadows(net)
 
 
-def test_resubmit_of_a_received_payment_counts_nothing_twice(
-    net: OfflineNetwork, checked: Checked
-):
+def test_resubmit_of_a_received_payment_counts_nothing_twice(net: OfflineNetwork, checked: Checked):
     alice = net.add_user("Alice", "bank-a", online=1000 * SEK)
     shop = net.add_merchant("Shop", "bank-b")
     checked.top_up(alice, 200 * SEK)
