@@ -84,7 +84,10 @@ def install_binaries(say: Say = _stderr) -> Path:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for step, command in (
         ("updating the package lists", ["apt-get", "update"]),
-        ("installing postgresql", ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]),
+        (
+            "installing postgresql",
+            ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
+        ),
     ):
         say(f"PostgreSQL: {step} (apt-get) …")
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -126,7 +129,14 @@ def _service_user(say: Say) -> str | None:
     except KeyError:
         say(f"PostgreSQL: creating the system user {SERVICE_USER!r} to run the server")
         done = subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -172,12 +182,28 @@ class PostgresServer:
         self.databases.append(name)
         return self.url(name)
 
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` (its connections must be closed)."""
+        import psycopg
+        from psycopg import sql
+
+        try:
+            with psycopg.connect(self._dsn("postgres"), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"cannot drop database {name!r}: {exc}") from exc
+        if name in self.databases:
+            self.databases.remove(name)
+
     def version(self) -> str:
         """The server's version, as it reports it (e.g. ``15.18``)."""
         import psycopg
 
-        with psycopg.connect(self._dsn("postgres")) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
+        try:
+            with psycopg.connect(self._dsn("postgres")) as conn:
+                row = conn.execute("SHOW server_version").fetchone()
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"PostgreSQL does not answer: {exc}") from exc
         return str(row[0]).split()[0] if row else "unknown"
 
     def _dsn(self, database: str) -> str:
@@ -197,9 +223,12 @@ def _run(run_as: str | None, command: Sequence[str]) -> subprocess.CompletedProc
             command = ["runuser", "-u", run_as, "--", *command]
         else:
             command = ["su", "-s", "/bin/sh", run_as, "-c", " ".join(_quote(c) for c in command)]
-    return subprocess.run(
-        list(command), capture_output=True, text=True, check=False, timeout=START_TIMEOUT_S * 2
-    )
+    try:
+        return subprocess.run(
+            list(command), capture_output=True, text=True, check=False, timeout=START_TIMEOUT_S * 2
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DatabaseUnavailable(f"`{command[0]}` could not run: {exc}") from exc
 
 
 def _quote(text: str) -> str:
