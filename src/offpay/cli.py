@@ -10,9 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from offpay.bench.cli import bench
 from offpay.crypto.keys import Algorithm
 
 app = typer.Typer(help="offpay: secure offline payments in a two-tier digital currency.")
+app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
 
 
 class Scheme(StrEnum):

@@ -1,0 +1,158 @@
+"""Where settlement time goes: a sampling profile (pyinstrument) of the terminals' syncs,
+folded into a few kinds of work so that the answer fits in a table and survives refactoring.
+
+pyinstrument is an optional dependency (``pip install offpay[bench]``); without it the
+deterministic profiler of the standard library is used, which inflates Python-heavy parts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from offpay.bench.settlement import BacklogPlan, _sqlite_urls, build_backlog
+from offpay.crypto.keys import Algorithm
+
+Say = Callable[[str], None]
+
+# (kind, test on "file:function") in order; the first that matches names the kind
+KINDS: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
+    (
+        "database commit (the driver's commit: fsync, or a server round trip)",
+        lambda f, fn: "commit" in fn.lower() and ("built-in" in f or "psycopg" in f),
+    ),
+    (
+        "PostgreSQL round trips (psycopg: send, wait, receive)",
+        lambda f, fn: "psycopg" in f + fn or fn.startswith("wait"),
+    ),
+    (
+        "SQLite driver (execute, fetch)",
+        lambda f, fn: "built-in" in f and fn.startswith(("Cursor.", "Connection.")),
+    ),
+    ("signature verification", lambda f, fn: "PublicKey.verify" in fn or "verify_directly" in fn),
+    ("signature creation", lambda f, fn: "PrivateKey.sign" in fn),
+    ("SQLAlchemy (statement building, caching, result rows)", lambda f, fn: "sqlalchemy" in f),
+    ("CBOR encoding and decoding", lambda f, fn: "cbor2" in f + fn or "wire/codec" in f),
+    ("X.509 certificate parsing", lambda f, fn: "x509" in f + fn or "load_der" in fn),
+    ("offpay code", lambda f, fn: "offpay" in f),
+)
+
+
+def kind_of(file_path: str, function: str) -> str:
+    path = file_path.replace("\\", "/")
+    for kind, test in KINDS:
+        if test(path, function):
+            return kind
+    return "other (Python runtime, standard library)"
+
+
+def short_location(file_path: str, function: str) -> str:
+    """``package/module.py:function`` without any machine path."""
+    path = file_path.replace("\\", "/")
+    for marker in ("site-packages/", "/src/", "/lib/python"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    else:
+        path = path.rsplit("/", 2)[-1] if "/" in path else path
+    return f"{path}:{function}"
+
+
+def profile_settlement(
+    backend: str,
+    payments: int,
+    *,
+    urls: Mapping[str, str] | None = None,
+    algorithm: Algorithm = Algorithm.ED25519,
+    say: Say = print,
+) -> dict[str, Any]:
+    """Profile the settlement of a backlog of ``payments``; returns the share of time per
+    kind of work and the functions that spend most time themselves."""
+    plan = BacklogPlan(payments, per_card=50, per_terminal=250, resync_cards=0)
+    with tempfile.TemporaryDirectory(prefix="offpay-profile-") as folder:
+        the_urls = urls if urls is not None else _sqlite_urls(Path(folder))
+        say(f"profile on {backend}: building a backlog of {payments:,} payments")
+        net, _users, merchants, _made = build_backlog(plan, the_urls, algorithm, say)
+        say(f"profile on {backend}: profiling the terminals' syncs")
+        try:
+            selfs, total, tool = _profile(lambda: [m.pos.sync() for m in merchants])
+        finally:
+            for engine in (net.central.db, *(b.db for b in net.banks.values())):
+                engine.dispose()
+    kinds: dict[str, float] = {}
+    for (file_path, function), seconds in selfs.items():
+        kind = kind_of(file_path, function)
+        kinds[kind] = kinds.get(kind, 0.0) + seconds
+    top = sorted(selfs.items(), key=lambda kv: -kv[1])[:15]
+    return {
+        "backend": backend,
+        "payments": payments,
+        "profiler": tool,
+        "seconds": round(total, 3),
+        "us_per_payment": round(1e6 * total / payments, 1),
+        "kinds": [
+            {
+                "kind": k,
+                "share_pct": round(100 * s / total, 1),
+                "us_per_payment": round(1e6 * s / payments, 1),
+            }
+            for k, s in sorted(kinds.items(), key=lambda kv: -kv[1])
+        ],
+        "top_functions": [
+            {
+                "function": short_location(f, fn),
+                "share_pct": round(100 * s / total, 1),
+                "us_per_payment": round(1e6 * s / payments, 1),
+            }
+            for (f, fn), s in top
+        ],
+    }
+
+
+def _profile(
+    work: Callable[[], object],
+) -> tuple[dict[tuple[str, str], float], float, str]:
+    """Self time per (file, function) while ``work`` runs, the total, and the tool used."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return _cprofile(work)
+    try:  # a timing thread keeps the sampling overhead low where the clock is slow to read
+        profiler = Profiler(interval=0.0005, use_timing_thread=True)
+    except TypeError:  # pyinstrument before 4.6
+        profiler = Profiler(interval=0.0005)
+    profiler.start()
+    work()
+    session = profiler.stop()
+    selfs: dict[tuple[str, str], float] = {}
+    root = session.root_frame()
+    stack = [root] if root is not None else []
+    while stack:
+        frame = stack.pop()
+        children = frame.children
+        own = frame.time - sum(c.time for c in children)
+        if own > 0:
+            key = (frame.file_path or "", frame.function or "")
+            if frame.is_synthetic and frame.parent is not None:
+                key = (frame.parent.file_path or "", frame.parent.function or "")
+            selfs[key] = selfs.get(key, 0.0) + own
+        stack.extend(children)
+    return selfs, session.duration, "pyinstrument"
+
+
+def _cprofile(work: Callable[[], object]) -> tuple[dict[tuple[str, str], float], float, str]:
+    import cProfile
+    import pstats
+    import time
+
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.runcall(work)
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profiler)
+    selfs: dict[tuple[str, str], float] = {}
+    for (file_path, _line, function), row in stats.stats.items():  # type: ignore[attr-defined]
+        selfs[(file_path, function)] = selfs.get((file_path, function), 0.0) + row[2]
+    return selfs, total, "cProfile"

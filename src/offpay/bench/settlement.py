@@ -1,0 +1,334 @@
+"""Settlement of a backlog: N offline payments made during an outage, then uploaded by sync.
+
+The backlog is made through the real protocol (cards pay terminals through the PoS app, every
+payment signed by both), by many cards at many terminals of both intermediaries; half of the
+payments cross from one intermediary to the other. The limits policy is raised (a signed new
+version, as an intermediary would publish it) so that one card holds up to ``per_card``
+payments and one terminal up to ``per_terminal``: fewer devices for the same backlog, and the
+upload per sync stays under the wire's 1 MiB message bound.
+
+Only the settlement is timed: every terminal synchronises, the engine settles what it uploads.
+A sample of the payer cards then uploads the same payments again, which must settle nothing.
+Afterwards the notary, the debits and the credits must each count exactly N payments and money
+must be conserved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import resource
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from offpay.bench.instrument import count_crypto, count_sql
+from offpay.crypto.keys import Algorithm
+from offpay.errors import OffpayError
+from offpay.money import Money
+from offpay.sim.network import Merchant, OfflineNetwork, User
+
+Say = Callable[[str], None]
+BANKS = ("bank-a", "bank-b")
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class BacklogPlan:
+    """How a backlog of ``payments`` is spread over devices."""
+
+    payments: int
+    per_card: int = 100
+    per_terminal: int = 250
+    amount_minor: int = 100  # SEK 1.00 each
+    resync_cards: int = 10  # payer cards that upload their logs again (exactly-once check)
+
+    @property
+    def cards(self) -> int:
+        return max(2, math.ceil(self.payments / self.per_card))
+
+    @property
+    def terminals_per_bank(self) -> int:
+        # half the payments go to each bank's shops, give or take one partial round
+        return max(1, math.ceil((self.payments / 2 + self.cards) / self.per_terminal))
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process now (Linux), else the peak so far."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class _Progress:
+    say: Say
+    what: str
+    total: int
+    start: float = field(default_factory=time.perf_counter)
+    last: float = field(default_factory=time.perf_counter)
+
+    def tick(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            elapsed = now - self.start
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - done) / rate if rate > 0 else float("inf")
+            share = 100 * done / max(1, self.total)
+            self.say(
+                f"  {self.what}: {done:,}/{self.total:,} ({share:.0f} %), {rate:,.0f}/s, "
+                f"{elapsed:,.0f} s elapsed, about {eta:,.0f} s to go"
+            )
+
+
+def raise_limits(net: OfflineNetwork, per_card: int, per_terminal: int, amount: int) -> None:
+    """Publish a new limits policy at every intermediary, so that a card and a terminal hold a
+    bigger part of the backlog; every other field of the current policy is kept."""
+    for bank in net.banks.values():
+        current = bank.current_policy()
+        assert current is not None
+        policy = current[1]
+        card_balance = max(policy.card_max_balance.minor, per_card * amount)
+        terminal_received = max(policy.terminal_max_received.minor, per_terminal * amount)
+        bank.publish_policy(
+            dataclasses.replace(
+                policy,
+                version=policy.version + 1,
+                card_max_offline_transactions=max(per_card, policy.card_max_offline_transactions),
+                card_max_balance=Money(card_balance, policy.currency),
+                terminal_max_offline_payments=max(
+                    per_terminal, policy.terminal_max_offline_payments
+                ),
+                terminal_max_received=Money(terminal_received, policy.currency),
+            )
+        )
+
+
+def _sqlite_urls(folder: Path) -> dict[str, str]:
+    names = ("central-bank", *BANKS)
+    return {name: f"sqlite+pysqlite:///{folder / (name + '.sqlite')}" for name in names}
+
+
+def build_backlog(
+    plan: BacklogPlan,
+    urls: Mapping[str, str],
+    algorithm: Algorithm,
+    say: Say,
+) -> tuple[OfflineNetwork, list[User], list[Merchant], float]:
+    """A network whose terminals hold ``plan.payments`` unsettled payments; returns it with
+    its cards, its terminals and the seconds spent making the payments."""
+    net = OfflineNetwork(bank_names=BANKS, algorithm=algorithm, url_for=lambda n: urls[n])
+    raise_limits(net, plan.per_card, plan.per_terminal, plan.amount_minor)
+    budget = plan.per_card * plan.amount_minor
+    for bank in BANKS:
+        net.issue(bank, budget * (plan.cards // 2 + 1) + 1)
+    say(
+        f"  devices: {plan.cards:,} cards, {2 * plan.terminals_per_bank:,} terminals "
+        f"(up to {plan.per_card} payments per card, {plan.per_terminal} per terminal)"
+    )
+    merchants = {
+        bank: [net.add_merchant(f"shop-{bank}-{i}", bank) for i in range(plan.terminals_per_bank)]
+        for bank in BANKS
+    }
+    progress = _Progress(say, "cards issued and topped up", plan.cards)
+    users = []
+    for i in range(plan.cards):
+        user = net.add_user(f"payer-{i}", BANKS[i % 2], online=budget)
+        user.phone.top_up(user.pin, net.money(budget))
+        users.append(user)
+        progress.tick(i + 1)
+    # Payment p: card p % cards, in round p // cards; odd rounds pay a shop of the other bank,
+    # so half the backlog crosses intermediaries. Shops of a bank are used round-robin.
+    next_shop = dict.fromkeys(BANKS, 0)
+    amount = net.money(plan.amount_minor)
+    progress = _Progress(say, "offline payments made", plan.payments)
+    start = time.perf_counter()
+    for p in range(plan.payments):
+        user = users[p % plan.cards]
+        payer_bank = user.bank.name
+        bank = payer_bank if (p // plan.cards) % 2 == 0 else _other(payer_bank)
+        shops = merchants[bank]
+        shop = shops[next_shop[bank] % len(shops)]
+        next_shop[bank] += 1
+        shop.pos.charge(user.card.process, user.pin, amount)
+        progress.tick(p + 1)
+    made = time.perf_counter() - start
+    return net, users, [m for b in BANKS for m in merchants[b]], made
+
+
+def _other(bank: str) -> str:
+    return BANKS[1] if bank == BANKS[0] else BANKS[0]
+
+
+def run(
+    backend: str,
+    plan: BacklogPlan,
+    *,
+    urls: Mapping[str, str] | None = None,
+    algorithm: Algorithm = Algorithm.ED25519,
+    say: Say = print,
+) -> dict[str, Any]:
+    """Build a backlog on ``backend`` (SQLite files in a temporary folder unless ``urls`` is
+    given), settle it, check it settled exactly once, and return the figures."""
+    with tempfile.TemporaryDirectory(prefix="offpay-bench-") as folder:
+        if urls is None:
+            urls = _sqlite_urls(Path(folder))
+        try:
+            return _run(backend, plan, urls, algorithm, say)
+        except Exception as exc:  # a benchmark reports a failed run; it does not hide it
+            say(f"  settlement run failed: {exc!r}")
+            return {"backend": backend, "payments": plan.payments, "error": repr(exc)}
+
+
+def _run(
+    backend: str,
+    plan: BacklogPlan,
+    urls: Mapping[str, str],
+    algorithm: Algorithm,
+    say: Say,
+) -> dict[str, Any]:
+    say(f"settlement on {backend}: building a backlog of {plan.payments:,} offline payments")
+    setup_start = time.perf_counter()
+    net, users, merchants, made = build_backlog(plan, urls, algorithm, say)
+    setup_s = time.perf_counter() - setup_start
+    held = sum(len(r) for m in merchants for r in m.pos.records)
+    engines = [net.central.db, *(b.db for b in net.banks.values())]
+
+    say(f"settlement on {backend}: {len(merchants):,} terminals synchronise")
+    rss_before = rss_bytes()
+    rss_max = rss_before
+    slices: list[tuple[int, float]] = []  # (payments settled so far, seconds so far)
+    messages_before = net.network.messages
+    progress = _Progress(say, "payments settled", plan.payments)
+    settled = 0
+    load_before = os.getloadavg()[0]
+    with count_crypto() as crypto, count_sql(engines) as sql:
+        cpu_start = time.process_time()
+        start = time.perf_counter()
+        for merchant in merchants:
+            waiting = merchant.module.state.offline_payments
+            merchant.pos.sync()
+            settled += waiting
+            elapsed = time.perf_counter() - start
+            slices.append((settled, elapsed))
+            rss_max = max(rss_max, rss_bytes())
+            progress.tick(settled)
+        settle_s = time.perf_counter() - start
+        cpu_s = time.process_time() - cpu_start
+    load_after = os.getloadavg()[0]
+    progress.tick(settled, force=True)
+    messages = net.network.messages - messages_before
+
+    # Exactly once: payer cards upload the same payments again; nothing may settle twice.
+    step = max(1, len(users) // plan.resync_cards) if plan.resync_cards else 1
+    sample = users[::step][: plan.resync_cards]
+    again = sum(u.card.state.offline_transactions for u in sample)
+    say(f"settlement on {backend}: {len(sample)} payer cards upload {again:,} payments again")
+    progress = _Progress(say, "payments uploaded again", again)
+    start, done = time.perf_counter(), 0
+    for user in sample:
+        done += user.card.state.offline_transactions
+        user.phone.sync(user.pin)
+        progress.tick(done)
+    resync_s = time.perf_counter() - start
+    checks = _check(net, plan)
+    say(
+        f"settlement on {backend}: {plan.payments:,} payments in {settle_s:,.1f} s "
+        f"({plan.payments / settle_s:,.0f}/s); exactly once: {'yes' if checks['ok'] else 'NO'}"
+    )
+    first, last = _edge_cost(slices)
+    n = plan.payments
+    for engine in engines:
+        engine.dispose()
+    return {
+        "backend": backend,
+        "algorithm": algorithm.value,
+        "payments": n,
+        "cards": plan.cards,
+        "terminals": len(merchants),
+        "cross_bank_share": round(_cross_share(plan), 3),
+        "setup_s": round(setup_s, 2),
+        "make_payments_s": round(made, 2),
+        "settle_s": round(settle_s, 3),
+        "payments_per_s": round(n / settle_s, 1),
+        "us_per_payment": round(1e6 * settle_s / n, 1),
+        "cpu_s": round(cpu_s, 3),
+        "cpu_us_per_payment": round(1e6 * cpu_s / n, 1),
+        "payments_per_cpu_s": round(n / cpu_s, 1) if cpu_s > 0 else None,
+        "load_average": [round(load_before, 2), round(load_after, 2)],
+        "us_per_payment_first_tenth": round(first, 1),
+        "us_per_payment_last_tenth": round(last, 1),
+        "resync_payments": again,
+        "resync_payments_per_s": round(again / resync_s, 1) if resync_s > 0 else None,
+        "backlog_bytes_held": held,
+        "rss_before_settle_mib": round(rss_before / 2**20, 1),
+        "rss_growth_settle_mib": round((rss_max - rss_before) / 2**20, 1),
+        "peak_rss_mib": round(peak_rss_bytes() / 2**20, 1),
+        "per_payment": {
+            "signatures_verified": round(crypto.total_verifies / n, 2),
+            "signatures_made": round(crypto.total_signs / n, 2),
+            "sql_statements": round(sql.statements / n, 2),
+            "commits": round(sql.commits / n, 2),
+            "connection_checkouts": round(sql.checkouts / n, 2),
+            "messages": round(messages / n, 2),
+        },
+        "checks": checks,
+    }
+
+
+def _cross_share(plan: BacklogPlan) -> float:
+    rounds = [(p // plan.cards) % 2 for p in range(plan.payments)]
+    return sum(rounds) / max(1, len(rounds))
+
+
+def _edge_cost(slices: list[tuple[int, float]]) -> tuple[float, float]:
+    """Microseconds per payment over the first and the last tenth of the settlement."""
+    if not slices:
+        return 0.0, 0.0
+    total = slices[-1][0]
+    tenth = max(1, total // 10)
+    head = next((s for s in slices if s[0] >= tenth), slices[-1])
+    tail_start = next((s for s in reversed(slices) if s[0] <= total - tenth), (0, 0.0))
+    tail_n = total - tail_start[0]
+    tail_t = slices[-1][1] - tail_start[1]
+    return 1e6 * head[1] / max(1, head[0]), 1e6 * tail_t / max(1, tail_n)
+
+
+def _check(net: OfflineNetwork, plan: BacklogPlan) -> dict[str, Any]:
+    """Each payment notarised, debited and credited exactly once, and money conserved."""
+    n, amount = plan.payments, plan.amount_minor
+    notarised = net.central.notarised_count()
+    debited = sum((b.settled_totals()[0].minor for b in net.banks.values()), 0)
+    credited = sum((b.settled_totals()[1].minor for b in net.banks.values()), 0)
+    merchants = sum(m.wallet.minor for m in net.merchants.values())
+    try:
+        net.check_conservation()
+        conserved = True
+    except OffpayError:
+        conserved = False
+    ok = (
+        notarised == n
+        and debited == credited == merchants == n * amount
+        and conserved
+        and not any(b.open_shortfalls() for b in net.banks.values())
+    )
+    return {
+        "ok": ok,
+        "notarised": notarised,
+        "debited_minor": debited,
+        "credited_minor": credited,
+        "merchants_minor": merchants,
+        "conserved": conserved,
+    }

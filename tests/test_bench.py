@@ -1,0 +1,109 @@
+"""`offpay bench` runs end to end on tiny sizes and writes valid figures. No test here asserts
+a duration: the figures are the benchmark's output, not a pass mark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from offpay.bench import report
+from offpay.bench.cli import parse_sizes
+from offpay.cli import app
+from offpay.store.postgres import find_binaries
+
+TINY = [
+    "bench",
+    "--sizes",
+    "30",
+    "--algorithms",
+    "ed25519",
+    "--offline-payments",
+    "5",
+    "--token-depths",
+    "1,2",
+    "--profile-payments",
+    "20",
+    "--seconds",
+    "0.02",
+]
+
+
+def _run(tmp_path: Path, *extra: str) -> dict:
+    result = CliRunner().invoke(
+        app,
+        [
+            *TINY,
+            *extra,
+            "--json",
+            str(tmp_path / "bench.json"),
+            "--markdown",
+            str(tmp_path / "BENCHMARKS.md"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads((tmp_path / "bench.json").read_text())
+
+
+def test_bench_writes_every_section_as_json_and_markdown(tmp_path: Path):
+    notes = "# Benchmarks\n\nWritten analysis that a run must keep.\n"
+    (tmp_path / "BENCHMARKS.md").write_text(notes)
+    figures = _run(tmp_path, "--backends", "sqlite")
+
+    assert figures["errors"] == []
+    machine = figures["machine"]
+    for key in ("cpu", "cores", "ram_gib", "python", "sqlite", "postgresql"):
+        assert machine[key]
+    assert {s["algorithm"] for s in figures["ceilings"]["signatures"]} == {"ed25519"}
+    assert [d["backend"] for d in figures["ceilings"]["database"]] == ["sqlite"]
+    (run,) = figures["settlement"]
+    assert run["payments"] == 30 and run["backend"] == "sqlite"
+    assert run["checks"]["ok"] and run["checks"]["notarised"] == 30  # settled exactly once
+    assert run["resync_payments"] > 0  # uploaded again by the payer cards, settled nothing
+    assert run["payments_per_s"] > 0 and run["peak_rss_mib"] > 0
+    assert {o["flow"] for o in figures["offline"]} == {"card→terminal", "person-to-person"}
+    for flow in figures["offline"]:
+        assert flow["signatures_made"] >= 2 and flow["signatures_verified"] >= 2
+        assert flow["ratio_to_ceiling"] > 0
+    (size,) = figures["storage"]
+    assert size["card_bytes_at_limit"] > size["payment_bytes"] > 0
+    assert [t["ancestors"] for t in figures["tokens"]] == [1, 2]
+    assert figures["profile"][0]["kinds"]
+    assert any(t["target"].startswith("settlement on sqlite") for t in figures["targets"])
+
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert text.startswith(notes)
+    assert text.count(report.BEGIN) == text.count(report.END) == 1
+    assert "settlement sqlite, N=30" in text
+    # a second run replaces the generated section and keeps the analysis
+    _run(tmp_path, "--backends", "sqlite", "--only", "storage")
+    again = (tmp_path / "BENCHMARKS.md").read_text()
+    assert again.startswith(notes) and again.count(report.BEGIN) == 1
+    assert "settlement sqlite" not in again and "storage ed25519" in again
+
+
+@pytest.mark.skipif(find_binaries() is None, reason="PostgreSQL server binaries not installed")
+def test_bench_settles_on_a_throwaway_postgres(tmp_path: Path):
+    figures = _run(tmp_path, "--backends", "postgres", "--only", "settlement", "--no-isolate")
+    assert figures["machine"]["postgresql"] != "not measured"
+    (run,) = figures["settlement"]
+    assert run["backend"] == "postgres" and run["checks"]["ok"]
+
+
+def test_sizes_and_merged_runs(tmp_path: Path):
+    assert parse_sizes("10k,100k,1M") == [10_000, 100_000, 1_000_000]
+    assert parse_sizes("1_000, 20") == [1_000, 20]
+    a = {"config": {"sizes": [10], "backends": ["sqlite"]}, "settlement": [], "errors": []}
+    b = {
+        "config": {"sizes": [20], "backends": ["postgres"]},
+        "machine": {"postgresql": "15.1"},
+        "settlement": [
+            {"backend": "postgres", "payments": 20, "payments_per_s": 1.0, "us_per_payment": 1.0}
+        ],
+    }
+    merged = report.merge({**a, "machine": {"postgresql": "not measured"}}, [b])
+    assert merged["config"]["sizes"] == [10, 20]
+    assert merged["machine"]["postgresql"] == "15.1"
+    assert len(merged["settlement"]) == 1
