@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from conftest import ISSUED_PER_BANK, Checked
+from conftest import ISSUED_PER_BANK, Checked, card_snapshot
 from offpay.bank.engine import Intermediary, engine_id
 from offpay.crypto.keys import Algorithm, Signer
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
@@ -33,7 +34,7 @@ from offpay.device.card import Card
 from offpay.device.reader import CardClient
 from offpay.errors import OffpayError
 from offpay.money import Money
-from offpay.relay.phone import PhoneApp
+from offpay.relay.phone import PhoneApp, confirmation_code
 from offpay.sim.liquidity import SimClock
 from offpay.sim.network import ConservationError, Merchant, OfflineNetwork, User
 from offpay.store import schema
@@ -428,6 +429,39 @@ def test_hostile_relay_swapping_the_payee(net: OfflineNetwork, checked: Checked)
     assert (bob.shadow, shop.wallet) == (net.money(20 * SEK), net.money(30 * SEK))
     assert (mallory.shadow, other_shop.wallet) == (net.money(0), net.money(0))
     assert alice.shadow == net.money(50 * SEK)
+
+
+def test_hostile_relay_substituting_a_live_request_of_another_payee(
+    net: OfflineNetwork, checked: Checked
+) -> None:
+    """The relay hands Alice's identity and fresh challenge to Mallory's card and brings back
+    Mallory's request, signed for that challenge. The two people compare the code their phones
+    show: Alice's phone refuses the substitute before her card is touched; with the genuine
+    request the codes match and the payment goes through."""
+    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
+    bob = net.add_user("Bob", "bank-b")
+    mallory = net.add_user("Mallory", "bank-b")
+    identity = alice.phone.show_identity()
+    to_bob = checked.step(bob.phone.ask, identity, net.money(20 * SEK))
+    to_mallory = checked.step(mallory.phone.ask, identity, net.money(20 * SEK))  # the relay's
+    shown_by_bob = confirmation_code(to_bob)
+    assert confirmation_code(to_mallory) != shown_by_bob
+    card = card_snapshot(alice)
+    checked.refused(
+        "payment.code_mismatch",
+        functools.partial(alice.phone.pay, code=shown_by_bob),
+        alice.pin,
+        to_mallory,
+    )
+    assert card_snapshot(alice) == card
+    payment = checked.step(alice.phone.pay, alice.pin, to_bob, code=shown_by_bob)
+    checked.step(bob.phone.accept, bob.pin, payment)
+    checked.sync(alice, bob, mallory)
+    assert (bob.shadow, mallory.shadow, alice.shadow) == (
+        net.money(20 * SEK),
+        net.money(0),
+        net.money(80 * SEK),
+    )
 
 
 # --- broken and cloned cards ------------------------------------------------------------------

@@ -150,23 +150,26 @@ def test_open_requests_count_towards_the_transaction_limit(net: OfflineNetwork, 
     assert bob.card_balance == net.money(33 * SEK)
 
 
-def test_a_payment_answering_a_lapsed_request_settles_at_the_payers_sync(
+def test_a_payment_answering_a_lapsed_request_goes_back_to_its_payer(
     net: OfflineNetwork, checked: Checked
 ):
+    """A request lapses at its payee's sync and is declined there (bank/refusal.py): Bob's card
+    refuses a late payment for it, and Alice gets her money back at her sync."""
     alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
     bob = net.add_user("Bob", "bank-b")
     request = checked.step(bob.phone.ask, alice.phone.show_identity(), net.money(80 * SEK))
-    checked.sync(bob)  # the open request lapses
+    checked.sync(bob)  # the open request lapses, and Bob's card declares it declined
     payment = checked.step(alice.phone.pay, alice.pin, request)
     checked.refused("wire.replay", bob.phone.accept, bob.pin, payment)
     assert alice.card_balance == net.money(20 * SEK)
     assert bob.card_balance == net.money(0)
 
-    checked.sync(alice)
-    assert bob.shadow == net.money(80 * SEK)
+    checked.sync(alice)  # settles once, and comes straight back: Bob never had it
+    assert bob.shadow == net.money(0)
+    assert alice.shadow == alice.card_balance == net.money(100 * SEK)
     checked.sync(bob)
-    assert bob.card_balance == net.money(80 * SEK)
-    assert net.central.notarised_count() == 1
+    assert bob.card_balance == net.money(0)
+    assert net.central.notarised_count() == 2  # the payment and its refund, each once
 
 
 def test_the_oldest_of_five_open_requests_lapses(net: OfflineNetwork, checked: Checked):
@@ -178,12 +181,16 @@ def test_the_oldest_of_five_open_requests_lapses(net: OfflineNetwork, checked: C
     ]
     assert len(bob.card.state.open_requests) == 4
     first = checked.step(payers[0].phone.pay, payers[0].pin, requests[0])
-    checked.refused("wire.replay", bob.phone.accept, bob.pin, first)
+    checked.refused("device.declined", bob.phone.accept, bob.pin, first)
     last = checked.step(payers[4].phone.pay, payers[4].pin, requests[4])
     checked.step(bob.phone.accept, bob.pin, last)
     assert bob.card_balance == net.money(5 * SEK)
     checked.sync(*payers, bob)
-    assert bob.card_balance == bob.shadow == net.money(6 * SEK)
+    # The lapsed request was declined: its payment (SEK 1) went back to its payer.
+    assert bob.card_balance == bob.shadow == net.money(5 * SEK)
+    assert payers[0].shadow == net.money(100 * SEK)  # the card gets it at its next sync
+    checked.sync(payers[0])
+    assert payers[0].card_balance == net.money(100 * SEK)
 
 
 def test_a_payment_to_a_lapsed_request_does_not_lock_the_recipient_out_of_sync(
@@ -191,8 +198,8 @@ def test_a_payment_to_a_lapsed_request_does_not_lock_the_recipient_out_of_sync(
 ):
     """Bob asks Alice for SEK 50 at SEK 2 950, his request lapses at his sync, Charlie pays
     him SEK 50 and Alice answers the lapsed request: Bob's card refuses her payment, which
-    settles into his shadow wallet anyway. Nothing is lost, but Bob must still be able to
-    synchronise (a sync moves no money) and his card must stay within its limit."""
+    goes back to her. Nothing is lost, Bob can still synchronise (a sync moves no money) and
+    his card stays within its limit."""
     alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
     charlie = funded(net, checked, "Charlie", "bank-a", 100 * SEK)
     bob = funded(net, checked, "Bob", "bank-b", 2950 * SEK)
@@ -202,11 +209,12 @@ def test_a_payment_to_a_lapsed_request_does_not_lock_the_recipient_out_of_sync(
     payment = checked.step(alice.phone.pay, alice.pin, late)
     checked.refused("wire.replay", bob.phone.accept, bob.pin, payment)
     checked.sync(alice, charlie)
-    assert bob.shadow == net.money(3050 * SEK)  # nothing lost: both payments arrived
+    assert bob.shadow == net.money(3000 * SEK)  # Charlie's arrived; Alice's went back
+    assert alice.shadow == net.money(100 * SEK)
 
     checked.sync(bob)  # must not be refused
     assert bob.card_balance <= bob.card.state.policy.card_max_balance
-    assert bob.shadow + bob.online == net.money(3050 * SEK)
+    assert bob.shadow + bob.online == net.money(3000 * SEK)
 
 
 # --- card: maximum balance --------------------------------------------------------------------

@@ -90,6 +90,26 @@ def test_weakness_3_instructions_to_cards_are_signed_by_the_intermediary(
     assert alice.card_balance == net.money(0)
 
 
+def test_weakness_4_a_recipient_can_refuse_and_a_shop_that_never_got_the_payment_is_not_paid(
+    net: OfflineNetwork, checked: Checked
+):
+    """The card pays, the payment never reaches the shop, the shop gives up on the request;
+    the customer synchronises first, as in the report: the shop is not paid, and the customer
+    gets the money back. A person refuses a payment the same way (tests/test_refusal.py)."""
+    alice = net.add_user("Alice", "bank-a", online=500 * SEK)
+    shop = net.add_merchant("Shop", "bank-b")
+    checked.top_up(alice, 100 * SEK)
+    card = CardClient(alice.card.process)
+    request = checked.step(shop.module.request_payment, card.identity(), net.money(30 * SEK))
+    checked.step(card.verify_pin, alice.pin)
+    payment = checked.step(card.pay, request)  # lost on its way to the terminal
+    checked.step(shop.pos.decline, request)
+    checked.refused("device.declined", shop.pos.receive, payment)  # too late: refused
+    checked.sync(alice, shop, alice)
+    assert shop.wallet == net.money(0)
+    assert alice.card_balance == alice.shadow == net.money(100 * SEK)
+
+
 def test_weakness_5_limits_are_a_signed_policy_not_hard_coded(
     net: OfflineNetwork, checked: Checked
 ):

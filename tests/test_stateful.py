@@ -26,10 +26,7 @@ wallet less its own payments that genuinely wait in the queue; every payment of 
 settled once or waits; every attack that happened was detected and attributed (the card
 blocked and revoked, an anomaly naming it, the loss within its bound).
 
-Bugs the machine found are shrunk into the plain tests at the end of this file; those still
-open are marked ``xfail(strict=True)`` and the machine steers clear of exactly their paths
-(see ``complete_lost_instruction``, ``redeliver``, ``clone_double_spend`` and
-``roll_back_and_spend``).
+Bugs the machine found are shrunk into the plain tests at the end of this file (all fixed).
 """
 
 from __future__ import annotations
@@ -59,7 +56,6 @@ from offpay.wire.codec import decode
 from offpay.wire.envelope import Signed
 from offpay.wire.messages import (
     CardInstruction,
-    CardSession,
     OfflinePayment,
     Operation,
     PaymentRequest,
@@ -81,7 +77,7 @@ WRONG_PINS = ("0000", "1111", "2222")
 # Everyone synchronises (a costly rule) only after this many messages since the last time.
 SETTLE_EVERY = 40
 # Anomalies that attribute a double spend or a rollback to the card.
-CAUGHT = {"conflicting_payment", "rolled_back", "counter_drift"}
+CAUGHT = {"conflicting_payment", "rolled_back", "counter_drift", "counter_reused"}
 
 person = st.integers(min_value=0, max_value=len(PEOPLE) - 1)
 two_people = st.tuples(person, st.integers(min_value=1, max_value=len(PEOPLE) - 1)).map(
@@ -386,7 +382,6 @@ class OfflinePayments(RuleBasedStateMachine):
         """The phone's online session (top-up, defund or sync), with a cut at a random message
         of it (the card's session, the intermediary's settlement messages to the notary and to
         the other intermediary, the revocation list, the card's confirmation) and a retry."""
-        self.complete_lost_instruction(user)
         self.copy_card(user)
         client = CardClient(user.card.process)
         bank = user.bank.name
@@ -446,24 +441,7 @@ class OfflinePayments(RuleBasedStateMachine):
                         unchanged=False,
                     )
         elif retry == "fresh":
-            self.complete_lost_instruction(user)
             self.attempt("fresh session", user.phone.online, user.pin, op, amount, unchanged=False)
-
-    def instruction_lost(self, card_id: str) -> bool:
-        """The card's intermediary issued an instruction the card never applied (its answer
-        was lost)."""
-        user = next(u for u in self.users if u.card_id == card_id)
-        return user.bank.device(card_id).issued_no > user.card.state.instruction_no
-
-    def complete_lost_instruction(self, user: User) -> None:
-        """Steered clear of a known bug: when a card's instruction was lost, the next session
-        supersedes it, and if that session then fails (refused, or cut on its way through the
-        settlement) the card is blocked at the session after
-        (test_a_failed_session_after_a_lost_instruction_does_not_block_an_honest_card). So the
-        phone first completes the interrupted session with a plain sync, without faults."""
-        if self.honest(user) and self.instruction_lost(user.card_id):
-            self.wire.disarm()
-            self.attempt("complete the lost session", user.phone.sync, user.pin, unchanged=False)
 
     def absorbed(self) -> None:
         """A cut the flow got over by itself (a revocation list kept, a credit left for
@@ -640,10 +618,6 @@ class OfflinePayments(RuleBasedStateMachine):
         if not self.wire.captured:
             return
         message = self.wire.captured[index % len(self.wire.captured)]
-        if message.kind == "card-session" and message.answer is None:
-            sender = decode(Signed.from_bytes(message.data).payload, CardSession).sender
-            if self.instruction_lost(sender):
-                return  # the known bug of complete_lost_instruction, by another way
         tally(f"{'duplicate' if message.delivered else 'late delivery'}: {message.kind}")
         before = self.money_view()
         ok, answer = self.attempt(
@@ -732,11 +706,11 @@ class OfflinePayments(RuleBasedStateMachine):
         reach the card's intermediary is refused, the card blocked and revoked, the loss
         recorded with its bound.
 
-        Steered clear of two known bugs: the clone spends only a counter the genuine card used
-        for a payment (test_a_clone_spending_a_counter_the_card_used_for_a_sync_is_caught), and
-        the terminals synchronise at once, the genuine payment first and only when the shadow
-        wallet covers it, so that neither copy waits in the queue when the other arrives
-        (test_a_double_spend_whose_first_copy_waits_in_the_queue_is_caught)."""
+        Kept to one shape (the clone spends a counter the genuine card used for a payment, the
+        genuine payment reaches the intermediary first and is covered) so that the assertions
+        below are exact; the other shapes are the plain tests at the end of this file
+        (test_a_clone_spending_a_counter_the_card_used_for_a_sync_is_caught,
+        test_a_double_spend_whose_first_copy_waits_in_the_queue_is_caught)."""
         user = self.users[who]
         if not self.usable(user):
             return
@@ -783,11 +757,9 @@ class OfflinePayments(RuleBasedStateMachine):
         made; the terminal synchronises. The payment is refused as a conflict when it reaches
         the card's intermediary, the card blocked and revoked, the loss recorded.
 
-        Steered clear of two known bugs: the reused counter is one the card used for a payment
-        (test_a_clone_spending_a_counter_the_card_used_for_a_sync_is_caught), and every
-        payment the card made since that state is debited already, so that a second payment
-        with its counter never meets it in the queue
-        (test_a_double_spend_whose_first_copy_waits_in_the_queue_is_caught)."""
+        Kept to one shape (the reused counter is one the card used for a payment, already
+        debited) so that the assertions below are exact; the other shapes are the plain tests
+        at the end of this file."""
         old = [
             (user, state)
             for user in self.users
@@ -1165,23 +1137,7 @@ def test_a_session_delivered_after_a_later_one_does_not_block_an_honest_card(
     assert bob.bank.device(bob.card_id).status == "active"
 
 
-CLONE_PAID_FIRST = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: a clone's payment under a counter value the genuine card then uses for a sync "
-        "is never caught when the payment reaches the intermediary before that sync: it "
-        "settles as the card's own, and the genuine card's session, which shows a counter "
-        "below that payment's and a log without it (impossible for an honest card), is taken "
-        "as is. No anomaly names the card and it stays active; its holder silently loses what "
-        "the clone spent"
-    ),
-)
-
-
-@pytest.mark.parametrize(
-    "clone_paid_first", [False, pytest.param(True, marks=CLONE_PAID_FIRST)], ids=["after", "before"]
-)
+@pytest.mark.parametrize("clone_paid_first", [False, True], ids=["after", "before"])
 def test_a_clone_spending_a_counter_the_card_used_for_a_sync_is_caught(
     net: OfflineNetwork, clone_paid_first: bool
 ) -> None:
@@ -1203,19 +1159,6 @@ def test_a_clone_spending_a_counter_the_card_used_for_a_sync_is_caught(
     assert mallory.card_balance <= mallory.shadow
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: a double spend is not caught when the first copy to reach the payer's "
-        "intermediary waits in the queue (the shadow wallet could not cover it). The second "
-        "copy, with the same payment id, is checked only against debits: it settles, and "
-        "closing the queue entry by payment id closes the first copy's entry too. Neither "
-        "the payer's nor the payee's intermediary shows the first payment pending any more, "
-        "although it was never paid, and no anomaly names the card until (unless) the "
-        "genuine card uploads its log"
-    ),
-)
 def test_a_double_spend_whose_first_copy_waits_in_the_queue_is_caught(
     net: OfflineNetwork,
 ) -> None:
@@ -1238,20 +1181,6 @@ def test_a_double_spend_whose_first_copy_waits_in_the_queue_is_caught(
     assert [p.amount for p in shop.bank.pending(shop.terminal_id)] == [net.money(150 * SEK)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: when the answer to a card session is lost, the card's next session supersedes "
-        "the instruction it never applied (Intermediary._resolve_pending) before that "
-        "session's own checks and settlement. If the session then fails (a top-up or defund "
-        "refused for the online wallet, the card limit or unsettled payments; or a cut on its "
-        "way through the settlement, and a resend of the same session too), no new "
-        "instruction is issued, and every later session finds the card one instruction behind "
-        "with nothing left to supersede: 'counter_drift', the honest card is blocked and "
-        "revoked"
-    ),
-)
 @pytest.mark.parametrize("then", ["a refused top-up", "a sync cut at the notary"])
 def test_a_failed_session_after_a_lost_instruction_does_not_block_an_honest_card(
     net: OfflineNetwork, then: str

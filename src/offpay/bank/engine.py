@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from offpay.bank.containment import Containment, Loss
 from offpay.bank.evidence import verify_payment
 from offpay.bank.liquidity import LiquidityDesk, Pending
+from offpay.bank.refusal import Refusals, request_id_of
 from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
 from offpay.crypto.keys import Algorithm, Signer
 from offpay.crypto.pki import Authority, Credential, Identity, Role, TrustStore
@@ -70,6 +71,7 @@ from offpay.wire.messages import (
     SettlementStatus,
     TerminalInstruction,
     TerminalUpload,
+    payment_tx_id,
 )
 
 Transmit = Callable[[bytes], bytes]
@@ -168,6 +170,7 @@ class Intermediary:
         self._ensure_policy(liquidity)
         self.liquidity = LiquidityDesk(self)
         self.containment = Containment(self)
+        self.refusals = Refusals(self)
         self.tokens: TokenDesk | None = TokenDesk(self, mint_chain) if mint_chain else None
         network.register(name, self.handle)
 
@@ -471,6 +474,7 @@ class Intermediary:
             "terminal-upload": self.terminal_upload,
             "debit-request": self._debit_request,
             "credit-request": self._credit_request,
+            "refund-request": self.refusals.refund_request,
         }
         if self.tokens is not None:
             handlers.update(self.tokens.handlers())
@@ -540,6 +544,7 @@ class Intermediary:
             self._positive(session.amount)
             if session.amount > session.balance:
                 raise InsufficientFunds(f"the card holds {session.balance}, not {session.amount}")
+        self.refusals.declare(ident.id, session.declined)
         outcomes = tuple(self._settle_entry(ident.id, e.direction, e.payment) for e in session.log)
         if session.operation is Operation.TOP_UP:
             self._top_up(device, session)
@@ -653,19 +658,28 @@ class Intermediary:
             # Nothing moved for it yet except a top-up, which the shadow wallet already holds.
             # If the card confirmed it, though, it did apply it and now says it did not: its
             # state was rolled back to before that session (a defund spent twice, say).
+            # A session that failed after an earlier supersede (a refused top-up, a cut) left
+            # the instruction superseded and issued none in its place: the same holds then.
+            i = schema.instructions
             with self.db.begin() as conn:
-                superseded = conn.execute(
-                    update(schema.instructions)
-                    .where(
-                        schema.instructions.c.device_id == device.id,
-                        schema.instructions.c.instruction_no == issued,
-                        schema.instructions.c.state == "issued",
-                    )
-                    .values(state="superseded")
+                states = set(
+                    conn.execute(
+                        select(i.c.state).where(
+                            i.c.device_id == device.id, i.c.instruction_no == issued
+                        )
+                    ).scalars()
                 )
-            if superseded.rowcount == 1:
-                return issued
-        return self._counters_disagree(device, session)
+                if states and "applied" not in states:
+                    conn.execute(
+                        update(i)
+                        .where(
+                            i.c.device_id == device.id,
+                            i.c.instruction_no == issued,
+                            i.c.state == "issued",
+                        )
+                        .values(state="superseded")
+                    )
+                    return issued
         return self._counters_disagree(device, session)
 
     def _counters_disagree(self, device: Row[Any], session: CardSession) -> int:
@@ -745,6 +759,49 @@ class Intermediary:
                 self._move(
                     conn, f"{customer}/shadow", f"{customer}/online", row.amount, "defund", None
                 )
+            applied = payload_of(Signed.from_bytes(bytes(row.payload)), CardInstruction)
+        # Applying the instruction took the card's counter from expected_seq to the next value.
+        self._counter_reused(device_id, applied.expected_seq + 1, number)
+
+    def _counter_reused(self, device_id: str, seq: int, number: int) -> None:
+        """A payment under the counter value the card used to apply instruction ``number`` was
+        not made by this card: its copy (a clone, or the card's own state restored and spent)
+        made it. This catches a clone whose payment reached us before the genuine card's sync,
+        which showed a log without it."""
+        tx_id = payment_tx_id(device_id, seq)
+        with self.db.connect() as conn:
+            debited = conn.execute(
+                select(schema.debits.c.amount).where(schema.debits.c.tx_id == tx_id)
+            ).first()
+            queued = conn.execute(
+                select(schema.shortfalls.c.amount).where(
+                    schema.shortfalls.c.tx_id == tx_id, schema.shortfalls.c.open
+                )
+            ).first()
+        if debited is None and queued is None:
+            return
+        amount = debited.amount if debited is not None else queued.amount
+        self._anomaly(
+            "counter_reused",
+            device_id,
+            tx_id,
+            f"a payment under counter {seq}, which the card used to apply instruction {number}",
+        )
+        self.block_device(device_id, "cloned: a payment under a counter the card used for a sync")
+        if queued is not None:
+            with self.db.begin() as conn:  # not paid yet, and it never will be
+                conn.execute(
+                    update(schema.shortfalls)
+                    .where(schema.shortfalls.c.tx_id == tx_id)
+                    .values(open=False, settled_at=self.clock())
+                )
+        self.containment.record_loss(
+            device_id,
+            tx_id,
+            amount,
+            "payment by a copy of the card under a counter the card used for a sync"
+            + (": settled before it was caught" if debited is not None else ": refused"),
+        )
 
     def _instruct_card(
         self,
@@ -860,6 +917,7 @@ class Intermediary:
                 "terminal and intermediary disagree on instructions",
                 code="device.counter_drift",
             )
+        self.refusals.declare(ident.id, upload.declined)
         outcomes = tuple(self._settle_entry(ident.id, Direction.IN, p) for p in upload.payments)
         signed_policy, policy = self._policy()
         number = upload.instruction_no + 1
@@ -988,7 +1046,27 @@ class Intermediary:
         try:
             with self.db.begin() as conn:
                 existing = conn.execute(select(d).where(d.c.tx_id == payment.tx_id)).first()
-                if existing is not None:
+                waiting = conn.execute(
+                    select(schema.shortfalls.c.payment).where(
+                        schema.shortfalls.c.tx_id == payment.tx_id
+                    )
+                ).first()
+                if (
+                    existing is None
+                    and waiting is not None
+                    and Signed.from_bytes(bytes(waiting.payment)).digest != signed.digest
+                ):
+                    # The first copy to arrive waits in the queue; this one is another payment
+                    # under the same counter: a clone's. Neither is paid by this one arriving.
+                    self._anomaly_in(
+                        conn,
+                        "conflicting_payment",
+                        payment.sender,
+                        payment.tx_id,
+                        "two different payments carry the same card counter (one waits)",
+                    )
+                    conflict = True
+                elif existing is not None:
                     if bytes(existing.evidence) != signed.digest:
                         self._anomaly_in(
                             conn,
@@ -1167,6 +1245,8 @@ class Intermediary:
                             device_id=payment.receiver,
                             amount=payment.amount.minor,
                             evidence=signed.digest,
+                            payment=signed.to_bytes(),
+                            request_id=request_id_of(payment),
                         )
                     )
                     self._move(
@@ -1186,11 +1266,21 @@ class Intermediary:
                 .where(schema.awaited.c.tx_id == payment.tx_id)
                 .values(open=False)
             )
-        if status is SettlementStatus.DONE and device.kind == "card":
-            # Money arrived: it repays a pool loan first, then may fund a waiting payment.
-            self.liquidity.repay(device.id, device.account_id, payment.amount.minor)
-            self._retry_shortfalls(device.id)
+        if status is SettlementStatus.DONE:
+            if self.refusals.declined(payment):
+                self.refusals.refund(signed, payment)  # the payee declined it: it goes back
+            else:
+                self.money_arrived(device, payment.amount.minor)
         return status
+
+    def money_arrived(self, device: Row[Any], minor: int | None = None) -> None:
+        """Money reached a device's wallet: it makes a refund the device owes, repays a pool
+        loan, then may fund a waiting payment (in that order: the oldest debt first)."""
+        self.refusals.retry_owed_for(device.id)
+        if device.kind == "card":
+            if minor is not None:
+                self.liquidity.repay(device.id, device.account_id, minor)
+            self._retry_shortfalls(device.id)
 
     def _deliver_credit(
         self, signed: Signed[OfflinePayment], payment: OfflinePayment, receipt: bytes
@@ -1220,12 +1310,17 @@ class Intermediary:
         d, r = schema.debits, schema.reserve_moves
         with self.db.connect() as conn:
             rows = conn.execute(
-                select(d).where(d.c.notarised.is_(False) | d.c.credited.is_(False))
+                select(d).where(
+                    d.c.notarised.is_(False) | d.c.credited.is_(False),
+                    d.c.tx_id.not_in(select(schema.refunds.c.refund_id)),
+                )
             ).all()
             moves = conn.execute(select(r).where(r.c.state == "pending")).all()
         for move in moves:
             self._reserve_move(move.customer_id, move.amount, move.reference)
-        repaid = self.liquidity.retry() + self.containment.resend_revocations()
+        repaid = (
+            self.liquidity.retry() + self.containment.resend_revocations() + self.refusals.retry()
+        )
         for row in rows:
             signed = Signed.from_bytes(bytes(row.payment))
             payment = verify_payment(signed, self.trust)

@@ -43,6 +43,7 @@ from offpay.policy import accept_policy
 from offpay.wire.codec import decode, encode
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
+    MAX_DECLINED,
     CardConfirmation,
     CardIdentity,
     CardInstruction,
@@ -93,6 +94,7 @@ class OpenSession:
     receiver: str
     operation: Operation
     amount: Money
+    declared: tuple[bytes, ...] = ()  # the declined requests the session declares
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class CardState:
     revocation_version: int = 0
     last_instruction: Signed[CardInstruction] | None = None  # proves the card's history
     session_no: int = 0  # sessions opened so far
+    declined: tuple[bytes, ...] = ()  # requests this card declined since its last sync
 
     @property
     def offline_transactions(self) -> int:
@@ -223,6 +226,7 @@ class Card:
             (p, Ins.GET_LAST_PAYMENT): self._get_last_payment,
             (p, Ins.REQUEST_PAYMENT): self._request_payment,
             (p, Ins.RECEIVE): self._receive,
+            (p, Ins.DECLINE_REQUEST): self._decline_request,
             (p, Ins.BEGIN_ONLINE): self._begin_online,
             (p, Ins.APPLY_INSTRUCTION): self._apply_instruction,
         }
@@ -424,6 +428,12 @@ class Card:
         # The oldest open request lapses if the queue is full; the others count against the
         # limits, so that a payment answering an open request is never refused for a limit.
         pending = state.open_requests[-(MAX_OPEN_REQUESTS - 1) :]
+        lapsed = tuple(r.request_id for r in state.open_requests[: -(MAX_OPEN_REQUESTS - 1)])
+        if len(pending) + len(state.declined) + len(lapsed) >= MAX_DECLINED:
+            raise DeviceStateError(
+                "too many declined payment requests; synchronise the card first",
+                code="device.busy",
+            )
         expected = state.balance
         for r in pending:
             expected = expected + r.amount
@@ -449,11 +459,10 @@ class Card:
             amount=ask.amount,
         )
         signed = sign(request, self._credential)
-        # A bounded queue: the oldest open request lapses when a new one would overflow it.
-        # A payment answering a lapsed request is refused by this card, but it is in the
-        # payer's log, so it still settles into this card's shadow wallet at the payer's sync.
+        # A bounded queue: the oldest open request lapses when a new one would overflow it,
+        # and is declined: a payment answering it is refused here and goes back to its payer.
         opened = (*pending, OpenRequest(request_id, payer.id, ask.amount))
-        self._state = replace(state, open_requests=opened)
+        self._state = replace(state, open_requests=opened, declined=(*state.declined, *lapsed))
         return signed.to_bytes()
 
     def _receive(self, cmd: Command) -> bytes:
@@ -467,6 +476,12 @@ class Card:
         )
         if request.sender != state.card_id:
             raise CertificateError("the payment answers a request this card did not sign")
+        if request.request_id in state.declined:
+            raise DeviceStateError(
+                "this card declined that request: the payment goes back to its payer when both "
+                "cards have synchronised",
+                code="device.declined",
+            )
         match = [r for r in state.open_requests if r.request_id == request.request_id]
         if not match:
             raise ReplayError("no open request for this payment; it was received or cancelled")
@@ -496,6 +511,23 @@ class Card:
         )
         return self._get_status(cmd)
 
+    def _decline_request(self, cmd: Command) -> bytes:
+        """The holder refuses a payment the card asked for, or gives up waiting for it: the
+        card refuses the payment from now on and declares the decline at its next sync. No PIN:
+        declining moves no money."""
+        state = self._live()
+        if not any(r.request_id == cmd.data for r in state.open_requests):
+            raise DeviceStateError(
+                "no open request with that id (received, or declined already)",
+                code="device.no_request",
+            )
+        self._state = replace(
+            state,
+            open_requests=tuple(r for r in state.open_requests if r.request_id != cmd.data),
+            declined=(*state.declined, cmd.data),
+        )
+        return b""
+
     def _begin_online(self, cmd: Command) -> bytes:
         """Report §3.4 and §3.7 step 2: after the PIN, sign the card's state and log for the
         intermediary, with a fresh nonce that the answer must echo."""
@@ -508,6 +540,8 @@ class Card:
             self._amount(state, start.amount)
         self._pin_ok(state)
         nonce = self._random(NONCE_BYTES)
+        # A request does not outlive the card's sync: one still open is declined now.
+        declined = (*state.declined, *(r.request_id for r in state.open_requests))
         session = CardSession(
             sender=state.card_id,
             receiver=start.receiver,
@@ -522,11 +556,14 @@ class Card:
             amount=start.amount,
             log=state.log,
             last_instruction=state.last_instruction,
+            declined=declined,
         )
         signed = sign(session, self._credential)
         self._state = replace(
             state,
-            session=OpenSession(nonce, start.receiver, start.operation, start.amount),
+            open_requests=(),
+            declined=declined,
+            session=OpenSession(nonce, start.receiver, start.operation, start.amount, declined),
             session_no=state.session_no + 1,
             pin_verified=False,
         )
@@ -586,7 +623,13 @@ class Card:
             policy=policy,
             session=None,
             challenge=None,
-            open_requests=(),  # lapse at sync; see _request_payment
+            open_requests=(),
+            # Declared in this session: the intermediary has them. Requests opened since the
+            # session began lapse now and are declined, to be declared at the next one.
+            declined=(
+                *(d for d in state.declined if d not in session.declared),
+                *(r.request_id for r in state.open_requests),
+            ),
             revoked=revoked,
             revocation_version=revocation_version,
             last_instruction=decode(cmd.data, Signed),

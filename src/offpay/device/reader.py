@@ -60,6 +60,10 @@ class CardClient:
     def receive(self, signed_payment: bytes) -> CardStatus:
         return decode(self._call(Ins.RECEIVE, signed_payment), CardStatus)
 
+    def decline_request(self, request_id: bytes) -> None:
+        """The holder refuses a payment this card asked for (or gives up waiting for it)."""
+        self._call(Ins.DECLINE_REQUEST, request_id)
+
     def begin_online(self, engine: str, operation: Operation, amount: Money) -> bytes:
         return self._call(Ins.BEGIN_ONLINE, encode(SessionStart(engine, operation, amount)))
 

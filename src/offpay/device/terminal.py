@@ -24,6 +24,7 @@ from offpay.policy import accept_policy
 from offpay.wire.codec import Message, decode, encode, message
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
+    MAX_DECLINED,
     CardIdentity,
     LimitsPolicy,
     OfflinePayment,
@@ -69,6 +70,8 @@ class TerminalState:
     session_nonce: bytes | None
     revoked: frozenset[str] = frozenset()  # devices the network's revocation list names
     revocation_version: int = 0
+    declined: tuple[bytes, ...] = ()  # request ids declined since the last sync
+    declaring: tuple[bytes, ...] = ()  # those the open sync's upload declares
 
     @property
     def offline_payments(self) -> int:
@@ -198,6 +201,11 @@ class TerminalModule:
             raise DeviceStateError(
                 "too many open payment requests; cancel one first", code="device.busy"
             )
+        if len(state.open_requests) + len(state.declined) >= MAX_DECLINED:
+            raise DeviceStateError(
+                "too many declined payment requests; synchronise the terminal first",
+                code="device.busy",
+            )
         self._check_room(state, amount, answering=False)
         request_id = self._random(NONCE_BYTES)
         request = PaymentRequest(
@@ -237,6 +245,12 @@ class TerminalModule:
                     encode(again), self._aad(state, seq_taken), self._random(12)
                 )
             raise ReplayError("this payment was already received", code="wire.replay.duplicate")
+        if request.request_id in state.declined:
+            raise DeviceStateError(
+                "this request was declined: the payment goes back to the card when the card "
+                "and this terminal have synchronised",
+                code="device.declined",
+            )
         match = [p for p in state.open_requests if p.request_id == request.request_id]
         if not match:
             raise ReplayError("no open request for this payment; it was received or cancelled")
@@ -257,11 +271,17 @@ class TerminalModule:
         return sealed
 
     def cancel_request(self, request_id: bytes) -> None:
-        """The shop gives up on a request the card refused or never answered. If the card did
-        pay it after all, the payment still settles when the card synchronises."""
+        """The shop declines a request: the card refused it, never answered it, or its payment
+        never arrived, or the shop refuses to be paid. The module refuses any payment for it
+        from now on and declares it at its next sync; should the card have paid it after all,
+        the payment goes back to the card (bank/refusal.py)."""
         state, _ = self._live()
+        if not any(p.request_id == request_id for p in state.open_requests):
+            return  # received already (then it cannot be declined), or declined before
         self._state = replace(
-            state, open_requests=tuple(p for p in state.open_requests if p.request_id != request_id)
+            state,
+            open_requests=tuple(p for p in state.open_requests if p.request_id != request_id),
+            declined=(*state.declined, request_id),
         )
 
     @staticmethod
@@ -291,6 +311,8 @@ class TerminalModule:
                 f"stored payments {missing} are missing or altered", code="device.records_missing"
             )
         nonce = self._random(NONCE_BYTES)
+        # A request does not outlive the terminal's sync: one still open is declined now.
+        declined = (*state.declined, *(p.request_id for p in state.open_requests))
         upload = TerminalUpload(
             sender=state.terminal_id,
             receiver=engine_id,
@@ -300,9 +322,12 @@ class TerminalModule:
             revocation_version=state.revocation_version,
             first_seq=state.cleared_through + 1,
             payments=tuple(found[s] for s in wanted),
+            declined=declined,
         )
         signed = sign(upload, Credential(self._signer, state.chain))
-        self._state = replace(state, session_nonce=nonce)
+        self._state = replace(
+            state, session_nonce=nonce, open_requests=(), declined=declined, declaring=declined
+        )
         return signed.to_bytes()
 
     def apply_instruction(self, data: bytes) -> None:
@@ -338,4 +363,6 @@ class TerminalModule:
             instruction_no=instr.instruction_no,
             policy=policy,
             session_nonce=None,
+            declined=tuple(d for d in state.declined if d not in state.declaring),
+            declaring=(),
         )

@@ -3,11 +3,29 @@ phone, and the intermediary. It holds no keys and decides nothing."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from offpay.bank.engine import engine_id
 from offpay.device.reader import CardClient, Transmit
+from offpay.errors import Refused
 from offpay.money import Money
 from offpay.transport.memory import MemoryNetwork
-from offpay.wire.messages import CardStatus, Operation
+from offpay.wire.envelope import Signed, payload_of
+from offpay.wire.messages import CardStatus, Operation, PaymentRequest
+
+CODE_DIGITS = 6
+
+
+def confirmation_code(signed_request: bytes) -> str:
+    """The code both phones show for a person-to-person request: the payee's phone for the
+    request its card signed, the payer's for the request it is about to pay. Equal codes mean
+    the payer pays the request of the person in front of them, not one a hostile relay
+    substituted (a live request of another payee, signed for the payer's fresh challenge).
+    To match a code by chance the substitute's card must sign some 500 000 requests on average
+    while the two people wait."""
+    digest = hashlib.sha256(b"offpay-confirm\x00" + Signed.from_bytes(signed_request).digest)
+    return f"{int.from_bytes(digest.digest()[:8], 'big') % 10**CODE_DIGITS:0{CODE_DIGITS}d}"
 
 
 class PhoneApp:
@@ -51,10 +69,25 @@ class PhoneApp:
         """Recipient's phone, step 1: the recipient's card signs a request to that payer."""
         return self.card.request_payment(payer_identity, amount)
 
-    def pay(self, pin: str, signed_request: bytes) -> bytes:
-        """Payer's phone, step 3: PIN, then the card debits and signs."""
+    def pay(self, pin: str, signed_request: bytes, *, code: str | None = None) -> bytes:
+        """Payer's phone, step 3: PIN, then the card debits and signs. ``code``: the code the
+        payee's phone shows (:func:`confirmation_code`), as the payer confirmed it; a request
+        with another code is refused before the card is touched."""
+        if code is not None and not hmac.compare_digest(code, confirmation_code(signed_request)):
+            raise Refused(
+                "the payee's phone shows another code: this request is not the one the person "
+                "in front of you made; nothing was paid",
+                code="payment.code_mismatch",
+            )
         self.card.verify_pin(pin)
         return self.card.pay(signed_request)
+
+    def decline(self, signed_request: bytes) -> None:
+        """Recipient's phone: refuse the payment this request asked for, or stop waiting for
+        it. Should the payer's card have paid it, the payment goes back to the payer."""
+        self.card.decline_request(
+            payload_of(Signed.from_bytes(signed_request), PaymentRequest).request_id
+        )
 
     def accept(self, pin: str, signed_payment: bytes) -> CardStatus:
         """Recipient's phone, step 5: PIN, then the card verifies and credits."""

@@ -11,7 +11,7 @@ from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.envelope import Signed, payload_of
-from offpay.wire.messages import PaymentRequest
+from offpay.wire.messages import OfflinePayment, PaymentRequest
 
 
 class PosApp:
@@ -29,12 +29,33 @@ class PosApp:
             client.verify_pin(pin)
             payment = client.pay(request)
         except OffpayError:
-            # The card refused (wrong PIN, limit, funds): it did not pay, so the request goes.
-            self.module.cancel_request(
-                payload_of(Signed.from_bytes(request), PaymentRequest).request_id
-            )
-            raise
+            # The card refused (wrong PIN, limit, funds), or its answer was lost: ask it for
+            # its last payment once (report §3.5); if that does not answer this request, the
+            # card did not pay it, or we cannot get the payment, and the request goes.
+            payment = self._answer_to(client, request)
+            if payment is None:
+                self.decline(request)
+                raise
         return self.receive(payment)
+
+    @staticmethod
+    def _answer_to(client: CardClient, request: bytes) -> bytes | None:
+        wanted = payload_of(Signed.from_bytes(request), PaymentRequest).request_id
+        try:
+            last = client.last_payment()
+            paid = payload_of(Signed.from_bytes(last), OfflinePayment)
+        except OffpayError:
+            return None
+        answered = payload_of(paid.request, PaymentRequest).request_id
+        return last if answered == wanted else None
+
+    def decline(self, signed_request: bytes) -> None:
+        """The shop refuses the payment this request asked for, or gives up waiting for it (the
+        card's answer never arrived). Should the card have paid it, the payment goes back to
+        the card; a shop that still hopes for it resubmits first."""
+        self.module.cancel_request(
+            payload_of(Signed.from_bytes(signed_request), PaymentRequest).request_id
+        )
 
     def receive(self, payment: bytes) -> bytes:
         sealed = self.module.accept_payment(payment)

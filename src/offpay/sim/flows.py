@@ -19,12 +19,12 @@ every balance as it was, everyone synchronises once more and the operators retry
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from offpay.device.reader import CardClient
-from offpay.errors import OffpayError, ReplayError
+from offpay.errors import DeviceStateError, OffpayError, ReplayError
 from offpay.money import Money
 from offpay.sim.network import ConservationError, Merchant, OfflineNetwork, User
 from offpay.transport.faults import Fault, Hop, Injector
@@ -159,6 +159,19 @@ class Step(Protocol):
         ...
 
 
+@contextlib.contextmanager
+def given_up() -> Iterator[None]:
+    """A payee device refused a payment because its request is gone: received already, or
+    declined (then the payment goes back to its payer)."""
+    try:
+        yield
+    except ReplayError:
+        pass
+    except DeviceStateError as exc:
+        if exc.code != "device.declined":
+            raise
+
+
 def new_payment(w: World, payer: str, payee: str, mark: Mark) -> bytes | None:
     """The payer card's last payment, if it made it to ``payee`` since ``mark``."""
     try:
@@ -278,7 +291,7 @@ class Pay:
         if payment is None:
             self.run(w)
             return
-        with contextlib.suppress(ReplayError):  # the request lapsed: it settles at sync
+        with given_up():  # the request lapsed or was declined: the payment goes back
             payee.phone.accept(payee.pin, payment)
 
 
@@ -302,8 +315,8 @@ class Charge:
             return
         # Resubmission is safe whatever the terminal has: a payment it already counted hands
         # back its record (which may have been lost on the way to the app). The PoS app may
-        # also have given the request up: then the payment settles at the card's sync.
-        with contextlib.suppress(ReplayError):
+        # also have given the request up: then the payment goes back to the card.
+        with given_up():
             shop.pos.resubmit(w.users[self.user].phone.card.transmit)
 
 
@@ -572,6 +585,24 @@ FLOWS: tuple[Flow, ...] = (
         (Resubmit("shop", "alice"), Sync("shop")),
         {"alice": (170, 170, 800), "shop": (30,)},
         before=(TopUp("alice", 200), PayUnseen("shop", "alice", 30)),
+    ),
+    Flow(
+        # The payment never reached the terminal; the customer synchronised first. The
+        # terminal's sync declines the request, which was still open: the shop's wallet gives
+        # the payment back, and the card gets it at its next sync (bank/refusal.py).
+        "refund",
+        (Person("alice", "bank-a", online=1000), Shop("shop", "bank-b")),
+        (Sync("shop"), Sync("alice")),
+        {"alice": (200, 200, 800), "shop": (0,)},
+        before=(TopUp("alice", 200), PayUnseen("shop", "alice", 30), Sync("alice")),
+    ),
+    Flow(
+        # The same, with the terminal first: the payment is credited and refunded at once.
+        "declined-first",
+        (Person("alice", "bank-a", online=1000), Shop("shop", "bank-b")),
+        (Sync("alice"), Sync("alice")),
+        {"alice": (200, 200, 800), "shop": (0,)},
+        before=(TopUp("alice", 200), PayUnseen("shop", "alice", 30), Sync("shop")),
     ),
     Flow(
         "p2p",

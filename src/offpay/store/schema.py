@@ -192,6 +192,33 @@ credits = Table(
     Column("device_id", String(128), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("evidence", LargeBinary(32), nullable=False),
+    # The signed payment and its request's id: a payee may decline the request after the
+    # payment was credited (the payer synchronised first); the refund needs both.
+    Column("payment", LargeBinary, nullable=True),
+    Column("request_id", LargeBinary(16), nullable=True, index=True),
+)
+
+# Payment requests our payee devices declared declined (bank/refusal.py).
+declines = Table(
+    "declines",
+    bank,
+    Column("request_id", LargeBinary(16), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("declared_at", DateTime(timezone=True), nullable=False),
+)
+
+# Refunds of declined payments, keyed by the refund's own id; ``open`` while the payee's
+# wallet cannot cover it yet. Its debit, notarisation and credit go through ``debits``.
+refunds = Table(
+    "refunds",
+    bank,
+    Column("refund_id", LargeBinary(16), primary_key=True),
+    Column("tx_id", LargeBinary(16), nullable=False, unique=True),
+    Column("device_id", String(128), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("open", Boolean, nullable=False),
+    Column("queued_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True), nullable=True),
 )
 
 shortfalls = Table(

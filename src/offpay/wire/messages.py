@@ -148,6 +148,9 @@ class CardSession(Message):
     amount: Money
     log: tuple[LogEntry, ...]
     last_instruction: Signed[CardInstruction] | None  # proof of its history
+    # Ids of the payment requests the card declined (cancelled, lapsed, or still open at this
+    # session): a payment answering one of them is given back to its payer.
+    declined: tuple[bytes, ...] = ()
 
 
 @message("card-instruction")
@@ -180,6 +183,11 @@ class CardConfirmation(Message):
     balance: Money
 
 
+# Declined requests a payee device may hold before it must synchronise: it refuses new requests
+# once its open and declined requests reach this, so that every open one can still be declined.
+MAX_DECLINED = 64
+
+
 @message("terminal-upload")
 class TerminalUpload(Message):
     """Signed by the terminal module: every payment received since its last reset."""
@@ -192,6 +200,7 @@ class TerminalUpload(Message):
     revocation_version: int
     first_seq: int
     payments: tuple[Signed[OfflinePayment], ...]
+    declined: tuple[bytes, ...] = ()  # request ids the module declined, as in CardSession
 
 
 @message("terminal-instruction")
@@ -244,6 +253,18 @@ class NotariseRequest(Message):
 @message("credit-request")
 class CreditRequest(Message):
     """The payer's intermediary tells the payee's to credit a notarised payment."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    payment: Signed[OfflinePayment]
+    notary_receipt: bytes
+
+
+@message("refund-request")
+class RefundRequest(Message):
+    """The payee's intermediary gives a declined payment back: the payer's credits the payer,
+    on the notary's receipt for the refund (recorded under its own id)."""
 
     sender: str
     receiver: str
