@@ -85,6 +85,7 @@ class CentralBank:
         algorithm: Algorithm = Algorithm.ED25519,
         clock: Clock = utc_now,
         root: Authority | None = None,
+        mint: Credential | None = None,
     ) -> None:
         self.currency = currency
         self.algorithm = algorithm
@@ -99,7 +100,7 @@ class CentralBank:
         self.trust.revoked |= set(self.revoked_devices())
         from offpay.tokens.mint import MintingService
 
-        self.mint = MintingService(self)
+        self.mint = MintingService(self, mint)
 
     @property
     def root_der(self) -> bytes:
