@@ -159,7 +159,11 @@ def serve_intermediary(
     host: HostOption = None,
     port: PortOption = None,
     retry_every: Annotated[
-        float, typer.Option(help="Seconds between retries of half-done settlements; 0: at start.")
+        float,
+        typer.Option(
+            help="Seconds between retries of half-done settlements; 0: at start only; "
+            "below 0: never (tests)."
+        ),
     ] = 30.0,
 ) -> None:
     """An intermediary: its customers' wallets, its devices' syncs, payment requests."""

@@ -267,7 +267,7 @@ AdminCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER
 MESSAGE_PROBLEMS = (400, 401, 403, 404, 409, 413, 415, 422, 502, 503)
 
 IdempotencyKey = Annotated[
-    str | None,
+    str,
     Header(
         alias="Idempotency-Key",
         pattern=KEY_PATTERN,
@@ -278,7 +278,7 @@ IdempotencyKey = Annotated[
 
 
 def _message_route(service: Service, kind: Kind) -> Callable[..., Any]:
-    async def route(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+    async def answer(request: Request, key: str | None) -> Response:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind.mutating and media != CBOR:
             raise OffpayError(
@@ -286,11 +286,33 @@ def _message_route(service: Service, kind: Kind) -> Callable[..., Any]:
                 code="http.unsupported_media_type",
             )
         body = await read_body(request)
-        answer = await anyio.to_thread.run_sync(service.message, kind, body, idempotency_key)
-        return to_response(answer)
+        return to_response(await anyio.to_thread.run_sync(service.message, kind, body, key))
 
+    async def mutating(request: Request, idempotency_key: IdempotencyKey) -> Response:
+        return await answer(request, idempotency_key)
+
+    async def reading(request: Request) -> Response:
+        return await answer(request, None)
+
+    route = mutating if kind.mutating else reading
     route.__name__ = kind.name.replace("-", "_")
     return route
+
+
+def _validation_problem(exc: RequestValidationError) -> OffpayError:
+    errors = exc.errors()
+    if any(
+        e.get("type") == "missing" and tuple(e.get("loc", ())) == ("header", "Idempotency-Key")
+        for e in errors
+    ):
+        return OffpayError(
+            "a mutating request needs an Idempotency-Key header",
+            code="http.idempotency_key_missing",
+        )
+    where = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors
+    )
+    return OffpayError(f"invalid request: {where}", code="http.invalid_request")
 
 
 def create_app(service: Service, *, background: Callable[[threading.Event], None] | None = None):
@@ -328,21 +350,16 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> Response:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
-            for e in exc.errors()
-        )
-        return to_response(
-            _refusal(OffpayError(f"invalid request: {where}", code="http.invalid_request"))
-        )
+        return to_response(_refusal(_validation_problem(exc)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "http.not_found", 405: "http.method_not_allowed"}.get(
-            exc.status_code, "http.invalid_request"
-        )
-        answer = Answer(exc.status_code, problem_body(code, str(exc.detail)), JSON)
-        return to_response(answer)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        path = request.url.path
+        code, message = {
+            404: ("http.not_found", f"this service has no route {path}; its routes are at /docs"),
+            405: ("http.method_not_allowed", f"{path} does not take {request.method}"),
+        }.get(exc.status_code, ("http.invalid_request", f"{path}: {exc.detail}"))
+        return to_response(Answer(exc.status_code, problem_body(code, message), JSON))
 
     @app.get("/v1/health", tags=["service"], summary="Whether the service is up, and who it is.")
     def health() -> dict[str, str]:

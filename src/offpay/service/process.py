@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -131,3 +133,31 @@ def running(
     finally:
         for process in processes.values():
             process.stop()
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, url: str, timeout: float = READY_TIMEOUT_S) -> Iterator[None]:
+    """``app`` served by uvicorn on ``url``'s port in a thread of this process, until the
+    block ends: the whole HTTP path, without the cost of a process."""
+    import threading
+
+    import uvicorn
+
+    address = urlsplit(url)
+    config = uvicorn.Config(
+        app, host=address.hostname or "127.0.0.1", port=address.port or 80, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise ServiceFailed(f"the service at {url} did not start")
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -47,8 +47,9 @@ def build(network: NetworkConfig, name: str, *, retry_every: float = 30.0) -> Bu
 
     def finish_pending(stop: threading.Event) -> None:
         """Settlements and moves a crash or a lost answer left half done are finished here,
-        at start and then every ``retry_every`` seconds."""
-        while not stop.is_set():
+        at start and then every ``retry_every`` seconds (0: at start only; below 0: never,
+        for tests that retry by hand)."""
+        while retry_every >= 0 and not stop.is_set():
             try:
                 bank.retry_pending()
             except OffpayError as exc:
