@@ -13,6 +13,7 @@ service answers a retry with its first answer and moves nothing twice.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -25,6 +26,8 @@ from offpay.service.problems import RETRYABLE, error_of
 from offpay.transport.memory import Handler, MemoryNetwork
 
 CBOR = "application/cbor"
+
+log = logging.getLogger("offpay.service")
 
 
 def idempotency_key(kind: str, data: bytes) -> str:
@@ -54,6 +57,7 @@ class Retrying:
         last = ""
         for n in range(self.retries + 1):
             if n:
+                log.warning("sending %s again after %s", what, last)
                 time.sleep(min(self.backoff * 2 ** (n - 1), 5.0))
             try:
                 response = attempt()
