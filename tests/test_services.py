@@ -277,3 +277,11 @@ def test_malformed_requests_get_a_code_and_a_message(served: Served) -> None:
     problem(
         served.http.get(f"{served.network.urls['bank-a']}/v1/admin/ledger"), 401, "auth.required"
     )
+
+
+def test_a_second_process_of_a_party_is_refused(served: Served) -> None:
+    """Two processes serving one intermediary would each trust their own memory of it."""
+    with pytest.raises(OffpayError) as refused:
+        build(served.network, "bank-a", retry_every=-1)
+    assert refused.value.code == "service.data_dir"
+    assert "already running" in refused.value.message
