@@ -74,7 +74,7 @@ def _token(network: NetworkConfig, name: str) -> str:
 
 
 FUZZ = settings(
-    max_examples=100,
+    max_examples=75,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,

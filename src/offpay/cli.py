@@ -5,13 +5,16 @@ from __future__ import annotations
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from offpay.bench.cli import bench
 from offpay.crypto.keys import Algorithm
+
+if TYPE_CHECKING:
+    from offpay.service.datadir import NetworkConfig
 
 app = typer.Typer(help="offpay: secure offline payments in a two-tier digital currency.")
 app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
@@ -124,7 +127,8 @@ HostOption = Annotated[
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on; the network's URL's.")]
 
 
-def _network(data: Path):  # type: ignore[no-untyped-def]
+def _network(data: Path) -> NetworkConfig:
+    """The network in ``data``, or a readable complaint and exit status 2."""
     from offpay.errors import OffpayError
     from offpay.service.datadir import load_network
 

@@ -124,6 +124,12 @@ class Service:
             sender, nonce = self.authenticate(body)
         except OffpayError as exc:
             return _refusal(exc)
+        except Exception:  # a certificate the X.509 parser chokes on, deep inside
+            return _refusal(
+                OffpayError(
+                    "the sender's certificate chain cannot be read", code="crypto.bad_certificate"
+                )
+            )
         digest = request_digest(kind.name, body)
         with self.store.locks.hold(("key", sender.id, key), ("nonce", sender.id, nonce or key)):
             return self.once(
@@ -169,41 +175,43 @@ class Service:
     ) -> Answer:
         try:
             first = self.store.first(sender, key, kind, digest)
-        except OffpayError as exc:
-            return _refusal(exc)
-        if first is not None:
-            return first
-        answer = self.call(act, media_type)
-        if answer.status < 500 and _code(answer) not in RETRYABLE:
-            self.store.keep(sender, key, kind, digest, answer)
-        return answer
+            if first is not None:
+                return first
+            answer = self.call(act, media_type)
+            if answer.status < 500 and _code(answer) not in RETRYABLE:
+                self.store.keep(sender, key, kind, digest, answer)
+            return answer
+        except Exception as exc:  # the first answers' table itself failed
+            return _failure(exc)
 
     def call(self, act: Callable[[], bytes], media_type: str = CBOR) -> Answer:
         """The party's answer, or the refusal it stands for; never an exception."""
         try:
-            data = act()
-        except OffpayError as exc:
-            return _refusal(exc)
-        except OperationalError:
-            log.warning("database busy", exc_info=True)
-            return _refusal(OffpayError("the database is busy; retry", code="service.busy"))
-        except IntegrityError:
-            log.warning("concurrent write", exc_info=True)
-            return _refusal(
-                OffpayError("a concurrent request got there first; retry", code="service.conflict")
-            )
-        except DataError:
-            return _refusal(
-                OffpayError("a value is out of the storable range", code="store.out_of_range")
-            )
-        except Exception:
-            log.exception("unexpected failure")
-            return Answer(
-                500,
-                problem_body("service.internal", "the service failed; nothing was answered"),
-                JSON,
-            )
-        return Answer(200, data, media_type)
+            return Answer(200, act(), media_type)
+        except Exception as exc:
+            return _failure(exc)
+
+
+def _failure(exc: Exception) -> Answer:
+    """What an exception means for the sender: a refusal with its code, or "retry"."""
+    if isinstance(exc, OffpayError):
+        return _refusal(exc)
+    if isinstance(exc, OperationalError):  # a lock timeout, a deadlock broken, a lost link
+        log.warning("database busy", exc_info=exc)
+        return _refusal(OffpayError("the database is busy; retry", code="service.busy"))
+    if isinstance(exc, IntegrityError):  # a race the engine did not expect
+        log.warning("concurrent write", exc_info=exc)
+        return _refusal(
+            OffpayError("a concurrent request got there first; retry", code="service.conflict")
+        )
+    if isinstance(exc, DataError):
+        return _refusal(
+            OffpayError("a value is out of the storable range", code="store.out_of_range")
+        )
+    log.error("unexpected failure", exc_info=exc)
+    return Answer(
+        500, problem_body("service.internal", "the service failed; nothing was answered"), JSON
+    )
 
 
 def _json(value: object) -> bytes:

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import socket
 from collections.abc import Iterable, Mapping
@@ -209,9 +210,7 @@ def lock_party(network: NetworkConfig, name: str) -> IO[str]:
 
 
 def _valid_name(name: str) -> bool:
-    return (
-        bool(name) and len(name) <= 40 and all(c.isdigit() or c.islower() or c == "-" for c in name)
-    )
+    return re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name) is not None
 
 
 def _sqlite_url(path: Path) -> str:
