@@ -4,12 +4,22 @@
 every action so that money conservation is asserted after each step, and offers helpers for
 the offline flows (terminal charge, person-to-person payment) and for refusals that must
 leave every wallet and every device exactly as they were.
+
+``postgres_server`` is a real, throwaway PostgreSQL server (one per test process, so one per
+xdist worker), started the first time a test asks for it and stopped when the session ends;
+``postgres_url`` hands out fresh databases on it, and ``db_url`` runs a test once on SQLite
+and once on PostgreSQL. When PostgreSQL cannot be started, the tests that need it fail: they
+are never skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import itertools
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +30,13 @@ from offpay.device.reader import CardClient
 from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.sim.network import Merchant, OfflineNetwork, TokenUser, User
+from offpay.store.postgres import (
+    DatabaseUnavailable,
+    PostgresServer,
+    find_binaries,
+    install_binaries,
+    temporary_postgres,
+)
 from offpay.tokens.model import Token
 from offpay.tokens.transfer import transfer_offline
 
@@ -139,3 +156,79 @@ def refused(code: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Off
 def pay_tokens(sender: TokenUser, receiver: TokenUser, minor: int) -> Token:
     """An offline token transfer between two phones with a perfect relay."""
     return transfer_offline(sender.element, receiver.element, Money(minor, sender.bank.currency))
+
+
+# ---- databases: SQLite and a real PostgreSQL ---------------------------------------------------
+
+# A throwaway server may lose its data on a crash: durability settings off for speed. Many
+# tests leave engines to the garbage collector, so allow plenty of connections.
+POSTGRES_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+}
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for this test process; a failure to start fails the test."""
+    with contextlib.ExitStack() as stack:
+        try:
+            _install_postgres_once(tmp_path_factory)
+            server = stack.enter_context(
+                temporary_postgres(install=False, settings=POSTGRES_SETTINGS)
+            )
+        except DatabaseUnavailable as exc:
+            pytest.fail(
+                f"these tests need PostgreSQL, which could not be started: {exc}", pytrace=False
+            )
+        yield server
+
+
+def _install_postgres_once(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Install the server packages if missing, one test process at a time: xdist workers
+    share the parent of their base temporary folder, and apt-get allows one install."""
+    if find_binaries() is not None:
+        return
+    lock = tmp_path_factory.getbasetemp().parent / "offpay-postgres-install.lock"
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if find_binaries() is None:
+            install_binaries()
+
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(
+    postgres_server: PostgresServer, request: pytest.FixtureRequest
+) -> Callable[[str], str]:
+    """``postgres_url(name)``: the URL of a new, empty database for this test."""
+    test = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:30]
+
+    def create(name: str) -> str:
+        return postgres_server.create_database(f"{next(_database_numbers)}-{test}-{name}"[:63])
+
+    return create
+
+
+@dataclass(frozen=True)
+class UrlFor:
+    """``url_for(name)``: a fresh database per name on one backend (``sqlite`` files or
+    ``postgresql``); fits :class:`OfflineNetwork`'s ``url_for``."""
+
+    backend: str
+    create: Callable[[str], str]
+
+    def __call__(self, name: str) -> str:
+        return self.create(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> UrlFor:
+    """Runs the test on SQLite (database files) and on PostgreSQL (a real server)."""
+    if request.param == "postgresql":
+        return UrlFor("postgresql", request.getfixturevalue("postgres_url"))
+    return UrlFor("sqlite", lambda name: f"sqlite+pysqlite:///{tmp_path}/{name}.sqlite")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from offpay.bench.cli import bench
 from offpay.crypto.keys import Algorithm
+
+if TYPE_CHECKING:
+    from offpay.service.datadir import NetworkConfig
 
 app = typer.Typer(help="offpay: secure offline payments in a two-tier digital currency.")
 app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
@@ -45,6 +48,13 @@ def demo(
             "sign-once token scheme (FEDS 2025-105)."
         ),
     ] = Scheme.BALANCE,
+    network: Annotated[
+        Path | None,
+        typer.Option(
+            help="Play against the services of the network in this data folder (started by "
+            "`offpay network run`) instead of in this process."
+        ),
+    ] = None,
 ) -> None:
     """Play every flow of an offline payment scheme step by step: the balance-based one
     (e-krona report §3.4–3.7) or, with --scheme tokens, the sign-once token one."""
@@ -52,6 +62,8 @@ def demo(
     from offpay.sim.token_demo import TokenDemo
 
     console = Console() if Console().is_terminal else Console(width=120)
+    if network is not None:
+        raise typer.Exit(_demo_against(network, scheme, console))
     player = TokenDemo if scheme is Scheme.TOKENS else Demo
     with tempfile.TemporaryDirectory(prefix="offpay-demo-") as tmp:
         folder = data_dir if data_dir is not None else Path(tmp)
@@ -59,6 +71,29 @@ def demo(
         _clear_demo_databases(folder, console)
         ok = player(console, folder, algorithm).run()
     raise typer.Exit(0 if ok else 1)
+
+
+def _demo_against(folder: Path, scheme: Scheme, console: Console) -> int:
+    """The balance demo against running services: phones and PoS apps here, over HTTP."""
+    from offpay.errors import OffpayError
+    from offpay.service.remote import RemoteNetwork
+    from offpay.sim.demo import Demo
+
+    if scheme is not Scheme.BALANCE:
+        console.print("[red]against services, the demo plays the balance scheme only[/red]")
+        return 2
+    config = _network(folder)
+    if not {"bank-a", "bank-b"} <= set(config.banks):
+        console.print("[red]the demo needs intermediaries named bank-a and bank-b[/red]")
+        return 2
+    remote = RemoteNetwork(config)
+    try:
+        return 0 if Demo(console, folder, config.algorithm, net=remote).run() else 1
+    except OffpayError as exc:
+        console.print(f"[red]{exc}[/red] (are the services running? `offpay network run`)")
+        return 1
+    finally:
+        remote.close()
 
 
 DEMO_DATABASES = ("central-bank", "bank-a", "bank-b")
@@ -74,3 +109,133 @@ def _clear_demo_databases(folder: Path, console: Console) -> None:
                 if suffix == ".sqlite":
                     console.print(f"replacing the earlier demo database {path.name}")
                 path.unlink()
+
+
+# ---- services ---------------------------------------------------------------------------------
+
+serve_app = typer.Typer(help="Run one party of a network as an HTTP service (OpenAPI at /docs).")
+network_app = typer.Typer(help="A network of services on this machine: set it up, run it.")
+app.add_typer(serve_app, name="serve")
+app.add_typer(network_app, name="network")
+
+DataOption = Annotated[
+    Path, typer.Option("--data", help="The network's data folder (see `offpay network init`).")
+]
+HostOption = Annotated[
+    str | None, typer.Option(help="Address to listen on; the network's URL by default.")
+]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on; the network's URL's.")]
+
+
+def _network(data: Path) -> NetworkConfig:
+    """The network in ``data``, or a readable complaint and exit status 2."""
+    from offpay.errors import OffpayError
+    from offpay.service.datadir import load_network
+
+    try:
+        return load_network(data)
+    except OffpayError as exc:
+        Console(stderr=True).print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _serve(data: Path, name: str, host: str | None, port: int | None, retry_every: float) -> None:
+    from offpay.errors import OffpayError
+    from offpay.service.serve import serve
+
+    try:
+        serve(_network(data), name, host=host, port=port, retry_every=retry_every)
+    except OffpayError as exc:
+        Console(stderr=True).print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+
+
+@serve_app.command("central-bank")
+def serve_central_bank(data: DataOption, host: HostOption = None, port: PortOption = None) -> None:
+    """The central bank: issuance, reserves, the notary, revocation, the liquidity pool."""
+    _serve(data, "central-bank", host, port, 0)
+
+
+@serve_app.command("intermediary")
+def serve_intermediary(
+    name: Annotated[str, typer.Option(help="Which intermediary of the network, e.g. bank-a.")],
+    data: DataOption,
+    host: HostOption = None,
+    port: PortOption = None,
+    retry_every: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between retries of half-done settlements; 0: at start only; "
+            "below 0: never (tests)."
+        ),
+    ] = 30.0,
+) -> None:
+    """An intermediary: its customers' wallets, its devices' syncs, payment requests."""
+    _serve(data, name, host, port, retry_every)
+
+
+@network_app.command("init")
+def network_init(
+    data: DataOption,
+    banks: Annotated[str, typer.Option(help="Intermediaries, comma-separated.")] = "bank-a,bank-b",
+    algorithm: Annotated[
+        Algorithm, typer.Option(help="Signature algorithm of every key in the network.")
+    ] = Algorithm.ED25519,
+) -> None:
+    """Create a network in a data folder: keys, certificates, admissions, one embedded SQLite
+    database per party, free loopback ports."""
+    from offpay.errors import OffpayError
+    from offpay.service.datadir import init_network
+
+    try:
+        network = init_network(
+            data, [b.strip() for b in banks.split(",") if b.strip()], algorithm=algorithm
+        )
+    except OffpayError as exc:
+        Console(stderr=True).print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    for name, url in network.urls.items():
+        typer.echo(f"{name}: {url}")
+
+
+@network_app.command("run")
+def network_run(
+    data: DataOption,
+    banks: Annotated[
+        str, typer.Option(help="Intermediaries, if the folder holds no network yet.")
+    ] = "bank-a,bank-b",
+) -> None:
+    """Start the central bank and every intermediary of the network in DATA as processes on
+    loopback ports (creating the network first if the folder is empty); stop with Ctrl-C."""
+    import signal
+    import threading
+
+    from offpay.errors import OffpayError
+    from offpay.service.datadir import NETWORK_FILE, init_network
+    from offpay.service.process import running
+
+    console = Console()
+    try:
+        if not (data / NETWORK_FILE).exists():
+            init_network(data, [b.strip() for b in banks.split(",") if b.strip()])
+        network = _network(data)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with running(network) as processes:
+            for name, process in processes.items():
+                console.print(f"{name}: {process.url}  (OpenAPI: {process.url}/docs)")
+            console.print(
+                f"\nplay the demo against it:  offpay demo --network {network.folder}\n"
+                "stop with Ctrl-C"
+            )
+            try:
+                while not stop.wait(1.0):
+                    dead = [n for n, p in processes.items() if not p.running]
+                    if dead:
+                        console.print(f"[red]{', '.join(dead)} stopped; see service.log[/red]")
+                        raise typer.Exit(1)
+            except KeyboardInterrupt:
+                pass
+    except OffpayError as exc:
+        Console(stderr=True).print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None

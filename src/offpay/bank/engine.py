@@ -30,7 +30,7 @@ from offpay.bank.evidence import verify_payment
 from offpay.bank.liquidity import LiquidityDesk, Pending
 from offpay.bank.refusal import Refusals, request_id_of
 from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
-from offpay.crypto.keys import Algorithm, Signer
+from offpay.crypto.keys import Algorithm, PublicKey, Signer, algorithm_of
 from offpay.crypto.pki import Authority, Credential, Identity, Role, TrustStore
 from offpay.device.card import key_fingerprint, pin_digest
 from offpay.device.reader import CardClient
@@ -43,6 +43,7 @@ from offpay.errors import (
     OffpayError,
     Refused,
     ReplayError,
+    SignatureError,
 )
 from offpay.money import Money
 from offpay.policy import default_policy, sign_policy
@@ -398,11 +399,18 @@ class Intermediary:
     def issue_card(self, customer_id: str, transmit: Transmit, pin: str) -> str:
         """Personalise a blank card for a customer: certify the key it generated, load the
         root, its chain, its PIN digest and the current policy (report §3.2)."""
+        client = CardClient(transmit)
+        card_id, personalisation = self.personalise_card(customer_id, client.public_key(), pin)
+        client.personalise(personalisation)
+        return card_id
+
+    def personalise_card(self, customer_id: str, key: PublicKey, pin: str) -> tuple[str, bytes]:
+        """The card id and the signed personalisation for a card's key; apart from
+        :meth:`issue_card` so that a card in a branch's reader, across the network, is issued
+        by the same code."""
         self._account(customer_id, "shadow")
         if not (4 <= len(pin) <= 12 and pin.isdigit()):
             raise Refused("PIN must be 4 to 12 digits", code="bank.bad_pin")
-        client = CardClient(transmit)
-        key = client.public_key()
         card_id = f"card:{self.name}:{key_fingerprint(key)[:12]}"
         chain = self.ca.issue(card_id, Role.CARD, key, self.clock())
         signed_policy, _ = self._policy()
@@ -417,19 +425,30 @@ class Intermediary:
             policy=signed_policy,
         )
         self._register_device(card_id, "card", customer_id, f"{customer_id}/shadow")
-        client.personalise(sign(perso, self.credential).to_bytes())
-        return card_id
+        return card_id, sign(perso, self.credential).to_bytes()
 
     def issue_terminal(self, merchant_id: str, module: TerminalModule) -> str:
+        terminal_id, chain, policy = self.certify_terminal(merchant_id, module.public_key)
+        module.personalise(terminal_id, self.name, self.root_der, chain, policy)
+        return terminal_id
+
+    def certify_terminal(
+        self, merchant_id: str, public_key_der: bytes
+    ) -> tuple[str, tuple[bytes, ...], Signed[LimitsPolicy]]:
+        """A terminal module's id, certificate chain and the current policy; apart from
+        :meth:`issue_terminal` so that a module reached over the network is issued alike."""
         account = self._account(merchant_id, "merchant")
         from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-        key = load_der_public_key(module.public_key)
+        try:
+            key = load_der_public_key(public_key_der)
+            algorithm_of(key)
+        except (ValueError, SignatureError):
+            raise Refused("not a supported public key", code="bank.bad_key") from None
         terminal_id = f"terminal:{self.name}:{key_fingerprint(key)[:12]}"
         chain = self.ca.issue(terminal_id, Role.TERMINAL, key, self.clock())  # type: ignore[arg-type]
         self._register_device(terminal_id, "terminal", merchant_id, account)
-        module.personalise(terminal_id, self.name, self.root_der, chain, self._policy()[0])
-        return terminal_id
+        return terminal_id, chain, self._policy()[0]
 
     def _register_device(self, device_id: str, kind: str, customer_id: str, account: str) -> None:
         """Record a device before it is personalised; a retry after a cut issuance finds the

@@ -85,6 +85,7 @@ class CentralBank:
         algorithm: Algorithm = Algorithm.ED25519,
         clock: Clock = utc_now,
         root: Authority | None = None,
+        mint: Credential | None = None,
     ) -> None:
         self.currency = currency
         self.algorithm = algorithm
@@ -99,7 +100,7 @@ class CentralBank:
         self.trust.revoked |= set(self.revoked_devices())
         from offpay.tokens.mint import MintingService
 
-        self.mint = MintingService(self)
+        self.mint = MintingService(self, mint)
 
     @property
     def root_der(self) -> bytes:
@@ -455,23 +456,27 @@ class CentralBank:
                         recorded_by=ident.id,
                     )
                 )
-                if req.payer_institution != req.payee_institution:
-                    moved = conn.execute(
-                        update(t)
-                        .where(t.c.name == req.payer_institution, t.c.holdings >= req.amount.minor)
-                        .values(holdings=t.c.holdings - req.amount.minor)
-                    )
-                    if moved.rowcount != 1:
-                        raise InsufficientFunds(
-                            f"{req.payer_institution}'s customers do not hold {req.amount}"
+                payer, payee = req.payer_institution, req.payee_institution
+                # Both rows in one order (by name) whichever way the payment goes: payments in
+                # opposite directions notarised at once would otherwise each lock one row and
+                # wait for the other (a deadlock the database breaks by failing one of them).
+                for name in sorted({payer, payee}) if payer != payee else ():
+                    if name == payer:
+                        moved = conn.execute(
+                            update(t)
+                            .where(t.c.name == payer, t.c.holdings >= req.amount.minor)
+                            .values(holdings=t.c.holdings - req.amount.minor)
                         )
-                    done = conn.execute(
-                        update(t)
-                        .where(t.c.name == req.payee_institution)
-                        .values(holdings=t.c.holdings + req.amount.minor)
-                    )
-                    if done.rowcount != 1:
-                        raise NotFound(f"no intermediary named {req.payee_institution}")
+                        if moved.rowcount != 1:
+                            raise InsufficientFunds(f"{payer}'s customers do not hold {req.amount}")
+                    else:
+                        done = conn.execute(
+                            update(t)
+                            .where(t.c.name == payee)
+                            .values(holdings=t.c.holdings + req.amount.minor)
+                        )
+                        if done.rowcount != 1:
+                            raise NotFound(f"no intermediary named {payee}")
                 response = self._result(ident.id, req, SettlementStatus.DONE, "")
                 remember(conn, schema.central_seen, ident.id, req.nonce, response)
                 return response

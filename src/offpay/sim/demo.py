@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,15 +17,31 @@ from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.sim.network import OfflineNetwork
 
+if TYPE_CHECKING:
+    from offpay.service.remote import RemoteNetwork
+
 
 class Demo:
-    def __init__(self, console: Console, data_dir: Path, algorithm: Algorithm) -> None:
+    def __init__(
+        self,
+        console: Console,
+        data_dir: Path,
+        algorithm: Algorithm,
+        net: RemoteNetwork | None = None,
+    ) -> None:
+        """``net``: a network of services to play against (``offpay demo --network``); by
+        default a network in this process on SQLite files in ``data_dir``."""
         self.console = console
         self.data_dir = data_dir
         self.algorithm = algorithm
-        self.net = OfflineNetwork(
-            algorithm=algorithm,
-            url_for=lambda name: f"sqlite+pysqlite:///{data_dir / (name + '.sqlite')}",
+        self.remote = net is not None
+        self.net: OfflineNetwork | RemoteNetwork = (
+            net
+            if net is not None
+            else OfflineNetwork(
+                algorithm=algorithm,
+                url_for=lambda name: f"sqlite+pysqlite:///{data_dir / (name + '.sqlite')}",
+            )
         )
         self.step_no = 0
 
@@ -82,9 +99,14 @@ class Demo:
 
     def run(self) -> bool:
         n, m = self.net, self.money
+        where = (
+            "each a service reached over HTTP, the phones and the shop's PoS app in this process"
+            if self.remote
+            else "on embedded SQLite"
+        )
         self.say(
             "[bold]offpay demo[/bold]: one central bank, two intermediaries (bank-a, bank-b), "
-            "cards and a shop terminal, on embedded SQLite."
+            f"cards and a shop terminal, {where}."
         )
         self.step(
             "The central bank issues SEK 100 000 to each intermediary's reserve",
@@ -242,6 +264,8 @@ class Demo:
         self.say(
             "[green]every card equals its shadow wallet; money issued equals money held[/green]"
         )
+        if self.remote:
+            return audit.balanced
         from offpay.sim.liquidity_demo import LiquidityDemo
 
         settled = LiquidityDemo(self.console, self.data_dir, self.algorithm).run()

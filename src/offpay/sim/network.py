@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
-from offpay.bank.engine import Intermediary, reserve_move_nonce
-from offpay.central.bank import CentralBank, Clock, utc_now
+from offpay.bank.engine import Intermediary, LedgerTotals, reserve_move_nonce
+from offpay.central.bank import CentralBank, Clock, Position, utc_now
 from offpay.crypto.keys import Algorithm
 from offpay.device.card import Card
 from offpay.device.terminal import TerminalModule
@@ -197,24 +197,11 @@ class OfflineNetwork:
         yet in the wallet or repaid from the wallet but not yet received. Whether the central
         bank carried a request out is read from its record of answered nonces."""
         totals: dict[str, Money] = {}
-        m, r, seen = schema.central_moves, schema.reserve_moves, schema.central_seen
+        seen = schema.central_seen
         with self.central.db.connect() as cb:
             for name, bank in self.banks.items():
                 with bank.db.connect() as conn:
-                    open_moves = [
-                        (move.kind, move.amount, bytes(move.nonce))
-                        for move in conn.execute(select(m).where(m.c.done.is_(False)))
-                    ]
-                    # A fund (the central bank moves first) or a redeem (the wallet is debited
-                    # first) whose answer has not come back yet.
-                    open_moves += [
-                        (
-                            "fund" if move.amount > 0 else "redeem-online",
-                            abs(move.amount),
-                            reserve_move_nonce(move.reference),
-                        )
-                        for move in conn.execute(select(r).where(r.c.state == "pending"))
-                    ]
+                    moves = open_central_moves(conn)
                 carried = [
                     (
                         kind,
@@ -226,7 +213,7 @@ class OfflineNetwork:
                         ).first()
                         is not None,
                     )
-                    for kind, amount, nonce in open_moves
+                    for kind, amount, nonce in moves
                 ]
                 totals[name] = self.money(moves_in_transit(carried))
         return totals
@@ -265,44 +252,97 @@ class OfflineNetwork:
 
     def _audit(self, moves: dict[str, Money] | None) -> tuple[Audit, list[str]]:
         """Both checks from one read of every ledger: the audit runs after every test step."""
-        zero = self.money(0)
-        moves = moves if moves is not None else self.central_moves_in_transit()
-        totals = {name: bank.ledger_totals() for name, bank in self.banks.items()}
-        positions = self.central.positions()
         issued, tokens, pool = self.central.audit_totals()
-        reserves = sum((p.reserve for p in positions), zero)
-        wallets = sum((t.held for t in totals.values()), zero)
-        transit = sum((t.in_transit for t in totals.values()), zero)
-        if transit:
-            transit = self.payments_in_transit()
-        transit = sum(moves.values(), transit)
-        audit = Audit(issued, reserves, wallets, transit, tokens, pool)
-        flows = self.central.cross_flows()
-        problems = []
-        for position in positions:
-            t = totals.get(position.institution)
-            if t is None:
-                continue
-            flow_in, flow_out = flows[position.institution]
-            expected = t.held + t.debited - t.credited - flow_out + flow_in
-            expected = expected + moves[position.institution]
-            if position.holdings != expected:
-                problems.append(
-                    f"{position.institution}: the central bank records holdings of "
-                    f"{position.holdings}, its ledgers account for {expected}"
-                )
-        return audit, problems
+        books = Books(
+            issued=issued,
+            tokens=tokens,
+            pool=pool,
+            positions=self.central.positions(),
+            flows=self.central.cross_flows(),
+            totals={name: bank.ledger_totals() for name, bank in self.banks.items()},
+            moves=moves if moves is not None else self.central_moves_in_transit(),
+            payments_in_transit=self.payments_in_transit,
+        )
+        return audit_books(books, self.money(0))
 
     def check_conservation(self) -> Audit:
         """Money issued equals money held, and each intermediary's wallets agree with the
         central bank's record of them; raises :class:`ConservationError` otherwise."""
-        audit, problems = self._audit(None)
-        if not audit.balanced:
-            raise ConservationError(
-                f"issued {audit.issued} but held {audit.held} (reserves {audit.reserves}, "
-                f"wallets {audit.wallets}, in transit {audit.in_transit}, "
-                f"tokens {audit.tokens}, pool {audit.pool})"
+        return conserved(*self._audit(None))
+
+
+def open_central_moves(conn: Connection) -> list[tuple[str, int, bytes]]:
+    """An intermediary's open moves to or from the central bank, as (kind, amount, nonce): a
+    fund (the central bank moves first) or a redeem (the wallet is debited first) whose answer
+    has not come back yet, and token and pool moves not closed."""
+    m, r = schema.central_moves, schema.reserve_moves
+    moves = [
+        (move.kind, move.amount, bytes(move.nonce))
+        for move in conn.execute(select(m).where(m.c.done.is_(False)))
+    ]
+    moves += [
+        (
+            "fund" if move.amount > 0 else "redeem-online",
+            abs(move.amount),
+            reserve_move_nonce(move.reference),
+        )
+        for move in conn.execute(select(r).where(r.c.state == "pending"))
+    ]
+    return moves
+
+
+@dataclass(frozen=True)
+class Books:
+    """Everything the conservation audit reads, from the central bank and every intermediary:
+    gathered from the databases in one process, or from each service's back office."""
+
+    issued: Money
+    tokens: Money
+    pool: Money
+    positions: list[Position]
+    flows: dict[str, tuple[Money, Money]]
+    totals: dict[str, LedgerTotals]
+    moves: dict[str, Money]  # central-bank moves in transit, per intermediary
+    payments_in_transit: Callable[[], Money]  # asked only when some debit is not credited
+
+
+def audit_books(books: Books, zero: Money) -> tuple[Audit, list[str]]:
+    """Money issued against money held, and per intermediary, the central bank's record of
+    its customers' holdings against its wallets, up to payments in flight between the
+    settlement steps: holdings − wallets = debited − credited − notarised out + notarised in +
+    moves to or from the central bank in transit (tokens and pool loans)."""
+    totals, moves = books.totals, books.moves
+    reserves = sum((p.reserve for p in books.positions), zero)
+    wallets = sum((t.held for t in totals.values()), zero)
+    transit = sum((t.in_transit for t in totals.values()), zero)
+    if transit:
+        transit = books.payments_in_transit()
+    transit = sum(moves.values(), transit)
+    audit = Audit(books.issued, reserves, wallets, transit, books.tokens, books.pool)
+    problems = []
+    for position in books.positions:
+        t = totals.get(position.institution)
+        if t is None:
+            continue
+        flow_in, flow_out = books.flows[position.institution]
+        expected = t.held + t.debited - t.credited - flow_out + flow_in
+        expected = expected + moves[position.institution]
+        if position.holdings != expected:
+            problems.append(
+                f"{position.institution}: the central bank records holdings of "
+                f"{position.holdings}, its ledgers account for {expected}"
             )
-        if problems:
-            raise ConservationError("; ".join(problems))
-        return audit
+    return audit, problems
+
+
+def conserved(audit: Audit, problems: list[str]) -> Audit:
+    """``audit`` if it balances and nothing disagrees; :class:`ConservationError` otherwise."""
+    if not audit.balanced:
+        raise ConservationError(
+            f"issued {audit.issued} but held {audit.held} (reserves {audit.reserves}, "
+            f"wallets {audit.wallets}, in transit {audit.in_transit}, "
+            f"tokens {audit.tokens}, pool {audit.pool})"
+        )
+    if problems:
+        raise ConservationError("; ".join(problems))
+    return audit

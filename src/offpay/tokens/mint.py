@@ -30,9 +30,11 @@ REDEEMED = b"\x00" * 32  # the "transition" that consumes a redeemed token
 
 
 class MintingService:
-    def __init__(self, central: CentralBank) -> None:
+    def __init__(self, central: CentralBank, credential: Credential | None = None) -> None:
+        """``credential``: the minting key kept from an earlier run (a served central bank
+        restarts with it, so tokens it minted before still verify); a fresh one otherwise."""
         self.central = central
-        self.credential: Credential = central.root.credential_for(
+        self.credential: Credential = credential or central.root.credential_for(
             MINT_ID, Role.MINT, central.clock(), central.algorithm
         )
         self.verifier = TokenVerifier(central.trust, self.credential.chain)

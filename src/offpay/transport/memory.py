@@ -42,8 +42,13 @@ class MemoryNetwork:
         once the receiver acted on it. The sender sees ``network.cut`` either way."""
         self._cuts.append((kind, after))
 
+    def route(self, to: str) -> Handler | None:
+        """Who answers for ``to``: a party registered here (an HTTP network adds the parties
+        it reaches over the wire)."""
+        return self._routes.get(to)
+
     def send(self, to: str, kind: str, data: bytes) -> bytes:
-        handler = self._routes.get(to)
+        handler = self.route(to)
         if handler is None:
             raise NotFound(f"no party named {to} on this network", code="network.unknown_party")
         for tap in self.taps:

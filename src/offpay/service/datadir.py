@@ -1,0 +1,259 @@
+"""A served network's data folder: who is where, and each party's keys and database.
+
+    DIR/network.json          currency, algorithm, liquidity policy, the root certificate,
+                              the minting chain, and each party's URL
+    DIR/central-bank/         root.key, mint.key (+ .chain.pem), admin-token, party.json
+    DIR/bank-a/               ca.key (+ .chain.pem), admin-token, party.json
+
+``party.json`` names the party's database (an embedded SQLite file in its folder unless told
+otherwise). :func:`init_network` does what the central bank's offices do once: it creates the
+root, admits each intermediary (certifies its CA key and opens its reserve account) and writes
+the folder. :func:`open_central` and :func:`open_intermediary` rebuild a party from the folder,
+so a service restarts from the same database and the same keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import Connection, Engine, text
+
+from offpay.bank.engine import Intermediary
+from offpay.central.bank import CentralBank
+from offpay.crypto.keys import Algorithm, Signer
+from offpay.crypto.pki import Authority, Credential
+from offpay.errors import OffpayError
+from offpay.money import Money
+from offpay.service.keystore import load_credential, save_credential
+from offpay.transport.memory import MemoryNetwork
+from offpay.wire.messages import Liquidity
+
+CENTRAL = "central-bank"
+NETWORK_FILE = "network.json"
+
+
+class DataDirError(OffpayError):
+    """A data folder that is missing, incomplete, already initialised, or in use."""
+
+    code = "service.data_dir"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """What every party of a served network knows about it."""
+
+    folder: Path
+    currency: str
+    algorithm: Algorithm
+    liquidity: Liquidity
+    root_der: bytes
+    mint_chain: tuple[bytes, ...]
+    urls: Mapping[str, str]  # party name -> base URL
+
+    @property
+    def banks(self) -> tuple[str, ...]:
+        return tuple(name for name in self.urls if name != CENTRAL)
+
+    def party_folder(self, name: str) -> Path:
+        if name not in self.urls:
+            known = ", ".join(self.urls)
+            raise DataDirError(f"no party named {name!r} in this network (it has {known})")
+        return self.folder / name
+
+    def database(self, name: str) -> str:
+        return str(_read_json(self.party_folder(name) / "party.json")["database"])
+
+    def admin_token(self, name: str) -> str:
+        return (self.party_folder(name) / "admin-token").read_text().strip()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now (it may be taken before it is used: good enough for
+    loopback services started right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def init_network(
+    folder: Path,
+    banks: Iterable[str] = ("bank-a", "bank-b"),
+    *,
+    host: str = "127.0.0.1",
+    urls: Mapping[str, str] | None = None,
+    databases: Mapping[str, str] | None = None,
+    currency: str = "SEK",
+    algorithm: Algorithm = Algorithm.ED25519,
+    liquidity: Liquidity = Liquidity.QUEUE,
+    pool: int = 0,
+) -> NetworkConfig:
+    """Create a new network in ``folder``: keys, certificates, admission of every intermediary,
+    each party's database and URL (free loopback ports unless ``urls`` says otherwise)."""
+    folder = folder.resolve()
+    if (folder / NETWORK_FILE).exists():
+        raise DataDirError(f"{folder} already holds a network; use it or choose a new folder")
+    names = (CENTRAL, *banks)
+    if len(set(names)) != len(names) or any(not _valid_name(n) for n in names):
+        raise DataDirError("party names must be distinct, lower-case letters, digits and '-'")
+    urls = dict(urls or {})
+    for name in names:
+        urls.setdefault(name, f"http://{host}:{free_port(host)}")
+    for name in names:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        database = (databases or {}).get(name) or _sqlite_url(folder / name / f"{name}.sqlite")
+        _write_json(folder / name / "party.json", {"database": database})
+        _write_private(folder / name / "admin-token", secrets.token_urlsafe(32) + "\n")
+    central = CentralBank(
+        _read_json(folder / CENTRAL / "party.json")["database"],
+        currency=currency,
+        algorithm=algorithm,
+    )
+    try:
+        save_credential(folder / CENTRAL, "root", central.root.credential)
+        save_credential(folder / CENTRAL, "mint", central.mint.credential)
+        for bank in banks:
+            signer = Signer.generate(algorithm)
+            save_credential(
+                folder / bank, "ca", Credential(signer, central.admit(bank, signer.public_key))
+            )
+        if pool:
+            central.fund_pool(Money(pool, currency))
+        mint_chain = central.mint.chain
+    finally:
+        central.db.dispose()
+    _write_json(
+        folder / NETWORK_FILE,
+        {
+            "currency": currency,
+            "algorithm": algorithm.value,
+            "liquidity": liquidity.value,
+            "root": _b64(central.root_der),
+            "mint_chain": [_b64(der) for der in mint_chain],
+            "urls": {name: urls[name] for name in names},
+        },
+    )
+    return load_network(folder)
+
+
+def load_network(folder: Path) -> NetworkConfig:
+    folder = folder.resolve()
+    data = _read_json(folder / NETWORK_FILE)
+    try:
+        return NetworkConfig(
+            folder=folder,
+            currency=str(data["currency"]),
+            algorithm=Algorithm(data["algorithm"]),
+            liquidity=Liquidity(data["liquidity"]),
+            root_der=base64.b64decode(data["root"]),
+            mint_chain=tuple(base64.b64decode(d) for d in data["mint_chain"]),
+            urls={str(k): str(v) for k, v in data["urls"].items()},
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise DataDirError(f"{folder / NETWORK_FILE} is incomplete or damaged: {exc}") from None
+
+
+def open_central(network: NetworkConfig) -> CentralBank:
+    """The central bank with its own root and minting keys, on its own database."""
+    folder = network.party_folder(CENTRAL)
+    return CentralBank(
+        network.database(CENTRAL),
+        currency=network.currency,
+        algorithm=network.algorithm,
+        root=Authority(load_credential(folder, "root")),
+        mint=load_credential(folder, "mint"),
+    )
+
+
+def open_intermediary(network: NetworkConfig, name: str, transport: MemoryNetwork) -> Intermediary:
+    """Intermediary ``name`` with its CA key, on its own database, reaching the others through
+    ``transport``. Its engine key is new at every start, certified by the same CA, so what it
+    signed before still verifies."""
+    if name == CENTRAL:
+        raise DataDirError("the central bank is not an intermediary")
+    folder = network.party_folder(name)
+    return Intermediary(
+        name,
+        Authority(load_credential(folder, "ca")),
+        network.root_der,
+        transport,
+        url=network.database(name),
+        currency=network.currency,
+        algorithm=network.algorithm,
+        mint_chain=network.mint_chain,
+        liquidity=network.liquidity,
+    )
+
+
+def lock_party(network: NetworkConfig, name: str) -> IO[str]:
+    """Hold ``name``'s folder for this process: two processes of one party on one database
+    would each believe their own memory. Released when the process ends, however it ends."""
+    handle = (network.party_folder(name) / "lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataDirError(f"{name} is already running from {network.folder}") from None
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _valid_name(name: str) -> bool:
+    return re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name) is not None
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite+pysqlite:///{path}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataDirError(f"{path} is missing: run `offpay network init` first") from None
+    except (OSError, ValueError) as exc:
+        raise DataDirError(f"{path} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataDirError(f"{path} is not a JSON object")
+    return data
+
+
+def hold_database(engine: Engine, name: str) -> Connection | None:
+    """On PostgreSQL, also hold a session lock named after the party, so that two folders
+    pointing at one database cannot both serve it; the lock goes with the connection."""
+    if engine.dialect.name != "postgresql":
+        return None
+    conn = engine.connect()
+    key = int.from_bytes(
+        hashlib.sha256(f"offpay-party:{name}".encode()).digest()[:8], "big", signed=True
+    )
+    if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
+        conn.close()
+        raise DataDirError(f"{name} is already being served from this database")
+    conn.commit()
+    return conn

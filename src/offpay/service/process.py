@@ -1,0 +1,163 @@
+"""Services as real processes on this machine: started with ``python -m offpay serve``, ready
+when their health route answers, always stopped (a process group each, so nothing is left).
+Used by ``offpay network run`` and by the tests that kill a service in mid-request."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from offpay.errors import OffpayError
+from offpay.service.datadir import CENTRAL, NetworkConfig
+
+READY_TIMEOUT_S = 60.0
+
+
+class ServiceFailed(OffpayError):
+    code = "service.not_started"
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    url: str
+    command: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self, timeout: float = READY_TIMEOUT_S) -> ServiceProcess:
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self.popen is None or self.popen.poll() is not None:
+                    raise ServiceFailed(f"{self.name} exited at start:\n{self.log_tail()}")
+                try:
+                    if client.get(f"{self.url}/v1/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        self.stop()
+        raise ServiceFailed(
+            f"{self.name} did not answer within {timeout:.0f} s:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.running:
+            return
+        self._signal(signal.SIGTERM)
+        assert self.popen is not None
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
+        if sig == signal.SIGKILL:
+            self.popen.wait()
+
+
+def service_process(
+    network: NetworkConfig,
+    name: str,
+    *,
+    port: int | None = None,
+    retry_every: float = 30.0,
+) -> ServiceProcess:
+    """The process that serves ``name`` (not started yet). ``port`` overrides the port in the
+    network's URL (a test may put a relay in front of a service)."""
+    command = [sys.executable, "-m", "offpay", "serve"]
+    if name == CENTRAL:
+        command += ["central-bank"]
+    else:
+        command += ["intermediary", "--name", name, "--retry-every", str(retry_every)]
+    command += ["--data", str(network.folder)]
+    url = network.urls[name]
+    if port is not None:
+        command += ["--port", str(port)]
+        url = f"{url.rsplit(':', 1)[0]}:{port}"
+    return ServiceProcess(name, url, command, network.folder / name / "service.log")
+
+
+@contextlib.contextmanager
+def running(
+    network: NetworkConfig, *, retry_every: float = 30.0, ports: dict[str, int] | None = None
+) -> Iterator[dict[str, ServiceProcess]]:
+    """The central bank, then every intermediary, each in its own process; all stopped on
+    the way out, whatever happened."""
+    ports = ports or {}
+    processes: dict[str, ServiceProcess] = {}
+    try:
+        for name in (CENTRAL, *network.banks):
+            processes[name] = service_process(
+                network, name, port=ports.get(name), retry_every=retry_every
+            ).start()
+        yield processes
+    finally:
+        for process in processes.values():
+            process.stop()
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, url: str, timeout: float = READY_TIMEOUT_S) -> Iterator[None]:
+    """``app`` served by uvicorn on ``url``'s port in a thread of this process, until the
+    block ends: the whole HTTP path, without the cost of a process."""
+    import threading
+
+    import uvicorn
+
+    address = urlsplit(url)
+    config = uvicorn.Config(
+        app, host=address.hostname or "127.0.0.1", port=address.port or 80, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise ServiceFailed(f"the service at {url} did not start")
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

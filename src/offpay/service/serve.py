@@ -1,0 +1,85 @@
+"""Running one party as a service: ``offpay serve central-bank`` and ``offpay serve
+intermediary --name NAME``, both from a network's data folder (:mod:`offpay.service.datadir`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from offpay.errors import OffpayError
+from offpay.service.app import Service, create_app
+from offpay.service.client import HttpNetwork
+from offpay.service.datadir import (
+    CENTRAL,
+    NetworkConfig,
+    hold_database,
+    lock_party,
+    open_central,
+    open_intermediary,
+)
+
+log = logging.getLogger("offpay.service")
+
+
+@dataclass
+class Built:
+    service: Service
+    background: Callable[[threading.Event], None] | None
+    held: list[object]  # the folder lock and database lock, kept for the process's life
+
+
+def build(network: NetworkConfig, name: str, *, retry_every: float = 30.0) -> Built:
+    """The party ``name`` of ``network`` as a service, holding its folder (and, on PostgreSQL,
+    its database) so that no second process serves it."""
+    held: list[object] = [lock_party(network, name)]
+    token = network.admin_token(name)
+    if name == CENTRAL:
+        central = open_central(network)
+        held.append(hold_database(central.db, name))
+        return Built(Service(name, central, token), None, held)
+    transport = HttpNetwork({n: u for n, u in network.urls.items() if n != name})
+    bank = open_intermediary(network, name, transport)
+    held.append(hold_database(bank.db, name))
+
+    def finish_pending(stop: threading.Event) -> None:
+        """Settlements and moves a crash or a lost answer left half done are finished here,
+        at start and then every ``retry_every`` seconds (0: at start only; below 0: never,
+        for tests that retry by hand)."""
+        while retry_every >= 0 and not stop.is_set():
+            try:
+                bank.retry_pending()
+            except OffpayError as exc:
+                log.info("pending work not finished yet: %s", exc)
+            except Exception:
+                log.exception("retrying pending work failed")
+            if retry_every <= 0 or stop.wait(retry_every):
+                return
+
+    return Built(Service(name, bank, token), finish_pending, held)
+
+
+def serve(
+    network: NetworkConfig,
+    name: str,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    retry_every: float = 30.0,
+) -> None:
+    """Serve ``name`` until interrupted; address from the network's URL unless given."""
+    import uvicorn
+
+    address = urlsplit(network.urls.get(name, ""))
+    built = build(network, name, retry_every=retry_every)
+    app = create_app(built.service, background=built.background)
+    uvicorn.run(
+        app,
+        host=host or address.hostname or "127.0.0.1",
+        port=port or address.port or 8000,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
