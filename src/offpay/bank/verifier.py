@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from multiprocessing.pool import Pool
 
 from offpay.bank.evidence import verify_payment
 from offpay.crypto.pki import TrustStore
@@ -55,7 +55,7 @@ class Verifier:
         self.root_der = root_der
         self.workers = default_workers() if workers is None else workers
         self.pool_min = POOL_MIN
-        self._pool: Executor | None = None
+        self._pool: Pool | None = None
 
     def verify_all(
         self, payments: Sequence[Signed[OfflinePayment]]
@@ -64,19 +64,24 @@ class Verifier:
         batch is too small for the pool or there is no pool."""
         if self.workers < 1 or len(payments) < self.pool_min:
             return None
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                # spawn: a fresh interpreter, nothing of this process's threads or connections
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(self.root_der,),
-            )
         size = -(-len(payments) // (2 * self.workers))
         chunks = [list(payments[i : i + size]) for i in range(0, len(payments), size)]
-        return [p for chunk in self._pool.map(_verify, chunks) for p in chunk]
+        try:
+            if self._pool is None:
+                # spawn: fresh interpreters, nothing of this process's threads or connections;
+                # daemonic workers, which multiprocessing stops when this process exits.
+                context = multiprocessing.get_context("spawn")
+                self._pool = context.Pool(self.workers, _start_worker, (self.root_der,))
+            return [p for chunk in self._pool.map(_verify, chunks) for p in chunk]
+        except (AssertionError, OSError, RuntimeError):
+            # Workers could not start (a daemonic process, a program whose main module is
+            # not guarded by ``if __name__ == "__main__"``, no processes): verify here.
+            self.close()
+            self.workers = 0
+            return None
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.terminate()
+            self._pool.join()
             self._pool = None

@@ -252,6 +252,8 @@ def _run(
     n = plan.payments
     for engine in engines:
         engine.dispose()
+    for bank in net.banks.values():
+        bank.verifier.close()
     return {
         "backend": backend,
         "algorithm": algorithm.value,
