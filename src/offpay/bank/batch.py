@@ -16,6 +16,7 @@ racing sync makes a batch insert fail as a whole, and its payments then settle o
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,8 +107,7 @@ class BatchDesk:
         read = self._receipts.get(receipt)
         if read is None:
             read = read_receipt(receipt, self.bank.trust)
-            if len(self._receipts) >= RECEIPTS_KEPT:
-                self._receipts.pop(next(iter(self._receipts)))
+            forget_oldest(self._receipts, RECEIPTS_KEPT)
             self._receipts[receipt] = read
         receiver, items = read
         for e in payments:
@@ -390,7 +390,8 @@ class BatchDesk:
             elif e.payment.receiver in payees:
                 new.append(e)
                 seen.add(tx)
-        slow = [e for e in entries if e.index not in statuses and e not in new]
+        fresh = {e.index for e in new}
+        slow = [e for e in entries if e.index not in statuses and e.index not in fresh]
         if new and not self._credit_rows(new, payees):
             slow, new = slow + new, []
         for e in new:
@@ -551,6 +552,14 @@ class BatchDesk:
         with bank.db.begin() as conn:
             bank._remember(conn, to, nonce, response)
         return response
+
+
+def forget_oldest(cache: dict[Any, Any], kept: int) -> None:
+    """Make room in a bounded cache (first in, first out). Another thread may change it at
+    the same time: then someone else made room."""
+    if len(cache) >= kept:
+        with contextlib.suppress(RuntimeError, StopIteration, KeyError):
+            cache.pop(next(iter(cache)))
 
 
 def _engine_id(institution: str) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Generic
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from offpay.bank.batch import BatchDesk, Entry
+from offpay.bank.batch import BatchDesk, Entry, forget_oldest
 from offpay.bank.containment import Containment, Loss
 from offpay.bank.evidence import verify_payment
 from offpay.bank.liquidity import LiquidityDesk, Pending
@@ -918,8 +918,7 @@ class Intermediary:
     def _keep_verified(
         self, key: tuple[bytes, bytes, tuple[bytes, ...]], payment: OfflinePayment
     ) -> None:
-        if len(self._verified) >= VERIFIED_KEPT:
-            self._verified.pop(next(iter(self._verified)))
+        forget_oldest(self._verified, VERIFIED_KEPT)
         self._verified[key] = payment
 
     def _settle_entry(
