@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from offpay.bank.batch import BatchDesk, Entry, forget_oldest
 from offpay.bank.containment import Containment, Loss
 from offpay.bank.evidence import verify_payment
 from offpay.bank.liquidity import LiquidityDesk, Pending
 from offpay.bank.refusal import Refusals, request_id_of
+from offpay.bank.verifier import Verifier
 from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
 from offpay.crypto.keys import Algorithm, PublicKey, Signer, algorithm_of
 from offpay.crypto.pki import Authority, Credential, Identity, Role, TrustStore
@@ -76,6 +78,7 @@ from offpay.wire.messages import (
 )
 
 Transmit = Callable[[bytes], bytes]
+VERIFIED_KEPT = 4096  # payments whose verification an intermediary remembers
 
 
 def reserve_move_nonce(reference: str) -> bytes:
@@ -172,6 +175,9 @@ class Intermediary:
         self.liquidity = LiquidityDesk(self)
         self.containment = Containment(self)
         self.refusals = Refusals(self)
+        self.batch = BatchDesk(self)
+        self.verifier = Verifier(root_der)
+        self._verified: dict[tuple[bytes, bytes, tuple[bytes, ...]], OfflinePayment] = {}
         self.tokens: TokenDesk | None = TokenDesk(self, mint_chain) if mint_chain else None
         network.register(name, self.handle)
 
@@ -494,6 +500,8 @@ class Intermediary:
             "debit-request": self._debit_request,
             "credit-request": self._credit_request,
             "refund-request": self.refusals.refund_request,
+            "debit-batch": self.batch.debit_request,
+            "credit-batch": self.batch.credit_request,
         }
         if self.tokens is not None:
             handlers.update(self.tokens.handlers())
@@ -564,7 +572,9 @@ class Intermediary:
             if session.amount > session.balance:
                 raise InsufficientFunds(f"the card holds {session.balance}, not {session.amount}")
         self.refusals.declare(ident.id, session.declined)
-        outcomes = tuple(self._settle_entry(ident.id, e.direction, e.payment) for e in session.log)
+        outcomes = self.batch.settle_upload(
+            ident.id, [(e.direction, e.payment) for e in session.log]
+        )
         if session.operation is Operation.TOP_UP:
             self._top_up(device, session)
         # After the top-up, so that money the card's earlier payments still owe is taken first
@@ -937,7 +947,7 @@ class Intermediary:
                 code="device.counter_drift",
             )
         self.refusals.declare(ident.id, upload.declined)
-        outcomes = tuple(self._settle_entry(ident.id, Direction.IN, p) for p in upload.payments)
+        outcomes = self.batch.settle_upload(ident.id, [(Direction.IN, p) for p in upload.payments])
         signed_policy, policy = self._policy()
         number = upload.instruction_no + 1
         instr = TerminalInstruction(
@@ -961,11 +971,38 @@ class Intermediary:
 
     # -- settlement -----------------------------------------------------------------------------
 
+    def verified(self, signed: Signed[OfflinePayment]) -> OfflinePayment:
+        """:func:`verify_payment`, once per payment this intermediary sees: the same signed
+        payment (payload, signature and chains) reaches it again at later hops of one sync."""
+        key = (signed.payload, signed.signature, signed.chain)
+        payment = self._verified.get(key)
+        if payment is None:
+            payment = verify_payment(signed, self.trust)
+            self._keep_verified(key, payment)
+        return payment
+
+    def verified_all(self, payments: Sequence[Signed[OfflinePayment]]) -> list[OfflinePayment]:
+        """:meth:`verified` for each payment, a big batch across processes; raises the error
+        :meth:`verified` raises for the first invalid one."""
+        todo = [s for s in payments if (s.payload, s.signature, s.chain) not in self._verified]
+        results = self.verifier.verify_all(todo)
+        if results is not None:
+            for signed, payment in zip(todo, results, strict=True):
+                if payment is not None:
+                    self._keep_verified((signed.payload, signed.signature, signed.chain), payment)
+        return [self.verified(s) for s in payments]
+
+    def _keep_verified(
+        self, key: tuple[bytes, bytes, tuple[bytes, ...]], payment: OfflinePayment
+    ) -> None:
+        forget_oldest(self._verified, VERIFIED_KEPT)
+        self._verified[key] = payment
+
     def _settle_entry(
         self, device_id: str, direction: Direction, signed: Signed[OfflinePayment]
     ) -> Outcome:
         try:
-            payment = verify_payment(signed, self.trust)
+            payment = self.verified(signed)
         except OffpayError as exc:
             # A tamper-resistant device uploaded something that is not a valid payment: keep
             # the rest of its upload, refuse this entry and record it against the device.
@@ -1231,26 +1268,19 @@ class Intermediary:
             )
         return receipt
 
-    def _check_receipt(self, receipt: bytes, payment: OfflinePayment, evidence: bytes) -> None:
+    def _check_receipt(
+        self, receipt: bytes, signed: Signed[OfflinePayment], payment: OfflinePayment
+    ) -> None:
         """A credit needs the notary's signed word that the payer's intermediary recorded
         this very payment."""
-        result, _ = open_signed(
-            Signed.from_bytes(receipt), SettlementResult, self.trust, Role.NOTARY, receiver=None
-        )
-        if (
-            result.receiver != engine_id(payment.payer_institution)
-            or result.tx_id != payment.tx_id
-            or result.evidence != evidence
-            or result.amount != payment.amount
-            or result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY)
-        ):
+        if not self.batch.covered(receipt, [Entry(0, signed, payment)]):
             raise Refused("the notary receipt does not cover this payment", code="bank.no_receipt")
 
     def _credit(
         self, signed: Signed[OfflinePayment], payment: OfflinePayment, receipt: bytes
     ) -> SettlementStatus:
         """Step 3 at the payee's intermediary, keyed by the payment id."""
-        self._check_receipt(receipt, payment, signed.digest)
+        self._check_receipt(receipt, signed, payment)
         c = schema.credits
         device = self.device(payment.receiver)
         try:

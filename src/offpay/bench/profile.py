@@ -37,6 +37,10 @@ KINDS: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
     ("CBOR encoding and decoding", lambda f, fn: "cbor2" in f + fn or "wire/codec" in f),
     ("X.509 certificate parsing", lambda f, fn: "x509" in f + fn or "load_der" in fn),
     ("offpay code", lambda f, fn: "offpay" in f),
+    (
+        "waiting for the verification workers (process pool)",
+        lambda f, fn: "multiprocessing" in f or ("built-in" in f and fn == "lock.acquire"),
+    ),
 )
 
 

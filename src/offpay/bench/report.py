@@ -84,9 +84,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{_n(verify_ceiling)}/s (2 verifies × {cores} cores)",
                 _ratio(r["payments_per_s"], verify_ceiling),
                 f"{_n(r['us_per_payment'])} µs/payment ({_n(r.get('cpu_us_per_payment'))} µs "
-                f"CPU of the settling process); peak RSS {_n(r['peak_rss_mib'])} MiB "
+                f"CPU of the settling process{_workers(r)}); peak RSS {_n(r['peak_rss_mib'])} MiB "
                 f"(+{_n(r['rss_growth_settle_mib'], 1)} while settling); "
-                f"{pp['commits']} commits, {pp['signatures_verified']} verifies per payment; "
+                f"{pp['commits']} commits, {pp['signatures_verified']} verifies per payment "
+                "in that process; "
                 f"÷ DB ceiling {_ratio(r['payments_per_s'], db and db['rows_per_s_batched'])}; "
                 f"exactly once: {'yes' if r['checks']['ok'] else 'NO'}",
             )
@@ -151,6 +152,12 @@ def print_table(results: dict[str, Any], console: Console) -> None:
 
 
 LISTS = ("settlement", "profile", "offline", "storage", "tokens", "errors")
+
+
+def _workers(run: dict[str, Any]) -> str:
+    """The verification workers' CPU per payment, when they ran."""
+    cpu = run.get("workers_cpu_us_per_payment")
+    return f" + {_n(cpu)} µs of its verification workers" if cpu else ""
 
 
 def merge(results: dict[str, Any], earlier: list[dict[str, Any]]) -> dict[str, Any]:

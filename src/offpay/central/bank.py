@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Engine, ScalarSelect, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, ScalarSelect, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from offpay.crypto.keys import Algorithm, PublicKey
@@ -27,6 +27,10 @@ from offpay.store.seen import answered, remember
 from offpay.wire.codec import Message
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
+    BatchItem,
+    BatchResult,
+    NotariseBatch,
+    NotariseItem,
     NotariseRequest,
     PoolRequest,
     ReserveTransfer,
@@ -285,6 +289,8 @@ class CentralBank:
             return self._reserve_transfer(data)
         if kind == "notarise":
             return self._notarise(data)
+        if kind == "notarise-batch":
+            return self._notarise_batch(data)
         if kind == "revoke-device":
             return self._revoke_request(data)
         if kind == "revocation-list":
@@ -488,6 +494,101 @@ class CentralBank:
                     "the notary could not record the payment", code="central.conflict"
                 ) from None
             return self._notarise(data, _retried=True)
+
+    def _notarise_batch(self, data: bytes, _retried: bool = False) -> bytes:
+        """:meth:`_notarise` for the payments of one upload at once: one transaction, one
+        lookup of the ids already recorded, one insert, one holdings move per pair of
+        intermediaries, and one signed answer over the list (the receipt of each payment)."""
+        req, ident = open_signed(
+            data, NotariseBatch, self.trust, Role.ENGINE, receiver=NOTARY_ID, now=self.clock()
+        )
+        for item in req.items:
+            self._currency(item.amount)
+            if item.amount.minor <= 0:
+                raise Refused("a payment must be of a positive amount", code="central.bad_amount")
+            if ident.institution != item.payer_institution:
+                raise Refused(
+                    "only the payer's intermediary may notarise a payment",
+                    code="central.not_payer",
+                )
+        n = schema.notary
+        try:
+            with self.db.begin() as conn:
+                cached = answered(conn, schema.central_seen, ident.id, req.nonce)
+                if cached is not None:
+                    return cached
+                ids = list({item.tx_id for item in req.items})
+                recorded = {
+                    bytes(r.tx_id): bytes(r.evidence)
+                    for r in conn.execute(select(n.c.tx_id, n.c.evidence).where(n.c.tx_id.in_(ids)))
+                }
+                items, rows, moves = self._batch_items(req.items, recorded, ident.id)
+                if rows:
+                    conn.execute(insert(n), rows)
+                self._move_holdings(conn, moves)
+                result = BatchResult(NOTARY_ID, ident.id, req.nonce, tuple(items), ())
+                response = sign(result, self.notary).to_bytes()
+                remember(conn, schema.central_seen, ident.id, req.nonce, response)
+                return response
+        except IntegrityError:
+            if _retried:
+                raise Refused(
+                    "the notary could not record the payments", code="central.conflict"
+                ) from None
+            return self._notarise_batch(data, _retried=True)
+
+    @staticmethod
+    def _batch_items(
+        requested: tuple[NotariseItem, ...], recorded: dict[bytes, bytes], recorder: str
+    ) -> tuple[list[BatchItem], list[dict[str, object]], dict[tuple[str, str], int]]:
+        """Each item's answer, the notary rows to insert, and the value that moves between
+        each pair of intermediaries. An id seen twice is answered like a second request."""
+        items: list[BatchItem] = []
+        rows: list[dict[str, object]] = []
+        moves: dict[tuple[str, str], int] = {}
+        for item in requested:
+            known = recorded.get(item.tx_id)
+            if known is None:
+                recorded[item.tx_id] = item.evidence
+                rows.append(
+                    dict(
+                        tx_id=item.tx_id,
+                        evidence=item.evidence,
+                        payer_institution=item.payer_institution,
+                        payee_institution=item.payee_institution,
+                        amount=item.amount.minor,
+                        recorded_by=recorder,
+                    )
+                )
+                if item.payer_institution != item.payee_institution:
+                    pair = (item.payer_institution, item.payee_institution)
+                    moves[pair] = moves.get(pair, 0) + item.amount.minor
+                status, code = SettlementStatus.DONE, ""
+            elif known == item.evidence:
+                status, code = SettlementStatus.ALREADY, ""
+            else:
+                status, code = SettlementStatus.REFUSED, "central.conflict"
+            items.append(BatchItem(item.tx_id, item.evidence, item.amount, status, code, -1))
+        return items, rows, moves
+
+    def _move_holdings(self, conn: Connection, moves: dict[tuple[str, str], int]) -> None:
+        """Holdings follow notarised payments between intermediaries, never below zero."""
+        t = schema.institutions
+        for (payer, payee), minor in sorted(moves.items()):
+            moved = conn.execute(
+                update(t)
+                .where(t.c.name == payer, t.c.holdings >= minor)
+                .values(holdings=t.c.holdings - minor)
+            )
+            if moved.rowcount != 1:
+                raise InsufficientFunds(
+                    f"{payer}'s customers do not hold {Money(minor, self.currency)}"
+                )
+            done = conn.execute(
+                update(t).where(t.c.name == payee).values(holdings=t.c.holdings + minor)
+            )
+            if done.rowcount != 1:
+                raise NotFound(f"no intermediary named {payee}")
 
 
 def open_result(

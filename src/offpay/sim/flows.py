@@ -580,6 +580,23 @@ FLOWS: tuple[Flow, ...] = (
         before=(TopUp("alice", 200),),
     ),
     Flow(
+        # Two payments in one upload, one of each bank's card: settled as one batch.
+        "terminal-batch",
+        (
+            Person("alice", "bank-a", online=1000),
+            Person("bob", "bank-b", online=1000),
+            Shop("shop", "bank-b"),
+        ),
+        (Sync("shop"),),
+        {"alice": (170, 170, 800), "bob": (180, 180, 800), "shop": (50,)},
+        before=(
+            TopUp("alice", 200),
+            TopUp("bob", 200),
+            Charge("shop", "alice", 30),
+            Charge("shop", "bob", 20),
+        ),
+    ),
+    Flow(
         "resubmission",
         (Person("alice", "bank-a", online=1000), Shop("shop", "bank-a")),
         (Resubmit("shop", "alice"), Sync("shop")),

@@ -91,14 +91,27 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+Convert = typing.Callable[[Any, str], Any]  # (decoded value, where in the message) -> field
+
+
+@cache
+def _fields(cls: type[Message]) -> tuple[tuple[tuple[str, str, Convert], ...], frozenset[str]]:
+    """Per field of ``cls``: its name, where it is for error messages, and its converter;
+    and the keys a message of ``cls`` must have. Worked out once per class: decoding is on
+    every hop's path, and reading type hints is slow."""
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    fields = tuple((n, f"{cls.TYPE}.{n}", _converter(hints[n])) for n in names)
+    return fields, frozenset({"t", *names})
+
+
 def from_obj(obj: Any, cls: type[M]) -> M:
     if not isinstance(obj, dict) or obj.get("t") != cls.TYPE:
         raise EncodingError(f"expected a {cls.TYPE} message")
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    if set(obj) != {"t", *names}:
+    fields, keys = _fields(cls)
+    if obj.keys() != keys:
         raise EncodingError(f"{cls.TYPE}: fields do not match")
-    kwargs = {n: _convert(obj[n], hints[n], f"{cls.TYPE}.{n}") for n in names}
+    kwargs = {n: convert(obj[n], where) for n, where, convert in fields}
     try:
         return cls(**kwargs)
     except (MoneyError, ValueError, TypeError) as exc:
@@ -106,53 +119,82 @@ def from_obj(obj: Any, cls: type[M]) -> M:
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:
+    return _converter(hint)(value, where)
+
+
+@cache
+def _converter(hint: Any) -> Convert:
+    """The strict conversion of a decoded value to a field of type ``hint``, built once."""
     origin = get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = get_args(hint)
-        if value is None and type(None) in options:
-            return None
+        optional = type(None) in options
         real = [o for o in options if o is not type(None)]
-        if len(real) == 1:
-            return _convert(value, real[0], where)
-        raise EncodingError(f"{where}: ambiguous union")
+        inner = _converter(real[0]) if len(real) == 1 else None
+
+        def union(value: Any, where: str) -> Any:
+            if value is None and optional:
+                return None
+            if inner is None:
+                raise EncodingError(f"{where}: ambiguous union")
+            return inner(value, where)
+
+        return union
     if origin is tuple:
-        args = get_args(hint)
-        if not isinstance(value, list):
-            raise EncodingError(f"{where}: expected a list")
-        return tuple(_convert(v, args[0], where) for v in value)
+        item = _converter(get_args(hint)[0])
+
+        def sequence(value: Any, where: str) -> Any:
+            if not isinstance(value, list):
+                raise EncodingError(f"{where}: expected a list")
+            return tuple(item(v, where) for v in value)
+
+        return sequence
     if hint is Money:
-        if not (isinstance(value, list) and len(value) == 2):
-            raise EncodingError(f"{where}: expected an amount")
-        minor, currency = value
-        if type(minor) is not int or not isinstance(currency, str):
-            raise EncodingError(f"{where}: expected an amount")
-        try:
-            return Money(minor, currency)
-        except MoneyError as exc:
-            raise EncodingError(f"{where}: {exc.message}") from None
+        return _money
     if isinstance(origin, type) and issubclass(origin, Message):
-        return from_obj(value, origin)  # a parametrised envelope such as Signed[Payment]
+        return lambda value, where: from_obj(value, origin)  # e.g. Signed[Payment]
     if isinstance(hint, type) and issubclass(hint, Message):
-        return from_obj(value, hint)
+        return lambda value, where: from_obj(value, hint)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise EncodingError(f"{where}: unknown value {value!r}") from None
-    if hint is int:
-        if type(value) is not int:
-            raise EncodingError(f"{where}: expected an integer")
-        return value
-    if hint is bool:
-        if type(value) is not bool:
-            raise EncodingError(f"{where}: expected true or false")
-        return value
-    if hint is bytes:
-        if not isinstance(value, bytes):
-            raise EncodingError(f"{where}: expected bytes")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise EncodingError(f"{where}: expected text")
-        return value
-    raise EncodingError(f"{where}: unsupported field type {hint!r}")
+
+        def member(value: Any, where: str) -> Any:
+            try:
+                return hint(value)
+            except ValueError:
+                raise EncodingError(f"{where}: unknown value {value!r}") from None
+
+        return member
+    if hint in _SCALARS:
+        check, expected = _SCALARS[hint]
+
+        def scalar(value: Any, where: str) -> Any:
+            if not check(value):
+                raise EncodingError(f"{where}: expected {expected}")
+            return value
+
+        return scalar
+
+    def unsupported(value: Any, where: str) -> Any:
+        raise EncodingError(f"{where}: unsupported field type {hint!r}")
+
+    return unsupported
+
+
+def _money(value: Any, where: str) -> Money:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise EncodingError(f"{where}: expected an amount")
+    minor, currency = value
+    if type(minor) is not int or not isinstance(currency, str):
+        raise EncodingError(f"{where}: expected an amount")
+    try:
+        return Money(minor, currency)
+    except MoneyError as exc:
+        raise EncodingError(f"{where}: {exc.message}") from None
+
+
+_SCALARS: dict[type, tuple[typing.Callable[[Any], bool], str]] = {
+    int: (lambda v: type(v) is int, "an integer"),
+    bool: (lambda v: type(v) is bool, "true or false"),
+    bytes: (lambda v: isinstance(v, bytes), "bytes"),
+    str: (lambda v: isinstance(v, str), "text"),
+}

@@ -373,3 +373,77 @@ class RevokeRequest(Message):
     nonce: bytes
     device: str
     reason: str
+
+
+# --- settling an upload as one batch ---------------------------------------------------------
+
+
+@message("notarise-item")
+class NotariseItem(Message):
+    """One debited payment in a :class:`NotariseBatch`: what a :class:`NotariseRequest` names."""
+
+    tx_id: bytes
+    evidence: bytes
+    payer_institution: str
+    payee_institution: str
+    amount: Money
+
+
+@message("notarise-batch")
+class NotariseBatch(Message):
+    """The payer's intermediary records the payments it debited for one upload with the
+    notary in one request; the notary answers with one signed :class:`BatchResult` over the
+    list, which is the receipt for each of its payments."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    items: tuple[NotariseItem, ...]
+
+
+@message("debit-batch")
+class DebitBatch(Message):
+    """A :class:`DebitRequest` for every payment of one upload whose payer banks with the
+    receiver: the payee's intermediary asks once per upload and payer's intermediary."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    payments: tuple[Signed[OfflinePayment], ...]
+
+
+@message("credit-batch")
+class CreditBatch(Message):
+    """A :class:`CreditRequest` for payments the notary recorded in one batch: the payer's
+    intermediary asks the payee's once per upload, with the notary's batch receipt."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    payments: tuple[Signed[OfflinePayment], ...]
+    notary_receipt: bytes
+
+
+@message("batch-item")
+class BatchItem(Message):
+    """The answer about one payment of a batch, in the batch's order. ``receipt``: the index
+    of the notary's receipt for it in the answer's ``receipts``, or -1 for none."""
+
+    tx_id: bytes
+    evidence: bytes
+    amount: Money
+    status: SettlementStatus
+    detail: str
+    receipt: int
+
+
+@message("batch-result")
+class BatchResult(Message):
+    """The signed answer to a batch request, addressed to its sender and echoing its nonce.
+    From the notary, it is the receipt that proves each listed payment was recorded."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    items: tuple[BatchItem, ...]
+    receipts: tuple[bytes, ...]

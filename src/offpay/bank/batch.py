@@ -1,0 +1,615 @@
+"""Settling what one sync uploads as one batch (issue 7, point 7).
+
+The one-by-one pipeline (:meth:`Intermediary.settle`) costs 7 to 11 transactions, 18 to 27
+statements and up to three messages per payment. An upload of many payments is settled here
+with one transaction per step and database, set-based statements, one notarise request per
+upload and one debit or credit request per other intermediary and upload.
+
+Only the common case takes this path: every entry of the upload is a valid payment of the
+uploading device, and for a payer, every payment of the upload is new (or settled completely
+before), its card active and past the counter it last confirmed, nothing of it waits in the
+queue, and its shadow wallet covers them all. Anything else (a shortfall, a clone, a rolled
+back or blocked card, a payment half settled before) goes through the one-by-one path, which
+keeps its tested code and its order. The primary keys still make settlement exactly once: a
+racing sync makes a batch insert fail as a whole, and its payments then settle one by one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from offpay.bank.refusal import request_id_of
+from offpay.central.bank import NOTARY_ID
+from offpay.crypto.pki import Role
+from offpay.errors import OffpayError, Refused, ReplayError
+from offpay.store import schema
+from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.messages import (
+    BatchItem,
+    BatchResult,
+    CreditBatch,
+    DebitBatch,
+    Direction,
+    NotariseBatch,
+    NotariseItem,
+    OfflinePayment,
+    SettlementResult,
+    SettlementStatus,
+)
+
+if TYPE_CHECKING:
+    from offpay.bank.engine import Intermediary, Outcome
+
+RECEIPTS_KEPT = 16  # batch receipts an intermediary keeps read
+BATCH_MIN = 2  # an upload of one payment takes the one-by-one path and its messages
+SETTLED = (SettlementStatus.DONE, SettlementStatus.ALREADY)
+
+# Built once: executed with one parameter set per row (executemany).
+_a, _d, _c = schema.accounts, schema.debits, schema.credits
+_TAKE = (
+    update(_a)
+    .where(_a.c.id == bindparam("b_account"))
+    .values(balance=_a.c.balance - bindparam("b_minor"))
+)
+_GIVE = (
+    update(_a)
+    .where(_a.c.id == bindparam("b_account"))
+    .values(balance=_a.c.balance + bindparam("b_minor"))
+)
+_JOURNAL = insert(schema.journal)
+_DEBITS = insert(_d)
+_CREDITS = insert(_c)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One verified payment of a batch, with its place in the upload or request."""
+
+    index: int
+    signed: Signed[OfflinePayment]
+    payment: OfflinePayment
+
+
+Settled = tuple[SettlementStatus, str, bytes]  # status, detail, the notary's receipt or b""
+
+
+def read_receipt(receipt: bytes, trust: Any) -> tuple[str, dict[bytes, BatchItem]]:
+    """The intermediary a notary's receipt was given to and the payments it recorded (now or
+    before), by id: a single receipt (:class:`SettlementResult`) or a batch one."""
+    signed = Signed.from_bytes(receipt)
+    # Canonical CBOR puts the shortest key, the type tag "t", first: the tag says which kind
+    # of receipt to open (a wrong guess fails to decode, it never passes).
+    batch = BatchResult.TYPE.encode() in signed.payload[:32]
+    if batch:
+        result, _ = open_signed(signed, BatchResult, trust, Role.NOTARY, receiver=None)
+        items = list(result.items)
+    else:
+        single, _ = open_signed(signed, SettlementResult, trust, Role.NOTARY, receiver=None)
+        result = single  # type: ignore[assignment]
+        items = [BatchItem(single.tx_id, single.evidence, single.amount, single.status, "", -1)]
+    return result.receiver, {i.tx_id: i for i in items if i.status in SETTLED}
+
+
+class BatchDesk:
+    def __init__(self, bank: Intermediary) -> None:
+        self.bank = bank
+        self._receipts: dict[bytes, tuple[str, dict[bytes, BatchItem]]] = {}
+
+    def covered(self, receipt: bytes, payments: Sequence[Entry]) -> bool:
+        """The notary signed, for the payer's intermediary, that it recorded each of these
+        payments exactly (id, evidence, amount). A batch receipt is read once."""
+        read = self._receipts.get(receipt)
+        if read is None:
+            read = read_receipt(receipt, self.bank.trust)
+            forget_oldest(self._receipts, RECEIPTS_KEPT)
+            self._receipts[receipt] = read
+        receiver, items = read
+        for e in payments:
+            item = items.get(e.payment.tx_id)
+            if (
+                receiver != _engine_id(e.payment.payer_institution)
+                or item is None
+                or (item.evidence, item.amount) != (e.signed.digest, e.payment.amount)
+            ):
+                return False
+        return True
+
+    # -- an upload from one of our devices ------------------------------------------------------
+
+    def settle_upload(
+        self, device_id: str, entries: Sequence[tuple[Direction, Signed[OfflinePayment]]]
+    ) -> tuple[Outcome, ...]:
+        """Settle an upload's log entries; the outcomes in the upload's order."""
+        bank = self.bank
+        verified = self._eligible(device_id, entries)
+        if verified is None:
+            return tuple(bank._settle_entry(device_id, d, s) for d, s in entries)
+        outcomes: dict[int, Outcome] = {}
+        local = [e for e in verified if e.payment.payer_institution == bank.name]
+        results, leftover = self._settle_fast(local)
+        for i, (status, detail, _) in results:
+            outcomes[i] = bank._outcome(verified[i].payment, status, detail)
+        remote: dict[str, list[Entry]] = defaultdict(list)
+        for e in verified:
+            if e.payment.payer_institution != bank.name:
+                remote[e.payment.payer_institution].append(e)
+        for institution, group in sorted(remote.items()):
+            outcomes.update(self._ask_debits(institution, group))
+        for e in sorted(leftover, key=lambda e: e.index):  # the one-by-one path, in order
+            outcomes[e.index] = bank.settle(e.signed, e.payment)
+        return tuple(outcomes[i] for i in range(len(entries)))
+
+    def _eligible(
+        self, device_id: str, entries: Sequence[tuple[Direction, Signed[OfflinePayment]]]
+    ) -> list[Entry] | None:
+        """The upload's payments if all are valid, the device's own and carry no funding
+        receipts, and there are enough of them to batch; None otherwise."""
+        if len(entries) < BATCH_MIN:
+            return None
+        try:
+            payments = self.bank.verified_all([signed for _, signed in entries])
+        except OffpayError:
+            return None  # refused and recorded one by one, in order
+        out = []
+        for i, ((direction, signed), payment) in enumerate(zip(entries, payments, strict=True)):
+            party = payment.sender if direction is Direction.OUT else payment.receiver
+            if party != device_id or payment.funding:
+                return None
+            out.append(Entry(i, signed, payment))
+        return out
+
+    # -- steps 1 and 2 at the payer's intermediary ----------------------------------------------
+
+    def _settle_fast(self, entries: list[Entry]) -> tuple[list[tuple[int, Settled]], list[Entry]]:
+        """Debit, notarise and credit the plain ``entries`` together; returns their results
+        and the entries left for the one-by-one path."""
+        if not entries:
+            return [], []
+        plain, already, leftover, accounts = self._classify(entries)
+        results: list[tuple[int, Settled]] = [
+            (e.index, (SettlementStatus.ALREADY, "", b"")) for e in already
+        ]
+        if not plain:
+            return results, leftover
+        if not self._debit(plain, accounts):
+            return results, leftover + plain  # a racing sync debited some first
+        receipt, notarised, refused = self._notarise(plain)
+        leftover = leftover + refused
+        self._deliver_credits(notarised, receipt)
+        results += [(e.index, (SettlementStatus.DONE, "", receipt)) for e in notarised]
+        return results, leftover
+
+    def _classify(
+        self, entries: list[Entry]
+    ) -> tuple[list[Entry], list[Entry], list[Entry], dict[str, str]]:
+        """Split into new payments the batch can debit, payments settled completely before,
+        and the rest (a payer's payments stay together, so the rest keeps the card's order);
+        with each payer's shadow wallet."""
+        bank = self.bank
+        d, dev, s, a = schema.debits, schema.devices, schema.shortfalls, schema.accounts
+        ids = [e.payment.tx_id for e in entries]
+        payers = sorted({e.payment.sender for e in entries})
+        with bank.db.connect() as conn:
+            devices = {r.id: r for r in conn.execute(select(dev).where(dev.c.id.in_(payers)))}
+            debited = {
+                bytes(r.tx_id): r
+                for r in conn.execute(
+                    select(d.c.tx_id, d.c.evidence, d.c.notarised, d.c.credited).where(
+                        d.c.tx_id.in_(ids)
+                    )
+                )
+            }
+            queued = {
+                bytes(t)
+                for t in conn.execute(select(s.c.tx_id).where(s.c.tx_id.in_(ids))).scalars()
+            }
+            waiting = set(
+                conn.execute(
+                    select(s.c.device_id).where(s.c.device_id.in_(payers), s.c.open.is_(True))
+                ).scalars()
+            )
+            accounts = sorted({r.account_id for r in devices.values()})
+            balances = {
+                r.id: r.balance
+                for r in conn.execute(select(a.c.id, a.c.balance).where(a.c.id.in_(accounts)))
+            }
+        groups: dict[str, list[Entry]] = defaultdict(list)
+        for e in entries:
+            groups[e.payment.sender].append(e)
+        plain: list[Entry] = []
+        already: list[Entry] = []
+        leftover: list[Entry] = []
+        for payer, group in groups.items():
+            device = devices.get(payer)
+            new = [e for e in group if e.payment.tx_id not in debited]
+            done = [e for e in group if e.payment.tx_id in debited]
+            ok = (
+                device is not None
+                and device.status == "active"
+                and payer not in waiting
+                and len({e.payment.tx_id for e in group}) == len(group)
+                and not any(e.payment.tx_id in queued for e in group)
+                and all(e.payment.payer_seq > device.last_seq for e in new)
+                and all(_complete(debited[e.payment.tx_id], e.signed) for e in done)
+                and sum(e.payment.amount.minor for e in new) <= balances.get(device.account_id, -1)
+            )
+            if ok:
+                plain += new
+                already += done
+            else:
+                leftover += group
+        return plain, already, leftover, {p: r.account_id for p, r in devices.items()}
+
+    def _debit(self, entries: list[Entry], accounts: dict[str, str]) -> bool:
+        """One transaction: every payer's shadow wallet once, the journal and the debits. The
+        balances' CHECK guards against a racing debit; a racing key makes it all roll back."""
+        bank = self.bank
+        totals: dict[str, int] = defaultdict(int)
+        for e in entries:
+            totals[accounts[e.payment.sender]] += e.payment.amount.minor
+        try:
+            with bank.db.begin() as conn:
+                conn.execute(
+                    _TAKE,
+                    [{"b_account": acc, "b_minor": m} for acc, m in sorted(totals.items())],
+                )
+                conn.execute(
+                    _JOURNAL,
+                    [
+                        dict(
+                            account_id=accounts[e.payment.sender],
+                            delta=-e.payment.amount.minor,
+                            reason="offline-out",
+                            reference=e.payment.tx_id,
+                        )
+                        for e in entries
+                    ],
+                )
+                conn.execute(
+                    _DEBITS,
+                    [
+                        dict(
+                            tx_id=e.payment.tx_id,
+                            device_id=e.payment.sender,
+                            amount=e.payment.amount.minor,
+                            evidence=e.signed.digest,
+                            payment=e.signed.to_bytes(),
+                            notarised=False,
+                            credited=False,
+                        )
+                        for e in entries
+                    ],
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def _notarise(self, entries: list[Entry]) -> tuple[bytes, list[Entry], list[Entry]]:
+        """One request to the notary for the batch; returns its receipt, the entries it
+        recorded (now or before) and those it refused."""
+        bank = self.bank
+        items = tuple(
+            NotariseItem(
+                e.payment.tx_id,
+                e.signed.digest,
+                e.payment.payer_institution,
+                e.payment.payee_institution,
+                e.payment.amount,
+            )
+            for e in entries
+        )
+        request = NotariseBatch(bank.id, NOTARY_ID, bank._nonce(), items)
+        receipt = bank.network.send(
+            "central-bank", "notarise-batch", sign(request, bank.credential).to_bytes()
+        )
+        result = open_batch(receipt, bank.trust, request, Role.NOTARY, entries)
+        notarised = [e for e, r in zip(entries, result.items, strict=True) if r.status in SETTLED]
+        refused = [e for e, r in zip(entries, result.items, strict=True) if r.status not in SETTLED]
+        if notarised:
+            with bank.db.begin() as conn:
+                conn.execute(
+                    update(schema.debits)
+                    .where(schema.debits.c.tx_id.in_([e.payment.tx_id for e in notarised]))
+                    .values(notarised=True)
+                )
+        return receipt, notarised, refused
+
+    def _deliver_credits(self, entries: list[Entry], receipt: bytes) -> None:
+        """Step 3: ours credited here, the others' with one request per payee's intermediary;
+        the debits they cover are marked credited. A lost request is left to retry_pending."""
+        bank = self.bank
+        by_payee: dict[str, list[Entry]] = defaultdict(list)
+        for e in entries:
+            by_payee[e.payment.payee_institution].append(e)
+        credited: list[Entry] = []
+        for institution, group in sorted(by_payee.items()):
+            if institution == bank.name:
+                self.credit(group, receipt)
+                credited += group
+                continue
+            request = CreditBatch(
+                bank.id,
+                _engine_id(institution),
+                bank._nonce(),
+                tuple(e.signed for e in group),
+                receipt,
+            )
+            try:
+                data = bank.network.send(
+                    institution, "credit-batch", sign(request, bank.credential).to_bytes()
+                )
+                result = open_batch(data, bank.trust, request, Role.ENGINE, group, institution)
+            except OffpayError:
+                continue  # left for retry_pending(); the debit rows say they are not credited
+            credited += [e for e, r in zip(group, result.items, strict=True) if r.status in SETTLED]
+        if credited:
+            with bank.db.begin() as conn:
+                conn.execute(
+                    update(schema.debits)
+                    .where(schema.debits.c.tx_id.in_([e.payment.tx_id for e in credited]))
+                    .values(credited=True)
+                )
+
+    # -- step 3 at the payee's intermediary -----------------------------------------------------
+
+    def credit(self, entries: list[Entry], receipt: bytes) -> dict[int, SettlementStatus]:
+        """Credit payments the notary recorded (``receipt`` covers each): one transaction,
+        each payee's wallet once. A payment whose payee is unknown here, or a batch that a
+        racing credit broke, goes through :meth:`Intermediary._credit` one by one."""
+        bank = self.bank
+        if not self.covered(receipt, entries):
+            raise Refused(
+                "the notary receipt does not cover these payments", code="bank.no_receipt"
+            )
+        c, dev = schema.credits, schema.devices
+        ids = [e.payment.tx_id for e in entries]
+        with bank.db.connect() as conn:
+            known = {
+                bytes(t)
+                for t in conn.execute(select(c.c.tx_id).where(c.c.tx_id.in_(ids))).scalars()
+            }
+            payees = {
+                r.id: r
+                for r in conn.execute(
+                    select(dev).where(dev.c.id.in_(sorted({e.payment.receiver for e in entries})))
+                )
+            }
+            # Payments whose payee declined the request go one by one: credited, then refunded.
+            declined = {
+                (bytes(r.request_id), r.device_id)
+                for r in conn.execute(
+                    select(schema.declines).where(
+                        schema.declines.c.request_id.in_(
+                            [request_id_of(e.payment) for e in entries]
+                        )
+                    )
+                )
+            }
+        statuses: dict[int, SettlementStatus] = {}
+        new: list[Entry] = []
+        seen: set[bytes] = set()
+        for e in entries:
+            tx = e.payment.tx_id
+            if tx in known or tx in seen:
+                statuses[e.index] = SettlementStatus.ALREADY
+            elif e.payment.receiver in payees and (
+                (request_id_of(e.payment), e.payment.receiver) not in declined
+            ):
+                new.append(e)
+                seen.add(tx)
+        fresh = {e.index for e in new}
+        slow = [e for e in entries if e.index not in statuses and e.index not in fresh]
+        if new and not self._credit_rows(new, payees):
+            slow, new = slow + new, []
+        for e in new:
+            statuses[e.index] = SettlementStatus.DONE
+        self._close_awaited(ids)
+        for e in slow:
+            statuses[e.index] = bank._credit(e.signed, e.payment, receipt)
+        self._after_credit(new, payees)
+        return statuses
+
+    def _credit_rows(self, entries: list[Entry], payees: dict[str, Any]) -> bool:
+        bank = self.bank
+        totals: dict[str, int] = defaultdict(int)
+        for e in entries:
+            totals[payees[e.payment.receiver].account_id] += e.payment.amount.minor
+        try:
+            with bank.db.begin() as conn:
+                conn.execute(
+                    _CREDITS,
+                    [
+                        dict(
+                            tx_id=e.payment.tx_id,
+                            device_id=e.payment.receiver,
+                            amount=e.payment.amount.minor,
+                            evidence=e.signed.digest,
+                            payment=e.signed.to_bytes(),
+                            request_id=request_id_of(e.payment),
+                        )
+                        for e in entries
+                    ],
+                )
+                done = conn.execute(
+                    _GIVE,
+                    [{"b_account": acc, "b_minor": m} for acc, m in sorted(totals.items())],
+                )
+                if done.rowcount not in (-1, len(totals)):
+                    raise IntegrityError("credit", None, Exception("an account is missing"))
+                conn.execute(
+                    _JOURNAL,
+                    [
+                        dict(
+                            account_id=payees[e.payment.receiver].account_id,
+                            delta=e.payment.amount.minor,
+                            reason="offline-in",
+                            reference=e.payment.tx_id,
+                        )
+                        for e in entries
+                    ],
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def _close_awaited(self, ids: list[bytes]) -> None:
+        a = schema.awaited
+        with self.bank.db.begin() as conn:
+            conn.execute(update(a).where(a.c.tx_id.in_(ids), a.c.open).values(open=False))
+
+    def _after_credit(self, entries: list[Entry], payees: dict[str, Any]) -> None:
+        """Money reached a device's wallet: as after each credit one by one
+        (:meth:`Intermediary.money_arrived`)."""
+        received: dict[str, int] = defaultdict(int)
+        for e in entries:
+            received[e.payment.receiver] += e.payment.amount.minor
+        for device_id, minor in sorted(received.items()):
+            self.bank.money_arrived(payees[device_id], minor)
+
+    # -- other intermediaries -------------------------------------------------------------------
+
+    def _ask_debits(self, institution: str, group: list[Entry]) -> dict[int, Outcome]:
+        """One debit request to the payers' intermediary for all its payers' payments in the
+        upload; credit ours from the receipts in its answer (should its credit be lost)."""
+        bank = self.bank
+        request = DebitBatch(
+            bank.id, _engine_id(institution), bank._nonce(), tuple(e.signed for e in group)
+        )
+        data = bank.network.send(
+            institution, "debit-batch", sign(request, bank.credential).to_bytes()
+        )
+        result = open_batch(data, bank.trust, request, Role.ENGINE, group, institution)
+        to_credit: dict[int, list[Entry]] = defaultdict(list)
+        outcomes: dict[int, Outcome] = {}
+        for e, item in zip(group, result.items, strict=True):
+            if item.receipt >= 0 and e.payment.payee_institution == bank.name:
+                if item.receipt >= len(result.receipts):
+                    raise ReplayError("the answer names a receipt it does not carry")
+                to_credit[item.receipt].append(e)
+            if item.status is SettlementStatus.SHORT and e.payment.payee_institution == bank.name:
+                bank._await(e.payment)
+            outcomes[e.index] = bank._outcome(e.payment, item.status, item.detail)
+        for index, entries in sorted(to_credit.items()):
+            self.credit(entries, result.receipts[index])
+        return outcomes
+
+    def debit_request(self, data: bytes) -> bytes:
+        """Another intermediary asks us to settle its device's upload's payments whose payers
+        are our customers (one :class:`DebitBatch`); answered item by item, with receipts."""
+        bank = self.bank
+        req, ident = open_signed(data, DebitBatch, bank.trust, Role.ENGINE, receiver=bank.id)
+        cached = bank._seen(ident.id, req.nonce)
+        if cached is not None:
+            return cached
+        entries = self._entries(req.payments)
+        ours = [e for e in entries if e.payment.payer_institution == bank.name]
+        results = dict(self._settle_fast(ours)[0])
+        for e in ours:
+            if e.index not in results:
+                status, detail, receipt = bank._debit_and_notarise(e.signed, e.payment)
+                if receipt:
+                    bank._deliver_credit(e.signed, e.payment, receipt)
+                results[e.index] = (status, detail, receipt)
+        receipts: list[bytes] = []
+        items = []
+        for e in entries:
+            status, detail, receipt = results.get(
+                e.index, (SettlementStatus.REFUSED, "the payer is not our customer", b"")
+            )
+            if receipt and receipt not in receipts:
+                receipts.append(receipt)
+            index = receipts.index(receipt) if receipt else -1
+            items.append(
+                BatchItem(e.payment.tx_id, e.signed.digest, e.payment.amount, status, detail, index)
+            )
+        return self._answer(ident.id, req.nonce, items, receipts)
+
+    def credit_request(self, data: bytes) -> bytes:
+        """The payers' intermediary asks us to credit payments the notary recorded in one
+        batch (one :class:`CreditBatch`)."""
+        bank = self.bank
+        req, ident = open_signed(data, CreditBatch, bank.trust, Role.ENGINE, receiver=bank.id)
+        cached = bank._seen(ident.id, req.nonce)
+        if cached is not None:
+            return cached
+        entries = self._entries(req.payments)
+        for e in entries:
+            p = e.payment
+            if p.payee_institution != bank.name or p.payer_institution != ident.institution:
+                raise Refused("payment does not concern these two banks", code="bank.wrong_parties")
+        statuses = self.credit(entries, req.notary_receipt)
+        items = [
+            BatchItem(e.payment.tx_id, e.signed.digest, e.payment.amount, statuses[e.index], "", -1)
+            for e in entries
+        ]
+        return self._answer(ident.id, req.nonce, items, [])
+
+    def _entries(self, payments: Sequence[Signed[OfflinePayment]]) -> list[Entry]:
+        """A request's payments, verified (a big batch across processes), in its order."""
+        verified = self.bank.verified_all(payments)
+        return [Entry(i, s, p) for i, (s, p) in enumerate(zip(payments, verified, strict=True))]
+
+    def _answer(
+        self, to: str, nonce: bytes, items: list[BatchItem], receipts: list[bytes]
+    ) -> bytes:
+        """Signed, addressed, naming each payment exactly, and remembered for a retry."""
+        bank = self.bank
+        result = BatchResult(bank.id, to, nonce, tuple(items), tuple(receipts))
+        response = sign(result, bank.credential).to_bytes()
+        with bank.db.begin() as conn:
+            bank._remember(conn, to, nonce, response)
+        return response
+
+
+def forget_oldest(cache: dict[Any, Any], kept: int) -> None:
+    """Make room in a bounded cache (first in, first out). Another thread may change it at
+    the same time: then someone else made room."""
+    if len(cache) >= kept:
+        with contextlib.suppress(RuntimeError, StopIteration, KeyError):
+            cache.pop(next(iter(cache)))
+
+
+def _engine_id(institution: str) -> str:
+    from offpay.bank.engine import engine_id  # the engine imports this module
+
+    return engine_id(institution)
+
+
+def _complete(row: Any, signed: Signed[OfflinePayment]) -> bool:
+    """A payment debited before with this very evidence, notarised and credited."""
+    return bytes(row.evidence) == signed.digest and bool(row.notarised) and bool(row.credited)
+
+
+def open_batch(
+    data: bytes,
+    trust: Any,
+    request: NotariseBatch | DebitBatch | CreditBatch,
+    role: Role,
+    entries: Sequence[Entry],
+    institution: str | None = None,
+) -> BatchResult:
+    """The answer to a batch ``request``: signed by the party asked, addressed to the asker,
+    echoing the nonce, and naming the request's payments in its order, each exactly."""
+    result, _ = open_signed(
+        Signed.from_bytes(data),
+        BatchResult,
+        trust,
+        role,
+        receiver=request.sender,
+        institution=institution,
+    )
+    if result.nonce != request.nonce:
+        raise ReplayError("the answer is not for this request")
+    if len(result.items) != len(entries) or any(
+        (i.tx_id, i.evidence, i.amount) != (e.payment.tx_id, e.signed.digest, e.payment.amount)
+        for i, e in zip(result.items, entries, strict=True)
+    ):
+        raise ReplayError("the answer is about other payments")
+    return result

@@ -1,0 +1,87 @@
+"""Verifying many uploaded payments across processes (issue 7, point 7).
+
+An upload of hundreds of payments spends most of an intermediary's CPU time on checking them:
+two signatures each, and decoding. Above :data:`POOL_MIN` payments the checks are spread over
+a pool of worker processes, each with its own trust store for the same root; each worker
+returns the decoded payment or nothing. A payment a worker could not verify is checked again
+in the calling process, which raises the typed error the one-by-one path would raise, so the
+pool changes how fast payments are verified, never whether.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from multiprocessing.pool import Pool
+
+from offpay.bank.evidence import verify_payment
+from offpay.crypto.pki import TrustStore
+from offpay.errors import OffpayError
+from offpay.wire.envelope import Signed
+from offpay.wire.messages import OfflinePayment
+
+POOL_MIN = 64  # payments below which a batch is verified in the calling process
+
+_trust: TrustStore | None = None  # a worker's own, for the root it was started with
+
+
+def _start_worker(root_der: bytes) -> None:
+    global _trust
+    _trust = TrustStore(root_der)
+
+
+def _verify(payments: list[Signed[OfflinePayment]]) -> list[OfflinePayment | None]:
+    assert _trust is not None
+    out: list[OfflinePayment | None] = []
+    for signed in payments:
+        try:
+            out.append(verify_payment(signed, _trust))
+        except OffpayError:
+            out.append(None)
+    return out
+
+
+def default_workers() -> int:
+    """A worker per core (the caller waits while they verify); none on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores if cores and cores > 1 else 0
+
+
+class Verifier:
+    """Verifies payments for one trust root; ``workers`` processes (0: in this process)."""
+
+    def __init__(self, root_der: bytes, workers: int | None = None) -> None:
+        self.root_der = root_der
+        self.workers = default_workers() if workers is None else workers
+        self.pool_min = POOL_MIN
+        self._pool: Pool | None = None
+
+    def verify_all(
+        self, payments: Sequence[Signed[OfflinePayment]]
+    ) -> list[OfflinePayment | None] | None:
+        """Each payment verified by the pool (None for one that failed), or None when the
+        batch is too small for the pool or there is no pool."""
+        if self.workers < 1 or len(payments) < self.pool_min:
+            return None
+        size = -(-len(payments) // (2 * self.workers))
+        chunks = [list(payments[i : i + size]) for i in range(0, len(payments), size)]
+        try:
+            if self._pool is None:
+                # spawn: fresh interpreters, nothing of this process's threads or connections;
+                # daemonic workers, which multiprocessing stops when this process exits.
+                context = multiprocessing.get_context("spawn")
+                self._pool = context.Pool(self.workers, _start_worker, (self.root_der,))
+            return [p for chunk in self._pool.map(_verify, chunks) for p in chunk]
+        except (AssertionError, OSError, RuntimeError):
+            # Workers could not start (a daemonic process, a program whose main module is
+            # not guarded by ``if __name__ == "__main__"``, no processes): verify here.
+            self.close()
+            self.workers = 0
+            return None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
