@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -207,3 +208,19 @@ def _dispose(net: OfflineNetwork) -> None:
     net.central.db.dispose()
     for bank in net.banks.values():
         bank.db.dispose()
+
+
+def test_offpay_db_upgrade_migrates_and_refuses_the_other_kind(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from offpay.cli import app
+
+    url = f"sqlite+pysqlite:///{tmp_path / 'bank.sqlite'}"
+    runner = CliRunner()
+    done = runner.invoke(app, ["db", "upgrade", "--url", url, "--kind", "intermediary"])
+    assert done.exit_code == 0, done.output
+    assert migrate.head("intermediary") in done.output
+    again = runner.invoke(app, ["db", "upgrade", "--url", url, "--kind", "intermediary"])
+    assert again.exit_code == 0 and migrate.head("intermediary") in again.output
+    wrong = runner.invoke(app, ["db", "upgrade", "--url", url, "--kind", "central"])
+    assert wrong.exit_code == 2

@@ -239,3 +239,32 @@ def network_run(
     except OffpayError as exc:
         Console(stderr=True).print(f"[red]{exc.message}[/red]")
         raise typer.Exit(2) from None
+
+
+db_app = typer.Typer(
+    help="Databases: bring a central bank's or an intermediary's schema up to date."
+)
+app.add_typer(db_app, name="db")
+
+
+class DatabaseKind(StrEnum):
+    CENTRAL = "central"
+    INTERMEDIARY = "intermediary"
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: Annotated[str, typer.Option(help="SQLAlchemy URL of the database.")],
+    kind: Annotated[DatabaseKind, typer.Option(help="Whose database it is.")],
+) -> None:
+    """Run the Alembic migrations of ``kind`` on the database at ``url`` (services do this
+    themselves when they open their database; this is for operators upgrading ahead)."""
+    from offpay.errors import OffpayError
+    from offpay.store.migrate import upgrade_url
+
+    try:
+        revision = upgrade_url(url, kind.value)
+    except OffpayError as exc:
+        Console(stderr=True).print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    Console().print(f"{kind.value} database at revision {revision}")
