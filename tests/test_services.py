@@ -116,6 +116,16 @@ def test_openapi_lists_every_kind_with_its_idempotency_key(served: Served) -> No
             assert {"400", "401", "403", "422"} <= set(operation["responses"])
 
 
+def test_every_kind_a_party_handles_has_its_route(served: Served) -> None:
+    """The routes follow the parties' own handler tables: a request kind added to the engine
+    or the central bank and forgotten here would reach no service."""
+    for party, built in served.built.items():
+        handled = set(built.service.party.handlers())
+        spec = served.http.get(f"{served.network.urls[party]}/openapi.json").json()
+        routed = {p.rsplit("/", 1)[1] for p in spec["paths"] if p.startswith("/v1/messages/")}
+        assert routed == handled, party
+
+
 def test_the_demo_plays_against_the_services(served: Served) -> None:
     """Every flow of report §3.4–3.7: top-up, limits, shop payment, resubmission, payment
     across intermediaries, terminal and card syncs, defund, the liquidity example — with the

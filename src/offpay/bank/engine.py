@@ -492,7 +492,8 @@ class Intermediary:
 
     # -- requests over the network --------------------------------------------------------------
 
-    def handle(self, kind: str, data: bytes) -> bytes:
+    def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
+        """Every request kind this intermediary answers (the services route each one)."""
         handlers = {
             "card-session": self.card_session,
             "card-confirmation": self.card_confirmation,
@@ -505,7 +506,10 @@ class Intermediary:
         }
         if self.tokens is not None:
             handlers.update(self.tokens.handlers())
-        handler = handlers.get(kind)
+        return handlers
+
+    def handle(self, kind: str, data: bytes) -> bytes:
+        handler = self.handlers().get(kind)
         if handler is None:
             raise Refused(f"{self.name} does not handle {kind!r}", code="bank.unknown_request")
         return handler(data)

@@ -284,28 +284,28 @@ class CentralBank:
 
     # -- requests from intermediaries (signed, addressed, at most once) -----------------------
 
+    def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
+        """Every request kind the central bank answers (the services route each one)."""
+        return {
+            "reserve-transfer": self._reserve_transfer,
+            "notarise": self._notarise,
+            "notarise-batch": self._notarise_batch,
+            "revoke-device": self._revoke_request,
+            "revocation-list": lambda _data: self.revocation_list().to_bytes(),
+            "pool-draw": lambda data: self._pool(data, draw=True),
+            "pool-repay": lambda data: self._pool(data, draw=False),
+            "mint-token": self.mint.mint,
+            "redeem-token": self.mint.redeem,
+            "report-double-spend": self.mint.report,
+        }
+
     def handle(self, kind: str, data: bytes) -> bytes:
-        if kind == "reserve-transfer":
-            return self._reserve_transfer(data)
-        if kind == "notarise":
-            return self._notarise(data)
-        if kind == "notarise-batch":
-            return self._notarise_batch(data)
-        if kind == "revoke-device":
-            return self._revoke_request(data)
-        if kind == "revocation-list":
-            return self.revocation_list().to_bytes()
-        if kind == "pool-draw":
-            return self._pool(data, draw=True)
-        if kind == "pool-repay":
-            return self._pool(data, draw=False)
-        if kind == "mint-token":
-            return self.mint.mint(data)
-        if kind == "redeem-token":
-            return self.mint.redeem(data)
-        if kind == "report-double-spend":
-            return self.mint.report(data)
-        raise Refused(f"the central bank does not handle {kind!r}", code="central.unknown_request")
+        handler = self.handlers().get(kind)
+        if handler is None:
+            raise Refused(
+                f"the central bank does not handle {kind!r}", code="central.unknown_request"
+            )
+        return handler(data)
 
     def _reserve_transfer(self, data: bytes) -> bytes:
         req, ident = open_signed(

@@ -40,6 +40,7 @@ from offpay.service.problems import (
     problem_body,
     problem_of,
 )
+from offpay.store import schema
 from offpay.wire.codec import MAX_MESSAGE_BYTES
 from offpay.wire.envelope import DOMAIN, Signed
 
@@ -64,6 +65,7 @@ class Kind:
 CENTRAL_KINDS = (
     Kind("reserve-transfer", "Move money between an intermediary's reserve and its customers."),
     Kind("notarise", "Record an offline payment once, network-wide; holdings move with it."),
+    Kind("notarise-batch", "Record an upload's payments at once; one signed receipt for all."),
     Kind("revoke-device", "An intermediary revokes a device it issued; answers the new list."),
     Kind("revocation-list", "The current signed revocation list (empty body).", mutating=False),
     Kind("pool-draw", "Borrow from the liquidity pool for a payment that waits."),
@@ -79,6 +81,9 @@ BANK_KINDS = (
     Kind("terminal-upload", "A terminal module uploads its payments; answers an instruction."),
     Kind("debit-request", "Another intermediary presents a payment one of our customers made."),
     Kind("credit-request", "The payer's intermediary credits our customer, with the receipt."),
+    Kind("refund-request", "The payee's intermediary gives back a payment its payee declined."),
+    Kind("debit-batch", "Another intermediary presents an upload's payments of our customers."),
+    Kind("credit-batch", "The payer's intermediary credits our customers, with one receipt."),
 )
 
 TOKEN_KINDS = (
@@ -106,7 +111,12 @@ class Service:
         self.party = party
         self.kinds = kinds_of(party)
         self.admin_token = admin_token
-        self.store = AnswerStore(party.db)
+        table = (
+            schema.central_http_answers
+            if isinstance(party, CentralBank)
+            else schema.bank_http_answers
+        )
+        self.store = AnswerStore(party.db, table)
 
     # -- messages between parties ---------------------------------------------------------------
 

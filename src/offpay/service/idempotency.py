@@ -22,12 +22,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import (
-    Column,
     Engine,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
     Table,
     insert,
     select,
@@ -35,20 +30,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from offpay.errors import Refused
-
-metadata = MetaData()
-
-answers = Table(
-    "http_answers",
-    metadata,
-    Column("sender", String(200), primary_key=True),
-    Column("key", String(64), primary_key=True),
-    Column("kind", String(64), nullable=False),
-    Column("digest", LargeBinary(32), nullable=False),
-    Column("status", Integer, nullable=False),
-    Column("media_type", String(40), nullable=False),
-    Column("body", LargeBinary, nullable=False),
-)
 
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
@@ -98,13 +79,13 @@ class KeyLocks:
 class AnswerStore:
     """First answers, in the party's own database (a table of its own)."""
 
-    def __init__(self, engine: Engine) -> None:
-        metadata.create_all(engine)
+    def __init__(self, engine: Engine, table: Table) -> None:
         self.engine = engine
+        self.table = table  # created by the party's migrations (store/schema.py)
         self.locks = KeyLocks()
 
     def first(self, sender: str, key: str, kind: str, digest: bytes) -> Answer | None:
-        a = answers
+        a = self.table
         with self.engine.connect() as conn:
             row = conn.execute(select(a).where(a.c.sender == sender, a.c.key == key)).first()
         if row is None:
@@ -121,7 +102,7 @@ class AnswerStore:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    insert(answers).values(
+                    insert(self.table).values(
                         sender=sender,
                         key=key,
                         kind=kind,

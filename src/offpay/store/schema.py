@@ -344,3 +344,23 @@ policies = Table(
     Column("version", Integer, primary_key=True),
     Column("signed", LargeBinary, nullable=False),
 )
+
+
+def _http_answers(metadata: MetaData) -> Table:
+    """A party behind HTTP keeps its first answer per sender and idempotency key, so that a
+    retried request gets the same bytes (service/idempotency.py)."""
+    return Table(
+        "http_answers",
+        metadata,
+        Column("sender", String(200), primary_key=True),
+        Column("key", String(64), primary_key=True),
+        Column("kind", String(64), nullable=False),
+        Column("digest", LargeBinary(32), nullable=False),
+        Column("status", Integer, nullable=False),
+        Column("media_type", String(40), nullable=False),
+        Column("body", LargeBinary, nullable=False),
+    )
+
+
+central_http_answers = _http_answers(central)
+bank_http_answers = _http_answers(bank)
