@@ -26,6 +26,7 @@ from hypothesis import (
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from offpay.bank.refusal import refund_id
 from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.sim.network import Merchant, OfflineNetwork, User
@@ -254,7 +255,9 @@ class World:
         assert len(set(self.payments)) == len(self.payments)
         for tx in self.payments:
             assert self.net.central.is_notarised(tx) != (tx in short)
-        assert self.net.central.notarised_count() == len(self.payments) - len(short)
+        # ... and a refund of each payment whose payee declined its request, once.
+        refunds = sum(self.net.central.is_notarised(refund_id(tx)) for tx in self.payments)
+        assert self.net.central.notarised_count() == len(self.payments) - len(short) + refunds
 
 
 def play(operations: list[Op]) -> World:

@@ -45,6 +45,7 @@ from sqlalchemy import select
 
 from conftest import ISSUED_PER_BANK
 from offpay.bank.engine import Intermediary, engine_id
+from offpay.bank.refusal import refund_id
 from offpay.crypto.pki import TrustStore
 from offpay.device.card import Card, CardState
 from offpay.device.reader import CardClient
@@ -924,20 +925,25 @@ class OfflinePayments(RuleBasedStateMachine):
         than were made."""
         notary, debits, credits = books.notary, books.debits, books.credits
         made = {p.tx_id for p in self.paid.values()}
-        assert len(notary) <= len(made)
+        # Each payment once, and at most once more as its refund (its payee declined it).
+        assert len(notary) <= 2 * len(made)
         for tx, row in notary.items():
             paid = self.paid.get(bytes(row.evidence))
-            assert paid is not None and paid.tx_id == tx, "the notary recorded an unknown payment"
-            assert row.amount == paid.amount
-            assert (row.payer_institution, row.payee_institution) == (
-                paid.payer_bank,
-                paid.payee_bank,
+            assert paid is not None and tx in (paid.tx_id, refund_id(paid.tx_id)), (
+                "the notary recorded an unknown payment"
             )
+            assert row.amount == paid.amount
+            banks = (paid.payer_bank, paid.payee_bank)
+            if tx != paid.tx_id:  # a refund goes the other way, after its payment
+                banks = banks[::-1]
+                assert paid.tx_id in notary, "a refund of a payment never notarised"
+            assert (row.payer_institution, row.payee_institution) == banks
             debit = debits.get(tx)
             assert debit is not None and bytes(debit.evidence) == bytes(row.evidence)
         for tx, row in debits.items():
             paid = self.paid.get(bytes(row.evidence))
-            assert paid is not None and paid.tx_id == tx and row.amount == paid.amount
+            assert paid is not None and tx in (paid.tx_id, refund_id(paid.tx_id))
+            assert row.amount == paid.amount
         for tx, row in credits.items():
             assert tx in notary, "a credit without the notary's record"
             assert bytes(row.evidence) == bytes(notary[tx].evidence)
