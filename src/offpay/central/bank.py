@@ -572,23 +572,30 @@ class CentralBank:
         return items, rows, moves
 
     def _move_holdings(self, conn: Connection, moves: dict[tuple[str, str], int]) -> None:
-        """Holdings follow notarised payments between intermediaries, never below zero."""
+        """Holdings follow notarised payments between intermediaries, never below zero. Each
+        institution's row is updated once, by its net change, in name order: two batches going
+        opposite ways then never wait on each other (PostgreSQL found the deadlock)."""
         t = schema.institutions
-        for (payer, payee), minor in sorted(moves.items()):
-            moved = conn.execute(
-                update(t)
-                .where(t.c.name == payer, t.c.holdings >= minor)
-                .values(holdings=t.c.holdings - minor)
-            )
-            if moved.rowcount != 1:
-                raise InsufficientFunds(
-                    f"{payer}'s customers do not hold {Money(minor, self.currency)}"
-                )
+        net: dict[str, int] = {}
+        for (payer, payee), minor in moves.items():
+            net[payer] = net.get(payer, 0) - minor
+            net[payee] = net.get(payee, 0) + minor
+        for name in sorted(net):
+            delta = net[name]
+            if delta == 0:
+                continue
             done = conn.execute(
-                update(t).where(t.c.name == payee).values(holdings=t.c.holdings + minor)
+                update(t)
+                .where(t.c.name == name, t.c.holdings + delta >= 0)
+                .values(holdings=t.c.holdings + delta)
             )
             if done.rowcount != 1:
-                raise NotFound(f"no intermediary named {payee}")
+                exists = conn.execute(select(t.c.name).where(t.c.name == name)).first()
+                if exists is None:
+                    raise NotFound(f"no intermediary named {name}")
+                raise InsufficientFunds(
+                    f"{name}'s customers do not hold {Money(-delta, self.currency)}"
+                )
 
 
 def open_result(
