@@ -24,7 +24,7 @@ from offpay.relay.phone import PhoneApp
 from offpay.relay.pos import PosApp
 from offpay.service.client import AdminClient, HttpNetwork
 from offpay.service.datadir import CENTRAL, NetworkConfig
-from offpay.sim.network import Audit, Books, audit_books, conserved
+from offpay.sim.network import Audit, Books, Merchant, User, audit_books, conserved
 from offpay.store.moves import in_transit as moves_in_transit
 from offpay.wire.envelope import Signed
 
@@ -148,41 +148,9 @@ class RemoteBank:
         return {bytes.fromhex(t) for t in answer["tx_ids"]}
 
 
-@dataclass
-class RemoteUser:
-    name: str
-    bank: RemoteBank
-    customer_id: str
-    card: Card
-    card_id: str
-    phone: PhoneApp
-    pin: str
-
-    @property
-    def online(self) -> Money:
-        return self.bank.balance(f"{self.customer_id}/online")
-
-    @property
-    def shadow(self) -> Money:
-        return self.bank.balance(f"{self.customer_id}/shadow")
-
-    @property
-    def card_balance(self) -> Money:
-        return self.card.state.balance
-
-
-@dataclass
-class RemoteMerchant:
-    name: str
-    bank: RemoteBank
-    customer_id: str
-    module: TerminalModule
-    terminal_id: str
-    pos: PosApp
-
-    @property
-    def wallet(self) -> Money:
-        return self.bank.balance(f"{self.customer_id}/merchant")
+# The same people and shops as in process, with their books read from the services.
+RemoteUser = User[RemoteBank]
+RemoteMerchant = Merchant[RemoteBank]
 
 
 @dataclass

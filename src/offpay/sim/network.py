@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy import Connection, select
 
@@ -30,12 +31,22 @@ class ConservationError(OffpayError):
     code = "audit.conservation"
 
 
+class Ledger(Protocol):
+    """An intermediary's books as a customer's wallets are read from them: in process, or a
+    service's over HTTP (``offpay.service.remote.RemoteBank``)."""
+
+    def balance(self, account_id: str) -> Money: ...
+
+
+B = TypeVar("B", bound=Ledger)
+
+
 @dataclass
-class Customer:
+class Customer(Generic[B]):
     """Someone with an online wallet at an intermediary, whichever scheme they pay offline in."""
 
     name: str
-    bank: Intermediary
+    bank: B
     customer_id: str
 
     @property
@@ -44,7 +55,7 @@ class Customer:
 
 
 @dataclass
-class User(Customer):
+class User(Customer[B]):
     card: Card
     card_id: str
     phone: PhoneApp
@@ -60,9 +71,9 @@ class User(Customer):
 
 
 @dataclass
-class Merchant:
+class Merchant(Generic[B]):
     name: str
-    bank: Intermediary
+    bank: B
     customer_id: str
     module: TerminalModule
     terminal_id: str
@@ -74,7 +85,7 @@ class Merchant:
 
 
 @dataclass
-class TokenUser(Customer):
+class TokenUser(Customer[Intermediary]):
     element: TokenElement
     element_id: str
     app: TokenWalletApp
