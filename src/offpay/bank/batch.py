@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from offpay.bank.names import engine_id
 from offpay.bank.refusal import request_id_of
 from offpay.central.bank import NOTARY_ID
 from offpay.crypto.pki import Role
@@ -114,7 +115,7 @@ class BatchDesk:
         for e in payments:
             item = items.get(e.payment.tx_id)
             if (
-                receiver != _engine_id(e.payment.payer_institution)
+                receiver != engine_id(e.payment.payer_institution)
                 or item is None
                 or (item.evidence, item.amount) != (e.signed.digest, e.payment.amount)
             ):
@@ -336,7 +337,7 @@ class BatchDesk:
                 continue
             request = CreditBatch(
                 bank.id,
-                _engine_id(institution),
+                engine_id(institution),
                 bank._nonce(),
                 tuple(e.signed for e in group),
                 receipt,
@@ -480,7 +481,7 @@ class BatchDesk:
         upload; credit ours from the receipts in its answer (should its credit be lost)."""
         bank = self.bank
         request = DebitBatch(
-            bank.id, _engine_id(institution), bank._nonce(), tuple(e.signed for e in group)
+            bank.id, engine_id(institution), bank._nonce(), tuple(e.signed for e in group)
         )
         data = bank.network.send(
             institution, "debit-batch", sign(request, bank.credential).to_bytes()
@@ -574,12 +575,6 @@ def forget_oldest(cache: dict[Any, Any], kept: int) -> None:
     if len(cache) >= kept:
         with contextlib.suppress(RuntimeError, StopIteration, KeyError):
             cache.pop(next(iter(cache)))
-
-
-def _engine_id(institution: str) -> str:
-    from offpay.bank.engine import engine_id  # the engine imports this module
-
-    return engine_id(institution)
 
 
 def _complete(row: Any, signed: Signed[OfflinePayment]) -> bool:

@@ -29,6 +29,7 @@ from offpay.bank.batch import BatchDesk, Entry, forget_oldest
 from offpay.bank.containment import Containment, Loss
 from offpay.bank.evidence import verify_payment
 from offpay.bank.liquidity import LiquidityDesk, Pending
+from offpay.bank.names import engine_id
 from offpay.bank.refusal import Refusals, request_id_of
 from offpay.bank.verifier import Verifier
 from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
@@ -85,10 +86,6 @@ def reserve_move_nonce(reference: str) -> bytes:
     """The nonce of a fund or redeem's request to the central bank, derived from its reference
     so that a retry gets the first answer (and the audit can ask whether it was carried out)."""
     return hashlib.sha256(f"offpay-reserve-move\x00{reference}".encode()).digest()[:16]
-
-
-def engine_id(institution: str) -> str:
-    return f"{institution}/engine"
 
 
 @dataclass(frozen=True)
@@ -1242,21 +1239,34 @@ class Intermediary:
             if self.settle(signed).status is SettlementStatus.SHORT:
                 return  # later payments of this payer wait behind the earlier one
 
-    def _notarise(self, payment: OfflinePayment, signed: Signed[OfflinePayment]) -> bytes:
+    def ask_notary(
+        self, tx_id: bytes, evidence: bytes, payer: str, payee: str, amount: Money
+    ) -> tuple[bytes, SettlementResult]:
+        """Record a move from institution ``payer`` to ``payee`` with the notary (a payment,
+        or a refund going the other way); returns its signed receipt and what it says."""
         request = NotariseRequest(
             sender=self.id,
             receiver=NOTARY_ID,
             nonce=self._nonce(),
-            tx_id=payment.tx_id,
-            evidence=signed.digest,
-            payer_institution=payment.payer_institution,
-            payee_institution=payment.payee_institution,
-            amount=payment.amount,
+            tx_id=tx_id,
+            evidence=evidence,
+            payer_institution=payer,
+            payee_institution=payee,
+            amount=amount,
         )
         receipt = self.network.send(
             "central-bank", "notarise", sign(request, self.credential).to_bytes()
         )
-        result = open_result(receipt, self.trust, request, Role.NOTARY)
+        return receipt, open_result(receipt, self.trust, request, Role.NOTARY)
+
+    def _notarise(self, payment: OfflinePayment, signed: Signed[OfflinePayment]) -> bytes:
+        receipt, result = self.ask_notary(
+            payment.tx_id,
+            signed.digest,
+            payment.payer_institution,
+            payment.payee_institution,
+            payment.amount,
+        )
         if result.evidence != signed.digest or result.amount != payment.amount:
             raise ReplayError("the notary's answer is about another payment")
         if result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY):

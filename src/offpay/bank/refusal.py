@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from offpay.bank.evidence import verify_payment
-from offpay.central.bank import NOTARY_ID, open_result
+from offpay.bank.names import engine_id
+from offpay.central.bank import open_result
 from offpay.crypto.pki import Role
 from offpay.errors import InsufficientFunds, OffpayError, Refused, ReplayError
 from offpay.money import Money
@@ -41,7 +41,6 @@ from offpay.store import schema
 from offpay.wire.envelope import Signed, open_signed, payload_of, sign
 from offpay.wire.messages import (
     MAX_DECLINED,
-    NotariseRequest,
     OfflinePayment,
     PaymentRequest,
     RefundRequest,
@@ -98,12 +97,14 @@ class Refusals:
         with bank.db.connect() as conn:
             credited = conn.execute(
                 select(c.c.tx_id).where(
-                    c.c.device_id == device_id, c.c.request_id.in_(list(request_ids))
+                    c.c.device_id == device_id,
+                    c.c.request_id.in_(list(request_ids)),
+                    c.c.tx_id.not_in(select(schema.refunds.c.tx_id)),  # refunded, or owed
                 )
             ).scalars()
             tx_ids = [bytes(t) for t in credited]
         for tx_id in tx_ids:
-            self._refund_credited(tx_id)
+            self._refund_credit(tx_id)
         return new
 
     def declined(self, payment: OfflinePayment) -> bool:
@@ -114,21 +115,14 @@ class Refusals:
             ).first()
         return row is not None and row.device_id == payment.receiver
 
-    def _refund_credited(self, tx_id: bytes) -> None:
-        """A payment credited to our device whose request it declined: find its evidence and
-        refund it."""
-        bank = self.bank
-        with bank.db.connect() as conn:
-            row = conn.execute(
-                select(schema.refunds).where(schema.refunds.c.tx_id == tx_id)
-            ).first()
-            if row is not None:
-                return  # refunded already, or owed
+    def _refund_credit(self, tx_id: bytes) -> None:
+        """Refund a payment credited to our device, from the evidence kept with its credit."""
+        with self.bank.db.connect() as conn:
             evidence = conn.execute(
                 select(schema.credits.c.payment).where(schema.credits.c.tx_id == tx_id)
             ).scalar_one()
         signed: Signed[OfflinePayment] = Signed.from_bytes(bytes(evidence))
-        self.refund(signed, verify_payment(signed, bank.trust))
+        self.refund(signed, self.bank.verified(signed))
 
     def refund(self, signed: Signed[OfflinePayment], payment: OfflinePayment) -> bool:
         """Give a declined payment back to its payer; True once it is on its way. Each step is
@@ -192,21 +186,14 @@ class Refusals:
         """Notarise the refund and have the payer's intermediary credit it."""
         bank = self.bank
         rid = refund_id(payment.tx_id)
-        request = NotariseRequest(
-            sender=bank.id,
-            receiver=NOTARY_ID,
-            nonce=bank._nonce(),
-            tx_id=rid,
-            evidence=signed.digest,
-            payer_institution=payment.payee_institution,
-            payee_institution=payment.payer_institution,
-            amount=payment.amount,
-        )
         try:
-            receipt = bank.network.send(
-                "central-bank", "notarise", sign(request, bank.credential).to_bytes()
+            receipt, result = bank.ask_notary(
+                rid,
+                signed.digest,
+                payment.payee_institution,  # the other way
+                payment.payer_institution,
+                payment.amount,
             )
-            result = open_result(receipt, bank.trust, request, Role.NOTARY)
         except OffpayError:
             return  # left for retry_pending: the debit row says it is not notarised
         if result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY):
@@ -219,7 +206,7 @@ class Refusals:
         else:
             ask = RefundRequest(
                 sender=bank.id,
-                receiver=_engine_id(payment.payer_institution),
+                receiver=engine_id(payment.payer_institution),
                 nonce=bank._nonce(),
                 payment=signed,
                 notary_receipt=receipt,
@@ -244,7 +231,6 @@ class Refusals:
         """Refunds owed, and refunds a cut left half done; returns how many were tried."""
         bank, r, d = self.bank, schema.refunds, schema.debits
         with bank.db.connect() as conn:
-            owed = conn.execute(select(r.c.tx_id).where(r.c.open.is_(True))).scalars().all()
             unfinished = (
                 conn.execute(
                     select(d.c.payment)
@@ -254,34 +240,24 @@ class Refusals:
                 .scalars()
                 .all()
             )
-        for tx_id in owed:
-            self._retry_owed(bytes(tx_id))
+        owed = self.retry_owed_for(None)
         for data in unfinished:
             signed: Signed[OfflinePayment] = Signed.from_bytes(bytes(data))
-            self.deliver(signed, verify_payment(signed, bank.trust))
-        return len(owed) + len(unfinished)
+            self.deliver(signed, bank.verified(signed))
+        return owed + len(unfinished)
 
-    def retry_owed_for(self, device_id: str) -> None:
-        """Money reached ``device_id``'s wallet: make the refunds it owes."""
+    def retry_owed_for(self, device_id: str | None) -> int:
+        """Money reached ``device_id``'s wallet (None: any): make the refunds it owes; returns
+        how many were tried."""
         r = schema.refunds
+        query = select(r.c.tx_id).where(r.c.open.is_(True))
+        if device_id is not None:
+            query = query.where(r.c.device_id == device_id)
         with self.bank.db.connect() as conn:
-            owed = (
-                conn.execute(
-                    select(r.c.tx_id).where(r.c.open.is_(True), r.c.device_id == device_id)
-                )
-                .scalars()
-                .all()
-            )
+            owed = conn.execute(query).scalars().all()
         for tx_id in owed:
-            self._retry_owed(bytes(tx_id))
-
-    def _retry_owed(self, tx_id: bytes) -> None:
-        with self.bank.db.connect() as conn:
-            evidence = conn.execute(
-                select(schema.credits.c.payment).where(schema.credits.c.tx_id == tx_id)
-            ).scalar_one()
-        signed: Signed[OfflinePayment] = Signed.from_bytes(bytes(evidence))
-        self.refund(signed, verify_payment(signed, self.bank.trust))
+            self._refund_credit(bytes(tx_id))
+        return len(owed)
 
     def owed(self) -> list[tuple[bytes, str, Money]]:
         """Refunds our payees owe and their wallets cannot cover yet: (payment id, device,
@@ -290,15 +266,6 @@ class Refusals:
         with self.bank.db.connect() as conn:
             rows = conn.execute(select(r).where(r.c.open.is_(True)).order_by(r.c.queued_at)).all()
         return [(bytes(x.tx_id), x.device_id, Money(x.amount, self.bank.currency)) for x in rows]
-
-    def is_refund(self, tx_id: bytes) -> bool:
-        with self.bank.db.connect() as conn:
-            return (
-                conn.execute(
-                    select(schema.refunds.c.refund_id).where(schema.refunds.c.refund_id == tx_id)
-                ).first()
-                is not None
-            )
 
     # -- the payer's intermediary -----------------------------------------------------------
 
@@ -309,7 +276,7 @@ class Refusals:
         cached = bank._seen(ident.id, req.nonce)
         if cached is not None:
             return cached
-        payment = verify_payment(req.payment, bank.trust)
+        payment = bank.verified(req.payment)
         if payment.payer_institution != bank.name or payment.payee_institution != ident.institution:
             raise Refused("refund does not concern these two banks", code="bank.wrong_parties")
         status = self.credit_refund(req.payment, payment, req.notary_receipt)
@@ -341,7 +308,7 @@ class Refusals:
             Signed.from_bytes(receipt), SettlementResult, bank.trust, Role.NOTARY, receiver=None
         )
         if (
-            result.receiver != _engine_id(payment.payee_institution)
+            result.receiver != engine_id(payment.payee_institution)
             or result.tx_id != rid
             or result.evidence != signed.digest
             or result.amount != payment.amount
@@ -368,9 +335,3 @@ class Refusals:
             return SettlementStatus.ALREADY
         bank.money_arrived(device, payment.amount.minor)
         return SettlementStatus.DONE
-
-
-def _engine_id(institution: str) -> str:
-    from offpay.bank.engine import engine_id
-
-    return engine_id(institution)

@@ -429,7 +429,7 @@ class Card:
         # limits, so that a payment answering an open request is never refused for a limit.
         pending = state.open_requests[-(MAX_OPEN_REQUESTS - 1) :]
         lapsed = tuple(r.request_id for r in state.open_requests[: -(MAX_OPEN_REQUESTS - 1)])
-        if len(pending) + len(state.declined) + len(lapsed) >= MAX_DECLINED:
+        if len(state.open_requests) + len(state.declined) >= MAX_DECLINED:
             raise DeviceStateError(
                 "too many declined payment requests; synchronise the card first",
                 code="device.busy",
