@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from functools import cached_property
 from typing import Generic
 
 from offpay.crypto.keys import verify_signature
@@ -27,13 +28,17 @@ class Signed(Message, Generic[M]):
     chain: tuple[bytes, ...]
 
     def to_bytes(self) -> bytes:
-        return encode(self)
+        # Immutable, and stored or forwarded at several hops of settlement: encoded once.
+        data = self.__dict__.get("_bytes")
+        if data is None:
+            data = self.__dict__["_bytes"] = encode(self)
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Signed[Message]:
         return decode(data, Signed)
 
-    @property
+    @cached_property
     def digest(self) -> bytes:
         """What identifies this exact signed message (e.g. as evidence in a ledger)."""
         return hashlib.sha256(self.payload + self.signature).digest()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from functools import cached_property
 
 from offpay.crypto.revocation import RevocationList
 from offpay.money import Money
@@ -69,8 +70,8 @@ class OfflinePayment(Message):
     payer_received: Money
     funding: tuple[Signed[OfflinePayment], ...]
 
-    @property
-    def tx_id(self) -> bytes:
+    @cached_property
+    def tx_id(self) -> bytes:  # looked up many times per payment while it settles
         return payment_tx_id(self.sender, self.payer_seq)
 
 
