@@ -40,6 +40,13 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def _one_size(text: str) -> int:
+    sizes = parse_sizes(text)
+    if len(sizes) != 1:
+        raise typer.BadParameter("give one wave size")
+    return sizes[0]
+
+
 def _list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     items = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [i for i in items if i not in allowed]
@@ -117,6 +124,13 @@ def bench(
     isolate: Annotated[
         bool, typer.Option(help="Settle each backlog in a fresh process (clean memory figures).")
     ] = True,
+    wave: Annotated[
+        str,
+        typer.Option(
+            help="Payments made, then settled, at a time: a big backlog is made in waves so "
+            "that the simulated devices holding it fit in memory (default 10k)."
+        ),
+    ] = "10k",
 ) -> None:
     """Measure offpay against this machine's ceilings: signatures and database inserts,
     backlog settlement, offline payment cost, device storage and token verification."""
@@ -144,6 +158,7 @@ def bench(
         if profile_payments is not None
         else (FULL_PROFILE_PAYMENTS if full else 500),
         isolate=isolate,
+        wave=_one_size(wave),
     )
 
     def say(text: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from offpay.bench.settlement import BacklogPlan, _sqlite_urls, build_backlog
+from offpay.bench.settlement import BacklogPlan, _sqlite_urls, make_wave, open_network
 from offpay.crypto.keys import Algorithm
 
 Say = Callable[[str], None]
@@ -78,7 +78,8 @@ def profile_settlement(
     with tempfile.TemporaryDirectory(prefix="offpay-profile-") as folder:
         the_urls = urls if urls is not None else _sqlite_urls(Path(folder))
         say(f"profile on {backend}: building a backlog of {payments:,} payments")
-        net, _users, merchants, _made = build_backlog(plan, the_urls, algorithm, say)
+        net = open_network(the_urls, plan, algorithm)
+        _users, merchants, _made = make_wave(net, plan, 0, payments, say)
         say(f"profile on {backend}: profiling the terminals' syncs")
         try:
             selfs, total, tool = _profile(lambda: [m.pos.sync() for m in merchants])

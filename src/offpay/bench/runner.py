@@ -40,6 +40,7 @@ class Options:
     per_card: int = 100
     per_terminal: int = 250
     resync_cards: int = 10
+    wave: int = 10_000  # payments made and then settled at a time
     notes: list[str] = field(default_factory=list)
 
 
@@ -108,6 +109,7 @@ def _config(options: Options) -> dict[str, Any]:
         "offline_payments": options.offline_payments,
         "per_card": options.per_card,
         "per_terminal": options.per_terminal,
+        "wave": options.wave,
         "notes": list(options.notes),
     }
 
@@ -228,7 +230,13 @@ def _drop(pg: Any, urls: dict[str, str] | None) -> None:
 def _settle(options: Options, backend: str, n: int, pg: Any, say: Say) -> dict[str, Any]:
 
     say(f"[bold]settlement[/bold] of {n:,} payments on {backend}")
-    plan = BacklogPlan(n, options.per_card, options.per_terminal, resync_cards=options.resync_cards)
+    plan = BacklogPlan(
+        n,
+        options.per_card,
+        options.per_terminal,
+        resync_cards=options.resync_cards,
+        wave=options.wave,
+    )
     urls = _urls(pg, f"settle{n}") if backend == "postgres" else None
     try:
         result = _in_process(options, _settle_work, backend, plan, urls)

@@ -46,6 +46,7 @@ class BacklogPlan:
     per_terminal: int = 250
     amount_minor: int = 100  # SEK 1.00 each
     resync_cards: int = 10  # payer cards that upload their logs again (exactly-once check)
+    wave: int = 10_000  # payments made, then settled, at a time (bounds the devices' memory)
 
     @property
     def cards(self) -> int:
@@ -127,31 +128,40 @@ def _sqlite_urls(folder: Path) -> dict[str, str]:
     return {name: f"sqlite+pysqlite:///{folder / (name + '.sqlite')}" for name in names}
 
 
-def build_backlog(
-    plan: BacklogPlan,
-    urls: Mapping[str, str],
-    algorithm: Algorithm,
-    say: Say,
-) -> tuple[OfflineNetwork, list[User], list[Merchant], float]:
-    """A network whose terminals hold ``plan.payments`` unsettled payments; returns it with
-    its cards, its terminals and the seconds spent making the payments."""
+def open_network(
+    urls: Mapping[str, str], plan: BacklogPlan, algorithm: Algorithm
+) -> OfflineNetwork:
+    """The network the backlog is made and settled in, its limits raised for the plan."""
     net = OfflineNetwork(bank_names=BANKS, algorithm=algorithm, url_for=lambda n: urls[n])
     raise_limits(net, plan.per_card, plan.per_terminal, plan.amount_minor)
+    return net
+
+
+def make_wave(
+    net: OfflineNetwork, plan: BacklogPlan, wave: int, payments: int, say: Say
+) -> tuple[list[User], list[Merchant], float]:
+    """New cards and terminals of both intermediaries, and ``payments`` offline payments made
+    by those cards at those terminals and held by the terminals; returns the cards, the
+    terminals and the seconds spent making the payments."""
+    part = dataclasses.replace(plan, payments=payments)
     budget = plan.per_card * plan.amount_minor
     for bank in BANKS:
-        net.issue(bank, budget * (plan.cards // 2 + 1) + 1)
+        net.issue(bank, budget * (part.cards // 2 + 1) + 1)
     say(
-        f"  devices: {plan.cards:,} cards, {2 * plan.terminals_per_bank:,} terminals "
+        f"  devices: {part.cards:,} cards, {2 * part.terminals_per_bank:,} terminals "
         f"(up to {plan.per_card} payments per card, {plan.per_terminal} per terminal)"
     )
     merchants = {
-        bank: [net.add_merchant(f"shop-{bank}-{i}", bank) for i in range(plan.terminals_per_bank)]
+        bank: [
+            net.add_merchant(f"shop-{bank}-{wave}-{i}", bank)
+            for i in range(part.terminals_per_bank)
+        ]
         for bank in BANKS
     }
-    progress = _Progress(say, "cards issued and topped up", plan.cards)
+    progress = _Progress(say, "cards issued and topped up", part.cards)
     users = []
-    for i in range(plan.cards):
-        user = net.add_user(f"payer-{i}", BANKS[i % 2], online=budget)
+    for i in range(part.cards):
+        user = net.add_user(f"payer-{wave}-{i}", BANKS[i % 2], online=budget)
         user.phone.top_up(user.pin, net.money(budget))
         users.append(user)
         progress.tick(i + 1)
@@ -159,19 +169,19 @@ def build_backlog(
     # so half the backlog crosses intermediaries. Shops of a bank are used round-robin.
     next_shop = dict.fromkeys(BANKS, 0)
     amount = net.money(plan.amount_minor)
-    progress = _Progress(say, "offline payments made", plan.payments)
+    progress = _Progress(say, "offline payments made", payments)
     start = time.perf_counter()
-    for p in range(plan.payments):
-        user = users[p % plan.cards]
+    for p in range(payments):
+        user = users[p % part.cards]
         payer_bank = user.bank.name
-        bank = payer_bank if (p // plan.cards) % 2 == 0 else _other(payer_bank)
+        bank = payer_bank if (p // part.cards) % 2 == 0 else _other(payer_bank)
         shops = merchants[bank]
         shop = shops[next_shop[bank] % len(shops)]
         next_shop[bank] += 1
         shop.pos.charge(user.card.process, user.pin, amount)
         progress.tick(p + 1)
     made = time.perf_counter() - start
-    return net, users, [m for b in BANKS for m in merchants[b]], made
+    return users, [m for b in BANKS for m in merchants[b]], made
 
 
 def _other(bank: str) -> str:
@@ -198,6 +208,52 @@ def run(
             return {"backend": backend, "payments": plan.payments, "error": repr(exc)}
 
 
+@dataclass
+class _Clock:
+    """What the settlement alone cost, summed over the waves (making payments is not timed)."""
+
+    settle_s: float = 0.0
+    cpu_s: float = 0.0
+    settled: int = 0
+    slices: list[tuple[int, float]] = field(default_factory=list)  # (settled, seconds) so far
+    rss_before: int = 0
+    rss_max: int = 0
+    held: int = 0  # bytes of sealed records the terminals held before they synchronised
+    statements: int = 0
+    commits: int = 0
+    checkouts: int = 0
+    signs: int = 0
+    verifies: int = 0
+    messages: int = 0
+
+
+def _settle_wave(net: OfflineNetwork, merchants: list[Merchant], clock: _Clock) -> None:
+    """Every terminal of the wave synchronises; the engines settle what it uploads."""
+    engines = [net.central.db, *(b.db for b in net.banks.values())]
+    clock.held += sum(len(r) for m in merchants for r in m.pos.records)
+    rss = rss_bytes()
+    clock.rss_before = clock.rss_before or rss
+    clock.rss_max = max(clock.rss_max, rss)
+    messages_before = net.network.messages
+    with count_crypto() as crypto, count_sql(engines) as sql:
+        cpu_start = time.process_time()
+        for merchant in merchants:
+            waiting = merchant.module.state.offline_payments
+            start = time.perf_counter()
+            merchant.pos.sync()
+            clock.settle_s += time.perf_counter() - start
+            clock.settled += waiting
+            clock.slices.append((clock.settled, clock.settle_s))
+            clock.rss_max = max(clock.rss_max, rss_bytes())
+        clock.cpu_s += time.process_time() - cpu_start
+    clock.messages += net.network.messages - messages_before
+    clock.statements += sql.statements
+    clock.commits += sql.commits
+    clock.checkouts += sql.checkouts
+    clock.signs += crypto.total_signs
+    clock.verifies += crypto.total_verifies
+
+
 def _run(
     backend: str,
     plan: BacklogPlan,
@@ -205,59 +261,65 @@ def _run(
     algorithm: Algorithm,
     say: Say,
 ) -> dict[str, Any]:
-    say(f"settlement on {backend}: building a backlog of {plan.payments:,} offline payments")
+    waves = math.ceil(plan.payments / plan.wave)
+    say(
+        f"settlement on {backend}: a backlog of {plan.payments:,} offline payments, made and "
+        f"settled in {waves:,} wave{'s' if waves > 1 else ''} of up to {plan.wave:,}"
+    )
     setup_start = time.perf_counter()
-    net, users, merchants, made = build_backlog(plan, urls, algorithm, say)
-    setup_s = time.perf_counter() - setup_start
-    held = sum(len(r) for m in merchants for r in m.pos.records)
-    engines = [net.central.db, *(b.db for b in net.banks.values())]
-
-    say(f"settlement on {backend}: {len(merchants):,} terminals synchronise")
-    rss_before = rss_bytes()
-    rss_max = rss_before
-    slices: list[tuple[int, float]] = []  # (payments settled so far, seconds so far)
-    messages_before = net.network.messages
-    progress = _Progress(say, "payments settled", plan.payments)
-    settled = 0
+    net = open_network(urls, plan, algorithm)
+    clock = _Clock()
+    made = 0.0
+    sample: list[User] = []  # payer cards that upload their payments again at the end
     load_before = os.getloadavg()[0]
-    with count_crypto() as crypto, count_sql(engines) as sql:
-        cpu_start = time.process_time()
-        children_start = _children_cpu()
-        start = time.perf_counter()
-        for merchant in merchants:
-            waiting = merchant.module.state.offline_payments
-            merchant.pos.sync()
-            settled += waiting
-            elapsed = time.perf_counter() - start
-            slices.append((settled, elapsed))
-            rss_max = max(rss_max, rss_bytes())
-            progress.tick(settled)
-        settle_s = time.perf_counter() - start
-        cpu_s = time.process_time() - cpu_start
+    children_start = _children_cpu()
+    cards = terminals = 0
+    for wave in range(waves):
+        count = min(plan.wave, plan.payments - wave * plan.wave)
+        users, merchants, seconds = make_wave(net, plan, wave, count, say if wave == 0 else _quiet)
+        made += seconds
+        cards += len(users)
+        terminals += len(merchants)
+        if wave == 0:
+            step = max(1, len(users) // plan.resync_cards) if plan.resync_cards else 1
+            sample = users[::step][: plan.resync_cards]
+        if wave == 0:
+            say(f"settlement on {backend}: {len(merchants):,} terminals synchronise")
+        before = (clock.settled, clock.settle_s)
+        _settle_wave(net, merchants, clock)
+        done, spent = clock.settled - before[0], clock.settle_s - before[1]
+        share = 100 * clock.settled / plan.payments
+        say(
+            f"  wave {wave + 1:,}/{waves:,}: {count:,} payments made in {seconds:,.1f} s, "
+            f"settled in {spent:,.1f} s ({done / max(spent, 1e-9):,.0f}/s); "
+            f"{clock.settled:,} settled in all ({share:.0f} %), "
+            f"{clock.settle_s:,.0f} s of settlement, RSS {rss_bytes() / 2**20:,.0f} MiB"
+        )
+        for user in users:  # the devices of a settled wave are not needed again: free them
+            if user not in sample:
+                del net.users[user.name]
     load_after = os.getloadavg()[0]
-    progress.tick(settled, force=True)
-    messages = net.network.messages - messages_before
+    setup_s = time.perf_counter() - setup_start - clock.settle_s
 
     # Exactly once: payer cards upload the same payments again; nothing may settle twice.
-    step = max(1, len(users) // plan.resync_cards) if plan.resync_cards else 1
-    sample = users[::step][: plan.resync_cards]
     again = sum(u.card.state.offline_transactions for u in sample)
     say(f"settlement on {backend}: {len(sample)} payer cards upload {again:,} payments again")
-    progress = _Progress(say, "payments uploaded again", again)
+    resync = _Progress(say, "payments uploaded again", again)
     start, done = time.perf_counter(), 0
     for user in sample:
         done += user.card.state.offline_transactions
         user.phone.sync(user.pin)
-        progress.tick(done)
+        resync.tick(done)
     resync_s = time.perf_counter() - start
     checks = _check(net, plan)
+    settle_s, cpu_s = clock.settle_s, clock.cpu_s
     say(
         f"settlement on {backend}: {plan.payments:,} payments in {settle_s:,.1f} s "
         f"({plan.payments / settle_s:,.0f}/s); exactly once: {'yes' if checks['ok'] else 'NO'}"
     )
-    first, last = _edge_cost(slices)
+    first, last = _edge_cost(clock.slices)
     n = plan.payments
-    for engine in engines:
+    for engine in [net.central.db, *(b.db for b in net.banks.values())]:
         engine.dispose()
     for bank in net.banks.values():
         bank.verifier.close()  # its workers' CPU time counts once they have exited
@@ -266,8 +328,9 @@ def _run(
         "backend": backend,
         "algorithm": algorithm.value,
         "payments": n,
-        "cards": plan.cards,
-        "terminals": len(merchants),
+        "waves": waves,
+        "cards": cards,
+        "terminals": terminals,
         "cross_bank_share": round(_cross_share(plan), 3),
         "setup_s": round(setup_s, 2),
         "make_payments_s": round(made, 2),
@@ -286,25 +349,32 @@ def _run(
         "us_per_payment_last_tenth": round(last, 1),
         "resync_payments": again,
         "resync_payments_per_s": round(again / resync_s, 1) if resync_s > 0 else None,
-        "backlog_bytes_held": held,
-        "rss_before_settle_mib": round(rss_before / 2**20, 1),
-        "rss_growth_settle_mib": round((rss_max - rss_before) / 2**20, 1),
+        "backlog_bytes_held": clock.held,
+        "rss_before_settle_mib": round(clock.rss_before / 2**20, 1),
+        "rss_growth_settle_mib": round((clock.rss_max - clock.rss_before) / 2**20, 1),
         "peak_rss_mib": round(peak_rss_bytes() / 2**20, 1),
         "per_payment": {
-            "signatures_verified": round(crypto.total_verifies / n, 2),
-            "signatures_made": round(crypto.total_signs / n, 2),
-            "sql_statements": round(sql.statements / n, 2),
-            "commits": round(sql.commits / n, 2),
-            "connection_checkouts": round(sql.checkouts / n, 2),
-            "messages": round(messages / n, 2),
+            "signatures_verified": round(clock.verifies / n, 2),
+            "signatures_made": round(clock.signs / n, 2),
+            "sql_statements": round(clock.statements / n, 2),
+            "commits": round(clock.commits / n, 2),
+            "connection_checkouts": round(clock.checkouts / n, 2),
+            "messages": round(clock.messages / n, 2),
         },
         "checks": checks,
     }
 
 
+def _quiet(_text: str) -> None:
+    """Progress of the waves after the first: one line per wave is enough."""
+
+
 def _cross_share(plan: BacklogPlan) -> float:
-    rounds = [(p // plan.cards) % 2 for p in range(plan.payments)]
-    return sum(rounds) / max(1, len(rounds))
+    crossing = 0
+    for first in range(0, plan.payments, plan.wave):
+        part = dataclasses.replace(plan, payments=min(plan.wave, plan.payments - first))
+        crossing += sum((p // part.cards) % 2 for p in range(part.payments))
+    return crossing / max(1, plan.payments)
 
 
 def _edge_cost(slices: list[tuple[int, float]]) -> tuple[float, float]:
