@@ -589,6 +589,41 @@ def test_offline_payment_round_trip(msg: OfflinePayment) -> None:
 
 
 @settings(deadline=None)
+@given(payments)
+def test_fast_encoding_is_the_canonical_encoding(msg: OfflinePayment) -> None:
+    """encode builds maps in canonical key order and skips cbor2's sorting: same bytes."""
+    entry = LogEntry(3, Direction.IN, Signed(encode(msg), b"s", (b"c",)))
+    for m in (msg, entry):
+        assert encode(m) == cbor2.dumps(to_obj(m), canonical=True)
+
+
+def test_unusual_field_values_encode_as_the_general_path_does() -> None:
+    class Text(str):
+        pass
+
+    for odd in (
+        dataclasses.replace(REQUEST, sender=Text("terminal:bank-b:1")),
+        dataclasses.replace(REQUEST, request_id=1.5),  # type: ignore[arg-type]
+        dataclasses.replace(REQUEST, challenge={"b": 1, "a": 2}),  # type: ignore[arg-type]
+    ):
+        assert encode(odd) == cbor2.dumps(to_obj(odd), canonical=True)
+
+
+def test_codec_refuses_unsorted_keys_in_a_nested_message() -> None:
+    obj = _payment_obj()
+    nested = obj["request"]
+    assert isinstance(nested, dict)
+    obj["request"] = dict(reversed(list(nested.items())))
+    order = cbor2.loads(cbor2.dumps(dict.fromkeys(obj, 0), canonical=True))
+    data = cbor2.dumps({k: obj[k] for k in order})  # the outer map sorted, the inner reversed
+    assert data != encode(PAYMENT) and len(data) == len(encode(PAYMENT))
+    with pytest.raises(EncodingError) as exc:
+        decode(data, OfflinePayment)
+    assert exc.value.code == "wire.malformed"
+    assert "canonical" in exc.value.message
+
+
+@settings(deadline=None)
 @given(
     st.lists(
         st.builds(

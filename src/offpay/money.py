@@ -161,6 +161,12 @@ class Money:
     def __str__(self) -> str:
         return format_money(self)
 
+    def __reduce__(self) -> tuple[type[Money], tuple[int, str]]:
+        # Devices pickle their whole state into sealed memory on every command; the slotted
+        # dataclass's own __getstate__ runs in Python and was most of that cost. Unpickling
+        # goes through __init__, so a stored amount is validated again.
+        return (Money, (self.minor, self.currency))
+
 
 def _malformed(text: str) -> MoneyError:
     return MoneyError(

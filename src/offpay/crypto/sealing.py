@@ -7,7 +7,7 @@ position, so a record cannot be moved to another device or slot without detectio
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -20,6 +20,11 @@ NONCE_BYTES = 12
 @dataclass(frozen=True)
 class Sealer:
     key: bytes
+    # The cipher with its expanded key, made once: a device seals its state on every command.
+    _aead: AESGCM = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_aead", AESGCM(self.key))
 
     @classmethod
     def generate(cls, random: bytes | None = None) -> Sealer:
@@ -27,12 +32,12 @@ class Sealer:
 
     def seal(self, plaintext: bytes, associated: bytes, nonce: bytes | None = None) -> bytes:
         n = nonce if nonce is not None else os.urandom(NONCE_BYTES)
-        return n + AESGCM(self.key).encrypt(n, plaintext, associated)
+        return n + self._aead.encrypt(n, plaintext, associated)
 
     def unseal(self, sealed: bytes, associated: bytes) -> bytes:
         if len(sealed) <= NONCE_BYTES:
             raise SealError("sealed record is too short")
         try:
-            return AESGCM(self.key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+            return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
         except InvalidTag:
             raise SealError("sealed record was altered or belongs elsewhere") from None

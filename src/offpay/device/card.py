@@ -109,6 +109,9 @@ class CardState:
     seq: int  # never resets: every change of money or log moves it on
     instruction_no: int  # the last intermediary instruction applied
     log: tuple[LogEntry, ...]  # offline transactions since the last sync
+    # What the log's incoming payments add up to, kept as the log changes: every payment
+    # checks it, and reading it from the log meant decoding each received payment again.
+    received_offline: Money
     policy: LimitsPolicy
     challenge: bytes | None
     open_requests: tuple[OpenRequest, ...]
@@ -125,13 +128,14 @@ class CardState:
         """The offline counter of the report: entries waiting for sync; sync resets it."""
         return len(self.log)
 
-    @property
-    def received_offline(self) -> Money:
-        total = Money.zero(self.balance.currency)
-        for entry in self.log:
-            if entry.direction is Direction.IN:
-                total = total + decode(entry.payment.payload, OfflinePayment).amount
-        return total
+
+def _received_in(log: tuple[LogEntry, ...], currency: str) -> Money:
+    """The incoming payments of ``log`` added up."""
+    total = Money.zero(currency)
+    for entry in log:
+        if entry.direction is Direction.IN:
+            total = total + decode(entry.payment.payload, OfflinePayment).amount
+    return total
 
 
 def receipt_count(signed: Signed[OfflinePayment]) -> int:
@@ -303,6 +307,7 @@ class Card:
             seq=0,
             instruction_no=0,
             log=(),
+            received_offline=Money.zero(policy.currency),
             policy=policy,
             challenge=None,
             open_requests=(),
@@ -506,6 +511,7 @@ class Card:
             balance=state.balance + payment.amount,
             seq=seq,
             log=(*state.log, LogEntry(seq, Direction.IN, signed)),
+            received_offline=state.received_offline + payment.amount,
             open_requests=tuple(r for r in state.open_requests if r is not match[0]),
             pin_verified=False,
         )
@@ -614,12 +620,14 @@ class Card:
                 "card_max_balance", f"the card balance may not exceed {policy.card_max_balance}"
             )
         seq = state.seq + 1
+        log = tuple(e for e in state.log if e.seq > instr.clear_through_seq)
         self._state = replace(
             state,
             balance=instr.balance,
             seq=seq,
             instruction_no=instr.instruction_no,
-            log=tuple(e for e in state.log if e.seq > instr.clear_through_seq),
+            log=log,
+            received_offline=_received_in(log, state.balance.currency),
             policy=policy,
             session=None,
             challenge=None,

@@ -65,6 +65,7 @@ class TerminalState:
     cleared_through: int  # the last seq the intermediary confirmed as synchronised
     # (seq, amount, tx_id, digest of the signed payment) since the last reset
     unsynced: tuple[tuple[int, Money, bytes, bytes], ...]
+    received: Money  # the sum of ``unsynced``, kept as it changes: checked on every request
     open_requests: tuple[Pending, ...]
     instruction_no: int
     session_nonce: bytes | None
@@ -77,12 +78,12 @@ class TerminalState:
     def offline_payments(self) -> int:
         return len(self.unsynced)
 
-    @property
-    def received(self) -> Money:
-        total = Money.zero(self.policy.currency)
-        for _, amount, _, _ in self.unsynced:
-            total = total + amount
-        return total
+
+def _sum_unsynced(unsynced: tuple[tuple[int, Money, bytes, bytes], ...], currency: str) -> Money:
+    total = Money.zero(currency)
+    for _, amount, _, _ in unsynced:
+        total = total + amount
+    return total
 
 
 class TerminalModule:
@@ -154,6 +155,7 @@ class TerminalModule:
             seq=0,
             cleared_through=0,
             unsynced=(),
+            received=Money.zero(accepted.currency),
             open_requests=(),
             instruction_no=0,
             session_nonce=None,
@@ -234,8 +236,9 @@ class TerminalModule:
         )
         if request.sender != state.terminal_id:
             raise CertificateError("the payment answers a request this terminal did not sign")
+        tx_id = payment.tx_id
         for seq_taken, _, tx, digest in state.unsynced:
-            if tx != payment.tx_id:
+            if tx != tx_id:
                 continue
             if digest == signed.digest:
                 # The same payment again (a resubmission after its sealed record was lost on the
@@ -265,7 +268,8 @@ class TerminalModule:
         self._state = replace(
             state,
             seq=seq,
-            unsynced=(*state.unsynced, (seq, payment.amount, payment.tx_id, signed.digest)),
+            unsynced=(*state.unsynced, (seq, payment.amount, tx_id, signed.digest)),
+            received=state.received + payment.amount,
             open_requests=tuple(p for p in state.open_requests if p is not match[0]),
         )
         return sealed
@@ -354,12 +358,14 @@ class TerminalModule:
         listing = newer_revocations(instr.revocations, trust, revocation_version)
         if listing is not None:
             revoked, revocation_version = frozenset(listing.devices), listing.version
+        unsynced = tuple(u for u in state.unsynced if u[0] > instr.clear_through_seq)
         self._state = replace(
             state,
             revoked=revoked,
             revocation_version=revocation_version,
             cleared_through=instr.clear_through_seq,
-            unsynced=tuple(u for u in state.unsynced if u[0] > instr.clear_through_seq),
+            unsynced=unsynced,
+            received=_sum_unsynced(unsynced, state.policy.currency),
             instruction_no=instr.instruction_no,
             policy=policy,
             session_nonce=None,
