@@ -73,6 +73,21 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _workers_cpu(net: OfflineNetwork) -> float:
+    """CPU seconds of the verification workers still running (Linux /proc), per wave."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for bank in net.banks.values():
+        pool = bank.verifier._pool
+        for process in getattr(pool, "_pool", None) or []:
+            try:
+                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            except (OSError, ValueError, IndexError):
+                continue
+    return total
+
+
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -225,6 +240,7 @@ class _Clock:
     signs: int = 0
     verifies: int = 0
     messages: int = 0
+    waves: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _settle_wave(net: OfflineNetwork, merchants: list[Merchant], clock: _Clock) -> None:
@@ -235,6 +251,8 @@ def _settle_wave(net: OfflineNetwork, merchants: list[Merchant], clock: _Clock) 
     clock.rss_before = clock.rss_before or rss
     clock.rss_max = max(clock.rss_max, rss)
     messages_before = net.network.messages
+    workers_before = _workers_cpu(net)
+    settled_before, seconds_before = clock.settled, clock.settle_s
     with count_crypto() as crypto, count_sql(engines) as sql:
         cpu_start = time.process_time()
         for merchant in merchants:
@@ -245,7 +263,22 @@ def _settle_wave(net: OfflineNetwork, merchants: list[Merchant], clock: _Clock) 
             clock.settled += waiting
             clock.slices.append((clock.settled, clock.settle_s))
             clock.rss_max = max(clock.rss_max, rss_bytes())
-        clock.cpu_s += time.process_time() - cpu_start
+        cpu_s = time.process_time() - cpu_start
+        clock.cpu_s += cpu_s
+    done = clock.settled - settled_before
+    clock.waves.append(
+        {
+            "settled_before": settled_before,
+            "payments": done,
+            "settle_s": round(clock.settle_s - seconds_before, 3),
+            "cpu_us_per_payment": round(1e6 * cpu_s / max(1, done), 1),
+            # workers started in this wave count from zero: their start-up is in it
+            "workers_cpu_us_per_payment": round(
+                1e6 * (_workers_cpu(net) - workers_before) / max(1, done), 1
+            ),
+            "load_average": round(os.getloadavg()[0], 2),
+        }
+    )
     clock.messages += net.network.messages - messages_before
     clock.statements += sql.statements
     clock.commits += sql.commits
@@ -362,6 +395,7 @@ def _run(
             "messages": round(clock.messages / n, 2),
         },
         "checks": checks,
+        "waves_detail": clock.waves,
     }
 
 
