@@ -8,10 +8,17 @@ refuses to run on it. A record altered or moved from another device does not uns
 
 The record is authenticated before it is deserialised, so only this device's own writes are
 ever deserialised.
+
+Values are immutable (the devices' states are frozen dataclasses, changed by making a new one).
+A state is written on every command, and most of its fields (the log, the policy, the
+certificate chain) are the same objects as in the last write, so a dataclass is serialised
+field by field and a field's bytes are reused while the field is the same object. Every write
+still seals the whole state, with the new counter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from collections.abc import Callable
@@ -21,6 +28,7 @@ from offpay.crypto.sealing import Sealer
 from offpay.errors import DeviceStateError
 
 Random = Callable[[int], bytes]
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 class SealedMemory:
@@ -31,6 +39,7 @@ class SealedMemory:
         self._counter = 0  # the hardware monotonic counter: not in the memory, never goes back
         self.blob: bytes | None = None  # what an attacker can read, copy and write back
         self._cache: tuple[bytes, Any] | None = None
+        self._fields: dict[str, tuple[Any, bytes]] = {}  # field -> (value, its pickle)
 
     def read(self) -> Any:
         blob = self.blob
@@ -44,12 +53,61 @@ class SealedMemory:
                 "stored state is older than the device's monotonic counter: it was rolled back",
                 code="device.rolled_back",
             )
+        if isinstance(value, _Fields):
+            value = value.restore()
         self._cache = (blob, value)
         return value
 
     def write(self, value: Any) -> None:
         self._counter += 1
-        plain = pickle.dumps((self._counter, value), protocol=pickle.HIGHEST_PROTOCOL)
+        names = _record_fields(value)
+        stored = self._by_field(value, names) if names else value
+        plain = pickle.dumps((self._counter, stored), protocol=_PROTOCOL)
         blob = self._sealer.seal(plain, self._aad, self._random(12))
         self.blob = blob
         self._cache = (blob, value)
+
+    def _by_field(self, value: Any, names: tuple[str, ...]) -> _Fields:
+        parts = []
+        for name in names:
+            field_value = getattr(value, name)
+            known = self._fields.get(name)
+            if known is None or known[0] is not field_value:
+                known = (field_value, pickle.dumps(field_value, protocol=_PROTOCOL))
+                self._fields[name] = known
+            parts.append(known[1])
+        return _Fields(type(value), tuple(parts))
+
+
+def _record_fields(value: Any) -> tuple[str, ...]:
+    """The fields that rebuild ``value`` if it is a dataclass instance without slots whose
+    every field is set by __init__, in order; else ()."""
+    kind = type(value)
+    names = _RECORD_FIELDS.get(kind)
+    if names is None:
+        record = dataclasses.is_dataclass(kind) and hasattr(value, "__dict__")
+        fields = dataclasses.fields(kind) if record else ()
+        names = tuple(f.name for f in fields) if all(f.init for f in fields) else ()
+        _RECORD_FIELDS[kind] = names
+    return names if names and len(vars(value)) == len(names) else ()
+
+
+_RECORD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fields:
+    """A dataclass as stored: its class and each field's pickle, in the order of its fields."""
+
+    cls: type
+    parts: tuple[bytes, ...]
+
+    def restore(self) -> Any:
+        names = _record_fields_of(self.cls)
+        return self.cls(
+            **{n: pickle.loads(data) for n, data in zip(names, self.parts, strict=True)}
+        )
+
+
+def _record_fields_of(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
