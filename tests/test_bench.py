@@ -107,3 +107,26 @@ def test_sizes_and_merged_runs(tmp_path: Path):
     assert merged["config"]["sizes"] == [10, 20]
     assert merged["machine"]["postgresql"] == "15.1"
     assert len(merged["settlement"]) == 1
+
+
+def test_a_backlog_made_and_settled_in_waves_settles_each_payment_exactly_once():
+    from offpay.bench.settlement import BacklogPlan, run
+
+    plan = BacklogPlan(45, per_card=10, per_terminal=20, resync_cards=2, wave=20)
+    figures = run("sqlite", plan, say=lambda _text: None)
+
+    assert "error" not in figures, figures.get("error")
+    assert figures["waves"] == 3
+    assert [w["payments"] for w in figures["waves_detail"]] == [20, 20, 5]
+    assert [w["settled_before"] for w in figures["waves_detail"]] == [0, 20, 40]
+    checks = figures["checks"]
+    assert checks["ok"] and checks["notarised"] == 45 and checks["conserved"]
+    assert checks["debited_minor"] == checks["credited_minor"] == 45 * plan.amount_minor
+    assert figures["resync_payments"] == 20  # two cards of the first wave, ten payments each
+    assert figures["cards"] == 2 + 2 + 2  # ceil(20/10), ceil(20/10), max(2, ceil(5/10))
+
+
+def test_the_wave_option_takes_one_size(tmp_path: Path):
+    result = CliRunner().invoke(app, ["bench", "--wave", "1k,2k", "--json", str(tmp_path / "x")])
+    assert result.exit_code != 0
+    assert "one wave size" in result.output
