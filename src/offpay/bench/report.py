@@ -216,6 +216,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {t['target']} | {_n(t['wanted'], 1)} | {_measured(t)} | {_met(t['met'])} |"
         )
+    for r in results.get("settlement") or []:
+        lines += _growth(r)
     for p in results.get("profile") or []:
         if "error" in p:
             continue
@@ -243,6 +245,41 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     lines += ["", END]
     return "\n".join(lines)
+
+
+GROWTH_ROWS = 10
+
+
+def _growth(run: dict[str, Any]) -> list[str]:
+    """How a backlog settled in waves cost as the tables grew: waves summed in up to ten
+    groups, in the order they settled."""
+    waves = run.get("waves_detail") or []
+    if len(waves) < 2:
+        return []
+    size = -(-len(waves) // GROWTH_ROWS)
+    lines = [
+        "",
+        f"**Settlement on {run['backend']} of {run['payments']:,} payments, by what the tables "
+        f"already held** ({len(waves)} waves; the first wave's workers include their start-up):",
+        "",
+        "| tables held (payments settled) | payments | payments/s (wall) | CPU µs per payment: "
+        "settling process | + verification workers | = total | load average |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i in range(0, len(waves), size):
+        group = waves[i : i + size]
+        n = sum(w["payments"] for w in group)
+        wall = sum(w["settle_s"] for w in group)
+        cpu = sum(w["cpu_us_per_payment"] * w["payments"] for w in group) / n
+        workers = sum(w["workers_cpu_us_per_payment"] * w["payments"] for w in group) / n
+        load = sum(w["load_average"] for w in group) / len(group)
+        lines.append(
+            f"| {group[0]['settled_before']:,}–{group[-1]['settled_before'] + group[-1]['payments']:,}"
+            f" | {n:,} | "
+            f"{_n(n / wall if wall else None)} | {_n(cpu)} | {_n(workers)} | "
+            f"{_n(cpu + workers)} | {load:.1f} |"
+        )
+    return lines
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:

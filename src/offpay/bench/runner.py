@@ -301,6 +301,12 @@ def db_ceiling(results: dict[str, Any], backend: str) -> dict[str, Any] | None:
     return None
 
 
+def _cost(run: dict[str, Any], cpu: bool) -> float:
+    if not cpu:
+        return float(run["us_per_payment"])
+    return float(run["cpu_us_per_payment"]) + float(run.get("workers_cpu_us_per_payment") or 0)
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of issue 7 with the figure that decides it; ``met`` is None when the
     figure was not measured in this run."""
@@ -319,10 +325,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": None if best is None or ceiling is None else best >= 0.5 * ceiling,
             }
         )
-        # CPU time of the settling process where both runs have it: on a shared machine the
-        # wall clock also measures whoever else ran at the time
+        # CPU time (the settling process and its verification workers) where every run has
+        # it: on a shared machine the wall clock also measures whoever else ran at the time
         cpu = all(r.get("cpu_us_per_payment") for r in mine)
-        by_n = {r["payments"]: r["cpu_us_per_payment" if cpu else "us_per_payment"] for r in mine}
+        by_n = {r["payments"]: _cost(r, cpu) for r in mine}
         if 10_000 in by_n and 1_000_000 in by_n:
             growth, basis = by_n[1_000_000] / by_n[10_000], "1M vs 10k"
         elif len(by_n) >= 2:
@@ -335,7 +341,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": f"per-payment cost on {backend} at 1M within 1.2× of 10k",
                 "wanted": 1.2,
                 "measured": round(growth, 2) if growth else None,
-                "unit": f"× ({basis}, {'CPU' if cpu else 'wall-clock'} µs per payment)",
+                "unit": f"× ({basis}, "
+                f"{'CPU µs of settling process and workers' if cpu else 'wall-clock µs'} "
+                "per payment)",
                 "met": None if growth is None or "not measured" in basis else growth <= 1.2,
             }
         )
