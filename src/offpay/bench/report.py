@@ -274,8 +274,7 @@ def _growth(run: dict[str, Any]) -> list[str]:
         workers = sum(w["workers_cpu_us_per_payment"] * w["payments"] for w in group) / n
         load = sum(w["load_average"] for w in group) / len(group)
         lines.append(
-            f"| {group[0]['settled_before']:,}–{group[-1]['settled_before'] + group[-1]['payments']:,}"
-            f" | {n:,} | "
+            f"| {group[0]['settled_before']:,}–{group[0]['settled_before'] + n:,} | {n:,} | "
             f"{_n(n / wall if wall else None)} | {_n(cpu)} | {_n(workers)} | "
             f"{_n(cpu + workers)} | {load:.1f} |"
         )
