@@ -74,12 +74,12 @@ class VerifiedSignatures:
 
     @staticmethod
     def entry(kind: bytes, key: bytes, signature: bytes, message: bytes) -> bytes:
-        h = hashlib.sha256(kind)
-        for part in (key, signature):
-            h.update(len(part).to_bytes(4, "big"))
-            h.update(part)
-        h.update(message)
-        return h.digest()
+        return hashlib.sha256(
+            b"".join(
+                (kind, len(key).to_bytes(4, "big"), key, len(signature).to_bytes(4, "big"))
+                + (signature, message)
+            )
+        ).digest()
 
     def knows(self, entry: bytes) -> bool:
         if entry in self._entries:
@@ -91,6 +91,7 @@ class VerifiedSignatures:
         if self.capacity <= 0:
             return
         self._entries[entry] = None
+        self._entries.move_to_end(entry)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
@@ -188,7 +189,7 @@ class TokenVerifier:
         if t.value.currency != w.currency or t.value.minor <= 0:
             raise TokenError("a token's value must be positive", code="token.bad_value")
         self.check_endorsement(t.owner, t.endorsement)
-        if t.is_root:
+        if not t.ancestors:  # a minted root
             if len(t.proof) != 1 or t.siblings:
                 raise TokenError("a minted token carries one proof, no siblings")
             mint = self._mint_identity()
