@@ -74,18 +74,15 @@ class VerifiedSignatures:
 
     @staticmethod
     def entry(kind: bytes, key: bytes, signature: bytes, message: bytes) -> bytes:
-        return hashlib.sha256(
-            b"".join(
-                (kind, len(key).to_bytes(4, "big"), key, len(signature).to_bytes(4, "big"))
-                + (signature, message)
-            )
-        ).digest()
+        parts = [kind, len(key).to_bytes(4, "big"), key, len(signature).to_bytes(4, "big")]
+        return hashlib.sha256(b"".join([*parts, signature, message])).digest()
 
     def knows(self, entry: bytes) -> bool:
-        if entry in self._entries:
+        try:  # one step each, so that threads sharing a verifier (a service) cannot break it
             self._entries.move_to_end(entry)
-            return True
-        return False
+        except KeyError:
+            return False
+        return True
 
     def add(self, entry: bytes) -> None:
         if self.capacity <= 0:
@@ -93,7 +90,10 @@ class VerifiedSignatures:
         self._entries[entry] = None
         self._entries.move_to_end(entry)
         while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+            try:
+                self._entries.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                break
 
     def clear(self) -> None:
         self._entries.clear()
