@@ -10,6 +10,7 @@ Every test asserts the refusal code and that money is conserved (issued == reser
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -703,3 +704,27 @@ def refused_any(fn, *args):  # type: ignore[no-untyped-def]
     with pytest.raises(OffpayError) as exc:
         fn(*args)
     return exc.value
+
+
+@pytest.mark.parametrize("case", COUNTERFEITS)
+def test_counterfeit_is_refused_by_a_verifier_that_remembers_the_genuine_history(
+    net: OfflineNetwork, checked: Checked, forgery: Forgery, case: str
+):
+    """A verifier that already verified every genuine token the counterfeit is made from
+    (and so remembers their signatures) refuses it with the same code as a fresh one."""
+    build, code = COUNTERFEITS[case]
+    counterfeit = build(forgery)
+    cat = net.add_token_user("Cat", "bank-b")
+    verifier = cat.element.verifier
+    assert verifier is not None
+    genuine = [forgery.root, forgery.received, forgery.intercepted]
+    genuine += [t for u in (forgery.mal, forgery.ann, forgery.ben) for t in u.element.tokens()]
+    for token in genuine:
+        with contextlib.suppress(OffpayError):  # the tokens a broken element made need not verify
+            verifier.verify(token)
+    assert len(verifier.remembered) > 0
+
+    refused(code, verifier.verify, counterfeit)
+    refused(code, verifier.fresh().verify, counterfeit)
+    refused(code, checked.step, offer, forgery.mal, cat, counterfeit)
+    assert cat.element.tokens() == [] and cat.tokens == net.money(0)

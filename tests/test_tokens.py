@@ -36,6 +36,7 @@ from offpay.tokens.model import (
     Endorsement,
     Token,
     TokenBody,
+    encode_body,
     mint_digest,
     transition_digest,
 )
@@ -202,6 +203,15 @@ def test_any_token_round_trips_through_the_canonical_encoding(token: Token):
     assert back == token
     assert encode(back) == data
     assert back.body == token.body and back.address == token.address
+
+
+@settings(max_examples=50, deadline=None)
+@given(_any_tokens)
+def test_the_verifiers_body_encoding_is_the_canonical_encoding(token: Token):
+    """encode_body is what the verifier hashes and signers sign: byte for byte ``encode``."""
+    assert encode_body(token) == encode_body(token.body) == encode(token.body)
+    for sibling in token.siblings:
+        assert encode_body(sibling) == encode(sibling)
 
 
 # --- history verification (FEDS 2025-105, "Double-spending" and "Counterfeiting") ---------------

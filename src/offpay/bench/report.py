@@ -124,9 +124,20 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{t['verify_ms']:.2f} ms",
                 f"{t['signatures_ms']:.2f} ms ({t['signatures']} signatures)",
                 f"{t['signatures_ms'] / t['verify_ms']:.3f}" if t["verify_ms"] else "–",
-                f"overhead {t['overhead_pct']:.0f} %",
+                f"cold (every signature); overhead {t['overhead_pct']:.0f} %",
             )
         )
+        if "warm_verify_ms" in t:
+            out.append(
+                (
+                    f"  warm: parent verified before, {t['ancestors']} "
+                    f"ancestor{'' if t['ancestors'] == 1 else 's'}",
+                    f"{t['warm_verify_ms']:.2f} ms",
+                    f"{t['warm_signatures_ms']:.2f} ms ({t['warm_signatures']} signatures)",
+                    "",
+                    "only the new hop's signatures verified",
+                )
+            )
     return out
 
 

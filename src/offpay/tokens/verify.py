@@ -7,10 +7,20 @@ endorsement not made by an issuer-endorsed element, and an ancestry edited to hi
 spend — the same token consumed by two transitions anywhere in the history, or two different
 tokens under one id. The same checks run offline in the receiver's element and online at
 deposit and redemption.
+
+Cost. A history of n ancestors carries 2n + 2 signatures: each token's endorsement (its owner
+key, signed by the element that generated it), each transition's proof, and the mint's proof
+of the root. The walk visits each token once and encodes each body once. A verifier also
+remembers (bounded) the signatures it has already verified, by a digest of the exact key,
+signature and message, so a token that comes back, or the token of phase 3 of a transfer whose
+parent phase 2 verified, costs only the signatures of its new hops. Every other check — values,
+ids, double spends, certificates, revocation — runs on every verification.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -23,11 +33,16 @@ from offpay.tokens.model import (
     Address,
     Endorsement,
     Token,
-    body_digest,
     child_id,
-    mint_digest,
-    transition_digest,
+    encode_body,
+    mint_digest_of,
+    transition_digest_of,
 )
+
+REMEMBERED_SIGNATURES = 4096  # about twenty 100-ancestor histories; 32 bytes each
+
+# what kind of key a remembered signature was verified under (part of its digest)
+_ELEMENT, _OWNER, _MINT = b"E", b"O", b"M"
 
 
 @dataclass(frozen=True)
@@ -43,17 +58,86 @@ class History:
         return len(self.consumed)
 
 
+class VerifiedSignatures:
+    """A bounded memory of signatures that verified, least recently used forgotten first.
+
+    An entry is the SHA-256 of the exact key (a certificate fingerprint or an owner key's DER),
+    signature and message, so only the very same verification is skipped; anything edited is a
+    different entry and is verified. Only successes are remembered."""
+
+    def __init__(self, capacity: int = REMEMBERED_SIGNATURES) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[bytes, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def entry(kind: bytes, key: bytes, signature: bytes, message: bytes) -> bytes:
+        parts = [kind, len(key).to_bytes(4, "big"), key, len(signature).to_bytes(4, "big")]
+        return hashlib.sha256(b"".join([*parts, signature, message])).digest()
+
+    def knows(self, entry: bytes) -> bool:
+        try:  # one step each, so that threads sharing a verifier (a service) cannot break it
+            self._entries.move_to_end(entry)
+        except KeyError:
+            return False
+        return True
+
+    def add(self, entry: bytes) -> None:
+        if self.capacity <= 0:
+            return
+        self._entries[entry] = None
+        self._entries.move_to_end(entry)
+        while len(self._entries) > self.capacity:
+            try:
+                self._entries.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                break
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+# one step of the walk: (what, token, digest, proof)
+#   ("enter", token): check the token's own fields and schedule its parents
+#   ("proof", parent, transition digest, proof): the parent's owner signed the transition
+#   ("consume", parent, transition digest): record the parent as consumed by the transition
+#   ("done", token, body digest): the token and all its ancestors verified
+_Step = tuple[str, Token, bytes, bytes]
+
+
+@dataclass
+class _Walk:
+    """The state of one verification."""
+
+    currency: str
+    history: History = field(default_factory=lambda: History({}, {}))
+    seen: dict[bytes, bytes] = field(default_factory=dict)  # token id -> body digest
+    done: set[bytes] = field(default_factory=set)  # body digests verified in full
+
+
 @dataclass
 class TokenVerifier:
     trust: TrustStore
     mint_chain: tuple[bytes, ...]
-    _mint_key: PublicKey | None = field(default=None, repr=False)
+    remembered: VerifiedSignatures = field(default_factory=VerifiedSignatures, repr=False)
+    _mint: Identity | None = field(default=None, repr=False)
 
     def mint_key(self) -> PublicKey:
-        if self._mint_key is None:
-            ident = self.trust.expect(self.mint_chain, Role.MINT)
-            self._mint_key = ident.public_key
-        return self._mint_key
+        return self._mint_identity().public_key
+
+    def _mint_identity(self) -> Identity:
+        if self._mint is None:
+            self._mint = self.trust.expect(self.mint_chain, Role.MINT)
+        return self._mint
+
+    def fresh(self) -> TokenVerifier:
+        """The same trust (certificates, revocations) and an empty memory of signatures: a
+        verifier that never saw any of a token's history (benchmarks, tests)."""
+        return TokenVerifier(
+            self.trust, self.mint_chain, VerifiedSignatures(self.remembered.capacity), self._mint
+        )
 
     def endorser(self, token_owner: bytes, endorsement_chain: tuple[bytes, ...]) -> Identity:
         """The element whose certificate vouches for an ownership key (revocation ignored:
@@ -63,44 +147,75 @@ class TokenVerifier:
     def verify(self, token: Token, *, currency: str | None = None) -> History:
         """The token's history if every field of it and of its ancestors verifies; the
         token's own current owner must be endorsed by an element that is not revoked."""
-        history = History({}, {})
-        seen: dict[bytes, bytes] = {}
-        done: set[bytes] = set()
-        self._walk(token, history, seen, done, currency or token.value.currency)
-        if token.id in history.consumed:
+        walk = _Walk(currency or token.value.currency)
+        self._walk(token, walk)
+        if token.id in walk.history.consumed:
             raise TokenError("a token cannot be its own ancestor", code="token.cycle")
         if token.endorsement.element in self.trust.revoked:
             raise TokenError(
                 f"the token's owner key is endorsed by revoked element {token.endorsement.element}",
                 code="token.revoked",
             )
-        return history
+        return walk.history
 
-    def _walk(
-        self,
-        t: Token,
-        history: History,
-        seen: dict[bytes, bytes],
-        done: set[bytes],
-        currency: str,
-    ) -> None:
-        digest = body_digest(t.body)
-        if seen.setdefault(t.id, digest) != digest:
+    def _walk(self, token: Token, w: _Walk) -> None:
+        """Depth first, parents in order, without recursion (a history may be long): a
+        parent's proof is checked before the parent is entered, and the parent is verified in
+        full before its consumption is recorded, so whom to blame for a double spend is only
+        believed once the parent's own endorsement verified."""
+        stack: list[_Step] = [("enter", token, b"", b"")]
+        while stack:
+            step, t, digest, proof = stack.pop()
+            if step == "enter":
+                stack.extend(self._enter(t, w))
+            elif step == "proof":  # the parent's owner signed the transition
+                self._check(_OWNER, t.owner, None, proof, digest)
+            elif step == "consume":
+                self._consume(t, digest, w)
+            else:
+                w.done.add(digest)
+
+    def _enter(self, t: Token, w: _Walk) -> list[_Step]:
+        """Check one token's own fields; the steps still to do for its parents (reversed, for
+        the stack)."""
+        encoded = encode_body(t)
+        digest = hashlib.sha256(encoded).digest()
+        if w.seen.setdefault(t.id, digest) != digest:
             raise TokenError(
                 f"two different tokens carry the id {t.id.hex()}", code="token.conflicting_id"
             )
-        if digest in done:
-            return  # the same ancestor reached by two paths (split, then merge): verified
-        if t.value.currency != currency or t.value.minor <= 0:
+        if digest in w.done:
+            return []  # the same ancestor reached by two paths (split, then merge): verified
+        if t.value.currency != w.currency or t.value.minor <= 0:
             raise TokenError("a token's value must be positive", code="token.bad_value")
         self.check_endorsement(t.owner, t.endorsement)
-        if t.is_root:
+        if not t.ancestors:  # a minted root
             if len(t.proof) != 1 or t.siblings:
                 raise TokenError("a minted token carries one proof, no siblings")
-            self._check(self.mint_key(), t.proof[0], mint_digest(t.body), "mint proof", t)
-        else:
-            self._check_transition(t, history, seen, done, currency)
-        done.add(digest)
+            mint = self._mint_identity()
+            self._check(
+                _MINT, mint.fingerprint, mint.public_key, t.proof[0], mint_digest_of(encoded)
+            )
+            w.done.add(digest)
+            return []
+        transition = self._check_transition(t, encoded, w.currency)
+        steps: list[_Step] = [("done", t, digest, b"")]
+        for parent, proof in reversed(list(zip(t.ancestors, t.proof, strict=True))):
+            steps.append(("consume", parent, transition, b""))
+            steps.append(("enter", parent, b"", b""))
+            steps.append(("proof", parent, transition, proof))
+        return steps
+
+    def _consume(self, parent: Token, transition: bytes, w: _Walk) -> None:
+        before = w.history.consumed.setdefault(parent.id, transition)
+        w.history.endorsers[parent.id] = parent.endorsement.element
+        if before != transition:
+            raise DoubleSpend(
+                f"token {parent.id.hex()} was spent twice; its owner key was endorsed by "
+                f"{parent.endorsement.element}",
+                token_id=parent.id,
+                element=parent.endorsement.element,
+            )
 
     def check_address(self, address: Address) -> None:
         """Before sending to an address: endorsed by a genuine element that is not revoked."""
@@ -112,6 +227,11 @@ class TokenVerifier:
         element = self.endorser(owner, endorsement.chain)
         if element.id != endorsement.element:
             raise TokenError("endorsement names another element than its certificate")
+        entry = VerifiedSignatures.entry(
+            _ELEMENT, element.fingerprint, endorsement.signature, ENDORSE_DOMAIN + owner
+        )
+        if self.remembered.knows(entry):
+            return
         try:
             verify_signature(element.public_key, endorsement.signature, ENDORSE_DOMAIN + owner)
         except OffpayError:
@@ -119,29 +239,38 @@ class TokenVerifier:
                 "the ownership key is not endorsed by an issuer-endorsed element",
                 code="token.bad_endorsement",
             ) from None
+        self.remembered.add(entry)
 
-    def _check(self, key: PublicKey, signature: bytes, digest: bytes, what: str, t: Token) -> None:
+    def _check(
+        self, kind: bytes, key_id: bytes, key: PublicKey | None, signature: bytes, digest: bytes
+    ) -> None:
+        """Verify a proof under the key ``key_id`` names (an owner key's DER is parsed only
+        when the signature is not remembered)."""
+        entry = VerifiedSignatures.entry(kind, key_id, signature, digest)
+        if self.remembered.knows(entry):
+            return
+        if key is None:
+            key = _owner_key(key_id)
         try:
             verify_signature(key, signature, digest)
         except OffpayError:
             raise TokenError(
-                f"the {what} of token {t.id.hex()} does not verify", code="token.bad_proof"
+                "the mint's proof of a minted token does not verify"
+                if kind == _MINT
+                else "a proof that spends a token does not verify",
+                code="token.bad_proof",
             ) from None
+        self.remembered.add(entry)
 
-    def _check_transition(
-        self,
-        t: Token,
-        history: History,
-        seen: dict[bytes, bytes],
-        done: set[bytes],
-        currency: str,
-    ) -> None:
+    def _check_transition(self, t: Token, encoded: bytes, currency: str) -> bytes:
+        """The transition that made ``t``: its structure, values and ids; its digest."""
         parents = t.ancestors
         if len(t.proof) != len(parents):
             raise TokenError("a token needs one proof per parent", code="token.bad_proof")
-        if len({p.id for p in parents}) != len(parents):
+        parent_ids = [p.id for p in parents]
+        if len(set(parent_ids)) != len(parents):
             raise TokenError("a transition names a parent twice", code="token.repeated_ancestor")
-        children = (t.body, *t.siblings)
+        children = (t, *t.siblings)
         if len({c.id for c in children}) != len(children):
             raise TokenError("two children of one transition share an id")
         for sibling in t.siblings:
@@ -154,32 +283,17 @@ class TokenVerifier:
                 f"children worth {total_out} come from parents worth {total_in}",
                 code="token.value_mismatch",
             )
-        parent_ids = [p.id for p in parents]
         for child in children:
             if child.id != child_id(parent_ids, child.owner, child.value):
                 raise TokenError(
                     "a token's id is not derived from its parents and owner",
                     code="token.bad_id",
                 )
-        digest = transition_digest(parent_ids, children)
-        for parent, proof in zip(parents, t.proof, strict=True):
-            self._check(_owner_key(parent), proof, digest, "transfer proof", t)
-            # The parent is verified in full (endorsement included) before anything about it,
-            # such as whom to blame for a double spend, is believed.
-            self._walk(parent, history, seen, done, currency)
-            before = history.consumed.setdefault(parent.id, digest)
-            history.endorsers[parent.id] = parent.endorsement.element
-            if before != digest:
-                raise DoubleSpend(
-                    f"token {parent.id.hex()} was spent twice; its owner key was endorsed by "
-                    f"{parent.endorsement.element}",
-                    token_id=parent.id,
-                    element=parent.endorsement.element,
-                )
+        return transition_digest_of(parent_ids, [encoded, *(encode_body(s) for s in t.siblings)])
 
 
-def _owner_key(t: Token) -> PublicKey:
+def _owner_key(owner: bytes) -> PublicKey:
     try:
-        return load_der_public_key(t.owner)  # type: ignore[return-value]
+        return load_der_public_key(owner)  # type: ignore[return-value]
     except (ValueError, TypeError):
         raise TokenError("a token's owner is not a public key", code="token.bad_owner") from None
