@@ -41,6 +41,7 @@ from offpay.wire.messages import (
 
 NOTARY_ID = "central-bank/notary"
 POOL = "(liquidity pool)"  # the issuance record's name for money created into the pool
+CONFLICT_ATTEMPTS = 5  # a notarisation that racing requests keep beating is refused after these
 
 Clock = Callable[[], dt.datetime]
 
@@ -422,7 +423,7 @@ class CentralBank:
         )
         return sign(result, self.notary).to_bytes()
 
-    def _notarise(self, data: bytes, _retried: bool = False) -> bytes:
+    def _notarise(self, data: bytes, _attempt: int = 1) -> bytes:
         """Record a payment once, network-wide, and move holdings from the payer's intermediary
         to the payee's. Only the payer's intermediary, which debited the payer, may ask."""
         req, ident = open_signed(
@@ -489,13 +490,13 @@ class CentralBank:
         except IntegrityError:
             # A concurrent request recorded the same payment (or used the same nonce) first:
             # the constraint held. Answer from what that request recorded.
-            if _retried:
+            if _attempt >= CONFLICT_ATTEMPTS:
                 raise Refused(
                     "the notary could not record the payment", code="central.conflict"
                 ) from None
-            return self._notarise(data, _retried=True)
+            return self._notarise(data, _attempt + 1)
 
-    def _notarise_batch(self, data: bytes, _retried: bool = False) -> bytes:
+    def _notarise_batch(self, data: bytes, _attempt: int = 1) -> bytes:
         """:meth:`_notarise` for the payments of one upload at once: one transaction, one
         lookup of the ids already recorded, one insert, one holdings move per pair of
         intermediaries, and one signed answer over the list (the receipt of each payment)."""
@@ -531,11 +532,13 @@ class CentralBank:
                 remember(conn, schema.central_seen, ident.id, req.nonce, response)
                 return response
         except IntegrityError:
-            if _retried:
+            # Each attempt reads what the racing requests committed; several syncs overlapping
+            # one batch may each take a turn, so it is tried more than twice.
+            if _attempt >= CONFLICT_ATTEMPTS:
                 raise Refused(
                     "the notary could not record the payments", code="central.conflict"
                 ) from None
-            return self._notarise_batch(data, _retried=True)
+            return self._notarise_batch(data, _attempt + 1)
 
     @staticmethod
     def _batch_items(
