@@ -8,6 +8,7 @@ The sole deliberate exception is a wrong PIN, which must cost a try.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -196,7 +197,7 @@ class Card:
         if (cmd.cla, cmd.ins) == (CLA_ISO, Ins.GET_RESPONSE):
             return self._next_chunk()
         self._pending_response = b""  # any other command abandons an unread response
-        handler = self._handlers().get((cmd.cla, cmd.ins))
+        handler = self._handlers.get((cmd.cla, cmd.ins))
         if handler is None:
             known_cla = cmd.cla in (CLA_ISO, CLA_PROPRIETARY)
             sw = SW.INS_NOT_SUPPORTED if known_cla else SW.CLA_NOT_SUPPORTED
@@ -218,6 +219,7 @@ class Card:
             return Response(chunk, SW.OK).to_bytes()
         return Response(chunk, SW.MORE_DATA | (left if left < 256 else 0)).to_bytes()
 
+    @functools.cached_property
     def _handlers(self) -> dict[tuple[int, int], Callable[[Command], bytes]]:
         p = CLA_PROPRIETARY
         return {
@@ -358,8 +360,9 @@ class Card:
     def _pay(self, cmd: Command) -> bytes:
         """Report §3.5 step 4 and §3.6 step 3: verify the payee's signed request, debit, sign."""
         state = self._live()
+        signed_request = decode(cmd.data, Signed)
         request, payee = open_signed(
-            decode(cmd.data, Signed),
+            signed_request,
             PaymentRequest,
             self._trusted(),
             PAYEE_ROLES,
@@ -396,7 +399,7 @@ class Card:
             payee_institution=request.payee_institution,
             payer_seq=seq,
             amount=request.amount,
-            request=decode(cmd.data, Signed),
+            request=signed_request,
             payer_received=received,
             funding=funding_receipts(state) if policy.liquidity is Liquidity.RECEIPTS else (),
         )
@@ -581,8 +584,9 @@ class Card:
         session and carries the next instruction number, so it cannot be replayed."""
         state = self._live()
         trust = self._trusted()
+        signed_instruction = decode(cmd.data, Signed)
         instr, engine = open_signed(
-            decode(cmd.data, Signed),
+            signed_instruction,
             CardInstruction,
             trust,
             Role.ENGINE,
@@ -640,7 +644,7 @@ class Card:
             ),
             revoked=revoked,
             revocation_version=revocation_version,
-            last_instruction=decode(cmd.data, Signed),
+            last_instruction=signed_instruction,
         )
         confirmation = CardConfirmation(
             sender=state.card_id,
