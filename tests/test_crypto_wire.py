@@ -41,7 +41,7 @@ from offpay.errors import (
 )
 from offpay.money import CURRENCIES, MAX_MINOR, Money
 from offpay.sim.network import OfflineNetwork
-from offpay.wire.codec import MAX_MESSAGE_BYTES, decode, encode, to_obj
+from offpay.wire.codec import MAX_MESSAGE_BYTES, _fast_decoder, decode, encode, from_obj, to_obj
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
     CardIdentity,
@@ -595,6 +595,17 @@ def test_fast_encoding_is_the_canonical_encoding(msg: OfflinePayment) -> None:
     entry = LogEntry(3, Direction.IN, Signed(encode(msg), b"s", (b"c",)))
     for m in (msg, entry):
         assert encode(m) == cbor2.dumps(to_obj(m), canonical=True)
+
+
+@settings(deadline=None)
+@given(payments, st.sampled_from(Direction))
+def test_fast_decoding_takes_canonical_messages(msg: OfflinePayment, way: Direction) -> None:
+    """The generated decoder accepts what encode makes (so decode's fast path is taken) and
+    builds the same message as the general path."""
+    entry = LogEntry(3, way, Signed(encode(msg), b"s", (b"c",)))
+    for m in (msg, entry):
+        obj = cbor2.loads(encode(m))
+        assert _fast_decoder(type(m))(obj) == from_obj(obj, type(m)) == m
 
 
 def test_unusual_field_values_encode_as_the_general_path_does() -> None:

@@ -8,11 +8,12 @@ The sole deliberate exception is a wrong PIN, which must cost a try.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import PAYEE_ROLES, Credential, Role, TrustStore, load_certificate
@@ -27,7 +28,7 @@ from offpay.device.apdu import (
     Response,
 )
 from offpay.device.apdu import error_response as _error_response
-from offpay.device.memory import SealedMemory
+from offpay.device.memory import SealedMemory, evolve
 from offpay.errors import (
     CertificateError,
     DeviceStateError,
@@ -196,7 +197,7 @@ class Card:
         if (cmd.cla, cmd.ins) == (CLA_ISO, Ins.GET_RESPONSE):
             return self._next_chunk()
         self._pending_response = b""  # any other command abandons an unread response
-        handler = self._handlers().get((cmd.cla, cmd.ins))
+        handler = self._handlers.get((cmd.cla, cmd.ins))
         if handler is None:
             known_cla = cmd.cla in (CLA_ISO, CLA_PROPRIETARY)
             sw = SW.INS_NOT_SUPPORTED if known_cla else SW.CLA_NOT_SUPPORTED
@@ -218,6 +219,7 @@ class Card:
             return Response(chunk, SW.OK).to_bytes()
         return Response(chunk, SW.MORE_DATA | (left if left < 256 else 0)).to_bytes()
 
+    @functools.cached_property
     def _handlers(self) -> dict[tuple[int, int], Callable[[Command], bytes]]:
         p = CLA_PROPRIETARY
         return {
@@ -327,10 +329,10 @@ class Card:
         if not (4 <= len(pin) <= 12 and pin.isdigit()):
             raise EncodingError("PIN must be 4 to 12 digits")
         if hmac.compare_digest(pin_digest(state.card_id, pin), state.pin_digest):
-            self._state = replace(state, pin_tries_left=PIN_TRIES, pin_verified=True)
+            self._state = evolve(state, pin_tries_left=PIN_TRIES, pin_verified=True)
             return b""
         left = state.pin_tries_left - 1
-        self._state = replace(state, pin_tries_left=left, pin_verified=False)
+        self._state = evolve(state, pin_tries_left=left, pin_verified=False)
         if left == 0:
             raise PinError("wrong PIN; the PIN is now blocked", code="pin.blocked")
         raise PinError(f"wrong PIN; {left} tries left", tries_left=left)
@@ -338,7 +340,7 @@ class Card:
     def _get_identity(self, cmd: Command) -> bytes:
         state = self._live()
         challenge = self._random(NONCE_BYTES)
-        self._state = replace(state, challenge=challenge)
+        self._state = evolve(state, challenge=challenge)
         return encode(CardIdentity(state.card_id, state.institution, state.chain, challenge))
 
     def _get_status(self, cmd: Command) -> bytes:
@@ -358,8 +360,9 @@ class Card:
     def _pay(self, cmd: Command) -> bytes:
         """Report §3.5 step 4 and §3.6 step 3: verify the payee's signed request, debit, sign."""
         state = self._live()
+        signed_request = decode(cmd.data, Signed)
         request, payee = open_signed(
-            decode(cmd.data, Signed),
+            signed_request,
             PaymentRequest,
             self._trusted(),
             PAYEE_ROLES,
@@ -396,12 +399,12 @@ class Card:
             payee_institution=request.payee_institution,
             payer_seq=seq,
             amount=request.amount,
-            request=decode(cmd.data, Signed),
+            request=signed_request,
             payer_received=received,
             funding=funding_receipts(state) if policy.liquidity is Liquidity.RECEIPTS else (),
         )
         signed = sign(payment, self._credential)
-        self._state = replace(
+        self._state = evolve(
             state,
             balance=state.balance - request.amount,
             seq=seq,
@@ -467,7 +470,7 @@ class Card:
         # A bounded queue: the oldest open request lapses when a new one would overflow it,
         # and is declined: a payment answering it is refused here and goes back to its payer.
         opened = (*pending, OpenRequest(request_id, payer.id, ask.amount))
-        self._state = replace(state, open_requests=opened, declined=(*state.declined, *lapsed))
+        self._state = evolve(state, open_requests=opened, declined=(*state.declined, *lapsed))
         return signed.to_bytes()
 
     def _receive(self, cmd: Command) -> bytes:
@@ -506,7 +509,7 @@ class Card:
                 f"the card may hold {policy.card_max_offline_transactions} offline transactions",
             )
         seq = state.seq + 1
-        self._state = replace(
+        self._state = evolve(
             state,
             balance=state.balance + payment.amount,
             seq=seq,
@@ -527,7 +530,7 @@ class Card:
                 "no open request with that id (received, or declined already)",
                 code="device.no_request",
             )
-        self._state = replace(
+        self._state = evolve(
             state,
             open_requests=tuple(r for r in state.open_requests if r.request_id != cmd.data),
             declined=(*state.declined, cmd.data),
@@ -565,7 +568,7 @@ class Card:
             declined=declined,
         )
         signed = sign(session, self._credential)
-        self._state = replace(
+        self._state = evolve(
             state,
             open_requests=(),
             declined=declined,
@@ -581,8 +584,9 @@ class Card:
         session and carries the next instruction number, so it cannot be replayed."""
         state = self._live()
         trust = self._trusted()
+        signed_instruction = decode(cmd.data, Signed)
         instr, engine = open_signed(
-            decode(cmd.data, Signed),
+            signed_instruction,
             CardInstruction,
             trust,
             Role.ENGINE,
@@ -621,7 +625,7 @@ class Card:
             )
         seq = state.seq + 1
         log = tuple(e for e in state.log if e.seq > instr.clear_through_seq)
-        self._state = replace(
+        self._state = evolve(
             state,
             balance=instr.balance,
             seq=seq,
@@ -640,7 +644,7 @@ class Card:
             ),
             revoked=revoked,
             revocation_version=revocation_version,
-            last_instruction=decode(cmd.data, Signed),
+            last_instruction=signed_instruction,
         )
         confirmation = CardConfirmation(
             sender=state.card_id,

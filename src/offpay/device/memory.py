@@ -22,13 +22,28 @@ import dataclasses
 import os
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from offpay.crypto.sealing import Sealer
 from offpay.errors import DeviceStateError
 
 Random = Callable[[int], bytes]
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+S = TypeVar("S")
+
+
+def evolve(state: S, **changes: Any) -> S:
+    """:func:`dataclasses.replace` for a device state, several times faster: a copy of the
+    state's fields with ``changes`` applied, without running ``__init__`` again (the states
+    are frozen dataclasses without ``__post_init__``, so it would only copy the fields)."""
+    fields = _record_fields(state)
+    if not fields or not changes.keys() <= set(fields):
+        return dataclasses.replace(state, **changes)  # type: ignore[type-var]
+    new = object.__new__(type(state))
+    values = vars(new)
+    values.update(vars(state))
+    values.update(changes)
+    return new
 
 
 class SealedMemory:
@@ -39,7 +54,8 @@ class SealedMemory:
         self._counter = 0  # the hardware monotonic counter: not in the memory, never goes back
         self.blob: bytes | None = None  # what an attacker can read, copy and write back
         self._cache: tuple[bytes, Any] | None = None
-        self._fields: dict[str, tuple[Any, bytes]] = {}  # field -> (value, its pickle)
+        self._fields: dict[str, tuple[Any, bytes | tuple[bytes, ...]]] = {}  # (value, pickle)
+        self._elements: dict[str, dict[int, tuple[Any, bytes]]] = {}  # of tuple fields, by id
 
     def read(self) -> Any:
         blob = self.blob
@@ -68,15 +84,32 @@ class SealedMemory:
         self._cache = (blob, value)
 
     def _by_field(self, value: Any, names: tuple[str, ...]) -> _Fields:
-        parts = []
+        parts: list[bytes | tuple[bytes, ...]] = []
         for name in names:
             field_value = getattr(value, name)
             known = self._fields.get(name)
             if known is None or known[0] is not field_value:
-                known = (field_value, pickle.dumps(field_value, protocol=_PROTOCOL))
+                known = (field_value, self._pickle_field(name, field_value))
                 self._fields[name] = known
             parts.append(known[1])
         return _Fields(type(value), tuple(parts))
+
+    def _pickle_field(self, name: str, value: Any) -> bytes | tuple[bytes, ...]:
+        """A field's pickle; a tuple's (a log, the payments received) element by element, each
+        element's reused while it is the same object: a new entry does not re-pickle the rest."""
+        if type(value) is not tuple or not value:
+            return pickle.dumps(value, protocol=_PROTOCOL)
+        before = self._elements.get(name, {})
+        now: dict[int, tuple[Any, bytes]] = {}
+        out = []
+        for element in value:
+            known = before.get(id(element))
+            if known is None or known[0] is not element:
+                known = (element, pickle.dumps(element, protocol=_PROTOCOL))
+            now[id(element)] = known
+            out.append(known[1])
+        self._elements[name] = now
+        return tuple(out)
 
 
 def _record_fields(value: Any) -> tuple[str, ...]:
@@ -97,17 +130,16 @@ _RECORD_FIELDS: dict[type, tuple[str, ...]] = {}
 
 @dataclasses.dataclass(frozen=True)
 class _Fields:
-    """A dataclass as stored: its class and each field's pickle, in the order of its fields."""
+    """A dataclass as stored: its class and each field's pickle (a tuple's, element by
+    element), in the order of its fields."""
 
     cls: type
-    parts: tuple[bytes, ...]
+    parts: tuple[bytes | tuple[bytes, ...], ...]
 
     def restore(self) -> Any:
-        names = _record_fields_of(self.cls)
-        return self.cls(
-            **{n: pickle.loads(data) for n, data in zip(names, self.parts, strict=True)}
-        )
-
-
-def _record_fields_of(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+        names = [f.name for f in dataclasses.fields(self.cls)]
+        values = [
+            tuple(pickle.loads(e) for e in part) if isinstance(part, tuple) else pickle.loads(part)
+            for part in self.parts
+        ]
+        return self.cls(**dict(zip(names, values, strict=True)))

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
 from offpay.crypto.revocation import newer_revocations
 from offpay.crypto.sealing import Sealer
-from offpay.device.memory import SealedMemory
+from offpay.device.memory import SealedMemory, evolve
 from offpay.errors import CertificateError, DeviceStateError, LimitExceeded, ReplayError
 from offpay.money import Money
 from offpay.policy import accept_policy
@@ -220,7 +220,7 @@ class TerminalModule:
         )
         signed = sign(request, Credential(self._signer, state.chain))
         opened = (*state.open_requests, Pending(request_id, card.card, amount))
-        self._state = replace(state, open_requests=opened)
+        self._state = evolve(state, open_requests=opened)
         return signed.to_bytes()
 
     def accept_payment(self, data: bytes) -> bytes:
@@ -265,7 +265,7 @@ class TerminalModule:
         seq = state.seq + 1
         record = ReceivedRecord(state.terminal_id, seq, signed)
         sealed = self._sealer.seal(encode(record), self._aad(state, seq), self._random(12))
-        self._state = replace(
+        self._state = evolve(
             state,
             seq=seq,
             unsynced=(*state.unsynced, (seq, payment.amount, tx_id, signed.digest)),
@@ -282,7 +282,7 @@ class TerminalModule:
         state, _ = self._live()
         if not any(p.request_id == request_id for p in state.open_requests):
             return  # received already (then it cannot be declined), or declined before
-        self._state = replace(
+        self._state = evolve(
             state,
             open_requests=tuple(p for p in state.open_requests if p.request_id != request_id),
             declined=(*state.declined, request_id),
@@ -329,7 +329,7 @@ class TerminalModule:
             declined=declined,
         )
         signed = sign(upload, Credential(self._signer, state.chain))
-        self._state = replace(
+        self._state = evolve(
             state, session_nonce=nonce, open_requests=(), declined=declined, declaring=declined
         )
         return signed.to_bytes()
@@ -359,7 +359,7 @@ class TerminalModule:
         if listing is not None:
             revoked, revocation_version = frozenset(listing.devices), listing.version
         unsynced = tuple(u for u in state.unsynced if u[0] > instr.clear_through_seq)
-        self._state = replace(
+        self._state = evolve(
             state,
             revoked=revoked,
             revocation_version=revocation_version,

@@ -131,10 +131,10 @@ def decode(data: bytes, cls: type[M]) -> M:
     # encoding it again without sorting gives the same bytes. Anything else, including every
     # refusal, takes the general path below, so errors are the same as ever.
     try:
-        msg = _from_obj(obj, cls, True)
+        msg = _fast_decoder(cls)(obj)
         if cbor2.dumps(obj) == data:
             return msg
-    except (EncodingError, _Unusual):
+    except (_Unusual, EncodingError, MoneyError, ValueError, TypeError):
         pass
     if encode_obj(obj) != bytes(data):
         raise EncodingError("encoding is not canonical")
@@ -157,33 +157,21 @@ Convert = typing.Callable[[Any, str], Any]  # (decoded value, where in the messa
 
 
 @cache
-def _fields(
-    cls: type[Message], ordered: bool = False
-) -> tuple[tuple[tuple[str, str, Convert], ...], frozenset[str]]:
+def _fields(cls: type[Message]) -> tuple[tuple[tuple[str, str, Convert], ...], frozenset[str]]:
     """Per field of ``cls``: its name, where it is for error messages, and its converter;
     and the keys a message of ``cls`` must have. Worked out once per class: decoding is on
-    every hop's path, and reading type hints is slow. ``ordered``: nested messages must have
-    their keys in canonical order too (see :func:`decode`)."""
+    every hop's path, and reading type hints is slow."""
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    fields = tuple((n, f"{cls.TYPE}.{n}", _converter(hints[n], ordered)) for n in names)
+    fields = tuple((n, f"{cls.TYPE}.{n}", _converter(hints[n])) for n in names)
     return fields, frozenset({"t", *names})
 
 
 def from_obj(obj: Any, cls: type[M]) -> M:
-    return _from_obj(obj, cls, False)
-
-
-def _from_obj(obj: Any, cls: type[M], ordered: bool) -> M:
-    """:func:`from_obj`; ``ordered`` also insists on canonical key order in every map (an
-    :class:`_Unusual` if not), for :func:`decode`'s fast path."""
     if not isinstance(obj, dict) or obj.get("t") != cls.TYPE:
         raise EncodingError(f"expected a {cls.TYPE} message")
-    fields, keys = _fields(cls, ordered)
-    if ordered:
-        if tuple(obj) != _key_order(cls):
-            raise _Unusual
-    elif obj.keys() != keys:
+    fields, keys = _fields(cls)
+    if obj.keys() != keys:
         raise EncodingError(f"{cls.TYPE}: fields do not match")
     kwargs = {n: convert(obj[n], where) for n, where, convert in fields}
     try:
@@ -197,14 +185,14 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
 
 
 @cache
-def _converter(hint: Any, ordered: bool = False) -> Convert:
+def _converter(hint: Any) -> Convert:
     """The strict conversion of a decoded value to a field of type ``hint``, built once."""
     origin = get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = get_args(hint)
         optional = type(None) in options
         real = [o for o in options if o is not type(None)]
-        inner = _converter(real[0], ordered) if len(real) == 1 else None
+        inner = _converter(real[0]) if len(real) == 1 else None
 
         def union(value: Any, where: str) -> Any:
             if value is None and optional:
@@ -215,7 +203,7 @@ def _converter(hint: Any, ordered: bool = False) -> Convert:
 
         return union
     if origin is tuple:
-        item = _converter(get_args(hint)[0], ordered)
+        item = _converter(get_args(hint)[0])
 
         def sequence(value: Any, where: str) -> Any:
             if not isinstance(value, list):
@@ -226,14 +214,12 @@ def _converter(hint: Any, ordered: bool = False) -> Convert:
     if hint is Money:
         return _money
     if isinstance(origin, type) and issubclass(origin, Message):
-        return lambda value, where: _from_obj(value, origin, ordered)  # e.g. Signed[Payment]
+        return lambda value, where: from_obj(value, origin)  # e.g. Signed[Payment]
     if isinstance(hint, type) and issubclass(hint, Message):
-        return lambda value, where: _from_obj(value, hint, ordered)
+        return lambda value, where: from_obj(value, hint)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
 
         def member(value: Any, where: str) -> Any:
-            if ordered and type(value) not in _PLAIN:
-                raise _Unusual  # e.g. 1.0 equals an IntEnum's 1 but encodes otherwise
             try:
                 return hint(value)
             except ValueError:
@@ -274,3 +260,102 @@ _SCALARS: dict[type, tuple[typing.Callable[[Any], bool], str]] = {
     bytes: (lambda v: isinstance(v, bytes), "bytes"),
     str: (lambda v: isinstance(v, str), "text"),
 }
+
+
+# --- the fast decoder ---------------------------------------------------------------------------
+# One function per message class, generated from its type hints (as dataclasses generates
+# __init__): it accepts only a map with exactly the class's keys in canonical order and values
+# of exactly the declared types, and raises _Unusual (or the constructor's own error) on
+# anything else; decode then takes the general path, which gives the error.
+
+
+@cache
+def _fast_decoder(cls: type[Message]) -> typing.Callable[[Any], Any]:
+    hints = _hints(cls)
+    env: dict[str, Any] = {
+        "_Unusual": _Unusual,
+        "cls": cls,
+        "Money": Money,
+        "order": _key_order(cls),
+    }
+    lines = [
+        "def decode_fast(obj):",
+        "    if type(obj) is not dict or tuple(obj) != order or obj['t'] != cls.TYPE:",
+        "        raise _Unusual",
+    ]
+    args = []
+    for i, f in enumerate(dataclasses.fields(cls)):
+        lines.append(f"    v{i} = obj[{f.name!r}]")
+        lines.extend(_check_lines(f"v{i}", hints[f.name], env, "    "))
+        args.append(f"v{i}")
+    lines.append(f"    return cls({', '.join(args)})")
+    exec("\n".join(lines), env)  # code built from this module's own templates
+    return env["decode_fast"]  # type: ignore[no-any-return]
+
+
+_EXACT = {int: "int", bool: "bool", bytes: "bytes", str: "str"}
+
+
+def _check_lines(var: str, hint: Any, env: dict[str, Any], pad: str) -> list[str]:
+    """Statements that check ``var`` against ``hint`` and leave the field's value in it."""
+    origin = get_origin(hint)
+    if hint in _EXACT:
+        return [f"{pad}if type({var}) is not {_EXACT[hint]}: raise _Unusual"]
+    if hint is Money:
+        return [
+            f"{pad}if type({var}) is not list or len({var}) != 2 or type({var}[0]) is not int"
+            f" or type({var}[1]) is not str: raise _Unusual",
+            f"{pad}{var} = Money({var}[0], {var}[1])",
+        ]
+    if origin in (typing.Union, types.UnionType):
+        real = [o for o in get_args(hint) if o is not type(None)]
+        if len(real) != 1 or len(get_args(hint)) != 2:
+            return [f"{pad}raise _Unusual"]
+        inner = _check_lines(var, real[0], env, pad + "    ")
+        return [f"{pad}if {var} is not None:", *inner]
+    if origin is tuple:
+        item = get_args(hint)[0]
+        if item in _EXACT:
+            return [
+                f"{pad}if type({var}) is not list: raise _Unusual",
+                f"{pad}for e in {var}:",
+                f"{pad}    if type(e) is not {_EXACT[item]}: raise _Unusual",
+                f"{pad}{var} = tuple({var})",
+            ]
+        name = f"item_{len(env)}"
+        env[name] = _item_decoder(item)
+        return [
+            f"{pad}if type({var}) is not list: raise _Unusual",
+            f"{pad}{var} = tuple([{name}(e) for e in {var}])",
+        ]
+    target = origin if isinstance(origin, type) else hint
+    if isinstance(target, type) and issubclass(target, Message):
+        name = f"message_{len(env)}"
+        env[name] = _LazyDecoder(target)
+        return [f"{pad}{var} = {name}({var})"]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        name = f"enum_{len(env)}"
+        env[name] = hint
+        return [
+            f"{pad}if type({var}) is not str and type({var}) is not int: raise _Unusual",
+            f"{pad}{var} = {name}({var})",
+        ]
+    return [f"{pad}raise _Unusual"]
+
+
+def _item_decoder(hint: Any) -> typing.Callable[[Any], Any]:
+    """A function checking one element of a tuple field."""
+    env: dict[str, Any] = {"_Unusual": _Unusual, "Money": Money}
+    body = _check_lines("v", hint, env, "    ")
+    exec("\n".join(["def item(v):", *body, "    return v"]), env)
+    return env["item"]  # type: ignore[no-any-return]
+
+
+class _LazyDecoder:
+    """A nested message's fast decoder, looked up at first use (messages nest recursively)."""
+
+    def __init__(self, cls: type[Message]) -> None:
+        self.cls = cls
+
+    def __call__(self, obj: Any) -> Any:
+        return _fast_decoder(self.cls)(obj)
