@@ -316,7 +316,6 @@ def _run(
         if wave == 0:
             step = max(1, len(users) // plan.resync_cards) if plan.resync_cards else 1
             sample = users[::step][: plan.resync_cards]
-        if wave == 0:
             say(f"settlement on {backend}: {len(merchants):,} terminals synchronise")
         before = (clock.settled, clock.settle_s)
         _settle_wave(net, merchants, clock)
