@@ -28,11 +28,12 @@ class Signed(Message, Generic[M]):
     chain: tuple[bytes, ...]
 
     def to_bytes(self) -> bytes:
-        # Immutable, and stored or forwarded at several hops of settlement: encoded once.
-        data = self.__dict__.get("_bytes")
-        if data is None:
-            data = self.__dict__["_bytes"] = encode(self)
-        return data
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
+        """Immutable, and stored or forwarded at several hops of settlement: encoded once."""
+        return encode(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Signed[Message]:
