@@ -295,3 +295,20 @@ def test_a_second_process_of_a_party_is_refused(served: Served) -> None:
         build(served.network, "bank-a", retry_every=-1)
     assert refused.value.code == "service.data_dir"
     assert "already running" in refused.value.message
+
+
+def test_a_network_folder_keeps_its_secrets_owner_only(served: Served) -> None:
+    """Keys, admin tokens and party.json (whose database URL may carry a password) are readable
+    by their owner alone; the certificates and network.json are public."""
+    folder = served.network.folder
+    secrets = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and (p.suffix == ".key" or p.name in ("admin-token", "party.json"))
+    )
+    names = {p.relative_to(folder).as_posix() for p in secrets}
+    assert {"central-bank/root.key", "central-bank/mint.key", "bank-a/ca.key"} <= names
+    assert {f"{party}/party.json" for party in served.network.urls} <= names
+    assert {f"{party}/admin-token" for party in served.network.urls} <= names
+    for path in secrets:
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"

@@ -112,7 +112,10 @@ def init_network(
     for name in names:
         (folder / name).mkdir(parents=True, exist_ok=True)
         database = (databases or {}).get(name) or _sqlite_url(folder / name / f"{name}.sqlite")
-        _write_json(folder / name / "party.json", {"database": database})
+        # The database URL may carry a password: owner-only, like the keys and the token.
+        _write_private(
+            folder / name / "party.json", json.dumps({"database": database}, indent=2) + "\n"
+        )
         _write_private(folder / name / "admin-token", secrets.token_urlsafe(32) + "\n")
     central = CentralBank(
         _read_json(folder / CENTRAL / "party.json")["database"],
