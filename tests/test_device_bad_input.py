@@ -22,7 +22,7 @@ from offpay.bank.engine import Intermediary, engine_id
 from offpay.crypto.keys import Algorithm
 from offpay.crypto.pki import Authority, Credential, Role
 from offpay.device.apdu import CLA_ISO, CLA_PROPRIETARY, SW, Command, Ins, Response, raise_for
-from offpay.device.card import Card, key_fingerprint
+from offpay.device.card import Card, Transient, key_fingerprint
 from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
 from offpay.errors import OffpayError
@@ -111,11 +111,12 @@ def card_error(
 def assert_card_refuses(
     card: Card, ins: int, data: bytes, code: str, cla: int = CLA_PROPRIETARY, label: str = ""
 ) -> int:
-    """The card refuses with ``code`` and its state is exactly what it was; returns the SW."""
-    before = card.state
+    """The card refuses with ``code`` and its state, sealed and in RAM, is exactly what it
+    was; returns the SW."""
+    before = card.state, card.transient
     error, sw = card_error(card, ins, data, cla, label)
     assert error.code == code, f"{label} {error}"
-    assert card.state == before, label
+    assert (card.state, card.transient) == before, label
     return sw
 
 
@@ -408,7 +409,7 @@ def test_three_wrong_pins_block_the_card(w: World) -> None:
     assert assert_card_refuses(card, Ins.VERIFY_PIN, b"1234", "pin.blocked", CLA_ISO) == (
         SW.AUTH_BLOCKED
     )
-    assert not card.state.pin_verified
+    assert not card.transient.pin_verified
     assert_card_refuses(card, Ins.PAY, request, "pin.blocked")
     assert_card_refuses(card, Ins.BEGIN_ONLINE, start_data(), "pin.blocked")
     assert client(w.alice).status().pin_tries_left == 0
@@ -421,7 +422,7 @@ def test_right_pin_resets_the_tries(w: World) -> None:
             c.verify_pin("0000")
     c.verify_pin(PIN)
     assert w.alice.card.state.pin_tries_left == 3
-    assert w.alice.card.state.pin_verified
+    assert w.alice.card.transient.pin_verified
 
 
 def test_wrong_pin_withdraws_an_earlier_right_one(w: World) -> None:
@@ -431,6 +432,39 @@ def test_wrong_pin_withdraws_an_earlier_right_one(w: World) -> None:
     with pytest.raises(OffpayError):
         c.verify_pin("0000")
     assert_card_refuses(w.alice.card, Ins.PAY, request, "pin.required")
+
+
+def test_a_reset_forgets_the_pin_and_the_challenge(w: World) -> None:
+    """A card pulled out after its PIN (or a power cut) is not left ready to pay for whoever
+    holds it next, and a request for the challenge it had is void."""
+    card, c = w.alice.card, client(w.alice)
+    request = shop_request(w, w.alice)
+    c.verify_pin(PIN)
+    sealed = card.memory.blob
+    card.reset()
+    assert card.memory.blob is sealed  # sealed memory is untouched
+    assert card.transient == Transient()
+    assert_card_refuses(card, Ins.PAY, request, "wire.replay")  # its challenge is gone
+    fresh = shop_request(w, w.alice)
+    assert_card_refuses(card, Ins.PAY, fresh, "pin.required")  # and so is the PIN
+    c.verify_pin(PIN)
+    c.pay(fresh)
+    assert card.state.balance == w.money(170_00)
+
+
+def test_the_challenge_and_a_right_pin_stay_in_ram(w: World) -> None:
+    """GET_IDENTITY and a right PIN write no sealed memory; what the PIN tries count does."""
+    card, c = w.alice.card, client(w.alice)
+    sealed = card.memory.blob
+    c.identity()
+    c.verify_pin(PIN)
+    assert card.memory.blob is sealed
+    with pytest.raises(OffpayError):
+        c.verify_pin("0000")
+    assert card.memory.blob is not sealed and card.state.pin_tries_left == 2
+    sealed = card.memory.blob
+    c.verify_pin(PIN)  # the tries go back to three: sealed
+    assert card.memory.blob is not sealed and card.state.pin_tries_left == 3
 
 
 # --- PAY --------------------------------------------------------------------------------------
@@ -519,7 +553,7 @@ def test_pay_same_request_twice(w: World) -> None:
 
 def test_pay_without_pin(w: World) -> None:
     request = shop_request(w, w.alice)
-    assert not w.alice.card.state.pin_verified
+    assert not w.alice.card.transient.pin_verified
     sw = assert_card_refuses(w.alice.card, Ins.PAY, request, "pin.required")
     assert sw == SW.CONDITIONS_NOT_SATISFIED
 
@@ -801,12 +835,12 @@ DATA_COMMANDS = [
 )
 @given(ins=st.sampled_from(DATA_COMMANDS), data=st.binary(max_size=400))
 def test_arbitrary_bytes_never_change_the_card(w: World, ins: Ins, data: bytes) -> None:
-    if not w.alice.card.state.pin_verified:
+    if not w.alice.card.transient.pin_verified:
         client(w.alice).verify_pin(PIN)
-    before = w.alice.card.state
+    before = w.alice.card.state, w.alice.card.transient
     response = transmit(w.alice.card, ins, data)
     assert not response.ok
-    assert w.alice.card.state == before
+    assert (w.alice.card.state, w.alice.card.transient) == before
 
 
 @settings(

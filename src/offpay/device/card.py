@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import PAYEE_ROLES, Credential, Role, TrustStore, load_certificate
@@ -105,7 +105,6 @@ class CardState:
     chain: tuple[bytes, ...]
     pin_digest: bytes
     pin_tries_left: int
-    pin_verified: bool
     balance: Money
     seq: int  # never resets: every change of money or log moves it on
     instruction_no: int  # the last intermediary instruction applied
@@ -114,7 +113,6 @@ class CardState:
     # checks it, and reading it from the log meant decoding each received payment again.
     received_offline: Money
     policy: LimitsPolicy
-    challenge: bytes | None
     open_requests: tuple[OpenRequest, ...]
     session: OpenSession | None
     last_payment: Signed[OfflinePayment] | None
@@ -128,6 +126,16 @@ class CardState:
     def offline_transactions(self) -> int:
         """The offline counter of the report: entries waiting for sync; sync resets it."""
         return len(self.log)
+
+
+@dataclass(frozen=True)
+class Transient:
+    """What a card keeps in RAM, as ISO 7816 cards keep their security status: it is lost at
+    every reset (the card pulled out, a power cut), so a PIN entered for one payment is never
+    left standing for whoever holds the card next, and it costs no write of sealed memory."""
+
+    pin_verified: bool = False
+    challenge: bytes | None = None  # the payee's request must answer it (one payment)
 
 
 def _received_in(log: tuple[LogEntry, ...], currency: str) -> Money:
@@ -170,6 +178,7 @@ class Card:
         self._trust: TrustStore | None = None
         self.memory = SealedMemory(key_fingerprint(signer), random)
         self._pending_response = b""
+        self._ram = Transient()
 
     @property
     def _state(self) -> CardState | None:
@@ -186,6 +195,12 @@ class Card:
     ) -> Card:
         """A blank card that generated its own key pair."""
         return cls(Signer.generate(algorithm), random)
+
+    def reset(self) -> None:
+        """The card is powered up again (pulled out and put back, or a power cut): what it
+        held in RAM is gone; its sealed memory is untouched."""
+        self._ram = Transient()
+        self._pending_response = b""
 
     # -- the only entry point -----------------------------------------------------------------
 
@@ -258,7 +273,7 @@ class Card:
     def _pin_ok(self, state: CardState) -> None:
         if state.pin_tries_left <= 0:
             raise PinError("PIN is blocked after too many wrong tries", code="pin.blocked")
-        if not state.pin_verified:
+        if not self._ram.pin_verified:
             raise PinError("enter the PIN first", code="pin.required")
 
     def _amount(self, state: CardState, amount: Money) -> None:
@@ -304,14 +319,12 @@ class Card:
             chain=msg.chain,
             pin_digest=msg.pin_digest,
             pin_tries_left=PIN_TRIES,
-            pin_verified=False,
             balance=Money.zero(policy.currency),
             seq=0,
             instruction_no=0,
             log=(),
             received_offline=Money.zero(policy.currency),
             policy=policy,
-            challenge=None,
             open_requests=(),
             session=None,
             last_payment=None,
@@ -329,10 +342,13 @@ class Card:
         if not (4 <= len(pin) <= 12 and pin.isdigit()):
             raise EncodingError("PIN must be 4 to 12 digits")
         if hmac.compare_digest(pin_digest(state.card_id, pin), state.pin_digest):
-            self._state = evolve(state, pin_tries_left=PIN_TRIES, pin_verified=True)
+            if state.pin_tries_left != PIN_TRIES:  # the tries are sealed; the flag is in RAM
+                self._state = evolve(state, pin_tries_left=PIN_TRIES)
+            self._ram = replace(self._ram, pin_verified=True)
             return b""
         left = state.pin_tries_left - 1
-        self._state = evolve(state, pin_tries_left=left, pin_verified=False)
+        self._ram = replace(self._ram, pin_verified=False)
+        self._state = evolve(state, pin_tries_left=left)
         if left == 0:
             raise PinError("wrong PIN; the PIN is now blocked", code="pin.blocked")
         raise PinError(f"wrong PIN; {left} tries left", tries_left=left)
@@ -340,7 +356,7 @@ class Card:
     def _get_identity(self, cmd: Command) -> bytes:
         state = self._live()
         challenge = self._random(NONCE_BYTES)
-        self._state = evolve(state, challenge=challenge)
+        self._ram = replace(self._ram, challenge=challenge)
         return encode(CardIdentity(state.card_id, state.institution, state.chain, challenge))
 
     def _get_status(self, cmd: Command) -> bytes:
@@ -370,7 +386,8 @@ class Card:
         )
         if payee.institution != request.payee_institution:
             raise CertificateError("request names another institution than its signer's")
-        if state.challenge is None or not hmac.compare_digest(request.challenge, state.challenge):
+        challenge = self._ram.challenge
+        if challenge is None or not hmac.compare_digest(request.challenge, challenge):
             raise ReplayError("payment request does not answer this card's current challenge")
         self._pin_ok(state)
         self._amount(state, request.amount)
@@ -409,10 +426,9 @@ class Card:
             balance=state.balance - request.amount,
             seq=seq,
             log=(*state.log, LogEntry(seq, Direction.OUT, signed)),
-            challenge=None,
-            pin_verified=False,
             last_payment=signed,
         )
+        self._ram = Transient()  # the challenge is answered, the PIN used
         return signed.to_bytes()
 
     def _get_last_payment(self, cmd: Command) -> bytes:
@@ -516,8 +532,8 @@ class Card:
             log=(*state.log, LogEntry(seq, Direction.IN, signed)),
             received_offline=state.received_offline + payment.amount,
             open_requests=tuple(r for r in state.open_requests if r is not match[0]),
-            pin_verified=False,
         )
+        self._ram = replace(self._ram, pin_verified=False)
         return self._get_status(cmd)
 
     def _decline_request(self, cmd: Command) -> bytes:
@@ -574,8 +590,8 @@ class Card:
             declined=declined,
             session=OpenSession(nonce, start.receiver, start.operation, start.amount, declined),
             session_no=state.session_no + 1,
-            pin_verified=False,
         )
+        self._ram = replace(self._ram, pin_verified=False)
         return signed.to_bytes()
 
     def _apply_instruction(self, cmd: Command) -> bytes:
@@ -634,7 +650,6 @@ class Card:
             received_offline=_received_in(log, state.balance.currency),
             policy=policy,
             session=None,
-            challenge=None,
             open_requests=(),
             # Declared in this session: the intermediary has them. Requests opened since the
             # session began lapse now and are declined, to be declared at the next one.
@@ -646,6 +661,7 @@ class Card:
             revocation_version=revocation_version,
             last_instruction=signed_instruction,
         )
+        self._ram = replace(self._ram, challenge=None)
         confirmation = CardConfirmation(
             sender=state.card_id,
             receiver=engine.id,
@@ -661,6 +677,10 @@ class Card:
     @property
     def state(self) -> CardState:
         return self._live()
+
+    @property
+    def transient(self) -> Transient:
+        return self._ram
 
     @property
     def is_personalised(self) -> bool:
