@@ -113,9 +113,7 @@ def init_network(
         (folder / name).mkdir(parents=True, exist_ok=True)
         database = (databases or {}).get(name) or _sqlite_url(folder / name / f"{name}.sqlite")
         # The database URL may carry a password: owner-only, like the keys and the token.
-        _write_private(
-            folder / name / "party.json", json.dumps({"database": database}, indent=2) + "\n"
-        )
+        _write_json(folder / name / "party.json", {"database": database}, private=True)
         _write_private(folder / name / "admin-token", secrets.token_urlsafe(32) + "\n")
     central = CentralBank(
         _read_json(folder / CENTRAL / "party.json")["database"],
@@ -224,8 +222,12 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+def _write_json(path: Path, data: object, *, private: bool = False) -> None:
+    text = json.dumps(data, indent=2) + "\n"
+    if private:
+        _write_private(path, text)
+    else:
+        path.write_text(text)
 
 
 def _write_private(path: Path, text: str) -> None:
