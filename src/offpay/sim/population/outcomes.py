@@ -58,6 +58,7 @@ class Results:
     queued_at: np.ndarray  # int32, NEVER if it never waited
     pool_drawn: np.ndarray  # int64
     refunded: np.ndarray  # bool
+    pool_after: np.ndarray  # int64, the pool's outstanding loans after the event
     person_online: np.ndarray  # int64, final online wallet
     person_shadow: np.ndarray  # int64, final shadow wallet
     person_card: np.ndarray  # int64, final card (or token element) balance
@@ -78,6 +79,7 @@ class Results:
             queued_at=np.full(events, NEVER, np.int32),
             pool_drawn=np.zeros(events, np.int64),
             refunded=np.zeros(events, bool),
+            pool_after=np.zeros(events, np.int64),
             person_online=np.zeros(people, np.int64),
             person_shadow=np.zeros(people, np.int64),
             person_card=np.zeros(people, np.int64),
