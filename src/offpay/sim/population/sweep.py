@@ -260,7 +260,7 @@ def _read_back(scenario: Scenario, axis: Axis, value: Any) -> Any:
 
 def _check(base: dict[str, Any], axes: Sequence[Axis], picks: Sequence[int]) -> Scenario:
     """The point's scenario, or :class:`SweepError` naming the grid value at fault (or the
-    combination, when each value alone would pass)."""
+    whole point, when the rule it breaks is across fields)."""
     values = [a.values[i] for a, i in zip(axes, picks, strict=True)]
     try:
         return parse_scenario(_point_data(base, axes, values))
@@ -270,6 +270,9 @@ def _check(base: dict[str, Any], axes: Sequence[Axis], picks: Sequence[int]) -> 
         try:
             parse_scenario(_point_data(base, [axis], [axis.values[i]]))
         except ScenarioError as exc:
+            # the value alone is at fault only where the schema refuses its own field
+            if not exc.message.startswith((f"{'.'.join(axis.path)}:", f"{axis.key}:")):
+                continue
             raise SweepError(
                 f"--grid {axis.key}={axis.texts[i]}: {exc.message}", code="sweep.bad_value"
             ) from None
@@ -322,6 +325,17 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_scheduler(address: str) -> str:
+    """A scheduler's address as Dask writes it (``tcp://HOST:PORT``, ``tls://…``)."""
+    scheme, sep, rest = address.partition("://")
+    if not sep or not scheme.isalpha() or not rest or any(c.isspace() for c in address):
+        raise SweepError(
+            f"--scheduler {address!r}: give the scheduler's address, tcp://HOST:PORT",
+            code="sweep.bad_scheduler",
+        )
+    return address
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     """A client of the cluster at ``scheduler``, or of a LocalCluster started here with
@@ -329,11 +343,7 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        if "://" not in scheduler:
-            raise SweepError(
-                f"--scheduler {scheduler!r}: give the scheduler's address, tcp://HOST:PORT",
-                code="sweep.bad_scheduler",
-            )
+        check_scheduler(scheduler)
         try:
             client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
         except (OSError, TimeoutError, ValueError) as exc:

@@ -54,6 +54,8 @@ def sweep(
         axes = sw.parse_grid(grid or [])
         base = sw.read_base(scenario)
         points = sw.expand(base, axes)
+        if scheduler is not None:
+            sw.check_scheduler(scheduler)
         if out.exists() and not out.is_dir():
             raise sw.SweepError(f"--out {out}: not a folder", code="sweep.bad_out")
         out.mkdir(parents=True, exist_ok=True)
