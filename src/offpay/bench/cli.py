@@ -40,10 +40,10 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _one_size(text: str) -> int:
+def _one_size(text: str, what: str = "wave size") -> int:
     sizes = parse_sizes(text)
     if len(sizes) != 1:
-        raise typer.BadParameter("give one wave size")
+        raise typer.BadParameter(f"give one {what}")
     return sizes[0]
 
 
@@ -53,6 +53,18 @@ def _list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     if unknown:
         raise typer.BadParameter(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
     return items
+
+
+def _check_scenario(path: Path) -> None:
+    """A scenario the simulator section cannot run is refused before anything is measured."""
+    from offpay.errors import OffpayError
+    from offpay.sim.population.scenario import load_scenario
+
+    try:
+        load_scenario(path)
+    except OffpayError as exc:
+        print(f"offpay bench: [{exc.code}] {exc.message}", file=sys.stderr)
+        raise typer.Exit(2) from None
 
 
 @contextlib.contextmanager
@@ -90,7 +102,8 @@ def bench(
     only: Annotated[
         str | None,
         typer.Option(
-            help="Run only these sections: ceilings, offline, storage, tokens, settlement, profile."
+            help="Run only these sections: ceilings, offline, storage, tokens, settlement, "
+            "profile, sim."
         ),
     ] = None,
     seconds: Annotated[
@@ -121,6 +134,21 @@ def bench(
         bool,
         typer.Option("--report-only", help="Measure nothing: report the --merge files as one run."),
     ] = False,
+    sim_people: Annotated[
+        str,
+        typer.Option(help="People in the population simulator's country (default 1M, issue 14)."),
+    ] = "1M",
+    sim_real_people: Annotated[
+        str,
+        typer.Option(help="People in the same scenario run on the real protocol (default 200)."),
+    ] = "200",
+    sim_scenario: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scenario of the simulator section (default scenarios/country-outage.toml, "
+            "else a built-in equivalent)."
+        ),
+    ] = None,
     isolate: Annotated[
         bool, typer.Option(help="Settle each backlog in a fresh process (clean memory figures).")
     ] = True,
@@ -159,7 +187,13 @@ def bench(
         else (FULL_PROFILE_PAYMENTS if full else 500),
         isolate=isolate,
         wave=_one_size(wave),
+        sim_people=_one_size(sim_people, "number of people"),
+        sim_real_people=_one_size(sim_real_people, "number of people"),
+        sim_scenario=sim_scenario,
     )
+
+    if sim_scenario is not None and "sim" in options.sections:
+        _check_scenario(sim_scenario)
 
     def say(text: str) -> None:
         console.print(text, highlight=False)

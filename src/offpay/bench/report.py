@@ -138,6 +138,43 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     "only the new hop's signatures verified",
                 )
             )
+    out += _sim_rows(results.get("sim") or {})
+    return out
+
+
+def _sim_rows(sim: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """The population simulator's runs: the fast one at scale, the real one it is held to."""
+    out: list[tuple[str, str, str, str, str]] = []
+    for name in ("fast", "real"):
+        r = sim.get(name)
+        if not r:
+            continue
+        title = f"sim {name} executor"
+        if "error" in r:
+            out.append((title, "failed", "", "", r["error"][:80]))
+            continue
+        out.append(
+            (
+                f"{title}, {r['people']:,} people, {r['outage_hours']:g} h outage",
+                f"{_n(r['payments_per_s_cpu'])} payments/s (CPU)",
+                "",
+                "",
+                f"wall {_n(r['payments_per_s_wall'])}/s; {_n(r['payments'])} payments, "
+                f"{_n(r['events'])} events in {_n(r['wall_s'], 1)} s wall, {_n(r['cpu_s'], 1)} s "
+                f"CPU; {_n(r['cpu_us_per_payment'], 2)} µs CPU per payment; "
+                f"peak RSS {_n(r['peak_rss_mib'])} MiB",
+            )
+        )
+    if sim.get("ratio") is not None:
+        out.append(
+            (
+                "sim: real ÷ simulated cost per payment",
+                f"{sim['ratio']:,.1f}×",
+                "",
+                "",
+                f"CPU per payment; scenario {sim.get('source', '')}",
+            )
+        )
     return out
 
 
@@ -182,8 +219,9 @@ def merge(results: dict[str, Any], earlier: list[dict[str, Any]]) -> dict[str, A
         for key in LISTS:
             if old.get(key):
                 merged[key] = [*(merged.get(key) or []), *old[key]]
-        if not merged.get("ceilings") and old.get("ceilings"):
-            merged["ceilings"] = old["ceilings"]
+        for key in ("ceilings", "sim"):
+            if not merged.get(key) and old.get(key):
+                merged[key] = old[key]
         pg = (old.get("machine") or {}).get("postgresql")
         machine = merged.get("machine") or {}
         if machine.get("postgresql") in (None, "not measured") and pg:
