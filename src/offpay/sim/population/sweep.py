@@ -20,6 +20,7 @@ import contextlib
 import copy
 import itertools
 import json
+import logging
 import math
 import os
 import time
@@ -362,7 +363,9 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            silence_logs=40,  # logging.ERROR: a worker's chatter would break the progress bar
+            # a failed point is reported here, in one line: the workers' own logs would
+            # print its traceback across the progress bar
+            silence_logs=logging.CRITICAL,
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -370,6 +373,8 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OffpayError):
+        return f"[{exc.code}] {exc.message}"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 

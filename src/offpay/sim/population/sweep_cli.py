@@ -43,6 +43,7 @@ def sweep(
     write one table (a row per grid point: its values and every summary figure) and plots
     across the grid."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from offpay.errors import OffpayError
@@ -79,7 +80,10 @@ def sweep(
             def done(point: sw.Point, result: dict[str, Any]) -> None:
                 bar.advance(task)
                 if result.get("error"):
-                    bar.console.print(f"[red]point {_where(point)} failed[/red]: {result['error']}")
+                    bar.console.print(
+                        f"[red]point {escape(_where(point))} failed[/red]: "
+                        f"{escape(result['error'])}"
+                    )
 
             results = sw.run_points(points, client, done)
     except OffpayError as exc:
