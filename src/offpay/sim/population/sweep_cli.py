@@ -3,7 +3,6 @@ plots. Registered on the ``sim`` sub-app as ``sim_app.command()(sweep)``."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +20,8 @@ _GRID_HELP = (
 
 def sweep(
     scenario: Annotated[
-        Path, typer.Argument(help="The scenario file (TOML) every point starts from.")
+        Path,
+        typer.Argument(metavar="SCENARIO.toml", help="The scenario every grid point starts from."),
     ],
     grid: Annotated[list[str] | None, typer.Option("--grid", help=_GRID_HELP)] = None,
     out: Annotated[
@@ -87,7 +87,7 @@ def sweep(
 
             results = sw.run_points(points, client, done)
     except OffpayError as exc:
-        print(f"offpay sim sweep: [{exc.code}] {exc.message}", file=sys.stderr)
+        typer.echo(f"error [{exc.code}] {exc.message}", err=True)
         raise typer.Exit(2) from None
     rows = sw.rows(points, results)
     meta = {
