@@ -24,7 +24,9 @@ from offpay.sim.population.metrics import (
 from offpay.sim.population.outcomes import CODES, NEVER, OK
 from offpay.sim.population.plots import PLOTS, money_axis
 from offpay.sim.population.report import ReportError, prepare_folder, write_run
+from offpay.sim.population.scenario import LiquidityRule
 from offpay.sim.population.summary import summarise
+from offpay.wire.messages import Liquidity
 from sim_hand_results import ALICE, BOB, CHARLIE, abc_results, abc_scenario, random_results
 
 PAYMENT_COLUMNS = [
@@ -91,7 +93,8 @@ def test_the_abc_day_shows_bobs_shortfall_and_no_pool() -> None:
 
 
 def test_under_the_pool_bobs_payment_borrows_and_is_repaid_the_same_day() -> None:
-    run = abc_results(abc_scenario(), pool=True)
+    pool = LiquidityRule(policy=Liquidity.POOL, pool=100_00)
+    run = abc_results(abc_scenario(liquidity=pool), pool=True)
     (day,) = days_table(run).to_pylist()
     assert (day["shortfalls"], day["pool_drawn"]) == (0, 50_00)
     assert (day["pool_outstanding_peak"], day["pool_outstanding_end"]) == (50_00, 0)

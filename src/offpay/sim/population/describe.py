@@ -168,7 +168,7 @@ def headlines(summary: dict[str, Any], currency: str) -> list[tuple[str, str]]:
         ),
         (
             "Shortfalls",
-            f"{summary['shortfalls']:,} payments "
+            f"{_count(summary['shortfalls'], 'payment')} "
             f"({money(summary['shortfall_value'], currency)}) waited; median wait "
             f"{summary['shortfall_wait_hours_p50']:.1f} h, longest "
             f"{summary['shortfall_wait_hours_max']:.1f} h; "

@@ -134,10 +134,10 @@ def devices_table(run: Run, masks: Masks | None = None) -> pa.Table:
     rolled[w.rolled_back] = True
     zeros_m = np.zeros(merchants, np.int64)
     false_m = np.zeros(merchants, bool)
-    names = [w.person_name(i) for i in range(min(people, len(w.names)))]
+    named = list(w.names[:people])
     index = np.concatenate([np.arange(people), np.arange(merchants)]).astype(np.int32)
-    name_col = pa.array(
-        names + [None] * (people - len(names)) + [None] * merchants, type=pa.string()
+    name_col = pa.concat_arrays(
+        [pa.array(named, pa.string()), pa.nulls(people - len(named) + merchants, pa.string())]
     )
     null_m = pa.nulls(merchants, pa.int64())
     return pa.table(
@@ -176,20 +176,19 @@ def _per_day(
     return out
 
 
-def pool_by_day(run: Run, days: int) -> tuple[np.ndarray, np.ndarray]:
-    """The pool's outstanding loans at the end of each day and their peak during it; a day
-    without events keeps the previous day's figure."""
+def pool_by_period(run: Run, period_minutes: int, periods: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pool's outstanding loans at the end of each period (a day, an hour) and their peak
+    during it; a period without events keeps the previous period's figure."""
     e, after = run.events, run.results.pool_after
-    day = e.t // MINUTES_PER_DAY
-    peak = np.zeros(days, np.int64)
-    end = np.zeros(days, np.int64)
+    period = np.minimum(e.t // period_minutes, periods - 1)
+    peak = np.zeros(periods, np.int64)
+    end = np.zeros(periods, np.int64)
     if len(after):
-        np.maximum.at(peak, day, after)
-        last = np.full(days, -1, np.int64)
-        np.maximum.at(last, day, np.arange(len(after)))
+        np.maximum.at(peak, period, after)
+        last = np.full(periods, -1, np.int64)
+        np.maximum.at(last, period, np.arange(len(after)))
         have = last >= 0
-        # carry the last event's figure through days without events
-        filled = np.maximum.accumulate(np.where(have, last, -1))
+        filled = np.maximum.accumulate(last)  # the last event at or before each period
         end = np.where(filled >= 0, after[np.maximum(filled, 0)], 0)
         peak = np.where(have, peak, end)
     return end.astype(np.int64), peak
@@ -207,7 +206,7 @@ def days_table(run: Run, masks: Masks | None = None) -> pa.Table:
     queued_day = np.minimum(np.where(queued, r.queued_at, 0) // MINUTES_PER_DAY, days - 1)
     settled = m.payment & (r.settled_at != NEVER)
     settled_day = np.minimum(np.where(settled, r.settled_at, 0) // MINUTES_PER_DAY, days - 1)
-    pool_end, pool_peak = pool_by_day(run, days)
+    pool_end, pool_peak = pool_by_period(run, MINUTES_PER_DAY, days)
     columns: dict[str, object] = {
         "day": pa.array(np.arange(days, dtype=np.int32)),
         "payments": pa.array(_per_day(day, m.honest, days)),

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from offpay.money import Money, exponent, format_money
-from offpay.sim.population.metrics import Masks
+from offpay.sim.population.metrics import Masks, pool_by_period
 from offpay.sim.population.outcomes import CODES, NEVER, OK, UNREACHABLE
 from offpay.sim.population.run import Run
 
@@ -175,18 +175,17 @@ def shortfalls(run: Run, m: Masks) -> tuple[Figure, str]:
 
 def pool(run: Run, m: Masks) -> tuple[Figure, str]:
     line = Timeline.of(run)
-    e, r, s = run.events, run.results, run.scenario
+    s = run.scenario
     fig, ax = _figure()
     currency = s.currency
-    if len(e):
-        # start at zero, step at each event
-        x = np.concatenate([[0.0], line.x(e.t / 60.0), [line.x(np.array(s.minutes / 60.0))]])
-        y = np.concatenate([[0], r.pool_after, r.pool_after[-1:]])
-        ax.step(x, y, where="post", color="C0", label="outstanding loans")
-    peak = int(r.pool_after.max()) if len(r.pool_after) else 0
+    # Hourly peaks: the exact peak survives, and a week of millions of events stays a light
+    # plot (and a small SVG).
+    _end, hourly = pool_by_period(run, 60, line.hours)
+    ax.step(line.bins(), hourly, where="mid", color="C0", label="outstanding loans (hourly peak)")
+    peak = int(hourly.max()) if len(hourly) else 0
     if peak:
-        at = int(np.argmax(r.pool_after))
-        ax.plot(line.x(np.array(e.t[at] / 60.0)), peak, "o", color="C3", label="peak")
+        at = int(np.argmax(hourly))
+        ax.plot(line.bins()[at], peak, "o", color="C3", label="peak")
     if s.liquidity.pool:
         ax.axhline(s.liquidity.pool, color="0.4", linestyle="--", label="pool size")
     _outage(ax, run, line)
@@ -198,8 +197,8 @@ def pool(run: Run, m: Masks) -> tuple[Figure, str]:
     ax.set_ylim(bottom=0)
     money_axis(ax, currency)
     return fig, (
-        "What the liquidity pool had lent and not yet been repaid, after each event; the dot "
-        "marks the peak."
+        "What the liquidity pool had lent and not yet been repaid (the highest figure in each "
+        f"hour); the dot marks the peak, {_money_label(peak, currency)}."
     )
 
 
