@@ -174,6 +174,8 @@ def test_a_run_writes_every_file_and_a_self_contained_report(tmp_path: Path) -> 
     # The scenario in words and the headline answers, money as people read it.
     assert "3 people and 1 shop over 1 day" in html
     assert "SEK 50.00" in html and "Shortfalls" in html
+    assert re.search(r"<th>value_paid</th><td[^>]*>SEK 150\.00<", html)
+    assert re.search(r"<th>settled_without_waiting_share</th><td[^>]*>66\.67%<", html)
 
 
 def test_measured_device_series_get_their_plot(tmp_path: Path) -> None:

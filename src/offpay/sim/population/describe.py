@@ -37,11 +37,11 @@ def money(minor: int, currency: str) -> str:
 
 def _hours(hours: float) -> str:
     if hours >= 24 and hours % 24 == 0:
-        return _count(hours / 24, "day")
-    return _count(hours, "hour")
+        return plural(hours / 24, "day")
+    return plural(hours, "hour")
 
 
-def _count(n: float, noun: str) -> str:
+def plural(n: float, noun: str) -> str:
     """``1 shop``, ``2 shops``, ``1,000 shops``, ``0.5 times``."""
     text = f"{n:,}" if isinstance(n, int) else f"{n:g}"
     return f"{text} {noun}" if n == 1 else f"{text} {noun}s"
@@ -60,8 +60,8 @@ def describe(s: Scenario) -> list[str]:
         else "card balances and shadow wallets (e-krona report §3.4–3.7)"
     )
     sentences = [
-        f"{_count(pop.people, 'person').replace('persons', 'people')} and "
-        f"{_count(pop.merchants, 'shop')} over {_hours(s.days * 24)}, "
+        f"{plural(pop.people, 'person').replace('persons', 'people')} and "
+        f"{plural(pop.merchants, 'shop')} over {_hours(s.days * 24)}, "
         f"paying offline with {scheme}.",
         f"They bank with {_shares(pop.intermediaries)}"
         + (f" and live in {_shares(pop.regions)}." if len(pop.regions) > 1 else "."),
@@ -75,15 +75,15 @@ def describe(s: Scenario) -> list[str]:
             f"{money(b.amount.min, cur)} to {money(b.amount.max, cur)}."
         )
         sentences.append(
-            f"A person goes online {_count(b.person_online_per_day, 'time')} a day on average "
+            f"A person goes online {plural(b.person_online_per_day, 'time')} a day on average "
             f"(which synchronises the card and tops it up to {money(b.top_up_to, cur)}), a "
-            f"shop {_count(b.merchant_online_per_day, 'time')}; each person's online wallet "
+            f"shop {plural(b.merchant_online_per_day, 'time')}; each person's online wallet "
             "starts at "
             f"{money(b.online_wallet, cur)}."
         )
     if s.script:
         sentences.append(
-            f"{_count(len(s.script), 'event')} {'is' if len(s.script) == 1 else 'are'} given by "
+            f"{plural(len(s.script), 'event')} {'is' if len(s.script) == 1 else 'are'} given by "
             "hand (a script); cards are topped up to "
             f"{money(b.top_up_to, cur)} when their holder goes online."
         )
@@ -123,7 +123,7 @@ def describe(s: Scenario) -> list[str]:
         spend = "everything the copy holds" if a.amount == "all" else money(a.amount, cur)
         sentences.append(
             f"Attacks: {', '.join(broken)} at hour {a.start_hour:g}; each broken device "
-            f"makes {_count(a.payments, 'shop payment')} of {spend} within {_hours(a.hours)}."
+            f"makes {plural(a.payments, 'shop payment')} of {spend} within {_hours(a.hours)}."
         )
     sentences.append(f"Random seed {s.seed}: the same file and seed give the same run.")
     return sentences
@@ -147,6 +147,33 @@ def limits_sentence(s: Scenario) -> str:
     return text + (" (the e-krona report's limits, §3.3)." if same else " (changed from §3.3).")
 
 
+MONEY_FIGURES = frozenset(
+    {
+        "pool_size",
+        "value_paid",
+        "value_refused",
+        "shortfall_value",
+        "pool_drawn",
+        "pool_peak",
+        "pool_outstanding_at_end",
+        "attack_value_taken",
+        "losses",
+        "loss_bound",
+    }
+)
+
+
+def figure_text(key: str, value: float, currency: str) -> str:
+    """One summary figure as people read it: money formatted, counts spaced, shares in %."""
+    if key in MONEY_FIGURES:
+        return money(int(value), currency)
+    if key.endswith("_share"):
+        return f"{value:.2%}"
+    if isinstance(value, int):
+        return f"{value:,}".replace(",", " ")
+    return f"{value:.4g}"
+
+
 def headlines(summary: dict[str, Any], currency: str) -> list[tuple[str, str]]:
     """The answers a reader looks for first, as (question, answer) pairs of text."""
     pays = summary["payments"]
@@ -168,7 +195,7 @@ def headlines(summary: dict[str, Any], currency: str) -> list[tuple[str, str]]:
         ),
         (
             "Shortfalls",
-            f"{_count(summary['shortfalls'], 'payment')} "
+            f"{plural(summary['shortfalls'], 'payment')} "
             f"({money(summary['shortfall_value'], currency)}) waited; median wait "
             f"{summary['shortfall_wait_hours_p50']:.1f} h, longest "
             f"{summary['shortfall_wait_hours_max']:.1f} h; "
@@ -196,7 +223,7 @@ def headlines(summary: dict[str, Any], currency: str) -> list[tuple[str, str]]:
         ),
         (
             "Online load",
-            f"peak {summary['online_peak_per_hour']:,} devices an hour; "
+            f"peak {plural(summary['online_peak_per_hour'], 'device')} an hour; "
             f"{summary['online_cut']:,} of {summary['online_attempts']:,} attempts cut off",
         ),
     ]

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from offpay.money import Money, exponent, format_money
+from offpay.sim.population.describe import plural
 from offpay.sim.population.metrics import Masks, pool_by_period
 from offpay.sim.population.outcomes import CODES, NEVER, OK, UNREACHABLE
 from offpay.sim.population.run import Run
@@ -89,7 +90,9 @@ def money_axis(axis: Axes, currency: str, which: str = "y") -> None:
 
 
 def _count_axis(axis: Axes) -> None:
+    """Whole counts, thousands spaced as in the money ("140 000")."""
     axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}".replace(",", " ")))
 
 
 def _nothing(axis: Axes, text: str) -> None:
@@ -168,8 +171,8 @@ def shortfalls(run: Run, m: Masks) -> tuple[Figure, str]:
         _nothing(value, "no shortfall")
     still = int((queued & (r.settled_at == NEVER)).sum())
     return fig, (
-        f"{int(queued.sum()):,} payments found their payer's shadow wallet short and waited in "
-        f"the settlement queue; {still:,} were still waiting at the end."
+        f"{plural(int(queued.sum()), 'payment')} found the payer's shadow wallet short and "
+        f"waited in the settlement queue; {still:,} were still waiting at the end."
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from offpay.errors import OffpayError
-from offpay.sim.population.describe import describe, headlines, money
+from offpay.sim.population.describe import describe, figure_text, headlines, money
 from offpay.sim.population.metrics import Masks, days_table, write_metrics
 from offpay.sim.population.plots import Plot, make_plots
 from offpay.sim.population.run import Run
@@ -93,7 +93,7 @@ def render_html(run: Run, summary: dict[str, Any], plots: list[Plot], masks: Mas
     )
     s = run.scenario
     figures = [
-        (key, value)
+        (key, figure_text(key, value, s.currency))
         for key, value in summary.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     ]
