@@ -92,6 +92,12 @@ def test_an_unwritable_out_is_one_line(tmp_path: Path) -> None:
     assert taken.read_text(encoding="utf-8") == "not a folder"
 
 
+def test_the_commands_executor_choices_are_the_simulators() -> None:
+    from offpay.sim.population.cli import ExecutorChoice
+
+    assert [c.value for c in ExecutorChoice] == [e.value for e in run_module.Executor]
+
+
 def test_an_unknown_executor_is_refused_with_exit_2(tmp_path: Path) -> None:
     result = sim(str(ABC), "--out", str(tmp_path), "--executor", "quantum")
     assert result.exit_code == 2 and "quantum" in result.output

@@ -7,6 +7,7 @@ before anything long starts where it can be checked first.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,10 +23,9 @@ from rich.progress import (
 )
 
 from offpay.errors import OffpayError
-from offpay.sim.population.run import Executor
 
 if TYPE_CHECKING:
-    from offpay.sim.population.run import Run
+    from offpay.sim.population.run import Executor, Run
     from offpay.sim.population.scenario import Scenario
 
 sim_app = typer.Typer(help="Population simulations: what offline payments cost a population.")
@@ -34,6 +34,14 @@ sim_app = typer.Typer(help="Population simulations: what offline payments cost a
 @sim_app.callback()
 def sim() -> None:
     """Run population scenarios of offline payments (docs/simulator.md)."""
+
+
+class ExecutorChoice(StrEnum):
+    """The executors of :class:`offpay.sim.population.run.Executor`, named here so that every
+    other offpay command starts without loading numpy and pydantic (a test keeps them equal)."""
+
+    FAST = "fast"
+    REAL = "real"
 
 
 class ExecutorUnavailable(OffpayError):
@@ -89,24 +97,25 @@ def run(
         ),
     ],
     executor: Annotated[
-        Executor,
+        ExecutorChoice,
         typer.Option(
             help="fast: the protocol's rules over state arrays (millions of people); real: "
             "real cards, terminals, crypto and databases (a few hundred people)."
         ),
-    ] = Executor.FAST,
+    ] = ExecutorChoice.FAST,
 ) -> None:
     """Run one scenario and write its metrics (Parquet), summary.json, plots and report.html."""
     # Imported here: matplotlib and pyarrow are slow to load for every other offpay command.
     from offpay.sim.population.describe import headlines
     from offpay.sim.population.report import prepare_folder, write_run
+    from offpay.sim.population.run import Executor
     from offpay.sim.population.scenario import load_scenario
 
     console = Console(stderr=True)
     try:
         scenario = load_scenario(scenario_file)
         prepare_folder(out)
-        simulated = _simulate(scenario, executor, console)
+        simulated = _simulate(scenario, Executor(executor.value), console)
         written = write_run(simulated, out)
     except OffpayError as exc:
         raise _refuse(exc) from None
