@@ -12,12 +12,14 @@ from rich.console import Console
 
 from offpay.bench.cli import bench
 from offpay.crypto.keys import Algorithm
+from offpay.sim.population.cli import sim_app
 
 if TYPE_CHECKING:
     from offpay.service.datadir import NetworkConfig
 
 app = typer.Typer(help="offpay: secure offline payments in a two-tier digital currency.")
 app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
+app.add_typer(sim_app, name="sim")  # `offpay sim run`: population simulations
 
 
 class Scheme(StrEnum):

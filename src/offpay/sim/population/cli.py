@@ -1,0 +1,125 @@
+"""`offpay sim`: run a population scenario and write its report.
+
+Every refusal (a scenario that cannot be read or breaks a rule, a folder that cannot be
+written, an executor that cannot run the scenario) is one line on stderr and exit status 2,
+before anything long starts where it can be checked first.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from offpay.errors import OffpayError
+
+if TYPE_CHECKING:
+    from offpay.sim.population.run import Executor, Run
+    from offpay.sim.population.scenario import Scenario
+
+sim_app = typer.Typer(help="Population simulations: what offline payments cost a population.")
+
+
+@sim_app.callback()
+def sim() -> None:
+    """Run population scenarios of offline payments (docs/simulator.md)."""
+
+
+class ExecutorChoice(StrEnum):
+    """The executors of :class:`offpay.sim.population.run.Executor`, named here so that every
+    other offpay command starts without loading numpy and pydantic (a test keeps them equal)."""
+
+    FAST = "fast"
+    REAL = "real"
+
+
+class ExecutorUnavailable(OffpayError):
+    """The chosen executor is not part of this installation."""
+
+    code = "sim.executor_unavailable"
+
+
+def _refuse(exc: OffpayError) -> typer.Exit:
+    typer.echo(f"error [{exc.code}] {exc.message}", err=True)
+    return typer.Exit(2)
+
+
+def _simulate(scenario: Scenario, executor: Executor, console: Console) -> Run:
+    """Draw the events, then run them through the executor under a progress bar."""
+    from offpay.sim.population.events import generate
+    from offpay.sim.population.run import Run, execute
+
+    world, events = generate(scenario)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"{scenario.name}: events", total=len(events))
+        try:
+            results = execute(
+                scenario, world, events, executor, lambda done: bar.update(task, completed=done)
+            )
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("offpay."):
+                raise
+            raise ExecutorUnavailable(
+                f"the {executor.value} executor for the {scenario.scheme.value} scheme is not "
+                "installed"
+            ) from None
+        bar.update(task, completed=len(events))
+    return Run(scenario, world, events, results)
+
+
+@sim_app.command("run")
+def run(
+    scenario_file: Annotated[
+        Path, typer.Argument(metavar="SCENARIO.toml", help="The scenario to run.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for the metrics, summary, plots and report (made if missing)."
+        ),
+    ],
+    executor: Annotated[
+        ExecutorChoice,
+        typer.Option(
+            help="fast: the protocol's rules over state arrays (millions of people); real: "
+            "real cards, terminals, crypto and databases (a few hundred people)."
+        ),
+    ] = ExecutorChoice.FAST,
+) -> None:
+    """Run one scenario and write its metrics (Parquet), summary.json, plots and report.html."""
+    # Imported here: matplotlib and pyarrow are slow to load for every other offpay command.
+    from offpay.sim.population.describe import headlines
+    from offpay.sim.population.report import prepare_folder, write_run
+    from offpay.sim.population.run import Executor
+    from offpay.sim.population.scenario import load_scenario
+
+    console = Console(stderr=True)
+    try:
+        scenario = load_scenario(scenario_file)
+        prepare_folder(out)
+        simulated = _simulate(scenario, Executor(executor.value), console)
+        written = write_run(simulated, out)
+    except OffpayError as exc:
+        raise _refuse(exc) from None
+    say = Console(soft_wrap=True)
+    say.print(f"Report: {written.report}", markup=False)
+    for question, answer in headlines(written.summary, scenario.currency):
+        say.print(f"  {question}: {answer}", markup=False)
