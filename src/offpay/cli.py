@@ -11,7 +11,13 @@ import typer
 from rich.console import Console
 
 from offpay.bench.cli import bench
-from offpay.cli_support import refusals, writable_folder
+from offpay.cli_support import (
+    Interrupt,
+    StoppableConsole,
+    refusals,
+    stopped,
+    writable_folder,
+)
 from offpay.crypto.keys import Algorithm
 
 if TYPE_CHECKING:
@@ -59,20 +65,28 @@ def demo(
 ) -> None:
     """Play every flow of an offline payment scheme step by step: the balance-based one
     (e-krona report §3.4–3.7) or, with --scheme tokens, the sign-once token one."""
-    from offpay.sim.demo import Demo
-    from offpay.sim.token_demo import TokenDemo
+    with Interrupt() as interrupt:
+        width = None if Console().is_terminal else 120
+        console = StoppableConsole(interrupt, width=width)
+        try:
+            from offpay.sim.demo import Demo
+            from offpay.sim.token_demo import TokenDemo
 
-    console = Console() if Console().is_terminal else Console(width=120)
-    if network is not None:
-        raise typer.Exit(_demo_against(network, scheme, console))
-    player = TokenDemo if scheme is Scheme.TOKENS else Demo
-    if data_dir is not None:
-        with refusals():
-            writable_folder(data_dir, "--data-dir")
-    with tempfile.TemporaryDirectory(prefix="offpay-demo-") as tmp:
-        folder = data_dir if data_dir is not None else Path(tmp)
-        _clear_demo_databases(folder, console)
-        ok = player(console, folder, algorithm).run()
+            if network is not None:
+                code = _demo_against(network, scheme, console)
+                interrupt.check()
+                raise typer.Exit(code)
+            player = TokenDemo if scheme is Scheme.TOKENS else Demo
+            if data_dir is not None:
+                with refusals():
+                    writable_folder(data_dir, "--data-dir")
+            with tempfile.TemporaryDirectory(prefix="offpay-demo-") as tmp:
+                folder = data_dir if data_dir is not None else Path(tmp)
+                _clear_demo_databases(folder, console)
+                ok = player(console, folder, algorithm).run()
+                interrupt.check()
+        except KeyboardInterrupt:
+            stopped()
     raise typer.Exit(0 if ok else 1)
 
 
