@@ -21,6 +21,7 @@ from offpay.service.datadir import (
     open_central,
     open_intermediary,
 )
+from offpay.service.protocol import JsonRefusalProtocol
 
 log = logging.getLogger("offpay.service")
 
@@ -95,4 +96,5 @@ def serve(
         port=listen,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        http=JsonRefusalProtocol,
     )
