@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from rich.console import Console
+from sqlalchemy import text
 
 from offpay.bank.engine import engine_id
 from offpay.central.bank import NOTARY_ID, utc_now
@@ -38,7 +39,15 @@ from offpay.service.serve import Built, build
 from offpay.sim.demo import Demo
 from offpay.wire.codec import decode
 from offpay.wire.envelope import Signed, sign
-from offpay.wire.messages import CardConfirmation, Operation, ReserveTransfer
+from offpay.wire.messages import (
+    BatchResult,
+    CardConfirmation,
+    NotariseBatch,
+    NotariseItem,
+    Operation,
+    ReserveTransfer,
+    SettlementStatus,
+)
 
 CBOR = "application/cbor"
 
@@ -331,6 +340,44 @@ def test_a_malformed_content_length_gets_the_json_refusal(served: Served) -> Non
         assert b"content-type: application/json" in head.lower(), raw
         answer = json.loads(body)
         assert answer["code"] == "http.malformed" and len(answer["message"]) > 10, answer
+
+
+def test_a_notarisation_that_keeps_conflicting_is_retryable_not_a_final_refusal(
+    served: Served,
+) -> None:
+    """Overlapping notarise-batch requests under load could spend the notary's attempts; the
+    answer was a final 422 central.conflict, kept under the request's key, so the same bytes
+    were refused for ever. It is now 409 service.conflict, not kept: the resend settles.
+    Here every insert into the notary fails as a lost race does (an IntegrityError, raised by a
+    trigger in the central bank's real database) until the trigger is dropped."""
+    served.remote.add_user("Pia", "bank-a", online=10_00)  # bank-a's customers hold money
+    central = served.built[CENTRAL].service.party.db
+    bank = served.built["bank-a"].service.party
+    item = NotariseItem(os.urandom(16), os.urandom(32), "bank-a", "bank-b", Money(1_00, "SEK"))
+    request = NotariseBatch(bank.id, NOTARY_ID, os.urandom(16), (item,))
+    body = sign(request, bank.credential).to_bytes()
+    books = served.books()
+    with central.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TRIGGER lose_every_race BEFORE INSERT ON notary "
+                "BEGIN SELECT RAISE(ABORT, 'a racing request got there first'); END"
+            )
+        )
+    try:
+        first = served.post(CENTRAL, "notarise-batch", body, "race-1")
+        assert "send the same request again" in problem(first, 409, "service.conflict")
+        assert served.books() == books
+    finally:
+        with central.begin() as conn:
+            conn.execute(text("DROP TRIGGER lose_every_race"))
+    again = served.post(CENTRAL, "notarise-batch", body, "race-1")
+    assert again.status_code == 200, again.text
+    assert "idempotent-replayed" not in again.headers
+    result = decode(Signed.from_bytes(again.content).payload, BatchResult)
+    assert [i.status for i in result.items] == [SettlementStatus.DONE]
+    replayed = served.post(CENTRAL, "notarise-batch", body, "race-1")
+    assert replayed.content == again.content and replayed.headers["idempotent-replayed"] == "true"
 
 
 def test_a_second_process_of_a_party_is_refused(served: Served) -> None:
