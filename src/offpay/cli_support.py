@@ -75,14 +75,18 @@ class Interrupt:
         self._hook: Any = None
 
     def __enter__(self) -> Interrupt:
-        self._handler = signal.signal(signal.SIGINT, self._interrupt)
+        try:
+            self._handler = signal.signal(signal.SIGINT, self._interrupt)
+        except ValueError:  # not the main thread (a command run by a test): signals stay
+            return self
         self._hook = sys.unraisablehook
         sys.unraisablehook = self._unraisable
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        signal.signal(signal.SIGINT, self._handler)
-        sys.unraisablehook = self._hook
+        if self._hook is not None:
+            signal.signal(signal.SIGINT, self._handler)
+            sys.unraisablehook = self._hook
 
     def _interrupt(self, _signum: int, _frame: object) -> None:
         self.requested = True

@@ -60,6 +60,7 @@ def _racing(attempt: int, what: str) -> None:
         )
     time.sleep(random.uniform(0, CONFLICT_PAUSE_S * attempt))
 
+
 Clock = Callable[[], dt.datetime]
 
 
