@@ -13,7 +13,8 @@ listed by value then arrival; the app's deposit, renewal and withdrawal with the
 checks; revocation lists learnt from answers only.
 
 After every event the model checks its books: issued = online wallets + tokens outstanding
-(minted − redeemed); tokens in elements − copies restored + value burned = outstanding; the
+(minted − redeemed); tokens in elements − copies restored + value burned at deposit + value
+signed to a receiver that could not store it = outstanding; the
 intermediaries' holdings = the online wallets. A violation raises ``ConservationError``.
 """
 
@@ -39,7 +40,7 @@ HEAD, KNOWN, REVV, BROKEN, CSTART, CCOUNT, ONLINE, BANK, EPOCH = range(9)
 EFIELDS = 9
 # globals (int64 vector G)
 (NT, NR, NPAR, CVER, ARRC, STAMPC, MINTED, REDEEMED, BURNED, RESURRECTED, HELDSUM, ONLINESUM,
- ISSUED, NCOPY, BROKE) = range(15)  # fmt: skip
+ ISSUED, NCOPY, BROKE, LOST) = range(16)  # fmt: skip
 GFIELDS = 16
 REDEEMED_BY = -2  # the "transition" that consumes a token the central bank redeemed
 
@@ -85,7 +86,7 @@ def _remove(TI, TV, EI, G, e, row):
 
 @njit(cache=True)
 def _is_copy(EI, COPY, e, row):
-    for k in range(EI[e, CSTART], EI[e, CSTART] + EI[e, CCOUNT]):
+    for k in range(EI[e, CSTART], EI[e, CSTART] + EI[e, CCOUNT]):  # noqa: SIM110 - numba compiles the loop, not any()
         if COPY[k] == row:
             return True
     return False
@@ -193,7 +194,7 @@ def _knows_revoked(EI, knower_version, e):
     return EI[e, REVV] > 0 and EI[e, REVV] <= knower_version
 
 
-# -- the applet -------------------------------------------------------------------------------------
+# -- the applet ---------------------------------------------------------------------------
 
 
 @njit(cache=True)
@@ -289,6 +290,11 @@ def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, ep
     if clash >= 0:
         return C_DOUBLE, -1
     child = _transfer(TI, TV, RT, PAR, EI, G, payer, offered, payee, one)
+    if _knows_revoked(EI, EI[payee, KNOWN], payee):
+        # a receiver that knows itself revoked cannot store the token signed over to it:
+        # the payer's element has signed already, and the value is lost
+        G[LOST] += TV[child, VAL]
+        return C_TREVOKED, -1
     _add(TI, TV, EI, G, payee, child)
     TI[child, PAY] = event
     if epoch_flag:
@@ -296,14 +302,14 @@ def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, ep
     return C_OK, m + 1
 
 
-# -- online moments ---------------------------------------------------------------------------------
+# -- online moments -----------------------------------------------------------------------
 
 
 @njit(cache=True)
 def _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, renew, t, settled, W):
     """``TokenWalletApp._return`` and the desk's deposit: the token signed to the vault,
     verified, redeemed; credited or renewed. A code."""
-    buf, hp, ht, one = W
+    _buf, hp, ht, one = W
     bank = EI[e, BANK]
     v = _transfer(TI, TV, RT, PAR, EI, G, e, row, -1 - bank, one)
     value = TV[v, VAL]
@@ -346,7 +352,7 @@ def _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, renew, t, settled, W):
 
 @njit(cache=True)
 def _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settled, W):
-    buf, hp, ht, one = W
+    buf, hp, ht, _one = W
     n = _held(TI, TV, EI, COPY, e, False, buf)
     rows = buf[n : 2 * n]
     rows[:] = buf[:n]
@@ -365,7 +371,7 @@ def _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settle
 
 @njit(cache=True)
 def _deposit(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, amount, max_ancestry, t, settled, W):
-    buf, hp, ht, one = W
+    buf, hp, ht, _one = W
     row, code = _select(TI, TV, RT, RS, PAR, EI, COPY, G, e, amount, False, buf, hp, ht)
     if code != C_OK:
         return code
@@ -401,7 +407,7 @@ def _books(TI, TV, EI, BK, G):
     outstanding = G[MINTED] - G[REDEEMED]
     if G[ISSUED] != G[ONLINESUM] + outstanding:
         return False
-    if G[HELDSUM] - G[RESURRECTED] + G[BURNED] != outstanding:
+    if G[HELDSUM] - G[RESURRECTED] + G[BURNED] + G[LOST] != outstanding:
         return False
     return BK[:, 1].sum() == G[ONLINESUM]
 
@@ -412,7 +418,7 @@ def _run(
     TI, TV, RT, RS, PAR, EI, COPY, BK, G, outcome, moved, settled, ancestry, W, margin,
 ):  # fmt: skip
     """Events ``start``..``stop``; returns where it stopped (capacity) or a negative code."""
-    buf, hp, ht, one = W
+    buf, hp, ht, _one = W
     for i in range(start, stop):
         if G[NT] + margin > TI.shape[0] or G[NR] + margin > RT.shape[0]:
             return i
@@ -420,9 +426,9 @@ def _run(
             return i
         k, x, y, ti = kind[i], a[i], b[i], t[i]
         depth = -1
-        if (k == K_ONLINE or k == K_SHOP_ONLINE) and cut[i]:
+        if k in (K_ONLINE, K_SHOP_ONLINE) and cut[i]:
             outcome[i] = C_UNREACHABLE
-        elif k == K_SHOP or k == K_P2P:
+        elif k in (K_SHOP, K_P2P):
             payee = y if k == K_P2P else people + y
             code, depth = _pay(
                 TI, TV, RT, RS, PAR, EI, COPY, G, x, payee, amount[i], False, i, k == K_P2P, W
