@@ -37,6 +37,8 @@ def _run(tmp_path: Path, *extra: str) -> dict:
         [
             *TINY,
             *extra,
+            "--results",
+            str(tmp_path / "results"),
             "--json",
             str(tmp_path / "bench.json"),
             "--markdown",
@@ -128,5 +130,59 @@ def test_a_backlog_made_and_settled_in_waves_settles_each_payment_exactly_once()
 
 def test_the_wave_option_takes_one_size(tmp_path: Path):
     result = CliRunner().invoke(app, ["bench", "--wave", "1k,2k", "--json", str(tmp_path / "x")])
-    assert result.exit_code != 0
-    assert "one wave size" in result.output
+    assert result.exit_code == 2
+    assert result.stderr == "--wave: give one wave size\n"
+
+
+def test_bench_writes_to_its_results_folder_and_leaves_the_published_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """By default a run writes only to bench-results/; BENCHMARKS.md and benchmarks.json
+    change with --update-docs. A quick run says that its figures are not representative."""
+    monkeypatch.chdir(tmp_path)
+    published = "# Benchmarks\n\nFigures measured with care.\n"
+    (tmp_path / "BENCHMARKS.md").write_text(published)
+    quick = ["bench", "--only", "storage", "--algorithms", "ed25519"]
+
+    first = CliRunner().invoke(app, quick)
+    assert first.exit_code == 0, first.output
+    assert "not representative: a quick run" in first.output
+    assert (tmp_path / "BENCHMARKS.md").read_text() == published
+    assert not (tmp_path / "benchmarks.json").exists()
+    (json_file,) = (tmp_path / "bench-results").glob("benchmarks-*.json")
+    (md_file,) = (tmp_path / "bench-results").glob("benchmarks-*.md")
+    figures = json.loads(json_file.read_text())
+    assert figures["storage"] and "not representative" in figures["config"]["notes"][0]
+    assert "**Note.** not representative" in md_file.read_text()
+
+    second = CliRunner().invoke(app, [*quick, "--update-docs"])
+    assert second.exit_code == 0, second.output
+    assert len(list((tmp_path / "bench-results").glob("benchmarks-*.json"))) == 2
+    assert json.loads((tmp_path / "benchmarks.json").read_text())["storage"]
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert text.startswith(published) and "storage ed25519" in text
+
+
+def test_the_settlement_profile_takes_samples_on_a_busy_machine():
+    """The profile's samples must not depend on a timing thread getting the CPU: on a loaded
+    machine that thread starved and the profile came back empty (issue 5, point 8)."""
+    import subprocess
+    import sys
+
+    from offpay.bench.profile import profile_settlement
+
+    spin = [
+        sys.executable,
+        "-c",
+        "import time\nend = time.time() + 20\nwhile time.time() < end: pass",
+    ]
+    busy = [subprocess.Popen(spin) for _ in range(3)]
+    try:
+        for _ in range(3):
+            figures = profile_settlement("sqlite", 20, say=lambda _text: None)
+            assert figures["kinds"], figures
+            assert sum(k["share_pct"] for k in figures["kinds"]) > 90
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from offpay.cli import app
@@ -56,3 +61,34 @@ def test_demo_can_run_twice_in_the_same_folder(tmp_path: Path) -> None:
     again = runner.invoke(app, ["demo", "--data-dir", str(tmp_path)])
     assert again.exit_code == 0, again.output
     assert "replacing the earlier demo database" in again.output
+
+
+@pytest.mark.parametrize("marker", ["─ 1. ", "─ 7. ", "─ 14. ", "What each rule cost"])
+def test_ctrl_c_stops_the_demo_at_once_whatever_it_is_doing(marker: str, tmp_path: Path) -> None:
+    """SIGINT at any point ends the demo within seconds with one line and status 130. Python
+    loses a KeyboardInterrupt raised inside a finaliser or a C extension's callback ("Exception
+    ignored ...") and the demo carried on; the command now stops at its next line regardless."""
+    demo = subprocess.Popen(
+        [sys.executable, "-c", "from offpay.cli import app; app()", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert demo.stdout is not None
+    try:
+        for line in demo.stdout:
+            if marker in line:
+                break
+        else:
+            pytest.fail(f"the demo ended before {marker!r}")
+        demo.send_signal(signal.SIGINT)
+        asked = time.monotonic()
+        _rest, err = demo.communicate(timeout=30)
+        assert time.monotonic() - asked < 5
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 130
+    assert err == "stopped (Ctrl-C)\n"

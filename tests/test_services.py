@@ -9,15 +9,20 @@ every request takes the real HTTP path; the process-level tests (race, crash) li
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import json
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from rich.console import Console
+from sqlalchemy import text
 
 from offpay.bank.engine import engine_id
 from offpay.central.bank import NOTARY_ID, utc_now
@@ -32,8 +37,17 @@ from offpay.service.process import serve_in_thread
 from offpay.service.remote import RemoteNetwork, RemoteUser
 from offpay.service.serve import Built, build
 from offpay.sim.demo import Demo
-from offpay.wire.envelope import sign
-from offpay.wire.messages import Operation, ReserveTransfer
+from offpay.wire.codec import decode
+from offpay.wire.envelope import Signed, sign
+from offpay.wire.messages import (
+    BatchResult,
+    CardConfirmation,
+    NotariseBatch,
+    NotariseItem,
+    Operation,
+    ReserveTransfer,
+    SettlementStatus,
+)
 
 CBOR = "application/cbor"
 
@@ -287,6 +301,83 @@ def test_malformed_requests_get_a_code_and_a_message(served: Served) -> None:
     problem(
         served.http.get(f"{served.network.urls['bank-a']}/v1/admin/ledger"), 401, "auth.required"
     )
+
+
+@pytest.mark.parametrize("seq", [2**31, 2**63, 2**70, -1])
+def test_a_card_counter_outside_the_databases_range_is_a_refusal(served: Served, seq: int) -> None:
+    """A confirmation signed by a genuine card whose counter no database column can hold got
+    HTTP 500; it is a 4xx refusal with a code, and nothing changes."""
+    user = served.remote.add_user(f"Ola {seq}", "bank-a")
+    session = session_bytes(user, Operation.SYNC, 0)
+    instruction = served.post("bank-a", "card-session", session, f"ola-{seq}").content
+    good = CardClient(user.card.process).apply_instruction(instruction)
+    confirmation = decode(Signed.from_bytes(good).payload, CardConfirmation)
+    card = user.card._credential  # the card's own key: a genuine card that misbehaves
+    forged = sign(dataclasses.replace(confirmation, seq=seq), card).to_bytes()
+    books = served.books()
+    answer = served.post("bank-a", "card-confirmation", forged, f"ola-conf-{seq}")
+    problem(answer, 422, "device.counter_out_of_range")
+    assert served.books() == books
+    assert served.post("bank-a", "card-confirmation", good, f"ola-good-{seq}").status_code == 200
+
+
+def test_a_malformed_content_length_gets_the_json_refusal(served: Served) -> None:
+    """Every refusal is JSON with a code and a message, including one the HTTP server itself
+    makes before any route runs."""
+    address = urlsplit(served.network.urls["bank-a"])
+    for length in ("abc", "-1", "1, 2"):
+        with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+            conn.sendall(
+                b"POST /v1/messages/card-session HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/cbor\r\nIdempotency-Key: k1\r\n"
+                b"Content-Length: " + length.encode() + b"\r\n\r\n"
+            )
+            raw = b""
+            while chunk := conn.recv(65536):
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), raw
+        assert b"content-type: application/json" in head.lower(), raw
+        answer = json.loads(body)
+        assert answer["code"] == "http.malformed" and len(answer["message"]) > 10, answer
+
+
+def test_a_notarisation_that_keeps_conflicting_is_retryable_not_a_final_refusal(
+    served: Served,
+) -> None:
+    """Overlapping notarise-batch requests under load could spend the notary's attempts; the
+    answer was a final 422 central.conflict, kept under the request's key, so the same bytes
+    were refused for ever. It is now 409 service.conflict, not kept: the resend settles.
+    Here every insert into the notary fails as a lost race does (an IntegrityError, raised by a
+    trigger in the central bank's real database) until the trigger is dropped."""
+    served.remote.add_user("Pia", "bank-a", online=10_00)  # bank-a's customers hold money
+    central = served.built[CENTRAL].service.party.db
+    bank = served.built["bank-a"].service.party
+    item = NotariseItem(os.urandom(16), os.urandom(32), "bank-a", "bank-b", Money(1_00, "SEK"))
+    request = NotariseBatch(bank.id, NOTARY_ID, os.urandom(16), (item,))
+    body = sign(request, bank.credential).to_bytes()
+    books = served.books()
+    with central.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TRIGGER lose_every_race BEFORE INSERT ON notary "
+                "BEGIN SELECT RAISE(ABORT, 'a racing request got there first'); END"
+            )
+        )
+    try:
+        first = served.post(CENTRAL, "notarise-batch", body, "race-1")
+        assert "send the same request again" in problem(first, 409, "service.conflict")
+        assert served.books() == books
+    finally:
+        with central.begin() as conn:
+            conn.execute(text("DROP TRIGGER lose_every_race"))
+    again = served.post(CENTRAL, "notarise-batch", body, "race-1")
+    assert again.status_code == 200, again.text
+    assert "idempotent-replayed" not in again.headers
+    result = decode(Signed.from_bytes(again.content).payload, BatchResult)
+    assert [i.status for i in result.items] == [SettlementStatus.DONE]
+    replayed = served.post(CENTRAL, "notarise-batch", body, "race-1")
+    assert replayed.content == again.content and replayed.headers["idempotent-replayed"] == "true"
 
 
 def test_a_second_process_of_a_party_is_refused(served: Served) -> None:

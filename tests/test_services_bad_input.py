@@ -453,6 +453,22 @@ def test_card_confirmation_replayed_releases_a_defund_once(w: World) -> None:
     w.n.check_conservation()
 
 
+@pytest.mark.parametrize("seq", [2**31, 2**63, 2**70, -1])
+def test_card_confirmation_with_a_counter_no_column_holds_is_refused(w: World, seq: int) -> None:
+    """Signed by the genuine card (its own key), so only the counter's range can refuse it."""
+    forged = resign(defund_confirmation(w), CardConfirmation, w.alice.card._credential, seq=seq)
+    assert_refused(
+        w, lambda: w.a.handle("card-confirmation", forged), "device.counter_out_of_range"
+    )
+
+
+@pytest.mark.parametrize("field", ["seq", "session_no", "instruction_no"])
+def test_card_session_with_a_counter_no_column_holds_is_refused(w: World, field: str) -> None:
+    session = card_session(w, w.alice, Operation.SYNC, 0)
+    forged = resign(session, CardSession, w.alice.card._credential, **{field: 2**63})
+    assert_refused(w, lambda: w.a.handle("card-session", forged), "device.counter_out_of_range")
+
+
 @pytest.mark.parametrize("storage", ["memory", "file"])
 def test_defund_then_sync_releases_the_money_once(storage: str, tmp_path: object) -> None:
     """A defund moves its amount from the shadow to the online wallet once: when the card

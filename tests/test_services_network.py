@@ -3,6 +3,7 @@ intermediaries as processes on loopback ports, and the demo plays against them."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -50,3 +51,70 @@ def test_offpay_network_run_then_the_demo_against_it(tmp_path: Path) -> None:
             runner.wait()
         log.close()
     assert runner.returncode == 0
+
+
+def _start(data: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`offpay network run` in its own process group, once it says it is ready."""
+    with log_path.open("w") as log:
+        runner = subprocess.Popen(
+            [*OFFPAY, "network", "run", "--data", str(data)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while "stop with Ctrl-C" not in log_path.read_text():
+        assert runner.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.2)
+    return runner
+
+
+def _stop(runner: subprocess.Popen[bytes]) -> None:
+    runner.send_signal(signal.SIGTERM)
+    try:
+        runner.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+
+
+def test_network_run_on_a_running_network_says_so_and_touches_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "offpay-network"
+    runner = _start(data, tmp_path / "run.log")
+    try:
+        logs = {p: p.read_bytes() for p in data.glob("*/service.log")}
+        locks = {p: p.read_bytes() for p in data.glob("*/lock")}
+        started = time.monotonic()
+        again = subprocess.run(
+            [*OFFPAY, "network", "run", "--data", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert time.monotonic() - started < 10
+        assert again.returncode == 2
+        assert again.stdout == ""
+        (line,) = again.stderr.strip().splitlines()
+        assert "is already running" in line and f"pid {runner.pid}" in line
+        assert {p: p.read_bytes() for p in data.glob("*/service.log")} == logs
+        assert {p: p.read_bytes() for p in data.glob("*/lock")} == locks
+        assert runner.poll() is None  # the running network runs on
+        played = CliRunner().invoke(app, ["demo", "--network", str(data)])
+        assert played.exit_code == 0, played.output[-3000:]
+    finally:
+        _stop(runner)
+    assert runner.returncode == 0
+
+
+def test_demo_against_a_network_that_is_not_running_names_the_service(tmp_path: Path) -> None:
+    data = tmp_path / "offpay-network"
+    assert CliRunner().invoke(app, ["network", "init", "--data", str(data)]).exit_code == 0
+    url = json.loads((data / "network.json").read_text())["urls"]["central-bank"]
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["demo", "--network", str(data)])
+    assert time.monotonic() - started < 5
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"central-bank does not answer at {url}; is the network running?")

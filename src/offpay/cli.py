@@ -11,6 +11,13 @@ import typer
 from rich.console import Console
 
 from offpay.bench.cli import bench
+from offpay.cli_support import (
+    Interrupt,
+    StoppableConsole,
+    refusals,
+    stopped,
+    writable_folder,
+)
 from offpay.crypto.keys import Algorithm
 from offpay.sim.population.cli import sim_app
 
@@ -60,34 +67,45 @@ def demo(
 ) -> None:
     """Play every flow of an offline payment scheme step by step: the balance-based one
     (e-krona report §3.4–3.7) or, with --scheme tokens, the sign-once token one."""
-    from offpay.sim.demo import Demo
-    from offpay.sim.token_demo import TokenDemo
+    with Interrupt() as interrupt:
+        width = None if Console().is_terminal else 120
+        console = StoppableConsole(interrupt, width=width)
+        try:
+            from offpay.sim.demo import Demo
+            from offpay.sim.token_demo import TokenDemo
 
-    console = Console() if Console().is_terminal else Console(width=120)
-    if network is not None:
-        raise typer.Exit(_demo_against(network, scheme, console))
-    player = TokenDemo if scheme is Scheme.TOKENS else Demo
-    with tempfile.TemporaryDirectory(prefix="offpay-demo-") as tmp:
-        folder = data_dir if data_dir is not None else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        _clear_demo_databases(folder, console)
-        ok = player(console, folder, algorithm).run()
+            if network is not None:
+                code = _demo_against(network, scheme, console)
+                interrupt.check()
+                raise typer.Exit(code)
+            player = TokenDemo if scheme is Scheme.TOKENS else Demo
+            if data_dir is not None:
+                with refusals():
+                    writable_folder(data_dir, "--data-dir")
+            with tempfile.TemporaryDirectory(prefix="offpay-demo-") as tmp:
+                folder = data_dir if data_dir is not None else Path(tmp)
+                _clear_demo_databases(folder, console)
+                ok = player(console, folder, algorithm).run()
+                interrupt.check()
+        except KeyboardInterrupt:
+            stopped()
     raise typer.Exit(0 if ok else 1)
 
 
 def _demo_against(folder: Path, scheme: Scheme, console: Console) -> int:
     """The balance demo against running services: phones and PoS apps here, over HTTP."""
+    from offpay.cli_support import UsageError
     from offpay.errors import OffpayError
-    from offpay.service.remote import RemoteNetwork
+    from offpay.service.remote import RemoteNetwork, require_services
     from offpay.sim.demo import Demo
 
-    if scheme is not Scheme.BALANCE:
-        console.print("[red]against services, the demo plays the balance scheme only[/red]")
-        return 2
-    config = _network(folder)
-    if not {"bank-a", "bank-b"} <= set(config.banks):
-        console.print("[red]the demo needs intermediaries named bank-a and bank-b[/red]")
-        return 2
+    with refusals():
+        if scheme is not Scheme.BALANCE:
+            raise UsageError("against services, the demo plays the balance scheme only")
+        config = _network(folder)
+        if not {"bank-a", "bank-b"} <= set(config.banks):
+            raise UsageError("the demo needs intermediaries named bank-a and bank-b")
+        require_services(config)
     remote = RemoteNetwork(config)
     try:
         return 0 if Demo(console, folder, config.algorithm, net=remote).run() else 1
@@ -131,25 +149,17 @@ PortOption = Annotated[int | None, typer.Option(help="Port to listen on; the net
 
 def _network(data: Path) -> NetworkConfig:
     """The network in ``data``, or a readable complaint and exit status 2."""
-    from offpay.errors import OffpayError
     from offpay.service.datadir import load_network
 
-    try:
+    with refusals():
         return load_network(data)
-    except OffpayError as exc:
-        Console(stderr=True).print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _serve(data: Path, name: str, host: str | None, port: int | None, retry_every: float) -> None:
-    from offpay.errors import OffpayError
     from offpay.service.serve import serve
 
-    try:
+    with refusals():
         serve(_network(data), name, host=host, port=port, retry_every=retry_every)
-    except OffpayError as exc:
-        Console(stderr=True).print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from None
 
 
 @serve_app.command("central-bank")
@@ -186,16 +196,12 @@ def network_init(
 ) -> None:
     """Create a network in a data folder: keys, certificates, admissions, one embedded SQLite
     database per party, free loopback ports."""
-    from offpay.errors import OffpayError
     from offpay.service.datadir import init_network
 
-    try:
+    with refusals():
         network = init_network(
             data, [b.strip() for b in banks.split(",") if b.strip()], algorithm=algorithm
         )
-    except OffpayError as exc:
-        Console(stderr=True).print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from None
     for name, url in network.urls.items():
         typer.echo(f"{name}: {url}")
 
@@ -213,34 +219,37 @@ def network_run(
     import threading
 
     from offpay.errors import OffpayError
-    from offpay.service.datadir import NETWORK_FILE, init_network
+    from offpay.service.datadir import NETWORK_FILE, init_network, lock_network
     from offpay.service.process import running
 
     console = Console()
-    try:
+    with refusals():
         if not (data / NETWORK_FILE).exists():
             init_network(data, [b.strip() for b in banks.split(",") if b.strip()])
         network = _network(data)
+        # Refused before anything starts: a network already running keeps its logs untouched.
+        held = lock_network(network)
+    with held:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        with running(network) as processes:
-            for name, process in processes.items():
-                console.print(f"{name}: {process.url}  (OpenAPI: {process.url}/docs)")
-            console.print(
-                f"\nplay the demo against it:  offpay demo --network {network.folder}\n"
-                "stop with Ctrl-C"
-            )
-            try:
+        try:
+            with running(network) as processes:
+                for name, process in processes.items():
+                    console.print(f"{name}: {process.url}  (OpenAPI: {process.url}/docs)")
+                console.print(
+                    f"\nplay the demo against it:  offpay demo --network {network.folder}\n"
+                    "stop with Ctrl-C"
+                )
                 while not stop.wait(1.0):
                     dead = [n for n, p in processes.items() if not p.running]
                     if dead:
                         console.print(f"[red]{', '.join(dead)} stopped; see service.log[/red]")
                         raise typer.Exit(1)
-            except KeyboardInterrupt:
-                pass
-    except OffpayError as exc:
-        Console(stderr=True).print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            pass
+        except OffpayError as exc:  # a service that did not start: its log's tail says why
+            Console(stderr=True).print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(2) from None
 
 
 db_app = typer.Typer(
@@ -261,12 +270,8 @@ def db_upgrade(
 ) -> None:
     """Run the Alembic migrations of ``kind`` on the database at ``url`` (services do this
     themselves when they open their database; this is for operators upgrading ahead)."""
-    from offpay.errors import OffpayError
     from offpay.store.migrate import upgrade_url
 
-    try:
+    with refusals():
         revision = upgrade_url(url, kind.value)
-    except OffpayError as exc:
-        Console(stderr=True).print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from None
     Console().print(f"{kind.value} database at revision {revision}")

@@ -80,6 +80,19 @@ from offpay.wire.messages import (
 
 Transmit = Callable[[bytes], bytes]
 VERIFIED_KEPT = 4096  # payments whose verification an intermediary remembers
+# A device's counters are kept in INTEGER columns (32 bits on PostgreSQL); a card that sends
+# one beyond is refused before the database is asked to hold it.
+MAX_COUNTER = 2**31 - 1
+
+
+def counters_in_range(device_id: str, **counters: int) -> None:
+    """Refuse a device's counter that is negative or that no counter column can hold."""
+    for name, value in counters.items():
+        if not 0 <= value <= MAX_COUNTER:
+            raise DeviceStateError(
+                f"{device_id} sent {name} {value}, outside 0 to {MAX_COUNTER}",
+                code="device.counter_out_of_range",
+            )
 
 
 def reserve_move_nonce(reference: str) -> bytes:
@@ -547,6 +560,12 @@ class Intermediary:
         session, ident, device = request.message, request.identity, request.device
         if request.answered is not None:  # a relay's retry: the same answer, nothing moves twice
             return SyncReport(ident.id, (), request.answered)
+        counters_in_range(
+            ident.id,
+            seq=session.seq,
+            session_no=session.session_no,
+            instruction_no=session.instruction_no,
+        )
         if session.balance.currency != self.currency or session.amount.currency != self.currency:
             raise Refused("session is in another currency", code="bank.currency")
         if (
@@ -915,6 +934,7 @@ class Intermediary:
         conf, ident = open_signed(
             data, CardConfirmation, self.trust, Role.CARD, receiver=self.id, institution=self.name
         )
+        counters_in_range(ident.id, seq=conf.seq, instruction_no=conf.instruction_no)
         device = self.device(ident.id)
         if conf.instruction_no > device.issued_no:
             raise Refused(

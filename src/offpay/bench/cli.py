@@ -1,16 +1,26 @@
-"""The ``offpay bench`` command: options, progress output, and where the figures go."""
+"""The ``offpay bench`` command: options, progress output, and where the figures go.
+
+A run writes its figures to a results folder (``bench-results/`` by default), never over the
+repository's documents: ``BENCHMARKS.md`` and ``benchmarks.json`` change only with
+``--update-docs`` (or an explicit ``--json`` / ``--markdown``), so a quick run on a busy
+machine cannot replace figures measured with care.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from offpay.cli_support import UsageError, refusals
 
 FULL_SECONDS = 3.0
 FULL_OFFLINE_PAYMENTS = 1_000
@@ -31,19 +41,19 @@ def parse_sizes(text: str) -> list[int]:
         try:
             value = int(float(part) * factor)
         except ValueError:
-            raise typer.BadParameter(f"not a size: {part!r}") from None
+            raise UsageError(f"not a size: {part!r} (sizes look like 1000, 10k or 1M)") from None
         if value < 1:
-            raise typer.BadParameter("sizes must be positive")
+            raise UsageError("sizes must be positive")
         sizes.append(value)
     if not sizes:
-        raise typer.BadParameter("give at least one size")
+        raise UsageError("give at least one size")
     return sizes
 
 
-def _one_size(text: str, what: str = "wave size") -> int:
+def _one_size(text: str) -> int:
     sizes = parse_sizes(text)
     if len(sizes) != 1:
-        raise typer.BadParameter(f"give one {what}")
+        raise UsageError("--wave: give one wave size")
     return sizes[0]
 
 
@@ -51,20 +61,71 @@ def _list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     items = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [i for i in items if i not in allowed]
     if unknown:
-        raise typer.BadParameter(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
+        raise UsageError(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    if not items:
+        raise UsageError(f"give at least one {what}; choose from {', '.join(allowed)}")
     return items
 
 
-def _check_scenario(path: Path) -> None:
-    """A scenario the simulator section cannot run is refused before anything is measured."""
-    from offpay.errors import OffpayError
-    from offpay.sim.population.scenario import load_scenario
+def _people(text: str, option: str) -> int:
+    """``--sim-people 1M``: one number of people."""
+    sizes = parse_sizes(text)
+    if len(sizes) != 1:
+        raise UsageError(f"{option} {text}: give one number of people")
+    return sizes[0]
 
+
+def _depths(text: str) -> list[int]:
+    """``--token-depths 1,10,30``: positive whole numbers of ancestors."""
     try:
-        load_scenario(path)
-    except OffpayError as exc:
-        print(f"offpay bench: [{exc.code}] {exc.message}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        depths = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise UsageError(f"--token-depths {text}: give whole numbers, e.g. 1,10,30") from None
+    if not depths or min(depths) < 1:
+        raise UsageError(f"--token-depths {text}: give positive whole numbers, e.g. 1,10,30")
+    return depths
+
+
+def _positive(value: float | None, option: str) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"{option} must be above 0, not {value:g}")
+
+
+def _read_run(path: Path) -> dict[str, Any]:
+    """The figures of an earlier run (``--merge``), or a one-line refusal."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--merge {path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"--merge {path} cannot be read: {exc.strerror or exc}") from None
+    except ValueError:
+        raise UsageError(f"--merge {path} is not JSON (a file written by offpay bench)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise UsageError(f"--merge {path} is not the figures of an offpay bench run")
+    return data
+
+
+def not_representative(full: bool, cores: int | None = None) -> str | None:
+    """A warning for figures that must not be taken as this machine's: a quick run, or a
+    machine busy with other work (load average above half its cores)."""
+    cores = cores or os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    busy = load > cores / 2
+    if full and not busy:
+        return None
+    why = []
+    if not full:
+        why.append("a quick run (small sizes, short timings)")
+    if busy:
+        why.append(f"a busy machine (load {load:.1f} on {cores} cores)")
+    return (
+        f"not representative: {' on '.join(why)}; publish only figures of `--full` on a "
+        "quiet machine"
+    )
 
 
 @contextlib.contextmanager
@@ -116,15 +177,33 @@ def bench(
     profile_payments: Annotated[
         int | None, typer.Option(help="Backlog size for the settlement profile (default 500).")
     ] = None,
-    json_path: Annotated[Path, typer.Option("--json", help="Where the figures go as JSON.")] = Path(
-        "benchmarks.json"
-    ),
+    results_dir: Annotated[
+        Path,
+        typer.Option(
+            "--results",
+            help="Folder for this run's figures: one JSON file and one Markdown report, named "
+            "after the time of the run.",
+        ),
+    ] = Path("bench-results"),
+    update_docs: Annotated[
+        bool,
+        typer.Option(
+            "--update-docs",
+            help="Also write benchmarks.json and the generated section of BENCHMARKS.md (the "
+            "repository's published figures).",
+        ),
+    ] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
+    ] = None,
     markdown_path: Annotated[
         Path | None,
-        typer.Option("--markdown", help="The Markdown file whose generated section is replaced."),
-    ] = Path("BENCHMARKS.md"),
+        typer.Option(
+            "--markdown", help="Also replace the generated section of this Markdown file."
+        ),
+    ] = None,
     no_markdown: Annotated[
-        bool, typer.Option("--no-markdown", help="Do not touch any Markdown file.")
+        bool, typer.Option("--no-markdown", help="Write no Markdown at all.")
     ] = False,
     merge: Annotated[
         list[Path] | None,
@@ -161,14 +240,90 @@ def bench(
     ] = "10k",
 ) -> None:
     """Measure offpay against this machine's ceilings: signatures and database inserts,
-    backlog settlement, offline payment cost, device storage and token verification."""
+    backlog settlement, offline payment cost, device storage and token verification. The
+    figures go to the results folder; the published ones change only with --update-docs."""
     from rich.console import Console
 
-    from offpay.bench import report, runner
-    from offpay.crypto.keys import Algorithm
+    from offpay.bench import report
 
     console = Console() if Console().is_terminal else Console(width=160)
-    options = runner.Options(
+    with refusals():
+        options = _options(
+            sizes, full, backends, algorithms, only, seconds, offline_payments, token_depths
+        )
+        options.profile_payments = (
+            profile_payments
+            if profile_payments is not None
+            else (FULL_PROFILE_PAYMENTS if full else 500)
+        )
+        _positive(options.profile_payments, "--profile-payments")
+        options.isolate = isolate
+        options.wave = _one_size(wave)
+        options.sim_people = _people(sim_people, "--sim-people")
+        options.sim_real_people = _people(sim_real_people, "--sim-real-people")
+        if sim_scenario is not None and "sim" in options.sections:
+            from offpay.sim.population.scenario import load_scenario
+
+            load_scenario(sim_scenario)  # refused in one line before anything is measured
+            options.sim_scenario = sim_scenario
+        earlier = [_read_run(p) for p in merge or []]
+        if report_only and not earlier:
+            raise UsageError("--report-only needs at least one --merge file")
+        if update_docs:
+            json_path = json_path or Path("benchmarks.json")
+            markdown_path = markdown_path or Path("BENCHMARKS.md")
+        results_dir = _results_folder(results_dir)
+    run_name = _run_name(results_dir)
+    run_json = results_dir / f"{run_name}.json"
+    warning = None if report_only else not_representative(full)
+    if warning:
+        options.notes.append(warning)  # kept with the figures, in the JSON and the report
+        console.print(f"[yellow]{warning}[/yellow]", highlight=False)
+
+    if report_only:
+        results = report.merge(earlier[0], earlier[1:])
+    else:
+        with _exit_on_sigterm():
+            results = _run_with_progress(options, console, run_json)
+        if earlier:
+            results = report.merge(results, earlier)
+    report.print_table(results, console)
+    written = [run_json]
+    report.write_json(results, run_json)
+    if not no_markdown:
+        run_markdown = results_dir / f"{run_name}.md"
+        report.write_markdown(results, run_markdown)
+        written.append(run_markdown)
+    if json_path is not None:
+        report.write_json(results, json_path)
+        written.append(json_path)
+    if markdown_path is not None and not no_markdown:
+        report.write_markdown(results, markdown_path)
+        written.append(markdown_path)
+    console.print(f"figures written to {', '.join(str(w) for w in written)}", highlight=False)
+    if warning:
+        console.print(f"[yellow]{warning}[/yellow]", highlight=False)
+    if results.get("errors"):
+        raise typer.Exit(1)
+
+
+def _options(
+    sizes: str | None,
+    full: bool,
+    backends: str,
+    algorithms: str,
+    only: str | None,
+    seconds: float | None,
+    offline_payments: int | None,
+    token_depths: str,
+) -> Any:
+    """The run's options from the command line; a bad value is a :class:`UsageError`."""
+    from offpay.bench import runner
+    from offpay.crypto.keys import Algorithm
+
+    _positive(seconds, "--seconds")
+    _positive(offline_payments, "--offline-payments")
+    return runner.Options(
         sizes=parse_sizes(sizes)
         if sizes
         else list(runner.FULL_SIZES if full else runner.QUICK_SIZES),
@@ -181,38 +336,61 @@ def bench(
         offline_payments=offline_payments
         if offline_payments is not None
         else (FULL_OFFLINE_PAYMENTS if full else 200),
-        token_depths=[int(d) for d in token_depths.split(",") if d.strip()],
-        profile_payments=profile_payments
-        if profile_payments is not None
-        else (FULL_PROFILE_PAYMENTS if full else 500),
-        isolate=isolate,
-        wave=_one_size(wave),
-        sim_people=_one_size(sim_people, "number of people"),
-        sim_real_people=_one_size(sim_real_people, "number of people"),
-        sim_scenario=sim_scenario,
+        token_depths=_depths(token_depths),
     )
 
-    if sim_scenario is not None and "sim" in options.sections:
-        _check_scenario(sim_scenario)
 
-    def say(text: str) -> None:
-        console.print(text, highlight=False)
+def _run_name(folder: Path) -> str:
+    """``benchmarks-YYYYMMDD-HHMMSS``, with a suffix if a run of the same second is there."""
+    name = f"benchmarks-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    n = 1
+    while (folder / f"{name}.json").exists() or (folder / f"{name}.md").exists():
+        n += 1
+        name = f"{name.split('.')[0]}.{n}"
+    return name
 
-    earlier = [json.loads(p.read_text()) for p in merge or []]
-    if report_only:
-        if not earlier:
-            raise typer.BadParameter("--report-only needs at least one --merge file")
-        results = report.merge(earlier[0], earlier[1:])
-    else:
-        with _exit_on_sigterm():
-            results = runner.run(options, say, lambda done: report.write_json(done, json_path))
-        if earlier:
-            results = report.merge(results, earlier)
-    report.print_table(results, console)
-    report.write_json(results, json_path)
-    console.print(f"figures written to {json_path}")
-    if not no_markdown and markdown_path is not None:
-        report.write_markdown(results, markdown_path)
-        console.print(f"generated section of {markdown_path} replaced")
-    if results.get("errors"):
-        raise typer.Exit(1)
+
+def _results_folder(path: Path) -> Path:
+    from offpay.cli_support import writable_folder
+
+    return writable_folder(path, "--results")
+
+
+def _run_with_progress(options: Any, console: Any, checkpoint_path: Path) -> dict[str, Any]:
+    """:func:`runner.run` under a progress bar (one step per section and per long run); what
+    the benchmarks say is printed above the bar."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from offpay.bench import report, runner
+
+    total = runner.steps(options)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=total)
+        begun = 0
+
+        def step(what: str) -> None:
+            nonlocal begun
+            progress.update(task, completed=begun, description=what)
+            begun += 1
+
+        def say(text: str) -> None:
+            progress.console.print(text, highlight=False)
+
+        results = runner.run(
+            options, say, lambda done: report.write_json(done, checkpoint_path), step
+        )
+        progress.update(task, completed=total)
+    return results

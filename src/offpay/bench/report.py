@@ -248,6 +248,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Measured {m.get('date', '')} with `offpay bench` "
         f"(sizes {', '.join(f'{n:,}' for n in results['config']['sizes'])}; "
         f"backends {', '.join(results['config']['backends'])}).",
+        *(f"\n**Note.** {note}" for note in results["config"].get("notes") or []),
         "",
         "**Machine.** "
         f"{m.get('cpu')}, {m.get('cores')} cores usable, {m.get('ram_gib')} GiB RAM, "

@@ -49,13 +49,26 @@ class Options:
     notes: list[str] = field(default_factory=list)
 
 
+def steps(options: Options) -> int:
+    """How many steps :func:`run` announces to its ``step`` callback: one per section, one per
+    settlement run and one per profile run (a progress bar's length)."""
+    fixed = sum(s in options.sections for s in ("ceilings", "offline", "storage", "tokens", "sim"))
+    runs = len(options.backends) * len(options.sizes) if "settlement" in options.sections else 0
+    profiles = len(options.backends) if "profile" in options.sections else 0
+    return fixed + runs + profiles
+
+
 def run(
-    options: Options, say: Say, checkpoint: Callable[[dict[str, Any]], None] | None = None
+    options: Options,
+    say: Say,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    step: Say | None = None,
 ) -> dict[str, Any]:
     """Every benchmark of ``options.sections``; the result is what the JSON file holds.
     ``checkpoint`` gets the figures so far after every long run, so that a run stopped after
-    hours keeps what it measured."""
+    hours keeps what it measured; ``step`` is told as each of the :func:`steps` begins."""
     results: dict[str, Any] = {"config": _config(options), "errors": []}
+    begin = step if step is not None else (lambda _what: None)
 
     def save() -> None:
         if checkpoint is not None:
@@ -65,17 +78,21 @@ def run(
         pg_version = pg.version() if pg is not None else None
         results["machine"] = machine.describe(pg_version)
         if "ceilings" in options.sections:
+            begin("ceilings")
             say("[bold]ceilings[/bold]: signatures and bare database inserts")
             results["ceilings"] = _guard(results, "ceilings", lambda: _ceilings(options, pg))
         if "offline" in options.sections:
+            begin("offline payments")
             say("[bold]offline payments[/bold] through the full protocol")
             results["offline"] = _guard(results, "offline", lambda: _offline(options, say))
         if "storage" in options.sections:
+            begin("device storage")
             say("[bold]device storage[/bold] and bytes on the wire")
             results["storage"] = _guard(
                 results, "storage", lambda: [storage.measure(a) for a in options.algorithms]
             )
         if "tokens" in options.sections:
+            begin("token verification")
             say("[bold]token verification[/bold]")
             results["tokens"] = _guard(
                 results,
@@ -91,16 +108,19 @@ def run(
             results["settlement"] = []
             for backend in options.backends:
                 for n in options.sizes:
+                    begin(f"settlement of {n:,} on {backend}")
                     if backend == "sqlite" or pg is not None:
                         results["settlement"].append(_settle(options, backend, n, pg, say))
                         save()
         if "profile" in options.sections:
             results["profile"] = []
             for backend in options.backends:
+                begin(f"profile on {backend}")
                 if backend == "sqlite" or pg is not None:
                     results["profile"].append(_profile(options, backend, pg, say))
                     save()
         if "sim" in options.sections:
+            begin("population simulator")
             say("[bold]population simulator[/bold]: a country through an outage, fast vs real")
             results["sim"] = _guard(results, "sim", lambda: _sim(options, say, results))
             save()

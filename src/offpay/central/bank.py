@@ -10,6 +10,8 @@ that no intermediary's wallets hold more than it was given.
 from __future__ import annotations
 
 import datetime as dt
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,7 +43,23 @@ from offpay.wire.messages import (
 
 NOTARY_ID = "central-bank/notary"
 POOL = "(liquidity pool)"  # the issuance record's name for money created into the pool
-CONFLICT_ATTEMPTS = 5  # a notarisation that racing requests keep beating is refused after these
+CONFLICT_ATTEMPTS = 8  # tries of a notarisation that racing requests keep beating
+CONFLICT_PAUSE_S = 0.005  # times the attempt number, with jitter: racers fall out of step
+
+
+def _racing(attempt: int, what: str) -> None:
+    """Before another attempt after a racing request won: a short, growing, jittered pause.
+    When the attempts are spent, the request was not carried out and is not the sender's
+    fault: ``service.conflict`` says "send the same bytes again" (HTTP 409, never kept as the
+    first answer), where a business refusal would be final and kept under its key."""
+    if attempt >= CONFLICT_ATTEMPTS:
+        raise Refused(
+            f"the notary could not record {what}: concurrent requests kept conflicting; "
+            "send the same request again",
+            code="service.conflict",
+        )
+    time.sleep(random.uniform(0, CONFLICT_PAUSE_S * attempt))
+
 
 Clock = Callable[[], dt.datetime]
 
@@ -490,10 +508,7 @@ class CentralBank:
         except IntegrityError:
             # A concurrent request recorded the same payment (or used the same nonce) first:
             # the constraint held. Answer from what that request recorded.
-            if _attempt >= CONFLICT_ATTEMPTS:
-                raise Refused(
-                    "the notary could not record the payment", code="central.conflict"
-                ) from None
+            _racing(_attempt, "the payment")
             return self._notarise(data, _attempt + 1)
 
     def _notarise_batch(self, data: bytes, _attempt: int = 1) -> bytes:
@@ -534,10 +549,7 @@ class CentralBank:
         except IntegrityError:
             # Each attempt reads what the racing requests committed; several syncs overlapping
             # one batch may each take a turn, so it is tried more than twice.
-            if _attempt >= CONFLICT_ATTEMPTS:
-                raise Refused(
-                    "the notary could not record the payments", code="central.conflict"
-                ) from None
+            _racing(_attempt, "the payments")
             return self._notarise_batch(data, _attempt + 1)
 
     @staticmethod

@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import socket
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from offpay.wire.messages import Liquidity
 
 CENTRAL = "central-bank"
 NETWORK_FILE = "network.json"
+RUN_LOCK = "run.lock"  # held by `offpay network run` while it runs
 
 
 class DataDirError(OffpayError):
@@ -101,11 +103,22 @@ def init_network(
     """Create a new network in ``folder``: keys, certificates, admission of every intermediary,
     each party's database and URL (free loopback ports unless ``urls`` says otherwise)."""
     folder = folder.resolve()
+    if folder.exists() and not folder.is_dir():
+        raise DataDirError(f"{folder} is a file, not a folder")
     if (folder / NETWORK_FILE).exists():
         raise DataDirError(f"{folder} already holds a network; use it or choose a new folder")
+    banks = tuple(banks)
+    if not banks:
+        raise DataDirError("a network needs at least one intermediary (--banks bank-a,bank-b)")
     names = (CENTRAL, *banks)
     if len(set(names)) != len(names) or any(not _valid_name(n) for n in names):
         raise DataDirError("party names must be distinct, lower-case letters, digits and '-'")
+    try:  # before anything is written: a folder that cannot be made is refused untouched
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise DataDirError(f"{folder} cannot be used: {exc.strerror or exc}") from None
     urls = dict(urls or {})
     for name in names:
         urls.setdefault(name, f"http://{host}:{free_port(host)}")
@@ -199,15 +212,74 @@ def open_intermediary(network: NetworkConfig, name: str, transport: MemoryNetwor
 def lock_party(network: NetworkConfig, name: str) -> IO[str]:
     """Hold ``name``'s folder for this process: two processes of one party on one database
     would each believe their own memory. Released when the process ends, however it ends."""
-    handle = (network.party_folder(name) / "lock").open("w")
+    lock = network.party_folder(name) / "lock"
+    handle = _hold(lock)
+    if handle is None:
+        raise DataDirError(
+            f"{name} is already running from {network.folder}{_pid_text(_read_pid(lock))}"
+        )
+    return handle
+
+
+def lock_network(network: NetworkConfig) -> IO[str]:
+    """Hold the whole folder for ``offpay network run``, after checking that no party of it is
+    served already: a second run must leave a running network alone (its logs included)."""
+    handle = _hold(network.folder / RUN_LOCK)
+    if handle is None:
+        raise DataDirError(
+            f"the network in {network.folder} is already running (`offpay network run`"
+            f"{_pid_text(_read_pid(network.folder / RUN_LOCK))}); stop it there with Ctrl-C"
+        )
+    for name in network.urls:
+        pid = serving_pid(network, name)
+        if pid is not None:
+            handle.close()
+            raise DataDirError(
+                f"{name} of the network in {network.folder} is already running (pid {pid}); "
+                "stop it first"
+            )
+    return handle
+
+
+def serving_pid(network: NetworkConfig, name: str) -> int | None:
+    """The process that holds ``name``'s folder, or None when no process serves it now."""
+    lock = network.party_folder(name) / "lock"
+    if not lock.exists():
+        return None
+    handle = _hold(lock, write_pid=False)
+    if handle is not None:
+        handle.close()
+        return None
+    return _read_pid(lock)
+
+
+def _hold(path: Path, *, write_pid: bool = True) -> IO[str] | None:
+    """An exclusive lock on ``path`` (with this process's id in it), or None if another process
+    holds it. The file is opened without truncating it: a refused attempt leaves the holder's
+    id in place."""
+    handle = path.open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise DataDirError(f"{name} is already running from {network.folder}") from None
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+        return None
+    if write_pid:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
     return handle
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_text(pid: int | None) -> str:
+    return f", pid {pid}" if pid is not None else ""
 
 
 def _valid_name(name: str) -> bool:

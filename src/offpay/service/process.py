@@ -144,8 +144,14 @@ def serve_in_thread(app: Any, url: str, timeout: float = READY_TIMEOUT_S) -> Ite
     import uvicorn
 
     address = urlsplit(url)
+    from offpay.service.protocol import JsonRefusalProtocol
+
     config = uvicorn.Config(
-        app, host=address.hostname or "127.0.0.1", port=address.port or 80, log_level="warning"
+        app,
+        host=address.hostname or "127.0.0.1",
+        port=address.port or 80,
+        log_level="warning",
+        http=JsonRefusalProtocol,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

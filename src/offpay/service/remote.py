@@ -12,6 +12,8 @@ import base64
 import secrets
 from dataclasses import dataclass, field
 
+import httpx
+
 from offpay.bank.engine import LedgerTotals
 from offpay.central.bank import Position
 from offpay.crypto.keys import Algorithm, public_key_bytes
@@ -19,6 +21,7 @@ from offpay.crypto.pki import TrustStore
 from offpay.device.card import Card
 from offpay.device.reader import CardClient, Transmit
 from offpay.device.terminal import TerminalModule
+from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.relay.phone import PhoneApp
 from offpay.relay.pos import PosApp
@@ -27,6 +30,30 @@ from offpay.service.datadir import CENTRAL, NetworkConfig
 from offpay.sim.network import Audit, Books, Merchant, User, audit_books, conserved
 from offpay.store.moves import in_transit as moves_in_transit
 from offpay.wire.envelope import Signed
+
+HEALTH_TIMEOUT_S = 2.0
+
+
+class ServiceUnreachable(OffpayError):
+    """A service of the network that does not answer at its URL."""
+
+    code = "network.unreachable"
+
+
+def require_services(network: NetworkConfig, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    """Ask every party's health route once, briefly: a demo against a network that is not
+    running names the service and URL at once, instead of retrying its first request."""
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        for name, url in network.urls.items():
+            try:
+                healthy = client.get(f"{url.rstrip('/')}/v1/health").status_code == 200
+            except httpx.HTTPError:
+                healthy = False
+            if not healthy:
+                raise ServiceUnreachable(
+                    f"{name} does not answer at {url}; is the network running? "
+                    f"(`offpay network run --data {network.folder}`)"
+                )
 
 
 def _key() -> str:

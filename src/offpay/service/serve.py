@@ -21,8 +21,15 @@ from offpay.service.datadir import (
     open_central,
     open_intermediary,
 )
+from offpay.service.protocol import JsonRefusalProtocol
 
 log = logging.getLogger("offpay.service")
+
+
+class AddressError(OffpayError):
+    """An address a service cannot listen on (a port outside 1-65535)."""
+
+    code = "service.bad_address"
 
 
 @dataclass
@@ -74,12 +81,20 @@ def serve(
     import uvicorn
 
     address = urlsplit(network.urls.get(name, ""))
+    try:
+        listen = port if port is not None else (address.port or 8000)
+    except ValueError:  # the network's URL names a port out of range
+        listen = -1
+    if not 1 <= listen <= 65535:
+        what = f"port {port}" if port is not None else network.urls.get(name, "")
+        raise AddressError(f"{name} cannot listen on {what}: a port is 1 to 65535")
     built = build(network, name, retry_every=retry_every)
     app = create_app(built.service, background=built.background)
     uvicorn.run(
         app,
         host=host or address.hostname or "127.0.0.1",
-        port=port or address.port or 8000,
+        port=listen,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        http=JsonRefusalProtocol,
     )

@@ -43,6 +43,15 @@ _OWNER = {"central": "the central bank's", "intermediary": "an intermediary's"}
 _PG_LOCK_KEY = 0x0FF9A7  # pg_advisory_xact_lock key: one migration at a time per server
 
 
+CONNECT_TIMEOUT_S = 10
+
+
+class DatabaseUrlError(OffpayError):
+    """A database URL that does not parse, or names a database kind offpay has no driver for."""
+
+    code = "store.bad_url"
+
+
 class SchemaError(OffpayError):
     """A database that cannot be brought to this version's schema."""
 
@@ -154,10 +163,32 @@ def differences(engine: Engine, kind: str) -> list[Any]:
 def upgrade_url(url: str, kind: str) -> str:
     """Migrate the database at ``url`` to the newest ``kind`` schema; returns its revision.
     Meant for ``offpay db upgrade``."""
-    from offpay.store.database import connect
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-    engine = connect(url)
+    from offpay.store.database import connect
+    from offpay.store.postgres import DatabaseUnavailable
+
+    _kind(kind)
     try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            # An address that drops packets must not keep an operator waiting for minutes.
+            parsed = parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
+        engine = connect(parsed.render_as_string(hide_password=False))
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError):
+        raise DatabaseUrlError(
+            "--url is not a database URL offpay can open; expected e.g. "
+            "sqlite+pysqlite:///bank.sqlite or postgresql+psycopg://user@host/bank"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        try:
+            with engine.connect():
+                pass
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise DatabaseUnavailable(f"cannot reach the database at {shown}: {reason}") from None
         upgrade(engine, kind)
         return current(engine, kind) or ""
     finally:

@@ -123,3 +123,61 @@ def run(
     say.print(f"Report: {written.report}", markup=False)
     for question, answer in headlines(written.summary, scenario.currency):
         say.print(f"  {question}: {answer}", markup=False)
+
+
+@sim_app.command("evidence")
+def evidence(
+    out: Annotated[
+        Path, typer.Option(help="The page to write; its plots go to evidence/ beside it.")
+    ] = Path("docs/evidence.md"),
+    base: Annotated[
+        Path,
+        typer.Option(help="The scenario every question starts from (its header names sources)."),
+    ] = Path("scenarios/evidence/town.toml"),
+    quick: Annotated[
+        bool, typer.Option(help="Small populations: checks the command end to end in seconds.")
+    ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="An existing Dask scheduler (tcp://HOST:PORT); default: this machine."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes of the local cluster.")
+    ] = None,
+) -> None:
+    """Answer the questions the references leave open (pool size, broken devices, balance
+    against tokens, what the limits cost, the liquidity rules) and write docs/evidence.md."""
+    from offpay.sim.population import evidence as ev
+    from offpay.sim.population import sweep as sw
+
+    console = Console(stderr=True)
+    scale = ev.QUICK if quick else ev.FULL
+    try:
+        if out.exists() and out.is_dir():
+            raise sw.SweepError(f"--out {out}: is a folder, give the page's file name")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sw.read_base(base)
+        with (
+            sw.dask_client(scheduler, workers) as client,
+            Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar,
+        ):
+            task = bar.add_task("evidence: simulations", total=None)
+
+            def runner(points: list) -> list:
+                bar.update(task, total=(bar.tasks[0].total or 0) + len(points))
+                return sw.run_points(points, client, lambda _p, _r: bar.advance(task))
+
+            page = ev.build(base, out, scale, runner)
+    except OSError as exc:
+        raise _refuse(
+            OffpayError(f"cannot write {out}: {exc.strerror or exc}", code="sim.unwritable")
+        ) from None
+    except OffpayError as exc:
+        raise _refuse(exc) from None
+    Console(soft_wrap=True).print(f"Wrote {page} and its plots", markup=False)

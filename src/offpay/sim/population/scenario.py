@@ -28,6 +28,7 @@ from pydantic import (
 from offpay.errors import MoneyError, OffpayError, PolicyError
 from offpay.money import parse_money
 from offpay.policy import check_policy, default_policy
+from offpay.tokens.desk import DEFAULT_MAX_ANCESTRY
 from offpay.wire.messages import LimitsPolicy, Liquidity
 
 MINUTES_PER_DAY = 24 * 60
@@ -202,6 +203,13 @@ class Attacks(_Strict):
         return value if value == "all" else _minor(value, info)
 
 
+class TokenRules(_Strict):
+    """The token scheme's own rule: a token whose ancestry is longer than ``max_ancestry`` is
+    renewed (deposited and minted afresh) at its holder's next online moment."""
+
+    max_ancestry: int = Field(default=DEFAULT_MAX_ANCESTRY, ge=0, le=10_000)
+
+
 class ScriptKind(StrEnum):
     SHOP = "shop"  # a person pays a merchant's terminal
     P2P = "p2p"  # a person pays another person
@@ -244,6 +252,7 @@ class Scenario(_Strict):
     limits: Limits = Limits()
     liquidity: LiquidityRule = LiquidityRule()
     attacks: Attacks = Attacks()
+    tokens: TokenRules = TokenRules()
     script: tuple[ScriptStep, ...] = ()
     generate: bool = True  # draw behaviour's payments; false: only the script runs
 

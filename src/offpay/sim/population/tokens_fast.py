@@ -1,0 +1,620 @@
+"""The token scheme's fast executor: the rules of :mod:`.tokens_real` (read its docstring for
+what each event means) re-stated over state arrays compiled with numba, never one Python
+object per payment.
+
+A token is a row: its value, the element whose key owns it, the transition that made it, its
+arrival in the element, whether it is held, the payment that delivered it, and what the
+central bank recorded as consuming it. A transition is a row naming its parents. The ancestry
+of a token is the set of tokens consumed in its history (walked with a stamp, each token once,
+as the verifier does); two different transitions consuming one token in a history, or against
+the central bank's record, is a double spend. Every choice follows the applet: ``select``
+(exact token, else the smallest bigger one split, else the biggest merged then split), tokens
+listed by value then arrival; the app's deposit, renewal and withdrawal with their order of
+checks; revocation lists learnt from answers only.
+
+After every event the model checks its books: issued = online wallets + tokens outstanding
+(minted − redeemed); tokens in elements − copies restored + value burned at deposit + value
+signed to a receiver that could not store it = outstanding; the
+intermediaries' holdings = the online wallets. A violation raises ``ConservationError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit
+
+from offpay.sim.network import ConservationError
+from offpay.sim.population.events import Events, Kind, World
+from offpay.sim.population.outcomes import INDEX, Results
+from offpay.sim.population.scenario import Scenario
+
+# token fields (int32 matrix TI)
+OWN, MADE, NEXT, PAY, RECV, STAMP, TCONS, CB, HELD, XSTAMP, XCONS = range(11)
+TFIELDS = 11
+# token values and arrivals (int64 matrix TV)
+VAL, ARR = 0, 1
+# element fields (int64 matrix EI)
+HEAD, KNOWN, REVV, BROKEN, CSTART, CCOUNT, ONLINE, BANK, EPOCH = range(9)
+EFIELDS = 9
+# globals (int64 vector G)
+(NT, NR, NPAR, CVER, ARRC, STAMPC, MINTED, REDEEMED, BURNED, RESURRECTED, HELDSUM, ONLINESUM,
+ ISSUED, NCOPY, BROKE, LOST) = range(16)  # fmt: skip
+GFIELDS = 16
+REDEEMED_BY = -2  # the "transition" that consumes a token the central bank redeemed
+
+C_OK = INDEX["ok"]
+C_UNREACHABLE = INDEX["offline.unreachable"]
+C_FUNDS = INDEX["funds.insufficient"]
+C_DOUBLE = INDEX["token.double_spend"]
+C_REFUSED = INDEX["refused"]
+C_TREVOKED = INDEX["token.revoked"]
+C_CREVOKED = INDEX["crypto.revoked"]
+C_CONSERVATION = -100
+C_FULL = -101
+
+K_SHOP, K_P2P, K_ONLINE, K_SHOP_ONLINE = int(Kind.SHOP), int(Kind.P2P), int(Kind.ONLINE), 3
+K_CLONE, K_CLONE_SHOP = int(Kind.CLONE), int(Kind.CLONE_SHOP)
+
+
+# -- element lists --------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _add(TI, TV, EI, G, e, row):
+    TI[row, NEXT] = EI[e, HEAD]
+    EI[e, HEAD] = row
+    TI[row, HELD] = 1
+    TV[row, ARR] = G[ARRC]
+    G[ARRC] += 1
+    G[HELDSUM] += TV[row, VAL]
+
+
+@njit(cache=True)
+def _remove(TI, TV, EI, G, e, row):
+    prev, cur = -1, EI[e, HEAD]
+    while cur != row:
+        prev, cur = cur, TI[cur, NEXT]
+    if prev < 0:
+        EI[e, HEAD] = TI[row, NEXT]
+    else:
+        TI[prev, NEXT] = TI[row, NEXT]
+    TI[row, HELD] = 0
+    G[HELDSUM] -= TV[row, VAL]
+
+
+@njit(cache=True)
+def _is_copy(EI, COPY, e, row):
+    for k in range(EI[e, CSTART], EI[e, CSTART] + EI[e, CCOUNT]):  # noqa: SIM110 - numba compiles the loop, not any()
+        if COPY[k] == row:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _held(TI, TV, EI, COPY, e, only, buf):
+    """The element's tokens by value, then arrival (in ``buf``); their count."""
+    n, cur = 0, EI[e, HEAD]
+    while cur >= 0:
+        if not only or _is_copy(EI, COPY, e, cur):
+            if 4 * n >= buf.shape[0]:
+                raise ValueError("an element holds more tokens than the model has room for")
+            buf[n] = cur
+            n += 1
+        cur = TI[cur, NEXT]
+    for i in range(1, n):  # insertion sort: an element holds few tokens
+        x, j = buf[i], i - 1
+        while j >= 0 and (
+            TV[buf[j], VAL] > TV[x, VAL]
+            or (TV[buf[j], VAL] == TV[x, VAL] and TV[buf[j], ARR] > TV[x, ARR])
+        ):
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = x
+    return n
+
+
+@njit(cache=True)
+def _balance(TI, TV, EI, COPY, e, only):
+    total, cur = 0, EI[e, HEAD]
+    while cur >= 0:
+        if not only or _is_copy(EI, COPY, e, cur):
+            total += TV[cur, VAL]
+        cur = TI[cur, NEXT]
+    return total
+
+
+# -- rows and transitions -------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _new_token(TI, TV, G, value, owner, made):
+    row = G[NT]
+    G[NT] += 1
+    TI[row, OWN], TI[row, MADE], TI[row, NEXT], TI[row, PAY] = owner, made, -1, -1
+    TI[row, RECV], TI[row, STAMP], TI[row, TCONS], TI[row, CB] = 0, 0, -1, -1
+    TI[row, HELD], TI[row, XSTAMP], TI[row, XCONS] = 0, 0, -1
+    TV[row, VAL], TV[row, ARR] = value, 0
+    return row
+
+
+@njit(cache=True)
+def _new_transition(RT, PAR, G, parents, n):
+    tr = G[NR]
+    G[NR] += 1
+    RT[tr, 0], RT[tr, 1] = G[NPAR], n
+    for k in range(n):
+        PAR[G[NPAR] + k] = parents[k]
+    G[NPAR] += n
+    return tr
+
+
+@njit(cache=True)
+def _history(TI, RT, RS, PAR, G, row, hp, ht):
+    """Walk a token's history: (ancestors, first token consumed twice or -1); the consumed
+    pairs (token, transition) in ``hp``/``ht``."""
+    G[STAMPC] += 1
+    cur = G[STAMPC]
+    n, clash, top = 0, -1, 0
+    stack = ht[len(ht) // 2 :]  # the second half of the scratch holds the stack
+    if TI[row, MADE] >= 0:
+        stack[0] = TI[row, MADE]
+        RS[TI[row, MADE]] = cur
+        top = 1
+    while top > 0:
+        top -= 1
+        tr = stack[top]
+        for k in range(RT[tr, 0], RT[tr, 0] + RT[tr, 1]):
+            p = PAR[k]
+            if TI[p, STAMP] != cur:
+                TI[p, STAMP] = cur
+                TI[p, TCONS] = tr
+                hp[n], ht[n] = p, tr
+                n += 1
+                made = TI[p, MADE]
+                if made >= 0 and RS[made] != cur:
+                    RS[made] = cur
+                    stack[top] = made
+                    top += 1
+            elif TI[p, TCONS] != tr and clash < 0:
+                clash = p
+    return n, clash
+
+
+@njit(cache=True)
+def _revoke(EI, G, e):
+    if EI[e, REVV] == 0:
+        G[CVER] += 1
+        EI[e, REVV] = G[CVER]
+
+
+@njit(cache=True)
+def _knows_revoked(EI, knower_version, e):
+    return EI[e, REVV] > 0 and EI[e, REVV] <= knower_version
+
+
+# -- the applet ---------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _split(TI, TV, RT, PAR, EI, G, e, row, amount, one):
+    one[0] = row
+    tr = _new_transition(RT, PAR, G, one, 1)
+    _remove(TI, TV, EI, G, e, row)
+    wanted = _new_token(TI, TV, G, amount, e, tr)
+    change = _new_token(TI, TV, G, TV[row, VAL] - amount, e, tr)
+    _add(TI, TV, EI, G, e, wanted)
+    _add(TI, TV, EI, G, e, change)
+    return wanted
+
+
+@njit(cache=True)
+def _merge(TI, TV, RT, RS, PAR, EI, G, e, picked, n, hp, ht):
+    """(child, code): each parent verified, then checked against the others' histories."""
+    G[STAMPC] += 1
+    xs = G[STAMPC]
+    for k in range(n):
+        m, clash = _history(TI, RT, RS, PAR, G, picked[k], hp, ht)
+        if clash >= 0:
+            return -1, C_DOUBLE
+        if _knows_revoked(EI, EI[e, KNOWN], e):
+            return -1, C_TREVOKED
+        for q in range(m):
+            p = hp[q]
+            if TI[p, XSTAMP] == xs and TI[p, XCONS] != ht[q]:
+                return -1, C_DOUBLE
+            TI[p, XSTAMP], TI[p, XCONS] = xs, ht[q]
+    total = 0
+    for k in range(n):
+        total += TV[picked[k], VAL]
+    tr = _new_transition(RT, PAR, G, picked, n)
+    for k in range(n):
+        _remove(TI, TV, EI, G, e, picked[k])
+    child = _new_token(TI, TV, G, total, e, tr)
+    _add(TI, TV, EI, G, e, child)
+    return child, C_OK
+
+
+@njit(cache=True)
+def _select(TI, TV, RT, RS, PAR, EI, COPY, G, e, amount, only, buf, hp, ht):
+    """(token worth exactly amount, code), as ``TokenElement.select``."""
+    if _balance(TI, TV, EI, COPY, e, only) < amount:
+        return -1, C_FUNDS
+    n = _held(TI, TV, EI, COPY, e, only, buf)
+    for k in range(n):
+        if TV[buf[k], VAL] == amount:
+            return buf[k], C_OK
+    for k in range(n):
+        if TV[buf[k], VAL] > amount:
+            return _split(TI, TV, RT, PAR, EI, G, e, buf[k], amount, hp), C_OK
+    # by value descending, equal values in listing order (a stable sort of the listing)
+    picked = buf[n:]
+    m, total, k = 0, 0, n - 1
+    while k >= 0 and total < amount:
+        j = k
+        while j > 0 and TV[buf[j - 1], VAL] == TV[buf[k], VAL]:
+            j -= 1
+        for q in range(j, k + 1):
+            if total >= amount:
+                break
+            picked[m] = buf[q]
+            total += TV[buf[q], VAL]
+            m += 1
+        k = j - 1
+    child, code = _merge(TI, TV, RT, RS, PAR, EI, G, e, picked, m, hp, ht)
+    if code != C_OK or TV[child, VAL] == amount:
+        return child, code
+    return _split(TI, TV, RT, PAR, EI, G, e, child, amount, hp), C_OK
+
+
+@njit(cache=True)
+def _transfer(TI, TV, RT, PAR, EI, G, e, row, owner, one):
+    """The whole token to ``owner`` (an element, or a vault: -1 - bank): the child's row."""
+    one[0] = row
+    tr = _new_transition(RT, PAR, G, one, 1)
+    _remove(TI, TV, EI, G, e, row)
+    return _new_token(TI, TV, G, TV[row, VAL], owner, tr)
+
+
+@njit(cache=True)
+def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, epoch_flag, W):
+    """The three phases between two elements: (code, ancestry of the token delivered)."""
+    buf, hp, ht, one = W
+    if _knows_revoked(EI, EI[payer, KNOWN], payee) or _knows_revoked(EI, EI[payee, KNOWN], payer):
+        return C_CREVOKED, -1
+    offered, code = _select(TI, TV, RT, RS, PAR, EI, COPY, G, payer, amount, only, buf, hp, ht)
+    if code != C_OK:
+        return code, -1
+    m, clash = _history(TI, RT, RS, PAR, G, offered, hp, ht)  # the receiver verifies
+    if clash >= 0:
+        return C_DOUBLE, -1
+    child = _transfer(TI, TV, RT, PAR, EI, G, payer, offered, payee, one)
+    if _knows_revoked(EI, EI[payee, KNOWN], payee):
+        # a receiver that knows itself revoked cannot store the token signed over to it:
+        # the payer's element has signed already, and the value is lost
+        G[LOST] += TV[child, VAL]
+        return C_TREVOKED, -1
+    _add(TI, TV, EI, G, payee, child)
+    TI[child, PAY] = event
+    if epoch_flag:
+        TI[child, RECV] = EI[payee, EPOCH] + 1
+    return C_OK, m + 1
+
+
+# -- online moments -----------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, renew, t, settled, W):
+    """``TokenWalletApp._return`` and the desk's deposit: the token signed to the vault,
+    verified, redeemed; credited or renewed. A code."""
+    _buf, hp, ht, one = W
+    bank = EI[e, BANK]
+    v = _transfer(TI, TV, RT, PAR, EI, G, e, row, -1 - bank, one)
+    value = TV[v, VAL]
+    if renew and _knows_revoked(EI, BK[bank, 0], e):
+        G[BURNED] += value
+        return C_TREVOKED
+    m, clash = _history(TI, RT, RS, PAR, G, v, hp, ht)
+    if clash >= 0:  # the vault's own check: reported, revoked, burned
+        _revoke(EI, G, TI[clash, OWN])
+        BK[bank, 0] = G[CVER]
+        G[BURNED] += value
+        return C_DOUBLE
+    for q in range(m):
+        if TI[hp[q], CB] != -1 and TI[hp[q], CB] != ht[q]:
+            _revoke(EI, G, TI[hp[q], OWN])
+            G[BURNED] += value
+            return C_DOUBLE
+    for q in range(m):
+        p = hp[q]
+        if TI[p, CB] == -1:
+            TI[p, CB] = ht[q]
+            if TI[p, PAY] >= 0:
+                settled[TI[p, PAY]] = t
+    TI[v, CB] = REDEEMED_BY
+    BK[bank, 1] += value
+    G[REDEEMED] += value
+    BK[bank, 0] = G[CVER]
+    if renew and EI[e, REVV] == 0:
+        fresh = _new_token(TI, TV, G, value, e, -1)
+        BK[bank, 1] -= value
+        G[MINTED] += value
+        EI[e, KNOWN] = G[CVER]
+        _add(TI, TV, EI, G, e, fresh)
+        return C_OK
+    EI[e, ONLINE] += value  # a deposit, or a renewal the mint refused: to the online wallet
+    G[ONLINESUM] += value
+    EI[e, KNOWN] = G[CVER]
+    return C_OK
+
+
+@njit(cache=True)
+def _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settled, W):
+    buf, hp, ht, _one = W
+    n = _held(TI, TV, EI, COPY, e, False, buf)
+    rows = buf[n : 2 * n]
+    rows[:] = buf[:n]
+    for k in range(n):
+        m, clash = _history(TI, RT, RS, PAR, G, rows[k], hp, ht)
+        if clash >= 0:
+            return C_DOUBLE
+        if _knows_revoked(EI, EI[e, KNOWN], e):
+            return C_TREVOKED
+        if m > max_ancestry:
+            code = _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, rows[k], True, t, settled, W)
+            if code != C_OK:
+                return code
+    return C_OK
+
+
+@njit(cache=True)
+def _deposit(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, amount, max_ancestry, t, settled, W):
+    buf, hp, ht, _one = W
+    row, code = _select(TI, TV, RT, RS, PAR, EI, COPY, G, e, amount, False, buf, hp, ht)
+    if code != C_OK:
+        return code
+    code = _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, False, t, settled, W)
+    if code != C_OK:
+        return code
+    return _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settled, W)
+
+
+@njit(cache=True)
+def _withdraw(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, amount, max_ancestry, t, settled, W):
+    if EI[e, REVV] > 0:  # the mint refuses a revoked element's key; the wallet is refunded
+        return C_TREVOKED
+    bank = EI[e, BANK]
+    EI[e, ONLINE] -= amount
+    G[ONLINESUM] -= amount
+    BK[bank, 1] -= amount
+    G[MINTED] += amount
+    BK[bank, 0] = G[CVER]
+    EI[e, KNOWN] = G[CVER]
+    _add(TI, TV, EI, G, e, _new_token(TI, TV, G, amount, e, -1))
+    return _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settled, W)
+
+
+@njit(cache=True)
+def _first(first, code):
+    return code if first == C_OK else first
+
+
+@njit(cache=True)
+def _books(TI, TV, EI, BK, G):
+    """The model's conservation checks (counters kept at different places must agree)."""
+    outstanding = G[MINTED] - G[REDEEMED]
+    if G[ISSUED] != G[ONLINESUM] + outstanding:
+        return False
+    if G[HELDSUM] - G[RESURRECTED] + G[BURNED] + G[LOST] != outstanding:
+        return False
+    return BK[:, 1].sum() == G[ONLINESUM]
+
+
+@njit(cache=True)
+def _run(
+    kind, a, b, amount, t, cut, start, stop, people, top_up_to, max_ancestry,
+    TI, TV, RT, RS, PAR, EI, COPY, BK, G, outcome, moved, settled, ancestry, W, margin,
+):  # fmt: skip
+    """Events ``start``..``stop``; returns where it stopped (capacity) or a negative code."""
+    buf, hp, ht, _one = W
+    for i in range(start, stop):
+        if G[NT] + margin > TI.shape[0] or G[NR] + margin > RT.shape[0]:
+            return i
+        if G[NPAR] + 2 * margin > PAR.shape[0] or G[NCOPY] + margin > COPY.shape[0]:
+            return i
+        k, x, y, ti = kind[i], a[i], b[i], t[i]
+        depth = -1
+        if k in (K_ONLINE, K_SHOP_ONLINE) and cut[i]:
+            outcome[i] = C_UNREACHABLE
+        elif k in (K_SHOP, K_P2P):
+            payee = y if k == K_P2P else people + y
+            code, depth = _pay(
+                TI, TV, RT, RS, PAR, EI, COPY, G, x, payee, amount[i], False, i, k == K_P2P, W
+            )
+            outcome[i] = code
+            if code == C_OK:
+                moved[i], ancestry[i] = amount[i], depth
+        elif k == K_CLONE_SHOP:
+            code = C_OK
+            for c in range(EI[x, CSTART], EI[x, CSTART] + EI[x, CCOUNT]):
+                row = COPY[c]
+                if TI[row, HELD]:
+                    continue
+                m, clash = _history(TI, RT, RS, PAR, G, row, hp, ht)
+                if clash >= 0:
+                    code = C_DOUBLE
+                elif _knows_revoked(EI, EI[x, KNOWN], x):
+                    code = C_TREVOKED
+                if code != C_OK:
+                    break
+                _add(TI, TV, EI, G, x, row)
+                G[RESURRECTED] += TV[row, VAL]
+            value = amount[i]
+            if code == C_OK:
+                if value == 0:
+                    value = _balance(TI, TV, EI, COPY, x, True)
+                if value == 0:
+                    code = C_FUNDS
+                else:
+                    code, depth = _pay(
+                        TI, TV, RT, RS, PAR, EI, COPY, G, x, people + y, value, True, i, False, W
+                    )
+            outcome[i] = code
+            if code == C_OK:
+                moved[i], ancestry[i] = value, depth
+        elif k == K_ONLINE:
+            first = C_OK
+            n = _held(TI, TV, EI, COPY, x, False, buf)
+            values = buf[n : 2 * n]
+            m = 0
+            for q in range(n):
+                if TI[buf[q], RECV] == EI[x, EPOCH] + 1:
+                    values[m] = TV[buf[q], VAL]
+                    m += 1
+            EI[x, EPOCH] += 1
+            vals = np.empty(m, np.int64)
+            vals[:] = values[:m]
+            for q in range(m):
+                code = _deposit(
+                    TI, TV, RT, RS, PAR, EI, COPY, BK, G, x, vals[q], max_ancestry, ti, settled, W
+                )
+                first = _first(first, code)
+            code = _renew_long(
+                TI, TV, RT, RS, PAR, EI, COPY, BK, G, x, max_ancestry, ti, settled, W
+            )
+            first = _first(first, code)
+            need = top_up_to - _balance(TI, TV, EI, COPY, x, False)
+            want = min(need, EI[x, ONLINE])
+            if want > 0:
+                before = EI[x, ONLINE]
+                code = _withdraw(
+                    TI, TV, RT, RS, PAR, EI, COPY, BK, G, x, want, max_ancestry, ti, settled, W
+                )
+                first = _first(first, code)
+                moved[i] = before - EI[x, ONLINE]
+            outcome[i] = first
+        elif k == K_SHOP_ONLINE:
+            e = people + x
+            first, before = C_OK, EI[e, ONLINE]
+            n = _held(TI, TV, EI, COPY, e, False, buf)
+            vals = np.empty(n, np.int64)
+            for q in range(n):
+                vals[q] = TV[buf[q], VAL]
+            for q in range(n):
+                code = _deposit(
+                    TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, vals[q], max_ancestry, ti, settled, W
+                )
+                first = _first(first, code)
+            outcome[i] = first
+            moved[i] = EI[e, ONLINE] - before
+        elif k == K_CLONE:
+            EI[x, BROKEN] = 1
+            n = _held(TI, TV, EI, COPY, x, False, buf)
+            EI[x, CSTART], EI[x, CCOUNT] = G[NCOPY], n
+            for q in range(n):
+                COPY[G[NCOPY] + q] = buf[q]
+            G[NCOPY] += n
+            G[BROKE] += _balance(TI, TV, EI, COPY, x, False)
+        else:
+            outcome[i] = C_REFUSED  # the balance scheme's attacks have no token meaning
+        if not _books(TI, TV, EI, BK, G):
+            return C_CONSERVATION - i
+    return stop
+
+
+def run_fast_tokens(
+    scenario: Scenario,
+    world: World,
+    events: Events,
+    progress: Callable[[int], None] | None = None,
+) -> Results:
+    """The stream through the array model of the token scheme."""
+    people, merchants, n = world.people, world.merchants, len(events)
+    elements = people + merchants
+    cap = max(1024, 4 * people + 6 * n // 4 + 1024)
+    TI = np.zeros((cap, TFIELDS), np.int32)
+    TV = np.zeros((cap, 2), np.int64)
+    RT = np.zeros((cap, 2), np.int32)
+    RS = np.zeros(cap, np.int32)
+    PAR = np.zeros(2 * cap, np.int32)
+    EI = np.zeros((elements, EFIELDS), np.int64)
+    EI[:, HEAD] = -1
+    EI[:people, BANK] = world.person_bank
+    EI[people:, BANK] = world.merchant_bank
+    COPY = np.zeros(cap, np.int32)
+    BK = np.zeros((len(world.banks), 2), np.int64)
+    G = np.zeros(GFIELDS, np.int64)
+    b = scenario.behaviour
+    wallet, first = b.online_wallet, min(b.top_up_to, b.online_wallet)
+    EI[:people, ONLINE] = wallet
+    G[ONLINESUM] = G[ISSUED] = wallet * people
+    np.add.at(BK[:, 1], world.person_bank, wallet)
+    scratch = 1 << 16  # an element holds at most a quarter of this many tokens
+    W = (
+        np.zeros(scratch, np.int32),
+        np.zeros(cap, np.int32),
+        np.zeros(2 * cap, np.int32),
+        np.zeros(4, np.int32),
+    )
+    results = Results.empty(n, people, merchants, len(world.banks))
+    ancestry = np.full(n, -1, np.int32)
+    if first:
+        _top_up_all(TI, TV, EI, BK, G, people, first)
+    margin, i = 4 * scratch, 0
+    step = 1 << 18
+    while i < n:
+        stop = min(n, i + step)
+        done = _run(
+            events.kind, events.a, events.b, events.amount, events.t, events.cut, i, stop,
+            people, b.top_up_to, scenario.tokens.max_ancestry,
+            TI, TV, RT, RS, PAR, EI, COPY, BK, G,
+            results.outcome, results.moved, results.settled_at, ancestry, W, margin,
+        )  # fmt: skip
+        if done <= C_CONSERVATION:
+            raise ConservationError(
+                f"the token model lost or made money at event {C_CONSERVATION - done}"
+            )
+        if done < stop or G[NT] + margin + step * 4 > TI.shape[0]:
+            TI, TV, RT, RS, PAR, COPY, W = _grow(TI, TV, RT, RS, PAR, COPY, W)
+        i = done
+        if progress is not None:
+            progress(i)
+    held = TV[: G[NT], VAL][TI[: G[NT], HELD] == 1].sum()
+    if held != G[HELDSUM] or EI[:, ONLINE].sum() != G[ONLINESUM]:
+        raise ConservationError("the token model's counters disagree with its rows")
+    results.person_online[:] = EI[:people, ONLINE]
+    results.merchant_wallet[:] = EI[people:, ONLINE]
+    for e in range(people):
+        results.person_card[e] = _balance(TI, TV, EI, COPY, e, False)
+    results.person_blocked[:] = EI[:people, REVV] > 0
+    results.bank_holdings[:] = BK[:, 1]
+    results.losses = int(G[BURNED])
+    results.loss_bound = int(G[BROKE]) * scenario.attacks.payments
+    results.extra["ancestry"] = ancestry
+    results.extra["tokens_outstanding"] = np.array([G[MINTED] - G[REDEEMED]], np.int64)
+    return results
+
+
+@njit(cache=True)
+def _top_up_all(TI, TV, EI, BK, G, people, amount):
+    for e in range(people):
+        EI[e, ONLINE] -= amount
+        G[ONLINESUM] -= amount
+        BK[EI[e, BANK], 1] -= amount
+        G[MINTED] += amount
+        _add(TI, TV, EI, G, e, _new_token(TI, TV, G, amount, e, -1))
+
+
+def _grow(TI, TV, RT, RS, PAR, COPY, W):  # type: ignore[no-untyped-def]
+    """Twice the room for token rows and transitions (between batches of events)."""
+
+    def twice(x: np.ndarray) -> np.ndarray:
+        out = np.zeros((2 * x.shape[0], *x.shape[1:]), x.dtype)
+        out[: x.shape[0]] = x
+        return out
+
+    buf, hp, ht, one = W
+    grown = (buf, twice(hp), twice(ht), one)
+    return twice(TI), twice(TV), twice(RT), twice(RS), twice(PAR), twice(COPY), grown

@@ -1,0 +1,126 @@
+"""Fidelity of the token scheme's fast executor: one scenario and seed through the array model
+and through the real in-process network (real elements, apps, desks, mint, crypto and
+databases) must give every event the same outcome, amount, settlement time and ancestry, and
+every wallet and element the same final balance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from offpay.sim.population.events import Events, Kind, World, generate
+from offpay.sim.population.outcomes import CODES, INDEX, NEVER, Results
+from offpay.sim.population.scenario import Scenario, parse_scenario
+from offpay.sim.population.tokens_fast import run_fast_tokens
+from offpay.sim.population.tokens_real import run_real_tokens
+
+SCENARIO = {
+    "name": "token fidelity",
+    "days": 2,
+    "seed": 3,
+    "scheme": "tokens",
+    "population": {"people": 200, "merchants": 20},
+    "behaviour": {
+        "payments_per_person_per_day": 1.5,
+        "person_to_person_share": 0.4,
+        "person_online_per_day": 1,
+        "merchant_online_per_day": 2,
+        "top_up_to": "SEK 600",
+        "online_wallet": "SEK 5000",
+        "amount": {"median": "SEK 120", "sigma": 0.7, "max": "SEK 1000"},
+    },
+    "outage": {"start_hour": 20, "hours": 14, "intermediaries": ["bank-a"]},
+    "attacks": {"broken_elements": 0.03, "start_hour": 10, "hours": 20, "payments": 2},
+    "tokens": {"max_ancestry": 3},
+}
+
+PER_EVENT = ("outcome", "moved", "settled_at", "queued_at", "pool_drawn", "refunded")
+FINAL = ("person_online", "person_card", "person_blocked", "merchant_wallet", "bank_holdings")
+
+
+@pytest.fixture(scope="module")
+def run() -> tuple[Scenario, World, Events, Results, Results]:
+    scenario = parse_scenario(SCENARIO)
+    world, events = generate(scenario)
+    return (
+        scenario,
+        world,
+        events,
+        run_real_tokens(scenario, world, events),
+        run_fast_tokens(scenario, world, events),
+    )
+
+
+def _first_differences(events: Events, real: Results, fast: Results, name: str) -> list[str]:
+    x, y = getattr(real, name), getattr(fast, name)
+    rows = np.nonzero(x != y)[0][:5]
+    return [
+        f"event {i} {Kind(int(events.kind[i])).name} t={events.t[i]} a={events.a[i]} "
+        f"b={events.b[i]}: real {x[i]} ({CODES[real.outcome[i]]}), fast {y[i]} "
+        f"({CODES[fast.outcome[i]]})"
+        for i in rows
+    ]
+
+
+def test_every_event_has_the_same_fate(run) -> None:
+    _, _, events, real, fast = run
+    for name in PER_EVENT:
+        assert np.array_equal(getattr(real, name), getattr(fast, name)), _first_differences(
+            events, real, fast, name
+        )
+    assert np.array_equal(real.extra["ancestry"], fast.extra["ancestry"]), _first_differences(
+        events, real, fast, "outcome"
+    )
+
+
+def test_every_wallet_and_element_ends_equal(run) -> None:
+    _, _, _, real, fast = run
+    for name in FINAL:
+        assert np.array_equal(getattr(real, name), getattr(fast, name)), name
+    assert real.losses == fast.losses
+    assert real.loss_bound == fast.loss_bound
+    assert real.extra["tokens_outstanding"][0] == fast.extra["tokens_outstanding"][0]
+
+
+def test_the_scenario_exercises_what_it_claims(run) -> None:
+    scenario, world, events, real, _ = run
+    assert world.people >= 200 and scenario.days >= 2
+    kind, outcome = events.kind, real.outcome
+    pays = np.isin(kind, (Kind.SHOP, Kind.P2P))
+    # payments with change: most amounts differ from the single token an element starts with
+    assert (pays & (outcome == INDEX["ok"])).sum() > 300
+    # the outage cut people and shops off, and they came back
+    assert (outcome == INDEX["offline.unreachable"]).sum() > 10
+    assert (events.tag == 2).any()
+    # histories grew past the policy's depth: renewals happened
+    assert real.extra["ancestry"].max() > scenario.tokens.max_ancestry
+    # the broken elements double-spent, were caught at deposit, revoked, and the loss recorded
+    assert (kind == Kind.CLONE).sum() == len(world.cloned) > 0
+    assert ((kind == Kind.CLONE_SHOP) & (outcome == INDEX["ok"])).any()
+    online = np.isin(kind, (Kind.ONLINE, Kind.SHOP_ONLINE))
+    assert (online & (outcome == INDEX["token.double_spend"])).any()
+    assert real.person_blocked[world.cloned].any()
+    assert not real.person_blocked[np.setdiff1d(np.arange(world.people), world.cloned)].any()
+    assert 0 < real.losses <= real.loss_bound
+    # payments settle when their token is redeemed, never before they were made
+    settled = real.settled_at != NEVER
+    assert settled.sum() > 200
+    assert (real.settled_at[settled] >= events.t[settled]).all()
+    assert not settled[~pays & (kind != Kind.CLONE_SHOP)].any()
+
+
+def test_money_is_conserved(run) -> None:
+    scenario, world, _, real, fast = run
+    issued = world.people * scenario.behaviour.online_wallet
+    for r in (real, fast):
+        online = int(r.person_online.sum() + r.merchant_wallet.sum())
+        assert online == int(r.bank_holdings.sum())
+        assert issued == online + int(r.extra["tokens_outstanding"][0])
+
+
+def test_same_seed_same_results(run) -> None:
+    scenario, _, _, _, fast = run
+    again = run_fast_tokens(scenario, *generate(scenario))
+    for name in (*PER_EVENT, *FINAL):
+        assert np.array_equal(getattr(fast, name), getattr(again, name)), name
+    assert np.array_equal(fast.extra["ancestry"], again.extra["ancestry"])
