@@ -291,3 +291,160 @@ def test_the_command_refuses_a_bad_scenario_file_in_one_line_with_exit_2(tmp_pat
     assert "[scenario.invalid] population.people:" in result.output
     result = CliRunner().invoke(_app(), [str(tmp_path / "missing.toml"), "--grid", "seed=1"])
     assert result.exit_code == 2 and "[scenario.unreadable]" in result.output
+
+
+# -- a sweep on a real Dask cluster ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Any:
+    """A real Dask cluster: a scheduler and two single-threaded worker processes on
+    loopback, closed after the tests of this module."""
+    import logging
+
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        dashboard_address=None,
+        silence_logs=logging.CRITICAL,
+    ) as local:
+        yield local
+
+
+SWEPT = """
+name = "a street through an outage"
+seed = 11
+days = 3
+[population]
+people = 60
+merchants = 6
+[behaviour]
+payments_per_person_per_day = 3
+person_to_person_share = 0.6
+person_online_per_day = 1
+[outage]
+start_hour = 8
+hours = 24
+reconnect_hours = 4
+[liquidity]
+policy = "pool"
+pool = "SEK 50000"
+"""
+
+
+def test_a_sweep_on_a_local_dask_cluster_writes_a_row_per_point_that_moves_with_the_grid(
+    tmp_path: Path, cluster: Any
+):
+    pytest.importorskip("offpay.sim.population.fast", reason="the fast executor is not merged")
+    path = tmp_path / "street.toml"
+    path.write_text(SWEPT)
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(
+        _app(),
+        [
+            str(path),
+            "--grid",
+            "pool=0,SEK 50000",
+            "--grid",
+            "outage_days=1,2",
+            "--out",
+            str(out),
+            "--scheduler",
+            cluster.scheduler_address,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "4 grid points" in result.output
+
+    table = pq.read_table(out / "sweep.parquet").to_pylist()
+    assert [(r["pool"], r["outage_days"]) for r in table] == [
+        (0, 1),
+        (0, 2),
+        (5_000_000, 1),
+        (5_000_000, 2),
+    ]
+    assert all(r["error"] == "" for r in table)
+    by = {(r["pool"], r["outage_days"]): r for r in table}
+    for days in (1, 2):
+        empty, full = by[0, days], by[5_000_000, days]
+        assert empty["liquidity"] == "queue" and full["liquidity"] == "pool"
+        assert empty["outage_hours"] == full["outage_hours"] == 24 * days
+        assert empty["pool_peak"] == 0 and empty["pool_drawn"] == 0
+        # the same people make the same payments; the pool only changes who waits
+        assert empty["payments"] == full["payments"] and empty["events"] == full["events"]
+        assert empty["shortfalls"] > 0  # without a pool, payments waited for money
+        assert full["pool_drawn"] > 0 and full["pool_peak"] > 0
+        assert full["shortfalls"] <= empty["shortfalls"]  # a pool never adds waiting
+        assert full["settled_without_waiting_share"] >= empty["settled_without_waiting_share"]
+    for pool in (0, 5_000_000):  # a longer outage cuts off more attempts to go online
+        assert by[pool, 2]["online_cut"] > by[pool, 1]["online_cut"]
+
+    csv = (out / "sweep.csv").read_text().splitlines()
+    assert len(csv) == 5 and csv[0].startswith('"point","pool","outage_days","error"')
+    for figure in ("pool_peak", "shortfalls", "refused_share"):
+        for suffix in ("png", "svg"):
+            assert (out / f"sweep-{figure}.{suffix}").stat().st_size > 1_000
+    assert not (out / "sweep-losses.png").exists()  # no attacks: nothing to show
+
+
+TOKENS = """
+name = "a street of token wallets"
+seed = 11
+days = 2
+scheme = "tokens"
+[population]
+people = 40
+merchants = 4
+[behaviour]
+payments_per_person_per_day = 3
+person_to_person_share = 0.5
+person_online_per_day = 1
+[outage]
+start_hour = 8
+hours = 24
+reconnect_hours = 4
+[attacks]
+rolled_back_cards = 0.5
+"""
+
+
+def test_a_point_that_fails_on_its_worker_keeps_its_row_and_the_others_run(
+    tmp_path: Path, cluster: Any
+):
+    """Token wallets through an outage; 0.9 broken elements and 0.5 rolled-back cards are
+    more broken devices than people, which only the worker finds (drawing the world)."""
+    path = tmp_path / "tokens.toml"
+    path.write_text(TOKENS)
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(
+        _app(),
+        [
+            str(path),
+            "--grid",
+            "attacks.broken_elements=0.1,0.9",
+            "--grid",
+            "people=30,60",
+            "--out",
+            str(out),
+            "--scheduler",
+            cluster.scheduler_address,
+        ],
+    )
+    assert result.exit_code == 1
+    assert "point attacks.broken_elements=0.9, people=30 failed: [scenario.invalid]" in (
+        result.output
+    )
+    small, large, *failed = pq.read_table(out / "sweep.parquet").to_pylist()
+    assert small["error"] == large["error"] == ""
+    assert (small["people"], large["people"]) == (30, 60) and small["scheme"] == "tokens"
+    assert large["payments"] > small["payments"] > 0  # twice the people pay more
+    assert small["outage_hours"] == 24 and small["online_cut"] > 0
+    assert small["attack_payments"] > 0  # the broken elements tried to spend
+    assert [f["error"] for f in failed] == [
+        "[scenario.invalid] attacks: more broken devices than people"
+    ] * 2
+    assert all(f["payments"] is None for f in failed)
+    assert (out / "sweep-refused_share.png").exists() and (out / "sweep.csv").exists()
