@@ -76,6 +76,8 @@ def with_(path: str, value: Any) -> dict[str, Any]:
         ("liquidity", {"policy": "pool"}, "liquidity.pool"),
         ("attacks.cloned_cards", 2, "attacks.cloned_cards"),
         ("attacks.broken_elements", 0.1, "attacks.broken_elements"),
+        ("attacks.cloned_cards", 1, "attacks"),  # with 0.01 rolled back: more than everyone
+        ("scheme", "tokens", "attacks"),  # the base's cloned cards are not a token attack
         ("attacks.amount", "most", "attacks.amount"),
         ("script", [{"at_hour": 1, "kind": "shop", "who": "0"}], "script.[0]"),
         ("script", [{"at_hour": 99, "kind": "online", "who": "0"}], "script"),

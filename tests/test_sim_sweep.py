@@ -407,15 +407,21 @@ start_hour = 8
 hours = 24
 reconnect_hours = 4
 [attacks]
-rolled_back_cards = 0.5
+broken_elements = 0.1
+[[script]]
+at_hour = 1
+kind = "shop"
+who = "0"
+to = "m3"
+amount = "SEK 20"
 """
 
 
 def test_a_point_that_fails_on_its_worker_keeps_its_row_and_the_others_run(
     tmp_path: Path, cluster: Any
 ):
-    """Token wallets through an outage; 0.9 broken elements and 0.5 rolled-back cards are
-    more broken devices than people, which only the worker finds (drawing the world)."""
+    """Token wallets through an outage; a scripted payment to shop m3 names a shop that a
+    street of two shops lacks, which only the worker finds (drawing the world)."""
     path = tmp_path / "tokens.toml"
     path.write_text(TOKENS)
     out = tmp_path / "sweep"
@@ -424,7 +430,7 @@ def test_a_point_that_fails_on_its_worker_keeps_its_row_and_the_others_run(
         [
             str(path),
             "--grid",
-            "attacks.broken_elements=0.1,0.9",
+            "population.merchants=4,2",
             "--grid",
             "people=30,60",
             "--out",
@@ -434,17 +440,13 @@ def test_a_point_that_fails_on_its_worker_keeps_its_row_and_the_others_run(
         ],
     )
     assert result.exit_code == 1
-    assert "point attacks.broken_elements=0.9, people=30 failed: [scenario.invalid]" in (
-        result.output
-    )
+    assert "point population.merchants=2, people=30 failed: [scenario.invalid]" in (result.output)
     small, large, *failed = pq.read_table(out / "sweep.parquet").to_pylist()
     assert small["error"] == large["error"] == ""
     assert (small["people"], large["people"]) == (30, 60) and small["scheme"] == "tokens"
     assert large["payments"] > small["payments"] > 0  # twice the people pay more
     assert small["outage_hours"] == 24 and small["online_cut"] > 0
     assert small["attack_payments"] > 0  # the broken elements tried to spend
-    assert [f["error"] for f in failed] == [
-        "[scenario.invalid] attacks: more broken devices than people"
-    ] * 2
+    assert [f["error"] for f in failed] == ["[scenario.invalid] script: no merchant 'm3'"] * 2
     assert all(f["payments"] is None for f in failed)
     assert (out / "sweep-refused_share.png").exists() and (out / "sweep.csv").exists()

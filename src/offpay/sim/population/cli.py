@@ -23,12 +23,14 @@ from rich.progress import (
 )
 
 from offpay.errors import OffpayError
+from offpay.sim.population.sweep_cli import sweep
 
 if TYPE_CHECKING:
     from offpay.sim.population.run import Executor, Run
     from offpay.sim.population.scenario import Scenario
 
 sim_app = typer.Typer(help="Population simulations: what offline payments cost a population.")
+sim_app.command("sweep")(sweep)  # `offpay sim sweep`: a scenario over a grid, on Dask
 
 
 @sim_app.callback()

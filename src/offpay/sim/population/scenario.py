@@ -273,8 +273,19 @@ class Scenario(_Strict):
                 raise ValueError("outage.start_hour: the outage starts after the scenario ends")
         if self.liquidity.policy is Liquidity.POOL and self.liquidity.pool == 0:
             raise ValueError("liquidity.pool: policy 'pool' needs a pool above 0")
+        broken = round(self.attacks.cloned_cards * self.population.people)
+        broken += round(self.attacks.rolled_back_cards * self.population.people)
+        broken += round(self.attacks.broken_elements * self.population.people)
+        if broken > self.population.people:
+            raise ValueError("attacks: the shares break more devices than there are people")
         if self.attacks.broken_elements and self.scheme is not Scheme.TOKENS:
             raise ValueError("attacks.broken_elements: applies to the token scheme only")
+        cards = self.attacks.cloned_cards or self.attacks.rolled_back_cards
+        if cards and self.scheme is Scheme.TOKENS:
+            raise ValueError(
+                "attacks: cloned and rolled-back cards apply to the balance scheme; "
+                "the token scheme's attack is broken_elements"
+            )
         if self.attacks.start_hour >= self.days * 24 and self.attacks != Attacks(
             start_hour=self.attacks.start_hour
         ):
