@@ -36,12 +36,13 @@ OWN, MADE, NEXT, PREV, PAY, RECV, STAMP, TCONS, CB, HELD, XSTAMP, XCONS, CLEARED
 TFIELDS = 13
 # token values and arrivals (int64 matrix TV)
 VAL, ARR = 0, 1
-# element fields (int64 matrix EI); the held tokens are a list from HEAD to TAIL kept sorted by
-# value, then arrival (the applet's listing); BAL their value, COUNT their number, PEND how
-# many of them are not CLEARED
-(HEAD, KNOWN, REVV, BROKEN, CSTART, CCOUNT, ONLINE, BANK, EPOCH, TAIL, BAL, COUNT,
- PEND) = range(13)  # fmt: skip
-EFIELDS = 13
+# element fields (int64 matrix EI); the held tokens are a list from HEAD to TAIL: tokens sorted
+# by value, then arrival (the applet's listing), then those that arrived since, in arrival
+# order; UNSORTED says there are such (sorted on the next listing); BAL their value, COUNT
+# their number, PEND how many of them are not CLEARED
+(HEAD, KNOWN, REVV, BROKEN, CSTART, CCOUNT, ONLINE, BANK, EPOCH, TAIL, BAL, COUNT, PEND,
+ UNSORTED) = range(14)  # fmt: skip
+EFIELDS = 14
 # globals (int64 vector G)
 (NT, NR, NPAR, CVER, ARRC, STAMPC, MINTED, REDEEMED, BURNED, RESURRECTED, HELDSUM, ONLINESUM,
  ISSUED, NCOPY, BROKE, LOST) = range(16)  # fmt: skip
@@ -67,8 +68,8 @@ K_CLONE, K_CLONE_SHOP = int(Kind.CLONE), int(Kind.CLONE_SHOP)
 
 @njit(cache=True)
 def _add(TI, TV, EI, G, e, row):
-    """Store a token where the listing puts it: it arrived last, so after every token worth
-    as much or less (searched from the tail: an element's tokens stay sorted as they arrive)."""
+    """Store a token at the list's tail (it arrived last); the list stays sorted if nothing
+    held is worth more. A shop that receives all day is sorted once, when it lists."""
     value = TV[row, VAL]
     TI[row, HELD] = 1
     TV[row, ARR] = G[ARRC]
@@ -79,18 +80,45 @@ def _add(TI, TV, EI, G, e, row):
     if not TI[row, CLEARED]:
         EI[e, PEND] += 1
     prev = EI[e, TAIL]
-    while prev >= 0 and TV[prev, VAL] > value:
-        prev = TI[prev, PREV]
-    after = EI[e, HEAD] if prev < 0 else TI[prev, NEXT]
-    TI[row, PREV], TI[row, NEXT] = prev, after
+    TI[row, PREV], TI[row, NEXT] = prev, -1
     if prev < 0:
         EI[e, HEAD] = row
     else:
         TI[prev, NEXT] = row
-    if after < 0:
-        EI[e, TAIL] = row
-    else:
-        TI[after, PREV] = row
+        if TV[prev, VAL] > value:
+            EI[e, UNSORTED] = 1
+    EI[e, TAIL] = row
+
+
+@njit(cache=True)
+def _sort(TI, TV, EI, e, buf):
+    """Relink the list by value, then arrival. Every token after the sorted part arrived
+    later than all of it, in arrival order, so a stable sort by value alone is enough."""
+    if not EI[e, UNSORTED]:
+        return
+    EI[e, UNSORTED] = 0
+    n, cur = 0, EI[e, HEAD]
+    while cur >= 0:
+        if 4 * n >= buf.shape[0]:
+            raise ValueError("an element holds more tokens than the model has room for")
+        buf[n] = cur
+        n += 1
+        cur = TI[cur, NEXT]
+    values = np.empty(n, np.int64)
+    for k in range(n):
+        values[k] = TV[buf[k], VAL]
+    order = np.argsort(values, kind="mergesort")
+    prev = -1
+    for k in range(n):
+        row = buf[order[k]]
+        TI[row, PREV] = prev
+        if prev < 0:
+            EI[e, HEAD] = row
+        else:
+            TI[prev, NEXT] = row
+        prev = row
+    TI[prev, NEXT] = -1
+    EI[e, TAIL] = prev
 
 
 @njit(cache=True)
@@ -123,6 +151,7 @@ def _is_copy(EI, COPY, e, row):
 @njit(cache=True)
 def _held(TI, TV, EI, COPY, e, only, buf):
     """The element's tokens by value, then arrival (in ``buf``); their count."""
+    _sort(TI, TV, EI, e, buf)
     n, cur = 0, EI[e, HEAD]
     while cur >= 0:
         if not only or _is_copy(EI, COPY, e, cur):
@@ -135,8 +164,9 @@ def _held(TI, TV, EI, COPY, e, only, buf):
 
 
 @njit(cache=True)
-def _at_least(TI, TV, EI, COPY, e, amount, only):
+def _at_least(TI, TV, EI, COPY, e, amount, only, buf):
     """The first token in the listing worth ``amount`` or more (-1: none)."""
+    _sort(TI, TV, EI, e, buf)
     cur = EI[e, HEAD]
     while cur >= 0 and (TV[cur, VAL] < amount or (only and not _is_copy(EI, COPY, e, cur))):
         cur = TI[cur, NEXT]
@@ -272,7 +302,7 @@ def _select(TI, TV, RT, RS, PAR, EI, COPY, G, e, amount, only, buf, hp, ht):
     """(token worth exactly amount, code), as ``TokenElement.select``."""
     if _balance(TI, TV, EI, COPY, e, only) < amount:
         return -1, C_FUNDS
-    row = _at_least(TI, TV, EI, COPY, e, amount, only)
+    row = _at_least(TI, TV, EI, COPY, e, amount, only, buf)
     if row >= 0 and TV[row, VAL] == amount:
         return row, C_OK
     if row >= 0:
@@ -576,7 +606,9 @@ def run_fast_tokens(
     """The stream through the array model of the token scheme."""
     people, merchants, n = world.people, world.merchants, len(events)
     elements = people + merchants
-    cap = max(1024, 4 * people + 6 * n // 4 + 1024)
+    # room for every row the run can need, allocated once: untouched pages of np.zeros take no
+    # memory, whereas growing copies every row (the old and the new arrays live together)
+    cap = max(1024, 4 * people + 4 * n + 1024)
     TI = np.zeros((cap, TFIELDS), np.int32)
     TV = np.zeros((cap, 2), np.int64)
     RT = np.zeros((cap, 2), np.int32)
