@@ -30,14 +30,19 @@ from offpay.sim.population.events import Events, Kind, World
 from offpay.sim.population.outcomes import INDEX, Results
 from offpay.sim.population.scenario import Scenario
 
-# token fields (int32 matrix TI)
-OWN, MADE, NEXT, PAY, RECV, STAMP, TCONS, CB, HELD, XSTAMP, XCONS = range(11)
-TFIELDS = 11
+# token fields (int32 matrix TI); CLEARED: the history was walked, no double spend, not longer
+# than the policy's depth (a history never changes, so renewal need not walk it again)
+OWN, MADE, NEXT, PREV, PAY, RECV, STAMP, TCONS, CB, HELD, XSTAMP, XCONS, CLEARED = range(13)
+TFIELDS = 13
 # token values and arrivals (int64 matrix TV)
 VAL, ARR = 0, 1
-# element fields (int64 matrix EI)
-HEAD, KNOWN, REVV, BROKEN, CSTART, CCOUNT, ONLINE, BANK, EPOCH = range(9)
-EFIELDS = 9
+# element fields (int64 matrix EI); the held tokens are a list from HEAD to TAIL: tokens sorted
+# by value, then arrival (the applet's listing), then those that arrived since, in arrival
+# order; UNSORTED says there are such (sorted on the next listing); BAL their value, COUNT
+# their number, PEND how many of them are not CLEARED
+(HEAD, KNOWN, REVV, BROKEN, CSTART, CCOUNT, ONLINE, BANK, EPOCH, TAIL, BAL, COUNT, PEND,
+ UNSORTED) = range(14)  # fmt: skip
+EFIELDS = 14
 # globals (int64 vector G)
 (NT, NR, NPAR, CVER, ARRC, STAMPC, MINTED, REDEEMED, BURNED, RESURRECTED, HELDSUM, ONLINESUM,
  ISSUED, NCOPY, BROKE, LOST) = range(16)  # fmt: skip
@@ -63,25 +68,76 @@ K_CLONE, K_CLONE_SHOP = int(Kind.CLONE), int(Kind.CLONE_SHOP)
 
 @njit(cache=True)
 def _add(TI, TV, EI, G, e, row):
-    TI[row, NEXT] = EI[e, HEAD]
-    EI[e, HEAD] = row
+    """Store a token at the list's tail (it arrived last); the list stays sorted if nothing
+    held is worth more. A shop that receives all day is sorted once, when it lists."""
+    value = TV[row, VAL]
     TI[row, HELD] = 1
     TV[row, ARR] = G[ARRC]
     G[ARRC] += 1
-    G[HELDSUM] += TV[row, VAL]
+    G[HELDSUM] += value
+    EI[e, BAL] += value
+    EI[e, COUNT] += 1
+    if not TI[row, CLEARED]:
+        EI[e, PEND] += 1
+    prev = EI[e, TAIL]
+    TI[row, PREV], TI[row, NEXT] = prev, -1
+    if prev < 0:
+        EI[e, HEAD] = row
+    else:
+        TI[prev, NEXT] = row
+        if TV[prev, VAL] > value:
+            EI[e, UNSORTED] = 1
+    EI[e, TAIL] = row
+
+
+@njit(cache=True)
+def _sort(TI, TV, EI, e, buf):
+    """Relink the list by value, then arrival. Every token after the sorted part arrived
+    later than all of it, in arrival order, so a stable sort by value alone is enough."""
+    if not EI[e, UNSORTED]:
+        return
+    EI[e, UNSORTED] = 0
+    n, cur = 0, EI[e, HEAD]
+    while cur >= 0:
+        if 4 * n >= buf.shape[0]:
+            raise ValueError("an element holds more tokens than the model has room for")
+        buf[n] = cur
+        n += 1
+        cur = TI[cur, NEXT]
+    values = np.empty(n, np.int64)
+    for k in range(n):
+        values[k] = TV[buf[k], VAL]
+    order = np.argsort(values, kind="mergesort")
+    prev = -1
+    for k in range(n):
+        row = buf[order[k]]
+        TI[row, PREV] = prev
+        if prev < 0:
+            EI[e, HEAD] = row
+        else:
+            TI[prev, NEXT] = row
+        prev = row
+    TI[prev, NEXT] = -1
+    EI[e, TAIL] = prev
 
 
 @njit(cache=True)
 def _remove(TI, TV, EI, G, e, row):
-    prev, cur = -1, EI[e, HEAD]
-    while cur != row:
-        prev, cur = cur, TI[cur, NEXT]
+    prev, after = TI[row, PREV], TI[row, NEXT]
     if prev < 0:
-        EI[e, HEAD] = TI[row, NEXT]
+        EI[e, HEAD] = after
     else:
-        TI[prev, NEXT] = TI[row, NEXT]
+        TI[prev, NEXT] = after
+    if after < 0:
+        EI[e, TAIL] = prev
+    else:
+        TI[after, PREV] = prev
     TI[row, HELD] = 0
     G[HELDSUM] -= TV[row, VAL]
+    EI[e, BAL] -= TV[row, VAL]
+    EI[e, COUNT] -= 1
+    if not TI[row, CLEARED]:
+        EI[e, PEND] -= 1
 
 
 @njit(cache=True)
@@ -95,6 +151,7 @@ def _is_copy(EI, COPY, e, row):
 @njit(cache=True)
 def _held(TI, TV, EI, COPY, e, only, buf):
     """The element's tokens by value, then arrival (in ``buf``); their count."""
+    _sort(TI, TV, EI, e, buf)
     n, cur = 0, EI[e, HEAD]
     while cur >= 0:
         if not only or _is_copy(EI, COPY, e, cur):
@@ -103,20 +160,23 @@ def _held(TI, TV, EI, COPY, e, only, buf):
             buf[n] = cur
             n += 1
         cur = TI[cur, NEXT]
-    for i in range(1, n):  # insertion sort: an element holds few tokens
-        x, j = buf[i], i - 1
-        while j >= 0 and (
-            TV[buf[j], VAL] > TV[x, VAL]
-            or (TV[buf[j], VAL] == TV[x, VAL] and TV[buf[j], ARR] > TV[x, ARR])
-        ):
-            buf[j + 1] = buf[j]
-            j -= 1
-        buf[j + 1] = x
     return n
 
 
 @njit(cache=True)
+def _at_least(TI, TV, EI, COPY, e, amount, only, buf):
+    """The first token in the listing worth ``amount`` or more (-1: none)."""
+    _sort(TI, TV, EI, e, buf)
+    cur = EI[e, HEAD]
+    while cur >= 0 and (TV[cur, VAL] < amount or (only and not _is_copy(EI, COPY, e, cur))):
+        cur = TI[cur, NEXT]
+    return cur
+
+
+@njit(cache=True)
 def _balance(TI, TV, EI, COPY, e, only):
+    if not only:
+        return EI[e, BAL]
     total, cur = 0, EI[e, HEAD]
     while cur >= 0:
         if not only or _is_copy(EI, COPY, e, cur):
@@ -135,6 +195,7 @@ def _new_token(TI, TV, G, value, owner, made):
     TI[row, OWN], TI[row, MADE], TI[row, NEXT], TI[row, PAY] = owner, made, -1, -1
     TI[row, RECV], TI[row, STAMP], TI[row, TCONS], TI[row, CB] = 0, 0, -1, -1
     TI[row, HELD], TI[row, XSTAMP], TI[row, XCONS] = 0, 0, -1
+    TI[row, PREV], TI[row, CLEARED] = -1, made < 0  # a minted token has no history
     TV[row, VAL], TV[row, ARR] = value, 0
     return row
 
@@ -241,13 +302,12 @@ def _select(TI, TV, RT, RS, PAR, EI, COPY, G, e, amount, only, buf, hp, ht):
     """(token worth exactly amount, code), as ``TokenElement.select``."""
     if _balance(TI, TV, EI, COPY, e, only) < amount:
         return -1, C_FUNDS
+    row = _at_least(TI, TV, EI, COPY, e, amount, only, buf)
+    if row >= 0 and TV[row, VAL] == amount:
+        return row, C_OK
+    if row >= 0:
+        return _split(TI, TV, RT, PAR, EI, G, e, row, amount, hp), C_OK
     n = _held(TI, TV, EI, COPY, e, only, buf)
-    for k in range(n):
-        if TV[buf[k], VAL] == amount:
-            return buf[k], C_OK
-    for k in range(n):
-        if TV[buf[k], VAL] > amount:
-            return _split(TI, TV, RT, PAR, EI, G, e, buf[k], amount, hp), C_OK
     # by value descending, equal values in listing order (a stable sort of the listing)
     picked = buf[n:]
     m, total, k = 0, 0, n - 1
@@ -352,20 +412,33 @@ def _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, renew, t, settled, W):
 
 @njit(cache=True)
 def _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settled, W):
+    """The app's ``renew_long``: each held token's history walked in listing order (a double
+    spend or a known revocation stops it), the long ones renewed. A CLEARED token's walk would
+    find nothing, so it is skipped, and an element holding only such tokens is answered at
+    once: a merchant's deposits after an outage stay linear in its tokens."""
     buf, hp, ht, _one = W
+    if EI[e, PEND] == 0:
+        if EI[e, COUNT] > 0 and _knows_revoked(EI, EI[e, KNOWN], e):
+            return C_TREVOKED
+        return C_OK
     n = _held(TI, TV, EI, COPY, e, False, buf)
     rows = buf[n : 2 * n]
     rows[:] = buf[:n]
     for k in range(n):
-        m, clash = _history(TI, RT, RS, PAR, G, rows[k], hp, ht)
-        if clash >= 0:
-            return C_DOUBLE
+        row, m = rows[k], 0
+        if not TI[row, CLEARED]:
+            m, clash = _history(TI, RT, RS, PAR, G, row, hp, ht)
+            if clash >= 0:
+                return C_DOUBLE
         if _knows_revoked(EI, EI[e, KNOWN], e):
             return C_TREVOKED
         if m > max_ancestry:
-            code = _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, rows[k], True, t, settled, W)
+            code = _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, True, t, settled, W)
             if code != C_OK:
                 return code
+        elif not TI[row, CLEARED]:
+            TI[row, CLEARED] = 1
+            EI[e, PEND] -= 1
     return C_OK
 
 
@@ -533,14 +606,16 @@ def run_fast_tokens(
     """The stream through the array model of the token scheme."""
     people, merchants, n = world.people, world.merchants, len(events)
     elements = people + merchants
-    cap = max(1024, 4 * people + 6 * n // 4 + 1024)
+    # room for every row the run can need, allocated once: untouched pages of np.zeros take no
+    # memory, whereas growing copies every row (the old and the new arrays live together)
+    cap = max(1024, 4 * people + 4 * n + 1024)
     TI = np.zeros((cap, TFIELDS), np.int32)
     TV = np.zeros((cap, 2), np.int64)
     RT = np.zeros((cap, 2), np.int32)
     RS = np.zeros(cap, np.int32)
     PAR = np.zeros(2 * cap, np.int32)
     EI = np.zeros((elements, EFIELDS), np.int64)
-    EI[:, HEAD] = -1
+    EI[:, HEAD] = EI[:, TAIL] = -1
     EI[:people, BANK] = world.person_bank
     EI[people:, BANK] = world.merchant_bank
     COPY = np.zeros(cap, np.int32)
@@ -582,12 +657,11 @@ def run_fast_tokens(
         if progress is not None:
             progress(i)
     held = TV[: G[NT], VAL][TI[: G[NT], HELD] == 1].sum()
-    if held != G[HELDSUM] or EI[:, ONLINE].sum() != G[ONLINESUM]:
+    if held != G[HELDSUM] or EI[:, BAL].sum() != held or EI[:, ONLINE].sum() != G[ONLINESUM]:
         raise ConservationError("the token model's counters disagree with its rows")
     results.person_online[:] = EI[:people, ONLINE]
     results.merchant_wallet[:] = EI[people:, ONLINE]
-    for e in range(people):
-        results.person_card[e] = _balance(TI, TV, EI, COPY, e, False)
+    results.person_card[:] = EI[:people, BAL]
     results.person_blocked[:] = EI[:people, REVV] > 0
     results.bank_holdings[:] = BK[:, 1]
     results.losses = int(G[BURNED])
