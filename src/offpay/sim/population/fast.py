@@ -282,6 +282,15 @@ def _pay_payee_account(S, e, d):
 
 
 @njit(cache=True)
+def _fault(S, e):
+    """A broken move for the test that the check catches it: the first credit at or after
+    event ``S.sc[FAULT]`` is one minor unit too large."""
+    if 0 <= S.sc[FAULT] <= S.sc[EVENT]:
+        S.sc[FAULT] = -1
+        _pay_payee_account(S, e, 1)
+
+
+@njit(cache=True)
 def _payee_holds(S, e):
     if S.E8[F_PAY_TO_CARD, e]:
         return S.P[F_SHADOW, S.E32[F_PAY_PAYEE, e]]
@@ -583,8 +592,7 @@ def _rec(S, op, x, y, z):  # noqa: C901 - one function: numba caches no mutual r
             return ALREADY
         S.E32[F_CREDITED, slot] = e
         _pay_payee_account(S, e, S.E64[F_PAMT, e])
-        if S.sc[FAULT] == S.sc[EVENT]:
-            _pay_payee_account(S, e, 1)  # a broken move, for the test that it is caught
+        _fault(S, e)
         if S.E8[F_DECLINED_REQ, e]:
             _rec(S, K[OP_REFUND], np.int64(e), np.int64(y), np.int64(z))
         else:
@@ -745,8 +753,7 @@ def _rec(S, op, x, y, z):  # noqa: C901 - one function: numba caches no mutual r
                 e = S.stk[k]
                 S.E32[F_CREDITED, S.E32[F_SLOT_OF, e]] = e
                 _pay_payee_account(S, e, S.E64[F_PAMT, e])
-                if S.sc[FAULT] == S.sc[EVENT]:
-                    _pay_payee_account(S, e, 1)
+                _fault(S, e)
                 keys[count] = _payee_key(S, e)
                 count += 1
         for k in range(start, start + n):
@@ -912,6 +919,11 @@ def _p2p(S, e, a, b, amount):
         S.C[F_C_DECLINED, b] += 1  # the payee's phone declines the request
         return code
     _pay(S, e, a, amount, True, b)
+    if _knows_revoked(S.C[F_C_RV, b], S.P[F_REV_VER, b]):
+        # Card._receive checks the request's signer too: a card that knows itself revoked
+        # refuses the payment answering its own request (paid by now); the phone declines it
+        S.C[F_C_DECLINED, b] += 1
+        return C_CRYPTO_REVOKED
     S.C[F_C_BAL, b] += amount
     S.C[F_C_SEQ, b] += 1
     S.c_log[b, S.C[F_C_NLOG, b]] = e
@@ -984,6 +996,8 @@ def _card_session(S, p, top_up):
     S.C[F_C_DECLINED, cs] = 0
     if S.C[F_C_RV, cs] < S.sc[REV_COUNT]:
         S.C[F_C_RV, cs] = S.sc[REV_COUNT]
+    if S.P[F_STATUS, p] != 0:
+        return C_CRYPTO_REVOKED  # blocked during its own sync: its confirmation is refused
     # its confirmation: a payment under the counter it just used was made by a copy
     slot = _lookup(S, p, seq + 1)
     if slot >= 0:
@@ -1231,8 +1245,9 @@ def run_fast(
     _break_at: int = -1,
 ) -> Results:
     """The results of ``events`` under the balance scheme's rules; ``progress`` is told how
-    many events are done, about every 1 %. ``_break_at``: an event at which one credit is
-    made one minor unit too large (the test that the model's check catches a broken move)."""
+    many events are done, about every 1 %. ``_break_at``: the first credit at or after this
+    event is made one minor unit too large (the test that the model's check catches a broken
+    move)."""
     S = _state(scenario, world, events, _break_at)
     n = len(events)
     step = max(1, -(-n // 100))

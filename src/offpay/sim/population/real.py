@@ -11,8 +11,8 @@ Each kind is played with the real apps, as a person or shop would:
 * ``SHOP``: the PoS app asks the terminal module for a request, the card pays it over the reader
   (the app declines the request when the card refuses, as it does);
 * ``P2P``: the payee's phone has its card sign a request, the payer's phone checks the six-digit
-  code and has its card pay, the payee's phone has its card receive; when the payer's card
-  refuses, the payee's phone declines the request;
+  code and has its card pay, the payee's phone has its card receive; when either card refuses,
+  the payee's phone declines the request;
 * ``ONLINE``: the phone synchronises the card, then tops it up to ``behaviour.top_up_to`` as far
   as the online wallet allows; ``SHOP_ONLINE``: the PoS app synchronises the terminal;
 * the attacks break cards through :mod:`offpay.device.tamper` only;
@@ -214,10 +214,10 @@ class _Real:
         request = payee.phone.ask(payer.phone.show_identity(), self.net.money(amount))
         try:
             payment = payer.phone.pay(PIN, request, code=confirmation_code(request))
+            payee.phone.accept(PIN, payment)
         except OffpayError:
-            payee.phone.decline(request)
+            payee.phone.decline(request)  # not paid, or the payee's card refused the payment
             raise
-        payee.phone.accept(PIN, payment)
 
     def _after_event(self, i: int) -> None:
         """Payments the notary recorded during event ``i`` settled at its time; the pool's
