@@ -138,8 +138,9 @@ OP_DEBIT_REQUEST, OP_CREDIT, OP_RETRY, OP_DECLARE = 6, 7, 8, 9
     ERR_EVENT,
     STAMP,
     NBLOCKED,
-) = range(25)
-NSCALARS = 25
+    OPEN_REFUNDS,
+) = range(26)
+NSCALARS = 26
 
 ERR_CONSERVATION, ERR_NEGATIVE, ERR_STACK, ERR_SEQ, ERR_SPACE = 1, 2, 3, 4, 5
 
@@ -220,6 +221,7 @@ F_DECLINED_REQ = 4
 F_REFUND_STATE = 5
 F_BANK_WALLETS = 0
 F_HOLDINGS = 1
+F_REL_CURSOR = 2
 F_ATT_OFF = 0
 F_ATT_LEN = 1
 
@@ -396,10 +398,17 @@ def _release_expired(S, bank):
     """Containment.release_expired: past the window, a blocked card's waiting payments are
     refused and its shadow wallet goes back online."""
     now = S.sc[NOW]
-    for k in range(S.sc[NBLOCKED]):
+    # Cards are blocked in time order, so past the first one of this bank still inside its
+    # window, none is due: each bank's cursor skips what it released or does not hold.
+    k = S.BK[F_REL_CURSOR, bank]
+    while k < S.sc[NBLOCKED]:
         q = S.blocked_list[k]
-        if S.P[F_PB, q] != bank or S.P[F_RELEASED, q] or now <= S.P[F_BLOCKED_AT, q] + S.sc[WINDOW]:
+        if S.P[F_PB, q] != bank or S.P[F_RELEASED, q]:
+            k += 1
             continue
+        if now <= S.P[F_BLOCKED_AT, q] + S.sc[WINDOW]:
+            break
+        k += 1
         slot = S.P[F_SF_HEAD, q]
         while slot >= 0:
             _close_shortfall(S, slot)
@@ -409,6 +418,7 @@ def _release_expired(S, bank):
             _shadow(S, q, -left)
             _online(S, q, left)
         S.P[F_RELEASED, q] = True
+    S.BK[F_REL_CURSOR, bank] = k
 
 
 # -- the pool ------------------------------------------------------------------------------------
@@ -601,7 +611,7 @@ def _rec(S, op, x, y, z):  # noqa: C901 - one function: numba caches no mutual r
 
     if op == OP_MONEY:  # Intermediary.money_arrived at device x (amount y)
         key = x
-        for j in range(S.sc[NREFUNDS]):  # refunds the device owes, oldest first
+        for j in range(S.sc[NREFUNDS] if S.sc[OPEN_REFUNDS] else 0):  # owed, oldest first
             f = S.rf_list[j]
             if S.E8[F_REFUND_STATE, f] == 1 and _payee_key(S, f) == key:
                 _rec(S, K[OP_REFUND], np.int64(f), np.int64(y), np.int64(z))
@@ -643,11 +653,13 @@ def _rec(S, op, x, y, z):  # noqa: C901 - one function: numba caches no mutual r
             S.E8[F_REFUND_STATE, e] = 1
             S.rf_list[S.sc[NREFUNDS]] = e
             S.sc[NREFUNDS] += 1
+            S.sc[OPEN_REFUNDS] += 1
         amount = S.E64[F_PAMT, e]
         if _payee_holds(S, e) < amount:
             return 0  # owed: made when money reaches the payee
         _pay_payee_account(S, e, -amount)
         S.E8[F_REFUND_STATE, e] = 2
+        S.sc[OPEN_REFUNDS] -= 1
         payer = S.E32[F_PAY_PAYER, e]
         _cross(S, _payee_bank(S, e), S.P[F_PB, payer], amount)
         _shadow(S, payer, amount)
@@ -1190,7 +1202,7 @@ def _state(scenario: Scenario, world: World, events: Events, fault: int) -> Stat
         E32=e32,
         E64=e64,
         E8=e8,
-        BK=np.stack([wallets, wallets.copy()]),
+        BK=np.stack([wallets, wallets.copy(), np.zeros(B, np.int64)]),
         AT=np.stack([att_off, att_len.astype(np.int64)]),
         att_map=np.full(int(att_len.sum()) + 1, -1, np.int64),
         blocked_list=np.zeros(P + 1, np.int64),
