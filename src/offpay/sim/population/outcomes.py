@@ -29,8 +29,9 @@ CODES: tuple[str, ...] = (
     "token.double_spend",
     "token.invalid",
     "refused",
-    "token.revoked",
-    "crypto.revoked",
+    "token.revoked",  # an element refuses a token whose history a revoked element signed
+    "crypto.revoked",  # a device that synchronised since refuses a revoked card offline
+    "wire.replay.duplicate",  # a terminal holds another payment under the card's counter
 )
 # A code either executor meets that is not above is a fidelity failure to fix, not to map.
 INDEX: dict[str, int] = {code: i for i, code in enumerate(CODES)}
