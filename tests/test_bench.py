@@ -194,8 +194,6 @@ def test_the_settlement_profile_takes_samples_on_a_busy_machine():
 
 
 def test_bench_simulates_a_population_and_weighs_it_against_the_real_protocol(tmp_path: Path):
-    pytest.importorskip("offpay.sim.population.fast", reason="the fast executor is not merged")
-    pytest.importorskip("offpay.sim.population.real", reason="the real executor is not merged")
     figures = _run(
         tmp_path, "--only", "sim", "--sim-people", "2k", "--sim-real-people", "12", "--no-isolate"
     )

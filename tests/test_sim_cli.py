@@ -141,7 +141,6 @@ def test_end_to_end_the_report_example_through_the_fast_executor(tmp_path: Path)
     """`offpay sim run scenarios/alice-bob-charlie.toml --out DIR` with the real fast executor:
     every file is written and summary.json tells the §3.7 story: three payments made, Bob's
     payment to Charlie waits for Alice's sync, and every figure agrees with the day table."""
-    pytest.importorskip("offpay.sim.population.fast", reason="the fast executor is not merged")
     import pyarrow.parquet as pq
 
     out = tmp_path / "tmp"

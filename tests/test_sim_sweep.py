@@ -325,6 +325,8 @@ merchants = 6
 payments_per_person_per_day = 3
 person_to_person_share = 0.6
 person_online_per_day = 1
+top_up_to = "SEK 300"
+amount = { median = "SEK 80", sigma = 0.8, max = "SEK 3000" }
 [outage]
 start_hour = 8
 hours = 24
@@ -338,7 +340,6 @@ pool = "SEK 50000"
 def test_a_sweep_on_a_local_dask_cluster_writes_a_row_per_point_that_moves_with_the_grid(
     tmp_path: Path, cluster: Any
 ):
-    pytest.importorskip("offpay.sim.population.fast", reason="the fast executor is not merged")
     path = tmp_path / "street.toml"
     path.write_text(SWEPT)
     out = tmp_path / "sweep"
