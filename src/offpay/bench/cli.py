@@ -151,7 +151,7 @@ def bench(
     full: Annotated[
         bool,
         typer.Option(
-            "--full", help="The full run of issue 7: 10k, 100k and 1M payments, longer timings."
+            "--full", help="The full run: 10k, 100k and 1M payments, longer timings."
         ),
     ] = False,
     backends: Annotated[
@@ -215,7 +215,7 @@ def bench(
     ] = False,
     sim_people: Annotated[
         str,
-        typer.Option(help="People in the population simulator's country (default 1M, issue 14)."),
+        typer.Option(help="People in the population simulator's country (default 1M)."),
     ] = "1M",
     sim_real_people: Annotated[
         str,

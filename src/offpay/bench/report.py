@@ -185,7 +185,7 @@ def print_table(results: dict[str, Any], console: Console) -> None:
     for row in rows(results):
         table.add_row(*row)
     console.print(table)
-    targets = Table(title="targets (issue 7)")
+    targets = Table(title="targets")
     for column in ("target", "wanted", "measured", "result"):
         targets.add_column(column, overflow="fold")
     for t in results.get("targets", []):
@@ -261,7 +261,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     lines += [f"| {' | '.join(c.replace('|', '/') for c in row)} |" for row in rows(results)]
-    lines += ["", "| target (issue 7) | wanted | measured | result |", "|---|---|---|---|"]
+    lines += ["", "| target | wanted | measured | result |", "|---|---|---|---|"]
     for t in results.get("targets", []):
         lines.append(
             f"| {t['target']} | {_n(t['wanted'], 1)} | {_measured(t)} | {_met(t['met'])} |"
