@@ -232,7 +232,7 @@ def test_progress_is_told_about_every_percent() -> None:
 
 
 @settings(
-    max_examples=12,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -282,5 +282,5 @@ def test_small_random_scenarios_agree(
     if not outage:
         del data["outage"]
     s = parse_scenario(data)
-    world, events, real, fast = both(s)
+    _, events, real, fast = both(s)
     assert_same(events, real, fast)

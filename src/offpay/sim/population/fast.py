@@ -488,13 +488,17 @@ def _debit_notarise(S, e):
     slot = S.E32[F_SLOT_OF, e]
     amount = S.E64[F_PAMT, e]
     while True:
-        if S.E32[F_PAY_SEQ, e] <= S.P[F_LAST_SEQ, p] and S.E32[F_DBT_EV, slot] < 0 and S.E32[F_SF_EV, slot] < 0:
+        if (
+            S.E32[F_PAY_SEQ, e] <= S.P[F_LAST_SEQ, p]
+            and S.E32[F_DBT_EV, slot] < 0
+            and S.E32[F_SF_EV, slot] < 0
+        ):
             _block(S, p)  # made from a state the card had left: rolled back
             _record_loss(S, p, slot, amount)
             return REFUSED << 1
-        if S.P[F_STATUS, p] != 0 and S.sc[NOW] > S.P[F_BLOCKED_AT, p] + S.sc[WINDOW]:
-            if S.E32[F_DBT_EV, slot] < 0:
-                return REFUSED << 1  # a blocked card's payment after the window
+        late = S.P[F_STATUS, p] != 0 and S.sc[NOW] > S.P[F_BLOCKED_AT, p] + S.sc[WINDOW]
+        if late and S.E32[F_DBT_EV, slot] < 0:
+            return REFUSED << 1  # a blocked card's payment after the window
         existing = S.E32[F_DBT_EV, slot]
         waiting = S.E32[F_SF_EV, slot]
         conflict = False
@@ -581,7 +585,7 @@ def _classify(S, start, n):
 
 
 @njit(cache=True)
-def _rec(S, op, x, y, z):  # noqa: C901 - one function: numba caches no mutual recursion
+def _rec(S, op, x, y, z):  # one function: numba caches no mutual recursion
     K = S.k
     if op == OP_SETTLE:  # Intermediary.settle of payment x at bank y
         e, bank = x, y
@@ -606,7 +610,9 @@ def _rec(S, op, x, y, z):  # noqa: C901 - one function: numba caches no mutual r
         if S.E8[F_DECLINED_REQ, e]:
             _rec(S, K[OP_REFUND], np.int64(e), np.int64(y), np.int64(z))
         else:
-            _rec(S, K[OP_MONEY], np.int64(_payee_key(S, e)), np.int64(S.E64[F_PAMT, e]), np.int64(z))
+            _rec(
+                S, K[OP_MONEY], np.int64(_payee_key(S, e)), np.int64(S.E64[F_PAMT, e]), np.int64(z)
+            )
         return DONE
 
     if op == OP_MONEY:  # Intermediary.money_arrived at device x (amount y)

@@ -43,13 +43,12 @@ from offpay.device.card import Card, key_fingerprint
 from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
 from offpay.errors import OffpayError
-from offpay.money import Money
 from offpay.relay.phone import PhoneApp, confirmation_code
 from offpay.relay.pos import PosApp
 from offpay.sim.liquidity import SimClock
 from offpay.sim.network import Merchant, OfflineNetwork, User
 from offpay.sim.population.events import Events, Kind, World
-from offpay.sim.population.outcomes import NEVER, OK, UNREACHABLE, Results, code_of
+from offpay.sim.population.outcomes import UNREACHABLE, Results, code_of
 from offpay.sim.population.scenario import Scenario
 from offpay.store import schema
 from offpay.wire.envelope import Signed, payload_of
@@ -225,7 +224,7 @@ class _Real:
         r, n = self.results, schema.notary
         with self.net.central.db.connect() as conn:
             rows = conn.execute(
-                select(_ROWID, n.c.tx_id, n.c.evidence).where(_ROWID > self.notary_seen)
+                select(_ROWID, n.c.tx_id, n.c.evidence).where(_ROWID > self.notary_seen)  # noqa: SIM300
             ).all()
         for rowid, tx_id, evidence in rows:
             self.notary_seen = max(self.notary_seen, rowid)
@@ -278,6 +277,3 @@ class _Real:
 def run_real(scenario: Scenario, world: World, events: Events) -> Results:
     """Play ``events`` on a real in-process network; the per-event and final results."""
     return _Real(scenario, world, events).run()
-
-
-
