@@ -16,8 +16,12 @@ BASE = Path(__file__).resolve().parents[1] / "scenarios" / "evidence" / "town.to
 
 
 def in_process(points: list[Point]) -> list[dict]:
-    """The sweep's own worker function, without a cluster: the test checks the questions."""
-    return [run_point(p.data) for p in points]
+    """The sweep's own worker function without a cluster, its results placed by each point's
+    index as the cluster's runner places them (two grids' points must not share an index)."""
+    results: list[dict] = [{} for _ in points]
+    for point in points:
+        results[point.index] = run_point(point.data)
+    return results
 
 
 def test_every_question_is_answered_with_a_table_and_a_plot(tmp_path: Path) -> None:

@@ -120,18 +120,16 @@ def pool_size(base: dict[str, Any], scale: Scale, run: Runner, folder: Path) -> 
             days = point.grid["outage_days"]
             peak = int(result["pool_peak"])
             ceiling = float(result["settled_without_waiting_share"])
-            queue = dict(sized, liquidity={"policy": "queue", "pool": 0})
             fractions = [f for f in scale.pool_fractions if f < 1.0]
-            pools = [max(1, math.floor(peak * f)) for f in fractions] if peak else []
-            grid = [f"outage_days={days}"]
-            tried = _points(queue, grid) + (
-                _points(sized, [*grid, f"pool={_csv(sorted(set(pools)))}"]) if pools else []
-            )
+            pools = sorted({max(1, math.floor(peak * f)) for f in fractions} - {peak})
+            # a pool of 0 runs as the queue: what an empty pool gives (the sweep's own rule)
+            tried = _points(sized, [f"outage_days={days}", f"pool={_csv([0, *pools])}"])
             found = run(tried)
             _check(found)
-            by_pool = {0: float(found[0]["settled_without_waiting_share"])}
-            for p, r in zip(tried[1:], found[1:], strict=True):
-                by_pool[int(p.grid["pool"])] = float(r["settled_without_waiting_share"])
+            by_pool = {
+                int(p.grid["pool"]): float(r["settled_without_waiting_share"])
+                for p, r in zip(tried, found, strict=True)
+            }
             by_pool[peak] = ceiling
             curves[(people, days)] = sorted(by_pool.items())
             need_99 = min((p for p, s in by_pool.items() if s >= 0.99), default=None)
