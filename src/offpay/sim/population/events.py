@@ -201,7 +201,11 @@ def _behaviour(scenario: Scenario, world: World, rng: np.random.Generator) -> li
     day = (0, MINUTES_PER_DAY)
     person, tp = _poisson_times(rng, world.people, b.person_online_per_day, minutes, window)
     shop, tm = _poisson_times(rng, world.merchants, b.merchant_online_per_day, minutes, day)
-    return [pays, _events(tp, Kind.ONLINE, person), _events(tm, Kind.SHOP_ONLINE, shop)]
+    parts = [pays, _events(tp, Kind.ONLINE, person), _events(tm, Kind.SHOP_ONLINE, shop)]
+    if b.start_topped_up:  # first: a population starts with its cards topped up
+        everyone = np.arange(world.people, dtype=np.int32)
+        parts.insert(0, _events(np.zeros(world.people), Kind.ONLINE, everyone))
+    return parts
 
 
 def _attacks(scenario: Scenario, world: World, rng: np.random.Generator) -> list[Events]:

@@ -136,6 +136,7 @@ class Behaviour(_Strict):
     person_online_per_day: float = Field(default=0.5, ge=0, le=100)
     merchant_online_per_day: float = Field(default=1.0, ge=0, le=100)
     top_up_to: Minor = 1_000_00  # a card is topped up to this when its holder goes online
+    start_topped_up: bool = True  # everyone goes online once at the start (drawn behaviour)
     online_wallet: Minor = 20_000_00  # each person's online wallet at the start
 
     _amounts = field_validator("top_up_to", "online_wallet", mode="before")(_minor)
