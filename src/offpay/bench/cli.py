@@ -150,9 +150,7 @@ def bench(
     ] = None,
     full: Annotated[
         bool,
-        typer.Option(
-            "--full", help="The full run: 10k, 100k and 1M payments, longer timings."
-        ),
+        typer.Option("--full", help="The full run: 10k, 100k and 1M payments, longer timings."),
     ] = False,
     backends: Annotated[
         str, typer.Option(help="Databases for settlement: sqlite, postgres or both.")
