@@ -379,7 +379,19 @@ def limits(base: dict[str, Any], scale: Scale, run: Runner, folder: Path) -> Sec
                 )
             )
         else:
-            halves.append((days, _share(float(report["refused_share"])), "none in the grid", ""))
+            best = min((k for k in table if k[0] == days), key=lambda k: table[k]["refused_share"])
+            leading = max(
+                (c for c in codes if table[best].get(c)), key=lambda c: table[best][c], default=""
+            )
+            halves.append(
+                (
+                    days,
+                    _share(float(report["refused_share"])),
+                    f"none in the grid; the fewest refusals, with {best[1]} per card and "
+                    f"{best[2]} per terminal, are mostly `{leading.removeprefix('refused.')}`",
+                    _share(float(table[best]["refused_share"])),
+                )
+            )
     section.text += [
         "The report's limits (§3.3): 5 offline transactions and SEK 3 000 per card, 12 payments "
         "and SEK 20 000 per terminal. Refused payments by the rule that refused them:",
