@@ -318,14 +318,6 @@ def run_point(data: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def check_scheduler(address: str) -> str:
     """A scheduler's address as Dask writes it (``tcp://HOST:PORT``, ``tls://…``)."""
     scheme, sep, rest = address.partition("://")
@@ -356,7 +348,9 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         with client:
             yield client
         return
-    n = workers or usable_cores()
+    from dask.system import CPU_COUNT  # the cores this process may use (affinity, cgroups)
+
+    n = workers or CPU_COUNT
     with (
         LocalCluster(
             n_workers=n,
