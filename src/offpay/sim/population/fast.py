@@ -1001,9 +1001,9 @@ def _shop_rules(S, e, cs, m, amount):
     code = C_OK
     if _knows_revoked(S.M[F_T_RV, m], S.P[F_REV_VER, p]):
         code = C_CRYPTO_REVOKED
-    elif S.M[F_T_OPEN_N, m] >= T_OPEN_MAX:
-        code = C_BUSY
-    elif S.M[F_T_OPEN_N, m] + S.M[F_T_DECL_N, m] >= DECLINED_MAX:
+    elif (
+        S.M[F_T_OPEN_N, m] >= T_OPEN_MAX or S.M[F_T_OPEN_N, m] + S.M[F_T_DECL_N, m] >= DECLINED_MAX
+    ):
         code = C_BUSY
     elif S.M[F_T_N, m] + S.M[F_T_OPEN_N, m] + 1 > S.sc[TMAX_N]:
         code = C_TERM_N

@@ -22,9 +22,9 @@ from typing import Any
 
 from offpay.bench.storage import Meter
 from offpay.device.apdu import Ins
+from offpay.device.card import Card
 from offpay.device.memory import SealedMemory
 from offpay.device.reader import Transmit
-from offpay.device.card import Card
 from offpay.device.terminal import TerminalModule
 from offpay.errors import OffpayError
 from offpay.relay.phone import PhoneApp, confirmation_code
