@@ -185,6 +185,7 @@ F_C_DECLINED = 7
 F_C_RV = 8
 F_C_LP = 9  # the bytes of the last payment the card signed (0: none yet)
 F_C_LIST = 10  # the bytes of the revocation list its last instruction carried (0: none)
+F_C_SOPEN = 11  # 1 while the card holds an open session (one the intermediary refused stays)
 F_MB = 0
 F_MWALLET = 1
 F_T_N = 2
@@ -838,8 +839,9 @@ def _rec(S, op, x, y, z):  # one function: numba caches no mutual recursion
     TR_LIST_BASE,
     TR_LIST_DEVICE,
     TR_B_REVOKED,
-) = range(33)
-NTR = 33
+    TR_B_OPEN,
+) = range(34)
+NTR = 34
 
 
 @njit(cache=True)
@@ -886,6 +888,7 @@ def _stored(S, cs, transient):
     if S.C[F_C_LP, cs] > 0:
         size += S.C[F_C_LP, cs] + S.tr[TR_B_LAST]
     size += S.C[F_C_LIST, cs] + S.C[F_C_RV, cs] * S.tr[TR_B_REVOKED]
+    size += S.C[F_C_SOPEN, cs] * S.tr[TR_B_SESS]
     if size > S.stor[cs]:
         S.stor[cs] = size
 
@@ -907,6 +910,7 @@ def _copy_card(S, src, dst):
     S.C[F_C_RV, dst] = S.C[F_C_RV, src]
     S.C[F_C_LP, dst] = S.C[F_C_LP, src]
     S.C[F_C_LIST, dst] = S.C[F_C_LIST, src]
+    S.C[F_C_SOPEN, dst] = S.C[F_C_SOPEN, src]
 
 
 @njit(cache=True)
@@ -1057,6 +1061,7 @@ def _p2p(S, e, a, b, amount):
     if code != C_OK:
         _carry(S, 2, S.tr[TR_ASK_REFUSED])
         return code
+    _stored(S, b, S.tr[TR_B_OPEN])  # the payee's card holds the request open
     code = _pay_check(S, a, amount, _knows_revoked(S.C[F_C_RV, a], S.P[F_REV_VER, b]))
     if code != C_OK:
         S.C[F_C_DECLINED, b] += 1  # the payee's phone declines the request
@@ -1088,7 +1093,8 @@ def _card_session(S, p, top_up):
     a confirmation it refuses after the card applied the instruction ends before the status."""
     cs = p
     first = S.C[F_C_INSTR, cs] == 0
-    _stored(S, cs, S.tr[TR_B_SESS])  # the card holds its log and the open session
+    S.C[F_C_SOPEN, cs] = 1
+    _stored(S, cs, 0)  # the card holds its log and the open session
     sent = S.tr[TR_PIN] + (S.tr[TR_S_BEGIN_TOPUP] if top_up > 0 else S.tr[TR_S_BEGIN_SYNC])
     sent += S.tr[TR_S_CARRY_FIRST] if first else S.tr[TR_S_CARRY]
     sent += 2 * (_log_bytes(S, cs, S.tr[TR_S_ENTRY]) + S.C[F_C_DECLINED, cs] * S.tr[TR_S_DECL])
@@ -1096,6 +1102,7 @@ def _card_session(S, p, top_up):
     instructions, version = S.C[F_C_INSTR, cs], S.C[F_C_RV, cs]
     code = _card_session_rules(S, p, top_up)
     if S.C[F_C_INSTR, cs] != instructions:  # the instruction came, with the list if newer
+        S.C[F_C_SOPEN, cs] = 0
         listed = _list_bytes(S, version)
         S.C[F_C_LIST, cs] = listed
         sent += 2 * listed  # the intermediary's answer and the card's apply carry it
@@ -1335,7 +1342,7 @@ def _state(scenario: Scenario, world: World, events: Events, fault: int) -> Stat
     people[F_ATT_IDX] = -1
     people[F_ATT_IDX, attacked] = np.arange(len(attacked))
 
-    cards = np.zeros((F_C_LIST + 1, slots), np.int64)
+    cards = np.zeros((F_C_SOPEN + 1, slots), np.int64)
     cards[F_C_DEV] = np.concatenate([np.arange(P), cloned, rolled])
 
     shops = np.zeros((F_T_RV + 1, M), np.int64)
@@ -1439,6 +1446,7 @@ def _sizes(scenario: Scenario, world: World) -> np.ndarray:
     tr[TR_LIST_BASE] = c["list_base"]
     tr[TR_LIST_DEVICE] = c["list_device"]
     tr[TR_B_REVOKED] = c["blob_revoked"]
+    tr[TR_B_OPEN] = c["blob_open"]
     return tr
 
 

@@ -219,8 +219,11 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
     record(taken, "card-confirmation", "GET_STATUS")
     out["blob_session"] = max(writes[0]) - blob()
     out["blob_held"] = blob()
-    # a decline, declared at the next sync
-    phones[0].decline(phones[0].ask(phones[1].show_identity(), small))
+    # a request held open, then declined, the decline declared at the next sync
+    writes[0].clear()
+    request = phones[0].ask(phones[1].show_identity(), small)
+    out["blob_open"] = writes[0][-1] - out["blob_held"]
+    phones[0].decline(request)
     record(steps.take(), "DECLINE_REQUEST")
     out["blob_declined"] = blob() - out["blob_held"]
     phones[0].sync(PIN)
