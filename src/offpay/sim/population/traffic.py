@@ -27,6 +27,7 @@ from offpay.device.memory import SealedMemory
 from offpay.device.reader import Transmit
 from offpay.device.terminal import TerminalModule
 from offpay.errors import OffpayError
+from offpay.money import Money
 from offpay.relay.phone import PhoneApp, confirmation_code
 from offpay.relay.pos import PosApp
 from offpay.sim.network import OfflineNetwork
@@ -170,7 +171,17 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
     refusal, syncs with and without a log and a decline, a terminal's sync with records and
     without. ``<label>_sent`` and ``<label>_got`` are a message's request and answer bytes;
     ``pay`` a payment's; ``blob_*`` the differences of a card's sealed records."""
+    # The scenario's policy, with room for the calibration's few payments: its limits are
+    # integers, which change a state's or message's size by a byte or two at most.
     policy = scenario.policy
+    card_most = max(policy.card_max_balance, Money(100_00, scenario.currency))
+    policy = dataclasses.replace(
+        policy,
+        card_max_offline_transactions=max(policy.card_max_offline_transactions, 4),
+        terminal_max_offline_payments=max(policy.terminal_max_offline_payments, 4),
+        card_max_balance=card_most,
+        terminal_max_received=max(policy.terminal_max_received, card_most),
+    )
     net = OfflineNetwork(bank_names=(bank_name,), currency=scenario.currency)
     bank = net.banks[bank_name]
     bank.publish_policy(dataclasses.replace(policy, issuer=bank_name, version=2))
