@@ -840,8 +840,9 @@ def _rec(S, op, x, y, z):  # one function: numba caches no mutual recursion
     TR_LIST_DEVICE,
     TR_B_REVOKED,
     TR_B_OPEN,
-) = range(34)
-NTR = 34
+    TR_T_DECL,
+) = range(35)
+NTR = 35
 
 
 @njit(cache=True)
@@ -1218,7 +1219,7 @@ def _terminal_session(S, m):
         _rec(S, K[OP_DECLARE], np.int64(m), np.int64(bank), np.int64(bank))
     base = S.sc[SP]
     e = S.M[F_T_HEAD, m]
-    carried = S.tr[TR_T_SYNC]
+    carried = S.tr[TR_T_SYNC] + 2 * S.M[F_T_DECL_N, m] * S.tr[TR_T_DECL]  # in the upload
     while e >= 0:
         _push(S, e)
         carried += 3 * _psz(S, e) + S.tr[TR_T_SEAL] + 2 * S.tr[TR_T_UPREC]
@@ -1447,6 +1448,7 @@ def _sizes(scenario: Scenario, world: World) -> np.ndarray:
     tr[TR_LIST_DEVICE] = c["list_device"]
     tr[TR_B_REVOKED] = c["blob_revoked"]
     tr[TR_B_OPEN] = c["blob_open"]
+    tr[TR_T_DECL] = c["upload_declined"]
     return tr
 
 

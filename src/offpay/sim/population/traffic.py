@@ -168,9 +168,9 @@ def _refused(call: Callable[[], Any]) -> None:
 def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
     """Sizes of the balance scheme's messages and sealed card states, measured on real devices
     of the scenario's policy at an intermediary named ``bank_name``: each kind of payment and
-    refusal, syncs with and without a log and a decline, a terminal's sync with records and
-    without. ``<label>_sent`` and ``<label>_got`` are a message's request and answer bytes;
-    ``pay`` a payment's; ``blob_*`` the differences of a card's sealed records."""
+    refusal, syncs with and without a log and a decline, a terminal's sync with records,
+    declines and without. ``<label>_sent`` and ``<label>_got`` are a message's request and
+    answer bytes; ``pay`` a payment's; ``blob_*`` the differences of a card's sealed records."""
     # The scenario's policy, with room for the calibration's few payments: its limits are
     # integers, which change a state's or message's size by a byte or two at most.
     policy = scenario.policy
@@ -277,14 +277,19 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
         side = ("_sent", "_got")[part]
         grown = taken[label][part] - out[label + side] - out["decline"]
         out[f"{label}_entry"] = (grown - out["log"]) // out["entries"]
-    # a terminal's sync with two records, then without
+    # a terminal's sync with two records and the two requests its app declined, one without
+    # anything, one with a declined request only
     out["records"] = len(pos.records)
-    out["records_bytes"] = sum(len(r) for r in pos.records)
     pos.sync()
-    full = steps.take()
+    full = steps.take()["begin_sync"][1]
     pos.sync()
     record(steps.take(), "begin_sync", "terminal-upload", "apply_instruction")
-    out["upload_record"] = (full["begin_sync"][1] - out["begin_sync_got"]) // out["records"]
+    _refused(lambda: pos.charge(links[1], PIN, money(most)))
+    steps.take()
+    pos.sync()
+    out["upload_declined"] = steps.take()["begin_sync"][1] - out["begin_sync_got"]
+    grown = full - out["begin_sync_got"] - 2 * out["upload_declined"]
+    out["upload_record"] = grown // out["records"]
     # the revocation list an instruction carries to a device that holds an older one, with
     # one device named and with two; the card keeps the names and the instruction
     held = blob()
