@@ -24,7 +24,8 @@ from offpay.sim.population.metrics import (
 from offpay.sim.population.outcomes import CODES, NEVER, OK
 from offpay.sim.population.plots import PLOTS, money_axis
 from offpay.sim.population.report import ReportError, prepare_folder, write_run
-from offpay.sim.population.scenario import LiquidityRule
+from offpay.sim.population.run import Executor, simulate
+from offpay.sim.population.scenario import LiquidityRule, parse_scenario
 from offpay.sim.population.summary import summarise
 from offpay.wire.messages import Liquidity
 from sim_hand_results import ALICE, BOB, CHARLIE, abc_results, abc_scenario, random_results
@@ -187,6 +188,36 @@ def test_measured_device_series_get_their_plot(tmp_path: Path) -> None:
     assert (tmp_path / "devices.png").is_file() and (tmp_path / "devices.svg").is_file()
     assert 'id="plot-devices"' in html and "did not measure" not in html
     assert f"{sum(range(n)) * 100:,} in total" in html
+
+
+@pytest.mark.parametrize("scheme", ["balance"])
+def test_a_run_of_either_executor_draws_its_storage_bytes_and_messages(
+    tmp_path: Path, scheme: str
+) -> None:
+    """The executors record messages and bytes per event and storage per person: the summary
+    adds them up and the report draws them."""
+    s = parse_scenario(
+        {
+            "name": "measured",
+            "scheme": scheme,
+            "days": 1,
+            "population": {"people": 30, "merchants": 3},
+            "behaviour": {"payments_per_person_per_day": 3, "person_online_per_day": 2},
+        }
+    )
+    for executor in (Executor.FAST, Executor.REAL):
+        run = simulate(s, executor)
+        extra = run.results.extra
+        summary = summarise(run)
+        assert summary["messages"] == int(extra["messages"].sum()) > len(run.events)
+        assert summary["bytes_carried"] == int(extra["bytes"].sum()) > 1000 * len(run.events)
+        assert summary["device_storage_peak_bytes"] == int(extra["storage"].max()) > 0
+        folder = tmp_path / executor.value
+        html = write_run(run, folder).report.read_text(encoding="utf-8")
+        assert (folder / "devices.png").stat().st_size > 1000
+        assert 'id="plot-devices"' in html and "did not measure" not in html
+        for key in ("bytes", "messages", "storage"):
+            assert key in html
 
 
 def test_an_unwritable_folder_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -63,16 +63,19 @@ def _card_bytes(state: Any) -> int:
     return total
 
 
-class _Meter:
-    """A card interface that counts the bytes of every command and response."""
+class Meter:
+    """A card interface that counts the commands and the bytes of every command and response
+    (the benchmark and the population simulator weigh a card's traffic with it)."""
 
     def __init__(self, transmit: Callable[[bytes], bytes]) -> None:
         self.transmit = transmit
         self.sent = 0
         self.received = 0
+        self.commands = 0
 
     def __call__(self, command: bytes) -> bytes:
         response = self.transmit(command)
+        self.commands += 1
         self.sent += len(command)
         self.received += len(response)
         return response
@@ -103,7 +106,7 @@ def measure(algorithm: Algorithm) -> dict[str, Any]:
         users.append(user)
 
     # card → terminal, metered at the card interface; the terminal fills to its limit
-    meter = _Meter(users[0].card.process)
+    meter = Meter(users[0].card.process)
     shop.pos.charge(meter, users[0].pin, amount)
     apdu_card_terminal = meter.total
     paid = 1
@@ -131,9 +134,9 @@ def measure(algorithm: Algorithm) -> dict[str, Any]:
     net.network.taps.remove(tap)
 
     # person to person: two phones, metered at both cards
-    payer_meter = _Meter(users[1].card.process)
+    payer_meter = Meter(users[1].card.process)
     payee_user = net.add_user("payee", "bank-b")
-    payee_meter = _Meter(payee_user.card.process)
+    payee_meter = Meter(payee_user.card.process)
     payer = PhoneApp(payer_meter, "bank-a", net.network, net.currency)
     payee = PhoneApp(payee_meter, "bank-b", net.network, net.currency)
     users[1].phone.sync(users[1].pin)

@@ -59,6 +59,7 @@ from offpay.errors import OffpayError
 from offpay.sim.population.events import Events, Kind, World
 from offpay.sim.population.outcomes import INDEX, Results
 from offpay.sim.population.scenario import Scenario
+from offpay.sim.population.traffic import calibrate_cards
 from offpay.wire.messages import MAX_DECLINED, Liquidity
 
 
@@ -147,7 +148,8 @@ ERR_CONSERVATION, ERR_NEGATIVE, ERR_STACK, ERR_SEQ, ERR_SPACE = 1, 2, 3, 4, 5
 # The state: a few 2-D arrays, one row per field (numba compiles a small tuple much faster).
 State = namedtuple(  # type: ignore[misc]
     "State",
-    "sc k bank_order P C M E32 E64 E8 BK AT att_map blocked_list c_log fund_flat rf_list stk flag",
+    "sc k bank_order P C M E32 E64 E8 BK AT att_map blocked_list c_log fund_flat rf_list stk flag "
+    "tr msg nb stor psz",
 )
 # rows of P (people: int64), C (card slots: int64), M (merchants: int64), E32, E64 and E8
 # (per event: int32, int64, int8), BK (intermediaries: int64), AT (broken cards: int64)
@@ -181,6 +183,9 @@ F_C_NLOG = 5
 F_C_RECV = 6
 F_C_DECLINED = 7
 F_C_RV = 8
+F_C_LP = 9  # the bytes of the last payment the card signed (0: none yet)
+F_C_LIST = 10  # the bytes of the revocation list its last instruction carried (0: none)
+F_C_SOPEN = 11  # 1 while the card holds an open session (one the intermediary refused stays)
 F_MB = 0
 F_MWALLET = 1
 F_T_N = 2
@@ -797,6 +802,98 @@ def _rec(S, op, x, y, z):  # one function: numba caches no mutual recursion
     return 0
 
 
+# -- traffic and storage (the sizes calibrated on real devices at the start of a run) ---------
+
+# indices into S.tr, composed by :func:`_sizes`
+(
+    TR_PAY_SHOP,
+    TR_PAY_P2P,
+    TR_SHOP_OK,
+    TR_SHOP_DUP,
+    TR_SHOP_CARD,
+    TR_LAST_HEAD,
+    TR_LAST_NONE,
+    TR_SHOP_TERM,
+    TR_ASK_REFUSED,
+    TR_P2P_PAYER,
+    TR_P2P_OK,
+    TR_P2P_RECV,
+    TR_S_COMMON,
+    TR_S_BEGIN_SYNC,
+    TR_S_BEGIN_TOPUP,
+    TR_S_CARRY_FIRST,
+    TR_S_CARRY,
+    TR_S_ENTRY,
+    TR_S_DECL,
+    TR_S_CONFIRM,
+    TR_PIN,
+    TR_T_SYNC,
+    TR_T_SEAL,
+    TR_T_UPREC,
+    TR_B_P,
+    TR_B_I,
+    TR_B_LAST,
+    TR_B_ENTRY,
+    TR_B_DECL,
+    TR_B_SESS,
+    TR_LIST_BASE,
+    TR_LIST_DEVICE,
+    TR_B_REVOKED,
+    TR_B_OPEN,
+    TR_T_DECL,
+) = range(35)
+NTR = 35
+
+
+@njit(cache=True)
+def _carry(S, messages, carried):
+    """Messages and bytes of the event being played."""
+    i = S.sc[EVENT]
+    S.msg[i] += messages
+    S.nb[i] += carried
+
+
+@njit(cache=True)
+def _psz(S, e):
+    """A payment's bytes: its kind's, and under policy receipts the receipts it carries."""
+    if len(S.psz) > 1:
+        return np.int64(S.psz[e])
+    return S.tr[TR_PAY_P2P] if S.E8[F_PAY_TO_CARD, e] else S.tr[TR_PAY_SHOP]
+
+
+@njit(cache=True)
+def _list_bytes(S, version):
+    """The revocation list an instruction carries to a device holding ``version``."""
+    if version >= S.sc[REV_COUNT]:
+        return np.int64(0)
+    return S.tr[TR_LIST_BASE] + S.sc[REV_COUNT] * S.tr[TR_LIST_DEVICE]
+
+
+@njit(cache=True)
+def _log_bytes(S, cs, per_entry):
+    total = np.int64(0)
+    for j in range(S.C[F_C_NLOG, cs]):
+        total += _psz(S, S.c_log[cs, j]) + per_entry
+    return total
+
+
+@njit(cache=True)
+def _stored(S, cs, transient):
+    """A person's card wrote its state: its sealed size, the peak kept (twins are not people)."""
+    if cs >= S.sc[NPEOPLE]:
+        return
+    size = S.tr[TR_B_P] + _log_bytes(S, cs, S.tr[TR_B_ENTRY]) + transient
+    size += S.C[F_C_DECLINED, cs] * S.tr[TR_B_DECL]
+    if S.C[F_C_INSTR, cs] > 0:
+        size += S.tr[TR_B_I]
+    if S.C[F_C_LP, cs] > 0:
+        size += S.C[F_C_LP, cs] + S.tr[TR_B_LAST]
+    size += S.C[F_C_LIST, cs] + S.C[F_C_RV, cs] * S.tr[TR_B_REVOKED]
+    size += S.C[F_C_SOPEN, cs] * S.tr[TR_B_SESS]
+    if size > S.stor[cs]:
+        S.stor[cs] = size
+
+
 # -- devices: cards -----------------------------------------------------------------------
 
 
@@ -812,6 +909,9 @@ def _copy_card(S, src, dst):
     S.C[F_C_RECV, dst] = S.C[F_C_RECV, src]
     S.C[F_C_DECLINED, dst] = S.C[F_C_DECLINED, src]
     S.C[F_C_RV, dst] = S.C[F_C_RV, src]
+    S.C[F_C_LP, dst] = S.C[F_C_LP, src]
+    S.C[F_C_LIST, dst] = S.C[F_C_LIST, src]
+    S.C[F_C_SOPEN, dst] = S.C[F_C_SOPEN, src]
 
 
 @njit(cache=True)
@@ -876,28 +976,53 @@ def _pay(S, e, cs, amount, to_card, payee):
         S.E32[F_FUND_LEN, e] = n
         S.sc[FUND_TOP] = top + n
         S.E32[F_RC, e] = 1 + count
+        size = S.tr[TR_PAY_P2P] if to_card else S.tr[TR_PAY_SHOP]
+        for j in range(top, top + n):
+            size += S.psz[S.fund_flat[j]]
+        S.psz[e] = size
     S.C[F_C_BAL, cs] -= amount
     S.c_log[cs, S.C[F_C_NLOG, cs]] = e
     S.C[F_C_NLOG, cs] += 1
+    S.C[F_C_LP, cs] = _psz(S, e)
+    _stored(S, cs, 0)
 
 
 @njit(cache=True)
 def _shop(S, e, cs, m, amount):
-    """PosApp.charge: the terminal module's request, the card's payment, the module's accept."""
+    """PosApp.charge: the terminal module's request, the card's payment, the module's accept;
+    the messages and bytes that crossed."""
+    code = _shop_rules(S, e, cs, m, amount)
+    if code == C_OK:
+        _carry(S, 5, S.tr[TR_SHOP_OK] + 3 * _psz(S, e))
+    elif code == C_DUPLICATE:
+        _carry(S, 5, S.tr[TR_SHOP_DUP] + 2 * _psz(S, e))
+    return code
+
+
+@njit(cache=True)
+def _shop_rules(S, e, cs, m, amount):
+    """The module's checks, then the card's (``_shop``: what crossed)."""
     p = S.C[F_C_DEV, cs]
+    code = C_OK
     if _knows_revoked(S.M[F_T_RV, m], S.P[F_REV_VER, p]):
-        return C_CRYPTO_REVOKED
-    if S.M[F_T_OPEN_N, m] >= T_OPEN_MAX:
-        return C_BUSY
-    if S.M[F_T_OPEN_N, m] + S.M[F_T_DECL_N, m] >= DECLINED_MAX:
-        return C_BUSY
-    if S.M[F_T_N, m] + S.M[F_T_OPEN_N, m] + 1 > S.sc[TMAX_N]:
-        return C_TERM_N
-    if S.M[F_T_RECV, m] + S.M[F_T_OPEN_AMT, m] + amount > S.sc[TMAX_RECV]:
-        return C_TERM_RECV
+        code = C_CRYPTO_REVOKED
+    elif (
+        S.M[F_T_OPEN_N, m] >= T_OPEN_MAX or S.M[F_T_OPEN_N, m] + S.M[F_T_DECL_N, m] >= DECLINED_MAX
+    ):
+        code = C_BUSY
+    elif S.M[F_T_N, m] + S.M[F_T_OPEN_N, m] + 1 > S.sc[TMAX_N]:
+        code = C_TERM_N
+    elif S.M[F_T_RECV, m] + S.M[F_T_OPEN_AMT, m] + amount > S.sc[TMAX_RECV]:
+        code = C_TERM_RECV
+    if code != C_OK:
+        _carry(S, 2, S.tr[TR_SHOP_TERM])  # the module refuses to make the request
+        return code
     code = _pay_check(S, cs, amount, False)
     if code != C_OK:
         S.M[F_T_DECL_N, m] += 1  # the app declines the request the card refused
+        lp = S.C[F_C_LP, cs]  # the app asks the card for its last payment
+        last = lp + S.tr[TR_LAST_HEAD] if lp > 0 else S.tr[TR_LAST_NONE]
+        _carry(S, 6, S.tr[TR_SHOP_CARD] + last)
         return code
     _pay(S, e, cs, amount, False, m)
     if S.P[F_ATT_IDX, p] >= 0:  # a payment under a counter this terminal holds already
@@ -923,37 +1048,78 @@ def _shop(S, e, cs, m, amount):
 
 @njit(cache=True)
 def _p2p(S, e, a, b, amount):
-    """The payee's card asks, the payer's card pays, the payee's card receives."""
+    """The payee's card asks, the payer's card pays, the payee's card receives; the messages
+    and bytes that crossed."""
+    code = C_OK
     if _knows_revoked(S.C[F_C_RV, b], S.P[F_REV_VER, a]):
-        return C_CRYPTO_REVOKED
-    if S.C[F_C_DECLINED, b] >= DECLINED_MAX:
-        return C_BUSY
-    if S.C[F_C_BAL, b] + amount > S.sc[CMAX_BAL]:
-        return C_CARD_BAL
-    if S.C[F_C_NLOG, b] + 1 > S.sc[CMAX_N]:
-        return C_CARD_N
+        code = C_CRYPTO_REVOKED
+    elif S.C[F_C_DECLINED, b] >= DECLINED_MAX:
+        code = C_BUSY
+    elif S.C[F_C_BAL, b] + amount > S.sc[CMAX_BAL]:
+        code = C_CARD_BAL
+    elif S.C[F_C_NLOG, b] + 1 > S.sc[CMAX_N]:
+        code = C_CARD_N
+    if code != C_OK:
+        _carry(S, 2, S.tr[TR_ASK_REFUSED])
+        return code
+    _stored(S, b, S.tr[TR_B_OPEN])  # the payee's card holds the request open
     code = _pay_check(S, a, amount, _knows_revoked(S.C[F_C_RV, a], S.P[F_REV_VER, b]))
     if code != C_OK:
         S.C[F_C_DECLINED, b] += 1  # the payee's phone declines the request
+        _stored(S, b, 0)
+        _carry(S, 5, S.tr[TR_P2P_PAYER])
         return code
     _pay(S, e, a, amount, True, b)
     if _knows_revoked(S.C[F_C_RV, b], S.P[F_REV_VER, b]):
         # Card._receive checks the request's signer too: a card that knows itself revoked
         # refuses the payment answering its own request (paid by now); the phone declines it
         S.C[F_C_DECLINED, b] += 1
+        _stored(S, b, 0)
+        _carry(S, 7, S.tr[TR_P2P_RECV] + 2 * _psz(S, e))
         return C_CRYPTO_REVOKED
     S.C[F_C_BAL, b] += amount
     S.C[F_C_SEQ, b] += 1
     S.c_log[b, S.C[F_C_NLOG, b]] = e
     S.C[F_C_NLOG, b] += 1
     S.C[F_C_RECV, b] += amount
+    _stored(S, b, 0)
+    _carry(S, 6, S.tr[TR_P2P_OK] + 2 * _psz(S, e))
     return C_OK
 
 
 @njit(cache=True)
 def _card_session(S, p, top_up):
-    """PhoneApp.online: the card's session, Intermediary.sync_card, the card's apply and the
-    confirmation (top_up 0: a sync)."""
+    """PhoneApp.online (top_up 0: a sync) and the messages and bytes that crossed: the card's
+    session carries its log to the intermediary; a session the intermediary refuses ends there,
+    a confirmation it refuses after the card applied the instruction ends before the status."""
+    cs = p
+    first = S.C[F_C_INSTR, cs] == 0
+    S.C[F_C_SOPEN, cs] = 1
+    _stored(S, cs, 0)  # the card holds its log and the open session
+    sent = S.tr[TR_PIN] + (S.tr[TR_S_BEGIN_TOPUP] if top_up > 0 else S.tr[TR_S_BEGIN_SYNC])
+    sent += S.tr[TR_S_CARRY_FIRST] if first else S.tr[TR_S_CARRY]
+    sent += 2 * (_log_bytes(S, cs, S.tr[TR_S_ENTRY]) + S.C[F_C_DECLINED, cs] * S.tr[TR_S_DECL])
+    sent += 2 * S.C[F_C_LIST, cs]  # the session shows the last instruction, with its list
+    instructions, version = S.C[F_C_INSTR, cs], S.C[F_C_RV, cs]
+    code = _card_session_rules(S, p, top_up)
+    if S.C[F_C_INSTR, cs] != instructions:  # the instruction came, with the list if newer
+        S.C[F_C_SOPEN, cs] = 0
+        listed = _list_bytes(S, version)
+        S.C[F_C_LIST, cs] = listed
+        sent += 2 * listed  # the intermediary's answer and the card's apply carry it
+        if code == C_OK:
+            _carry(S, 6, sent + S.tr[TR_S_COMMON])
+        else:
+            _carry(S, 5, sent + S.tr[TR_S_CONFIRM])
+    else:
+        _carry(S, 3, sent)
+    _stored(S, cs, 0)
+    return code
+
+
+@njit(cache=True)
+def _card_session_rules(S, p, top_up):
+    """The card's session, Intermediary.sync_card, the card's apply and the confirmation."""
     K = S.k
     cs = p
     S.C[F_C_SESS, cs] += 1
@@ -1053,11 +1219,15 @@ def _terminal_session(S, m):
         _rec(S, K[OP_DECLARE], np.int64(m), np.int64(bank), np.int64(bank))
     base = S.sc[SP]
     e = S.M[F_T_HEAD, m]
+    carried = S.tr[TR_T_SYNC] + 2 * S.M[F_T_DECL_N, m] * S.tr[TR_T_DECL]  # in the upload
     while e >= 0:
         _push(S, e)
+        carried += 3 * _psz(S, e) + S.tr[TR_T_SEAL] + 2 * S.tr[TR_T_UPREC]
         e = S.E32[F_T_NEXT, e]
     _rec(S, K[OP_UPLOAD], np.int64(bank), np.int64(base), np.int64(S.sc[SP] - base))
     S.sc[SP] = base
+    carried += 2 * _list_bytes(S, S.M[F_T_RV, m])  # in the instruction, to the app and module
+    _carry(S, 3, carried)  # the records to the module, its upload to the intermediary
     if S.M[F_T_RV, m] < S.sc[REV_COUNT]:
         S.M[F_T_RV, m] = S.sc[REV_COUNT]
     S.M[F_T_HEAD, m] = -1
@@ -1173,7 +1343,7 @@ def _state(scenario: Scenario, world: World, events: Events, fault: int) -> Stat
     people[F_ATT_IDX] = -1
     people[F_ATT_IDX, attacked] = np.arange(len(attacked))
 
-    cards = np.zeros((F_C_RV + 1, slots), np.int64)
+    cards = np.zeros((F_C_SOPEN + 1, slots), np.int64)
     cards[F_C_DEV] = np.concatenate([np.arange(P), cloned, rolled])
 
     shops = np.zeros((F_T_RV + 1, M), np.int64)
@@ -1198,6 +1368,7 @@ def _state(scenario: Scenario, world: World, events: Events, fault: int) -> Stat
     receipts = liquidity == L_RECEIPTS
     fund_space = E * min(cap, max(policy.max_receipts, 0)) + 1 if receipts else 1
     stack = max(1 << 16, 8 * (policy.terminal_max_offline_payments + cap) + 1024)
+    tr = _sizes(scenario, world)
     return State(
         sc=sc,
         k=np.arange(16, dtype=np.int64),
@@ -1217,7 +1388,68 @@ def _state(scenario: Scenario, world: World, events: Events, fault: int) -> Stat
         rf_list=np.zeros(max(E, 1), np.int32),
         stk=np.zeros(stack, np.int64),
         flag=np.zeros(stack, np.int8),
+        tr=tr,
+        msg=np.zeros(E, np.int32),
+        nb=np.zeros(E, np.int64),
+        stor=np.full(P, tr[TR_B_P], np.int64),
+        psz=np.zeros(E if receipts else 1, np.int32),
     )
+
+
+def _sizes(scenario: Scenario, world: World) -> np.ndarray:
+    """The sizes the kernel composes per event (``TR_*``), from one real payment, refusal and
+    sync of each kind on real devices of this scenario (:func:`.traffic.calibrate_cards`)."""
+    c = calibrate_cards(scenario, world.banks[0])
+
+    def both(label: str) -> int:
+        return c[f"{label}_sent"] + c[f"{label}_got"]
+
+    pay = c["pay"]
+    tail = c["PAY_got"] - pay  # the status word after the payment
+    head = c["PAY_sent"] - c["request_payment_got"]  # a command's header before its data
+    seal = c["accept_payment_got"] - pay
+    ident, pin, ask = both("GET_IDENTITY"), both("VERIFY_PIN"), both("REQUEST_PAYMENT")
+    shop = ident + both("request_payment") + pin + c["PAY_sent"] + tail
+    p2p = ident + ask + pin + head + c["REQUEST_PAYMENT_got"] + tail + pin + head
+    tr = np.zeros(NTR, np.int64)
+    tr[TR_PAY_SHOP] = pay
+    tr[TR_PAY_P2P] = c["RECEIVE_sent"] - head
+    tr[TR_SHOP_OK] = shop + seal
+    tr[TR_SHOP_DUP] = shop
+    tr[TR_SHOP_CARD] = ident + both("request_payment") + pin + c["pay_refused"]
+    tr[TR_SHOP_CARD] += c["GET_LAST_PAYMENT_sent"] + c["cancel_request_sent"]
+    tr[TR_LAST_HEAD] = c["GET_LAST_PAYMENT_got"] - pay
+    tr[TR_LAST_NONE] = c["never_GET_LAST_PAYMENT_got"]
+    tr[TR_SHOP_TERM] = ident + c["request_refused"]
+    tr[TR_ASK_REFUSED] = ident + c["ask_refused"]
+    tr[TR_P2P_PAYER] = ident + ask + pin + c["pay_refused_p2p"] + both("DECLINE_REQUEST")
+    tr[TR_P2P_OK] = p2p + c["RECEIVE_got"]
+    tr[TR_P2P_RECV] = p2p + c["never_GET_LAST_PAYMENT_got"] + both("DECLINE_REQUEST")
+    tr[TR_S_CONFIRM] = c["card-session_got"] + both("APPLY_INSTRUCTION")
+    tr[TR_S_CONFIRM] += c["card-confirmation_sent"]
+    tr[TR_S_COMMON] = tr[TR_S_CONFIRM] + c["card-confirmation_got"] + both("GET_STATUS")
+    tr[TR_S_BEGIN_SYNC] = c["BEGIN_ONLINE_sent"]
+    tr[TR_S_BEGIN_TOPUP] = c["first_BEGIN_ONLINE_sent"]
+    tr[TR_S_CARRY_FIRST] = c["first_BEGIN_ONLINE_got"] + c["first_card-session_sent"]
+    tr[TR_S_CARRY] = c["BEGIN_ONLINE_got"] + c["card-session_sent"]
+    tr[TR_S_ENTRY] = c["BEGIN_ONLINE_entry"]
+    tr[TR_S_DECL] = c["decline"]
+    tr[TR_PIN] = pin
+    tr[TR_T_SYNC] = c["begin_sync_got"] + both("terminal-upload") + both("apply_instruction")
+    tr[TR_T_SEAL] = seal
+    tr[TR_T_UPREC] = c["upload_record"] - pay
+    tr[TR_B_P] = c["blob_personalised"]
+    tr[TR_B_I] = c["blob_instruction"]
+    tr[TR_B_LAST] = c["blob_last"]
+    tr[TR_B_ENTRY] = c["blob_entry"]
+    tr[TR_B_DECL] = c["blob_declined"]
+    tr[TR_B_SESS] = c["blob_session"]
+    tr[TR_LIST_BASE] = c["list_base"]
+    tr[TR_LIST_DEVICE] = c["list_device"]
+    tr[TR_B_REVOKED] = c["blob_revoked"]
+    tr[TR_B_OPEN] = c["blob_open"]
+    tr[TR_T_DECL] = c["upload_declined"]
+    return tr
 
 
 _ERRORS = {
@@ -1296,4 +1528,5 @@ def run_fast(
     r.pool_outstanding = int(S.sc[POOL_OUT])
     r.losses = int(S.sc[LOSSES])
     r.loss_bound = int(S.P[F_LOSS_DEV].sum()) * int(S.sc[CMAX_BAL])
+    r.extra.update(messages=S.msg, bytes=S.nb, storage=S.stor)
     return r

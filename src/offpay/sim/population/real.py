@@ -50,6 +50,13 @@ from offpay.sim.network import Merchant, OfflineNetwork, User
 from offpay.sim.population.events import Events, Kind, World
 from offpay.sim.population.outcomes import UNREACHABLE, Results, code_of
 from offpay.sim.population.scenario import Scenario
+from offpay.sim.population.traffic import (
+    AppNetwork,
+    CountedModule,
+    Traffic,
+    card_link,
+    watch_storage,
+)
 from offpay.store import schema
 from offpay.wire.envelope import Signed, payload_of
 from offpay.wire.messages import OfflinePayment
@@ -78,6 +85,9 @@ class _Real:
     by_digest: dict[bytes, int] = dataclasses.field(default_factory=dict)  # payment -> event
     tx_of: dict[int, bytes] = dataclasses.field(default_factory=dict)  # event -> payment id
     notary_seen: int = 0
+    traffic: Traffic = dataclasses.field(default_factory=Traffic)
+    links: list[Any] = dataclasses.field(default_factory=list)  # each person's counted card
+    twin_links: dict[int, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s, w = self.scenario, self.world
@@ -99,6 +109,9 @@ class _Real:
             policy = dataclasses.replace(s.policy, issuer=name, version=2)
             self.net.banks[name].publish_policy(policy)
         self.results = Results.empty(len(self.events), w.people, w.merchants, len(w.banks))
+        self.messages = np.zeros(len(self.events), np.int32)
+        self.bytes = np.zeros(len(self.events), np.int64)
+        self.storage = np.zeros(w.people, np.int64)
         self._issue_devices()
 
     # -- the population ------------------------------------------------------------------------
@@ -127,7 +140,10 @@ class _Real:
             card_id = bank.issue_card(customer, card.process, PIN)
             if online:
                 bank.fund(customer, net.money(online))
-            phone = PhoneApp(card.process, bank.name, net.network, net.currency)
+            self._watch(i, card)
+            link = card_link(card.process, self.traffic)
+            self.links.append(link)
+            phone = PhoneApp(link, bank.name, AppNetwork(net.network, self.traffic), net.currency)
             user = User(name, bank, customer, card, card_id, phone, PIN)
             net.users[name] = user
             self.users.append(user)
@@ -138,17 +154,31 @@ class _Real:
             module = modules[i]
             assert module is not None
             terminal_id = bank.issue_terminal(customer, module)
-            merchant = Merchant(
-                name, bank, customer, module, terminal_id, PosApp(module, bank.name, net.network)
+            pos = PosApp(
+                CountedModule(module, self.traffic),  # type: ignore[arg-type]
+                bank.name,
+                AppNetwork(net.network, self.traffic),
             )
+            merchant = Merchant(name, bank, customer, module, terminal_id, pos)
             net.merchants[name] = merchant
             self.merchants.append(merchant)
+
+    def _watch(self, i: int, card: Card) -> None:
+        """The person's storage: the largest sealed record its card writes."""
+        assert card.memory.blob is not None
+        self.storage[i] = len(card.memory.blob)
+
+        def seen(size: int) -> None:
+            self.storage[i] = max(self.storage[i], size)
+
+        watch_storage(card.memory, seen)
 
     # -- events --------------------------------------------------------------------------------
 
     def run(self) -> Results:
-        e, r = self.events, self.results
+        e, r, traffic = self.events, self.results, self.traffic
         for i in range(len(e)):
+            messages, carried = traffic.messages, traffic.bytes
             self.clock.now = self.start + dt.timedelta(minutes=int(e.t[i]))
             if e.cut[i]:
                 r.outcome[i] = UNREACHABLE
@@ -157,15 +187,18 @@ class _Real:
                     self._play(i, Kind(int(e.kind[i])), int(e.a[i]), int(e.b[i]), int(e.amount[i]))
                 except OffpayError as exc:
                     r.outcome[i] = code_of(exc.code)
+            self.messages[i] = traffic.messages - messages
+            self.bytes[i] = traffic.bytes - carried
             self._after_event(i)
         self._finish()
+        r.extra.update(messages=self.messages, bytes=self.bytes, storage=self.storage)
         return r
 
     def _play(self, i: int, kind: Kind, a: int, b: int, amount: int) -> None:
         money = self.net.money
         if kind is Kind.SHOP:
             user = self.users[a]
-            self._paying(i, user.card, amount, self.merchants[b].pos.charge, user.card.process)
+            self._paying(i, user.card, amount, self.merchants[b].pos.charge, self.links[a])
         elif kind is Kind.P2P:
             self._paying(i, self.users[a].card, amount, self._p2p, a, b)
         elif kind is Kind.ONLINE:
@@ -180,17 +213,19 @@ class _Real:
             self.merchants[a].pos.sync()
         elif kind is Kind.CLONE:
             self.twins[a] = tamper.clone_card(self.users[a].card)
+            self.twin_links[a] = card_link(self.twins[a].process, self.traffic)
         elif kind is Kind.SNAPSHOT:
             self.saved[a] = tamper.read_state(self.users[a].card)
         elif kind is Kind.ROLLBACK:
             tamper.write_back(self.users[a].card, self.saved[a])
         elif kind in (Kind.CLONE_SHOP, Kind.ROLLED_SHOP):
             card = self.twins[a] if kind is Kind.CLONE_SHOP else self.users[a].card
+            link = self.twin_links[a] if kind is Kind.CLONE_SHOP else self.links[a]
             if amount == 0:  # "all": everything the broken card holds
                 amount = card.state.balance.minor
                 if amount <= 0:
                     raise OffpayError("the broken card holds nothing", code="funds.insufficient")
-            self._paying(i, card, amount, self.merchants[b].pos.charge, card.process)
+            self._paying(i, card, amount, self.merchants[b].pos.charge, link)
 
     def _paying(self, i: int, card: Card, amount: int, pay: Any, *args: Any) -> None:
         """Run a payment; a payment the payer card signed is remembered (even if its payee then

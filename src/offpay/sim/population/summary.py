@@ -1,6 +1,7 @@
 """The figures of one run that a person reads first, and a sweep tabulates: what was paid and
 refused (by which limit), how settlement went (delay, shortfalls, waits), what the liquidity
-pool lent, what broken devices took against the bound, and the load of going online.
+pool lent, what broken devices took against the bound, the load of going online, and (when the
+executor measured them) the messages and bytes the events carried and the devices' peak storage.
 
 Every figure is derived from the per-event results; money stays in integer minor units, times
 in minutes (hours where named so).
@@ -88,6 +89,14 @@ def summarise(run: Run) -> dict[str, Any]:
         "online_cut": int((outcome[online] == UNREACHABLE).sum()),
         "online_peak_per_hour": int(load.max()) if len(load) else 0,
     }
+    extra = r.extra
+    if "messages" in extra:
+        summary["messages"] = int(extra["messages"].sum())
+    if "bytes" in extra:
+        summary["bytes_carried"] = int(extra["bytes"].sum())
+    if "storage" in extra:
+        storage = extra["storage"]
+        summary["device_storage_peak_bytes"] = int(storage.max()) if len(storage) else 0
     for i, code in enumerate(CODES):
         if i != OK and by_code[i]:
             summary[f"refused.{code}"] = int(by_code[i])
