@@ -52,7 +52,6 @@ COUNTRY: dict[str, Any] = {
         "payments_per_person_per_day": 1.2,
         "person_to_person_share": 0.1,
         "amount": {"median": "SEK 150", "sigma": 0.8, "min": "SEK 1", "max": "SEK 3000"},
-        "merchant_online_per_day": 24,
     },
     "outage": {"start_hour": 24, "hours": 7 * 24, "reconnect_hours": 6},
     "liquidity": {"policy": "pool", "pool": "SEK 50000000"},
