@@ -185,3 +185,19 @@ def test_same_seed_same_results(run) -> None:
     for name in (*PER_EVENT, *FINAL):
         assert np.array_equal(getattr(fast, name), getattr(again, name)), name
     assert np.array_equal(fast.extra["ancestry"], again.extra["ancestry"])
+
+
+def test_the_real_executor_measures_traffic_and_storage(run) -> None:
+    """Each payment made is the protocol's four exchanges; a cut online moment carries nothing;
+    an online moment's requests carry bytes; elements held ancestries of several sizes. (The
+    fast model does not compute these yet.)"""
+    _, _, events, real, _ = run
+    messages, carried, storage = (real.extra[k] for k in ("messages", "bytes", "storage"))
+    ok = real.outcome == INDEX["ok"]
+    pays = np.isin(events.kind, (Kind.SHOP, Kind.P2P, Kind.CLONE_SHOP)) & ok
+    assert pays.any() and (messages[pays] == 4).all() and (carried[pays] > 0).all()
+    assert (messages[events.cut] == 0).all() and (carried[events.cut] == 0).all()
+    online = (events.kind == Kind.ONLINE) & ok & (real.moved > 0)
+    assert online.any() and (messages[online] >= 1).all()
+    assert len(np.unique(carried[online])) > 10
+    assert (storage > 0).all() and len(np.unique(storage)) > 10

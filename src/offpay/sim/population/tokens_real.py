@@ -59,8 +59,8 @@ from offpay.sim.population.token_elements import (
     break_element,
     restore_copies,
 )
+from offpay.sim.population.traffic import AppNetwork, Traffic, counted_transfer, held_size
 from offpay.store import schema
-from offpay.tokens.transfer import transfer_offline
 
 
 class TokenRun:
@@ -86,8 +86,10 @@ class TokenRun:
             self.net.add_token_user(f"m{j}", world.banks[b])
             for j, b in enumerate(world.merchant_bank)
         ]
+        self.traffic = Traffic()
         for user in (*self.people, *self.merchants):
             adopt(user.element)
+            user.app.network = AppNetwork(user.app.network, self.traffic)
             user.app.max_ancestry = scenario.tokens.max_ancestry
         self.received: list[set[bytes]] = [set() for _ in self.people]
         self.pending: dict[bytes, int] = {}  # a payment's token, not yet consumed: its event
@@ -114,7 +116,7 @@ class TokenRun:
     # -- payments ------------------------------------------------------------------------------
 
     def pay(self, payer: TokenUser, payee: TokenUser, amount: int) -> tuple[int, bytes]:
-        token = transfer_offline(payer.element, payee.element, self.money(amount))
+        token = counted_transfer(payer.element, payee.element, self.money(amount), self.traffic)
         return payee.element.verify(token).length, token.id
 
     def attack(self, user: TokenUser, merchant: TokenUser, amount: int) -> tuple[int, int, bytes]:
@@ -180,51 +182,76 @@ def run_real_tokens(scenario: Scenario, world: World, events: Events) -> Results
     run = TokenRun(scenario, world)
     results = Results.empty(len(events), world.people, world.merchants, len(world.banks))
     ancestry = np.full(len(events), -1, np.int32)
+    messages = np.zeros(len(events), np.int32)
+    carried = np.zeros(len(events), np.int64)
+    storage = np.array([held_size(user.element) for user in run.people], np.int64)
+    traffic = run.traffic
     for i in range(len(events)):
-        kind, a, b, t = (
-            Kind(int(events.kind[i])),
-            int(events.a[i]),
-            int(events.b[i]),
-            int(events.t[i]),
-        )
-        run.at(t)
-        if kind in (Kind.ONLINE, Kind.SHOP_ONLINE) and events.cut[i]:
-            results.outcome[i] = UNREACHABLE
-            continue
-        try:
-            if kind in (Kind.SHOP, Kind.P2P, Kind.CLONE_SHOP):
-                payer = run.people[a]
-                payee = run.merchants[b] if kind != Kind.P2P else run.people[b]
-                amount = int(events.amount[i])
-                if kind == Kind.CLONE_SHOP:
-                    amount, depth, token = run.attack(payer, payee, amount)
-                else:
-                    depth, token = run.pay(payer, payee, amount)
-                    if kind == Kind.P2P:
-                        run.received[b].add(token)
-                results.moved[i], ancestry[i] = amount, depth
-                run.pending[token] = i
-            elif kind == Kind.ONLINE:
-                before = run.worth(run.people[a])
-                results.outcome[i], results.moved[i] = run.online(a)
-                results.losses += before - run.worth(run.people[a])
-                run.settle(t, results)
-            elif kind == Kind.SHOP_ONLINE:
-                before = run.worth(run.merchants[a])
-                results.outcome[i], results.moved[i] = run.shop_online(a)
-                results.losses += before - run.worth(run.merchants[a])
-                run.settle(t, results)
-            elif kind == Kind.CLONE:
-                broken = break_element(run.element(run.people[a]))
-                copies = sum(c.value.minor for c in broken.copies)
-                results.loss_bound += copies * scenario.attacks.payments
-            else:
-                results.outcome[i] = code_of("refused")  # balance-scheme attacks: no tokens
-        except OffpayError as exc:
-            results.outcome[i] = code_of(exc.code)
+        sent, counted = traffic.bytes, traffic.messages
+        _play(run, scenario, events, i, results, ancestry)
+        messages[i], carried[i] = traffic.messages - counted, traffic.bytes - sent
+        kind = Kind(int(events.kind[i]))
+        if kind != Kind.SHOP_ONLINE:
+            touched = (
+                (int(events.a[i]), int(events.b[i])) if kind == Kind.P2P else (int(events.a[i]),)
+            )
+            for p in touched:
+                storage[p] = max(storage[p], held_size(run.people[p].element))
     _finish(run, world, results)
-    results.extra["ancestry"] = ancestry
+    results.extra.update(ancestry=ancestry, messages=messages, bytes=carried, storage=storage)
     return results
+
+
+def _play(
+    run: TokenRun,
+    scenario: Scenario,
+    events: Events,
+    i: int,
+    results: Results,
+    ancestry: np.ndarray,
+) -> None:
+    """One event on the network."""
+    kind, a, b, t = (
+        Kind(int(events.kind[i])),
+        int(events.a[i]),
+        int(events.b[i]),
+        int(events.t[i]),
+    )
+    run.at(t)
+    if kind in (Kind.ONLINE, Kind.SHOP_ONLINE) and events.cut[i]:
+        results.outcome[i] = UNREACHABLE
+        return
+    try:
+        if kind in (Kind.SHOP, Kind.P2P, Kind.CLONE_SHOP):
+            payer = run.people[a]
+            payee = run.merchants[b] if kind != Kind.P2P else run.people[b]
+            amount = int(events.amount[i])
+            if kind == Kind.CLONE_SHOP:
+                amount, depth, token = run.attack(payer, payee, amount)
+            else:
+                depth, token = run.pay(payer, payee, amount)
+                if kind == Kind.P2P:
+                    run.received[b].add(token)
+            results.moved[i], ancestry[i] = amount, depth
+            run.pending[token] = i
+        elif kind == Kind.ONLINE:
+            before = run.worth(run.people[a])
+            results.outcome[i], results.moved[i] = run.online(a)
+            results.losses += before - run.worth(run.people[a])
+            run.settle(t, results)
+        elif kind == Kind.SHOP_ONLINE:
+            before = run.worth(run.merchants[a])
+            results.outcome[i], results.moved[i] = run.shop_online(a)
+            results.losses += before - run.worth(run.merchants[a])
+            run.settle(t, results)
+        elif kind == Kind.CLONE:
+            broken = break_element(run.element(run.people[a]))
+            copies = sum(c.value.minor for c in broken.copies)
+            results.loss_bound += copies * scenario.attacks.payments
+        else:
+            results.outcome[i] = code_of("refused")  # balance-scheme attacks: no tokens
+    except OffpayError as exc:
+        results.outcome[i] = code_of(exc.code)
 
 
 def _finish(run: TokenRun, world: World, results: Results) -> None:

@@ -32,7 +32,11 @@ from offpay.relay.phone import PhoneApp, confirmation_code
 from offpay.relay.pos import PosApp
 from offpay.sim.network import OfflineNetwork
 from offpay.sim.population.scenario import Scenario
+from offpay.tokens.element import TokenElement
+from offpay.tokens.model import Token
+from offpay.tokens.transfer import ReceiverSession, SenderSession
 from offpay.transport.memory import MemoryNetwork
+from offpay.wire.codec import encode
 
 PIN = "1234"
 
@@ -303,4 +307,124 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
     phones[0].sync(PIN)  # the next instruction carries no list; the names stay
     steps.take()
     out["blob_revoked"] = (blob() - held) // 2
+    return out
+
+
+# -- the token scheme --------------------------------------------------------------------------
+
+
+def counted_transfer(
+    sender: TokenElement, receiver: TokenElement, amount: Money, traffic: Traffic
+) -> Token:
+    """:func:`~offpay.tokens.transfer.transfer_offline` with each of its four exchanges between
+    the elements counted as a message (hellos, discovery proofs, offer and address, transfer
+    and confirmation). A phase whose request the receiver refuses counts its request only; a
+    phase whose request the sender cannot make (no token to offer) is not sent."""
+    s, r = SenderSession(sender, amount), ReceiverSession(receiver, amount)
+    s_hello, r_hello = s.hello(), r.hello()
+    traffic.add("token-hello", len(s_hello), len(r_hello))
+    s_proof = s.on_hello(r_hello)
+    r_proof = r.on_hello(s_hello)
+    traffic.add("token-discovery-proof", len(s_proof), len(r_proof))
+    s.on_proof(r_proof)
+    r.on_proof(s_proof)
+    s.users_agree(r.code)
+    r.users_agree(s.code)
+    offer = s.offer()
+    try:
+        address = r.on_offer(offer)
+    except Exception:
+        traffic.add("token-offer", len(offer))
+        raise
+    traffic.add("token-offer", len(offer), len(address))
+    transfer = s.on_address(address)
+    try:
+        confirmation = r.on_transfer(transfer)
+    except Exception:
+        traffic.add("token-transfer", len(transfer))
+        raise
+    traffic.add("token-transfer", len(transfer), len(confirmation))
+    s.on_confirmation(confirmation)
+    assert r.received is not None
+    return r.received
+
+
+def token_size(token: Token) -> int:
+    """A token's encoded size, its ancestry included."""
+    return len(encode(token))
+
+
+def held_size(element: TokenElement) -> int:
+    """What an element stores: the encoded size of every token it holds."""
+    return sum(token_size(t) for t in TokenElement.tokens(element))
+
+
+def calibrate_tokens(scenario: Scenario, bank_name: str) -> dict[str, int]:
+    """Sizes of the token scheme's messages and tokens, measured on real elements, apps and a
+    desk of an intermediary named ``bank_name``: ``root`` a minted token; ``transfer`` and
+    ``split`` what a transition adds to its parent's size, ``merge`` to its parents' and
+    ``proof`` per parent; the four exchanges of a payment without their tokens; a vault
+    address, deposit and withdrawal without their tokens and revocation list, ``address`` a
+    renewal's address, ``listed`` what one revoked element adds to a list."""
+    net = OfflineNetwork(bank_names=(bank_name,), currency=scenario.currency)
+    net.issue(bank_name, 3 * 100_000)
+    traffic = Traffic(labelled=True)
+    steps = _Steps(traffic)
+    users = [net.add_token_user(f"calibration-{n}", bank_name, online=100_000) for n in range(3)]
+    for user in users:
+        user.app.network = AppNetwork(user.app.network, traffic)
+    money, out = net.money, {}
+    users[0].app.withdraw(money(10_000))
+    taken = steps.take()
+    (root,) = users[0].element.tokens()
+    out["root"] = token_size(root)
+    out["withdraw_sent"] = taken["token-withdraw"][0]
+    out["withdraw_got"] = taken["token-withdraw"][1] - out["root"]
+    e0, e1, e2 = (u.element for u in users)
+    paid = counted_transfer(e0, e1, money(1_000), traffic)  # a split, then a transfer
+    taken = steps.take()
+    (change,) = e0.tokens()
+    out["split"] = token_size(change) - out["root"]
+    out["transfer"] = token_size(paid) - token_size(change)
+    out["hello_sent"], out["hello_got"] = taken["token-hello"]
+    out["proof_sent"], out["proof_got"] = taken["token-discovery-proof"]
+    out["offer_sent"] = taken["token-offer"][0] - token_size(change)
+    out["offer_got"] = taken["token-offer"][1]
+    out["transfer_sent"] = taken["token-transfer"][0] - token_size(paid)
+    out["transfer_got"] = taken["token-transfer"][1]
+    counted_transfer(e0, e2, money(2_000), traffic)
+    counted_transfer(e0, e2, money(3_000), traffic)
+    steps.take()
+    parents = e2.tokens()
+    counted_transfer(e2, e1, money(5_000), traffic)  # a merge of two, then a transfer
+    steps.take()
+    merged = max(e1.tokens(), key=lambda t: t.value.minor)
+    two = token_size(merged) - out["transfer"] - sum(token_size(t) for t in parents)
+    counted_transfer(e0, e1, money(1_000), traffic)
+    steps.take()
+    ones = [t for t in e1.tokens() if t.value.minor == 1_000]
+    three_parents = [*ones, merged]
+    counted_transfer(e1, e2, money(7_000), traffic)  # a merge of three
+    steps.take()
+    (three,) = [t for t in e2.tokens() if t.value.minor == 7_000]
+    grown = token_size(three) - out["transfer"] - sum(token_size(t) for t in three_parents)
+    out["proof"] = grown - two
+    out["merge"] = two - 2 * out["proof"]
+    # a deposit (vault address, then the token signed over), then a renewal
+    token = e2.tokens()[0]
+    users[2].app.deposit(token.value)
+    taken = steps.take()
+    out["vault_sent"], out["vault_got"] = taken["token-vault-address"]
+    deposit = taken["token-deposit"]
+    out["deposit_sent"] = deposit[0] - token_size(token) - out["transfer"]
+    out["deposit_got"] = deposit[1]
+    users[0].app.max_ancestry = 0
+    renewed = [t for t in e0.tokens() if not t.is_root][-1]  # the last one renewed
+    users[0].app.renew_long()
+    renewal = steps.take()["token-deposit"]
+    out["address"] = renewal[0] - out["deposit_sent"] - out["transfer"] - token_size(renewed)
+    out["renewal_got"] = renewal[1] - out["root"]
+    net.central.revoke(e2.element_id, "calibration")
+    users[0].app.withdraw(money(100))
+    out["listed"] = steps.take()["token-withdraw"][1] - out["root"] - out["withdraw_got"]
     return out
