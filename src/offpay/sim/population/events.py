@@ -46,6 +46,7 @@ class Tag(enum.IntEnum):
     SCRIPT = 1
     RECONNECT = 2
     ATTACK = 3
+    START = 4  # everyone's first top-up at time 0 (``start_topped_up``)
 
 
 PAYMENT_KINDS = (Kind.SHOP, Kind.P2P, Kind.CLONE_SHOP, Kind.ROLLED_SHOP)
@@ -204,7 +205,7 @@ def _behaviour(scenario: Scenario, world: World, rng: np.random.Generator) -> li
     parts = [pays, _events(tp, Kind.ONLINE, person), _events(tm, Kind.SHOP_ONLINE, shop)]
     if b.start_topped_up:  # first: a population starts with its cards topped up
         everyone = np.arange(world.people, dtype=np.int32)
-        parts.insert(0, _events(np.zeros(world.people), Kind.ONLINE, everyone))
+        parts.insert(0, _events(np.zeros(world.people), Kind.ONLINE, everyone, tag=Tag.START))
     return parts
 
 

@@ -47,7 +47,9 @@ def summarise(run: Run) -> dict[str, Any]:
     wait_h = (r.settled_at[waited] - r.queued_at[waited]) / 60.0
     online = np.isin(kind, np.array([Kind.ONLINE, Kind.SHOP_ONLINE], dtype=np.int8))
     hours = max(1, -(-s.minutes // 60))
-    load = np.bincount((e.t[online & (outcome != UNREACHABLE)] // 60), minlength=hours)
+    # the load of going online, without everyone's first top-up at the start of the run
+    reached = online & (outcome != UNREACHABLE) & (e.tag != Tag.START)
+    load = np.bincount(e.t[reached] // 60, minlength=hours)
     summary: dict[str, Any] = {
         "scenario": s.name,
         "scheme": s.scheme.value,
