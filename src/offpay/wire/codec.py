@@ -28,6 +28,18 @@ class Message:
 
     TYPE: ClassVar[str] = "message"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle keeps (a card's sealed memory, a verification worker's arguments): the
+        fields only. Values cached from them (an envelope's encoding, a payment's id) are
+        recomputed when needed; kept, they would double a stored payment, and a card's storage
+        would depend on which of its payments someone had encoded."""
+        return {name: getattr(self, name) for name in _field_names(type(self))}
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
 
 M = TypeVar("M", bound=Message)
 
