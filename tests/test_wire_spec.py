@@ -55,9 +55,9 @@ from offpay.sim.token_demo import break_sign_once
 from offpay.tokens.element import TokenElement
 from offpay.tokens.model import Token
 from offpay.tokens.transfer import ReceiverSession, SenderSession
-from offpay.wire.codec import Message, decode, registered
+from offpay.wire.codec import Message, decode, encode, registered
 from offpay.wire.envelope import DOMAIN, Signed
-from offpay.wire.messages import Liquidity
+from offpay.wire.messages import Liquidity, Operation, SessionStart
 from offpay.wire.spec import cddl_text
 
 SRC = Path(offpay.wire.envelope.__file__).resolve().parents[1]  # src/offpay
@@ -795,3 +795,54 @@ def test_the_envelope_answers_for_its_payload_type(traffic: Traffic):
         VALIDATORS.check("http.debit-request.answer", instruction)
     VALIDATORS.check("http.card-session.answer", instruction)
     assert Signed.from_bytes(instruction).chain
+
+
+# --- docs/wire.md shows the shipped CDDL, and its tables and example agree with the code -------
+
+DOC = (SRC.parents[1] / "docs" / "wire.md").read_text(encoding="utf-8")
+
+
+def test_the_doc_shows_every_rule_of_the_shipped_cddl_as_it_is():
+    shown: dict[str, str] = {}
+    for block in re.findall(r"```cddl\n(.*?)```", DOC, re.S):
+        for rule in cddlparser.parse(block).rules:
+            assert rule.name.name not in shown, f"{rule.name.name} is shown twice"
+            shown[rule.name.name] = _text(rule.type)
+    assert shown == SPEC.rules
+
+
+def test_the_doc_s_route_table_is_the_spec_s():
+    rows = re.findall(r"^\| `([a-z-]+)` \| [^|]+ \| `([\w.-]+)` \| `([\w.-]+)` \|$", DOC, re.M)
+    assert {kind for kind, _, _ in rows} == {k.name for k in KINDS}
+    for kind, request, answer in rows:
+        assert SPEC.rules[f"http.{kind}.request"] == request, kind
+        assert SPEC.rules[f"http.{kind}.answer"] == answer, kind
+
+
+def test_the_doc_s_command_table_is_the_card_s(traffic: Traffic):
+    sent = {
+        Ins(a.command.ins): a.command.cla
+        for a in traffic.apdus
+        if a.response.sw != SW.INS_NOT_SUPPORTED
+    }
+    rows = re.findall(
+        r"^\| ([A-Z ]+) \| `([0-9A-F]{2})` \| `([0-9A-F]{2})` \| `([\w.-]+)` \| `([\w.-]+)` \|$",
+        DOC,
+        re.M,
+    )
+    assert len(rows) == len(Ins)
+    for title, cla, ins_hex, data, answer in rows:
+        ins = Ins[title.replace(" ", "_")]
+        assert int(ins_hex, 16) == ins, title
+        assert int(cla, 16) == sent[ins], f"{title}: the card was sent CLA {sent[ins]:02X}"
+        assert SPEC.rules[f"apdu.{_ins_name(ins)}.data"] == data, title
+        assert SPEC.rules[f"apdu.{_ins_name(ins)}.answer"] == answer, title
+
+
+def test_the_doc_s_worked_example_is_the_codec_s_encoding():
+    shown = re.search(r"is these 72 bytes:\n\n```\n(.*?)```", DOC, re.S)
+    assert shown is not None
+    data = encode(SessionStart("bank-a/engine", Operation.TOP_UP, Money(5000, "SEK")))
+    assert bytes.fromhex(shown.group(1)) == data and len(data) == 72
+    VALIDATORS.check("apdu.begin-online.data", data)
+    assert DOMAIN.hex(" ") in DOC
