@@ -35,6 +35,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
+from hypothesis import given
+from hypothesis import strategies as st
 
 import offpay.crypto.revocation
 import offpay.device.terminal
@@ -46,7 +48,7 @@ import offpay.wire.messages
 from offpay.device import card as card_module
 from offpay.device.apdu import SW, Command, Ins, Response
 from offpay.device.card import Card
-from offpay.errors import EncodingError, OffpayError, Refused
+from offpay.errors import EncodingError, MoneyError, OffpayError, Refused
 from offpay.money import CURRENCIES, MAX_MINOR, Money
 from offpay.service.app import BANK_KINDS, CENTRAL_KINDS, TOKEN_KINDS
 from offpay.service.problems import Problem, problem_of
@@ -57,7 +59,7 @@ from offpay.tokens.model import Token
 from offpay.tokens.transfer import ReceiverSession, SenderSession
 from offpay.wire.codec import Message, decode, encode, registered
 from offpay.wire.envelope import DOMAIN, Signed
-from offpay.wire.messages import Liquidity, Operation, SessionStart
+from offpay.wire.messages import Liquidity, Operation, PaymentRequest, SessionStart
 from offpay.wire.spec import cddl_text
 
 SRC = Path(offpay.wire.envelope.__file__).resolve().parents[1]  # src/offpay
@@ -78,6 +80,7 @@ SHARED = frozenset(
     {
         "money",
         "minor-units",
+        "negative-minor-units",
         "currency",
         "certificate-chain",
         "der-certificate",
@@ -336,8 +339,9 @@ def test_every_enumeration_has_a_rule_with_the_same_values():
 
 def test_amounts_in_the_spec_are_the_money_module_s():
     assert SPEC.choices("currency") == set(CURRENCIES)
-    bounds = f"uint .le {MAX_MINOR} / nint .ge -{MAX_MINOR}"
-    assert SPEC.rules["minor-units"] == bounds, "the range must be the money module's"
+    assert SPEC.rules["minor-units"] == f"0..{MAX_MINOR} / negative-minor-units"
+    negative = f"(nint .ge -{MAX_MINOR}) .and (int .lt 0)"
+    assert SPEC.rules["negative-minor-units"] == negative, "the range must be the money module's"
     assert SPEC.rules["money"] == "[minor: minor-units, currency: currency]"
 
 
@@ -363,7 +367,13 @@ def test_the_cddl_names_no_type_the_code_lacks():
     unknown = set(SPEC.rules) - allowed
     assert not unknown, f"the CDDL names what the code lacks: {sorted(unknown)}"
     # and every name a rule refers to is defined, or CDDL's own
-    prelude = {"tstr", "bstr", "int", "uint", "nint", "bool", "nil", "cbor", "size", "le", "ge"}
+    prelude = {"tstr", "bstr", "int", "uint", "nint", "bool", "nil"} | {
+        "cbor",
+        "size",
+        "ge",
+        "lt",
+        "and",
+    }
     for name, body in SPEC.rules.items():
         bare = re.sub(r"[\w-]+:", "", re.sub(r'"[^"]*"', "", body))  # no literals, no labels
         for ref in re.findall(r"[a-z][a-z0-9.-]*", bare):
@@ -373,6 +383,45 @@ def test_the_cddl_names_no_type_the_code_lacks():
 def test_the_shipped_cddl_compiles_with_the_validator():
     for rule in ("signed", "offline-payment", "token", "refusal"):
         VALIDATORS.schema(rule)
+
+
+@given(
+    minor=st.one_of(
+        st.integers(), st.sampled_from([MAX_MINOR, MAX_MINOR + 1, -MAX_MINOR, -MAX_MINOR - 1])
+    ),
+    currency=st.one_of(st.sampled_from(sorted(CURRENCIES)), st.text(max_size=4)),
+)
+def test_the_spec_accepts_exactly_the_amounts_the_money_module_accepts(minor: int, currency: str):
+    try:
+        Money(minor, currency)
+        valid = True
+    except MoneyError:
+        valid = False
+    data = cbor2.dumps([minor, currency])
+    if valid:
+        VALIDATORS.check("money", data)
+    else:
+        with pytest.raises(pycddl.ValidationError):
+            VALIDATORS.check("money", data)
+
+
+@given(
+    names=st.lists(st.text(max_size=40), min_size=3, max_size=3),
+    request_id=st.binary(max_size=32),
+    challenge=st.binary(max_size=32),
+    minor=st.integers(0, MAX_MINOR),
+    currency=st.sampled_from(sorted(CURRENCIES)),
+)
+def test_any_payment_request_the_codec_writes_validates(
+    names: list[str], request_id: bytes, challenge: bytes, minor: int, currency: str
+):
+    sender, receiver, institution = names
+    request = PaymentRequest(
+        sender, receiver, institution, request_id, challenge, Money(minor, currency)
+    )
+    data = encode(request)
+    VALIDATORS.check("payment-request", data)
+    assert decode(data, PaymentRequest) == request
 
 
 # --- (b) real traffic validates ------------------------------------------------------------------
