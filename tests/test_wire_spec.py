@@ -14,6 +14,7 @@ docs/wire.md) cannot drift from the code.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -26,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
+import anyio
 import cbor2
 import cddlparser
+import httpx
 import pycddl
 import pytest
 from cddlparser import ast as cddl_ast
@@ -50,8 +53,10 @@ from offpay.device.apdu import SW, Command, Ins, Response
 from offpay.device.card import Card
 from offpay.errors import EncodingError, MoneyError, OffpayError, Refused
 from offpay.money import CURRENCIES, MAX_MINOR, Money
-from offpay.service.app import BANK_KINDS, CENTRAL_KINDS, TOKEN_KINDS
+from offpay.service.app import BANK_KINDS, CENTRAL_KINDS, TOKEN_KINDS, create_app
+from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
 from offpay.service.problems import Problem, problem_of
+from offpay.service.serve import build
 from offpay.sim.network import OfflineNetwork, TokenUser, User
 from offpay.sim.token_demo import break_sign_once
 from offpay.tokens.element import TokenElement
@@ -674,6 +679,53 @@ def test_http_refusal_bodies_validate():
         status, body = problem_of(error)
         assert 400 <= status < 600
         VALIDATORS.check("refusal", cbor2.dumps(json.loads(body)))
+
+
+@contextlib.contextmanager
+def _served(network: NetworkConfig, name: str) -> Iterator[httpx.AsyncClient]:
+    """One party of a network behind its real HTTP application."""
+    built = build(network, name, retry_every=-1)
+    try:
+        transport = httpx.ASGITransport(app=create_app(built.service))
+        yield httpx.AsyncClient(transport=transport, base_url=f"http://{name}")
+    finally:
+        built.service.party.db.dispose()
+        for held in built.held:
+            if hasattr(held, "close"):
+                held.close()
+
+
+async def _check_routes(central: httpx.AsyncClient, bank: httpx.AsyncClient) -> None:
+    async with central, bank:
+        for client, kinds in ((central, CENTRAL_KINDS), (bank, BANK_KINDS + TOKEN_KINDS)):
+            paths = (await client.get("/openapi.json")).json()["paths"]
+            routes = {p.removeprefix("/v1/messages/"): v for p, v in paths.items()}
+            served = {k.name for k in kinds if f"/v1/messages/{k.name}" in paths}
+            assert served == {k.name for k in kinds}
+            for kind in served:
+                body = routes[kind]["post"]["requestBody"]["content"]
+                assert set(body) == {"application/cbor"}, kind
+        answer = await central.post("/v1/messages/revocation-list", content=b"")
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/cbor"
+        VALIDATORS.check("http.revocation-list.answer", answer.content)
+        for content_type, status in (("application/cbor", 400), ("application/json", 415)):
+            refused = await bank.post(
+                "/v1/messages/card-session",
+                content=b"\xa0",
+                headers={"Content-Type": content_type, "Idempotency-Key": f"k-{status}"},
+            )
+            assert refused.status_code == status
+            assert refused.headers["content-type"] == "application/json"
+            VALIDATORS.check("refusal", cbor2.dumps(refused.json()))
+
+
+def test_the_services_routes_and_bodies_are_the_spec_s(tmp_path: Path):
+    """Over each service's real HTTP application: its message routes are the spec's, take and
+    answer application/cbor, and refuse with the refusal rule as JSON."""
+    network = init_network(tmp_path, ("bank-a",))
+    with _served(network, CENTRAL) as central, _served(network, "bank-a") as bank:
+        anyio.run(_check_routes, central, bank)
 
 
 def _cbor_bodies(traffic: Traffic) -> Iterator[bytes]:
