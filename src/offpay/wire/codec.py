@@ -11,7 +11,9 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Mapping
 from functools import cache
+from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
 import cbor2
@@ -58,6 +60,12 @@ def message(tag: str) -> typing.Callable[[type[M]], type[M]]:
         return cls
 
     return wrap
+
+
+def registered() -> Mapping[str, type[Message]]:
+    """Every message type imported so far, by wire tag (read-only): what the wire
+    specification (``offpay.cddl``) must describe."""
+    return MappingProxyType(_REGISTRY)
 
 
 class _Unusual(Exception):
