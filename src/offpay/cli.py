@@ -36,8 +36,28 @@ class Scheme(StrEnum):
     TOKENS = "tokens"  # sign-once tokens (Federal Reserve FEDS 2025-105)
 
 
+def _version(show: bool) -> None:
+    """``--version``: the installed distribution's version, from its metadata (the one place
+    the version is written is pyproject.toml)."""
+    if show:
+        from offpay import __version__
+
+        typer.echo(f"offpay {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def main() -> None:
+def main(
+    _version_option: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the installed version of offpay and exit.",
+        ),
+    ] = False,
+) -> None:
     """offpay: run, attack and measure an offline payment network."""
 
 

@@ -1,0 +1,81 @@
+"""The conventions users expect of a command and a repository: ``--version``, help texts a
+person can read, a licence that matches the package metadata."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from importlib.metadata import metadata, version
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import offpay
+from offpay.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_prints_the_installed_distributions_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"offpay {version('offpay')}"
+    assert offpay.__version__ == version("offpay")
+
+
+def test_version_wins_over_a_missing_command() -> None:
+    """Eager: ``offpay --version`` needs no command and runs none."""
+    result = CliRunner().invoke(app, ["--version", "demo", "--data-dir", "/nonexistent/x"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("offpay ")
+
+
+def test_licence_file_is_the_one_pyproject_names() -> None:
+    assert metadata("offpay")["License-Expression"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License\n" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert text.startswith("Copyright 2026 The offpay authors\n")
+
+
+def test_changelog_follows_keep_a_changelog() -> None:
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert "## [Unreleased]" in text
+    assert f"## [{version('offpay')}]" in text
+    assert "/work/" not in text
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_network_folder_is_ignored_by_git_wherever_it_is_made(tmp_path: Path) -> None:
+    """Keys and admin tokens must never be committed by accident: the folder ignores itself."""
+    from offpay.service.datadir import init_network
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    init_network(repo / "some" / "network", ["bank-a"])
+    assert (repo / "some" / "network" / "bank-a" / "ca.key").exists()
+    assert _git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+@pytest.mark.parametrize(
+    "path",
+    [
+        "offpay-network/network.json",  # the README's `offpay network run --data ./offpay-network`
+        "offpay-data/bank-a/bank-a.sqlite",
+        "demo/central-bank.sqlite",  # `offpay demo --data-dir demo`
+        "demo/central-bank.sqlite-wal",
+        "demo/bank-a.sqlite-shm",
+        "bench-results/benchmarks-20261205.json",
+    ],
+)
+def test_the_repository_ignores_the_folders_the_commands_make(path: str) -> None:
+    assert _git(ROOT, "check-ignore", "--no-index", path).strip() == path
