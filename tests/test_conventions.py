@@ -3,12 +3,16 @@ person can read, a licence that matches the package metadata."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from importlib.metadata import metadata, version
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import offpay
@@ -79,3 +83,48 @@ def test_a_network_folder_is_ignored_by_git_wherever_it_is_made(tmp_path: Path) 
 )
 def test_the_repository_ignores_the_folders_the_commands_make(path: str) -> None:
     assert _git(ROOT, "check-ignore", "--no-index", path).strip() == path
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))
+# An internal reference (an issue, a point of one) or reStructuredText markup written for the
+# API documentation: neither means anything to a person reading --help.
+LEAKS = re.compile(
+    r"\bissues? #?\d+|\bpoint \d+ of|``|:(?:func|class|meth|mod|data|attr|exc|ref):`|^\s*\.\. ",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def test_every_command_is_walked() -> None:
+    names = {" ".join(path) for path, _ in COMMANDS}
+    assert {"", "bench", "demo", "sim run", "network run", "serve intermediary"} <= names
+    assert {"db upgrade", "sim sweep", "sim evidence", "network init"} <= names
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "offpay")
+def test_help_carries_no_internal_reference_and_no_rest(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.stdout
+    assert not LEAKS.findall(result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("path", [p for p, c in COMMANDS if hasattr(c, "commands")])
+def test_command_lists_summarise_each_command_in_one_line(path: tuple[str, ...]) -> None:
+    """A row of a command list is a sentence, not a docstring cut at its source line breaks."""
+    group = dict(COMMANDS)[path]
+    for name, sub in group.commands.items():
+        summary = sub.short_help or (sub.help or "").split("\n\n")[0]
+        assert summary and "\n" not in summary, (name, summary)
+
+
+def test_the_leak_pattern_finds_what_it_must() -> None:
+    for text in ("see issue 7", "(issue #16)", "``kind``", ":func:`x`", "a :class:`Y`"):
+        assert LEAKS.search(text), text
+    for text in ("`offpay network run`", "an issuance record", "e-krona report §3.4"):
+        assert not LEAKS.search(text), text

@@ -14,6 +14,7 @@ from offpay.bench.cli import bench
 from offpay.cli_support import (
     Interrupt,
     StoppableConsole,
+    one_line_summaries,
     refusals,
     stopped,
     writable_folder,
@@ -233,7 +234,7 @@ def network_run(
         str, typer.Option(help="Intermediaries, if the folder holds no network yet.")
     ] = "bank-a,bank-b",
 ) -> None:
-    """Start the central bank and every intermediary of the network in DATA as processes on
+    """Start the central bank and every intermediary of the network in --data as processes on
     loopback ports (creating the network first if the folder is empty); stop with Ctrl-C."""
     import signal
     import threading
@@ -288,10 +289,14 @@ def db_upgrade(
     url: Annotated[str, typer.Option(help="SQLAlchemy URL of the database.")],
     kind: Annotated[DatabaseKind, typer.Option(help="Whose database it is.")],
 ) -> None:
-    """Run the Alembic migrations of ``kind`` on the database at ``url`` (services do this
-    themselves when they open their database; this is for operators upgrading ahead)."""
+    """Run the Alembic migrations of a central bank's or an intermediary's database at --url
+    (services do this themselves when they open their database; this is for operators
+    upgrading ahead)."""
     from offpay.store.migrate import upgrade_url
 
     with refusals():
         revision = upgrade_url(url, kind.value)
     Console().print(f"{kind.value} database at revision {revision}")
+
+
+one_line_summaries(app)
