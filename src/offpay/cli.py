@@ -89,8 +89,8 @@ def demo(
     """Play every flow of an offline payment scheme step by step: the balance-based one
     (e-krona report §3.4–3.7) or, with --scheme tokens, the sign-once token one."""
     with Interrupt() as interrupt:
-        width = None if Console().is_terminal else 120
-        console = StoppableConsole(interrupt, width=width)
+        # The terminal's width, COLUMNS, or 80 when the output is not a terminal.
+        console = StoppableConsole(interrupt)
         try:
             from offpay.sim.demo import Demo
             from offpay.sim.token_demo import TokenDemo
