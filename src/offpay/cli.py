@@ -23,7 +23,10 @@ from offpay.crypto.keys import Algorithm
 from offpay.sim.population.cli import sim_app
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from offpay.service.datadir import NetworkConfig
+    from offpay.service.process import Event, ServiceProcess
 
 app = typer.Typer(help="offpay: secure offline payments in a two-tier digital currency.")
 app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
@@ -243,7 +246,7 @@ def network_run(
     from offpay.service.datadir import NETWORK_FILE, init_network, lock_network
     from offpay.service.process import running
 
-    console = Console()
+    console = Console(soft_wrap=True)  # a URL or a command line is never broken in two
     with refusals():
         if not (data / NETWORK_FILE).exists():
             init_network(data, [b.strip() for b in banks.split(",") if b.strip()])
@@ -254,23 +257,50 @@ def network_run(
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            with running(network) as processes:
-                for name, process in processes.items():
-                    console.print(f"{name}: {process.url}  (OpenAPI: {process.url}/docs)")
+            with running(network, report=_say_service(console)) as processes:
                 console.print(
-                    f"\nplay the demo against it:  offpay demo --network {network.folder}\n"
+                    f"\n{len(processes)} services running; play the demo against them:\n"
+                    f"  offpay demo --network {network.folder}\n"
                     "stop with Ctrl-C"
                 )
-                while not stop.wait(1.0):
-                    dead = [n for n, p in processes.items() if not p.running]
-                    if dead:
-                        console.print(f"[red]{', '.join(dead)} stopped; see service.log[/red]")
-                        raise typer.Exit(1)
-        except KeyboardInterrupt:
+                try:
+                    while not stop.wait(1.0):
+                        dead = [p for p in processes.values() if not p.running]
+                        if dead:
+                            for process in dead:
+                                console.print(
+                                    f"[red]{process.name} stopped by itself; its log: "
+                                    f"{process.log_path}[/red]"
+                                )
+                            raise typer.Exit(1)
+                    console.print("stopping the network (SIGTERM)")
+                except KeyboardInterrupt:
+                    console.print("stopping the network (Ctrl-C)")
+        except KeyboardInterrupt:  # during the start: the services started are stopped
             pass
         except OffpayError as exc:  # a service that did not start: its log's tail says why
             Console(stderr=True).print(f"[red]{exc.message}[/red]")
             raise typer.Exit(2) from None
+        finally:
+            console.print("the network has stopped: no service of it is running")
+
+
+def _say_service(console: Console) -> Callable[[Event, ServiceProcess], None]:
+    """One line per service as `offpay network run` starts and stops it."""
+
+    from offpay.service.process import Event
+
+    def say(event: Event, process: ServiceProcess) -> None:
+        if event is Event.STARTING:
+            console.print(f"starting {process.name} at {process.url} …", highlight=False)
+        elif event is Event.READY:
+            console.print(
+                f"{process.name}: {process.url}  (API docs: {process.url}/docs)", highlight=False
+            )
+        elif event is Event.STOPPED:
+            console.print(f"stopped {process.name}", highlight=False)
+
+    return say
 
 
 db_app = typer.Typer(

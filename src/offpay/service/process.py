@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -116,23 +117,47 @@ def service_process(
     return ServiceProcess(name, url, command, network.folder / name / "service.log")
 
 
+class Event(StrEnum):
+    """What :func:`running` tells its caller about each service."""
+
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+def _quiet(_event: Event, _process: ServiceProcess) -> None:
+    pass
+
+
 @contextlib.contextmanager
 def running(
-    network: NetworkConfig, *, retry_every: float = 30.0, ports: dict[str, int] | None = None
+    network: NetworkConfig,
+    *,
+    retry_every: float = 30.0,
+    ports: dict[str, int] | None = None,
+    report: Callable[[Event, ServiceProcess], None] = _quiet,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The central bank, then every intermediary, each in its own process; all stopped on
-    the way out, whatever happened."""
+    the way out (intermediaries first, the central bank last), whatever happened. ``report``
+    hears of each service starting, ready, stopping and stopped."""
     ports = ports or {}
     processes: dict[str, ServiceProcess] = {}
     try:
         for name in (CENTRAL, *network.banks):
-            processes[name] = service_process(
-                network, name, port=ports.get(name), retry_every=retry_every
-            ).start()
+            process = service_process(network, name, port=ports.get(name), retry_every=retry_every)
+            processes[name] = process
+            report(Event.STARTING, process)
+            process.start()
+            report(Event.READY, process)
         yield processes
     finally:
-        for process in processes.values():
+        for process in reversed(processes.values()):
+            if process.popen is None:  # never started: its start failed before a process
+                continue
+            report(Event.STOPPING, process)
             process.stop()
+            report(Event.STOPPED, process)
 
 
 @contextlib.contextmanager
