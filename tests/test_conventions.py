@@ -3,6 +3,7 @@ person can read, a licence that matches the package metadata."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -128,3 +129,22 @@ def test_the_leak_pattern_finds_what_it_must() -> None:
         assert LEAKS.search(text), text
     for text in ("`offpay network run`", "an issuance record", "e-krona report §3.4"):
         assert not LEAKS.search(text), text
+
+
+@pytest.mark.parametrize(
+    ("options", "banks"),
+    [
+        ((), ["bank-a", "bank-b"]),
+        (("--banks", "north", "--banks", "south"), ["north", "south"]),
+        (("--banks", "north,south", "--banks", "east"), ["north", "south", "east"]),
+    ],
+)
+def test_network_init_takes_banks_as_a_repeated_option(
+    options: tuple[str, ...], banks: list[str], tmp_path: Path
+) -> None:
+    data = tmp_path / "net"
+    result = CliRunner().invoke(app, ["network", "init", "--data", str(data), *options])
+    assert result.exit_code == 0, result.output
+    urls = json.loads((data / "network.json").read_text())["urls"]
+    assert list(urls) == ["central-bank", *banks]
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == list(urls)

@@ -171,6 +171,25 @@ HostOption = Annotated[
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on; the network's URL's.")]
 
 
+BanksOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--banks",
+        help="An intermediary of a new network; repeat for more: --banks bank-a --banks bank-b "
+        "(default: bank-a and bank-b).",
+    ),
+]
+DEFAULT_BANKS = ("bank-a", "bank-b")
+
+
+def _bank_names(banks: list[str] | None) -> list[str]:
+    """The intermediaries given with --banks; a value may also list several, comma-separated
+    (--banks bank-a,bank-b), as earlier versions took them."""
+    if banks is None:
+        return list(DEFAULT_BANKS)
+    return [name.strip() for value in banks for name in value.split(",") if name.strip()]
+
+
 def _network(data: Path) -> NetworkConfig:
     """The network in ``data``, or a readable complaint and exit status 2."""
     from offpay.service.datadir import load_network
@@ -213,7 +232,7 @@ def serve_intermediary(
 @network_app.command("init")
 def network_init(
     data: DataOption,
-    banks: Annotated[str, typer.Option(help="Intermediaries, comma-separated.")] = "bank-a,bank-b",
+    banks: BanksOption = None,
     algorithm: Annotated[
         Algorithm, typer.Option(help="Signature algorithm of every key in the network.")
     ] = Algorithm.ED25519,
@@ -223,9 +242,7 @@ def network_init(
     from offpay.service.datadir import init_network
 
     with refusals():
-        network = init_network(
-            data, [b.strip() for b in banks.split(",") if b.strip()], algorithm=algorithm
-        )
+        network = init_network(data, _bank_names(banks), algorithm=algorithm)
     for name, url in network.urls.items():
         typer.echo(f"{name}: {url}")
 
@@ -233,12 +250,11 @@ def network_init(
 @network_app.command("run")
 def network_run(
     data: DataOption,
-    banks: Annotated[
-        str, typer.Option(help="Intermediaries, if the folder holds no network yet.")
-    ] = "bank-a,bank-b",
+    banks: BanksOption = None,
 ) -> None:
     """Start the central bank and every intermediary of the network in --data as processes on
-    loopback ports (creating the network first if the folder is empty); stop with Ctrl-C."""
+    loopback ports (creating the network first, with --banks, if the folder is empty); stop
+    with Ctrl-C."""
     import signal
     import threading
 
@@ -249,7 +265,7 @@ def network_run(
     console = Console(soft_wrap=True)  # a URL or a command line is never broken in two
     with refusals():
         if not (data / NETWORK_FILE).exists():
-            init_network(data, [b.strip() for b in banks.split(",") if b.strip()])
+            init_network(data, _bank_names(banks))
         network = _network(data)
         # Refused before anything starts: a network already running keeps its logs untouched.
         held = lock_network(network)
