@@ -18,15 +18,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import tenacity
 
 from offpay.errors import OffpayError
 from offpay.service.datadir import CENTRAL, NetworkConfig
 
 READY_TIMEOUT_S = 60.0
+READY_POLL_S = 0.1
 
 
 class ServiceFailed(OffpayError):
     code = "service.not_started"
+
+
+class _NotReady(Exception):
+    """The service's health route did not answer yet."""
 
 
 @dataclass
@@ -46,17 +52,31 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        """Ask the health route every 0.1 s until it answers; a process that exits meanwhile
+        is a failed start at once, one that stays silent for ``timeout`` s is stopped."""
+
+        def answers(client: httpx.Client) -> None:
+            if self.popen is None or self.popen.poll() is not None:
+                raise ServiceFailed(f"{self.name} exited at start:\n{self.log_tail()}")
+            try:
+                if client.get(f"{self.url}/v1/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            raise _NotReady
+
+        asking = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(timeout),
+            wait=tenacity.wait_fixed(READY_POLL_S),
+            retry=tenacity.retry_if_exception_type(_NotReady),
+            reraise=True,
+        )
         with httpx.Client(timeout=2.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.popen is None or self.popen.poll() is not None:
-                    raise ServiceFailed(f"{self.name} exited at start:\n{self.log_tail()}")
-                try:
-                    if client.get(f"{self.url}/v1/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+            try:
+                asking(answers, client)
+                return
+            except _NotReady:
+                pass
         self.stop()
         raise ServiceFailed(
             f"{self.name} did not answer within {timeout:.0f} s:\n{self.log_tail()}"
