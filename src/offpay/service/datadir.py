@@ -111,7 +111,9 @@ def init_network(
         raise DataDirError(f"{folder} already holds a network; use it or choose a new folder")
     banks = tuple(banks)
     if not banks:
-        raise DataDirError("a network needs at least one intermediary (--banks bank-a --banks bank-b)")
+        raise DataDirError(
+            "a network needs at least one intermediary (--banks bank-a --banks bank-b)"
+        )
     names = (CENTRAL, *banks)
     if len(set(names)) != len(names) or any(not _valid_name(n) for n in names):
         raise DataDirError("party names must be distinct, lower-case letters, digits and '-'")
