@@ -95,6 +95,7 @@ SHARED = frozenset(
         "raw-public-key",
         "raw-chunk",
         "refusal",
+        "problem",
     }
 )
 PRELUDE = {str: "tstr", bytes: "bstr", int: "int", bool: "bool"}
@@ -359,9 +360,11 @@ def test_every_route_and_card_command_has_its_rules():
             assert f"apdu.{_ins_name(ins)}.{part}" in SPEC.rules, f"{ins.name}: no {part} rule"
 
 
-def test_the_refusal_rule_is_the_problem_body():
-    assert [k for k, _ in SPEC.maps["refusal"]] == list(Problem.model_fields)
-    assert all(t == "tstr" for _, t in SPEC.maps["refusal"])
+def test_the_problem_rule_is_the_problem_body():
+    assert [k for k, _ in SPEC.maps["problem"]] == list(Problem.model_fields)
+    assert all(t == "tstr" for k, t in SPEC.maps["problem"] if k != "status")
+    # a card's refusal is the problem's code and message
+    assert [k for k, _ in SPEC.maps["refusal"]] == ["code", "message"]
 
 
 def test_the_cddl_names_no_type_the_code_lacks():
@@ -678,7 +681,7 @@ def test_http_refusal_bodies_validate():
     ):
         status, body = problem_of(error)
         assert 400 <= status < 600
-        VALIDATORS.check("refusal", cbor2.dumps(json.loads(body)))
+        VALIDATORS.check("problem", cbor2.dumps(json.loads(body)))
 
 
 @contextlib.contextmanager
@@ -716,8 +719,8 @@ async def _check_routes(central: httpx.AsyncClient, bank: httpx.AsyncClient) -> 
                 headers={"Content-Type": content_type, "Idempotency-Key": f"k-{status}"},
             )
             assert refused.status_code == status
-            assert refused.headers["content-type"] == "application/json"
-            VALIDATORS.check("refusal", cbor2.dumps(refused.json()))
+            assert refused.headers["content-type"] == "application/problem+json"
+            VALIDATORS.check("problem", cbor2.dumps(refused.json()))
 
 
 def test_the_services_routes_and_bodies_are_the_spec_s(tmp_path: Path):
