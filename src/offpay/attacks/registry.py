@@ -38,6 +38,13 @@ class UnknownAttack(OffpayError):
     code = "attack.unknown"
 
 
+class NotOverHttp(OffpayError):
+    """An attack that cannot be played against a running network, or a network it cannot be
+    played against."""
+
+    code = "attack.not_over_http"
+
+
 @dataclass(frozen=True)
 class Attack:
     name: str
