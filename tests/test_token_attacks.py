@@ -20,11 +20,12 @@ import pytest
 
 from conftest import pay_tokens as pay
 from conftest import refused
+from offpay.attacks.registry import play_in_process
+from offpay.attacks.report import FindingKind, Outcome
 from offpay.crypto.keys import Signer
-from offpay.errors import DoubleSpend, OffpayError
+from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.sim.network import OfflineNetwork, TokenUser
-from offpay.tokens.element import TokenElement
 from offpay.tokens.messages import DepositRequest
 from offpay.tokens.model import (
     ENDORSE_DOMAIN,
@@ -35,12 +36,13 @@ from offpay.tokens.model import (
     mint_digest,
     transition_digest,
 )
+from offpay.tokens.tamper import break_element as break_user_element
+from offpay.tokens.tamper import repair_element as repair_user_element
 from offpay.tokens.transfer import (
     DiscoveryProof,
     Offer,
     ReceiverSession,
     SenderSession,
-    Transfer,
     six_digits,
 )
 from offpay.wire.codec import decode
@@ -53,33 +55,12 @@ SEK = 100  # minor units per krona
 ISSUED = 1_000_000_00
 
 
-class DoubleSigningElement(TokenElement):
-    """SIMULATED HARDWARE BREAK: a secure element whose SignOnce signs but keeps the ownership
-    key, and whose store keeps the token it signed away, so it can spend it again."""
-
-    def sign_once(self, owner: bytes, digest: bytes) -> bytes:
-        key = self._keys.get(owner)
-        signature = super().sign_once(owner, digest)
-        if key is not None:
-            self._keys[owner] = key
-        return signature
-
-    def _check_joint_history(self, parents: list[Token]) -> None:
-        """A broken element merges whatever it holds, double-spent branches included."""
-
-    def _transition(self, parents: list[Token], children: list[TokenBody]) -> list[Token]:
-        made = super()._transition(parents, children)
-        for parent in parents:
-            self._tokens[parent.id] = parent
-        return made
-
-
 def break_element(user: TokenUser) -> None:
-    user.element.__class__ = DoubleSigningElement
+    break_user_element(user.element)
 
 
 def repair_element(user: TokenUser) -> None:
-    user.element.__class__ = TokenElement
+    repair_user_element(user.element)
 
 
 def discovered(sender: TokenUser, receiver: TokenUser, amount: Money):  # type: ignore[no-untyped-def]
@@ -143,29 +124,42 @@ def spent_twice(net: OfflineNetwork, checked: Checked) -> SpentTwice:
 
 
 def test_double_spend_is_caught_at_the_second_deposit_and_the_element_revoked(
-    net: OfflineNetwork, checked: Checked, spent_twice: SpentTwice
-):
-    mal, ben, cat = spent_twice.mal, spent_twice.ben, spent_twice.cat
-    root = spent_twice.root
-    # Offline, neither receiver can know: both accepted, both histories verify.
-    assert ben.tokens == cat.tokens == net.money(100 * SEK)
-    assert spent_twice.to_ben.ancestors == spent_twice.to_cat.ancestors == (root,)
-    assert ben.element.verify(spent_twice.to_ben).length == 1
-    assert cat.element.verify(spent_twice.to_cat).length == 1
-    assert net.central.mint.outstanding() == net.money(100 * SEK)
-
-    checked.step(ben.app.deposit, net.money(100 * SEK))
+    net: OfflineNetwork, checked: Checked
+) -> None:
+    """Played by `offpay attack token-double-spend`: both branches verify offline; the mint
+    refuses the second deposit, names the element and revokes it."""
+    report = play_in_process("token-double-spend", checked)
+    mal, ben, cat = net.token_users["Mal"], net.token_users["Ben"], net.token_users["Cat"]
+    assert report.outcome is Outcome.DETECTED
+    assert [(f.kind, f.code) for f in report.findings] == [
+        (FindingKind.REFUSED, "token.double_spend"),
+        (FindingKind.BLOCKED, "token.revoked"),
+    ]
     assert ben.online == net.money(100 * SEK)
-    assert net.central.mint.revoked_elements() == []
-
-    err = refused("token.double_spend", checked.step, cat.app.deposit, net.money(100 * SEK))
-    assert isinstance(err, DoubleSpend)
-    assert err.token_id == root.id and err.element == mal.element_id
     assert cat.online == net.money(0)  # nothing credited for the second branch
     assert cat.tokens == net.money(0)
     assert net.central.mint.outstanding() == net.money(0)
     assert net.central.mint.revoked_elements() == [mal.element_id]
     assert mal.online == net.money(400 * SEK)
+    (loss,) = report.losses
+    assert (loss.device, loss.amount, loss.bound) == (
+        mal.element_id,
+        net.money(100 * SEK),
+        net.money(100 * SEK),
+    )
+
+
+def test_both_branches_verify_offline(
+    net: OfflineNetwork, checked: Checked, spent_twice: SpentTwice
+) -> None:
+    """Offline, neither receiver can know: both accepted, both histories verify."""
+    ben, cat, root = spent_twice.ben, spent_twice.cat, spent_twice.root
+    assert ben.tokens == cat.tokens == net.money(100 * SEK)
+    assert spent_twice.to_ben.ancestors == spent_twice.to_cat.ancestors == (root,)
+    assert ben.element.verify(spent_twice.to_ben).length == 1
+    assert cat.element.verify(spent_twice.to_cat).length == 1
+    assert net.central.mint.outstanding() == net.money(100 * SEK)
+    assert net.central.mint.revoked_elements() == []
 
 
 def test_revocation_reaches_other_devices_at_their_next_online_moment(
@@ -214,34 +208,22 @@ def test_revocation_reaches_other_devices_at_their_next_online_moment(
 
 def test_double_spend_is_refused_offline_when_both_branches_meet_in_one_history(
     net: OfflineNetwork, checked: Checked
-):
-    mal = net.add_token_user("Mal", "bank-a", online=500 * SEK)
-    ben = net.add_token_user("Ben", "bank-b")
-    cat = net.add_token_user("Cat", "bank-b")
-    root = checked.step(mal.app.withdraw, net.money(100 * SEK))
-    break_element(mal)
-    first = checked.step(pay, mal, ben, 100 * SEK)
-    second = checked.step(pay, mal, ben, 100 * SEK)  # each branch alone verifies
-    assert first.ancestors == second.ancestors == (root,) and first != second
-    assert ben.tokens == net.money(200 * SEK)
-
-    # Ben's honest element will not merge them: the joint history shows the double spend.
-    refused("token.double_spend", ben.element.merge, [first.id, second.id])
-    assert ben.tokens == net.money(200 * SEK)
-    break_element(ben)  # a broken element would merge them; nobody takes the result
-    merged = checked.step(ben.element.merge, [first.id, second.id])
-    repair_element(ben)
-    err = refused("token.double_spend", ben.element.verify, merged)
-    assert isinstance(err, DoubleSpend)
-    assert err.token_id == root.id and err.element == mal.element_id
-    # Nobody takes the merged token offline.
-    refused("token.double_spend", checked.step, offer, ben, cat, merged)
-    s, r = discovered(ben, cat, net.money(200 * SEK))
-    refused("token.double_spend", r.on_offer, s.offer())
+) -> None:
+    """Played by `offpay attack token-double-spend-merged`: Ben's honest element will not
+    merge the two branches; the merged token a broken element makes is refused by Ben's
+    element, by Cat's and by the mint's verifier."""
+    report = play_in_process("token-double-spend-merged", checked)
+    cat = net.token_users["Cat"]
+    assert report.outcome is Outcome.PREVENTED
+    assert [(f.party, f.code) for f in report.findings] == [
+        ("Ben's element", "token.double_spend"),
+        ("Ben's element", "token.double_spend"),
+        ("Cat's element", "token.double_spend"),
+        ("central-bank (mint)", "token.double_spend"),
+    ]
+    assert net.central.mint.outstanding() == net.money(100 * SEK)  # one withdrawal, spent twice
     assert cat.tokens == net.money(0) and cat.element.tokens() == []
-    # A history that shows the parent consumed by two transitions is refused by any verifier.
-    refused("token.double_spend", net.central.mint.verifier.verify, merged)
-    checked.conserved()
+    assert report.conserved
 
 
 def test_double_spend_found_in_one_history_at_deposit_revokes_the_element(
@@ -267,37 +249,14 @@ def test_double_spend_found_in_one_history_at_deposit_revokes_the_element(
 
 def test_a_sender_that_does_not_sign_once_is_refused_at_the_transfer(
     net: OfflineNetwork, checked: Checked
-):
-    """Phase 3 with a transfer whose proof is not the owner key's signature (the key kept)."""
-    mal = net.add_token_user("Mal", "bank-a", online=500 * SEK)
-    ben = net.add_token_user("Ben", "bank-b")
-    checked.step(mal.app.withdraw, net.money(100 * SEK))
-    s, r = discovered(mal, ben, net.money(100 * SEK))
-    address = r.on_offer(s.offer())
-    assert r.address is not None and r.offered is not None
-    body = TokenBody(
-        child_id([r.offered.id], r.address.owner, r.offered.value),
-        r.offered.value,
-        r.address.owner,
-        r.address.endorsement,
-    )
-    digest = transition_digest([r.offered.id], [body])
-    forged = Token(
-        body.id,
-        body.value,
-        body.owner,
-        body.endorsement,
-        (Signer.generate().sign(digest),),
-        (r.offered,),
-        (),
-    )
-    msg = Transfer(mal.element_id, ben.element_id, s.session, forged)
-    refused("token.bad_proof", r.on_transfer, sign(msg, mal.element.credential).to_bytes())
-    assert ben.tokens == net.money(0) and r.received is None
-    # The genuine transfer still goes through afterwards.
-    r.on_transfer(s.on_address(address))
+) -> None:
+    """Played by `offpay attack token-not-signed-once`: a transfer whose proof is not the
+    owner key's signature is refused; the genuine one goes through afterwards."""
+    report = play_in_process("token-not-signed-once", checked)
+    mal, ben = net.token_users["Mal"], net.token_users["Ben"]
+    assert [(f.party, f.code) for f in report.findings] == [("Ben's element", "token.bad_proof")]
     assert ben.tokens == net.money(100 * SEK) and mal.tokens == net.money(0)
-    checked.conserved()
+    assert report.outcome is Outcome.PREVENTED and report.conserved
 
 
 # --- counterfeits (FEDS 2025-105, "Counterfeiting") --------------------------------------------
