@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from offpay.attacks.registry import ATTACKS
 from offpay.cli import app
 
 START_TIMEOUT_S = 90  # a guard against a hang, not a measurement
@@ -54,12 +55,8 @@ def test_every_attack_that_plays_over_http_against_a_running_network(running: Pa
     result = CliRunner().invoke(app, ["attack", "all", "--network", str(running), "--json"])
     assert result.exit_code == 0, result.output[-3000:]
     reports = {r["name"]: r for r in json.loads(result.output)}
-    assert set(reports) == {
-        "replayed-top-up",
-        "cloned-card",
-        "rolled-back-card",
-        "rolled-back-before-defund",
-    }
+    assert set(reports) == {a.name for a in ATTACKS if a.over_http}
+    assert len(reports) == 11
     for report in reports.values():
         assert report["where"] == f"over HTTP: {running}"
         assert report["conservation"]["conserved"] and report["within_bound"]
@@ -77,6 +74,13 @@ def test_every_attack_that_plays_over_http_against_a_running_network(running: Pa
         ("bank-a", "refused", "crypto.revoked"),
     ]
     assert (clone["loss"], clone["bound"]) == (100_00, 3_000_00)
+
+    counterfeit = reports["counterfeit-upload"]
+    assert ("bank-a", "detected", "invalid_entry") in [
+        (f["party"], f["kind"], f["code"]) for f in counterfeit["findings"]
+    ]
+    pins = reports["pin-brute-force"]
+    assert [f["code"] for f in pins["findings"]][:3] == ["pin.wrong", "pin.wrong", "pin.blocked"]
 
     rollback = reports["rolled-back-card"]
     assert ("bank-a", "refused", "device.rolled_back") in [

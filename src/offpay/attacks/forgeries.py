@@ -20,6 +20,7 @@ from offpay.attacks.tools import (
     rogue,
     session_and_answer,
     stolen_chain,
+    wire,
 )
 from offpay.bank.engine import engine_id
 from offpay.crypto.keys import Algorithm, Signer
@@ -100,7 +101,7 @@ def instruction_to_another_card(play: Play) -> None:
     alice = funded(checked, "Alice", "bank-a", 10 * SEK)
     carol = net.add_user("Carol", "bank-a", online=500 * SEK)
     play.tried("the relay keeps Carol's SEK 500 top-up instruction and delivers it to Alice's card")
-    _, for_carol = checked.step(session_and_answer, net.network, carol, Operation.TOP_UP, 500 * SEK)
+    _, for_carol = checked.step(session_and_answer, wire(net), carol, Operation.TOP_UP, 500 * SEK)
     begin(alice)
     play.refused(
         "wire.wrong_receiver",
@@ -293,7 +294,7 @@ def counterfeit_upload(play: Play) -> None:
     log = (dataclasses.replace(entry, payment=Signed.from_bytes(counterfeit)),)
     forged = sign(dataclasses.replace(session, log=log), broken_card_key(mallory)).to_bytes()
     before = checked.snapshot()
-    checked.step(net.network.send, "bank-a", "card-session", forged)
+    checked.step(wire(net).send, "bank-a", "card-session", forged)
     play.detected("bank-a", mallory.card_id, "invalid_entry", "a counterfeit payment in a log")
     expect(checked.snapshot() == before, "the counterfeit payment moved money")
     # An honest card never signs an invalid payment into its session: the card is tampered

@@ -26,10 +26,6 @@ NEEDS_BLOCK = "it blocks a device at its intermediary; the back office offers no
 NEEDS_HANDLE = "it signs requests with both engines' keys, which never leave their services"
 NO_TOKENS = "the served network plays the balance scheme (`offpay demo --network` too)"
 NEEDS_ROOT_KEY = "it has the central bank's root sign a certificate, which only the service can"
-NOT_WIRED = (
-    "possible over HTTP (it needs only the wire and the attacker's own devices) but not wired "
-    "yet; the in-process play runs the same device and engine checks"
-)
 
 
 class UnknownAttack(OffpayError):
@@ -66,16 +62,16 @@ ATTACKS: tuple[Attack, ...] = (
            replays.replayed_top_up, over_http=True),
     Attack("replayed-reset", BALANCE,
            "a relay replays a terminal's reset and a card's sync instruction to wipe payments",
-           replays.replayed_reset, why_not_http=NOT_WIRED),
+           replays.replayed_reset, over_http=True),
     Attack("forged-instruction", BALANCE,
            "balance instructions signed by anyone but the card's own intermediary",
            forgeries.forged_balance_instruction, why_not_http=NEEDS_ENGINE_KEY),
     Attack("instruction-to-another-card", BALANCE,
            "another card's top-up instruction delivered to, or re-addressed to, this card",
-           forgeries.instruction_to_another_card, why_not_http=NOT_WIRED),
+           forgeries.instruction_to_another_card, over_http=True),
     Attack("altered-amount", BALANCE,
            "a relay changes the amount of requests and payments, at a shop and person to person",
-           forgeries.altered_amount, why_not_http=NOT_WIRED),
+           forgeries.altered_amount, over_http=True),
     Attack("forged-terminal-request", BALANCE,
            "a PoS app forges its terminal's payment request",
            forgeries.forged_terminal_request, why_not_http=NEEDS_ENGINE_KEY),
@@ -84,10 +80,10 @@ ATTACKS: tuple[Attack, ...] = (
            forgeries.impostor_terminal, why_not_http=NEEDS_ROOT_KEY),
     Attack("relay-swapping-payee", BALANCE,
            "a relay delivers a payment to another payee or substitutes another payee's request",
-           relays.relay_swapping_the_payee, why_not_http=NOT_WIRED),
+           relays.relay_swapping_the_payee, over_http=True),
     Attack("live-request-substitution", BALANCE,
            "a relay brings back a live request of another payee; the people compare codes",
-           relays.live_request_of_another_payee, why_not_http=NOT_WIRED),
+           relays.live_request_of_another_payee, over_http=True),
     Attack("cloned-card", BALANCE,
            "a cloned card spends the same money at two terminals",
            broken_cards.cloned_card, over_http=True),
@@ -99,10 +95,10 @@ ATTACKS: tuple[Attack, ...] = (
            broken_cards.rolled_back_before_a_defund, over_http=True),
     Attack("counterfeit-upload", BALANCE,
            "a broken card uploads another card's payment with an altered amount",
-           forgeries.counterfeit_upload, why_not_http=NOT_WIRED),
+           forgeries.counterfeit_upload, over_http=True),
     Attack("pin-brute-force", BALANCE,
            "a thief guesses the PIN of a stolen card",
-           broken_cards.pin_brute_force, why_not_http=NOT_WIRED),
+           broken_cards.pin_brute_force, over_http=True),
     Attack("revoked-card", BALANCE,
            "a blocked and revoked card goes on paying, online and offline",
            revoked.revoked_card_paying, why_not_http=NEEDS_CLOCK, needs_clock=True),
