@@ -56,7 +56,7 @@ def test_every_attack_that_plays_over_http_against_a_running_network(running: Pa
     assert result.exit_code == 0, result.output[-3000:]
     reports = {r["name"]: r for r in json.loads(result.output)}
     assert set(reports) == {a.name for a in ATTACKS if a.over_http}
-    assert len(reports) == 11
+    assert len(reports) == 14
     for report in reports.values():
         assert report["where"] == f"over HTTP: {running}"
         assert report["conservation"]["conserved"] and report["within_bound"]

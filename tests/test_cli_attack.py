@@ -19,6 +19,9 @@ from offpay.cli import app
 EXPECTED = {
     "replayed-top-up": ("prevented", "wire.replay"),
     "replayed-reset": ("prevented", "wire.replay"),
+    "stale-session": ("prevented", "device.stale_session"),
+    "payment-never-reached-shop": ("prevented", "device.declined"),
+    "memory-copy-written-back": ("prevented", "device.rolled_back"),
     "forged-instruction": ("prevented", "crypto.bad_certificate"),
     "instruction-to-another-card": ("prevented", "wire.wrong_receiver"),
     "altered-amount": ("prevented", "crypto.bad_signature"),

@@ -7,7 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from offpay.attacks import broken_cards, forgeries, intermediaries, relays, replays, revoked, tokens
+from offpay.attacks import (
+    broken_cards,
+    forgeries,
+    held_back,
+    intermediaries,
+    relays,
+    replays,
+    revoked,
+    tokens,
+)
 from offpay.attacks.checked import Checked, fresh_network
 from offpay.attacks.play import LocalIncidents, Play
 from offpay.attacks.report import AttackReport
@@ -63,6 +72,12 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("replayed-reset", BALANCE,
            "a relay replays a terminal's reset and a card's sync instruction to wipe payments",
            replays.replayed_reset, over_http=True),
+    Attack("stale-session", BALANCE,
+           "a relay holds a top-up session back and delivers it after a later session",
+           held_back.session_delivered_late, over_http=True),
+    Attack("payment-never-reached-shop", BALANCE,
+           "a payment lost on its way to the shop, which declines; it turns up afterwards",
+           held_back.payment_that_never_reached_the_shop, over_http=True),
     Attack("forged-instruction", BALANCE,
            "balance instructions signed by anyone but the card's own intermediary",
            forgeries.forged_balance_instruction, why_not_http=NEEDS_ENGINE_KEY),
@@ -96,6 +111,9 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("counterfeit-upload", BALANCE,
            "a broken card uploads another card's payment with an altered amount",
            forgeries.counterfeit_upload, over_http=True),
+    Attack("memory-copy-written-back", BALANCE,
+           "a copy of a card's and a terminal's sealed memory written back after spending",
+           held_back.memory_copy_written_back, over_http=True),
     Attack("pin-brute-force", BALANCE,
            "a thief guesses the PIN of a stolen card",
            broken_cards.pin_brute_force, over_http=True),
