@@ -40,6 +40,7 @@ EXPECTED = {
     "unbacked-card-balance": ("detected", "shortfall"),
     "token-double-spend": ("detected", "token.double_spend"),
     "token-double-spend-merged": ("prevented", "token.double_spend"),
+    "token-counterfeit": ("detected", "token.value_mismatch"),
     "token-not-signed-once": ("prevented", "token.bad_proof"),
 }
 CARD_LIMIT = 3_000_00  # the default policy's card balance limit: what a broken card can cost
@@ -96,7 +97,7 @@ def test_all_of_a_scheme() -> None:
     assert [r["name"] for r in reports] == [a.name for a in ATTACKS if a.scheme == "tokens"]
     status, text = invoke("all", "--scheme", "tokens")
     assert status == 0
-    assert "3 of 3 attacks played; every defence held" in text
+    assert "4 of 4 attacks played; every defence held" in text
 
 
 def test_list_names_every_attack_and_says_which_play_over_http() -> None:

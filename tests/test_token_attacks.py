@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -20,27 +19,31 @@ import pytest
 
 from conftest import pay_tokens as pay
 from conftest import refused
+from offpay.attacks.counterfeits import (
+    COUNTERFEITS,
+    Forgery,
+    another_central_bank,
+    make_forgery,
+)
 from offpay.attacks.registry import play_in_process
 from offpay.attacks.report import FindingKind, Outcome
-from offpay.crypto.keys import Signer
+from offpay.attacks.tokens import offer
 from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.sim.network import OfflineNetwork, TokenUser
 from offpay.tokens.messages import DepositRequest
 from offpay.tokens.model import (
-    ENDORSE_DOMAIN,
     Endorsement,
     Token,
     TokenBody,
     child_id,
-    mint_digest,
     transition_digest,
 )
 from offpay.tokens.tamper import break_element as break_user_element
 from offpay.tokens.tamper import repair_element as repair_user_element
+from offpay.tokens.tamper import store_unverified
 from offpay.tokens.transfer import (
     DiscoveryProof,
-    Offer,
     ReceiverSession,
     SenderSession,
     six_digits,
@@ -75,26 +78,10 @@ def discovered(sender: TokenUser, receiver: TokenUser, amount: Money):  # type: 
     return s, r
 
 
-def offer(sender: TokenUser, receiver: TokenUser, token: Token) -> ReceiverSession:
-    """Phase 2 as a sender's broken element plays it: any token, offered and signed."""
-    s, r = discovered(sender, receiver, token.value)
-    msg = Offer(sender.element_id, receiver.element_id, s.session, token)
-    try:
-        r.on_offer(sign(msg, sender.element.credential).to_bytes())
-    except OffpayError:
-        assert r.address is None and r.offered is None  # no address given, nothing kept
-        raise
-    return r
-
-
 @pytest.fixture(scope="module")
 def elsewhere() -> OfflineNetwork:
     """Another central bank with its own root, mint and elements: nothing of it is trusted here."""
-    n = OfflineNetwork()
-    for name in n.banks:
-        n.issue(name, ISSUED)
-    n.add_token_user("Eve", "bank-a")
-    return n
+    return another_central_bank()
 
 
 # --- double spending (FEDS 2025-105, "Double-spending") ----------------------------------------
@@ -262,203 +249,24 @@ def test_a_sender_that_does_not_sign_once_is_refused_at_the_transfer(
 # --- counterfeits (FEDS 2025-105, "Counterfeiting") --------------------------------------------
 
 
-@dataclass
-class Forgery:
-    net: OfflineNetwork
-    elsewhere: OfflineNetwork
-    mal: TokenUser
-    ann: TokenUser
-    ben: TokenUser
-    root: Token  # minted to Mal, unspent
-    received: Token  # Ann → Mal, one ancestor
-    intercepted: Token  # Ann → Ben: somebody else's
-
-    def money(self, minor: int) -> Money:
-        return self.net.money(minor)
-
-
 @pytest.fixture
 def forgery(net: OfflineNetwork, checked: Checked, elsewhere: OfflineNetwork) -> Forgery:
-    mal = net.add_token_user("Mal", "bank-a", online=500 * SEK)
-    ann = net.add_token_user("Ann", "bank-a", online=500 * SEK)
-    ben = net.add_token_user("Ben", "bank-b")
-    root = checked.step(mal.app.withdraw, net.money(100 * SEK))
-    checked.step(ann.app.withdraw, net.money(40 * SEK))
-    received = checked.step(pay, ann, mal, 40 * SEK)
-    checked.step(ann.app.withdraw, net.money(70 * SEK))
-    intercepted = checked.step(pay, ann, ben, 70 * SEK)
-    return Forgery(net, elsewhere, mal, ann, ben, root, received, intercepted)
+    return make_forgery(checked, elsewhere)
 
 
-def raised_minted_value(f: Forgery) -> Token:
-    return replace(f.root, value=f.money(1000 * SEK))
-
-
-def raised_transferred_value(f: Forgery) -> Token:
-    return replace(f.received, value=f.money(400 * SEK))
-
-
-def raised_ancestor_value(f: Forgery) -> Token:
-    (parent,) = f.received.ancestors
-    return replace(f.received, ancestors=(replace(parent, value=f.money(400 * SEK)),))
-
-
-def changed_owner(f: Forgery) -> Token:
-    """Ben's token, re-addressed to a key of Mal's element."""
-    mine = f.mal.element.keygen()
-    return replace(f.intercepted, owner=mine.owner, endorsement=mine.endorsement)
-
-
-def forged_transfer_proof(f: Forgery) -> Token:
-    (parent,) = f.received.ancestors
-    digest = transition_digest([parent.id], [f.received.body])
-    return replace(f.received, proof=(f.mal.element.signer.sign(digest),))
-
-
-def proof_of_another_token(f: Forgery) -> Token:
-    return replace(f.root, proof=f.received.proof)
-
-
-def _second_branch(f: Forgery) -> Token:
-    """Mal's element, broken, spends its root to Ben and then again to a key of its own."""
-    break_element(f.mal)
-    try:
-        f.ben.element.store(f.mal.element.transfer(f.root.id, f.ben.element.keygen()))
-        return f.mal.element.transfer(f.root.id, f.mal.element.keygen())
-    finally:
-        repair_element(f.mal)
-
-
-def double_spend_hidden_by_removing_the_ancestor(f: Forgery) -> Token:
-    return replace(_second_branch(f), ancestors=())  # claims to be freshly minted
-
-
-def double_spend_hidden_by_replacing_the_ancestor(f: Forgery) -> Token:
-    spare = f.mal.app.withdraw(f.money(100 * SEK))  # an unspent token of the same value
-    return replace(_second_branch(f), ancestors=(spare,))
-
-
-def double_spend_hidden_by_renaming_the_ancestor(f: Forgery) -> Token:
-    branch = _second_branch(f)
-    return replace(branch, ancestors=(replace(f.root, id=os.urandom(16)),))
-
-
-def _both_branches_merged(f: Forgery) -> Token:
-    break_element(f.mal)
-    try:
-        first = f.mal.element.transfer(f.root.id, f.mal.element.keygen())
-        second = f.mal.element.transfer(f.root.id, f.mal.element.keygen())
-    finally:
-        repair_element(f.mal)
-    f.mal.element.store(first)
-    f.mal.element.store(second)
-    break_element(f.mal)
-    try:
-        return f.mal.element.merge([first.id, second.id])
-    finally:
-        repair_element(f.mal)
-
-
-def double_spend_hidden_by_dropping_a_merged_branch(f: Forgery) -> Token:
-    merged = _both_branches_merged(f)
-    return replace(merged, ancestors=merged.ancestors[:1], proof=merged.proof[:1])
-
-
-def double_spend_hidden_by_dropping_a_branch_and_its_value(f: Forgery) -> Token:
-    merged = _both_branches_merged(f)
-    return replace(
-        merged,
-        value=f.money(100 * SEK),
-        ancestors=merged.ancestors[:1],
-        proof=merged.proof[:1],
-    )
-
-
-def _root_for_mal(f: Forgery, minter: Signer) -> Token:
-    address = f.mal.element.keygen()
-    body = TokenBody(os.urandom(16), f.money(250 * SEK), address.owner, address.endorsement)
-    proof = minter.sign(mint_digest(body))
-    return Token(body.id, body.value, body.owner, body.endorsement, (proof,), (), ())
-
-
-def root_signed_by_an_element(f: Forgery) -> Token:
-    return _root_for_mal(f, f.mal.element.signer)
-
-
-def root_signed_by_another_central_banks_mint(f: Forgery) -> Token:
-    return _root_for_mal(f, f.elsewhere.central.mint.credential.signer)
-
-
-def endorsed_by_an_element_of_another_root(f: Forgery) -> Token:
-    """The owner key endorsed by a genuine element certified under another central bank."""
-    eve = f.elsewhere.token_users["Eve"].element
-    owner = f.mal.element.keygen().owner
-    endorsement = Endorsement(f.mal.element_id, eve.chain, eve.signer.sign(ENDORSE_DOMAIN + owner))
-    return replace(f.root, owner=owner, endorsement=endorsement)
-
-
-def endorsed_by_a_certificate_that_is_not_an_elements(f: Forgery) -> Token:
-    """The owner key 'endorsed' by the intermediary's engine key: certified, but no element."""
-    bank = f.mal.bank
-    owner = f.mal.element.keygen().owner
-    signature = bank.credential.signer.sign(ENDORSE_DOMAIN + owner)
-    endorsement = Endorsement(f.mal.element_id, bank.credential.chain, signature)
-    return replace(f.root, owner=owner, endorsement=endorsement)
-
-
-def forged_endorsement_signature(f: Forgery) -> Token:
-    signature = Signer.generate().sign(ENDORSE_DOMAIN + f.root.owner)
-    return replace(f.root, endorsement=replace(f.root.endorsement, signature=signature))
-
-
-def endorsement_of_another_key(f: Forgery) -> Token:
-    other = f.mal.element.keygen()
-    return replace(f.root, endorsement=other.endorsement)
-
-
-COUNTERFEITS: dict[str, tuple[Callable[[Forgery], Token], str]] = {
-    "raised-value-of-a-minted-token": (raised_minted_value, "token.bad_proof"),
-    "raised-value-of-a-transferred-token": (raised_transferred_value, "token.value_mismatch"),
-    "raised-value-of-an-ancestor": (raised_ancestor_value, "token.value_mismatch"),
-    "changed-owner": (changed_owner, "token.bad_id"),  # the id is derived from the owner
-    "forged-transfer-proof": (forged_transfer_proof, "token.bad_proof"),
-    "proof-of-another-token": (proof_of_another_token, "token.bad_proof"),
-    "double-spend-hidden-by-removing-the-ancestor": (
-        double_spend_hidden_by_removing_the_ancestor,
-        "token.bad_proof",
-    ),
-    "double-spend-hidden-by-replacing-the-ancestor": (
-        double_spend_hidden_by_replacing_the_ancestor,
-        "token.bad_id",  # the token's id no longer derives from the parents it names
-    ),
-    "double-spend-hidden-by-renaming-the-ancestor": (
-        double_spend_hidden_by_renaming_the_ancestor,
-        "token.bad_id",  # the token's id no longer derives from the parents it names
-    ),
-    "double-spend-hidden-by-dropping-a-merged-branch": (
-        double_spend_hidden_by_dropping_a_merged_branch,
-        "token.value_mismatch",
-    ),
-    "double-spend-hidden-by-dropping-a-branch-and-its-value": (
-        double_spend_hidden_by_dropping_a_branch_and_its_value,
-        "token.bad_id",  # the token's id no longer derives from the parents it names
-    ),
-    "root-not-signed-by-the-mint": (root_signed_by_an_element, "token.bad_proof"),
-    "root-signed-by-another-central-banks-mint": (
-        root_signed_by_another_central_banks_mint,
-        "token.bad_proof",
-    ),
-    "endorsed-by-an-element-of-another-root": (
-        endorsed_by_an_element_of_another_root,
-        "crypto.bad_certificate",
-    ),
-    "endorsed-by-a-certificate-that-is-not-an-elements": (
-        endorsed_by_a_certificate_that_is_not_an_elements,
-        "crypto.bad_certificate",
-    ),
-    "forged-endorsement-signature": (forged_endorsement_signature, "token.bad_endorsement"),
-    "endorsement-of-another-key": (endorsement_of_another_key, "token.bad_endorsement"),
-}
+def test_every_counterfeit_played_by_the_attack(net: OfflineNetwork, checked: Checked) -> None:
+    """`offpay attack token-counterfeit`: each counterfeit refused offline (verified and
+    offered) and at deposit, where the element that deposited it is blocked and revoked."""
+    report = play_in_process("token-counterfeit", checked)
+    refused_codes = [f.code for f in report.findings if f.kind is FindingKind.REFUSED]
+    assert refused_codes == [code for _, code in COUNTERFEITS.values() for _ in range(3)]
+    blocked = [f for f in report.findings if f.kind is FindingKind.BLOCKED]
+    assert len(blocked) == len(COUNTERFEITS)
+    for number in range(1, len(COUNTERFEITS) + 1):
+        mal = net.token_users[f"Mal {number}"]
+        assert mal.element_id in net.central.mint.revoked_elements()
+        assert net.token_users[f"Cat {number}"].tokens == net.money(0)
+    assert report.loss == report.bound == net.money(0) and report.conserved
 
 
 @pytest.mark.parametrize("case", COUNTERFEITS)
@@ -485,7 +293,7 @@ def test_counterfeit_is_refused_at_deposit(
     build, code = COUNTERFEITS[case]
     counterfeit = build(forgery)
     mal = forgery.mal
-    mal.element._tokens = {counterfeit.id: counterfeit}  # the broken store
+    store_unverified(mal.element, counterfeit)  # the broken store
     online = mal.online
     outstanding = net.central.mint.outstanding()
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from offpay.attacks import (
     broken_cards,
+    counterfeits,
     forgeries,
     held_back,
     intermediaries,
@@ -135,6 +136,9 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("token-double-spend-merged", TOKENS,
            "both branches of a double spend merged into one token; every verifier refuses it",
            tokens.token_double_spend_in_one_history, why_not_http=NO_TOKENS),
+    Attack("token-counterfeit", TOKENS,
+           f"{len(counterfeits.COUNTERFEITS)} kinds of counterfeit token, offered and deposited",
+           counterfeits.token_counterfeit, why_not_http=NO_TOKENS),
     Attack("token-not-signed-once", TOKENS,
            "a sender proves a transfer with a key other than the token's owner key",
            tokens.token_not_signed_once, why_not_http=NO_TOKENS),

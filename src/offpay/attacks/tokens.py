@@ -15,7 +15,13 @@ from offpay.money import Money
 from offpay.sim.network import TokenUser
 from offpay.tokens.model import Token, TokenBody, child_id, transition_digest
 from offpay.tokens.tamper import break_element, repair_element
-from offpay.tokens.transfer import ReceiverSession, SenderSession, Transfer, transfer_offline
+from offpay.tokens.transfer import (
+    Offer,
+    ReceiverSession,
+    SenderSession,
+    Transfer,
+    transfer_offline,
+)
 from offpay.wire.envelope import sign
 
 
@@ -34,6 +40,19 @@ def discovered(sender: TokenUser, receiver: TokenUser, amount: Money) -> tuple[A
     s.users_agree(r.code)
     r.users_agree(s.code)
     return s, r
+
+
+def offer(sender: TokenUser, receiver: TokenUser, token: Token) -> ReceiverSession:
+    """Phase 2 as a sender's broken element plays it: any token, offered and signed. A
+    refused offer leaves the receiver's session without an address and without the token."""
+    s, r = discovered(sender, receiver, token.value)
+    msg = Offer(sender.element_id, receiver.element_id, s.session, token)
+    try:
+        r.on_offer(sign(msg, sender.element.credential).to_bytes())
+    except OffpayError:
+        expect(r.address is None and r.offered is None, "a refused offer left state behind")
+        raise
+    return r
 
 
 def _double_spend(play: Play, code: str, party: str, attempt: str, fn: Any, *args: Any) -> None:

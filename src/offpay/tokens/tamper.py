@@ -6,6 +6,7 @@ power through this module only; nothing in the protocol calls it.
   keeps the token it signed away, so the element can spend it again; it also merges whatever
   it holds, double-spent branches included.
 * :func:`break_element` and :func:`repair_element` turn an element into one and back.
+* :func:`store_unverified`: the broken store holds whatever token the attacker writes in.
 """
 
 from __future__ import annotations
@@ -42,3 +43,8 @@ def break_element(element: TokenElement) -> None:
 def repair_element(element: TokenElement) -> None:
     """``element`` is an honest element again (what it holds stays)."""
     element.__class__ = TokenElement
+
+
+def store_unverified(element: TokenElement, token: Token) -> None:
+    """The element's store holds ``token`` and nothing else, unverified."""
+    element._tokens = {token.id: token}
