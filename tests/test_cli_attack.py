@@ -131,7 +131,7 @@ def test_a_named_attack_of_the_other_scheme_exits_2() -> None:
 def test_an_attack_that_cannot_be_played_over_http_says_why_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
     status, text = invoke("token-double-spend", "--network", str(tmp_path))
     assert status == 2
-    assert "token-double-spend cannot be played over HTTP: the served network plays" in text
+    assert "token-double-spend cannot be played over HTTP: the back office has no route" in text
     status, text = invoke("forged-interbank-request", "--network", str(tmp_path))
     assert status == 2 and "engines' keys" in text
 

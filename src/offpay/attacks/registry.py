@@ -34,7 +34,7 @@ NEEDS_LEDGER = "it writes into an intermediary's ledger, which only the service 
 NEEDS_CLOCK = "it moves the network's clock past the blocked window; services run on real time"
 NEEDS_BLOCK = "it blocks a device at its intermediary; the back office offers no route to that"
 NEEDS_HANDLE = "it signs requests with both engines' keys, which never leave their services"
-NO_TOKENS = "the served network plays the balance scheme (`offpay demo --network` too)"
+NO_TOKENS = "the back office has no route to issue a token element: no client can hold one"
 NEEDS_ROOT_KEY = "it has the central bank's root sign a certificate, which only the service can"
 
 
