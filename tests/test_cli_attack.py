@@ -10,6 +10,7 @@ import types
 import pytest
 from typer.testing import CliRunner
 
+import offpay.device.reader
 import offpay.relay.phone
 from offpay.attacks.registry import ATTACKS, BY_NAME
 from offpay.cli import app
@@ -151,3 +152,21 @@ def test_with_a_defence_removed_the_command_fails(monkeypatch: pytest.MonkeyPatc
     assert status == 1
     assert "live-request-substitution: DEFENCE FAILED" in text
     assert "expected a refusal payment.code_mismatch, but it went through" in text
+
+
+def test_a_defence_that_crashes_is_reported_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A card whose instruction check crashes instead of refusing: the command names the
+    attack and the error in one line, goes on with the next attack, and exits 1."""
+
+    def crash(*_args: object) -> bytes:
+        raise RuntimeError("the instruction check crashed")
+
+    monkeypatch.setattr(offpay.device.reader.CardClient, "apply_instruction", crash)
+    status, text = invoke("all", "--scheme", "balance")
+    assert status == 1
+    assert "replayed-top-up: the play broke off with an unexpected RuntimeError: the " in text
+    assert "Traceback" not in text
+    balance = sum(1 for a in ATTACKS if a.scheme == "balance")  # every card tops up first
+    assert f"0 of {balance} attacks played; {balance} failed" in text

@@ -138,6 +138,13 @@ def _play(chosen: list[Attack], network: Path | None, console: Console, as_json:
             failed += 1
             console.print(f"[red]{a.name}: the play broke off: {escape(str(exc))}[/red]")
             continue
+        except Exception as exc:  # a defence that crashed instead of refusing: say so, go on
+            failed += 1
+            console.print(
+                f"[bold red]{a.name}: the play broke off[/bold red] with an unexpected "
+                f"{type(exc).__name__}: {escape(str(exc))}"
+            )
+            continue
         reports.append(report)
         if not as_json:
             _print_report(report, console)
