@@ -13,11 +13,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from offpay.attacks.registry import ATTACKS
 from offpay.cli import app
+from offpay.service.datadir import load_network
 
 START_TIMEOUT_S = 90  # a guard against a hang, not a measurement
 OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
@@ -97,3 +99,18 @@ def test_one_attack_printed_against_a_running_network(running: Path) -> None:
     assert "outcome: detected; loss SEK 100.00, bound SEK 3 000.00 (within the bound)" in (
         result.output
     )
+
+
+def test_the_incidents_route_refuses_an_unknown_device_and_a_missing_token(running: Path) -> None:
+    """The back-office route the attacks read: a device of no intermediary is a 404 with a
+    code; without the admin token nothing is answered."""
+    network = load_network(running)
+    url = f"{network.urls['bank-a']}/v1/admin/incidents"
+    token = {"Authorization": f"Bearer {network.admin_token('bank-a')}"}
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        unknown = client.get(url, params={"device_id": "card:bank-a:nobody"}, headers=token)
+        assert unknown.status_code == 404
+        assert unknown.json()["code"] == "not_found"
+        assert client.get(url, params={"device_id": "card:bank-a:nobody"}).status_code == 401
+        revoked = f"{network.urls['central-bank']}/v1/admin/revoked"
+        assert client.get(revoked).status_code == 401

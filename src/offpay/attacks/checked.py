@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from offpay.device.reader import CardClient
 from offpay.errors import OffpayError
@@ -29,17 +29,6 @@ def expect(condition: bool, failure: str) -> None:
         raise DefenceFailed(failure)
 
 
-class Audited(Protocol):
-    """A network whose books can be audited: in process, or served (``RemoteNetwork``)."""
-
-    users: Any
-    merchants: Any
-
-    def money(self, minor: int) -> Money: ...
-
-    def check_conservation(self) -> Audit: ...
-
-
 def card_snapshot(user: User[Any]) -> tuple[object, ...]:
     """Everything on a card that concerns money, counters, limits or the offline log."""
     s = user.card.state
@@ -56,7 +45,7 @@ class Checked:
     """Runs actions on ``net`` and checks conservation (issued == held, and each
     intermediary's wallets agree with the central bank) after every one."""
 
-    net: Any  # OfflineNetwork, or any Audited network (a served one)
+    net: Any  # an OfflineNetwork, or a served one (offpay.service.remote.RemoteNetwork)
     steps: int = 0
     audit: Audit | None = None
 
