@@ -63,7 +63,8 @@ def attack(
         _print_list(chosen, as_json, over_http=network is not None)
         return
     with Interrupt() as interrupt:
-        console = StoppableConsole(interrupt, width=None if Console().is_terminal else 120)
+        # The terminal's width, COLUMNS, or 80 when the output is not a terminal.
+        console = StoppableConsole(interrupt)
         try:
             raise typer.Exit(_play(chosen, network, console, as_json))
         except KeyboardInterrupt:
@@ -101,10 +102,14 @@ def _print_list(chosen: list[Attack], as_json: bool, *, over_http: bool) -> None
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("attack", "scheme", "what it tries", "over HTTP", show_lines=False)
+    table = Table()
+    table.add_column("attack", no_wrap=True)
+    table.add_column("scheme")
+    table.add_column("what it tries")
+    table.add_column("over HTTP")
     for a in chosen:
         table.add_row(a.name, a.scheme, a.summary, "yes" if a.over_http else "no")
-    Console(width=None if Console().is_terminal else 160).print(table)
+    Console().print(table)
     if not over_http:
         Console().print("play one: offpay attack NAME; all of them: offpay attack all")
 
@@ -129,20 +134,26 @@ def _play(chosen: list[Attack], network: Path | None, console: Console, as_json:
                 report = play_over_http(a, config)
         except DefenceFailed as exc:
             failed += 1
-            console.print(f"[bold red]{a.name}: DEFENCE FAILED[/bold red]: {escape(str(exc))}")
+            console.print(
+                f"[bold red]{a.name}: DEFENCE FAILED[/bold red]: {escape(str(exc))}",
+                soft_wrap=True,
+            )
             continue
         except OffpayError as exc:
             if config is not None and exc.code == "network.unreachable":
                 with refusals():
                     raise
             failed += 1
-            console.print(f"[red]{a.name}: the play broke off: {escape(str(exc))}[/red]")
+            console.print(
+                f"[red]{a.name}: the play broke off: {escape(str(exc))}[/red]", soft_wrap=True
+            )
             continue
         except Exception as exc:  # a defence that crashed instead of refusing: say so, go on
             failed += 1
             console.print(
                 f"[bold red]{a.name}: the play broke off[/bold red] with an unexpected "
-                f"{type(exc).__name__}: {escape(str(exc))}"
+                f"{type(exc).__name__}: {escape(str(exc))}",
+                soft_wrap=True,
             )
             continue
         reports.append(report)
@@ -154,18 +165,26 @@ def _play(chosen: list[Attack], network: Path | None, console: Console, as_json:
     elif len(chosen) > 1:
         console.print(
             f"\n{len(reports)} of {len(chosen)} attacks played; "
-            + ("every defence held" if not failed else f"[red]{failed} failed[/red]")
+            + ("every defence held" if not failed else f"[red]{failed} failed[/red]"),
+            soft_wrap=True,
         )
     return 1 if failed else 0
 
 
 def _print_report(report: AttackReport, console: Console) -> None:
-    console.rule(f"[bold]{report.name}[/bold] ({report.scheme} scheme, {report.where})")
+    console.print(
+        f"\n[bold]{report.name}[/bold] ({report.scheme} scheme, {report.where})", soft_wrap=True
+    )
     console.print(escape(report.title))
     console.print("[bold]tried[/bold]")
     for line in report.tried:
         console.print(f"  • {escape(line)}")
-    table = Table("step", "party", "what it did", "code", "about")
+    table = Table()
+    table.add_column("step", justify="right")
+    table.add_column("party")
+    table.add_column("what it did", no_wrap=True)
+    table.add_column("code", no_wrap=True)  # whole, so that it can be searched for
+    table.add_column("about", overflow="fold")
     for f in report.findings:
         colour = "green" if f.kind is FindingKind.REFUSED else "yellow"
         table.add_row(
@@ -181,9 +200,11 @@ def _print_report(report: AttackReport, console: Console) -> None:
     console.print(
         f"[bold]outcome: {report.outcome.value}[/bold]; loss {format_money(report.loss)}, "
         f"bound {format_money(report.bound)}"
-        + (" (within the bound)" if report.within_bound else " [red](BEYOND THE BOUND)[/red]")
+        + (" (within the bound)" if report.within_bound else " [red](BEYOND THE BOUND)[/red]"),
+        soft_wrap=True,
     )
     console.print(
         f"money conserved: checked {report.conservation_checks} times; issued "
-        f"{format_money(report.issued)}, held {format_money(report.held)}"
+        f"{format_money(report.issued)}, held {format_money(report.held)}",
+        soft_wrap=True,
     )
