@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import ISSUED_PER_BANK, Checked
+from offpay.attacks.broken_cards import cloned_card
+from offpay.attacks.checked import fresh_network
+from offpay.attacks.play import LocalIncidents, Play
 from offpay.attacks.registry import play_in_process
 from offpay.attacks.report import AttackReport, FindingKind, Outcome
 from offpay.attacks.tools import (
@@ -478,3 +484,32 @@ def test_intermediary_loading_a_card_beyond_its_shadow_wallet(
     assert "shortfall" in anomalies_of(alice.bank, alice.card_id)
     assert [p.amount for p in shop.bank.pending(shop.terminal_id)] == [net.money(1_500 * SEK)]
     assert net.holdings_mismatches() == [] and report.conserved
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    balance=st.integers(min_value=1, max_value=3_000 * SEK),
+    spent_share=st.fractions(min_value=0, max_value=1),
+    copied_share=st.fractions(min_value=0, max_value=1),
+)
+def test_a_clone_costs_what_it_spent_and_never_more_than_the_card_limit(
+    balance: int, spent_share: Fraction, copied_share: Fraction
+) -> None:
+    """Whatever the card holds (up to its limit) and whatever the card and its clone spend
+    from it: the shop that synchronises first is paid, the clone's payment is refused, the loss
+    recorded is exactly what the clone spent, within the card balance limit, and money is
+    conserved at every step."""
+    spent = max(1, int(balance * spent_share))
+    copied = max(1, int(balance * copied_share))
+    checked = Checked(fresh_network().net)
+    net = checked.net
+    play = Play(checked, "cloned-card", "balance", "", LocalIncidents(net))
+    cloned_card(play, balance=balance, spent=spent, copied=copied)
+    report = play.report()
+    alice = net.users["Alice"]
+    assert net.merchants["Shop"].wallet == net.money(spent)
+    assert net.merchants["Other shop"].wallet == net.money(0)
+    assert alice.shadow == net.money(balance - spent)
+    assert report.loss == net.money(copied)
+    assert report.bound == alice.card.state.policy.card_max_balance
+    assert report.within_bound and report.conserved

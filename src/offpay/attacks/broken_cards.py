@@ -7,24 +7,31 @@ from offpay.attacks.checked import expect
 from offpay.attacks.play import Play
 from offpay.attacks.tools import SEK, funded, wire
 from offpay.device.tamper import clone_card, read_state, write_back
+from offpay.money import format_money
 from offpay.relay.phone import PhoneApp
 
 
-def cloned_card(play: Play) -> None:
-    """Alice's card is cloned (its key and state copied into a second card) and both spend the
-    same SEK 100 at two terminals. The two payments carry the same card counter, so the second
-    to reach Alice's intermediary is refused and recorded as a conflicting payment; the card is
-    blocked and revoked network-wide, the refused payment is a recorded loss with the bound the
-    policy puts on it, and Alice's shadow wallet is debited once."""
+def cloned_card(
+    play: Play, *, balance: int = 100 * SEK, spent: int = 100 * SEK, copied: int = 100 * SEK
+) -> None:
+    """Alice's card is cloned (its key and state copied into a second card) and both spend
+    from the same balance at two terminals: by default all of SEK 100 each (``balance``, what
+    the card ``spent`` and what the clone ``copied``, in minor units, each within the balance).
+    The two payments carry the same card counter, so the second to reach Alice's intermediary
+    is refused and recorded as a conflicting payment; the card is blocked and revoked
+    network-wide, the refused payment is a recorded loss with the bound the policy puts on it,
+    and Alice's shadow wallet is debited once."""
     net, checked = play.net, play.checked
-    alice = funded(checked, "Alice", "bank-a", 100 * SEK)
+    alice = funded(checked, "Alice", "bank-a", balance)
     shop = net.add_merchant("Shop", "bank-b")
     other_shop = net.add_merchant("Other shop", "bank-a")
-    play.tried("Alice's card is cloned: its key and state copied into a second card")
+    play.tried(f"Alice's card ({format_money(net.money(balance))}) is cloned: its key and state "
+               "copied into a second card")  # fmt: skip
     clone = clone_card(alice.card)
-    play.tried("the card pays SEK 100 at a shop; the clone pays the same SEK 100 at another")
-    checked.charge(shop, alice, 100 * SEK)
-    checked.step(other_shop.pos.charge, clone.process, alice.pin, net.money(100 * SEK))
+    play.tried(f"the card pays {format_money(net.money(spent))} at a shop; the clone pays "
+               f"{format_money(net.money(copied))} at another")  # fmt: skip
+    checked.charge(shop, alice, spent)
+    checked.step(other_shop.pos.charge, clone.process, alice.pin, net.money(copied))
     play.no_anomaly("bank-a", alice.card_id)  # offline, nobody can know yet
     play.tried("both shops synchronise")
     checked.sync(shop, other_shop)
