@@ -36,7 +36,8 @@ def attack(
     name: Annotated[
         str,
         typer.Argument(
-            help="An attack's name (see `offpay attack list`), `list`, or `all` to play each."
+            metavar="NAME|list|all",
+            help="An attack's name (see `offpay attack list`), `list`, or `all` to play each.",
         ),
     ],
     scheme: Annotated[
