@@ -26,10 +26,13 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from offpay.device.reader import CardClient
+from offpay.attacks.checked import ISSUED_PER_BANK
+from offpay.attacks.checked import Checked as Referee
+from offpay.attacks.checked import card_snapshot as card_snapshot
+from offpay.attacks.checked import terminal_snapshot as terminal_snapshot
 from offpay.errors import OffpayError
 from offpay.money import Money
-from offpay.sim.network import Merchant, OfflineNetwork, TokenUser, User
+from offpay.sim.network import Audit, OfflineNetwork, TokenUser
 from offpay.store.postgres import (
     DatabaseUnavailable,
     PostgresServer,
@@ -44,90 +47,18 @@ settings.register_profile("ci", max_examples=50, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PIN = "1234"
-ISSUED_PER_BANK = 1_000_000_00
-
-
-def card_snapshot(user: User) -> tuple[object, ...]:
-    """Everything on a card that concerns money, counters, limits or the offline log."""
-    s = user.card.state
-    return (s.balance, s.seq, s.instruction_no, s.log, s.policy, s.last_payment)
-
-
-def terminal_snapshot(merchant: Merchant) -> tuple[object, ...]:
-    s = merchant.module.state
-    return (s.seq, s.cleared_through, s.unsynced, s.instruction_no, s.policy)
 
 
 @dataclass
-class Checked:
-    """Runs actions on ``net`` and asserts conservation (issued == held) after every one."""
+class Checked(Referee):
+    """The attack suite's referee (``offpay.attacks.checked``): conservation after every
+    step, refusals that change nothing; here the amount issued must also be what the
+    fixtures issued."""
 
-    net: OfflineNetwork
-    steps: int = 0
-
-    def money(self, minor: int) -> Money:
-        return self.net.money(minor)
-
-    def conserved(self) -> None:
-        audit = self.net.check_conservation()
+    def conserved(self) -> Audit:
+        audit = super().conserved()
         assert audit.issued == self.net.money(ISSUED_PER_BANK * len(self.net.banks))
-
-    def step(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one action; conservation must hold afterwards, whether it succeeded or not."""
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self.steps += 1
-            self.conserved()
-
-    def snapshot(self) -> tuple[object, ...]:
-        """Every wallet of every bank, every card, every terminal, every notarised payment."""
-        wallets = tuple(sorted((n, b.wallets()) for n, b in self.net.banks.items()))
-        cards = tuple(card_snapshot(u) for u in self.net.users.values())
-        terminals = tuple(terminal_snapshot(m) for m in self.net.merchants.values())
-        reserves = tuple(self.net.central.positions())
-        return wallets, cards, terminals, reserves, self.net.central.notarised_count()
-
-    def refused(self, code: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> OffpayError:
-        """``fn`` must be refused with exactly ``code`` and must change nothing anywhere."""
-        before = self.snapshot()
-        with pytest.raises(OffpayError) as info:
-            self.step(fn, *args, **kwargs)
-        assert info.value.code == code, str(info.value)
-        assert self.snapshot() == before
-        return info.value
-
-    # -- the offline flows, as the relays run them ---------------------------------------------
-
-    def charge(self, merchant: Merchant, user: User, minor: int) -> bytes:
-        """Report §3.5: the shop's PoS app charges ``user``'s card."""
-        return self.step(merchant.pos.charge, user.card.process, user.pin, self.money(minor))
-
-    def p2p(self, payer: User, payee: User, minor: int) -> bytes:
-        """Report §3.6: payee's phone asks, payer's phone pays, payee's phone accepts."""
-        request = self.step(payee.phone.ask, payer.phone.show_identity(), self.money(minor))
-        payment = self.step(payer.phone.pay, payer.pin, request)
-        self.step(payee.phone.accept, payee.pin, payment)
-        return payment
-
-    def top_up(self, user: User, minor: int) -> None:
-        self.step(user.phone.top_up, user.pin, self.money(minor))
-
-    def defund(self, user: User, minor: int) -> None:
-        self.step(user.phone.defund, user.pin, self.money(minor))
-
-    def sync(self, *parties: User | Merchant) -> None:
-        for party in parties:
-            if isinstance(party, Merchant):
-                self.step(party.pos.sync)
-            else:
-                self.step(party.phone.sync, party.pin)
-
-    def sync_everyone(self) -> None:
-        self.sync(*self.net.users.values(), *self.net.merchants.values())
-
-    def card_client(self, user: User) -> CardClient:
-        return CardClient(user.card.process)
+        return audit
 
 
 @pytest.fixture

@@ -5,138 +5,79 @@ can break or clone one (the tests play that by copying a device's key and state)
 apps and the network are hostile and may drop, replay, reorder, delay or alter any message;
 intermediaries are trusted but audited by the central bank.
 
-Every test asserts that the attack is prevented (a typed error with a stable code that leaves
-every wallet and device as it was) or detected and attributed (an anomaly that names the
-device), and that money is conserved: the ``checked`` fixture asserts issued == held, and that
-each intermediary's wallets agree with the central bank's record, after every step.
-docs/threats.md lists every attack, its outcome and the test that shows it.
+Each attack is played by the same code `offpay attack NAME` runs (``offpay.attacks``), on the
+test's own network: the play itself insists, step by step, that each attempt is refused with
+its stable code and changes nothing, or is detected and attributed (``DefenceFailed``
+otherwise), and the ``checked`` fixture asserts issued == held, and that each intermediary's
+wallets agree with the central bank's record, after every step. The tests then assert what the
+report says and where the money ended up. docs/threats.md lists every attack, its outcome,
+the command that plays it and the test that shows it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import functools
-import os
 import threading
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from conftest import ISSUED_PER_BANK, Checked, card_snapshot
-from offpay.bank.engine import Intermediary, engine_id
-from offpay.crypto.keys import Algorithm, Signer
-from offpay.crypto.pki import Authority, Credential, Role, TrustStore
-from offpay.device.card import Card
-from offpay.device.reader import CardClient
-from offpay.errors import OffpayError
-from offpay.money import Money
-from offpay.relay.phone import PhoneApp, confirmation_code
-from offpay.sim.liquidity import SimClock
-from offpay.sim.network import ConservationError, Merchant, OfflineNetwork, User
-from offpay.store import schema
-from offpay.wire.codec import Message, decode, encode
-from offpay.wire.envelope import Signed, sign
-from offpay.wire.messages import (
-    CardInstruction,
-    CardSession,
-    CreditRequest,
-    DebitRequest,
-    OfflinePayment,
-    Operation,
-    PaymentRequest,
-    SettlementResult,
+from conftest import ISSUED_PER_BANK, Checked
+from offpay.attacks.broken_cards import cloned_card
+from offpay.attacks.checked import fresh_network
+from offpay.attacks.play import LocalIncidents, Play
+from offpay.attacks.registry import play_in_process
+from offpay.attacks.report import AttackReport, FindingKind, Outcome
+from offpay.attacks.tools import (
+    altered,
+    begin,
+    broken_card_key,
+    client,
+    payload,
+    payment_to_shop,
+    session_and_answer,
+    terminal_upload_and_reset,
 )
+from offpay.attacks.tools import funded as funded_card
+from offpay.bank.engine import Intermediary
+from offpay.device.card import Card
+from offpay.device.tamper import clone_card
+from offpay.sim.liquidity import SimClock
+from offpay.sim.network import OfflineNetwork, User
 
 SEK = 100  # minor units per krona
 
-
-# --- the attacker's tools ---------------------------------------------------------------------
-
-
-def client(user: User) -> CardClient:
-    return CardClient(user.card.process)
+# The attacker's tools, for the tests of other modules that play attacks of their own.
+__all__ = [
+    "altered",
+    "anomalies_of",
+    "begin",
+    "broken_card_key",
+    "client",
+    "clone_of",
+    "funded",
+    "payload",
+    "payment_to_shop",
+    "session_and_answer",
+    "terminal_upload_and_reset",
+]
 
 
 def funded(
     net: OfflineNetwork, checked: Checked, name: str, bank: str, minor: int, *, spare: int = 0
 ) -> User:
     """A user whose card was topped up with ``minor``, keeping ``spare`` in the online wallet."""
-    user = net.add_user(name, bank, online=minor + spare)
-    checked.top_up(user, minor)
-    return user
-
-
-def begin(user: User, operation: Operation = Operation.SYNC, minor: int = 0) -> bytes:
-    """The phone's first half of an online session: PIN, then the card's signed session."""
-    c = client(user)
-    c.verify_pin(user.pin)
-    return c.begin_online(engine_id(user.bank.name), operation, Money(minor, user.bank.currency))
-
-
-def session_and_answer(
-    net: OfflineNetwork, user: User, operation: Operation = Operation.SYNC, minor: int = 0
-) -> tuple[bytes, bytes]:
-    """Open a session on ``user``'s card and fetch its intermediary's signed instruction, which
-    the relay keeps instead of delivering."""
-    session = begin(user, operation, minor)
-    return session, net.network.send(user.bank.name, "card-session", session)
-
-
-def terminal_upload_and_reset(net: OfflineNetwork, shop: Merchant) -> tuple[bytes, bytes]:
-    """The PoS app's sync, with the terminal's upload and the engine's signed reset kept."""
-    upload = shop.module.begin_sync(engine_id(shop.bank.name), shop.pos.records)
-    return upload, net.network.send(shop.bank.name, "terminal-upload", upload)
-
-
-def altered(data: bytes, cls: type[Message], **changes: object) -> bytes:
-    """The relay changes fields of a signed message and keeps the original signature."""
-    env = Signed.from_bytes(data)
-    msg = dataclasses.replace(decode(env.payload, cls), **changes)  # type: ignore[type-var]
-    return dataclasses.replace(env, payload=encode(msg)).to_bytes()
-
-
-def resigned(data: bytes, cls: type[Message], credential: Credential, **changes: object) -> bytes:
-    """The same message, perhaps changed, signed by ``credential``."""
-    msg = dataclasses.replace(decode(Signed.from_bytes(data).payload, cls), **changes)  # type: ignore[type-var]
-    return sign(msg, credential).to_bytes()
-
-
-def payload(data: bytes, cls: type[Any]) -> Any:
-    """What a signed message says (read by the attacker, not verified)."""
-    return decode(Signed.from_bytes(data).payload, cls)
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def rogue(institution: str, subject: str, role: Role) -> Credential:
-    """A credential from a CA that calls itself ``institution`` under the attacker's own root."""
-    ca = Authority.root(now()).intermediary(institution, now())
-    return ca.credential_for(subject, role, now(), Algorithm.ED25519)
-
-
-def stolen_chain(chain: tuple[bytes, ...]) -> Credential:
-    """A genuine certificate chain with the attacker's own key: the key does not match."""
-    return Credential(Signer.generate(Algorithm.ED25519), chain)
-
-
-def broken_card_key(user: User) -> Credential:
-    """SIMULATED HARDWARE BREAK: the key and chain extracted from ``user``'s card."""
-    return Credential(user.card._signer, user.card.state.chain)
+    assert checked.net is net
+    return funded_card(checked, name, bank, minor, spare=spare)
 
 
 def clone_of(card: Card) -> Card:
     """SIMULATED HARDWARE BREAK: a second card with the same key and a copy of the state."""
-    assert card._trust is not None
-    twin = Card(card._signer)
-    twin._trust = TrustStore(card._trust.root_der)
-    twin._state = card._state
-    return twin
+    return clone_card(card)
 
 
 def anomalies_of(bank: Intermediary, device: str) -> list[str]:
@@ -144,40 +85,27 @@ def anomalies_of(bank: Intermediary, device: str) -> list[str]:
     return [kind for kind, who, _ in bank.anomalies() if who == device]
 
 
-def payment_to_shop(user: User, shop: Merchant, minor: int) -> bytes:
-    """A card's signed payment answering the shop module's request, not yet at the module."""
-    request = shop.module.request_payment(client(user).identity(), Money(minor, shop.bank.currency))
-    client(user).verify_pin(user.pin)
-    return client(user).pay(request)
+def refusals(report: AttackReport) -> list[tuple[str, str]]:
+    """(party, code) of every refusal in ``report``, in order."""
+    return [(f.party, f.code) for f in report.findings if f.kind is FindingKind.REFUSED]
+
+
+def prevented(report: AttackReport, net: OfflineNetwork) -> None:
+    """Every attempt refused, nothing detected because nothing got through, nothing lost."""
+    assert report.outcome is Outcome.PREVENTED
+    assert report.losses == () and report.loss == report.bound == net.money(0)
+    assert report.conserved and report.where == "in-process"
 
 
 # --- replays ----------------------------------------------------------------------------------
 
 
 def test_replayed_top_up(net: OfflineNetwork, checked: Checked) -> None:
-    """The relay keeps a top-up's session and signed instruction (card balance SEK 100) and
-    replays them after the card was defunded to zero: the card refuses the instruction (it
-    answers no open session and is not the next number), the engine answers the replayed
-    session with the same instruction and moves nothing."""
-    alice = net.add_user("Alice", "bank-a", online=500 * SEK)
-    session, instruction = checked.step(session_and_answer, net, alice, Operation.TOP_UP, 100 * SEK)
-    confirmation = checked.step(client(alice).apply_instruction, instruction)
-    checked.step(net.network.send, "bank-a", "card-confirmation", confirmation)
-    checked.defund(alice, 100 * SEK)
-    assert (alice.online, alice.shadow, alice.card_balance) == (
-        net.money(500 * SEK),
-        net.money(0),
-        net.money(0),
-    )
-
-    checked.refused("wire.replay", client(alice).apply_instruction, instruction)
-    begin(alice)  # a session is open when the replay arrives
-    checked.refused("wire.replay", client(alice).apply_instruction, instruction)
-
-    before = checked.snapshot()
-    assert checked.step(net.network.send, "bank-a", "card-session", session) == instruction
-    assert checked.snapshot() == before
-    checked.refused("wire.replay", client(alice).apply_instruction, instruction)
+    """The relay replays a top-up's session and instruction after the card was defunded."""
+    report = play_in_process("replayed-top-up", checked)
+    alice = net.users["Alice"]
+    prevented(report, net)
+    assert refusals(report) == [("Alice's card", "wire.replay")] * 3
     assert (alice.online, alice.shadow, alice.card_balance) == (
         net.money(500 * SEK),
         net.money(0),
@@ -186,38 +114,15 @@ def test_replayed_top_up(net: OfflineNetwork, checked: Checked) -> None:
 
 
 def test_replayed_reset(net: OfflineNetwork, checked: Checked) -> None:
-    """A terminal's signed reset, and a card's signed sync instruction, replayed by the relay
-    once the device holds a new unsettled payment: the device refuses it and keeps the payment,
-    the engine answers the replayed upload or session as before, and each payment is paid once.
-    """
-    shop = net.add_merchant("Shop", "bank-b")
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    carol = funded(net, checked, "Carol", "bank-a", 100 * SEK)
-
-    # the terminal's reset
-    checked.charge(shop, alice, 30 * SEK)
-    upload, reset = checked.step(terminal_upload_and_reset, net, shop)
-    checked.step(shop.module.apply_instruction, reset)
-    shop.pos.records.clear()
-    checked.charge(shop, carol, 20 * SEK)
-    checked.refused("wire.replay", shop.module.apply_instruction, reset)
-    shop.module.begin_sync(engine_id("bank-b"), shop.pos.records)  # a sync is open
-    checked.refused("wire.replay", shop.module.apply_instruction, reset)
-    assert shop.module.state.offline_payments == 1
-    before = checked.snapshot()
-    assert checked.step(net.network.send, "bank-b", "terminal-upload", upload) == reset
-    assert checked.snapshot() == before
-
-    # the card's sync instruction
-    checked.charge(shop, alice, 10 * SEK)
-    _, sync_instruction = checked.step(session_and_answer, net, alice)
-    checked.step(client(alice).apply_instruction, sync_instruction)
-    checked.charge(shop, alice, 5 * SEK)
-    begin(alice)
-    checked.refused("wire.replay", client(alice).apply_instruction, sync_instruction)
-    assert alice.card.state.offline_transactions == 1
-
-    checked.sync(shop, alice, carol)
+    """A terminal's reset and a card's sync instruction replayed: each payment is paid once."""
+    report = play_in_process("replayed-reset", checked)
+    shop, alice, carol = net.merchants["Shop"], net.users["Alice"], net.users["Carol"]
+    prevented(report, net)
+    assert refusals(report) == [
+        ("the shop's module", "wire.replay"),
+        ("the shop's module", "wire.replay"),
+        ("Alice's card", "wire.replay"),
+    ]
     assert shop.wallet == net.money(65 * SEK)
     assert (alice.shadow, alice.card_balance) == (net.money(55 * SEK), net.money(55 * SEK))
     assert carol.shadow == net.money(80 * SEK)
@@ -227,58 +132,26 @@ def test_replayed_reset(net: OfflineNetwork, checked: Checked) -> None:
 
 
 def test_forged_balance_instruction(net: OfflineNetwork, checked: Checked) -> None:
-    """Balance instructions that the card's own intermediary did not sign: altered by the relay,
-    signed by a look-alike engine of another root, by another intermediary's genuine engine, by
-    a broken card, or with the engine's certificate and another key. The card refuses each and
-    still applies its intermediary's genuine instruction afterwards."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    mallory = funded(net, checked, "Mallory", "bank-a", 1 * SEK)
-    _, genuine = checked.step(session_and_answer, net, alice)
-    rich = net.money(2_900 * SEK)  # within the card's limit: only the signer is wrong
-    bank_a, bank_b = net.banks["bank-a"], net.banks["bank-b"]
-    forgeries = {
-        "crypto.bad_signature": [
-            altered(genuine, CardInstruction, balance=rich),
-            resigned(genuine, CardInstruction, stolen_chain(bank_a.credential.chain), balance=rich),
-        ],
-        "crypto.bad_certificate": [
-            resigned(
-                genuine,
-                CardInstruction,
-                rogue("bank-a", engine_id("bank-a"), Role.ENGINE),
-                balance=rich,
-            ),
-            resigned(genuine, CardInstruction, bank_b.credential, sender=bank_b.id, balance=rich),
-            resigned(
-                genuine,
-                CardInstruction,
-                broken_card_key(mallory),
-                sender=mallory.card_id,
-                balance=rich,
-            ),
-        ],
-    }
-    for code, instructions in forgeries.items():
-        for forged in instructions:
-            checked.refused(code, client(alice).apply_instruction, forged)
-    assert alice.card_balance == net.money(100 * SEK)
-    checked.step(client(alice).apply_instruction, genuine)
+    """Instructions the card's own intermediary did not sign are refused; its own applies."""
+    report = play_in_process("forged-instruction", checked)
+    alice = net.users["Alice"]
+    prevented(report, net)
+    assert [code for _, code in refusals(report)] == ["crypto.bad_signature"] * 2 + [
+        "crypto.bad_certificate"
+    ] * 3
     assert alice.card_balance == alice.shadow == net.money(100 * SEK)
 
 
 def test_instruction_addressed_to_another_card(net: OfflineNetwork, checked: Checked) -> None:
-    """The relay delivers Carol's genuine top-up instruction (SEK 500) to Alice's card, which has
-    a session open with the same intermediary; then re-addresses it to Alice. Alice's card
-    refuses both; Carol's card still takes its own instruction."""
-    alice = funded(net, checked, "Alice", "bank-a", 10 * SEK)
-    carol = net.add_user("Carol", "bank-a", online=500 * SEK)
-    _, for_carol = checked.step(session_and_answer, net, carol, Operation.TOP_UP, 500 * SEK)
-    begin(alice)
-    checked.refused("wire.wrong_receiver", client(alice).apply_instruction, for_carol)
-    readdressed = altered(for_carol, CardInstruction, receiver=alice.card_id)
-    checked.refused("crypto.bad_signature", client(alice).apply_instruction, readdressed)
+    """Carol's instruction delivered to, or re-addressed to, Alice's card is refused."""
+    report = play_in_process("instruction-to-another-card", checked)
+    alice, carol = net.users["Alice"], net.users["Carol"]
+    prevented(report, net)
+    assert refusals(report) == [
+        ("Alice's card", "wire.wrong_receiver"),
+        ("Alice's card", "crypto.bad_signature"),
+    ]
     assert alice.card_balance == net.money(10 * SEK)
-    checked.step(client(carol).apply_instruction, for_carol)
     assert carol.card_balance == carol.shadow == net.money(500 * SEK)
 
 
@@ -286,178 +159,69 @@ def test_instruction_addressed_to_another_card(net: OfflineNetwork, checked: Che
 
 
 def test_altered_amount(net: OfflineNetwork, checked: Checked) -> None:
-    """The relay changes the amount of a payment request on its way to the payer card and of a
-    signed payment on its way to the payee (terminal or card). Every change breaks a signature;
-    the genuine messages still go through and settle once."""
-    shop = net.add_merchant("Shop", "bank-b")
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    bob = net.add_user("Bob", "bank-b")
-
-    # at a terminal: a cheaper request for the card, a dearer payment for the module
-    request = shop.module.request_payment(client(alice).identity(), net.money(30 * SEK))
-    client(alice).verify_pin(alice.pin)
-    cheaper = altered(request, PaymentRequest, amount=net.money(1))
-    checked.refused("crypto.bad_signature", client(alice).pay, cheaper)
-    payment = checked.step(client(alice).pay, request)
-    dearer = altered(payment, OfflinePayment, amount=net.money(90 * SEK))
-    checked.refused("crypto.bad_signature", shop.pos.receive, dearer)
-    checked.step(shop.pos.receive, payment)
-
-    # person to person
-    ask = checked.step(bob.phone.ask, alice.phone.show_identity(), net.money(20 * SEK))
-    checked.refused(
-        "crypto.bad_signature",
-        alice.phone.pay,
-        alice.pin,
-        altered(ask, PaymentRequest, amount=net.money(2 * SEK)),
-    )
-    paid = checked.step(alice.phone.pay, alice.pin, ask)
-    inflated = altered(paid, OfflinePayment, amount=net.money(50 * SEK))
-    checked.refused("crypto.bad_signature", bob.phone.accept, bob.pin, inflated)
-    checked.step(bob.phone.accept, bob.pin, paid)
-
-    checked.sync(alice, shop, bob)
+    """Every altered amount breaks a signature; the genuine messages settle once."""
+    report = play_in_process("altered-amount", checked)
+    shop, alice, bob = net.merchants["Shop"], net.users["Alice"], net.users["Bob"]
+    prevented(report, net)
+    assert refusals(report) == [
+        ("Alice's card", "crypto.bad_signature"),
+        ("the shop's module", "crypto.bad_signature"),
+        ("Alice's card", "crypto.bad_signature"),
+        ("Bob's card", "crypto.bad_signature"),
+    ]
     assert (shop.wallet, bob.shadow) == (net.money(30 * SEK), net.money(20 * SEK))
     assert alice.shadow == alice.card_balance == net.money(50 * SEK)
 
 
 def test_forged_terminal_request(net: OfflineNetwork, checked: Checked) -> None:
-    """The PoS app, which holds no key, forges the terminal's payment request for SEK 90: with
-    the terminal's certificate and its own key, signed by a broken card claiming the terminal's
-    name, or signed by the intermediary's engine (not a payee). The card refuses each; the
-    module's own request is paid."""
-    shop = net.add_merchant("Shop", "bank-b")
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    mallory = funded(net, checked, "Mallory", "bank-b", 1 * SEK)
-    genuine = shop.module.request_payment(client(alice).identity(), net.money(10 * SEK))
-    dear = net.money(90 * SEK)
-    bank_b = net.banks["bank-b"]
-    forgeries = {
-        "crypto.bad_signature": [
-            resigned(genuine, PaymentRequest, stolen_chain(shop.module.state.chain), amount=dear),
-            resigned(genuine, PaymentRequest, broken_card_key(mallory), amount=dear),
-        ],
-        "crypto.bad_certificate": [
-            resigned(genuine, PaymentRequest, bank_b.credential, sender=bank_b.id, amount=dear),
-        ],
-    }
-    client(alice).verify_pin(alice.pin)
-    for code, requests in forgeries.items():
-        for forged in requests:
-            checked.refused(code, client(alice).pay, forged)
-    checked.step(shop.pos.receive, checked.step(client(alice).pay, genuine))
-    checked.sync(shop)
-    assert shop.wallet == net.money(10 * SEK)
-    assert alice.shadow == net.money(90 * SEK)
+    """The PoS app's forged requests are refused by the card; the module's own is paid."""
+    report = play_in_process("forged-terminal-request", checked)
+    prevented(report, net)
+    assert [code for _, code in refusals(report)] == [
+        "crypto.bad_signature",
+        "crypto.bad_signature",
+        "crypto.bad_certificate",
+    ]
+    assert net.merchants["Shop"].wallet == net.money(10 * SEK)
+    assert net.users["Alice"].shadow == net.money(90 * SEK)
 
 
 def test_payment_to_an_impostor_terminal(net: OfflineNetwork, checked: Checked) -> None:
-    """Payees whose certificate no intermediary issued (a whole look-alike PKI for a terminal or
-    a card, or a terminal certificate signed by the central bank's root directly), and one that
-    shows a genuine terminal's certificate without its key. The payer card refuses to pay any
-    of them and pays the genuine terminal."""
-    shop = net.add_merchant("Shop", "bank-b")
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    genuine = shop.module.request_payment(client(alice).identity(), net.money(40 * SEK))
-    fake_terminal = "terminal:bank-b:impostor"
-    fake_card = "card:bank-b:impostor"
-    impostor_key = Signer.generate(Algorithm.ED25519)
-    root_only = Credential(
-        impostor_key,
-        net.central.root.issue(
-            fake_terminal, Role.TERMINAL, impostor_key.public_key, now(), institution="bank-b"
-        ),
-    )
-    impostors = {
-        "crypto.bad_certificate": [
-            resigned(
-                genuine,
-                PaymentRequest,
-                rogue("bank-b", fake_terminal, Role.TERMINAL),
-                sender=fake_terminal,
-            ),
-            resigned(
-                genuine, PaymentRequest, rogue("bank-b", fake_card, Role.CARD), sender=fake_card
-            ),
-            resigned(genuine, PaymentRequest, root_only, sender=fake_terminal),
-        ],
-        "crypto.bad_signature": [
-            resigned(genuine, PaymentRequest, stolen_chain(shop.module.state.chain)),
-        ],
-    }
-    client(alice).verify_pin(alice.pin)
-    for code, requests in impostors.items():
-        for request in requests:
-            checked.refused(code, client(alice).pay, request)
-    assert alice.card_balance == net.money(100 * SEK)
-    checked.step(shop.pos.receive, checked.step(client(alice).pay, genuine))
-    assert alice.card_balance == net.money(60 * SEK)
+    """The card pays only payees an intermediary under the root certified, holding the key."""
+    report = play_in_process("impostor-terminal", checked)
+    prevented(report, net)
+    assert [code for _, code in refusals(report)] == ["crypto.bad_certificate"] * 3 + [
+        "crypto.bad_signature"
+    ]
+    assert net.users["Alice"].card_balance == net.money(60 * SEK)
 
 
 def test_hostile_relay_swapping_the_payee(net: OfflineNetwork, checked: Checked) -> None:
-    """Hostile phones and PoS apps try to turn a payment to Bob (or to a shop) into one to
-    Mallory (or another shop): by delivering the signed payment to another payee, rewriting the
-    payee in the request, or substituting a request that Mallory's card signed for an earlier
-    challenge or for another payer. Each is refused; the genuine payments settle to the payees
-    that asked for them and Mallory gets nothing."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    carol = funded(net, checked, "Carol", "bank-a", 100 * SEK)
-    bob = net.add_user("Bob", "bank-b")
-    mallory = net.add_user("Mallory", "bank-b")
-    shop = net.add_merchant("Shop", "bank-b")
-    other_shop = net.add_merchant("Other shop", "bank-b")
-
-    # requests Mallory's card signed earlier: for an old challenge of Alice's, and for Carol
-    stale = checked.step(mallory.phone.ask, alice.phone.show_identity(), net.money(20 * SEK))
-    for_carol = checked.step(mallory.phone.ask, carol.phone.show_identity(), net.money(20 * SEK))
-
-    to_bob = checked.step(bob.phone.ask, alice.phone.show_identity(), net.money(20 * SEK))
-    to_mallory = altered(to_bob, PaymentRequest, sender=mallory.card_id)
-    checked.refused("crypto.bad_signature", alice.phone.pay, alice.pin, to_mallory)
-    checked.refused("wire.replay", alice.phone.pay, alice.pin, stale)
-    checked.refused("wire.wrong_receiver", alice.phone.pay, alice.pin, for_carol)
-    payment = checked.step(alice.phone.pay, alice.pin, to_bob)
-    checked.refused("wire.wrong_receiver", mallory.phone.accept, mallory.pin, payment)
-    checked.step(bob.phone.accept, bob.pin, payment)
-
-    at_shop = payment_to_shop(alice, shop, 30 * SEK)
-    checked.conserved()
-    checked.refused("wire.wrong_receiver", other_shop.pos.receive, at_shop)
-    checked.step(shop.pos.receive, at_shop)
-
-    checked.sync(alice, bob, mallory, shop, other_shop)
-    assert (bob.shadow, shop.wallet) == (net.money(20 * SEK), net.money(30 * SEK))
-    assert (mallory.shadow, other_shop.wallet) == (net.money(0), net.money(0))
-    assert alice.shadow == net.money(50 * SEK)
+    """Payments delivered to another payee, or requests swapped: Mallory gets nothing."""
+    report = play_in_process("relay-swapping-payee", checked)
+    users, shops = net.users, net.merchants
+    prevented(report, net)
+    assert refusals(report) == [
+        ("Alice's card", "crypto.bad_signature"),
+        ("Alice's card", "wire.replay"),
+        ("Alice's card", "wire.wrong_receiver"),
+        ("Mallory's card", "wire.wrong_receiver"),
+        ("the other shop's module", "wire.wrong_receiver"),
+    ]
+    assert (users["Bob"].shadow, shops["Shop"].wallet) == (net.money(20 * SEK), net.money(30 * SEK))
+    assert (users["Mallory"].shadow, shops["Other shop"].wallet) == (net.money(0), net.money(0))
+    assert users["Alice"].shadow == net.money(50 * SEK)
 
 
 def test_hostile_relay_substituting_a_live_request_of_another_payee(
     net: OfflineNetwork, checked: Checked
 ) -> None:
-    """The relay hands Alice's identity and fresh challenge to Mallory's card and brings back
-    Mallory's request, signed for that challenge. The two people compare the code their phones
-    show: Alice's phone refuses the substitute before her card is touched; with the genuine
-    request the codes match and the payment goes through."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    bob = net.add_user("Bob", "bank-b")
-    mallory = net.add_user("Mallory", "bank-b")
-    identity = alice.phone.show_identity()
-    to_bob = checked.step(bob.phone.ask, identity, net.money(20 * SEK))
-    to_mallory = checked.step(mallory.phone.ask, identity, net.money(20 * SEK))  # the relay's
-    shown_by_bob = confirmation_code(to_bob)
-    assert confirmation_code(to_mallory) != shown_by_bob
-    card = card_snapshot(alice)
-    checked.refused(
-        "payment.code_mismatch",
-        functools.partial(alice.phone.pay, code=shown_by_bob),
-        alice.pin,
-        to_mallory,
-    )
-    assert card_snapshot(alice) == card
-    payment = checked.step(alice.phone.pay, alice.pin, to_bob, code=shown_by_bob)
-    checked.step(bob.phone.accept, bob.pin, payment)
-    checked.sync(alice, bob, mallory)
-    assert (bob.shadow, mallory.shadow, alice.shadow) == (
+    """Alice's phone refuses Mallory's live request when the codes differ."""
+    report = play_in_process("live-request-substitution", checked)
+    prevented(report, net)
+    assert refusals(report) == [("Alice's phone", "payment.code_mismatch")]
+    users = net.users
+    assert (users["Bob"].shadow, users["Mallory"].shadow, users["Alice"].shadow) == (
         net.money(20 * SEK),
         net.money(0),
         net.money(80 * SEK),
@@ -467,142 +231,90 @@ def test_hostile_relay_substituting_a_live_request_of_another_payee(
 # --- broken and cloned cards ------------------------------------------------------------------
 
 
-def test_cloned_card_at_two_terminals(net: OfflineNetwork, checked: Checked) -> None:
-    """Alice's card is cloned (its key and state copied into a second card) and both spend the
-    same SEK 100 at two terminals. The two payments carry the same card counter, so the second
-    to reach Alice's intermediary is refused and recorded as a conflicting payment; the card is
-    blocked and revoked network-wide, the refused payment is a recorded loss with the bound the
-    policy puts on it, and Alice's shadow wallet is debited once."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    other_shop = net.add_merchant("Other shop", "bank-a")
-    clone = clone_of(alice.card)
-    checked.charge(shop, alice, 100 * SEK)
-    checked.step(other_shop.pos.charge, clone.process, alice.pin, net.money(100 * SEK))
-    assert anomalies_of(alice.bank, alice.card_id) == []
+def detected_against(report: AttackReport, bank: str) -> list[str]:
+    """The anomaly kinds and blocks ``bank`` recorded during the play, in order."""
+    return [
+        f.code for f in report.findings if f.kind is not FindingKind.REFUSED and f.party == bank
+    ]
 
-    checked.sync(shop, other_shop)
+
+def test_cloned_card_at_two_terminals(net: OfflineNetwork, checked: Checked) -> None:
+    """The clone's payment is refused, the card blocked and revoked, the loss bounded."""
+    report = play_in_process("cloned-card", checked)
+    alice, shop, other_shop = net.users["Alice"], net.merchants["Shop"], net.merchants["Other shop"]
+    assert report.outcome is Outcome.DETECTED
+    assert detected_against(report, "bank-a") == ["conflicting_payment", "blocked"]
+    assert refusals(report) == [("bank-a", "crypto.revoked")] * 2
     assert shop.wallet == net.money(100 * SEK)
     assert other_shop.wallet == net.money(0)
-    assert other_shop.module.state.offline_payments == 0  # refused, not left waiting
     assert alice.shadow == net.money(0)
-    assert "conflicting_payment" in anomalies_of(alice.bank, alice.card_id)
     assert alice.bank.device(alice.card_id).status == "blocked"
     assert alice.card_id in net.central.revoked_devices()
     assert [(loss.device, loss.amount) for loss in alice.bank.losses()] == [
         (alice.card_id, net.money(100 * SEK))
     ]
-    checked.refused("crypto.revoked", alice.phone.sync, alice.pin)
-    checked.refused(
-        "crypto.revoked", PhoneApp(clone.process, "bank-a", net.network).sync, alice.pin
-    )
+    policy = alice.card.state.policy
+    assert report.loss == net.money(100 * SEK) and report.bound == policy.card_max_balance
+    assert report.within_bound and report.conserved
 
 
 def test_rolled_back_card(net: OfflineNetwork, checked: Checked) -> None:
-    """Alice saves her card's state (SEK 100), pays SEK 100, synchronises, restores the saved
-    state and pays SEK 100 again at a terminal that cannot know. At its next sync the restored
-    card shows a counter below one it showed before: it is refused, blocked and revoked. The
-    second payment reuses the first one's counter: when the terminal synchronises it is refused
-    and recorded as a loss. Nobody is paid twice."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    other_shop = net.add_merchant("Other shop", "bank-b")
-    saved = alice.card._state
-    checked.charge(shop, alice, 100 * SEK)
-    checked.sync(alice)
-    assert alice.card_balance == alice.shadow == net.money(0)
-
-    alice.card._state = saved
-    assert alice.card_balance == net.money(100 * SEK)
-    checked.charge(other_shop, alice, 100 * SEK)
-    checked.refused("device.rolled_back", alice.phone.sync, alice.pin)
+    """The restored card is refused at its sync, blocked, revoked; nobody is paid twice."""
+    report = play_in_process("rolled-back-card", checked)
+    alice, shop, other_shop = net.users["Alice"], net.merchants["Shop"], net.merchants["Other shop"]
+    assert report.outcome is Outcome.DETECTED
+    assert refusals(report) == [("bank-a", "device.rolled_back")]
+    assert detected_against(report, "bank-a") == ["rolled_back", "blocked", "conflicting_payment"]
     assert "rolled_back" in anomalies_of(alice.bank, alice.card_id)
     assert alice.bank.device(alice.card_id).status == "blocked"
     assert alice.card_id in net.central.revoked_devices()
-
-    checked.sync(shop, other_shop)
     assert shop.wallet == net.money(100 * SEK)
     assert other_shop.wallet == net.money(0)
     assert alice.shadow == net.money(0)
     assert "conflicting_payment" in anomalies_of(alice.bank, alice.card_id)
     assert [loss.amount for loss in alice.bank.losses()] == [net.money(100 * SEK)]
+    assert report.loss == net.money(100 * SEK) and report.within_bound
 
 
-def test_rolled_back_card_restored_to_before_a_defund(net: OfflineNetwork, checked: Checked):
-    """A broken card's core writes back the state it had before a defund (SEK 100 on the card)
-    and spends it offline. The card had confirmed the defund's instruction: when it later says
-    it never applied it, that is a rollback, not a lost message. The card is blocked and
-    revoked, and the shop's payment is never paid out of money that went online."""
-    mallory = funded(net, checked, "Mallory", "bank-a", 100 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    saved = mallory.card._state
-    checked.defund(mallory, 100 * SEK)
-    assert mallory.online == net.money(100 * SEK) and mallory.shadow == net.money(0)
-    mallory.card._state = saved  # the broken core restores the old state, SEK 100
-    checked.charge(shop, mallory, 100 * SEK)
-    # The payment's counter is one the card had passed when it confirmed the defund, and no
-    # upload ever showed it: proof of a rollback when the shop synchronises.
-    checked.sync(shop)
+def test_rolled_back_card_restored_to_before_a_defund(
+    net: OfflineNetwork, checked: Checked
+) -> None:
+    """A state from before a defund, spent offline: a rollback, blocked and revoked."""
+    report = play_in_process("rolled-back-before-defund", checked)
+    mallory, shop = net.users["Mallory"], net.merchants["Shop"]
+    assert report.outcome is Outcome.DETECTED
+    assert detected_against(report, "bank-a") == ["rolled_back", "blocked"]
     assert mallory.bank.device(mallory.card_id).status == "blocked"
-    assert "rolled_back" in anomalies_of(mallory.bank, mallory.card_id)
     assert [loss.amount for loss in mallory.bank.losses()] == [net.money(100 * SEK)]
-    checked.refused("crypto.revoked", mallory.phone.sync, mallory.pin)
     assert mallory.card_id in net.central.revoked_devices()
     assert shop.wallet == net.money(0) and mallory.online == net.money(100 * SEK)
+    assert report.loss == net.money(100 * SEK) and report.within_bound
 
 
 def test_counterfeit_payment_uploaded_by_a_broken_card(
     net: OfflineNetwork, checked: Checked
 ) -> None:
-    """Mallory breaks her own card and uploads, in a session her card's key signs, a payment
-    from Alice that she altered from SEK 10 to SEK 90. Alice's signature does not cover it: the
-    entry is refused and recorded against Mallory's card, and nothing of it settles; the
-    genuine payment settles once, when Alice synchronises."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    mallory = net.add_user("Mallory", "bank-a")
-    ask = checked.step(mallory.phone.ask, alice.phone.show_identity(), net.money(10 * SEK))
-    payment = checked.step(alice.phone.pay, alice.pin, ask)
-    checked.step(mallory.phone.accept, mallory.pin, payment)
-
-    session = payload(begin(mallory), CardSession)
-    (entry,) = session.log
-    counterfeit = altered(payment, OfflinePayment, amount=net.money(90 * SEK))
-    log = (dataclasses.replace(entry, payment=Signed.from_bytes(counterfeit)),)
-    forged = sign(dataclasses.replace(session, log=log), broken_card_key(mallory)).to_bytes()
-    before = checked.snapshot()
-    checked.step(net.network.send, "bank-a", "card-session", forged)
-    assert "invalid_entry" in anomalies_of(mallory.bank, mallory.card_id)
-    assert checked.snapshot() == before  # nothing settled, no wallet moved
-    # An honest card never signs an invalid payment into its session: the card is tampered
-    # with, so it is blocked and revoked.
+    """The counterfeit entry settles nothing and blocks the card that signed it."""
+    report = play_in_process("counterfeit-upload", checked)
+    alice, mallory = net.users["Alice"], net.users["Mallory"]
+    assert report.outcome is Outcome.DETECTED
+    assert detected_against(report, "bank-a") == ["invalid_entry", "blocked"]
+    assert refusals(report) == [("bank-a", "crypto.revoked")]
     assert mallory.bank.device(mallory.card_id).status == "blocked"
     assert mallory.card_id in net.central.revoked_devices()
-
-    checked.sync(alice)  # the genuine payment settles once
     assert mallory.shadow == net.money(10 * SEK)
     assert alice.shadow == alice.card_balance == net.money(90 * SEK)
-    checked.refused("crypto.revoked", mallory.phone.sync, mallory.pin)
+    assert report.loss == report.bound == net.money(0)
 
 
 def test_pin_brute_force(net: OfflineNetwork, checked: Checked) -> None:
-    """A thief with Alice's card guesses PINs at a shop. The third wrong guess blocks the PIN;
-    after that the right PIN is refused too, and the card pays nothing and cannot go online."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    bob = net.add_user("Bob", "bank-b")
-    codes: list[str] = []
-    for guess in ("0000", "1111", "2222"):
-        with pytest.raises(OffpayError) as exc:
-            checked.step(shop.pos.charge, alice.card.process, guess, net.money(50 * SEK))
-        codes.append(exc.value.code)
-    assert codes == ["pin.wrong", "pin.wrong", "pin.blocked"]
-    assert shop.module.state.open_requests == ()
-
-    checked.refused("pin.blocked", shop.pos.charge, alice.card.process, alice.pin, net.money(1))
-    ask = checked.step(bob.phone.ask, alice.phone.show_identity(), net.money(5 * SEK))
-    checked.refused("pin.blocked", alice.phone.pay, alice.pin, ask)
-    checked.refused("pin.blocked", alice.phone.sync, alice.pin)
-    checked.refused("pin.blocked", alice.phone.defund, alice.pin, net.money(100 * SEK))
+    """The third wrong guess blocks the PIN; then the right PIN is refused too."""
+    report = play_in_process("pin-brute-force", checked)
+    alice, shop = net.users["Alice"], net.merchants["Shop"]
+    prevented(report, net)
+    assert [code for _, code in refusals(report)] == ["pin.wrong", "pin.wrong"] + [
+        "pin.blocked"
+    ] * 5
     assert client(alice).status().pin_tries_left == 0
     assert alice.card_balance == alice.shadow == net.money(100 * SEK)
     assert shop.wallet == net.money(0)
@@ -628,48 +340,27 @@ def clocked(clock: SimClock) -> Checked:
 
 
 def test_revoked_card_paying(clocked: Checked, clock: SimClock) -> None:
-    """Mallory's intermediary blocks her card, which revokes it network-wide. A terminal and a
-    card that synchronised since refuse it offline; the card itself cannot go online. A
-    terminal that has not synchronised cannot know and accepts a payment; when that payment
-    reaches the intermediary after the policy's window it is refused and recorded against the
-    card."""
-    net, checked = clocked.net, clocked
-    mallory = funded(net, checked, "Mallory", "bank-a", 300 * SEK, spare=100 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    unsynced = net.add_merchant("Unsynced shop", "bank-a")
-    bob = net.add_user("Bob", "bank-b")
-    checked.step(mallory.bank.block_device, mallory.card_id, "suspected clone")
-    assert mallory.card_id in net.central.revoked_devices()
-
-    checked.sync(shop, bob)
-    checked.refused("crypto.revoked", checked.charge, shop, mallory, 10 * SEK)
-    checked.refused("crypto.revoked", bob.phone.ask, mallory.phone.show_identity(), net.money(1))
-    checked.refused("crypto.revoked", mallory.phone.sync, mallory.pin)
-    checked.refused("crypto.revoked", mallory.phone.top_up, mallory.pin, net.money(50 * SEK))
-
-    checked.charge(unsynced, mallory, 40 * SEK)  # it has no list that names the card
-    window = mallory.bank._policy()[1].blocked_window_hours
-    clock.advance(60 * (window + 1))
-    checked.sync(unsynced)
+    """Devices that synchronised since refuse the revoked card; a late payment is refused."""
+    net = clocked.net
+    report = play_in_process("revoked-card", clocked)
+    mallory, unsynced = net.users["Mallory"], net.merchants["Unsynced shop"]
+    assert report.outcome is Outcome.DETECTED
+    assert [code for _, code in refusals(report)] == ["crypto.revoked"] * 4
+    assert detected_against(report, "bank-a") == ["late_payment"]
     assert unsynced.wallet == net.money(0)
     assert "late_payment" in anomalies_of(mallory.bank, mallory.card_id)
-    assert (shop.wallet, bob.shadow) == (net.money(0), net.money(0))
+    assert (net.merchants["Shop"].wallet, net.users["Bob"].shadow) == (net.money(0), net.money(0))
     assert mallory.shadow + mallory.online == net.money(400 * SEK)  # she spent nothing
 
 
 def test_revoked_terminal_receiving(net: OfflineNetwork, checked: Checked) -> None:
-    """The shop's intermediary blocks its terminal (stolen), which revokes it network-wide. A
-    card that synchronised since refuses to pay it, and the terminal's own sync is refused, so
-    nothing it collects afterwards is uploaded from it."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    checked.step(shop.bank.block_device, shop.terminal_id, "stolen terminal")
-    assert shop.terminal_id in net.central.revoked_devices()
-
-    checked.sync(alice)
-    assert shop.terminal_id in alice.card.state.revoked
-    checked.refused("crypto.revoked", checked.charge, shop, alice, 10 * SEK)
-    checked.refused("crypto.revoked", shop.pos.sync)
+    """A card that synchronised since refuses the revoked terminal; its sync is refused."""
+    report = play_in_process("revoked-terminal", checked)
+    alice, shop = net.users["Alice"], net.merchants["Shop"]
+    assert refusals(report) == [
+        ("Alice's card (synchronised since)", "crypto.revoked"),
+        ("bank-b", "crypto.revoked"),
+    ]
     assert "blocked" in anomalies_of(shop.bank, shop.terminal_id)
     assert alice.card_balance == alice.shadow == net.money(100 * SEK)
     assert shop.wallet == net.money(0)
@@ -759,119 +450,66 @@ def test_both_parties_syncing_concurrently_through_two_intermediaries(tmp_path: 
 def test_forged_payment_request_between_intermediaries(
     net: OfflineNetwork, checked: Checked
 ) -> None:
-    """Debit requests to the payer's intermediary signed by a broken card, by a look-alike
-    engine of another root, or with bank-b's engine certificate and another key; credit
-    requests to the payee's intermediary from a look-alike bank-a, or from bank-a itself with a
-    notary receipt it signed, with the receipt of another payment, or with none. All are
-    refused and move nothing; the genuine settlement pays the shop once."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    carol = funded(net, checked, "Carol", "bank-a", 100 * SEK)
-    mallory = funded(net, checked, "Mallory", "bank-b", 1 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    a, b = net.banks["bank-a"], net.banks["bank-b"]
-
-    credits: list[bytes] = []
-
-    def keep_credits(to: str, kind: str, data: bytes) -> bytes:
-        if kind == "credit-request":
-            credits.append(data)
-        return data
-
-    net.network.taps.append(keep_credits)
-    checked.charge(shop, carol, 1 * SEK)
-    checked.sync(carol)  # bank-a debits, notarises and credits bank-b: a genuine receipt
-    (carols_credit,) = credits
-    other_receipt = payload(carols_credit, CreditRequest).notary_receipt
-
-    payment = Signed.from_bytes(payment_to_shop(alice, shop, 30 * SEK))
-    checked.step(shop.pos.receive, payment.to_bytes())
-    debit = sign(DebitRequest(b.id, a.id, os.urandom(16), payment), b.credential).to_bytes()
-    credit = sign(
-        CreditRequest(a.id, b.id, os.urandom(16), payment, other_receipt), a.credential
-    ).to_bytes()
-    own_receipt = resigned(  # a receipt for this very payment, signed by bank-a's engine
-        other_receipt,
-        SettlementResult,
-        a.credential,
-        sender=a.id,
-        tx_id=payload(payment.to_bytes(), OfflinePayment).tx_id,
-        evidence=payment.digest,
-        amount=net.money(30 * SEK),
-    )
-    forged_debits = {
-        "crypto.bad_certificate": [
-            resigned(debit, DebitRequest, broken_card_key(mallory), sender=mallory.card_id),
-            resigned(debit, DebitRequest, rogue("bank-b", b.id, Role.ENGINE)),
-        ],
-        "crypto.bad_signature": [resigned(debit, DebitRequest, stolen_chain(b.credential.chain))],
-    }
-    for code, requests in forged_debits.items():
-        for request in requests:
-            checked.refused(code, a.handle, "debit-request", request)
-    forged_credits = {
-        "crypto.bad_certificate": [
-            resigned(credit, CreditRequest, rogue("bank-a", a.id, Role.ENGINE)),
-            resigned(credit, CreditRequest, a.credential, notary_receipt=own_receipt),
-        ],
-        "bank.no_receipt": [credit],
-        "wire.malformed": [resigned(credit, CreditRequest, a.credential, notary_receipt=b"")],
-    }
-    for code, requests in forged_credits.items():
-        for request in requests:
-            checked.refused(code, b.handle, "credit-request", request)
-    assert shop.wallet == net.money(1 * SEK)
-
-    checked.sync(shop, alice)
-    assert shop.wallet == net.money(31 * SEK)
+    """Forged debit and credit requests are refused and move nothing; the shop is paid once."""
+    report = play_in_process("forged-interbank-request", checked)
+    prevented(report, net)
+    assert refusals(report) == [
+        ("bank-a", "crypto.bad_certificate"),
+        ("bank-a", "crypto.bad_certificate"),
+        ("bank-a", "crypto.bad_signature"),
+        ("bank-b", "crypto.bad_certificate"),
+        ("bank-b", "crypto.bad_certificate"),
+        ("bank-b", "bank.no_receipt"),
+        ("bank-b", "wire.malformed"),
+    ]
+    assert net.merchants["Shop"].wallet == net.money(31 * SEK)
+    alice = net.users["Alice"]
     assert alice.shadow == alice.card_balance == net.money(70 * SEK)
 
 
 def test_intermediary_loading_a_card_beyond_its_shadow_wallet(
     net: OfflineNetwork, checked: Checked
 ) -> None:
-    """Report §3.4: a card's balance must be backed by its shadow wallet. The engine answers a
-    broken card that claims SEK 2 000 with what the shadow wallet holds. An intermediary that
-    signs a SEK 2 000 balance for a card whose shadow wallet holds SEK 100 creates no money:
-    the card's payment of SEK 1 500 waits in the queue, recorded against the card, and the shop
-    is not paid. If the intermediary credits the shadow wallet to cover it, the central bank's
-    audit names the intermediary."""
-    alice = funded(net, checked, "Alice", "bank-a", 100 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    bank = alice.bank
-
-    claimed = altered(begin(alice), CardSession, balance=net.money(2_000 * SEK))
-    claim = resigned(claimed, CardSession, broken_card_key(alice))
-    instruction = checked.step(net.network.send, "bank-a", "card-session", claim)
-    assert payload(instruction, CardInstruction).balance == net.money(100 * SEK)
-    checked.step(client(alice).apply_instruction, instruction)
-    assert alice.card_balance == alice.shadow == net.money(100 * SEK)
-
-    _, honest = checked.step(session_and_answer, net, alice)
-    inflated = resigned(honest, CardInstruction, bank.credential, balance=net.money(2_000 * SEK))
-    checked.step(client(alice).apply_instruction, inflated)  # the card cannot know
-    assert alice.card_balance == net.money(2_000 * SEK)
-    checked.charge(shop, alice, 1_500 * SEK)
-    checked.sync(shop)
+    """An unbacked balance creates no money, and the audit names an intermediary that makes
+    the money up in its ledger."""
+    report = play_in_process("unbacked-card-balance", checked)
+    alice, shop = net.users["Alice"], net.merchants["Shop"]
+    assert detected_against(report, "bank-a") == ["shortfall"]
+    assert [(f.party, f.code) for f in report.findings if f.party == "central-bank"] == [
+        ("central-bank", "audit.conservation")
+    ]
+    assert alice.card_balance == net.money(500 * SEK)
     assert shop.wallet == net.money(0)
     assert alice.shadow == net.money(100 * SEK)
-    assert "shortfall" in anomalies_of(bank, alice.card_id)
+    assert "shortfall" in anomalies_of(alice.bank, alice.card_id)
     assert [p.amount for p in shop.bank.pending(shop.terminal_id)] == [net.money(1_500 * SEK)]
+    assert net.holdings_mismatches() == [] and report.conserved
 
-    shadow = schema.accounts
-    with bank.db.begin() as conn:  # the intermediary makes money up in its own ledger
-        conn.execute(
-            update(shadow)
-            .where(shadow.c.id == f"{alice.customer_id}/shadow")
-            .values(balance=shadow.c.balance + 1_900 * SEK)
-        )
-    with pytest.raises(ConservationError):
-        net.check_conservation()
-    (mismatch,) = net.holdings_mismatches()
-    assert mismatch.startswith("bank-a:")
-    with bank.db.begin() as conn:
-        conn.execute(
-            update(shadow)
-            .where(shadow.c.id == f"{alice.customer_id}/shadow")
-            .values(balance=shadow.c.balance - 1_900 * SEK)
-        )
-    checked.conserved()
+
+@settings(max_examples=15, deadline=None)
+@given(
+    balance=st.integers(min_value=1, max_value=3_000 * SEK),
+    spent_share=st.fractions(min_value=0, max_value=1),
+    copied_share=st.fractions(min_value=0, max_value=1),
+)
+def test_a_clone_costs_what_it_spent_and_never_more_than_the_card_limit(
+    balance: int, spent_share: Fraction, copied_share: Fraction
+) -> None:
+    """Whatever the card holds (up to its limit) and whatever the card and its clone spend
+    from it: the shop that synchronises first is paid, the clone's payment is refused, the loss
+    recorded is exactly what the clone spent, within the card balance limit, and money is
+    conserved at every step."""
+    spent = max(1, int(balance * spent_share))
+    copied = max(1, int(balance * copied_share))
+    checked = Checked(fresh_network().net)
+    net = checked.net
+    play = Play(checked, "cloned-card", "balance", "", LocalIncidents(net))
+    cloned_card(play, balance=balance, spent=spent, copied=copied)
+    report = play.report()
+    alice = net.users["Alice"]
+    assert net.merchants["Shop"].wallet == net.money(spent)
+    assert net.merchants["Other shop"].wallet == net.money(0)
+    assert alice.shadow == net.money(balance - spent)
+    assert report.loss == net.money(copied)
+    assert report.bound == alice.card.state.policy.card_max_balance
+    assert report.within_bound and report.conserved

@@ -11,14 +11,12 @@ import pytest
 from sqlalchemy import update
 from tests.conftest import ISSUED_PER_BANK, Checked, refused
 
-from offpay.bank.engine import engine_id
+from offpay.attacks.registry import play_in_process
 from offpay.device.card import Card
-from offpay.device.reader import CardClient
 from offpay.errors import ReplayError
 from offpay.sim.liquidity import SimClock
 from offpay.sim.network import OfflineNetwork, User
 from offpay.store import schema
-from offpay.wire.messages import Operation
 
 SEK = 100
 
@@ -168,18 +166,15 @@ def test_a_rolled_back_card_that_only_syncs_is_refused_and_blocked_once_it_spend
 def test_a_session_delivered_late_is_refused_and_blocks_nobody(
     net: OfflineNetwork, checked: Checked
 ):
-    """The phone keeps a top-up session back, opens a sync session and lets it complete, then
-    delivers the old one: refused as stale; the card stays usable and nothing moves."""
-    alice = net.add_user("Alice", "bank-a", online=500 * SEK)
-    checked.top_up(alice, 100 * SEK)
-    client = CardClient(alice.card.process)
-    client.verify_pin(alice.pin)
-    held = client.begin_online(engine_id("bank-a"), Operation.TOP_UP, net.money(50 * SEK))
-    checked.sync(alice)
-    checked.refused("device.stale_session", net.network.send, "bank-a", "card-session", held)
+    """Played by `offpay attack stale-session`: the phone keeps a top-up session back, lets a
+    sync complete, then delivers the old one: refused as stale; the card stays usable and
+    nothing moves."""
+    report = play_in_process("stale-session", checked)
+    alice = net.users["Alice"]
+    assert [(f.party, f.code) for f in report.findings] == [("bank-a", "device.stale_session")]
     assert net.banks["bank-a"].device(alice.card_id).status == "active"
-    checked.top_up(alice, 50 * SEK)
     assert alice.card_balance == alice.shadow == net.money(150 * SEK)
+    assert report.loss == report.bound == net.money(0)
 
 
 def test_a_rolled_back_card_spending_again_is_caught_by_its_reused_counter(
@@ -302,15 +297,17 @@ def test_the_window_is_measured_from_the_block(net: OfflineNetwork, checked: Che
 
 
 def test_a_card_refuses_an_older_copy_of_its_own_memory(net: OfflineNetwork, checked: Checked):
-    alice = net.add_user("Alice", "bank-a", online=500 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    checked.top_up(alice, 100 * SEK)
-    copy_of_memory = alice.card.memory.blob  # an attacker reads the card's memory
-    checked.charge(shop, alice, 80 * SEK)
-    alice.card.memory.blob = copy_of_memory  # and writes the SEK 100 back
-    refused("device.rolled_back", checked.charge, shop, alice, 80 * SEK)
-    refused("device.rolled_back", alice.phone.sync, alice.pin)
-    assert shop.module.state.received == net.money(80 * SEK)  # nothing was paid twice
+    """Played by `offpay attack memory-copy-written-back`: the card and the terminal refuse
+    an older copy of their sealed memory; nothing is paid twice."""
+    report = play_in_process("memory-copy-written-back", checked)
+    shop = net.merchants["Shop"]
+    assert [(f.party, f.code) for f in report.findings] == [
+        ("Alice's card", "device.rolled_back"),
+        ("Alice's card", "device.rolled_back"),
+        ("the shop's module", "device.rolled_back"),
+    ]
+    assert shop.wallet == net.money(80 * SEK)  # nothing was paid twice
+    assert report.loss == report.bound == net.money(0)
 
 
 def test_a_card_refuses_altered_or_foreign_memory(net: OfflineNetwork, checked: Checked):

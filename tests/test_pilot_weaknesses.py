@@ -7,6 +7,7 @@ import dataclasses
 
 from tests.conftest import Checked
 
+from offpay.attacks.registry import play_in_process
 from offpay.bank.engine import engine_id
 from offpay.device.reader import CardClient
 from offpay.policy import default_policy
@@ -93,19 +94,15 @@ def test_weakness_3_instructions_to_cards_are_signed_by_the_intermediary(
 def test_weakness_4_a_recipient_can_refuse_and_a_shop_that_never_got_the_payment_is_not_paid(
     net: OfflineNetwork, checked: Checked
 ):
-    """The card pays, the payment never reaches the shop, the shop gives up on the request;
-    the customer synchronises first, as in the report: the shop is not paid, and the customer
-    gets the money back. A person refuses a payment the same way (tests/test_refusal.py)."""
-    alice = net.add_user("Alice", "bank-a", online=500 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    checked.top_up(alice, 100 * SEK)
-    card = CardClient(alice.card.process)
-    request = checked.step(shop.module.request_payment, card.identity(), net.money(30 * SEK))
-    checked.step(card.verify_pin, alice.pin)
-    payment = checked.step(card.pay, request)  # lost on its way to the terminal
-    checked.step(shop.pos.decline, request)
-    checked.refused("device.declined", shop.pos.receive, payment)  # too late: refused
-    checked.sync(alice, shop, alice)
+    """Played by `offpay attack payment-never-reached-shop`: the card pays, the payment never
+    reaches the shop, the shop gives up on the request; the customer synchronises first, as in
+    the report: the shop is not paid, and the customer gets the money back. A person refuses a
+    payment the same way (tests/test_refusal.py)."""
+    report = play_in_process("payment-never-reached-shop", checked)
+    alice, shop = net.users["Alice"], net.merchants["Shop"]
+    assert [(f.party, f.code) for f in report.findings] == [
+        ("the shop's module", "device.declined")
+    ]
     assert shop.wallet == net.money(0)
     assert alice.card_balance == alice.shadow == net.money(100 * SEK)
 

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from offpay.bench.cli import bench
+from offpay.cli_attack import attack
 from offpay.cli_support import (
     Interrupt,
     StoppableConsole,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="offpay: secure offline payments in a two-tier digital currency.")
 app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
 app.add_typer(sim_app, name="sim")  # `offpay sim run`: population simulations
+app.command()(attack)  # `offpay attack NAME|list|all`: the attacks of docs/threats.md
 
 
 class Scheme(StrEnum):

@@ -8,6 +8,8 @@ parts. Nothing in the protocol calls it: an honest card offers none of this.
 * :func:`clone_card`: a second card with the victim card's key, certificate chain, trust store
   and a copy of its state (balance, counter, log), as if the key and memory were extracted and
   loaded into another secure element.
+* :func:`extracted_key`: the card's key and certificate chain, read out of the broken element, to
+  sign whatever the attacker likes in the card's name.
 * :func:`read_state` and :func:`write_back`: the attacker saves a card's state and later writes
   it back *past* the anti-rollback (the hardware's monotonic counter is reset as well), so the
   card runs on its old balance and counter again. Writing back the sealed memory alone is what
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import copy
 
+from offpay.crypto.pki import Credential
 from offpay.device.card import Card, CardState
 
 
@@ -28,6 +31,11 @@ def clone_card(card: Card) -> Card:
     twin._trust = copy.deepcopy(card._trust)
     twin._state = card._state  # sealed into the twin's own memory under its own counter
     return twin
+
+
+def extracted_key(card: Card) -> Credential:
+    """The card's signing key and certificate chain, as the attacker read them out."""
+    return Credential(card._signer, card.state.chain)
 
 
 def read_state(card: Card) -> CardState:

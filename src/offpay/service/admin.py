@@ -114,6 +114,26 @@ class BankLedger(BaseModel):
     open_moves: list[OpenMove]
 
 
+class LossRow(BaseModel):
+    tx_id: str | None
+    amount: int
+    bound: int = Field(description="The most the limits policy lets the device cost.")
+    detail: str
+
+
+class Incidents(BaseModel):
+    """What the intermediary knows against one of its devices (the attack suite reads it)."""
+
+    device_id: str
+    status: str
+    anomalies: list[str] = Field(description="Kinds of anomaly recorded against the device.")
+    losses: list[LossRow]
+
+
+class Revoked(BaseModel):
+    devices: list[str]
+
+
 class TxIds(BaseModel):
     tx_ids: list[Hex] = Field(max_length=10_000)
 
@@ -264,6 +284,12 @@ def admin_router(service: Service) -> APIRouter:
         def credited(body: TxIds) -> Response:
             return to_response(service.read(lambda: {"tx_ids": _credited(bank, body.tx_ids)}))
 
+        @router.get(
+            "/incidents", response_model=Incidents, summary="Anomalies and losses of a device."
+        )
+        def incidents(device_id: Annotated[str, Query(max_length=200)]) -> Response:
+            return to_response(service.read(lambda: _incidents(bank, device_id)))
+
         @router.post("/retry-pending", response_model=Finished, summary="Finish half-done work.")
         def retry_pending(key: Key) -> Response:
             return write("retry-pending", key, None, lambda: {"finished": bank.retry_pending()})
@@ -290,6 +316,10 @@ def admin_router(service: Service) -> APIRouter:
         @router.get("/ledger", response_model=CentralLedger, summary="Totals for the audit.")
         def central_ledger() -> Response:
             return to_response(service.read(lambda: _central_ledger(central)))
+
+        @router.get("/revoked", response_model=Revoked, summary="The revocation list.")
+        def revoked() -> Response:
+            return to_response(service.read(lambda: {"devices": central.revoked_devices()}))
 
         @router.post("/carried", response_model=Nonces, summary="Which requests were carried out.")
         def carried(body: Nonces) -> Response:
@@ -318,6 +348,25 @@ def _bank_ledger(bank: Intermediary) -> dict[str, object]:
         "in_transit": t.in_transit.minor,
         "uncredited": uncredited,
         "open_moves": [{"kind": k, "amount": a, "nonce": n.hex()} for k, a, n in moves],
+    }
+
+
+def _incidents(bank: Intermediary, device_id: str) -> dict[str, object]:
+    status = str(bank.device(device_id).status)  # NotFound for another bank's device
+    return {
+        "device_id": device_id,
+        "status": status,
+        "anomalies": [kind for kind, who, _ in bank.anomalies() if who == device_id],
+        "losses": [
+            {
+                "tx_id": None if loss.tx_id is None else loss.tx_id.hex(),
+                "amount": loss.amount.minor,
+                "bound": loss.bound.minor,
+                "detail": loss.detail,
+            }
+            for loss in bank.losses()
+            if loss.device == device_id
+        ],
     }
 
 
