@@ -192,7 +192,10 @@ def _print_report(report: AttackReport, console: Console) -> None:
             str(f.step), escape(f.party), f"[{colour}]{f.kind.value}[/{colour}]", f.code,
             escape(f.attempt),
         )  # fmt: skip
-    console.print(table)
+    if report.findings:
+        console.print(table)
+    else:  # the defence is in what settled, checked step by step (see what was tried)
+        console.print("no party refused anything or recorded an anomaly")
     for loss in report.losses:
         console.print(
             f"loss recorded by {escape(loss.bank)} against {loss.device}: "

@@ -4,19 +4,27 @@ network (and if not, why not)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from offpay.attacks import (
     broken_cards,
+    clones,
+    concurrency,
     counterfeits,
     forgeries,
     held_back,
     intermediaries,
+    lost_answers,
     relays,
     replays,
     revoked,
+    settlement_requests,
     tokens,
+    unattended,
 )
 from offpay.attacks.checked import Checked, fresh_network
 from offpay.attacks.play import LocalIncidents, Play
@@ -36,6 +44,14 @@ NEEDS_BLOCK = "it blocks a device at its intermediary; the back office offers no
 NEEDS_HANDLE = "it signs requests with both engines' keys, which never leave their services"
 NO_TOKENS = "the back office has no route to issue a token element: no client can hold one"
 NEEDS_ROOT_KEY = "it has the central bank's root sign a certificate, which only the service can"
+NEEDS_SERVICE_HOPS = (
+    "it times bank-b's debit request to bank-a against the payer's session: a message between "
+    "two services, which no client carries"
+)
+NEEDS_NOTARY_CUT = (
+    "it cuts a request from an intermediary to the notary: a message between two services, "
+    "which no client carries"
+)
 
 
 class UnknownAttack(OffpayError):
@@ -60,10 +76,19 @@ class Attack:
     over_http: bool = False
     why_not_http: str = ""
     needs_clock: bool = False
+    needs_files: bool = False  # engines on file-backed SQLite: safe for concurrent requests
 
     def setup(self) -> Checked:
-        """A fresh two-bank network in this process for one play of this attack."""
-        return fresh_network(clock=SimClock()) if self.needs_clock else fresh_network()
+        """A fresh two-bank network in this process for one play of this attack; its
+        databases in a temporary folder that goes with the network, if it needs files."""
+        if self.needs_clock:
+            return fresh_network(clock=SimClock())
+        if self.needs_files:
+            folder = tempfile.mkdtemp(prefix="offpay-attack-")
+            checked = fresh_network(url_for=lambda name: f"sqlite+pysqlite:///{folder}/{name}.db")
+            weakref.finalize(checked.net, shutil.rmtree, folder, True)
+            return checked
+        return fresh_network()
 
 
 ATTACKS: tuple[Attack, ...] = (
@@ -130,6 +155,28 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("unbacked-card-balance", BALANCE,
            "an intermediary loads a card beyond its shadow wallet, then makes the money up",
            intermediaries.intermediary_beyond_the_shadow_wallet, why_not_http=NEEDS_LEDGER),
+    Attack("clone-paid-before-sync", BALANCE,
+           "a clone spends the counter the genuine card then takes for its sync",
+           clones.clone_paid_before_the_genuine_sync, over_http=True),
+    Attack("double-spend-first-copy-queued", BALANCE,
+           "a clone's copy arrives while the card's first copy waits in the liquidity queue",
+           clones.double_spend_first_copy_queued, over_http=True),
+    Attack("failed-session-after-lost-instruction", BALANCE,
+           "an instruction lost by the relay, then a session refused or cut in settlement",
+           lost_answers.failed_session_after_a_lost_instruction, why_not_http=NEEDS_NOTARY_CUT),
+    Attack("card-left-after-pin", BALANCE,
+           "a card pulled out after its PIN is presented by somebody else",
+           unattended.card_left_after_its_pin, over_http=True),
+    Attack("concurrent-sync", BALANCE,
+           "payer and payee synchronise at once at their two intermediaries, 20 times",
+           concurrency.both_parties_syncing_concurrently, why_not_http=NEEDS_SERVICE_HOPS,
+           needs_files=True),
+    Attack("forged-batch-request", BALANCE,
+           "forged and replayed debit, credit and notarise batches; a clone's id; a racing sync",
+           settlement_requests.forged_batch_request, why_not_http=NEEDS_HANDLE),
+    Attack("forged-refund-request", BALANCE,
+           "a refund request replayed, and one the payer's own intermediary signed",
+           settlement_requests.forged_refund_request, why_not_http=NEEDS_ENGINE_KEY),
     Attack("token-double-spend", TOKENS,
            "a broken element pays the same token to two people; the second deposit is refused",
            tokens.token_double_spend, why_not_http=NO_TOKENS),
