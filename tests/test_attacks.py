@@ -16,11 +16,8 @@ the command that plays it and the test that shows it.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -29,6 +26,7 @@ from hypothesis import strategies as st
 from conftest import ISSUED_PER_BANK, Checked
 from offpay.attacks.broken_cards import cloned_card
 from offpay.attacks.checked import fresh_network
+from offpay.attacks.concurrency import ROUNDS
 from offpay.attacks.play import LocalIncidents, Play
 from offpay.attacks.registry import play_in_process
 from offpay.attacks.report import AttackReport, FindingKind, Outcome
@@ -369,51 +367,6 @@ def test_revoked_terminal_receiving(net: OfflineNetwork, checked: Checked) -> No
 # --- between intermediaries -------------------------------------------------------------------
 
 
-class Rendezvous:
-    """A network tap that holds the next message to each armed (party, kind) until all of them
-    arrived, then lets them through together: the requests reach their handlers at the same
-    instant, each on its own thread."""
-
-    def __init__(self, *points: tuple[str, str]) -> None:
-        self._points = frozenset(points)
-        self._armed: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
-        self._barrier = threading.Barrier(len(points))
-
-    def arm(self) -> None:
-        with self._lock:
-            self._armed = set(self._points)
-
-    def __call__(self, to: str, kind: str, data: bytes) -> bytes:
-        with self._lock:
-            hit = (to, kind) in self._armed
-            self._armed.discard((to, kind))
-        if hit:
-            self._barrier.wait(timeout=60)  # a guard against a hang, not a measurement
-        return data
-
-
-def run_together(*calls: Callable[[], Any]) -> list[BaseException]:
-    """Run each call on its own thread; the exceptions they raised."""
-    errors: list[BaseException] = []
-
-    def run(call: Callable[[], Any]) -> None:
-        try:
-            call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
-
-
-ROUNDS = 20
-
-
 def test_both_parties_syncing_concurrently_through_two_intermediaries(tmp_path: Path) -> None:
     """Alice (bank-a) pays Bob (bank-b) offline; then, on two threads, her card synchronises at
     bank-a while his synchronises at bank-b, and bank-b's debit request reaches bank-a at the
@@ -427,24 +380,26 @@ def test_both_parties_syncing_concurrently_through_two_intermediaries(tmp_path: 
     for name in net.banks:
         net.issue(name, ISSUED_PER_BANK)
     checked = Checked(net)
-    alice = funded(net, checked, "Alice", "bank-a", ROUNDS * SEK)
-    bob = net.add_user("Bob", "bank-b")
-    together = Rendezvous(("bank-a", "card-session"), ("bank-a", "debit-request"))
-    net.network.taps.append(together)
-    for done in range(1, ROUNDS + 1):
-        checked.p2p(alice, bob, 1 * SEK)
-        together.arm()
-        errors = run_together(lambda: alice.phone.sync(alice.pin), lambda: bob.phone.sync(bob.pin))
-        assert errors == [], errors
-        checked.conserved()
-        assert net.central.notarised_count() == done
-        assert alice.shadow == alice.card_balance == net.money((ROUNDS - done) * SEK)
-        assert bob.shadow == net.money(done * SEK)
-        assert all(bank.in_transit() == net.money(0) for bank in net.banks.values())
-        # Bob's card may have been answered before the credit from Alice's sync reached his
-        # shadow wallet (the two syncs run at once): his next sync brings it.
-        checked.sync(bob)
-        assert bob.card_balance == bob.shadow
+    report = play_in_process("concurrent-sync", checked)
+    assert report.outcome is Outcome.PREVENTED and report.findings == ()
+    prevented(report, net)
+    alice, bob = net.users["Alice"], net.users["Bob"]
+    assert net.central.notarised_count() == ROUNDS
+    assert alice.shadow == alice.card_balance == net.money(0)
+    assert bob.shadow == bob.card_balance == net.money(ROUNDS * SEK)
+    assert all(bank.in_transit() == net.money(0) for bank in net.banks.values())
+    assert report.conservation_checks > 3 * ROUNDS
+
+
+def test_a_card_left_after_its_pin(net: OfflineNetwork, checked: Checked) -> None:
+    """A card pulled out after its PIN: the payment it was about to make is void, a new one
+    needs the PIN again; the holder pays once."""
+    report = play_in_process("card-left-after-pin", checked)
+    prevented(report, net)
+    assert refusals(report) == [("Alice's card", "wire.replay"), ("Alice's card", "pin.required")]
+    alice, shop = net.users["Alice"], net.merchants["Shop"]
+    assert alice.card_balance == alice.shadow == net.money(70 * SEK)
+    assert shop.wallet == net.money(30 * SEK)
 
 
 def test_forged_payment_request_between_intermediaries(

@@ -7,28 +7,21 @@ the first answer."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from conftest import Checked
+from offpay.attacks.registry import play_in_process
+from offpay.attacks.report import Outcome
 from offpay.bank.verifier import Verifier
-from offpay.central.bank import NOTARY_ID
-from offpay.crypto.pki import Role
-from offpay.sim.network import Merchant, OfflineNetwork, User
-from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.sim.network import OfflineNetwork, User
+from offpay.wire.envelope import Signed, sign
 from offpay.wire.messages import (
-    BatchResult,
     CardSession,
-    CreditBatch,
-    DebitBatch,
-    NotariseBatch,
-    NotariseItem,
     OfflinePayment,
-    SettlementStatus,
 )
-from test_attacks import altered, anomalies_of, begin, broken_card_key, payload, payment_to_shop
+from test_attacks import altered, anomalies_of, begin, broken_card_key, payload
 
 PIN = "1234"
 SEK = 100
@@ -156,115 +149,37 @@ def test_a_counterfeit_entry_blocks_the_card_and_the_genuine_one_settles(
     settled_once(net, 2)
 
 
-def test_a_racing_payer_sync_settles_each_payment_once(
+def test_forged_and_replayed_batch_requests_are_refused_and_settle_once(
     net: OfflineNetwork, checked: Checked
 ) -> None:
-    """Alice's own sync runs while bank-b's debit batch for her payments is on its way."""
-    alice = payer(net, checked, "Alice", "bank-a", 100)
-    shop = net.add_merchant("Shop", "bank-b")
-    checked.charge(shop, alice, 10 * SEK)
-    checked.charge(shop, alice, 20 * SEK)
-    raced: list[bool] = []
-
-    def race(to: str, kind: str, data: bytes) -> bytes:
-        if kind == "debit-batch" and not raced:
-            raced.append(True)
-            alice.phone.sync(PIN)
-        return data
-
-    net.network.taps.append(race)
-    checked.sync(shop)
-    assert raced
-    assert shop.wallet == net.money(30 * SEK) and alice.shadow == net.money(70 * SEK)
-    settled_once(net, 2)
-
-
-# --- the new request kinds: bad input and replays ----------------------------------------------
-
-
-def payments_held(net: OfflineNetwork, checked: Checked) -> tuple[User, Merchant, list[Signed]]:
-    """Two payments of Alice (bank-a) to a shop of bank-b, not settled."""
-    alice = payer(net, checked, "Alice", "bank-a", 100)
-    shop = net.add_merchant("Shop", "bank-b")
-    payments = [Signed.from_bytes(payment_to_shop(alice, shop, m * SEK)) for m in (10, 20)]
-    return alice, shop, payments
-
-
-def answer(data: bytes, trust: object, receiver: str) -> BatchResult:
-    result, _ = open_signed(data, BatchResult, trust, frozenset(Role), receiver=receiver)  # type: ignore[arg-type]
-    return result
-
-
-def test_a_debit_batch_replayed_gets_the_same_answer_and_settles_once(
-    net: OfflineNetwork, checked: Checked
-) -> None:
-    alice, shop, payments = payments_held(net, checked)
-    a, b = net.banks["bank-a"], net.banks["bank-b"]
-    request = sign(DebitBatch(b.id, a.id, os.urandom(16), tuple(payments)), b.credential)
-    first = checked.step(a.handle, "debit-batch", request.to_bytes())
-    assert checked.step(a.handle, "debit-batch", request.to_bytes()) == first
-    done = answer(first, b.trust, b.id)
-    assert [i.status for i in done.items] == [SettlementStatus.DONE] * 2
-    assert shop.wallet == net.money(30 * SEK)
-    again = sign(DebitBatch(b.id, a.id, os.urandom(16), tuple(payments)), b.credential)
-    result = answer(checked.step(a.handle, "debit-batch", again.to_bytes()), b.trust, b.id)
-    assert [i.status for i in result.items] == [SettlementStatus.ALREADY] * 2
-    settled_once(net, 2)
-    assert alice.shadow == net.money(70 * SEK)
-
-
-def test_batch_requests_refuse_bad_input_and_move_nothing(
-    net: OfflineNetwork, checked: Checked
-) -> None:
-    """A debit batch for another receiver or with a broken signature, a credit batch whose
-    receipt does not cover its payments or that concerns other banks, a notarise batch from
-    the payee's bank or of a negative amount: all refused, nothing moves."""
-    _, shop, payments = payments_held(net, checked)
-    a, b = net.banks["bank-a"], net.banks["bank-b"]
-    nonce = os.urandom(16)
-    wrong = sign(DebitBatch(b.id, b.id, nonce, tuple(payments)), b.credential).to_bytes()
-    checked.refused("wire.wrong_receiver", a.handle, "debit-batch", wrong)
-    good = sign(DebitBatch(b.id, a.id, nonce, tuple(payments)), b.credential)
-    spoiled = dataclasses.replace(good, signature=bytes(len(good.signature))).to_bytes()
-    checked.refused("crypto.bad_signature", a.handle, "debit-batch", spoiled)
-    checked.refused("wire.malformed", a.handle, "debit-batch", good.to_bytes()[:-3])
-
-    items = tuple(item_of(p) for p in payments)
-    by_payee = sign(NotariseBatch(b.id, NOTARY_ID, nonce, items), b.credential).to_bytes()
-    checked.refused("central.not_payer", net.central.handle, "notarise-batch", by_payee)
-    negative = (dataclasses.replace(items[0], amount=net.money(0)), items[1])
-    zero = sign(NotariseBatch(a.id, NOTARY_ID, nonce, negative), a.credential).to_bytes()
-    checked.refused("central.bad_amount", net.central.handle, "notarise-batch", zero)
-
-    # A genuine receipt, for Carol's payments, cannot credit Alice's.
-    carol = payer(net, checked, "Carol", "bank-a", 100)
-    checked.charge(shop, carol, 5 * SEK)
-    checked.charge(shop, carol, 6 * SEK)
-    sent: list[bytes] = []
-    net.network.taps.append(lambda to, kind, data: sent.append(data) or data)
-    checked.sync(shop)
-    receipt = next(
-        r.notary_receipt for r in (payload(d, CreditBatch) for d in sent if _is(d, CreditBatch))
+    """`offpay attack forged-batch-request`: a debit batch for another receiver, with a broken
+    signature or truncated; a notarise batch from the payee's bank or of a zero amount; a
+    credit batch whose receipt does not cover its payments or that concerns other banks: all
+    refused, nothing moves. The genuine debit batch replayed gets the same answer; under a new
+    nonce its payments are ``already``. A clone's payment under a recorded id is refused by
+    the notary and its answer credits nobody. Erin's own sync races the debit batch for her
+    payments: each settles once."""
+    report = play_in_process("forged-batch-request", checked)
+    assert report.outcome is Outcome.PREVENTED and report.loss == report.bound == net.money(0)
+    assert [(f.party, f.code) for f in report.findings] == [
+        ("bank-a", "wire.wrong_receiver"),
+        ("bank-a", "crypto.bad_signature"),
+        ("bank-a", "wire.malformed"),
+        ("central-bank", "central.not_payer"),
+        ("central-bank", "central.bad_amount"),
+        ("bank-b", "bank.no_receipt"),
+        ("bank-a", "bank.wrong_parties"),
+        ("central-bank", "central.conflict"),
+        ("bank-b", "bank.no_receipt"),
+    ]
+    users, shops = net.users, net.merchants
+    assert shops["Shop"].wallet == net.money(30 * SEK)
+    assert users["Alice"].shadow == net.money(70 * SEK)
+    assert shops["Carol's shop"].wallet == net.money(11 * SEK)
+    assert (shops["Dave's shop"].wallet, shops["Other"].wallet) == (
+        net.money(50 * SEK),
+        net.money(0),
     )
-    credit = CreditBatch(a.id, b.id, os.urandom(16), tuple(payments), receipt)
-    before = shop.wallet
-    assert before == net.money(11 * SEK)
-    checked.refused(
-        "bank.no_receipt", b.handle, "credit-batch", sign(credit, a.credential).to_bytes()
-    )
-    own = sign(dataclasses.replace(credit, sender=b.id, receiver=a.id), b.credential).to_bytes()
-    checked.refused("bank.wrong_parties", a.handle, "credit-batch", own)
-    assert shop.wallet == before
-
-
-def item_of(signed: Signed) -> NotariseItem:
-    p = payload(signed.to_bytes(), OfflinePayment)
-    return NotariseItem(p.tx_id, signed.digest, p.payer_institution, p.payee_institution, p.amount)
-
-
-def _is(data: bytes, cls: type) -> bool:
-    try:
-        payload(data, cls)
-    except Exception:
-        return False
-    return True
+    assert shops["Erin's shop"].wallet == net.money(30 * SEK)
+    assert users["Erin"].shadow == net.money(70 * SEK)
+    settled_once(net, 2 + 2 + 2 + 2)  # Alice's, Carol's, Dave's genuine, Erin's

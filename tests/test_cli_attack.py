@@ -10,14 +10,17 @@ import types
 import pytest
 from typer.testing import CliRunner
 
+import offpay.attacks.faults
 import offpay.device.reader
 import offpay.relay.phone
 from offpay.attacks.registry import ATTACKS, BY_NAME
 from offpay.cli import app
+from offpay.sim.flows import FLOWS
 
 # What each attack must show: the outcome, and a refusal code or anomaly kind that only the
-# defence in question produces.
-EXPECTED = {
+# defence in question produces (None: nobody refuses or detects anything; the defence is in
+# what settled, which the play checks after every round).
+EXPECTED: dict[str, tuple[str, str | None]] = {
     "replayed-top-up": ("prevented", "wire.replay"),
     "replayed-reset": ("prevented", "wire.replay"),
     "stale-session": ("prevented", "device.stale_session"),
@@ -39,6 +42,14 @@ EXPECTED = {
     "revoked-terminal": ("detected", "crypto.revoked"),
     "forged-interbank-request": ("prevented", "bank.no_receipt"),
     "unbacked-card-balance": ("detected", "shortfall"),
+    "clone-paid-before-sync": ("detected", "counter_reused"),
+    "double-spend-first-copy-queued": ("detected", "conflicting_payment"),
+    "failed-session-after-lost-instruction": ("prevented", "funds.insufficient"),
+    "card-left-after-pin": ("prevented", "pin.required"),
+    "concurrent-sync": ("prevented", None),
+    "forged-batch-request": ("prevented", "central.conflict"),
+    "forged-refund-request": ("prevented", "bank.wrong_parties"),
+    "transport-faults": ("prevented", "wire.replay"),
     "token-double-spend": ("detected", "token.double_spend"),
     "token-double-spend-merged": ("prevented", "token.double_spend"),
     "token-counterfeit": ("detected", "token.value_mismatch"),
@@ -57,13 +68,16 @@ def test_every_attack_of_the_suite_has_an_expectation() -> None:
 
 
 @pytest.mark.parametrize("name", [a.name for a in ATTACKS])
-def test_each_attack_played_by_the_command(name: str) -> None:
+def test_each_attack_played_by_the_command(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The whole fault sweep (679 cases) is tests/test_faults.py's; here, the command plays it
+    # on the flows up to the first terminal's (its hops include a duplicated reset).
+    monkeypatch.setattr(offpay.attacks.faults, "FLOWS", FLOWS[:6])
     outcome, code = EXPECTED[name]
     status, text = invoke(name)
     assert status == 0, text
     assert f"{name} ({BY_NAME[name].scheme} scheme, in-process)" in text
     assert f"outcome: {outcome}" in text
-    assert code in text
+    assert (code or "no party refused anything or recorded an anomaly") in text
     assert "(within the bound)" in text
     assert "money conserved: checked" in text
 
@@ -71,15 +85,18 @@ def test_each_attack_played_by_the_command(name: str) -> None:
     assert status == 0, out
     report = json.loads(out)
     assert (report["name"], report["outcome"], report["where"]) == (name, outcome, "in-process")
-    assert code in {f["code"] for f in report["findings"]}
-    assert report["tried"] and report["findings"]
+    assert report["tried"]
+    if code is None:
+        assert report["findings"] == []
+    else:
+        assert code in {f["code"] for f in report["findings"]}
     assert 0 <= report["loss"] <= report["bound"] and report["within_bound"]
     assert report["loss"] == sum(loss["amount"] for loss in report["losses"])
     assert report["conservation"]["conserved"]
     assert report["conservation"]["checks"] > len(report["findings"])
     if outcome == "prevented":
         assert report["loss"] == report["bound"] == 0
-        assert {f["kind"] for f in report["findings"]} == {"refused"}
+        assert {f["kind"] for f in report["findings"]} <= {"refused"}
 
 
 @pytest.mark.parametrize("name", ["cloned-card", "rolled-back-card", "rolled-back-before-defund"])

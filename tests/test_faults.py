@@ -15,17 +15,16 @@ fails the suite.
 
 from __future__ import annotations
 
-import os
-import pickle
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from offpay.attacks.faults import describe, held, play_case
 from offpay.errors import OffpayError
 from offpay.sim.flows import FLOWS, Played, Prepared, play, prepare, settle
+from offpay.sim.forked import CAN_FORK, in_a_copy
 from offpay.transport.faults import Fault, Hop, Injector
 from offpay.transport.memory import MemoryNetwork
 
@@ -71,48 +70,10 @@ def cases() -> list[Any]:
 # -- running a case in a copy of the prepared process -----------------------------------------
 
 
-def isolated(fn: Callable[[], Any]) -> Any:
-    """``fn()`` in a forked copy of this process: the prepared networks come along for free,
-    and nothing the case changes reaches the next case. A failure in the copy is raised here
-    as an ``AssertionError`` carrying the copy's traceback."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the copy: never return into pytest
-        os.close(read)
-        try:
-            result: tuple[str, Any] = ("ok", fn())
-            data = pickle.dumps(result)
-        except BaseException:
-            data = pickle.dumps(("raised", traceback.format_exc()))
-        with os.fdopen(write, "wb") as out:
-            out.write(data)
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as inp:
-        data = inp.read()
-    _, status = os.waitpid(pid, 0)
-    if not data:
-        raise AssertionError(f"the case's process died (wait status {status})")
-    kind, value = pickle.loads(data)
-    if kind == "raised":
-        raise AssertionError(value)
-    return value
-
-
 def run(name: str, fn: Callable[[Prepared], Any]) -> Any:
-    if hasattr(os, "fork"):
-        return isolated(lambda: fn(PREPARED[name]))
+    if CAN_FORK:
+        return in_a_copy(lambda: fn(PREPARED[name]))
     return fn(prepare(PREPARED[name].flow))  # no fork: prepare a fresh network each time
-
-
-def describe(p: Played) -> str:
-    rows = [f"{p.flow}, {p.fault} at hop {p.hop}: step {p.failed} failed with {p.error}"]
-    rows += [
-        f"  {k}: before {p.before.get(k)}, after {p.after.get(k)}, expected {p.expected.get(k)}"
-        for k in p.expected
-        if p.after.get(k) != p.expected.get(k) or p.after.get(k) != p.before.get(k)
-    ]
-    return "\n".join(rows)
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -120,17 +81,13 @@ def describe(p: Played) -> str:
 
 @pytest.mark.parametrize(("flow", "hop", "fault"), cases())
 def test_a_fault_at_any_hop_completes_or_returns(flow: str, hop: Hop, fault: Fault):
+    """The case as `offpay attack transport-faults` plays it (``offpay.attacks.faults``):
+    the fault hit the hop, no late delivery crashed, no honest device was blocked, and the
+    flow completed or left everything as it was."""
     bug = BUG_OF.get((flow, str(hop), fault))
     try:
-        played: Played = run(flow, lambda p: play(p.flow, hop, fault, p.world))
-        assert played.hop is not None and played.hop.label == hop.label, (
-            f"the flow's message list changed: hop {hop.index} is now {played.hop}"
-        )
-        assert not played.late_errors, f"a replayed or held message crashed: {played.late_errors}"
-        assert not played.blocked, f"honest devices blocked: {played.blocked}"
-        assert played.completed or played.returned, (
-            f"neither completed nor returned:\n{describe(played)}"
-        )
+        played: Played = play_case(PREPARED[flow], hop, fault)
+        held(played, hop)
     except AssertionError as exc:
         if bug is not None and bug.symptom not in str(exc):
             raise RuntimeError(f"fails, but not as known bug {bug.name}: {exc}") from exc

@@ -7,12 +7,13 @@ from __future__ import annotations
 import pytest
 from tests.conftest import Checked, refused
 
+from offpay.attacks.registry import play_in_process
+from offpay.attacks.report import Outcome
 from offpay.bank.refusal import refund_id
 from offpay.device.reader import CardClient
 from offpay.sim.network import Merchant, OfflineNetwork, User
 from offpay.wire.codec import decode
-from offpay.wire.envelope import Signed, sign
-from offpay.wire.messages import MAX_DECLINED, OfflinePayment, RefundRequest
+from offpay.wire.messages import MAX_DECLINED, OfflinePayment
 
 SEK = 100
 
@@ -188,35 +189,17 @@ def test_a_cut_refund_completes_on_retry(
 def test_a_refund_request_from_another_bank_is_refused_and_a_replay_moves_nothing(
     net: OfflineNetwork, checked: Checked
 ) -> None:
-    alice = funded(net, checked, "Alice", "bank-a", 200 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    request = lost_at_the_terminal(checked, shop, alice, 30 * SEK)
-    checked.step(shop.pos.decline, request)
-    captured: list[bytes] = []
-
-    def keep(to: str, kind: str, data: bytes) -> bytes:
-        if kind == "refund-request":
-            captured.append(data)
-        return data
-
-    net.network.taps.append(keep)
-    checked.sync(alice, shop)
-    assert alice.shadow == net.money(200 * SEK)
-    [data] = captured
-    checked.step(net.network.send, "bank-a", "refund-request", data)  # the same answer
-    assert alice.shadow == net.money(200 * SEK)
-    # bank-a itself (not the payee's bank) cannot ask for a refund of its own customer's payment
-    genuine = decode(Signed.from_bytes(data).payload, RefundRequest)
-    forged = RefundRequest(
-        "bank-a/engine", "bank-a/engine", b"\x01" * 16, genuine.payment, genuine.notary_receipt
-    )
-    checked.refused(
-        "bank.wrong_parties",
-        net.network.send,
-        "bank-a",
-        "refund-request",
-        sign(forged, net.banks["bank-a"].credential).to_bytes(),
-    )
+    """`offpay attack forged-refund-request`: the refund request replayed gets the first answer
+    and moves nothing; bank-a asking itself for a refund of its own customer's payment is
+    refused."""
+    report = play_in_process("forged-refund-request", checked)
+    assert report.outcome is Outcome.PREVENTED and report.loss == net.money(0)
+    assert [(f.party, f.code) for f in report.findings] == [("bank-a", "bank.wrong_parties")]
+    alice, shop = net.users["Alice"], net.merchants["Shop"]
+    assert alice.shadow == net.money(200 * SEK)  # the refund, once
+    assert alice.card_balance == net.money(170 * SEK)  # her card gets it at its next sync
+    assert shop.wallet == net.money(0)
+    assert net.central.notarised_count() == 1  # the refund, under its own id
 
 
 def test_too_many_declines_are_refused_before_anything_moves(

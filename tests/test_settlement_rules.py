@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from conftest import Checked
+from offpay.attacks.settlement_requests import batch_answer as answer
+from offpay.attacks.settlement_requests import item_of
 from offpay.central.bank import NOTARY_ID, open_result
 from offpay.crypto.pki import Role
 from offpay.sim.network import OfflineNetwork
@@ -28,7 +30,6 @@ from offpay.wire.messages import (
     SettlementStatus,
 )
 from test_attacks import anomalies_of, clone_of, funded
-from test_batch import answer, item_of
 from test_liquidity import network, open_shortfalls, tx
 
 SEK = 100

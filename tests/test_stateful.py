@@ -43,7 +43,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import select
 
-from conftest import ISSUED_PER_BANK
+from conftest import ISSUED_PER_BANK, Checked
+from offpay.attacks.clones import CAUGHT
+from offpay.attacks.registry import play_in_process
 from offpay.bank.engine import Intermediary, engine_id
 from offpay.bank.refusal import refund_id
 from offpay.crypto.pki import TrustStore
@@ -77,8 +79,6 @@ SHOPS = (("Shop A", "bank-a"), ("Shop B", "bank-b"))
 WRONG_PINS = ("0000", "1111", "2222")
 # Everyone synchronises (a costly rule) only after this many messages since the last time.
 SETTLE_EVERY = 40
-# Anomalies that attribute a double spend or a rollback to the card.
-CAUGHT = {"conflicting_payment", "rolled_back", "counter_drift", "counter_reused"}
 
 person = st.integers(min_value=0, max_value=len(PEOPLE) - 1)
 two_people = st.tuples(person, st.integers(min_value=1, max_value=len(PEOPLE) - 1)).map(
@@ -1143,68 +1143,50 @@ def test_a_session_delivered_after_a_later_one_does_not_block_an_honest_card(
     assert bob.bank.device(bob.card_id).status == "active"
 
 
-@pytest.mark.parametrize("clone_paid_first", [False, True], ids=["after", "before"])
 def test_a_clone_spending_a_counter_the_card_used_for_a_sync_is_caught(
-    net: OfflineNetwork, clone_paid_first: bool
+    net: OfflineNetwork,
 ) -> None:
-    """Found by the machine (a clone that paid alone). With the clone's payment arriving after
-    the genuine card's sync, the card used to be left holding more than its shadow wallet."""
-    mallory = funded(net, "Mallory", "bank-a", 100 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    twin = clone_of(mallory.card)
-    shop.pos.charge(twin.process, mallory.pin, net.money(60 * SEK))  # counter n + 1
-    if clone_paid_first:
-        shop.pos.sync()  # the clone's payment reaches the intermediary first
-    mallory.phone.sync(mallory.pin)  # the genuine card's sync takes counter n + 1 too
-    shop.pos.sync()
+    """Found by the machine (a clone that paid alone), and played by `offpay attack
+    clone-paid-before-sync`: the clone's payment reaches the intermediary after the genuine
+    card's sync (Mallory) or before it (Max). The card used to be left holding more than its
+    shadow wallet."""
+    report = play_in_process("clone-paid-before-sync", Checked(net))
     net.check_conservation()
-    bank = mallory.bank
-    caught = {kind for kind, device, _ in bank.anomalies() if device == mallory.card_id}
-    assert caught & CAUGHT, "the clone was not caught"
-    assert bank.device(mallory.card_id).status == "blocked"
-    assert mallory.card_balance <= mallory.shadow
+    assert report.conserved and report.within_bound
+    for name in ("Mallory", "Max"):
+        thief = net.users[name]
+        bank = thief.bank
+        caught = {kind for kind, device, _ in bank.anomalies() if device == thief.card_id}
+        assert caught & CAUGHT, f"the clone of {name}'s card was not caught"
+        assert bank.device(thief.card_id).status == "blocked"
+        assert thief.card_balance <= thief.shadow
 
 
 def test_a_double_spend_whose_first_copy_waits_in_the_queue_is_caught(
     net: OfflineNetwork,
 ) -> None:
-    mallory = funded(net, "Mallory", "bank-a", 100 * SEK)
-    alice = funded(net, "Alice", "bank-b", 100 * SEK)
-    shop, other_shop = net.add_merchant("Shop", "bank-b"), net.add_merchant("Other", "bank-b")
-    ask = mallory.phone.ask(alice.phone.show_identity(), net.money(50 * SEK))
-    mallory.phone.accept(mallory.pin, alice.phone.pay(alice.pin, ask))  # card 150, shadow 100
-    twin = clone_of(mallory.card)
-    shop.pos.charge(mallory.card.process, mallory.pin, net.money(150 * SEK))
-    other_shop.pos.charge(twin.process, mallory.pin, net.money(10 * SEK))  # the same counter
-    shop.pos.sync()  # SEK 150 from a shadow wallet of SEK 100: it waits in the queue
-    assert [p.amount for p in shop.bank.pending(shop.terminal_id)] == [net.money(150 * SEK)]
-    other_shop.pos.sync()  # the clone's SEK 10 settles: both copies are at bank-a now
+    """Played by `offpay attack double-spend-first-copy-queued`."""
+    report = play_in_process("double-spend-first-copy-queued", Checked(net))
     net.check_conservation()
+    mallory, shop = net.users["Mallory"], net.merchants["Shop"]
     bank = mallory.bank
     caught = {kind for kind, device, _ in bank.anomalies() if device == mallory.card_id}
     assert "conflicting_payment" in caught, "the double spend was not caught"
     assert bank.device(mallory.card_id).status == "blocked"
     assert [p.amount for p in shop.bank.pending(shop.terminal_id)] == [net.money(150 * SEK)]
+    assert report.conserved and report.within_bound
 
 
-@pytest.mark.parametrize("then", ["a refused top-up", "a sync cut at the notary"])
 def test_a_failed_session_after_a_lost_instruction_does_not_block_an_honest_card(
-    net: OfflineNetwork, then: str
+    net: OfflineNetwork,
 ) -> None:
-    """Found by the machine: a top-up whose answer was lost, a top-up refused, a top-up."""
-    alice = funded(net, "Alice", "bank-a", 100 * SEK)
-    shop = net.add_merchant("Shop", "bank-b")
-    shop.pos.charge(alice.card.process, alice.pin, net.money(10 * SEK))
-    net.network.cut_next("card-session", after=True)  # the engine answers; the answer is lost
-    with pytest.raises(OffpayError, match=r"network\.cut"):
-        alice.phone.sync(alice.pin)
-    if then == "a refused top-up":
-        with pytest.raises(OffpayError, match=r"funds\.insufficient"):
-            alice.phone.top_up(alice.pin, net.money(1_000 * SEK))  # more than the online wallet
-    else:
-        net.network.cut_next("notarise")
-        with pytest.raises(OffpayError, match=r"network\.cut"):
-            alice.phone.sync(alice.pin)
-    with contextlib.suppress(OffpayError):
-        alice.phone.sync(alice.pin)
-    assert alice.bank.device(alice.card_id).status == "active"
+    """Found by the machine: a top-up whose answer was lost, a top-up refused, a top-up; and
+    a sync cut at the notary after the lost answer. Played by `offpay attack
+    failed-session-after-lost-instruction` (Alice: the refused top-up; Carol: the cut)."""
+    report = play_in_process("failed-session-after-lost-instruction", Checked(net))
+    assert [(f.party, f.code) for f in report.findings] == [("bank-a", "funds.insufficient")]
+    for name in ("Alice", "Carol"):
+        user = net.users[name]
+        assert user.bank.device(user.card_id).status == "active"
+        assert user.card_balance == user.shadow == net.money(90 * SEK)
+    assert net.merchants["Shop"].wallet == net.money(20 * SEK)

@@ -65,6 +65,11 @@ class Checked:
             self.steps += 1
             self.conserved()
 
+    def counted(self, steps: int) -> None:
+        """``steps`` actions played on networks of their own (a forked copy of a prepared
+        flow), with conservation checked after each there: counted into this play's steps."""
+        self.steps += steps
+
     def snapshot(self) -> tuple[object, ...]:
         """Every wallet of every bank, every card, every terminal, every notarised payment."""
         net = self.net

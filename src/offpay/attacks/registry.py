@@ -15,6 +15,7 @@ from offpay.attacks import (
     clones,
     concurrency,
     counterfeits,
+    faults,
     forgeries,
     held_back,
     intermediaries,
@@ -47,6 +48,10 @@ NEEDS_ROOT_KEY = "it has the central bank's root sign a certificate, which only 
 NEEDS_SERVICE_HOPS = (
     "it times bank-b's debit request to bank-a against the payer's session: a message between "
     "two services, which no client carries"
+)
+NEEDS_EVERY_HOP = (
+    "it cuts, repeats and reorders every message of a flow, those between services included, "
+    "which no client carries"
 )
 NEEDS_NOTARY_CUT = (
     "it cuts a request from an intermediary to the notary: a message between two services, "
@@ -177,6 +182,9 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("forged-refund-request", BALANCE,
            "a refund request replayed, and one the payer's own intermediary signed",
            settlement_requests.forged_refund_request, why_not_http=NEEDS_ENGINE_KEY),
+    Attack("transport-faults", BALANCE,
+           "every message of every flow cut, duplicated or reordered, then retried",
+           faults.transport_faults, why_not_http=NEEDS_EVERY_HOP),
     Attack("token-double-spend", TOKENS,
            "a broken element pays the same token to two people; the second deposit is refused",
            tokens.token_double_spend, why_not_http=NO_TOKENS),

@@ -428,6 +428,7 @@ class Played:
     late_errors: list[str]
     blocked: list[str]
     steps: int
+    late_refusals: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def completed(self) -> bool:
@@ -511,6 +512,7 @@ def play(
         [repr(e) for e in injector.late_errors],
         w.blocked(),
         w.steps,
+        list(injector.late_refusals),
     )
 
 

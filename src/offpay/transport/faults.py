@@ -99,6 +99,7 @@ class _Held:
     index: int
     to: str
     call: Callable[[], object]
+    label: str
 
 
 class Injector:
@@ -112,6 +113,8 @@ class Injector:
         self.fault: Fault | None = None
         self.hit: Hop | None = None  # the hop the fault was applied to
         self.late_errors: list[BaseException] = []  # a held or replayed delivery that crashed
+        # (receiver, code, hop label) of each held or replayed delivery its receiver refused
+        self.late_refusals: list[tuple[str, str, str]] = []
         self._depth = 0
         self._held: _Held | None = None
 
@@ -119,6 +122,7 @@ class Injector:
         """Count hops from here on; apply ``fault`` to the hop numbered like ``target`` (a hop
         of this flow's recorded message list). Without a target, record the message list."""
         self.active, self.count, self.hit = True, 0, None
+        self.late_refusals = []
         self.target, self.fault = target, fault
         if target is None:
             self.hops = []
@@ -131,7 +135,7 @@ class Injector:
         """Deliver a held message now (nothing came after it to swap with)."""
         held, self._held = self._held, None
         if held is not None:
-            self._deliver_late(held.call)
+            self._deliver_late(held.call, held.to, held.label)
 
     # -- the three kinds of hop -------------------------------------------------------------
 
@@ -202,22 +206,24 @@ class Injector:
             try:
                 return self._call(channel, call)
             finally:
-                self._deliver_late(call, channel)
+                self._deliver_late(call, to, hop.label, channel)
         # Fault.REORDER
-        self._held = _Held(hop.index, to, lambda: self._call(channel, call))
+        self._held = _Held(hop.index, to, lambda: self._call(channel, call), hop.label)
         if not hop.answered:
             return empty  # the sender expects nothing back and goes on
         raise LinkLost(f"no answer in time (held back): {hop.label}")
 
-    def _deliver_late(self, call: Callable[[], Any], channel: Channel | None = None) -> None:
+    def _deliver_late(
+        self, call: Callable[[], Any], to: str, label: str, channel: Channel | None = None
+    ) -> None:
         """A replayed or held message arrives; nobody waits for its answer."""
         try:
             if channel is None:
                 call()
             else:
                 self._call(channel, call)
-        except OffpayError:
-            pass  # refused: the receiver kept its state, and nobody hears the refusal
+        except OffpayError as exc:  # refused: the receiver kept its state; nobody hears it
+            self.late_refusals.append((to, exc.code, label))
         except Exception as exc:  # a crash is a bug: keep it for the test to report
             self.late_errors.append(exc)
 
