@@ -58,7 +58,7 @@ def test_every_attack_that_plays_over_http_against_a_running_network(running: Pa
     assert result.exit_code == 0, result.output[-3000:]
     reports = {r["name"]: r for r in json.loads(result.output)}
     assert set(reports) == {a.name for a in ATTACKS if a.over_http}
-    assert len(reports) == 14
+    assert len(reports) == 17
     for report in reports.values():
         assert report["where"] == f"over HTTP: {running}"
         assert report["conservation"]["conserved"] and report["within_bound"]
@@ -89,6 +89,22 @@ def test_every_attack_that_plays_over_http_against_a_running_network(running: Pa
         (f["party"], f["kind"], f["code"]) for f in rollback["findings"]
     ]
     assert (rollback["loss"], rollback["bound"]) == (100_00, 3_000_00)
+
+    left = reports["card-left-after-pin"]
+    assert left["outcome"] == "prevented"
+    assert [(f["party"], f["code"]) for f in left["findings"]] == [
+        ("Alice's card", "wire.replay"),
+        ("Alice's card", "pin.required"),
+    ]
+    queued = reports["double-spend-first-copy-queued"]
+    assert [(f["party"], f["kind"], f["code"]) for f in queued["findings"]] == [
+        ("bank-a", "detected", "conflicting_payment"),
+        ("bank-a", "blocked", "blocked"),
+    ]
+    assert (queued["loss"], queued["bound"]) == (10_00, 3_000_00)
+    before_sync = reports["clone-paid-before-sync"]
+    assert [f["kind"] for f in before_sync["findings"]].count("blocked") == 2  # both orders
+    assert before_sync["within_bound"]
 
 
 def test_one_attack_printed_against_a_running_network(running: Path) -> None:

@@ -156,3 +156,27 @@ def test_each_fault_does_what_it_says(fault: Fault, delivered: list[str], answer
     assert got is answered
     assert log == delivered
     assert not injector.holding
+
+
+def test_a_late_delivery_its_receiver_refuses_is_recorded_with_its_code():
+    """What `offpay attack transport-faults` reports: a duplicated message the receiver
+    refuses (here: it takes each message once) is kept with the receiver, code and hop."""
+    seen: set[bytes] = set()
+
+    def bank(kind: str, data: bytes) -> bytes:
+        if data in seen:
+            raise OffpayError("seen before", code="wire.replay")
+        seen.add(data)
+        return data
+
+    network = MemoryNetwork()
+    network.register("bank", bank)
+    injector = Injector()
+    network.hooks.append(injector.network)
+    injector.start()
+    network.send("bank", "ping", b"recorded")
+    injector.start(injector.hops[0], Fault.DUPLICATE)
+    assert network.send("bank", "ping", b"a") == b"a"
+    assert injector.late_refusals == [("bank", "wire.replay", "bank ping")]
+    injector.start()
+    assert injector.late_refusals == []
