@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import offpay.attacks.faults
+import offpay.device.card
 import offpay.device.reader
 import offpay.relay.phone
 from offpay.attacks.registry import ATTACKS, BY_NAME
@@ -187,3 +188,15 @@ def test_a_defence_that_crashes_is_reported_not_a_traceback(
     assert "Traceback" not in text
     balance = sum(1 for a in ATTACKS if a.scheme == "balance")  # every card tops up first
     assert f"0 of {balance} attacks played; {balance} failed" in text
+
+
+def test_a_card_that_keeps_its_pin_after_a_reset_fails_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The card's reset taken out (its RAM kept across a power cut): the payment the holder
+    entered her PIN for goes through for whoever holds the card, and the play says so."""
+    monkeypatch.setattr(offpay.device.card.Card, "reset", lambda _self: None)
+    status, text = invoke("card-left-after-pin")
+    assert status == 1
+    assert "card-left-after-pin: DEFENCE FAILED" in text
+    assert "expected a refusal wire.replay, but it went through" in text
