@@ -96,7 +96,7 @@ def test_every_attack_that_plays_over_http_against_a_running_network(running: Pa
         ("Alice's card", "wire.replay"),
         ("Alice's card", "pin.required"),
     ]
-    queued = reports["double-spend-first-copy-queued"]
+    queued = reports["queued-double-spend"]
     assert [(f["party"], f["kind"], f["code"]) for f in queued["findings"]] == [
         ("bank-a", "detected", "conflicting_payment"),
         ("bank-a", "blocked", "blocked"),

@@ -1165,8 +1165,8 @@ def test_a_clone_spending_a_counter_the_card_used_for_a_sync_is_caught(
 def test_a_double_spend_whose_first_copy_waits_in_the_queue_is_caught(
     net: OfflineNetwork,
 ) -> None:
-    """Played by `offpay attack double-spend-first-copy-queued`."""
-    report = play_in_process("double-spend-first-copy-queued", Checked(net))
+    """Played by `offpay attack queued-double-spend`."""
+    report = play_in_process("queued-double-spend", Checked(net))
     net.check_conservation()
     mallory, shop = net.users["Mallory"], net.merchants["Shop"]
     bank = mallory.bank
@@ -1182,8 +1182,8 @@ def test_a_failed_session_after_a_lost_instruction_does_not_block_an_honest_card
 ) -> None:
     """Found by the machine: a top-up whose answer was lost, a top-up refused, a top-up; and
     a sync cut at the notary after the lost answer. Played by `offpay attack
-    failed-session-after-lost-instruction` (Alice: the refused top-up; Carol: the cut)."""
-    report = play_in_process("failed-session-after-lost-instruction", Checked(net))
+    lost-instruction` (Alice: the refused top-up; Carol: the cut)."""
+    report = play_in_process("lost-instruction", Checked(net))
     assert [(f.party, f.code) for f in report.findings] == [("bank-a", "funds.insufficient")]
     for name in ("Alice", "Carol"):
         user = net.users[name]
