@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
 
 from offpay.attacks.checked import expect
 from offpay.attacks.play import Play
 from offpay.attacks.report import FindingKind
 from offpay.attacks.tools import SEK, client, funded, payload, payment_to_shop
 from offpay.central.bank import NOTARY_ID
-from offpay.crypto.pki import Role
+from offpay.crypto.pki import Role, TrustStore
 from offpay.device.tamper import clone_card
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
@@ -34,29 +33,23 @@ def item_of(signed: Signed) -> NotariseItem:
     return NotariseItem(p.tx_id, signed.digest, p.payer_institution, p.payee_institution, p.amount)
 
 
-def batch_answer(data: bytes, trust: Any, receiver: str) -> BatchResult:
+def batch_answer(data: bytes, trust: TrustStore, receiver: str) -> BatchResult:
     """A batch answer, verified as its receiver would."""
     result, _ = open_signed(data, BatchResult, trust, frozenset(Role), receiver=receiver)
     return result
 
 
-def keep(net: Any, kind: str) -> list[bytes]:
-    """The network keeps every request of ``kind`` from here on (the caller removes the tap
-    with :func:`stop_keeping`)."""
-    kept: list[bytes] = []
+class Kept:
+    """A network tap that keeps every request of one kind that crosses it."""
 
-    def tap(_to: str, seen: str, data: bytes) -> bytes:
-        if seen == kind:
-            kept.append(data)
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.requests: list[bytes] = []
+
+    def __call__(self, _to: str, kind: str, data: bytes) -> bytes:
+        if kind == self.kind:
+            self.requests.append(data)
         return data
-
-    tap.kept = kept  # type: ignore[attr-defined]
-    net.network.taps.append(tap)
-    return kept
-
-
-def stop_keeping(net: Any, kept: list[bytes]) -> None:
-    net.network.taps[:] = [t for t in net.network.taps if getattr(t, "kept", None) is not kept]
 
 
 def forged_batch_request(play: Play) -> None:
@@ -101,15 +94,16 @@ def forged_batch_request(play: Play) -> None:
 
     play.tried("the network keeps the credit batch of Carol's two payments, and its receipt")
     carols_shop = net.add_merchant("Carol's shop", "bank-b")  # Alice's shop does not sync
-    kept = keep(net, "credit-batch")
+    kept = Kept("credit-batch")
+    net.network.taps.append(kept)
     try:
         checked.charge(carols_shop, carol, 5 * SEK)
         checked.charge(carols_shop, carol, 6 * SEK)
         checked.sync(carols_shop)
     finally:
-        stop_keeping(net, kept)
+        net.network.taps.remove(kept)
     expect(carols_shop.wallet == net.money(11 * SEK), "Carol's payments did not settle")
-    receipt = payload(kept[0], CreditBatch).notary_receipt
+    receipt = payload(kept.requests[0], CreditBatch).notary_receipt
     play.tried("forged credit batches for Alice's payments reach bank-b and bank-a")
     credit = CreditBatch(a.id, b.id, os.urandom(16), payments, receipt)
     play.refused("bank.no_receipt", "bank-b", "a credit batch with the receipt of other payments",
@@ -222,24 +216,24 @@ def forged_refund_request(play: Play) -> None:
     checked.step(card.pay, request)
     checked.step(shop.pos.decline, request)
     play.tried("both synchronise; the network keeps bank-b's refund request")
-    kept = keep(net, "refund-request")
+    kept = Kept("refund-request")
+    net.network.taps.append(kept)
     try:
         checked.sync(alice, shop)
     finally:
-        stop_keeping(net, kept)
-    expect(len(kept) == 1, f"{len(kept)} refund requests crossed the network, not one")
+        net.network.taps.remove(kept)
+    expect(len(kept.requests) == 1, f"{len(kept.requests)} refund requests, not one")
     expect(alice.shadow == net.money(200 * SEK), "the refund did not reach Alice")
-    (data,) = kept
+    (data,) = kept.requests
     play.tried("the refund request replayed to bank-a")
     before = checked.snapshot()
     checked.step(net.network.send, "bank-a", "refund-request", data)
     expect(checked.snapshot() == before, "a replayed refund request moved something")
     play.tried("bank-a asks itself for a refund of Alice's payment")
-    genuine = payload(data, RefundRequest)
-    forged = RefundRequest(a_id := net.banks["bank-a"].id, a_id, os.urandom(16),
-                           genuine.payment, genuine.notary_receipt)  # fmt: skip
+    genuine, a = payload(data, RefundRequest), net.banks["bank-a"]
+    forged = RefundRequest(a.id, a.id, os.urandom(16), genuine.payment, genuine.notary_receipt)
     play.refused("bank.wrong_parties", "bank-a", "a refund request from the payer's own bank",
                  net.network.send, "bank-a", "refund-request",
-                 sign(forged, net.banks["bank-a"].credential).to_bytes())  # fmt: skip
+                 sign(forged, a.credential).to_bytes())  # fmt: skip
     expect(alice.shadow == net.money(200 * SEK) and shop.wallet == net.money(0),
            "a refund moved money twice")  # fmt: skip

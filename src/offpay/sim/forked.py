@@ -8,7 +8,7 @@ import os
 import pickle
 import traceback
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -43,4 +43,4 @@ def in_a_copy(fn: Callable[[], T]) -> T:
     kind, value = pickle.loads(data)
     if kind == "raised":
         raise CopyFailed(value)
-    return value  # type: ignore[no-any-return]
+    return cast(T, value)
