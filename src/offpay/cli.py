@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 
 from offpay.bench.cli import bench
+from offpay.cli_drive import register as register_drive
+from offpay.cli_network import network_init
 from offpay.cli_support import (
     Interrupt,
     StoppableConsole,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="offpay: secure offline payments in a two-tier digital currency.")
 app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
 app.add_typer(sim_app, name="sim")  # `offpay sim run`: population simulations
+register_drive(app)  # `offpay customer/card/pay/sync/books/play...`: offpay/cli_drive.py
 
 
 class Scheme(StrEnum):
@@ -186,24 +189,7 @@ def serve_intermediary(
     _serve(data, name, host, port, retry_every)
 
 
-@network_app.command("init")
-def network_init(
-    data: DataOption,
-    banks: Annotated[str, typer.Option(help="Intermediaries, comma-separated.")] = "bank-a,bank-b",
-    algorithm: Annotated[
-        Algorithm, typer.Option(help="Signature algorithm of every key in the network.")
-    ] = Algorithm.ED25519,
-) -> None:
-    """Create a network in a data folder: keys, certificates, admissions, one embedded SQLite
-    database per party, free loopback ports."""
-    from offpay.service.datadir import init_network
-
-    with refusals():
-        network = init_network(
-            data, [b.strip() for b in banks.split(",") if b.strip()], algorithm=algorithm
-        )
-    for name, url in network.urls.items():
-        typer.echo(f"{name}: {url}")
+network_app.command("init")(network_init)  # offpay/cli_network.py
 
 
 @network_app.command("run")

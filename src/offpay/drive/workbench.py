@@ -34,6 +34,8 @@ from offpay.relay.phone import PhoneApp, confirmation_code
 from offpay.relay.pos import PosApp
 from offpay.service.datadir import CENTRAL, DataDirError, load_network
 from offpay.sim.network import Audit
+from offpay.wire.envelope import Signed, payload_of
+from offpay.wire.messages import OfflinePayment
 
 DRIVE = "drive"
 DEFAULT_PIN = "1234"
@@ -279,8 +281,8 @@ class Workbench:
     def pay_shop(self, payer: str, shop: str, amount: str, pin: str = DEFAULT_PIN) -> str:
         money = self.money(amount)
         card = self.card(payer)
-        self.terminal(shop).charge(card.process, pin, money)
-        return f"{payer} paid {money} at {shop}'s terminal"
+        payment = self.terminal(shop).charge(card.process, pin, money)
+        return f"{payer} paid {money} at {shop}'s terminal (payment {_tx_id(payment)})"
 
     def pay(
         self,
@@ -310,7 +312,10 @@ class Workbench:
             # intermediary gives the money back once either card synchronises.
             payee_phone.decline(request)
             raise
-        return f"{payer} paid {money} to {payee} (code {shown} on both phones)"
+        return (
+            f"{payer} paid {money} to {payee} (code {shown} on both phones; "
+            f"payment {_tx_id(payment)})"
+        )
 
     def sync(self, name: str, pin: str = DEFAULT_PIN) -> str:
         party = self.party(name)
@@ -404,6 +409,11 @@ class Workbench:
         return self.net.payment(raw)
 
 
+def _tx_id(signed_payment: bytes) -> str:
+    """The payment's id, as the ledgers and ``offpay payment`` know it."""
+    return payload_of(Signed.from_bytes(signed_payment), OfflinePayment).tx_id.hex()
+
+
 def _only(books: dict[str, Any], who: Party) -> dict[str, Any]:
     """One bank's books cut down to one customer and their devices."""
     devices = {
@@ -434,4 +444,3 @@ def workbench(folder: Path, *, served: bool) -> Iterator[Workbench]:
         yield bench
     finally:
         bench.close()
-
