@@ -241,12 +241,22 @@ def load_script(path: Path) -> tuple[NetworkSettings | None, list[Step]]:
     return parse_script(read_toml(path), str(path))
 
 
+ORDER = ("name", "payer", "payee", "shop", "bank", "amount", "version", "limits")
+
+
 def describe(step: Step) -> str:
-    fields = step.model_dump(exclude={"do", "expect", "pin", "payee_pin"}, exclude_none=True)
-    return f"{step.do} " + " ".join(
-        str(v) if not isinstance(v, dict) else str({k: x for k, x in v.items() if x is not None})
-        for v in fields.values()
-    )
+    """A step as the command that does it would read: ``pay-shop alice shop1 SEK 25``."""
+    fields = step.model_dump(exclude_none=True)
+    words = [step.do]
+    for key in ORDER:
+        value = fields.get(key)
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items() if v is not None)
+        if value is not None:
+            words.append(str(value))
+    if fields.get("merchant"):
+        words.append("(merchant)")
+    return " ".join(words)
 
 
 @contextlib.contextmanager
