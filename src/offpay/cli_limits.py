@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from offpay.money import parse_money
+from offpay.money import parse_minor
 
 CardMaxTx = Annotated[
     int | None,
@@ -46,11 +46,11 @@ def limits_given(
         "card_max_offline_transactions": card_max_offline_transactions,
         "card_max_balance": None
         if card_max_balance is None
-        else parse_money(card_max_balance, currency).minor,
+        else parse_minor(card_max_balance, currency),
         "terminal_max_offline_payments": terminal_max_offline_payments,
         "terminal_max_received": None
         if terminal_max_received is None
-        else parse_money(terminal_max_received, currency).minor,
+        else parse_minor(terminal_max_received, currency),
         "max_receipts": max_receipts,
         "blocked_window_hours": blocked_window_hours,
     }

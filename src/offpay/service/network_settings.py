@@ -25,7 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from offpay.crypto.keys import Algorithm
 from offpay.errors import OffpayError
-from offpay.money import Money, parse_money
+from offpay.money import Money, parse_minor
 from offpay.policy import default_policy, revised_policy
 from offpay.toml_input import read_toml, validated
 from offpay.wire.messages import Liquidity
@@ -37,7 +37,7 @@ def _money(value: Any) -> Any:
     """An amount as ``"SEK 3000"`` (or a whole number of minor units)."""
     if isinstance(value, str):
         try:
-            return parse_money(value, CURRENCY).minor
+            return parse_minor(value, CURRENCY)
         except OffpayError as exc:
             raise ValueError(exc.message) from None
     if isinstance(value, Money):
