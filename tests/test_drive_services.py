@@ -184,3 +184,32 @@ def test_policy_publish_and_payment_records_over_http(network: NetworkConfig) ->
     assert records["bank-a"]["debit"]["credited"] is True
     assert records["bank-b"]["credit"]["amount"] == 7_00
     assert records["bank-a"]["credit"] is None and records["bank-b"]["debit"] is None
+
+
+def test_play_against_the_running_network(network: NetworkConfig, tmp_path: Path) -> None:
+    script = tmp_path / "served.toml"
+    script.write_text(
+        "[[steps]]\n"
+        'do = "customer-open"\nname = "fay"\nbank = "bank-a"\n'
+        "[[steps]]\n"
+        'do = "card-issue"\nname = "fay"\n'
+        "[[steps]]\n"
+        'do = "customer-open"\nname = "shop9"\nbank = "bank-b"\nmerchant = true\n'
+        "[[steps]]\n"
+        'do = "terminal-issue"\nname = "shop9"\n'
+        "[[steps]]\n"
+        'do = "pay-shop"\npayer = "fay"\nshop = "shop9"\namount = "SEK 5"\n'
+        'expect = "funds.insufficient"\n'
+        "[[steps]]\n"
+        'do = "fund"\nname = "fay"\namount = "SEK 50"\n'
+        "[[steps]]\n"
+        'do = "top-up"\nname = "fay"\namount = "SEK 20"\n'
+        "[[steps]]\n"
+        'do = "pay-shop"\npayer = "fay"\nshop = "shop9"\namount = "SEK 5"\n'
+        "[[steps]]\n"
+        'do = "sync"\nname = "shop9"\n'
+    )
+    result = CliRunner().invoke(app, ["play", str(script), "--network", str(network.folder)])
+    assert result.exit_code == 0, result.output
+    assert "9 of 9 steps matched" in result.output
+    assert wallets(books(network, "shop9"), "shop9") == {"merchant": 5_00}
