@@ -117,7 +117,7 @@ def test_the_defaults_are_the_pilots(tmp_path: Path) -> None:
         ("[limits]\ncard_max_balanse = 5\n", (), "limits.card_max_balanse"),
         ("[limits]\ncard_max_offline_transactions = -1\n", (), "greater than or equal to 0"),
         ('pool = "SEK -5"\n', (), "pool:"),
-        ("banks = []\n", (), "banks:"),
+        ("banks = []\n", (), "at least one intermediary"),
         ("limits = 5\n", (), "limits:"),
         ("pool = [\n", (), "is not valid TOML"),
     ],

@@ -66,7 +66,7 @@ class Limits(BaseModel):
 class NetworkSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    banks: list[str] = Field(default_factory=lambda: ["bank-a", "bank-b"], min_length=1)
+    banks: list[str] = Field(default_factory=lambda: ["bank-a", "bank-b"])
     algorithm: Algorithm = Algorithm.ED25519
     liquidity: Liquidity = Liquidity.QUEUE
     pool: Amount = 0
