@@ -1,7 +1,10 @@
 """A served network's data folder: who is where, and each party's keys and database.
 
-    DIR/network.json          currency, algorithm, liquidity policy, the root certificate,
-                              the minting chain, and each party's URL
+    DIR/network.json          currency, algorithm, liquidity policy, the first policy's
+                              limits, the root certificate, the minting chain, and each
+                              party's URL
+    DIR/drive/                people, shops and their devices driven by `offpay pay` & co.
+                              (offpay.drive.workbench)
     DIR/central-bank/         root.key, mint.key (+ .chain.pem), admin-token, party.json
     DIR/bank-a/               ca.key (+ .chain.pem), admin-token, party.json
 
