@@ -39,7 +39,7 @@ from offpay.cli_limits import (
     TerminalMaxReceived,
     limits_given,
 )
-from offpay.cli_support import UsageError, refusals
+from offpay.cli_support import UsageError, refusals, stopped
 from offpay.errors import OffpayError
 
 if TYPE_CHECKING:
@@ -67,6 +67,14 @@ Name = Annotated[str, typer.Argument(help="A person or shop, by the name it was 
 Amount = Annotated[str, typer.Argument(help='An amount, e.g. "SEK 25" or "25.50".')]
 
 
+PANEL = "Drive a network (docs/drive.md)"
+
+
+def _console() -> Console:
+    """Wide enough for the books' tables when the output is not a terminal (a file, a test)."""
+    return Console(soft_wrap=True) if Console().is_terminal else Console(width=160)
+
+
 class Refusal(OffpayError):
     """A step the network, a device or an app refused: its message and its code."""
 
@@ -89,15 +97,18 @@ def _drive(data: Path | None, network: Path | None, act: Callable[[Workbench], s
     from offpay.drive.workbench import workbench
 
     console = Console(soft_wrap=True)
-    with refusals():
-        folder, served = folder_of(data, network)
-        with workbench(folder, served=served) as bench:
-            try:
-                said = act(bench)
-            except OffpayError as exc:
-                raise Refusal(f"refused: {exc.message} [{exc.code}]", code=exc.code) from None
-            console.print(said, markup=False)
-            console.print(bench.conservation().line(), style="dim", markup=False)
+    try:
+        with refusals():
+            folder, served = folder_of(data, network)
+            with workbench(folder, served=served) as bench:
+                try:
+                    said = act(bench)
+                except OffpayError as exc:
+                    raise Refusal(f"refused: {exc.message} [{exc.code}]", code=exc.code) from None
+                console.print(said, markup=False)
+                console.print(bench.conservation().line(), style="dim", markup=False)
+    except KeyboardInterrupt:  # the devices were saved on the way out
+        stopped()
 
 
 def register(app: typer.Typer) -> None:
@@ -106,12 +117,12 @@ def register(app: typer.Typer) -> None:
     card_app = typer.Typer(help="Cards, issued by a person's intermediary.")
     terminal_app = typer.Typer(help="Terminals, issued by a shop's intermediary.")
     policy_app = typer.Typer(help="An intermediary's signed, versioned limits policy.")
-    app.add_typer(customer_app, name="customer")
-    app.add_typer(card_app, name="card")
-    app.add_typer(terminal_app, name="terminal")
-    app.add_typer(policy_app, name="policy")
+    app.add_typer(customer_app, name="customer", rich_help_panel=PANEL)
+    app.add_typer(card_app, name="card", rich_help_panel=PANEL)
+    app.add_typer(terminal_app, name="terminal", rich_help_panel=PANEL)
+    app.add_typer(policy_app, name="policy", rich_help_panel=PANEL)
 
-    @app.command("issue")
+    @app.command("issue", rich_help_panel=PANEL)
     def issue(
         bank: Annotated[str, typer.Argument(help="The intermediary, e.g. bank-a.")],
         amount: Amount,
@@ -144,12 +155,12 @@ def register(app: typer.Typer) -> None:
         """A terminal's secure module for a shop, certified by its intermediary."""
         _drive(data, network, lambda w: w.issue_terminal(name))
 
-    @app.command("fund")
+    @app.command("fund", rich_help_panel=PANEL)
     def fund(name: Name, amount: Amount, data: DataDir = None, network: NetworkDir = None) -> None:
         """Fund a person's online wallet from their intermediary's reserve."""
         _drive(data, network, lambda w: w.fund(name, amount))
 
-    @app.command("top-up")
+    @app.command("top-up", rich_help_panel=PANEL)
     def top_up(
         name: Name,
         amount: Amount,
@@ -160,7 +171,7 @@ def register(app: typer.Typer) -> None:
         """Online wallet to card, through the phone app (an online session)."""
         _drive(data, network, lambda w: w.top_up(name, amount, pin))
 
-    @app.command("defund")
+    @app.command("defund", rich_help_panel=PANEL)
     def defund(
         name: Name,
         amount: Amount,
@@ -171,7 +182,7 @@ def register(app: typer.Typer) -> None:
         """Card back to online wallet, through the phone app (an online session)."""
         _drive(data, network, lambda w: w.defund(name, amount, pin))
 
-    @app.command("pay-shop")
+    @app.command("pay-shop", rich_help_panel=PANEL)
     def pay_shop(
         payer: Name,
         shop: Annotated[str, typer.Argument(help="The shop whose terminal charges.")],
@@ -183,7 +194,7 @@ def register(app: typer.Typer) -> None:
         """Pay at a shop's terminal, offline: the PoS app charges the card."""
         _drive(data, network, lambda w: w.pay_shop(payer, shop, amount, pin))
 
-    @app.command("pay")
+    @app.command("pay", rich_help_panel=PANEL)
     def pay(
         payer: Name,
         payee: Annotated[str, typer.Argument(help="The person paid.")],
@@ -195,18 +206,20 @@ def register(app: typer.Typer) -> None:
         data: DataDir = None,
         network: NetworkDir = None,
     ) -> None:
-        """Person to person, offline: the payee's phone asks, both phones show the 6-digit
-        code, the payer confirms it and pays, the payee's card accepts."""
+        """Pay a person, offline, with the 6-digit code both phones show.
+
+        The payee's phone asks, both phones show the code, the payer's phone checks it and
+        pays, the payee's card accepts."""
         _drive(data, network, lambda w: w.pay(payer, payee, amount, pin, payee_pin))
 
-    @app.command("sync")
+    @app.command("sync", rich_help_panel=PANEL)
     def sync(
         name: Name, pin: Pin = "1234", data: DataDir = None, network: NetworkDir = None
     ) -> None:
         """A card's or a terminal's online session: settle what it did offline."""
         _drive(data, network, lambda w: w.sync(name, pin))
 
-    @app.command("lost")
+    @app.command("lost", rich_help_panel=PANEL)
     def lost(name: Name, data: DataDir = None, network: NetworkDir = None) -> None:
         """A person reports their card lost or stolen: the intermediary blocks it."""
         _drive(data, network, lambda w: w.lost(name))
@@ -226,8 +239,9 @@ def register(app: typer.Typer) -> None:
         data: DataDir = None,
         network: NetworkDir = None,
     ) -> None:
-        """Sign and publish a new limits policy (the limits not given stay); devices take it
-        at their next sync."""
+        """Sign and publish a new limits policy; devices take it at their next sync.
+
+        The limits not given stay as in the policy in force."""
 
         def act(w: Workbench) -> str:
             limits = limits_given(
@@ -243,7 +257,7 @@ def register(app: typer.Typer) -> None:
 
         _drive(data, network, act)
 
-    @app.command("books")
+    @app.command("books", rich_help_panel=PANEL)
     def books(
         party: Annotated[
             str | None,
@@ -253,8 +267,10 @@ def register(app: typer.Typer) -> None:
         data: DataDir = None,
         network: NetworkDir = None,
     ) -> None:
-        """Each party's wallets, shadow wallets and devices, the pending queue, anomalies,
-        losses with their bounds, the pool, and whether money is conserved."""
+        """Everyone's books, and whether money is conserved.
+
+        Each party's wallets, shadow wallets and devices, the pending queue, anomalies,
+        losses with their bounds, the pool, and the conservation line (exit 1 if broken)."""
         from offpay.drive.render import render_books
         from offpay.drive.workbench import workbench
 
@@ -265,17 +281,18 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(record, indent=1))
         else:
-            render_books(Console(), record)
+            render_books(_console(), record)
         raise typer.Exit(0 if record["conservation"]["balanced"] else 1)
 
-    @app.command("payment")
+    @app.command("payment", rich_help_panel=PANEL)
     def payment(
         tx_id: Annotated[str, typer.Argument(help="The payment's id, 32 hex digits.")],
         data: DataDir = None,
         network: NetworkDir = None,
     ) -> None:
-        """One payment's settlement records: the notary's, and each intermediary's debit,
-        credit and queues (JSON)."""
+        """One payment's settlement records (JSON).
+
+        The notary's record, and each intermediary's debit, credit and queues."""
         from offpay.drive.workbench import workbench
 
         with refusals():
@@ -284,7 +301,7 @@ def register(app: typer.Typer) -> None:
                 record = bench.payment(tx_id)
         typer.echo(json.dumps(record, indent=1))
 
-    @app.command("play")
+    @app.command("play", rich_help_panel=PANEL)
     def play(
         script: Annotated[Path, typer.Argument(help="A TOML script of steps (docs/drive.md).")],
         data: Annotated[
@@ -297,12 +314,17 @@ def register(app: typer.Typer) -> None:
         ] = None,
         network: NetworkDir = None,
     ) -> None:
-        """Play a scripted sequence of steps, each with the outcome it expects (ok or a
-        refusal code); exit 0 if every outcome matched, 1 if one did not, 2 on a bad script."""
+        """Play a scripted sequence of steps, each with the outcome it expects.
+
+        Outcomes: ok or a refusal code. Exit 0 if every outcome matched, 1 if one did not,
+        2 on a bad script."""
         from offpay.drive.play import load_script, play_script
 
         console = Console(soft_wrap=True)
-        with refusals():
-            parsed = load_script(script)
-            matched = play_script(parsed, console, data=data, network=network)
+        try:
+            with refusals():
+                parsed = load_script(script)
+                matched = play_script(parsed, console, data=data, network=network)
+        except KeyboardInterrupt:
+            stopped()
         raise typer.Exit(0 if matched else 1)

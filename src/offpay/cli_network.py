@@ -31,19 +31,19 @@ def network_init(
         typer.Option(help="A TOML file with the same keys as these options (options win)."),
     ] = None,
     banks: Annotated[
-        str | None, typer.Option(help="Intermediaries, comma-separated [bank-a,bank-b].")
+        str | None, typer.Option(help="Intermediaries, comma-separated (default bank-a,bank-b).")
     ] = None,
     algorithm: Annotated[
         Algorithm | None,
-        typer.Option(help="Signature algorithm of every key in the network [ed25519]."),
+        typer.Option(help="Signature algorithm of every key (default ed25519)."),
     ] = None,
     liquidity: Annotated[
         Liquidity | None,
-        typer.Option(help="What happens when a payer's shadow wallet is short [queue]."),
+        typer.Option(help="What happens when a payer's shadow wallet is short (default queue)."),
     ] = None,
     pool: Annotated[
         str | None,
-        typer.Option(help='The central bank\'s liquidity pool, e.g. "SEK 100000" [none].'),
+        typer.Option(help='The central bank\'s liquidity pool, e.g. "SEK 100000" (default none).'),
     ] = None,
     card_max_offline_transactions: CardMaxTx = None,
     card_max_balance: CardMaxBalance = None,
