@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +21,12 @@ from typer.testing import CliRunner
 
 from offpay.cli import app
 from offpay.service.app import create_app
-from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
+from offpay.service.datadir import CENTRAL, NetworkConfig, init_network, load_network
 from offpay.service.process import serve_in_thread
 from offpay.service.serve import build
 
-SCENARIOS = Path(__file__).parent.parent / "scenarios"
+START_TIMEOUT_S = 90
+OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +219,62 @@ def test_play_against_the_running_network(network: NetworkConfig, tmp_path: Path
     assert result.exit_code == 0, result.output
     assert "9 of 9 steps matched" in result.output
     assert wallets(books(network, "shop9"), "shop9") == {"merchant": 5_00}
+
+
+def test_a_network_configured_by_a_file_served_by_network_run_and_driven(
+    tmp_path: Path,
+) -> None:
+    """The whole story with real processes: a settings file, `offpay network run`, and the
+    driving commands against it; the limits of the file are the services' policy."""
+    config = tmp_path / "network.toml"
+    config.write_text('liquidity = "restrict"\n[limits]\ncard_max_offline_transactions = 1\n')
+    data = tmp_path / "net"
+    made = CliRunner().invoke(
+        app, ["network", "init", "--data", str(data), "--config", str(config)]
+    )
+    assert made.exit_code == 0, made.output
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log:
+        runner = subprocess.Popen(
+            [*OFFPAY, "network", "run", "--data", str(data)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: nothing outlives the test
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "stop with Ctrl-C" not in log_path.read_text():
+            assert runner.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        served = load_network(data)
+        drive(served, "issue", "bank-a", "SEK 1000")
+        drive(served, "customer", "open", "alice", "--bank", "bank-a")
+        drive(served, "customer", "open", "bob", "--bank", "bank-b")
+        drive(served, "customer", "open", "shop1", "--bank", "bank-b", "--merchant")
+        drive(served, "card", "issue", "alice")
+        drive(served, "card", "issue", "bob")
+        drive(served, "terminal", "issue", "shop1")
+        drive(served, "fund", "alice", "SEK 100")
+        drive(served, "top-up", "alice", "SEK 50")
+        drive(served, "pay-shop", "alice", "shop1", "SEK 5")
+        out = refused(served, "pay", "alice", "bob", "SEK 5")
+        assert "[limit.card_max_offline_transactions]" in out
+        drive(served, "sync", "alice")
+        drive(served, "pay", "alice", "bob", "SEK 5")
+        drive(served, "sync", "shop1")
+        drive(served, "sync", "bob")
+        record = books(served)
+        assert record["banks"]["bank-a"]["policy"]["liquidity"] == "restrict"
+        assert record["banks"]["bank-b"]["policy"]["card_max_offline_transactions"] == 1
+        assert wallets(record, "shop1") == {"merchant": 5_00}
+        assert wallets(record, "bob") == {"online": 0, "shadow": 5_00}
+        assert record["central_bank"]["notarised"] == 2
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        try:
+            runner.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+    assert runner.returncode == 0
