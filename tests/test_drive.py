@@ -249,6 +249,8 @@ def test_books_tables_and_payment_records(people: Path) -> None:
     assert after["central-bank"]["notary"]["amount"] == 10_00
     assert after["bank-a"]["debit"]["amount"] == 10_00
     assert after["bank-b"]["credit"]["amount"] == 10_00
+    assert after["bank-b"]["credit"]["recorded_at"].endswith("+00:00")
+    assert after["central-bank"]["notary"]["recorded_at"] is not None
 
     tables = offpay("books", "--data", str(folder))
     assert tables.exit_code == 0, tables.output

@@ -5,6 +5,7 @@ reach a network served over HTTP (uvicorn on loopback ports in threads of this p
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -190,6 +191,16 @@ def test_policy_publish_and_payment_records_over_http(network: NetworkConfig) ->
     assert records["bank-a"]["debit"]["credited"] is True
     assert records["bank-b"]["credit"]["amount"] == 7_00
     assert records["bank-a"]["credit"] is None and records["bank-b"]["debit"] is None
+    times = [
+        dt.datetime.fromisoformat(r["recorded_at"])
+        for r in (
+            records["central-bank"]["notary"],
+            records["bank-a"]["debit"],
+            records["bank-b"]["credit"],
+        )
+    ]
+    assert all(t.tzinfo is not None for t in times)
+    assert max(times) - min(times) < dt.timedelta(hours=1)  # written during this test
 
 
 def test_play_against_the_running_network(network: NetworkConfig, tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def central_books(central: CentralBank) -> dict[str, Any]:
 
 def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
     """What this intermediary records of one payment: its debit (as the payer's bank), its
-    credit (as the payee's), and the queues it went through, with their times."""
+    credit (as the payee's), and the queues it went through, each with its time."""
     d, c = schema.debits, schema.credits
     s, r, w = schema.shortfalls, schema.refunds, schema.awaited
     with bank.db.connect() as conn:
@@ -146,6 +146,7 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
             "evidence": bytes(debit.evidence).hex(),
             "notarised": bool(debit.notarised),
             "credited": bool(debit.credited),
+            "recorded_at": _time(debit.recorded_at),
         },
         "credit": None
         if credit is None
@@ -153,6 +154,7 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
             "device": credit.device_id,
             "amount": credit.amount,
             "evidence": bytes(credit.evidence).hex(),
+            "recorded_at": _time(credit.recorded_at),
         },
         "shortfall": None
         if shortfall is None
@@ -199,5 +201,6 @@ def notary_record(central: CentralBank, tx_id: bytes) -> dict[str, Any]:
             "amount": row.amount,
             "evidence": bytes(row.evidence).hex(),
             "recorded_by": row.recorded_by,
+            "recorded_at": _time(row.recorded_at),
         },
     }
