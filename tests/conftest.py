@@ -232,3 +232,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> UrlFor
     if request.param == "postgresql":
         return UrlFor("postgresql", request.getfixturevalue("postgres_url"))
     return UrlFor("sqlite", lambda name: f"sqlite+pysqlite:///{tmp_path}/{name}.sqlite")
+
+
+def fits(out: str, width: int) -> None:
+    """Every line fits the terminal, and nothing was cut short with an ellipsis."""
+    from rich.cells import cell_len
+
+    for line in out.splitlines():
+        assert cell_len(line) <= width, line
+        assert "…" not in line, line

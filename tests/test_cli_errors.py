@@ -100,3 +100,27 @@ def test_bench_report_of_a_file_that_is_not_json(tmp_path: Path) -> None:
     text.write_text("these are notes, not figures\n")
     line = refused("bench", "--report-only", "--merge", str(text))
     assert line == f"--merge {text} is not JSON (a file written by offpay bench)"
+
+
+@pytest.mark.parametrize(
+    ("option", "values", "unknown"),
+    [
+        ("--only", ["storage", "nonsense"], "unknown section nonsense"),
+        ("--only", ["storage,tokens", "nonsense"], "unknown section nonsense"),
+        ("--backends", ["sqlite", "oracle"], "unknown backend oracle"),
+        ("--algorithms", ["ed25519", "rsa"], "unknown algorithm rsa"),
+    ],
+)
+def test_bench_list_options_repeat_and_each_value_is_checked(
+    option: str, values: list[str], unknown: str, tmp_path: Path
+) -> None:
+    """A list option is repeated (Typer's own lists); every value reaches the check."""
+    args = [arg for value in values for arg in (option, value)]
+    line = refused("bench", *args, "--results", str(tmp_path / "r"))
+    assert line.startswith(unknown), line
+    assert not (tmp_path / "r").exists()
+
+
+def test_bench_sizes_repeat(tmp_path: Path) -> None:
+    line = refused("bench", "--sizes", "10k", "--sizes", "ten", "--results", str(tmp_path / "r"))
+    assert line == "not a size: 'ten' (sizes look like 1000, 10k or 1M)"

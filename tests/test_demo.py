@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import fits
 from offpay.cli import app
 from offpay.sim.network import OfflineNetwork
 
 
 def test_demo_plays_every_flow_and_ends_balanced(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path)])
+    result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     out = result.output
     for section in ("§3.4 Top-up", "§3.5 Offline payment", "§3.5 Resubmit", "§3.6 Person"):
@@ -28,12 +29,53 @@ def test_demo_plays_every_flow_and_ends_balanced(tmp_path: Path) -> None:
     assert "[limit.card_received_not_spendable]" in out
     assert "pool lent SEK 50.00" in out
     assert "What each rule cost in this run" in out
-    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 8}
-    assert set(rows) == {"queue", "restrict", "pool", "receipts"}
-    assert "SEK 50.00 (1)" in rows["queue"] and "SEK 0.00 (0)" in rows["receipts"]
+    costs = _cost_table(out)
+    assert costs["shortfalls"] == {"queue": "1", "restrict": "0", "pool": "1", "receipts": "0"}
+    assert costs["shortfall value"]["queue"] == "SEK 50.00"
+    assert costs["pool drawn"] == {
+        "queue": "SEK 0.00",
+        "restrict": "SEK 0.00",
+        "pool": "SEK 50.00",
+        "receipts": "SEK 0.00",
+    }
+    assert costs["still waiting"] == dict.fromkeys(("queue", "restrict", "pool", "receipts"), "0")
+    assert int(costs["extra bytes"]["receipts"]) > 0 == int(costs["extra bytes"]["queue"])
+    fits(out, 80)
     # The demo used embedded SQLite files, one per actor, in the folder it was given.
     names = sorted(p.name for p in tmp_path.glob("*.sqlite"))
     assert names == ["bank-a.sqlite", "bank-b.sqlite", "central-bank.sqlite"]
+
+
+def _cost_table(out: str) -> dict[str, dict[str, str]]:
+    """The closing table: a column per liquidity rule, a row per cost."""
+    lines = out[out.index("What each rule cost in this run") :].splitlines()
+    header = next(line for line in lines if "┃" in line and "queue" in line)
+    rules = [cell.strip() for cell in header.split("┃")[2:-1]]
+    rows = [line.split("│")[1:-1] for line in lines if line.startswith("│")]
+    return {
+        row[0].strip(): dict(zip(rules, (c.strip() for c in row[1:]), strict=True)) for row in rows
+    }
+
+
+def test_a_step_title_is_a_rule_when_it_fits_and_whole_when_it_does_not() -> None:
+    import io
+
+    from rich.console import Console
+
+    from offpay.sim.headings import heading
+
+    out = io.StringIO()
+    console = Console(file=out, width=40, color_system=None)
+    heading(console, "1. Short")
+    heading(console, "2. A title much longer than the forty columns of this console")
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("─") and "1. Short" in lines[0]
+    assert set(lines[1]) == {"─"}
+    assert (
+        " ".join(" ".join(lines[2:]).split())
+        == "2. A title much longer than the forty columns of this console"
+    )
+    fits(out.getvalue(), 40)
 
 
 def test_state_survives_in_sqlite_files(tmp_path: Path) -> None:

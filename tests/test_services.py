@@ -16,6 +16,7 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -94,13 +95,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def problem(response: httpx.Response, status: int, code: str) -> str:
-    """The refusal's message, after checking its status, code and form."""
+    """The refusal's message, after checking its status, code and RFC 9457 form."""
     assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert set(body) == {"code", "message"} and body["code"] == code, body
-    assert isinstance(body["message"], str) and len(body["message"]) > 10
-    return str(body["message"])
+    assert set(body) == {"type", "title", "status", "detail", "code", "message"}, body
+    assert body["code"] == code and body["status"] == status, body
+    assert body["type"] == "about:blank" and body["title"] == HTTPStatus(status).phrase, body
+    assert isinstance(body["detail"], str) and len(body["detail"]) > 10
+    assert body["message"] == body["detail"]
+    return str(body["detail"])
 
 
 def session_bytes(user: RemoteUser, operation: Operation, minor: int) -> bytes:
@@ -322,8 +326,8 @@ def test_a_card_counter_outside_the_databases_range_is_a_refusal(served: Served,
 
 
 def test_a_malformed_content_length_gets_the_json_refusal(served: Served) -> None:
-    """Every refusal is JSON with a code and a message, including one the HTTP server itself
-    makes before any route runs."""
+    """Every refusal is an RFC 9457 problem with a code and a message, including one the HTTP
+    server itself makes before any route runs."""
     address = urlsplit(served.network.urls["bank-a"])
     for length in ("abc", "-1", "1, 2"):
         with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
@@ -337,9 +341,10 @@ def test_a_malformed_content_length_gets_the_json_refusal(served: Served) -> Non
                 raw += chunk
         head, _, body = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 "), raw
-        assert b"content-type: application/json" in head.lower(), raw
+        assert b"content-type: application/problem+json" in head.lower(), raw
         answer = json.loads(body)
-        assert answer["code"] == "http.malformed" and len(answer["message"]) > 10, answer
+        assert answer["code"] == "http.malformed" and answer["status"] == 400, answer
+        assert len(answer["detail"]) > 10, answer
 
 
 def test_a_notarisation_that_keeps_conflicting_is_retryable_not_a_final_refusal(

@@ -35,13 +35,20 @@ def test_offpay_network_run_then_the_demo_against_it(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
             time.sleep(0.2)
         started = (tmp_path / "run.log").read_text()
+        urls = json.loads((data / "network.json").read_text())["urls"]
         for party in ("central-bank", "bank-a", "bank-b"):
-            assert f"{party}: http://127.0.0.1:" in started
+            # What it starts, where, and that it is up, in that order.
+            starting = started.index(f"starting {party} at {urls[party]}")
+            ready = started.index(f"{party}: {urls[party]}  (API docs: {urls[party]}/docs)")
+            assert starting < ready
+        assert "3 services running" in started
+        assert "stopped" not in started
 
         played = CliRunner().invoke(app, ["demo", "--network", str(data)])
         assert played.exit_code == 0, played.output[-3000:]
-        assert "payments notarised: 5; open shortfalls: 0" in played.output
-        assert "every card equals its shadow wallet" in played.output
+        text = " ".join(played.output.split())
+        assert "payments notarised: 5; open shortfalls: 0" in text
+        assert "every card equals its shadow wallet" in text
     finally:
         runner.send_signal(signal.SIGTERM)
         try:
@@ -51,6 +58,12 @@ def test_offpay_network_run_then_the_demo_against_it(tmp_path: Path) -> None:
             runner.wait()
         log.close()
     assert runner.returncode == 0
+    # When it has stopped, it says so: each service, intermediaries before the central bank.
+    ended = (tmp_path / "run.log").read_text().split("stop with Ctrl-C", 1)[1]
+    order = [ended.index(f"stopped {p}\n") for p in ("bank-b", "bank-a", "central-bank")]
+    assert ended.index("stopping the network (SIGTERM)") < order[0]
+    assert order == sorted(order)
+    assert ended.rstrip().endswith("the network has stopped: no service of it is running")
 
 
 def _start(data: Path, log_path: Path) -> subprocess.Popen[bytes]:

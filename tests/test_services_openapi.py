@@ -63,10 +63,12 @@ def _check_answer(case: Any, token: str) -> None:
     )
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
+        assert response.headers["content-type"] == ["application/problem+json"], response.headers
         body = json.loads(response.content)
-        assert set(body) == {"code", "message"}, body
+        assert set(body) == {"type", "title", "status", "detail", "code", "message"}, body
+        assert body["status"] == response.status_code, body
         assert body["code"] and set(body["code"]) <= CODE_CHARS, body
-        assert len(body["message"]) >= 10 and body["message"][0] != "[", body
+        assert len(body["detail"]) >= 10 and body["detail"][0] != "[", body
 
 
 def _token(network: NetworkConfig, name: str) -> str:

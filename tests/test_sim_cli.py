@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from offpay.cli import app
 from offpay.sim.population import run as run_module
-from offpay.sim.population.outcomes import Results
 from offpay.sim.population.scenario import load_scenario
 from sim_hand_results import ABC, abc_results
 
@@ -101,15 +100,6 @@ def test_the_commands_executor_choices_are_the_simulators() -> None:
 def test_an_unknown_executor_is_refused_with_exit_2(tmp_path: Path) -> None:
     result = sim(str(ABC), "--out", str(tmp_path), "--executor", "quantum")
     assert result.exit_code == 2 and "quantum" in result.output
-
-
-def test_a_missing_executor_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def absent(*args: object, **kwargs: object) -> Results:
-        raise ModuleNotFoundError("no fast executor", name="offpay.sim.population.fast")
-
-    monkeypatch.setattr(run_module, "execute", absent)
-    line = one_line_refusal(sim(str(ABC), "--out", str(tmp_path)), "sim.executor_unavailable")
-    assert "fast" in line
 
 
 def test_a_run_writes_its_folder_and_prints_the_headlines(

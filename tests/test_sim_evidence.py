@@ -56,6 +56,20 @@ def test_the_answers_hang_together(tmp_path: Path) -> None:
     rules = text.split("## e.")[1]
     restrict = next(line for line in rules.splitlines() if line.startswith("| restrict |"))
     assert restrict.split("|")[3].strip() == "0"  # money received offline is not spent: no wait
+    # both schemes measured their traffic and storage
+    schemes = text.split("## c.")[1].split("## d.")[0]
+    assert "not measured" not in schemes
+    cells = {
+        line.split("|")[1].strip(): [_count(c) for c in line.split("|")[2:4]]
+        for line in schemes.splitlines()
+        if line.startswith("| ") and line.split("|")[2].strip()[:1].isdigit()
+    }
+    for figure in ("messages", "bytes carried", "largest device storage (bytes)"):
+        assert min(cells[figure]) > 0
+
+
+def _count(text: str) -> float:
+    return float(text.strip().split(" ")[0].replace(",", ""))
 
 
 def _minor(text: str) -> int:

@@ -16,6 +16,7 @@ from offpay.sim.population.outcomes import CODES, INDEX, NEVER, Results
 from offpay.sim.population.scenario import Scenario, parse_scenario
 from offpay.sim.population.tokens_fast import run_fast_tokens
 from offpay.sim.population.tokens_real import run_real_tokens
+from sim_traffic import traffic_differences
 
 SCENARIO = {
     "name": "token fidelity",
@@ -189,8 +190,7 @@ def test_same_seed_same_results(run) -> None:
 
 def test_the_real_executor_measures_traffic_and_storage(run) -> None:
     """Each payment made is the protocol's four exchanges; a cut online moment carries nothing;
-    an online moment's requests carry bytes; elements held ancestries of several sizes. (The
-    fast model does not compute these yet.)"""
+    an online moment's requests carry bytes; elements held ancestries of several sizes."""
     _, _, events, real, _ = run
     messages, carried, storage = (real.extra[k] for k in ("messages", "bytes", "storage"))
     ok = real.outcome == INDEX["ok"]
@@ -201,3 +201,14 @@ def test_the_real_executor_measures_traffic_and_storage(run) -> None:
     assert online.any() and (messages[online] >= 1).all()
     assert len(np.unique(carried[online])) > 10
     assert (storage > 0).all() and len(np.unique(storage)) > 10
+
+
+def test_the_fast_model_counts_the_same_traffic_and_storage(run) -> None:
+    """The model's messages equal the real ones event by event (refusals included: a peer
+    known revoked stops after the hellos, a short payer after the proofs, a receiver that finds
+    a double spend refuses the offer); bytes and storage within the shared tolerances."""
+    _, _, events, real, fast = run
+    problems = traffic_differences(events, real, fast)
+    assert not problems, "the executors differ:\n" + "\n".join(problems)
+    refused = real.outcome != INDEX["ok"]
+    assert (refused & (real.extra["messages"] > 0)).any()  # refusals with traffic were compared

@@ -7,13 +7,18 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from conftest import fits
 from offpay.cli import app
 
 
 def test_token_demo_plays_every_flow_and_catches_the_double_spend(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["demo", "--scheme", "tokens", "--data-dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["demo", "--scheme", "tokens", "--data-dir", str(tmp_path)], env={"COLUMNS": "80"}
+    )
     assert result.exit_code == 0, result.output
-    out = result.output
+    # Fits an 80-column terminal; a long step title is printed whole, wrapped, not cut.
+    fits(result.output, 80)
+    out = " ".join(result.output.split())  # the text as read, whatever the line breaks
     # mint/withdraw, split, offline transfers with the users' codes, merge, deposit
     assert "Withdraw (MintToken + WithdrawToken)" in out
     assert "minted SEK 300.00" in out and "(ancestry 0)" in out
@@ -37,6 +42,7 @@ def test_token_demo_plays_every_flow_and_catches_the_double_spend(tmp_path: Path
     assert "the tokens in elements equal the tokens outstanding" in out
     names = sorted(p.name for p in tmp_path.glob("*.sqlite"))
     assert names == ["bank-a.sqlite", "bank-b.sqlite", "central-bank.sqlite"]
+    assert "2. Withdraw (MintToken + WithdrawToken): Ann turns SEK 300 of her online" in out
 
 
 def test_unknown_scheme_is_refused_clearly() -> None:

@@ -12,10 +12,11 @@ from rich.console import Console
 
 from offpay.bench.cli import bench
 from offpay.cli_drive import register as register_drive
-from offpay.cli_network import network_init
+from offpay.cli_network import BanksOption, bank_names, network_init
 from offpay.cli_support import (
     Interrupt,
     StoppableConsole,
+    one_line_summaries,
     refusals,
     stopped,
     writable_folder,
@@ -24,7 +25,10 @@ from offpay.crypto.keys import Algorithm
 from offpay.sim.population.cli import sim_app
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from offpay.service.datadir import NetworkConfig
+    from offpay.service.process import Event, ServiceProcess
 
 app = typer.Typer(help="offpay: secure offline payments in a two-tier digital currency.")
 app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
@@ -39,8 +43,28 @@ class Scheme(StrEnum):
     TOKENS = "tokens"  # sign-once tokens (Federal Reserve FEDS 2025-105)
 
 
+def _version(show: bool) -> None:
+    """``--version``: the installed distribution's version, from its metadata (the one place
+    the version is written is pyproject.toml)."""
+    if show:
+        from offpay import __version__
+
+        typer.echo(f"offpay {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def main() -> None:
+def main(
+    _version_option: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the installed version of offpay and exit.",
+        ),
+    ] = False,
+) -> None:
     """offpay: run, attack and measure an offline payment network."""
 
 
@@ -71,8 +95,8 @@ def demo(
     """Play every flow of an offline payment scheme step by step: the balance-based one
     (e-krona report §3.4–3.7) or, with --scheme tokens, the sign-once token one."""
     with Interrupt() as interrupt:
-        width = None if Console().is_terminal else 120
-        console = StoppableConsole(interrupt, width=width)
+        # The terminal's width, COLUMNS, or 80 when the output is not a terminal.
+        console = StoppableConsole(interrupt)
         try:
             from offpay.sim.demo import Demo
             from offpay.sim.token_demo import TokenDemo
@@ -195,12 +219,11 @@ network_app.command("init")(network_init)  # offpay/cli_network.py
 @network_app.command("run")
 def network_run(
     data: DataOption,
-    banks: Annotated[
-        str, typer.Option(help="Intermediaries, if the folder holds no network yet.")
-    ] = "bank-a,bank-b",
+    banks: BanksOption = None,
 ) -> None:
-    """Start the central bank and every intermediary of the network in DATA as processes on
-    loopback ports (creating the network first if the folder is empty); stop with Ctrl-C."""
+    """Start the central bank and every intermediary of the network in --data as processes on
+    loopback ports (creating the network first, with --banks, if the folder is empty); stop
+    with Ctrl-C."""
     import signal
     import threading
 
@@ -208,10 +231,10 @@ def network_run(
     from offpay.service.datadir import NETWORK_FILE, init_network, lock_network
     from offpay.service.process import running
 
-    console = Console()
+    console = Console(soft_wrap=True)  # a URL or a command line is never broken in two
     with refusals():
         if not (data / NETWORK_FILE).exists():
-            init_network(data, [b.strip() for b in banks.split(",") if b.strip()])
+            init_network(data, bank_names(banks))
         network = _network(data)
         # Refused before anything starts: a network already running keeps its logs untouched.
         held = lock_network(network)
@@ -219,23 +242,50 @@ def network_run(
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            with running(network) as processes:
-                for name, process in processes.items():
-                    console.print(f"{name}: {process.url}  (OpenAPI: {process.url}/docs)")
+            with running(network, report=_say_service(console)) as processes:
                 console.print(
-                    f"\nplay the demo against it:  offpay demo --network {network.folder}\n"
+                    f"\n{len(processes)} services running; play the demo against them:\n"
+                    f"  offpay demo --network {network.folder}\n"
                     "stop with Ctrl-C"
                 )
-                while not stop.wait(1.0):
-                    dead = [n for n, p in processes.items() if not p.running]
-                    if dead:
-                        console.print(f"[red]{', '.join(dead)} stopped; see service.log[/red]")
-                        raise typer.Exit(1)
-        except KeyboardInterrupt:
+                try:
+                    while not stop.wait(1.0):
+                        dead = [p for p in processes.values() if not p.running]
+                        if dead:
+                            for process in dead:
+                                console.print(
+                                    f"[red]{process.name} stopped by itself; its log: "
+                                    f"{process.log_path}[/red]"
+                                )
+                            raise typer.Exit(1)
+                    console.print("stopping the network (SIGTERM)")
+                except KeyboardInterrupt:
+                    console.print("stopping the network (Ctrl-C)")
+        except KeyboardInterrupt:  # during the start: the services started are stopped
             pass
         except OffpayError as exc:  # a service that did not start: its log's tail says why
             Console(stderr=True).print(f"[red]{exc.message}[/red]")
             raise typer.Exit(2) from None
+        finally:
+            console.print("the network has stopped: no service of it is running")
+
+
+def _say_service(console: Console) -> Callable[[Event, ServiceProcess], None]:
+    """One line per service as `offpay network run` starts and stops it."""
+
+    from offpay.service.process import Event
+
+    def say(event: Event, process: ServiceProcess) -> None:
+        if event is Event.STARTING:
+            console.print(f"starting {process.name} at {process.url} …", highlight=False)
+        elif event is Event.READY:
+            console.print(
+                f"{process.name}: {process.url}  (API docs: {process.url}/docs)", highlight=False
+            )
+        elif event is Event.STOPPED:
+            console.print(f"stopped {process.name}", highlight=False)
+
+    return say
 
 
 db_app = typer.Typer(
@@ -254,10 +304,14 @@ def db_upgrade(
     url: Annotated[str, typer.Option(help="SQLAlchemy URL of the database.")],
     kind: Annotated[DatabaseKind, typer.Option(help="Whose database it is.")],
 ) -> None:
-    """Run the Alembic migrations of ``kind`` on the database at ``url`` (services do this
-    themselves when they open their database; this is for operators upgrading ahead)."""
+    """Run the Alembic migrations of a central bank's or an intermediary's database at --url
+    (services do this themselves when they open their database; this is for operators
+    upgrading ahead)."""
     from offpay.store.migrate import upgrade_url
 
     with refusals():
         revision = upgrade_url(url, kind.value)
     Console().print(f"{kind.value} database at revision {revision}")
+
+
+one_line_summaries(app)

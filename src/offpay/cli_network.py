@@ -21,6 +21,24 @@ from offpay.cli_support import refusals
 from offpay.crypto.keys import Algorithm
 from offpay.wire.messages import Liquidity
 
+BanksOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--banks",
+        help="An intermediary of a new network; repeat for more: --banks bank-a --banks bank-b "
+        "(default: bank-a and bank-b).",
+    ),
+]
+DEFAULT_BANKS = ("bank-a", "bank-b")
+
+
+def bank_names(banks: list[str] | None) -> list[str]:
+    """The intermediaries given with --banks; a value may also list several, comma-separated
+    (--banks bank-a,bank-b), as earlier versions took them."""
+    if banks is None:
+        return list(DEFAULT_BANKS)
+    return [name.strip() for value in banks for name in value.split(",") if name.strip()]
+
 
 def network_init(
     data: Annotated[
@@ -30,9 +48,7 @@ def network_init(
         Path | None,
         typer.Option(help="A TOML file with the same keys as these options (options win)."),
     ] = None,
-    banks: Annotated[
-        str | None, typer.Option(help="Intermediaries, comma-separated (default bank-a,bank-b).")
-    ] = None,
+    banks: BanksOption = None,
     algorithm: Annotated[
         Algorithm | None,
         typer.Option(help="Signature algorithm of every key (default ed25519)."),
@@ -59,7 +75,7 @@ def network_init(
 
     with refusals():
         options: dict[str, object] = {
-            "banks": None if banks is None else [b.strip() for b in banks.split(",") if b.strip()],
+            "banks": None if banks is None else bank_names(banks),
             "algorithm": algorithm,
             "liquidity": liquidity,
             "pool": pool,

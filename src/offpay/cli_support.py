@@ -7,6 +7,7 @@ stable code) and lets :func:`refusals` print it; a person sees one line, never a
 from __future__ import annotations
 
 import contextlib
+import inspect
 import signal
 import sys
 import tempfile
@@ -118,3 +119,18 @@ def stopped() -> NoReturn:
     """The one line a command stopped by Ctrl-C prints; exit 130."""
     Console(stderr=True, soft_wrap=True).print("stopped (Ctrl-C)")
     raise typer.Exit(INTERRUPTED_EXIT)
+
+
+def one_line_summaries(app: typer.Typer) -> typer.Typer:
+    """Give every command of ``app`` (and of its sub-apps) a one-line summary for the command
+    lists of ``--help``: the first paragraph of its docstring with its line breaks joined.
+    Typer lists a command's docstring with the breaks of the source, so a list row would
+    otherwise end mid-sentence."""
+    for info in app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            one_line_summaries(group.typer_instance)
+    return app

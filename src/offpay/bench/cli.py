@@ -50,6 +50,12 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def _joined(values: list[str] | None) -> str | None:
+    """A repeated list option as one comma-separated text: each value may itself list several
+    (``--only ceilings,offline`` as well as ``--only ceilings --only offline``)."""
+    return ",".join(values) if values else None
+
+
 def _one_size(text: str) -> int:
     sizes = parse_sizes(text)
     if len(sizes) != 1:
@@ -145,24 +151,34 @@ def _exit_on_sigterm() -> Iterator[None]:
 
 def bench(
     sizes: Annotated[
-        str | None,
-        typer.Option(help="Backlog sizes to settle, e.g. 10k,100k,1M (default: 1000)."),
+        list[str] | None,
+        typer.Option(
+            help="A backlog size to settle, e.g. 10k; repeat for more, or list them: 10k,100k,1M "
+            "(default: 1000)."
+        ),
     ] = None,
     full: Annotated[
         bool,
         typer.Option("--full", help="The full run: 10k, 100k and 1M payments, longer timings."),
     ] = False,
     backends: Annotated[
-        str, typer.Option(help="Databases for settlement: sqlite, postgres or both.")
-    ] = "sqlite,postgres",
-    algorithms: Annotated[
-        str, typer.Option(help="Signature algorithms for ceilings, offline cost, storage, tokens.")
-    ] = "ed25519,ecdsa-p256,ml-dsa-65",
-    only: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="Run only these sections: ceilings, offline, storage, tokens, settlement, "
-            "profile, sim."
+            help="A database for settlement, sqlite or postgres; repeat for both (default: both)."
+        ),
+    ] = None,
+    algorithms: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A signature algorithm for ceilings, offline cost, storage and tokens: ed25519, "
+            "ecdsa-p256 or ml-dsa-65; repeat for more (default: all three)."
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only this section: ceilings, offline, storage, tokens, settlement, "
+            "profile or sim; repeat for more (default: all)."
         ),
     ] = None,
     seconds: Annotated[
@@ -171,7 +187,10 @@ def bench(
     offline_payments: Annotated[
         int | None, typer.Option(help="Payments timed per offline flow (default 200).")
     ] = None,
-    token_depths: Annotated[str, typer.Option(help="Token ancestries to verify.")] = "1,10,30,100",
+    token_depths: Annotated[
+        list[str] | None,
+        typer.Option(help="A token ancestry to verify; repeat for more (default: 1, 10, 30, 100)."),
+    ] = None,
     profile_payments: Annotated[
         int | None, typer.Option(help="Backlog size for the settlement profile (default 500).")
     ] = None,
@@ -247,7 +266,14 @@ def bench(
     console = Console() if Console().is_terminal else Console(width=160)
     with refusals():
         options = _options(
-            sizes, full, backends, algorithms, only, seconds, offline_payments, token_depths
+            _joined(sizes),
+            full,
+            _joined(backends) or "sqlite,postgres",
+            _joined(algorithms) or "ed25519,ecdsa-p256,ml-dsa-65",
+            _joined(only),
+            seconds,
+            offline_payments,
+            _joined(token_depths) or "1,10,30,100",
         )
         options.profile_payments = (
             profile_payments

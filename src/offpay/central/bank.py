@@ -10,11 +10,10 @@ that no intermediary's wallets hold more than it was given.
 from __future__ import annotations
 
 import datetime as dt
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import tenacity
 from sqlalchemy import ColumnElement, Connection, Engine, ScalarSelect, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -44,21 +43,32 @@ from offpay.wire.messages import (
 NOTARY_ID = "central-bank/notary"
 POOL = "(liquidity pool)"  # the issuance record's name for money created into the pool
 CONFLICT_ATTEMPTS = 8  # tries of a notarisation that racing requests keep beating
-CONFLICT_PAUSE_S = 0.005  # times the attempt number, with jitter: racers fall out of step
+CONFLICT_PAUSE_S = 0.005  # the first pause's ceiling, doubled each attempt, with full jitter
+CONFLICT_MAX_PAUSE_S = 0.2
 
 
-def _racing(attempt: int, what: str) -> None:
-    """Before another attempt after a racing request won: a short, growing, jittered pause.
+def _until_no_race(what: str, record: Callable[[], bytes]) -> bytes:
+    """Run ``record`` (one transaction) again while a racing request wins, with growing,
+    jittered pauses (racers fall out of step): each attempt reads what the racers committed.
     When the attempts are spent, the request was not carried out and is not the sender's
     fault: ``service.conflict`` says "send the same bytes again" (HTTP 409, never kept as the
     first answer), where a business refusal would be final and kept under its key."""
-    if attempt >= CONFLICT_ATTEMPTS:
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(CONFLICT_ATTEMPTS),
+        wait=tenacity.wait_random_exponential(
+            multiplier=CONFLICT_PAUSE_S, max=CONFLICT_MAX_PAUSE_S
+        ),
+        retry=tenacity.retry_if_exception_type(IntegrityError),
+        reraise=True,
+    )
+    try:
+        return retrying(record)
+    except IntegrityError:
         raise Refused(
             f"the notary could not record {what}: concurrent requests kept conflicting; "
             "send the same request again",
             code="service.conflict",
-        )
-    time.sleep(random.uniform(0, CONFLICT_PAUSE_S * attempt))
+        ) from None
 
 
 Clock = Callable[[], dt.datetime]
@@ -441,7 +451,7 @@ class CentralBank:
         )
         return sign(result, self.notary).to_bytes()
 
-    def _notarise(self, data: bytes, _attempt: int = 1) -> bytes:
+    def _notarise(self, data: bytes) -> bytes:
         """Record a payment once, network-wide, and move holdings from the payer's intermediary
         to the payee's. Only the payer's intermediary, which debited the payer, may ask."""
         req, ident = open_signed(
@@ -455,7 +465,8 @@ class CentralBank:
                 "only the payer's intermediary may notarise a payment", code="central.not_payer"
             )
         n, t = schema.notary, schema.institutions
-        try:
+
+        def record() -> bytes:
             with self.db.begin() as conn:
                 cached = answered(conn, schema.central_seen, ident.id, req.nonce)
                 if cached is not None:
@@ -505,13 +516,13 @@ class CentralBank:
                 response = self._result(ident.id, req, SettlementStatus.DONE, "")
                 remember(conn, schema.central_seen, ident.id, req.nonce, response)
                 return response
-        except IntegrityError:
-            # A concurrent request recorded the same payment (or used the same nonce) first:
-            # the constraint held. Answer from what that request recorded.
-            _racing(_attempt, "the payment")
-            return self._notarise(data, _attempt + 1)
 
-    def _notarise_batch(self, data: bytes, _attempt: int = 1) -> bytes:
+        # A concurrent request that recorded the same payment (or used the same nonce) first
+        # makes the insert fail: the constraint held. The next attempt answers from what that
+        # request recorded.
+        return _until_no_race("the payment", record)
+
+    def _notarise_batch(self, data: bytes) -> bytes:
         """:meth:`_notarise` for the payments of one upload at once: one transaction, one
         lookup of the ids already recorded, one insert, one holdings move per pair of
         intermediaries, and one signed answer over the list (the receipt of each payment)."""
@@ -528,7 +539,8 @@ class CentralBank:
                     code="central.not_payer",
                 )
         n = schema.notary
-        try:
+
+        def record() -> bytes:
             with self.db.begin() as conn:
                 cached = answered(conn, schema.central_seen, ident.id, req.nonce)
                 if cached is not None:
@@ -546,11 +558,10 @@ class CentralBank:
                 response = sign(result, self.notary).to_bytes()
                 remember(conn, schema.central_seen, ident.id, req.nonce, response)
                 return response
-        except IntegrityError:
-            # Each attempt reads what the racing requests committed; several syncs overlapping
-            # one batch may each take a turn, so it is tried more than twice.
-            _racing(_attempt, "the payments")
-            return self._notarise_batch(data, _attempt + 1)
+
+        # Each attempt reads what the racing requests committed; several syncs overlapping one
+        # batch may each take a turn, so it is tried more than twice.
+        return _until_no_race("the payments", record)
 
     @staticmethod
     def _batch_items(

@@ -5,7 +5,8 @@ Routers stay thin: a route authenticates the sender at the door (the envelope's 
 chain leads to the central bank's root, the sender is not revoked, the signature verifies),
 applies the idempotency contract (:mod:`offpay.service.idempotency`) and calls the party's
 ``handle(kind, data)`` — the same code the in-process network calls. A refusal is a 4xx answer
-with ``{"code", "message"}``; no exception becomes a 500.
+as an RFC 9457 problem (``application/problem+json``) with the refusal's stable ``code``; no
+exception becomes a 500.
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ from offpay.central.bank import CentralBank
 from offpay.crypto.keys import verify_signature
 from offpay.crypto.pki import Identity
 from offpay.errors import OffpayError
+from offpay.service.docs import add_docs
 from offpay.service.idempotency import KEY_PATTERN, Answer, AnswerStore, request_digest
 from offpay.service.problems import (
+    PROBLEM_JSON,
     RETRYABLE,
     STATUS_TEXT,
     Problem,
     problem_body,
     problem_of,
+    problem_responses_in_openapi,
 )
 from offpay.store import schema
 from offpay.wire.codec import MAX_MESSAGE_BYTES
@@ -220,7 +224,9 @@ def _failure(exc: Exception) -> Answer:
         )
     log.error("unexpected failure", exc_info=exc)
     return Answer(
-        500, problem_body("service.internal", "the service failed; nothing was answered"), JSON
+        500,
+        problem_body("service.internal", "the service failed; nothing was answered", 500),
+        PROBLEM_JSON,
     )
 
 
@@ -229,7 +235,7 @@ def _json(value: object) -> bytes:
 
 
 def _code(answer: Answer) -> str | None:
-    if answer.media_type != JSON or answer.status < 400:
+    if answer.media_type not in (JSON, PROBLEM_JSON) or answer.status < 400:
         return None
     try:
         return str(json.loads(answer.body)["code"])
@@ -239,7 +245,7 @@ def _code(answer: Answer) -> str | None:
 
 def _refusal(error: OffpayError) -> Answer:
     status, body = problem_of(error)
-    return Answer(status, body, JSON)
+    return Answer(status, body, PROBLEM_JSON)
 
 
 def _nonce_of(payload: bytes) -> bytes | None:
@@ -357,10 +363,14 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
         version="1",
         description=(
             "Signed CBOR envelopes in, signed CBOR answers out: the same messages as the "
-            "in-process network. Refusals are JSON `{code, message}`."
+            "in-process network. Refusals are RFC 9457 problems (`application/problem+json`) "
+            "whose `code` names the refusal."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served by add_docs from the package's own assets
+        redoc_url=None,
     )
+    add_docs(app)
 
     @app.exception_handler(OffpayError)
     async def offpay_error(_request: Request, exc: OffpayError) -> Response:
@@ -377,7 +387,9 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
             404: ("http.not_found", f"this service has no route {path}; its routes are at /docs"),
             405: ("http.method_not_allowed", f"{path} does not take {request.method}"),
         }.get(exc.status_code, ("http.invalid_request", f"{path}: {exc.detail}"))
-        return to_response(Answer(exc.status_code, problem_body(code, message), JSON))
+        return to_response(
+            Answer(exc.status_code, problem_body(code, message, exc.status_code), PROBLEM_JSON)
+        )
 
     @app.get("/v1/health", tags=["service"], summary="Whether the service is up, and who it is.")
     def health() -> dict[str, str]:
@@ -415,4 +427,11 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
 
     app.include_router(admin_router(service), dependencies=[Depends(admin_auth)])
     app.include_router(books_router(service), dependencies=[Depends(admin_auth)])
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problem_responses_in_openapi(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

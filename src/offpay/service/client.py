@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 import httpx
+import tenacity
 
 from offpay.errors import OffpayError
 from offpay.service.problems import RETRYABLE, error_of
@@ -47,31 +47,54 @@ def new_client(timeout: float) -> httpx.Client:
 
 
 class Retrying:
-    """Send, and send again the same bytes while no answer came back, with growing pauses."""
+    """Send, and send again the same bytes while no answer came back (a transport failure, or
+    a refusal whose code says "retry"), with exponential pauses: ``backoff``, twice that, ...
+    at most 5 s, ``retries`` times. Other refusals are raised at once as their typed error."""
+
+    MAX_PAUSE_S = 5.0
 
     def __init__(self, retries: int, backoff: float) -> None:
         self.retries = retries
         self.backoff = backoff
 
-    def __call__(self, what: str, attempt: Any) -> httpx.Response:
-        last = ""
-        for n in range(self.retries + 1):
-            if n:
-                log.warning("sending %s again after %s", what, last)
-                time.sleep(min(self.backoff * 2 ** (n - 1), 5.0))
-            try:
-                response = attempt()
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if response.status_code < 400:
-                return response
-            error = error_of(response.status_code, response.content)
-            if error.code in RETRYABLE and n < self.retries:
-                last = str(error)
-                continue
-            raise error
-        raise OffpayError(f"connection lost: {what} ({last})", code="network.cut")
+    def __call__(self, what: str, attempt: Callable[[], httpx.Response]) -> httpx.Response:
+        def answer() -> httpx.Response:
+            response = attempt()
+            if response.status_code >= 400:
+                raise error_of(response.status_code, response.content)
+            return response
+
+        def again(state: tenacity.RetryCallState) -> None:
+            outcome = state.outcome
+            reason = outcome.exception() if outcome is not None else None
+            log.warning("sending %s again after %s", what, _reason(reason))
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff, max=self.MAX_PAUSE_S),
+            retry=tenacity.retry_if_exception(_worth_retrying),
+            before_sleep=again,
+            reraise=True,
+        )
+        try:
+            return retrying(answer)
+        except httpx.TransportError as exc:
+            raise OffpayError(
+                f"connection lost: {what} ({_reason(exc)})", code="network.cut"
+            ) from None
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """No answer came back, or the service said the same bytes may succeed later."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, OffpayError) and exc.code in RETRYABLE
+
+
+def _reason(exc: BaseException | None) -> str:
+    if isinstance(exc, httpx.TransportError):
+        return f"{type(exc).__name__}: {exc}"
+    return str(exc)
 
 
 class HttpNetwork(MemoryNetwork):

@@ -7,6 +7,7 @@
                               (offpay.drive.workbench)
     DIR/central-bank/         root.key, mint.key (+ .chain.pem), admin-token, party.json
     DIR/bank-a/               ca.key (+ .chain.pem), admin-token, party.json
+    DIR/.gitignore            ``*``: keys and tokens are never committed by accident
 
 ``party.json`` names the party's database (an embedded SQLite file in its folder unless told
 otherwise). :func:`init_network` does what the central bank's offices do once: it creates the
@@ -46,6 +47,7 @@ from offpay.wire.messages import Liquidity
 
 CENTRAL = "central-bank"
 NETWORK_FILE = "network.json"
+GITIGNORE = "# offpay network data: keys, admin tokens, databases. Never commit them.\n*\n"
 RUN_LOCK = "run.lock"  # held by `offpay network run` while it runs
 
 
@@ -115,7 +117,9 @@ def init_network(
         raise DataDirError(f"{folder} already holds a network; use it or choose a new folder")
     banks = tuple(banks)
     if not banks:
-        raise DataDirError("a network needs at least one intermediary (--banks bank-a,bank-b)")
+        raise DataDirError(
+            "a network needs at least one intermediary (--banks bank-a --banks bank-b)"
+        )
     names = (CENTRAL, *banks)
     if len(set(names)) != len(names) or any(not _valid_name(n) for n in names):
         raise DataDirError("party names must be distinct, lower-case letters, digits and '-'")
@@ -125,6 +129,8 @@ def init_network(
             pass
     except OSError as exc:
         raise DataDirError(f"{folder} cannot be used: {exc.strerror or exc}") from None
+    # Private keys, admin tokens and databases: never committed, wherever the folder is made.
+    (folder / ".gitignore").write_text(GITIGNORE)
     urls = dict(urls or {})
     for name in names:
         urls.setdefault(name, f"http://{host}:{free_port(host)}")

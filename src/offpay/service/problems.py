@@ -1,11 +1,19 @@
-"""Refusals over HTTP: an :class:`~offpay.errors.OffpayError` becomes a 4xx answer whose JSON
-body is ``{"code": ..., "message": ...}``, and the client turns it back into the same typed
-error (:func:`offpay.errors.error_from_code`), so a caller catches the same class in-process
-and across the network."""
+"""Refusals over HTTP: an :class:`~offpay.errors.OffpayError` becomes a 4xx answer whose body
+is an RFC 9457 problem (``application/problem+json``), and the client turns it back into the
+same typed error (:func:`offpay.errors.error_from_code`), so a caller catches the same class
+in-process and across the network.
+
+The problem's ``type`` is ``about:blank`` (RFC 9457 §4.2.1): the HTTP status and its
+``title`` carry the generic meaning, and the extension member ``code`` names the refusal
+exactly — the stable dotted code callers already branch on. ``detail`` is the message for a
+person; ``message`` repeats it for clients written before the problem format.
+"""
 
 from __future__ import annotations
 
+import http
 import json
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -16,11 +24,21 @@ from offpay.errors import OffpayError, error_from_code
 RETRYABLE = frozenset({"service.busy", "service.conflict", "network.cut"})
 
 
-class Problem(BaseModel):
-    """Why a request was refused."""
+PROBLEM_JSON = "application/problem+json"
+BLANK = "about:blank"
 
+
+class Problem(BaseModel):
+    """Why a request was refused: an RFC 9457 problem with the refusal's stable code."""
+
+    type: str = Field(
+        default=BLANK, description="about:blank: the status and `code` say what happened."
+    )
+    title: str = Field(description="The HTTP status phrase, e.g. Conflict.")
+    status: int = Field(ge=400, le=599, description="The HTTP status of this answer.")
+    detail: str = Field(description="What went wrong, for a person.")
     code: str = Field(description="Stable, dotted, lower case; never reused for another meaning.")
-    message: str = Field(description="What went wrong, for a person.")
+    message: str = Field(description="The same as `detail`, for clients older than RFC 9457.")
 
 
 # (status, description) per code prefix; the first match wins.
@@ -69,8 +87,17 @@ def status_for(code: str) -> int:
     return 422
 
 
-def problem_body(code: str, message: str) -> bytes:
-    return json.dumps({"code": code, "message": message}).encode()
+def problem_body(code: str, message: str, status: int | None = None) -> bytes:
+    """The RFC 9457 body of a refusal; ``status`` defaults to the code's."""
+    status = status_for(code) if status is None else status
+    problem = Problem(
+        title=http.HTTPStatus(status).phrase,
+        status=status,
+        detail=message,
+        code=code,
+        message=message,
+    )
+    return problem.model_dump_json().encode()
 
 
 def problem_of(error: OffpayError) -> tuple[int, bytes]:
@@ -82,9 +109,21 @@ def error_of(status: int, body: bytes) -> OffpayError:
     page, say) is a network failure."""
     try:
         data = json.loads(body)
-        code, message = data["code"], data["message"]
-    except (ValueError, TypeError, KeyError):
+        code, message = data["code"], data.get("detail", data.get("message"))
+    except (ValueError, TypeError, KeyError, AttributeError):
         return OffpayError(f"unexpected HTTP {status} answer", code="network.bad_answer")
     if not isinstance(code, str) or not isinstance(message, str):
         return OffpayError(f"unexpected HTTP {status} answer", code="network.bad_answer")
     return error_from_code(code, message)
+
+
+def problem_responses_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents a response model as ``application/json``; a refusal is served as
+    ``application/problem+json``, so every 4xx and 5xx response says so."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status[:1] in "45" and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+    return schema

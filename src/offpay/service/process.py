@@ -10,22 +10,29 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import tenacity
 
 from offpay.errors import OffpayError
 from offpay.service.datadir import CENTRAL, NetworkConfig
 
 READY_TIMEOUT_S = 60.0
+READY_POLL_S = 0.1
 
 
 class ServiceFailed(OffpayError):
     code = "service.not_started"
+
+
+class _NotReady(Exception):
+    """The service's health route did not answer yet."""
 
 
 @dataclass
@@ -45,17 +52,31 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        """Ask the health route every 0.1 s until it answers; a process that exits meanwhile
+        is a failed start at once, one that stays silent for ``timeout`` s is stopped."""
+
+        def answers(client: httpx.Client) -> None:
+            if self.popen is None or self.popen.poll() is not None:
+                raise ServiceFailed(f"{self.name} exited at start:\n{self.log_tail()}")
+            try:
+                if client.get(f"{self.url}/v1/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            raise _NotReady
+
+        asking = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(timeout),
+            wait=tenacity.wait_fixed(READY_POLL_S),
+            retry=tenacity.retry_if_exception_type(_NotReady),
+            reraise=True,
+        )
         with httpx.Client(timeout=2.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.popen is None or self.popen.poll() is not None:
-                    raise ServiceFailed(f"{self.name} exited at start:\n{self.log_tail()}")
-                try:
-                    if client.get(f"{self.url}/v1/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+            try:
+                asking(answers, client)
+                return
+            except _NotReady:
+                pass
         self.stop()
         raise ServiceFailed(
             f"{self.name} did not answer within {timeout:.0f} s:\n{self.log_tail()}"
@@ -116,23 +137,47 @@ def service_process(
     return ServiceProcess(name, url, command, network.folder / name / "service.log")
 
 
+class Event(StrEnum):
+    """What :func:`running` tells its caller about each service."""
+
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+def _quiet(_event: Event, _process: ServiceProcess) -> None:
+    pass
+
+
 @contextlib.contextmanager
 def running(
-    network: NetworkConfig, *, retry_every: float = 30.0, ports: dict[str, int] | None = None
+    network: NetworkConfig,
+    *,
+    retry_every: float = 30.0,
+    ports: dict[str, int] | None = None,
+    report: Callable[[Event, ServiceProcess], None] = _quiet,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The central bank, then every intermediary, each in its own process; all stopped on
-    the way out, whatever happened."""
+    the way out (intermediaries first, the central bank last), whatever happened. ``report``
+    hears of each service starting, ready, stopping and stopped."""
     ports = ports or {}
     processes: dict[str, ServiceProcess] = {}
     try:
         for name in (CENTRAL, *network.banks):
-            processes[name] = service_process(
-                network, name, port=ports.get(name), retry_every=retry_every
-            ).start()
+            process = service_process(network, name, port=ports.get(name), retry_every=retry_every)
+            processes[name] = process
+            report(Event.STARTING, process)
+            process.start()
+            report(Event.READY, process)
         yield processes
     finally:
-        for process in processes.values():
+        for process in reversed(processes.values()):
+            if process.popen is None:  # never started: its start failed before a process
+                continue
+            report(Event.STOPPING, process)
             process.stop()
+            report(Event.STOPPED, process)
 
 
 @contextlib.contextmanager

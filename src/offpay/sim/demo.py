@@ -15,6 +15,7 @@ from rich.table import Table
 from offpay.crypto.keys import Algorithm
 from offpay.errors import OffpayError
 from offpay.money import Money
+from offpay.sim.headings import heading
 from offpay.sim.network import OfflineNetwork
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class Demo:
 
     def step(self, title: str, who: tuple[str, ...], action: Callable[[], object]) -> object:
         self.step_no += 1
-        self.console.rule(f"[bold]{self.step_no}. {title}")
+        heading(self.console, f"{self.step_no}. {title}")
         if who:
             self.console.print("before:", self.holdings(*who))
         try:
@@ -250,7 +251,7 @@ class Demo:
         self.step("Alice synchronises", abc, lambda: alice.phone.sync(alice.pin))
 
         # ---- the end ----
-        self.console.rule("[bold]Final check")
+        heading(self.console, "Final check")
         mismatched = [u.name for u in n.users.values() if u.card_balance != u.shadow]
         audit = n.check_conservation()
         self.say(

@@ -13,6 +13,7 @@ from rich.table import Table
 from offpay.crypto.keys import Algorithm
 from offpay.errors import OffpayError
 from offpay.money import Money, parse_money
+from offpay.sim.headings import heading
 from offpay.sim.liquidity import LiquidityReport, SimClock, liquidity_report
 from offpay.sim.network import OfflineNetwork, User
 from offpay.wire.messages import Liquidity
@@ -35,7 +36,7 @@ class LiquidityDemo:
         self.algorithm = algorithm
 
     def run(self) -> bool:
-        self.console.rule("[bold]Liquidity (report §3.7): one example, four rules")
+        heading(self.console, "Liquidity (report §3.7): one example, four rules")
         reports = [self._play(policy) for policy in Liquidity]
         self.console.print(self._table(reports))
         return all(r.still_waiting == 0 for r in reports)
@@ -59,7 +60,7 @@ class LiquidityDemo:
         bob = net.add_user("Bob", "bank-b")
         charlie = net.add_user("Charlie", "bank-a")
         people = (alice, bob, charlie)
-        self.console.rule(f"[bold]{policy.value}[/bold]: {STORY[policy]}")
+        heading(self.console, f"{policy.value}: {STORY[policy]}")
 
         def step(title: str, action: Callable[[], object]) -> None:
             clock.advance(STEP_MINUTES)
@@ -102,31 +103,28 @@ class LiquidityDemo:
         self.console.print(f"  waiting to settle: {queue}{extra}")
 
     def _table(self, reports: list[LiquidityReport]) -> Table:
-        table = Table(title="What each rule cost in this run", header_style="bold")
-        for col in (
-            "policy",
-            "payments",
-            "shortfall arose",
-            "waited",
-            "longest wait",
-            "still waiting",
-            "pool drawn",
-            "pool peak",
-            "extra bytes / payment",
-        ):
-            table.add_column(col, justify="left" if col == "policy" else "right")
+        """A column per rule and a row per cost, so that the four rules fit 80 columns."""
+        table = Table(
+            title="What each rule cost in this run",
+            header_style="bold",
+            caption="extra bytes: funding receipts carried per payment",
+        )
+        table.add_column("", no_wrap=True)
         for r in reports:
-            table.add_row(
-                r.policy.value,
-                str(r.payments),
-                f"{r.shortfall} ({r.short})",
-                str(r.queued),
-                f"{int(r.longest_wait.total_seconds() // 60)} min",
-                str(r.still_waiting),
-                str(r.pool_drawn),
-                str(r.pool_peak),
-                str(r.extra_bytes_per_payment),
-            )
+            table.add_column(r.policy.value, justify="right")
+        costs: tuple[tuple[str, Callable[[LiquidityReport], object]], ...] = (
+            ("payments", lambda r: r.payments),
+            ("shortfalls", lambda r: r.short),
+            ("shortfall value", lambda r: r.shortfall),
+            ("waited", lambda r: r.queued),
+            ("longest wait", lambda r: f"{int(r.longest_wait.total_seconds() // 60)} min"),
+            ("still waiting", lambda r: r.still_waiting),
+            ("pool drawn", lambda r: r.pool_drawn),
+            ("pool peak", lambda r: r.pool_peak),
+            ("extra bytes", lambda r: r.extra_bytes_per_payment),
+        )
+        for name, cost in costs:
+            table.add_row(name, *(str(cost(r)) for r in reports))
         return table
 
 

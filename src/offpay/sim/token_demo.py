@@ -16,6 +16,7 @@ from rich.table import Table
 from offpay.crypto.keys import Algorithm
 from offpay.errors import DoubleSpend, OffpayError
 from offpay.money import Money, parse_money
+from offpay.sim.headings import heading
 from offpay.sim.network import ConservationError, OfflineNetwork, TokenUser
 from offpay.tokens.element import TokenElement
 from offpay.tokens.model import Token
@@ -123,7 +124,7 @@ class TokenDemo:
         self, title: str, explain: str, who: tuple[str, ...], action: Callable[[], object]
     ) -> object:
         self.step_no += 1
-        self.console.rule(f"[bold]{self.step_no}. {title}")
+        heading(self.console, f"{self.step_no}. {title}")
         self.say(explain)
         if who:
             self.console.print("before:", self.holdings(*who))
@@ -421,7 +422,7 @@ class TokenDemo:
         )
 
         # ---- the end ----
-        self.console.rule("[bold]Final check")
+        heading(self.console, "Final check")
         try:
             audit = n.check_conservation()
         except ConservationError as exc:

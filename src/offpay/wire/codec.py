@@ -11,7 +11,9 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Mapping
 from functools import cache
+from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
 import cbor2
@@ -27,6 +29,18 @@ class Message:
     """Base of every wire message; ``TYPE`` is its stable tag on the wire."""
 
     TYPE: ClassVar[str] = "message"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle keeps (a card's sealed memory, a verification worker's arguments): the
+        fields only. Values cached from them (an envelope's encoding, a payment's id) are
+        recomputed when needed; kept, they would double a stored payment, and a card's storage
+        would depend on which of its payments someone had encoded."""
+        return {name: getattr(self, name) for name in _field_names(type(self))}
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 M = TypeVar("M", bound=Message)
@@ -46,6 +60,12 @@ def message(tag: str) -> typing.Callable[[type[M]], type[M]]:
         return cls
 
     return wrap
+
+
+def registered() -> Mapping[str, type[Message]]:
+    """Every message type imported so far, by wire tag (read-only): what the wire
+    specification (``offpay.cddl``) must describe."""
+    return MappingProxyType(_REGISTRY)
 
 
 class _Unusual(Exception):

@@ -46,12 +46,6 @@ class ExecutorChoice(StrEnum):
     REAL = "real"
 
 
-class ExecutorUnavailable(OffpayError):
-    """The chosen executor is not part of this installation."""
-
-    code = "sim.executor_unavailable"
-
-
 def _refuse(exc: OffpayError) -> typer.Exit:
     typer.echo(f"error [{exc.code}] {exc.message}", err=True)
     return typer.Exit(2)
@@ -72,17 +66,9 @@ def _simulate(scenario: Scenario, executor: Executor, console: Console) -> Run:
     )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"{scenario.name}: events", total=len(events))
-        try:
-            results = execute(
-                scenario, world, events, executor, lambda done: bar.update(task, completed=done)
-            )
-        except ModuleNotFoundError as exc:
-            if not (exc.name or "").startswith("offpay."):
-                raise
-            raise ExecutorUnavailable(
-                f"the {executor.value} executor for the {scenario.scheme.value} scheme is not "
-                "installed"
-            ) from None
+        results = execute(
+            scenario, world, events, executor, lambda done: bar.update(task, completed=done)
+        )
         bar.update(task, completed=len(events))
     return Run(scenario, world, events, results)
 

@@ -319,13 +319,42 @@ def schemes(base: dict[str, Any], scale: Scale, run: Runner, folder: Path) -> Se
         "",
         *_table(("", "balance-based", "token-based"), rows),
     ]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    made = [max(1, int(r.get("payments_made", 0))) for r in results]
+    section.text += [
+        "",
+        _words(
+            f"""Per payment made, the balance scheme carried
+            {_per(results[0], "bytes_carried", made[0])} and the token scheme
+            {_per(results[1], "bytes_carried", made[1])} between devices, apps and
+            intermediaries: a token carries its ancestry (every transfer, split and merge since it
+            was minted, until renewal), a card's payment only itself, while a card's sync carries
+            its log. The largest device held {_per(results[0], "device_storage_peak_bytes", 1)}
+            (a card's sealed state) against {_per(results[1], "device_storage_peak_bytes", 1)}
+            (an element's tokens with their ancestries)."""
+        ),
+    ]
     names = ["balance-based", "token-based"]
-    ax.bar(names, [float(r.get("settlement_delay_hours_p50", 0)) for r in results])
-    ax.set_ylabel("median settlement delay (hours)")
-    ax.set_title("Settlement delay by scheme")
+    panels = (
+        ("settlement_delay_hours_p50", 1, "median settlement delay (h)"),
+        ("bytes_carried", made, "bytes carried per payment made"),
+        ("device_storage_peak_bytes", 1, "largest device storage (bytes)"),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(11, 4))
+    for ax, (key, per, label) in zip(axes, panels, strict=True):
+        divisors = per if isinstance(per, list) else [per] * len(results)
+        values = [float(r.get(key) or 0) / d for r, d in zip(results, divisors, strict=True)]
+        ax.bar(names, values, color=["tab:blue", "tab:orange"])
+        ax.set_title(label, fontsize=10)
+    fig.suptitle("Balance-based against token-based, on the same population")
+    fig.tight_layout()
     section.figures.append(_save(fig, folder, "schemes"))
     return section
+
+
+def _per(result: dict[str, Any], key: str, divisor: int) -> str:
+    """A byte figure of a run, divided (per payment), for the text; "not measured" if absent."""
+    value = result.get(key)
+    return "not measured" if value is None else f"{int(value) / divisor:,.0f} bytes"
 
 
 # -- (d) what the limits cost ----------------------------------------------------------------

@@ -1104,7 +1104,10 @@ def _card_session(S, p, top_up):
     code = _card_session_rules(S, p, top_up)
     if S.C[F_C_INSTR, cs] != instructions:  # the instruction came, with the list if newer
         S.C[F_C_SOPEN, cs] = 0
-        listed = _list_bytes(S, version)
+        # the list as the instruction was made: a block at the confirmation comes after it
+        listed = np.int64(0)
+        if S.C[F_C_RV, cs] > version:
+            listed = S.tr[TR_LIST_BASE] + S.C[F_C_RV, cs] * S.tr[TR_LIST_DEVICE]
         S.C[F_C_LIST, cs] = listed
         sent += 2 * listed  # the intermediary's answer and the card's apply carry it
         if code == C_OK:

@@ -29,24 +29,39 @@ from offpay.sim.network import ConservationError
 from offpay.sim.population.events import Events, Kind, World
 from offpay.sim.population.outcomes import INDEX, Results
 from offpay.sim.population.scenario import Scenario
+from offpay.sim.population.traffic import calibrate_tokens
 
 # token fields (int32 matrix TI); CLEARED: the history was walked, no double spend, not longer
 # than the policy's depth (a history never changes, so renewal need not walk it again)
-OWN, MADE, NEXT, PREV, PAY, RECV, STAMP, TCONS, CB, HELD, XSTAMP, XCONS, CLEARED = range(13)
-TFIELDS = 13
+# SIZE: its encoded size, ancestry included (a root's calibrated size, plus what each
+# transition adds: see :func:`~.traffic.calibrate_tokens`)
+OWN, MADE, NEXT, PREV, PAY, RECV, STAMP, TCONS, CB, HELD, XSTAMP, XCONS, CLEARED, SIZE = range(14)
+TFIELDS = 14
 # token values and arrivals (int64 matrix TV)
 VAL, ARR = 0, 1
 # element fields (int64 matrix EI); the held tokens are a list from HEAD to TAIL: tokens sorted
 # by value, then arrival (the applet's listing), then those that arrived since, in arrival
 # order; UNSORTED says there are such (sorted on the next listing); BAL their value, COUNT
-# their number, PEND how many of them are not CLEARED
+# their number, PEND how many of them are not CLEARED, HSIZE their encoded size
 (HEAD, KNOWN, REVV, BROKEN, CSTART, CCOUNT, ONLINE, BANK, EPOCH, TAIL, BAL, COUNT, PEND,
- UNSORTED) = range(14)  # fmt: skip
-EFIELDS = 14
+ UNSORTED, HSIZE) = range(15)  # fmt: skip
+EFIELDS = 15
 # globals (int64 vector G)
+# and the event's traffic (MSGS messages, BYTES their bytes), then the sizes calibrated on real
+# elements, apps and desks (Z_*, the keys of :func:`~.traffic.calibrate_tokens`)
 (NT, NR, NPAR, CVER, ARRC, STAMPC, MINTED, REDEEMED, BURNED, RESURRECTED, HELDSUM, ONLINESUM,
- ISSUED, NCOPY, BROKE, LOST) = range(16)  # fmt: skip
-GFIELDS = 16
+ ISSUED, NCOPY, BROKE, LOST, MSGS, BYTES) = range(18)  # fmt: skip
+SIZES = (
+    "root", "split", "transfer", "merge", "proof", "hello_sent", "hello_got", "proof_sent",
+    "proof_got", "offer_sent", "offer_got", "transfer_sent", "transfer_got", "vault_sent",
+    "vault_got", "deposit_sent", "deposit_got", "address", "renewal_got", "withdraw_sent",
+    "withdraw_got", "listed",
+)  # fmt: skip
+(Z_ROOT, Z_SPLIT, Z_TRANSFER, Z_MERGE, Z_PROOF, Z_HELLO_SENT, Z_HELLO_GOT, Z_PROOF_SENT,
+ Z_PROOF_GOT, Z_OFFER_SENT, Z_OFFER_GOT, Z_TRANSFER_SENT, Z_TRANSFER_GOT, Z_VAULT_SENT,
+ Z_VAULT_GOT, Z_DEPOSIT_SENT, Z_DEPOSIT_GOT, Z_ADDRESS, Z_RENEWAL_GOT, Z_WITHDRAW_SENT,
+ Z_WITHDRAW_GOT, Z_LISTED) = range(18, 18 + len(SIZES))  # fmt: skip
+GFIELDS = 18 + len(SIZES)
 REDEEMED_BY = -2  # the "transition" that consumes a token the central bank redeemed
 
 C_OK = INDEX["ok"]
@@ -77,6 +92,7 @@ def _add(TI, TV, EI, G, e, row):
     G[HELDSUM] += value
     EI[e, BAL] += value
     EI[e, COUNT] += 1
+    EI[e, HSIZE] += TI[row, SIZE]
     if not TI[row, CLEARED]:
         EI[e, PEND] += 1
     prev = EI[e, TAIL]
@@ -136,6 +152,7 @@ def _remove(TI, TV, EI, G, e, row):
     G[HELDSUM] -= TV[row, VAL]
     EI[e, BAL] -= TV[row, VAL]
     EI[e, COUNT] -= 1
+    EI[e, HSIZE] -= TI[row, SIZE]
     if not TI[row, CLEARED]:
         EI[e, PEND] -= 1
 
@@ -189,7 +206,7 @@ def _balance(TI, TV, EI, COPY, e, only):
 
 
 @njit(cache=True)
-def _new_token(TI, TV, G, value, owner, made):
+def _new_token(TI, TV, G, value, owner, made, size):
     row = G[NT]
     G[NT] += 1
     TI[row, OWN], TI[row, MADE], TI[row, NEXT], TI[row, PAY] = owner, made, -1, -1
@@ -197,6 +214,7 @@ def _new_token(TI, TV, G, value, owner, made):
     TI[row, HELD], TI[row, XSTAMP], TI[row, XCONS] = 0, 0, -1
     TI[row, PREV], TI[row, CLEARED] = -1, made < 0  # a minted token has no history
     TV[row, VAL], TV[row, ARR] = value, 0
+    TI[row, SIZE] = size
     return row
 
 
@@ -263,8 +281,9 @@ def _split(TI, TV, RT, PAR, EI, G, e, row, amount, one):
     one[0] = row
     tr = _new_transition(RT, PAR, G, one, 1)
     _remove(TI, TV, EI, G, e, row)
-    wanted = _new_token(TI, TV, G, amount, e, tr)
-    change = _new_token(TI, TV, G, TV[row, VAL] - amount, e, tr)
+    size = TI[row, SIZE] + G[Z_SPLIT]
+    wanted = _new_token(TI, TV, G, amount, e, tr, size)
+    change = _new_token(TI, TV, G, TV[row, VAL] - amount, e, tr, size)
     _add(TI, TV, EI, G, e, wanted)
     _add(TI, TV, EI, G, e, change)
     return wanted
@@ -286,13 +305,14 @@ def _merge(TI, TV, RT, RS, PAR, EI, G, e, picked, n, hp, ht):
             if TI[p, XSTAMP] == xs and TI[p, XCONS] != ht[q]:
                 return -1, C_DOUBLE
             TI[p, XSTAMP], TI[p, XCONS] = xs, ht[q]
-    total = 0
+    total, size = 0, G[Z_MERGE]
     for k in range(n):
         total += TV[picked[k], VAL]
+        size += TI[picked[k], SIZE] + G[Z_PROOF]
     tr = _new_transition(RT, PAR, G, picked, n)
     for k in range(n):
         _remove(TI, TV, EI, G, e, picked[k])
-    child = _new_token(TI, TV, G, total, e, tr)
+    child = _new_token(TI, TV, G, total, e, tr, size)
     _add(TI, TV, EI, G, e, child)
     return child, C_OK
 
@@ -334,27 +354,42 @@ def _transfer(TI, TV, RT, PAR, EI, G, e, row, owner, one):
     one[0] = row
     tr = _new_transition(RT, PAR, G, one, 1)
     _remove(TI, TV, EI, G, e, row)
-    return _new_token(TI, TV, G, TV[row, VAL], owner, tr)
+    return _new_token(TI, TV, G, TV[row, VAL], owner, tr, TI[row, SIZE] + G[Z_TRANSFER])
+
+
+@njit(cache=True)
+def _message(G, sent, answered):
+    """One message of the event being played: its request's and answer's bytes (an answer
+    of 0: refused where it arrived, as :class:`~.traffic.Traffic` counts a refusal)."""
+    G[MSGS] += 1
+    G[BYTES] += sent + answered
 
 
 @njit(cache=True)
 def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, epoch_flag, W):
     """The three phases between two elements: (code, ancestry of the token delivered)."""
     buf, hp, ht, one = W
+    _message(G, G[Z_HELLO_SENT], G[Z_HELLO_GOT])
     if _knows_revoked(EI, EI[payer, KNOWN], payee) or _knows_revoked(EI, EI[payee, KNOWN], payer):
         return C_CREVOKED, -1
+    _message(G, G[Z_PROOF_SENT], G[Z_PROOF_GOT])
     offered, code = _select(TI, TV, RT, RS, PAR, EI, COPY, G, payer, amount, only, buf, hp, ht)
     if code != C_OK:
         return code, -1
     m, clash = _history(TI, RT, RS, PAR, G, offered, hp, ht)  # the receiver verifies
+    offer = G[Z_OFFER_SENT] + TI[offered, SIZE]
     if clash >= 0:
+        _message(G, offer, 0)
         return C_DOUBLE, -1
+    _message(G, offer, G[Z_OFFER_GOT])
     child = _transfer(TI, TV, RT, PAR, EI, G, payer, offered, payee, one)
     if _knows_revoked(EI, EI[payee, KNOWN], payee):
         # a receiver that knows itself revoked cannot store the token signed over to it:
         # the payer's element has signed already, and the value is lost
         G[LOST] += TV[child, VAL]
+        _message(G, G[Z_TRANSFER_SENT] + TI[child, SIZE], 0)
         return C_TREVOKED, -1
+    _message(G, G[Z_TRANSFER_SENT] + TI[child, SIZE], G[Z_TRANSFER_GOT])
     _add(TI, TV, EI, G, payee, child)
     TI[child, PAY] = event
     if epoch_flag:
@@ -371,21 +406,26 @@ def _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, renew, t, settled, W):
     verified, redeemed; credited or renewed. A code."""
     _buf, hp, ht, one = W
     bank = EI[e, BANK]
+    _message(G, G[Z_VAULT_SENT], G[Z_VAULT_GOT])
     v = _transfer(TI, TV, RT, PAR, EI, G, e, row, -1 - bank, one)
     value = TV[v, VAL]
+    request = G[Z_DEPOSIT_SENT] + TI[v, SIZE] + (G[Z_ADDRESS] if renew else 0)
     if renew and _knows_revoked(EI, BK[bank, 0], e):
         G[BURNED] += value
+        _message(G, request, 0)
         return C_TREVOKED
     m, clash = _history(TI, RT, RS, PAR, G, v, hp, ht)
     if clash >= 0:  # the vault's own check: reported, revoked, burned
         _revoke(EI, G, TI[clash, OWN])
         BK[bank, 0] = G[CVER]
         G[BURNED] += value
+        _message(G, request, 0)
         return C_DOUBLE
     for q in range(m):
         if TI[hp[q], CB] != -1 and TI[hp[q], CB] != ht[q]:
             _revoke(EI, G, TI[hp[q], OWN])
             G[BURNED] += value
+            _message(G, request, 0)
             return C_DOUBLE
     for q in range(m):
         p = hp[q]
@@ -397,13 +437,16 @@ def _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, renew, t, settled, W):
     BK[bank, 1] += value
     G[REDEEMED] += value
     BK[bank, 0] = G[CVER]
+    listed = G[CVER] * G[Z_LISTED]  # every answer carries the whole revocation list
     if renew and EI[e, REVV] == 0:
-        fresh = _new_token(TI, TV, G, value, e, -1)
+        fresh = _new_token(TI, TV, G, value, e, -1, G[Z_ROOT])
         BK[bank, 1] -= value
         G[MINTED] += value
         EI[e, KNOWN] = G[CVER]
         _add(TI, TV, EI, G, e, fresh)
+        _message(G, request, G[Z_RENEWAL_GOT] + G[Z_ROOT] + listed)
         return C_OK
+    _message(G, request, G[Z_DEPOSIT_GOT] + listed)
     EI[e, ONLINE] += value  # a deposit, or a renewal the mint refused: to the online wallet
     G[ONLINESUM] += value
     EI[e, KNOWN] = G[CVER]
@@ -457,6 +500,7 @@ def _deposit(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, amount, max_ancestry, t, s
 @njit(cache=True)
 def _withdraw(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, amount, max_ancestry, t, settled, W):
     if EI[e, REVV] > 0:  # the mint refuses a revoked element's key; the wallet is refunded
+        _message(G, G[Z_WITHDRAW_SENT], 0)
         return C_TREVOKED
     bank = EI[e, BANK]
     EI[e, ONLINE] -= amount
@@ -465,7 +509,8 @@ def _withdraw(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, amount, max_ancestry, t, 
     G[MINTED] += amount
     BK[bank, 0] = G[CVER]
     EI[e, KNOWN] = G[CVER]
-    _add(TI, TV, EI, G, e, _new_token(TI, TV, G, amount, e, -1))
+    _message(G, G[Z_WITHDRAW_SENT], G[Z_WITHDRAW_GOT] + G[Z_ROOT] + G[CVER] * G[Z_LISTED])
+    _add(TI, TV, EI, G, e, _new_token(TI, TV, G, amount, e, -1, G[Z_ROOT]))
     return _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settled, W)
 
 
@@ -489,6 +534,7 @@ def _books(TI, TV, EI, BK, G):
 def _run(
     kind, a, b, amount, t, cut, start, stop, people, top_up_to, max_ancestry,
     TI, TV, RT, RS, PAR, EI, COPY, BK, G, outcome, moved, settled, ancestry, W, margin,
+    messages, carried, storage,
 ):  # fmt: skip
     """Events ``start``..``stop``; returns where it stopped (capacity) or a negative code."""
     buf, hp, ht, _one = W
@@ -592,6 +638,12 @@ def _run(
             G[BROKE] += _balance(TI, TV, EI, COPY, x, False)
         else:
             outcome[i] = C_REFUSED  # the balance scheme's attacks have no token meaning
+        messages[i], carried[i] = G[MSGS], G[BYTES]
+        G[MSGS] = G[BYTES] = 0
+        if k != K_SHOP_ONLINE:  # what the person's element (and a payee's) holds now
+            storage[x] = max(storage[x], EI[x, HSIZE])
+            if k == K_P2P:
+                storage[y] = max(storage[y], EI[y, HSIZE])
         if not _books(TI, TV, EI, BK, G):
             return C_CONSERVATION - i
     return stop
@@ -602,8 +654,11 @@ def run_fast_tokens(
     world: World,
     events: Events,
     progress: Callable[[int], None] | None = None,
+    sizes: dict[str, int] | None = None,
 ) -> Results:
-    """The stream through the array model of the token scheme."""
+    """The stream through the array model of the token scheme. ``sizes``: the messages' and
+    tokens' sizes (:func:`~.traffic.calibrate_tokens`, measured on real elements when not
+    given)."""
     people, merchants, n = world.people, world.merchants, len(events)
     elements = people + merchants
     # room for every row the run can need, allocated once: untouched pages of np.zeros take no
@@ -621,6 +676,10 @@ def run_fast_tokens(
     COPY = np.zeros(cap, np.int32)
     BK = np.zeros((len(world.banks), 2), np.int64)
     G = np.zeros(GFIELDS, np.int64)
+    if sizes is None:
+        sizes = calibrate_tokens(scenario, world.banks[0])
+    for k, name in enumerate(SIZES):
+        G[Z_ROOT + k] = sizes[name]
     b = scenario.behaviour
     wallet, first = b.online_wallet, min(b.top_up_to, b.online_wallet)
     EI[:people, ONLINE] = wallet
@@ -637,6 +696,9 @@ def run_fast_tokens(
     ancestry = np.full(n, -1, np.int32)
     if first:
         _top_up_all(TI, TV, EI, BK, G, people, first)
+    messages = np.zeros(n, np.int32)
+    carried = np.zeros(n, np.int64)
+    storage = EI[:people, HSIZE].copy()
     margin, i = 4 * scratch, 0
     step = 1 << 18
     while i < n:
@@ -646,6 +708,7 @@ def run_fast_tokens(
             people, b.top_up_to, scenario.tokens.max_ancestry,
             TI, TV, RT, RS, PAR, EI, COPY, BK, G,
             results.outcome, results.moved, results.settled_at, ancestry, W, margin,
+            messages, carried, storage,
         )  # fmt: skip
         if done <= C_CONSERVATION:
             raise ConservationError(
@@ -666,7 +729,7 @@ def run_fast_tokens(
     results.bank_holdings[:] = BK[:, 1]
     results.losses = int(G[BURNED])
     results.loss_bound = int(G[BROKE]) * scenario.attacks.payments
-    results.extra["ancestry"] = ancestry
+    results.extra.update(ancestry=ancestry, messages=messages, bytes=carried, storage=storage)
     results.extra["tokens_outstanding"] = np.array([G[MINTED] - G[REDEEMED]], np.int64)
     return results
 
@@ -678,7 +741,7 @@ def _top_up_all(TI, TV, EI, BK, G, people, amount):
         G[ONLINESUM] -= amount
         BK[EI[e, BANK], 1] -= amount
         G[MINTED] += amount
-        _add(TI, TV, EI, G, e, _new_token(TI, TV, G, amount, e, -1))
+        _add(TI, TV, EI, G, e, _new_token(TI, TV, G, amount, e, -1, G[Z_ROOT]))
 
 
 def _grow(TI, TV, RT, RS, PAR, COPY, W):  # type: ignore[no-untyped-def]
