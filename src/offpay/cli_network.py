@@ -99,4 +99,3 @@ def network_init(
         )
     for name, url in network.urls.items():
         typer.echo(f"{name}: {url}")
-    typer.echo(f"liquidity {network.liquidity.value}; limits {dict(network.limits) or 'default'}")
