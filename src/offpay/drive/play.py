@@ -39,7 +39,7 @@ from offpay.drive.workbench import DEFAULT_PIN, Workbench, workbench
 from offpay.errors import OffpayError
 from offpay.money import parse_money
 from offpay.service.datadir import NETWORK_FILE, init_network
-from offpay.service.network_settings import Limits, NetworkSettings
+from offpay.service.network_settings import Limits, NetworkSettings, checked
 from offpay.toml_input import InputFileError, read_toml, validated, where
 
 Text = Annotated[str, Field(min_length=1, max_length=80)]
@@ -226,15 +226,8 @@ def parse_script(data: dict[str, Any], source: str) -> tuple[NetworkSettings | N
                 f"{source}: step {number} ({raw['do']}): {field}: {message}"
             ) from None
     if script.network is not None:
-        _check_settings(script.network)
+        checked(script.network)
     return script.network, steps
-
-
-def _check_settings(settings: NetworkSettings) -> None:
-    from offpay.policy import default_policy, revised_policy
-
-    first = default_policy("check", 1, "SEK", settings.liquidity)
-    revised_policy(first, settings.limits.given(), version=1)
 
 
 def load_script(path: Path) -> tuple[NetworkSettings | None, list[Step]]:

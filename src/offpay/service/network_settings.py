@@ -89,8 +89,11 @@ def network_settings(config: Path | None, options: dict[str, Any]) -> NetworkSet
             data[key] = value
     if limits is not None:
         data["limits"] = limits
-    settings = validated(NetworkSettings, data, source)
-    revised_policy(
-        default_policy("check", 1, CURRENCY, settings.liquidity), settings.limits.given(), 1
-    )
+    return checked(validated(NetworkSettings, data, source))
+
+
+def checked(settings: NetworkSettings) -> NetworkSettings:
+    """``settings`` if its limits make a policy the rules accept (:func:`check_policy`)."""
+    first = default_policy("check", 1, CURRENCY, settings.liquidity)
+    revised_policy(first, settings.limits.given(), version=1)
     return settings
