@@ -6,6 +6,7 @@ the parties (:class:`~offpay.bank.engine.Intermediary`, :class:`~offpay.central.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import IO, Any, Protocol
 
@@ -16,7 +17,7 @@ from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
 from offpay.device.reader import Transmit
 from offpay.device.terminal import TerminalModule
-from offpay.errors import NotFound, Refused
+from offpay.errors import NotFound, OffpayError, Refused
 from offpay.money import Money
 from offpay.policy import revised_policy
 from offpay.service.datadir import NetworkConfig, lock_network, open_central, open_intermediary
@@ -70,6 +71,12 @@ class LocalNetwork:
         try:
             for name in config.banks:
                 self.banks[name] = open_intermediary(config, name, self.transport)
+            for bank in self.banks.values():
+                # What a command stopped half way (Ctrl-C) left undone is finished first, as a
+                # served intermediary does at its start; what cannot be finished yet stays in
+                # the books (pending, shortfalls) and is tried again by the next command.
+                with contextlib.suppress(OffpayError):
+                    bank.retry_pending()
         except BaseException:
             self.close()
             raise
