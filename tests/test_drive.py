@@ -174,6 +174,8 @@ def test_bad_input_is_one_line_and_exit_2(people: Path) -> None:
         (("pay", "alice", "alice", "SEK 5"), "cannot pay themselves"),
         (("customer", "open", "alice", "--bank", "bank-a"), "taken"),
         (("customer", "open", "carol", "--bank", "bank-z"), "no intermediary named 'bank-z'"),
+        (("customer", "open", "../../x", "--bank", "bank-a"), "cannot be a name here"),
+        (("customer", "open", "Carol", "--bank", "bank-a"), "cannot be a name here"),
         (("issue", "bank-z", "SEK 5"), "bank-z"),
         (("card", "issue", "alice"), "has a card already"),
         (("terminal", "issue", "shop1"), "has a terminal already"),

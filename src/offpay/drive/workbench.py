@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from offpay.wire.envelope import Signed, payload_of
 from offpay.wire.messages import OfflinePayment
 
 DRIVE = "drive"
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # also a file name in drive/devices
 DEFAULT_PIN = "1234"
 
 
@@ -216,6 +218,12 @@ class Workbench:
         return f"the central bank issued {money} to {bank}"
 
     def open_customer(self, name: str, bank: str, *, merchant: bool = False) -> str:
+        if NAME.fullmatch(name) is None:
+            raise DriveError(
+                f"{name!r} cannot be a name here: lower-case letters, digits, '-' and '_', "
+                "at most 40, starting with a letter or digit",
+                code="drive.bad_name",
+            )
         if name in self.people or name in (CENTRAL, *self.net.config.banks):
             raise DriveError(f"the name {name!r} is taken here", code="drive.name_taken")
         customer_id = self.net.open_customer(bank, name, merchant=merchant)
