@@ -149,6 +149,11 @@ def test_refusals_name_their_code_and_change_nothing(people: Path) -> None:
     assert books(folder)["devices"]["alice"]["balance"] == before
     assert wallets(books(folder), "bob")["shadow"] == 0
 
+    # the payer confirms a code other than the one the payee's phone shows: nothing is paid
+    out = refused(folder, "pay", "alice", "bob", "SEK 1", "--payee-pin", "4321", "--code", "0")
+    assert "[payment.code_mismatch]" in out
+    assert books(folder)["devices"]["alice"]["balance"] == before
+
     step(folder, "lost", "alice")
     # the intermediary refuses a blocked card's sessions (blocked, or revoked network-wide)
     for verb in (("top-up", "alice", "SEK 1"), ("sync", "alice")):

@@ -203,6 +203,12 @@ def register(app: typer.Typer) -> None:
         payee_pin: Annotated[
             str, typer.Option(envvar="OFFPAY_PAYEE_PIN", help="The payee's PIN.")
         ] = "1234",
+        code: Annotated[
+            str | None,
+            typer.Option(
+                help="The code the payer confirms; by default the one the payee's phone shows."
+            ),
+        ] = None,
         data: DataDir = None,
         network: NetworkDir = None,
     ) -> None:
@@ -210,7 +216,7 @@ def register(app: typer.Typer) -> None:
 
         The payee's phone asks, both phones show the code, the payer's phone checks it and
         pays, the payee's card accepts."""
-        _drive(data, network, lambda w: w.pay(payer, payee, amount, pin, payee_pin))
+        _drive(data, network, lambda w: w.pay(payer, payee, amount, pin, payee_pin, code))
 
     @app.command("sync", rich_help_panel=PANEL)
     def sync(

@@ -142,9 +142,10 @@ class Pay(Amounted):
     payee: Text
     pin: Text = DEFAULT_PIN
     payee_pin: Text = DEFAULT_PIN
+    code: Text | None = None  # what the payer confirms; the payee's phone's by default
 
     def run(self, w: Workbench) -> str:
-        return w.pay(self.payer, self.payee, self.amount, self.pin, self.payee_pin)
+        return w.pay(self.payer, self.payee, self.amount, self.pin, self.payee_pin, self.code)
 
 
 class Sync(_Step):

@@ -299,9 +299,12 @@ class Workbench:
         amount: str,
         pin: str = DEFAULT_PIN,
         payee_pin: str = DEFAULT_PIN,
+        code: str | None = None,
     ) -> str:
         """Person to person (report §3.6): the payee's phone asks, both phones show the
-        6-digit code, the payer confirms it and pays, the payee's card accepts."""
+        6-digit code, the payer confirms it and pays, the payee's card accepts. ``code``:
+        what the payer confirms, if not the code the payee's phone shows (a payer who
+        misreads it, or a request a relay substituted, is refused before the card pays)."""
         if payer == payee:
             raise DriveError("a person cannot pay themselves", code="drive.same_party")
         money = self.money(amount)
@@ -309,7 +312,7 @@ class Workbench:
         request = payee_phone.ask(payer_phone.show_identity(), money)
         shown = confirmation_code(request)  # on the payee's phone; the payer checks it
         try:
-            payment = payer_phone.pay(pin, request, code=shown)
+            payment = payer_phone.pay(pin, request, code=shown if code is None else code)
         except OffpayError:
             payee_phone.decline(request)  # the payee stops waiting for it
             raise
