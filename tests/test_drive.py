@@ -238,6 +238,9 @@ def test_devices_stay_sealed_on_disk_and_refuse_a_rolled_back_memory(people: Pat
     out = offpay("top-up", "alice", "SEK 1", "--data", str(folder))
     assert out.exit_code == 2 and "damaged" in out.output and "Traceback" not in out.output
     assert os.path.exists(folder / "drive" / "apps" / "shop1.pos")
+    (folder / "drive" / "people.json").write_text("[1, 2]")
+    out = offpay("books", "--data", str(folder))
+    assert out.exit_code == 2 and "people.json is damaged" in out.output
 
 
 def test_books_tables_and_payment_records(people: Path) -> None:

@@ -112,7 +112,11 @@ class Workbench:
         self.net = backend
         self.folder = backend.config.folder / DRIVE
         self._held = _hold(self.folder / "lock")
-        self.people: dict[str, Party] = self._read_people()
+        try:
+            self.people: dict[str, Party] = self._read_people()
+        except BaseException:
+            self._held.close()
+            raise
         self.cards: dict[str, Card] = {}
         self.modules: dict[str, TerminalModule] = {}
         self.pos: dict[str, PosApp] = {}
@@ -132,7 +136,7 @@ class Workbench:
             return {}
         try:
             return {name: Party(**p) for name, p in json.loads(path.read_text()).items()}
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise DriveError(f"{path.name} is damaged: {exc}") from None
 
     def _write_people(self) -> None:
