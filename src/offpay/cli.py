@@ -12,6 +12,8 @@ from rich.console import Console
 
 from offpay.bench.cli import bench
 from offpay.cli_attack import attack
+from offpay.cli_drive import register as register_drive
+from offpay.cli_network import BanksOption, bank_names, network_init
 from offpay.cli_support import (
     Interrupt,
     StoppableConsole,
@@ -33,6 +35,7 @@ app = typer.Typer(help="offpay: secure offline payments in a two-tier digital cu
 app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
 app.add_typer(sim_app, name="sim")  # `offpay sim run`: population simulations
 app.command()(attack)  # `offpay attack NAME|list|all`: the attacks of docs/threats.md
+register_drive(app)  # `offpay customer/card/pay/sync/books/play...`: offpay/cli_drive.py
 
 
 class Scheme(StrEnum):
@@ -173,25 +176,6 @@ HostOption = Annotated[
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on; the network's URL's.")]
 
 
-BanksOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--banks",
-        help="An intermediary of a new network; repeat for more: --banks bank-a --banks bank-b "
-        "(default: bank-a and bank-b).",
-    ),
-]
-DEFAULT_BANKS = ("bank-a", "bank-b")
-
-
-def _bank_names(banks: list[str] | None) -> list[str]:
-    """The intermediaries given with --banks; a value may also list several, comma-separated
-    (--banks bank-a,bank-b), as earlier versions took them."""
-    if banks is None:
-        return list(DEFAULT_BANKS)
-    return [name.strip() for value in banks for name in value.split(",") if name.strip()]
-
-
 def _network(data: Path) -> NetworkConfig:
     """The network in ``data``, or a readable complaint and exit status 2."""
     from offpay.service.datadir import load_network
@@ -231,22 +215,7 @@ def serve_intermediary(
     _serve(data, name, host, port, retry_every)
 
 
-@network_app.command("init")
-def network_init(
-    data: DataOption,
-    banks: BanksOption = None,
-    algorithm: Annotated[
-        Algorithm, typer.Option(help="Signature algorithm of every key in the network.")
-    ] = Algorithm.ED25519,
-) -> None:
-    """Create a network in a data folder: keys, certificates, admissions, one embedded SQLite
-    database per party, free loopback ports."""
-    from offpay.service.datadir import init_network
-
-    with refusals():
-        network = init_network(data, _bank_names(banks), algorithm=algorithm)
-    for name, url in network.urls.items():
-        typer.echo(f"{name}: {url}")
+network_app.command("init")(network_init)  # offpay/cli_network.py
 
 
 @network_app.command("run")
@@ -267,7 +236,7 @@ def network_run(
     console = Console(soft_wrap=True)  # a URL or a command line is never broken in two
     with refusals():
         if not (data / NETWORK_FILE).exists():
-            init_network(data, _bank_names(banks))
+            init_network(data, bank_names(banks))
         network = _network(data)
         # Refused before anything starts: a network already running keeps its logs untouched.
         held = lock_network(network)

@@ -238,3 +238,15 @@ def format_money(m: Money) -> str:
         number += f".{frac:0{places}d}"
     sign = "-" if m.minor < 0 else ""
     return f"{sign}{m.currency} {number}"
+
+
+def parse_minor(text: str, currency: str) -> int:
+    """The minor units of an amount a person typed for a setting in ``currency`` (a limit, a
+    pool): an amount in another currency is refused, never taken as a number of ``currency``."""
+    amount = parse_money(text, currency)
+    if amount.currency != currency:
+        raise MoneyError(
+            f"{text!r} is in {amount.currency}; this network counts in {currency}",
+            code="money.currency_mismatch",
+        )
+    return amount.minor

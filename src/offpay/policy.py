@@ -6,6 +6,8 @@ sync and refuse an older one, so a hostile relay cannot loosen limits by replayi
 
 from __future__ import annotations
 
+import dataclasses
+
 from offpay.crypto.pki import Credential, Role, TrustStore
 from offpay.errors import OffpayError, PolicyError
 from offpay.money import Money
@@ -106,3 +108,34 @@ def accept_policy(
                 f"two different policies claim version {policy.version}", code="policy.conflict"
             )
     return policy
+
+
+# The limits a network's operator sets (``offpay network init``, the back office's
+# ``/v1/admin/policy``): counts, and amounts in minor units.
+LIMIT_COUNTS = (
+    "card_max_offline_transactions",
+    "terminal_max_offline_payments",
+    "max_receipts",
+    "blocked_window_hours",
+)
+LIMIT_AMOUNTS = ("card_max_balance", "terminal_max_received")
+LIMIT_FIELDS = LIMIT_COUNTS + LIMIT_AMOUNTS
+
+
+def revised_policy(
+    current: LimitsPolicy, limits: dict[str, int], version: int | None = None
+) -> LimitsPolicy:
+    """``current`` with ``limits`` (field name → count or minor units) changed, as version
+    ``version`` (the next one by default); checked like any policy before it is signed."""
+    unknown = set(limits) - set(LIMIT_FIELDS)
+    if unknown:
+        raise PolicyError(
+            f"no limit named {', '.join(sorted(unknown))} (limits: {', '.join(LIMIT_FIELDS)})",
+            code="policy.unknown_limit",
+        )
+    changes: dict[str, object] = {
+        name: Money(value, current.currency) if name in LIMIT_AMOUNTS else value
+        for name, value in limits.items()
+    }
+    changes["version"] = current.version + 1 if version is None else version
+    return check_policy(dataclasses.replace(current, **changes))  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -49,7 +49,7 @@ from offpay.errors import (
     SignatureError,
 )
 from offpay.money import Money
-from offpay.policy import default_policy, sign_policy
+from offpay.policy import default_policy, revised_policy, sign_policy
 from offpay.store import schema
 from offpay.store.database import DEFAULT_URL, open_database
 from offpay.store.seen import answered, remember
@@ -168,7 +168,9 @@ class Intermediary:
         random: Callable[[int], bytes] = os.urandom,
         mint_chain: tuple[bytes, ...] = (),
         liquidity: Liquidity = Liquidity.QUEUE,
+        limits: Mapping[str, int] | None = None,
     ) -> None:
+        """``limits``: the first policy's limits where they differ from the defaults."""
         self.name = name
         self.id = engine_id(name)
         self.ca = ca
@@ -181,7 +183,7 @@ class Intermediary:
         self.trust = TrustStore(root_der)
         self.credential: Credential = ca.credential_for(self.id, Role.ENGINE, clock(), algorithm)
         self.db: Engine = open_database(url, schema.bank)
-        self._ensure_policy(liquidity)
+        self._ensure_policy(liquidity, limits or {})
         self.liquidity = LiquidityDesk(self)
         self.containment = Containment(self)
         self.refusals = Refusals(self)
@@ -223,9 +225,10 @@ class Intermediary:
 
     # -- policy ---------------------------------------------------------------------------------
 
-    def _ensure_policy(self, liquidity: Liquidity) -> None:
+    def _ensure_policy(self, liquidity: Liquidity, limits: Mapping[str, int]) -> None:
         if self.current_policy() is None:
-            self.publish_policy(default_policy(self.name, 1, self.currency, liquidity))
+            first = default_policy(self.name, 1, self.currency, liquidity)
+            self.publish_policy(revised_policy(first, dict(limits), version=1))
 
     def publish_policy(self, policy: LimitsPolicy) -> Signed[LimitsPolicy]:
         """Sign and store a new limits policy; devices take it at their next sync."""

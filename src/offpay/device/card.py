@@ -28,6 +28,7 @@ from offpay.device.apdu import (
     Response,
 )
 from offpay.device.apdu import error_response as _error_response
+from offpay.device.image import DeviceImage
 from offpay.device.memory import SealedMemory, evolve
 from offpay.errors import (
     CertificateError,
@@ -195,6 +196,20 @@ class Card:
     ) -> Card:
         """A blank card that generated its own key pair."""
         return cls(Signer.generate(algorithm), random)
+
+    def image(self) -> DeviceImage:
+        """The card switched off (``offpay`` keeps it between commands)."""
+        root = self._trust.root_der if self._trust is not None else None
+        return DeviceImage(self._signer, self.memory.image(), root)
+
+    @classmethod
+    def from_image(cls, image: DeviceImage, random: Random = os.urandom) -> Card:
+        """The same card switched on again: RAM empty, sealed memory as it was left."""
+        card = cls(image.signer, random)
+        card.memory = SealedMemory.restore(key_fingerprint(image.signer), image.memory, random)
+        if image.root is not None:
+            card._trust = TrustStore(image.root)
+        return card
 
     def reset(self) -> None:
         """The card is powered up again (pulled out and put back, or a power cut): what it

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from offpay.crypto.sealing import Sealer
+from offpay.device.image import MemoryImage
 from offpay.errors import DeviceStateError
 
 Random = Callable[[int], bytes]
@@ -56,6 +57,19 @@ class SealedMemory:
         self._cache: tuple[bytes, Any] | None = None
         self._fields: dict[str, tuple[Any, bytes | tuple[bytes, ...]]] = {}  # (value, pickle)
         self._elements: dict[str, dict[int, tuple[Any, bytes]]] = {}  # of tuple fields, by id
+
+    def image(self) -> MemoryImage:
+        """What the device keeps of this memory when it is switched off."""
+        return MemoryImage(self._sealer.key, self._counter, self.blob)
+
+    @classmethod
+    def restore(cls, owner: str, image: MemoryImage, random: Random = os.urandom) -> SealedMemory:
+        """The memory of a device switched on again; its record is checked at the first read."""
+        memory = cls(owner, random)
+        memory._sealer = Sealer(image.key)
+        memory._counter = image.counter
+        memory.blob = image.blob
+        return memory
 
     def read(self) -> Any:
         blob = self.blob

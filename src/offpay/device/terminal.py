@@ -17,6 +17,7 @@ from offpay.crypto.keys import Algorithm, Signer, public_key_bytes
 from offpay.crypto.pki import Credential, Role, TrustStore, load_certificate
 from offpay.crypto.revocation import newer_revocations
 from offpay.crypto.sealing import Sealer
+from offpay.device.image import DeviceImage
 from offpay.device.memory import SealedMemory, evolve
 from offpay.errors import CertificateError, DeviceStateError, LimitExceeded, ReplayError
 from offpay.money import Money
@@ -113,6 +114,23 @@ class TerminalModule:
         cls, algorithm: Algorithm = Algorithm.ED25519, random: Random = os.urandom
     ) -> TerminalModule:
         return cls(Signer.generate(algorithm), Sealer.generate(random(32)), random)
+
+    def image(self) -> DeviceImage:
+        """The module switched off (``offpay`` keeps it between commands)."""
+        root = self._trust.root_der if self._trust is not None else None
+        return DeviceImage(self._signer, self.memory.image(), root, self._sealer.key)
+
+    @classmethod
+    def from_image(cls, image: DeviceImage, random: Random = os.urandom) -> TerminalModule:
+        """The same module switched on again, its sealed memory as it was left."""
+        if image.record_key is None:
+            raise DeviceStateError("this image is not a terminal module's", code="device.image")
+        module = cls(image.signer, Sealer(image.record_key), random)
+        owner = public_key_bytes(image.signer.public_key).hex()
+        module.memory = SealedMemory.restore(owner, image.memory, random)
+        if image.root is not None:
+            module._trust = TrustStore(image.root)
+        return module
 
     @property
     def public_key(self) -> bytes:

@@ -1,7 +1,10 @@
 """A served network's data folder: who is where, and each party's keys and database.
 
-    DIR/network.json          currency, algorithm, liquidity policy, the root certificate,
-                              the minting chain, and each party's URL
+    DIR/network.json          currency, algorithm, liquidity policy, the first policy's
+                              limits, the root certificate, the minting chain, and each
+                              party's URL
+    DIR/drive/                people, shops and their devices driven by `offpay pay` & co.
+                              (offpay.drive.workbench)
     DIR/central-bank/         root.key, mint.key (+ .chain.pem), admin-token, party.json
     DIR/bank-a/               ca.key (+ .chain.pem), admin-token, party.json
     DIR/.gitignore            ``*``: keys and tokens are never committed by accident
@@ -16,6 +19,7 @@ so a service restarts from the same database and the same keys.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -64,6 +68,7 @@ class NetworkConfig:
     root_der: bytes
     mint_chain: tuple[bytes, ...]
     urls: Mapping[str, str]  # party name -> base URL
+    limits: Mapping[str, int] = dataclasses.field(default_factory=dict)  # first policy's
 
     @property
     def banks(self) -> tuple[str, ...]:
@@ -101,6 +106,7 @@ def init_network(
     algorithm: Algorithm = Algorithm.ED25519,
     liquidity: Liquidity = Liquidity.QUEUE,
     pool: int = 0,
+    limits: Mapping[str, int] | None = None,
 ) -> NetworkConfig:
     """Create a new network in ``folder``: keys, certificates, admission of every intermediary,
     each party's database and URL (free loopback ports unless ``urls`` says otherwise)."""
@@ -161,6 +167,7 @@ def init_network(
             "root": _b64(central.root_der),
             "mint_chain": [_b64(der) for der in mint_chain],
             "urls": {name: urls[name] for name in names},
+            "limits": dict(limits or {}),
         },
     )
     return load_network(folder)
@@ -178,6 +185,7 @@ def load_network(folder: Path) -> NetworkConfig:
             root_der=base64.b64decode(data["root"]),
             mint_chain=tuple(base64.b64decode(d) for d in data["mint_chain"]),
             urls={str(k): str(v) for k, v in data["urls"].items()},
+            limits={str(k): int(v) for k, v in dict(data.get("limits") or {}).items()},
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise DataDirError(f"{folder / NETWORK_FILE} is incomplete or damaged: {exc}") from None
@@ -212,6 +220,7 @@ def open_intermediary(network: NetworkConfig, name: str, transport: MemoryNetwor
         algorithm=network.algorithm,
         mint_chain=network.mint_chain,
         liquidity=network.liquidity,
+        limits=network.limits,
     )
 
 

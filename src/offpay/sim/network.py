@@ -3,7 +3,7 @@ wired through an in-process network; plus the audit that money is conserved."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -203,53 +203,12 @@ class OfflineNetwork:
         return user
 
     def central_moves_in_transit(self) -> dict[str, Money]:
-        """Value between a wallet and the central bank after a cut connection: a withdrawal
-        debited but not minted, a token redeemed but not yet credited, a pool loan drawn but not
-        yet in the wallet or repaid from the wallet but not yet received. Whether the central
-        bank carried a request out is read from its record of answered nonces."""
-        totals: dict[str, Money] = {}
-        seen = schema.central_seen
-        with self.central.db.connect() as cb:
-            for name, bank in self.banks.items():
-                with bank.db.connect() as conn:
-                    moves = open_central_moves(conn)
-                carried = [
-                    (
-                        kind,
-                        amount,
-                        cb.execute(
-                            select(seen.c.nonce).where(
-                                seen.c.sender == bank.id, seen.c.nonce == nonce
-                            )
-                        ).first()
-                        is not None,
-                    )
-                    for kind, amount, nonce in moves
-                ]
-                totals[name] = self.money(moves_in_transit(carried))
-        return totals
+        """See :func:`central_moves_in_transit`."""
+        return central_moves_in_transit(self.central, self.banks)
 
     def payments_in_transit(self) -> Money:
-        """Debited at the payer's intermediary and credited nowhere yet. Read from every
-        ledger, because a payee's intermediary may credit from the notary's receipt before the
-        payer's intermediary learns that it did."""
-        d, c = schema.debits, schema.credits
-        pending: dict[bytes, int] = {}
-        for bank in self.banks.values():
-            with bank.db.connect() as conn:
-                for tx_id, amount in conn.execute(
-                    select(d.c.tx_id, d.c.amount).where(d.c.credited.is_(False))
-                ):
-                    pending[bytes(tx_id)] = amount
-        if pending:
-            for bank in self.banks.values():
-                with bank.db.connect() as conn:
-                    credited = conn.execute(
-                        select(c.c.tx_id).where(c.c.tx_id.in_(list(pending)))
-                    ).scalars()
-                    for tx_id in credited:
-                        pending.pop(bytes(tx_id), None)
-        return self.money(sum(pending.values()))
+        """See :func:`payments_in_transit`."""
+        return payments_in_transit(self.banks, self.currency)
 
     def audit(self, _moves: dict[str, Money] | None = None) -> Audit:
         return self._audit(_moves)[0]
@@ -262,24 +221,84 @@ class OfflineNetwork:
         return self._audit(_moves)[1]
 
     def _audit(self, moves: dict[str, Money] | None) -> tuple[Audit, list[str]]:
-        """Both checks from one read of every ledger: the audit runs after every test step."""
-        issued, tokens, pool = self.central.audit_totals()
-        books = Books(
-            issued=issued,
-            tokens=tokens,
-            pool=pool,
-            positions=self.central.positions(),
-            flows=self.central.cross_flows(),
-            totals={name: bank.ledger_totals() for name, bank in self.banks.items()},
-            moves=moves if moves is not None else self.central_moves_in_transit(),
-            payments_in_transit=self.payments_in_transit,
-        )
-        return audit_books(books, self.money(0))
+        return audit_parties(self.central, self.banks, moves)
 
     def check_conservation(self) -> Audit:
         """Money issued equals money held, and each intermediary's wallets agree with the
         central bank's record of them; raises :class:`ConservationError` otherwise."""
         return conserved(*self._audit(None))
+
+
+def central_moves_in_transit(
+    central: CentralBank, banks: Mapping[str, Intermediary]
+) -> dict[str, Money]:
+    """Value between a wallet and the central bank after a cut connection: a withdrawal
+    debited but not minted, a token redeemed but not yet credited, a pool loan drawn but not
+    yet in the wallet or repaid from the wallet but not yet received. Whether the central
+    bank carried a request out is read from its record of answered nonces."""
+    totals: dict[str, Money] = {}
+    seen = schema.central_seen
+    with central.db.connect() as cb:
+        for name, bank in banks.items():
+            with bank.db.connect() as conn:
+                moves = open_central_moves(conn)
+            carried = [
+                (
+                    kind,
+                    amount,
+                    cb.execute(
+                        select(seen.c.nonce).where(seen.c.sender == bank.id, seen.c.nonce == nonce)
+                    ).first()
+                    is not None,
+                )
+                for kind, amount, nonce in moves
+            ]
+            totals[name] = Money(moves_in_transit(carried), central.currency)
+    return totals
+
+
+def payments_in_transit(banks: Mapping[str, Intermediary], currency: str) -> Money:
+    """Debited at the payer's intermediary and credited nowhere yet. Read from every
+    ledger, because a payee's intermediary may credit from the notary's receipt before the
+    payer's intermediary learns that it did."""
+    d, c = schema.debits, schema.credits
+    pending: dict[bytes, int] = {}
+    for bank in banks.values():
+        with bank.db.connect() as conn:
+            for tx_id, amount in conn.execute(
+                select(d.c.tx_id, d.c.amount).where(d.c.credited.is_(False))
+            ):
+                pending[bytes(tx_id)] = amount
+    if pending:
+        for bank in banks.values():
+            with bank.db.connect() as conn:
+                credited = conn.execute(
+                    select(c.c.tx_id).where(c.c.tx_id.in_(list(pending)))
+                ).scalars()
+                for tx_id in credited:
+                    pending.pop(bytes(tx_id), None)
+    return Money(sum(pending.values()), currency)
+
+
+def audit_parties(
+    central: CentralBank,
+    banks: Mapping[str, Intermediary],
+    moves: dict[str, Money] | None = None,
+) -> tuple[Audit, list[str]]:
+    """The conservation audit of a central bank and its intermediaries in this process, from
+    one read of every ledger (it runs after every test step)."""
+    issued, tokens, pool = central.audit_totals()
+    books = Books(
+        issued=issued,
+        tokens=tokens,
+        pool=pool,
+        positions=central.positions(),
+        flows=central.cross_flows(),
+        totals={name: bank.ledger_totals() for name, bank in banks.items()},
+        moves=moves if moves is not None else central_moves_in_transit(central, banks),
+        payments_in_transit=lambda: payments_in_transit(banks, central.currency),
+    )
+    return audit_books(books, Money.zero(central.currency))
 
 
 def open_central_moves(conn: Connection) -> list[tuple[str, int, bytes]]:

@@ -8,6 +8,8 @@ that they never go negative.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -20,6 +22,18 @@ from sqlalchemy import (
     String,
     Table,
 )
+
+
+def _written_at() -> dt.datetime:
+    """When a settlement record was written (wall clock, UTC): filled in by every insert,
+    batched ones included, so that a payment's records can be read with their times."""
+    return dt.datetime.now(dt.UTC)
+
+
+def _recorded_at() -> Column[dt.datetime]:
+    # Nullable: rows written before the column existed have no time.
+    return Column("recorded_at", DateTime(timezone=True), nullable=True, default=_written_at)
+
 
 # ---- central bank -----------------------------------------------------------------------------
 
@@ -53,6 +67,7 @@ notary = Table(
     Column("payee_institution", String(64), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("recorded_by", String(128), nullable=False),
+    _recorded_at(),
 )
 
 # token scheme: what the minting service minted, what it saw consumed, what was redeemed
@@ -183,6 +198,7 @@ debits = Table(
     Column("payment", LargeBinary, nullable=False),
     Column("notarised", Boolean, nullable=False),
     Column("credited", Boolean, nullable=False),
+    _recorded_at(),
 )
 
 credits = Table(
@@ -196,6 +212,7 @@ credits = Table(
     # payment was credited (the payer synchronised first); the refund needs both.
     Column("payment", LargeBinary, nullable=True),
     Column("request_id", LargeBinary(16), nullable=True, index=True),
+    _recorded_at(),
 )
 
 # Payment requests our payee devices declared declined (bank/refusal.py).

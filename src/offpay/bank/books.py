@@ -1,0 +1,206 @@
+"""The books of a party, as plain JSON-ready records (amounts in minor units): what
+``offpay books`` shows and what the back-office routes ``/v1/admin/books`` and
+``/v1/admin/payments/{id}`` answer. Read-only; one reading for the process and the service."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+
+from offpay.bank.engine import Intermediary
+from offpay.central.bank import CentralBank
+from offpay.store import schema
+
+
+def _time(t: dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    return (t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def bank_books(bank: Intermediary) -> dict[str, Any]:
+    """Each customer's wallets and devices, the pending-settlement queue, anomalies, losses
+    with their bounds, open shortfalls and the limits policy in force."""
+    cu, ac, dv = schema.customers, schema.accounts, schema.devices
+    with bank.db.connect() as conn:
+        customers = conn.execute(select(cu).order_by(cu.c.id)).all()
+        accounts = conn.execute(select(ac).order_by(ac.c.id)).all()
+        devices = conn.execute(select(dv).order_by(dv.c.id)).all()
+    by_customer: dict[str, dict[str, Any]] = {
+        c.id: {"id": c.id, "name": c.name, "kind": c.kind, "wallets": {}, "devices": []}
+        for c in customers
+    }
+    for a in accounts:
+        by_customer[a.customer_id]["wallets"][a.kind] = a.balance
+    for d in devices:
+        by_customer[d.customer_id]["devices"].append(
+            {
+                "id": d.id,
+                "kind": d.kind,
+                "status": d.status,
+                "blocked_at": _time(d.blocked_at),
+                "released": bool(d.released),
+            }
+        )
+    policy = bank.current_policy()
+    return {
+        "bank": bank.name,
+        "currency": bank.currency,
+        "customers": list(by_customer.values()),
+        "pending": [
+            {
+                "tx_id": p.tx_id.hex(),
+                "direction": p.direction,
+                "device": p.device,
+                "counterparty": p.counterparty,
+                "amount": p.amount.minor,
+                "since": _time(p.since),
+            }
+            for p in bank.pending()
+        ],
+        "anomalies": [
+            {"kind": kind, "device": device, "detail": detail}
+            for kind, device, detail in bank.anomalies()
+        ],
+        "losses": [
+            {
+                "device": loss.device,
+                "tx_id": loss.tx_id.hex() if loss.tx_id is not None else None,
+                "amount": loss.amount.minor,
+                "bound": loss.bound.minor,
+                "detail": loss.detail,
+            }
+            for loss in bank.losses()
+        ],
+        "shortfalls": [
+            {"tx_id": tx.hex(), "device": device, "amount": amount.minor}
+            for tx, device, amount in bank.open_shortfalls()
+        ],
+        "policy": None if policy is None else policy_record(policy[1]),
+    }
+
+
+def policy_record(policy: Any) -> dict[str, Any]:
+    """A :class:`~offpay.wire.messages.LimitsPolicy` as JSON (amounts in minor units)."""
+    return {
+        "issuer": policy.issuer,
+        "version": policy.version,
+        "currency": policy.currency,
+        "card_max_offline_transactions": policy.card_max_offline_transactions,
+        "card_max_balance": policy.card_max_balance.minor,
+        "terminal_max_offline_payments": policy.terminal_max_offline_payments,
+        "terminal_max_received": policy.terminal_max_received.minor,
+        "liquidity": policy.liquidity.value,
+        "max_receipts": policy.max_receipts,
+        "blocked_window_hours": policy.blocked_window_hours,
+    }
+
+
+def central_books(central: CentralBank) -> dict[str, Any]:
+    """Issuance, each intermediary's reserve and holdings, the liquidity pool, the notary's
+    count and the revocation list."""
+    issued, tokens, _ = central.audit_totals()
+    pool = central.pool_status()
+    return {
+        "currency": central.currency,
+        "issued": issued.minor,
+        "tokens": tokens.minor,
+        "positions": {
+            p.institution: {"reserve": p.reserve.minor, "holdings": p.holdings.minor}
+            for p in central.positions()
+        },
+        "pool": {
+            "size": pool.size.minor,
+            "available": pool.available.minor,
+            "outstanding": pool.outstanding.minor,
+            "peak_outstanding": pool.peak_outstanding.minor,
+            "drawn_total": pool.drawn_total.minor,
+            "loans": pool.loans,
+        },
+        "notarised": central.notarised_count(),
+        "revoked": central.revoked_devices(),
+    }
+
+
+def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
+    """What this intermediary records of one payment: its debit (as the payer's bank), its
+    credit (as the payee's), and the queues it went through, each with its time."""
+    d, c = schema.debits, schema.credits
+    s, r, w = schema.shortfalls, schema.refunds, schema.awaited
+    with bank.db.connect() as conn:
+        debit = conn.execute(select(d).where(d.c.tx_id == tx_id)).first()
+        credit = conn.execute(select(c).where(c.c.tx_id == tx_id)).first()
+        shortfall = conn.execute(select(s).where(s.c.tx_id == tx_id)).first()
+        refund = conn.execute(select(r).where(r.c.tx_id == tx_id)).first()
+        awaited = conn.execute(select(w).where(w.c.tx_id == tx_id)).first()
+    return {
+        "bank": bank.name,
+        "tx_id": tx_id.hex(),
+        "debit": None
+        if debit is None
+        else {
+            "device": debit.device_id,
+            "amount": debit.amount,
+            "evidence": bytes(debit.evidence).hex(),
+            "notarised": bool(debit.notarised),
+            "credited": bool(debit.credited),
+            "recorded_at": _time(debit.recorded_at),
+        },
+        "credit": None
+        if credit is None
+        else {
+            "device": credit.device_id,
+            "amount": credit.amount,
+            "evidence": bytes(credit.evidence).hex(),
+            "recorded_at": _time(credit.recorded_at),
+        },
+        "shortfall": None
+        if shortfall is None
+        else {
+            "device": shortfall.device_id,
+            "amount": shortfall.amount,
+            "open": bool(shortfall.open),
+            "queued_at": _time(shortfall.queued_at),
+            "settled_at": _time(shortfall.settled_at),
+        },
+        "awaited": None
+        if awaited is None
+        else {
+            "device": awaited.device_id,
+            "payer": awaited.payer,
+            "amount": awaited.amount,
+            "open": bool(awaited.open),
+            "since": _time(awaited.since),
+        },
+        "refund": None
+        if refund is None
+        else {
+            "device": refund.device_id,
+            "amount": refund.amount,
+            "open": bool(refund.open),
+            "queued_at": _time(refund.queued_at),
+            "done_at": _time(refund.done_at),
+        },
+    }
+
+
+def notary_record(central: CentralBank, tx_id: bytes) -> dict[str, Any]:
+    """The notary's record of one payment (None if it never notarised it)."""
+    n = schema.notary
+    with central.db.connect() as conn:
+        row = conn.execute(select(n).where(n.c.tx_id == tx_id)).first()
+    return {
+        "tx_id": tx_id.hex(),
+        "notary": None
+        if row is None
+        else {
+            "payer_institution": row.payer_institution,
+            "payee_institution": row.payee_institution,
+            "amount": row.amount,
+            "evidence": bytes(row.evidence).hex(),
+            "recorded_by": row.recorded_by,
+            "recorded_at": _time(row.recorded_at),
+        },
+    }

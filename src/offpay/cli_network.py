@@ -1,0 +1,101 @@
+"""``offpay network init``: a new network from options and a TOML settings file (options win);
+see :mod:`offpay.service.network_settings` for the keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from offpay.cli_limits import (
+    BlockedWindow,
+    CardMaxBalance,
+    CardMaxTx,
+    MaxReceipts,
+    TerminalMaxPayments,
+    TerminalMaxReceived,
+    limits_given,
+)
+from offpay.cli_support import refusals
+from offpay.crypto.keys import Algorithm
+from offpay.wire.messages import Liquidity
+
+BanksOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--banks",
+        help="An intermediary of a new network; repeat for more: --banks bank-a --banks bank-b "
+        "(default: bank-a and bank-b).",
+    ),
+]
+DEFAULT_BANKS = ("bank-a", "bank-b")
+
+
+def bank_names(banks: list[str] | None) -> list[str]:
+    """The intermediaries given with --banks; a value may also list several, comma-separated
+    (--banks bank-a,bank-b), as earlier versions took them."""
+    if banks is None:
+        return list(DEFAULT_BANKS)
+    return [name.strip() for value in banks for name in value.split(",") if name.strip()]
+
+
+def network_init(
+    data: Annotated[
+        Path, typer.Option("--data", help="The network's data folder (created if missing).")
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="A TOML file with the same keys as these options (options win)."),
+    ] = None,
+    banks: BanksOption = None,
+    algorithm: Annotated[
+        Algorithm | None,
+        typer.Option(help="Signature algorithm of every key (default ed25519)."),
+    ] = None,
+    liquidity: Annotated[
+        Liquidity | None,
+        typer.Option(help="What happens when a payer's shadow wallet is short (default queue)."),
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(help='The central bank\'s liquidity pool, e.g. "SEK 100000" (default none).'),
+    ] = None,
+    card_max_offline_transactions: CardMaxTx = None,
+    card_max_balance: CardMaxBalance = None,
+    terminal_max_offline_payments: TerminalMaxPayments = None,
+    terminal_max_received: TerminalMaxReceived = None,
+    max_receipts: MaxReceipts = None,
+    blocked_window_hours: BlockedWindow = None,
+) -> None:
+    """Create a network in a data folder: keys, certificates, admissions, one embedded SQLite
+    database per party, free loopback ports; its liquidity policy, pool and limits."""
+    from offpay.service.datadir import init_network
+    from offpay.service.network_settings import network_settings
+
+    with refusals():
+        options: dict[str, object] = {
+            "banks": None if banks is None else bank_names(banks),
+            "algorithm": algorithm,
+            "liquidity": liquidity,
+            "pool": pool,
+            **limits_given(
+                card_max_offline_transactions,
+                card_max_balance,
+                terminal_max_offline_payments,
+                terminal_max_received,
+                max_receipts,
+                blocked_window_hours,
+            ),
+        }
+        settings = network_settings(config, options)
+        network = init_network(
+            data,
+            settings.banks,
+            algorithm=settings.algorithm,
+            liquidity=settings.liquidity,
+            pool=settings.pool,
+            limits=settings.limits.given(),
+        )
+    for name, url in network.urls.items():
+        typer.echo(f"{name}: {url}")

@@ -1,0 +1,81 @@
+"""A device switched off and on again (``offpay`` keeps cards and terminal modules between
+commands): the same device, its sealed memory as it was left, and the anti-rollback check
+intact, for any history of writes."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from offpay.crypto.keys import Signer
+from offpay.device.card import Card
+from offpay.device.image import DeviceImage, MemoryImage
+from offpay.device.memory import SealedMemory
+from offpay.device.reader import CardClient
+from offpay.device.terminal import TerminalModule
+from offpay.drive.vault import VaultError, load_image, save_image
+from offpay.errors import DeviceStateError, SealError
+from offpay.sim.network import OfflineNetwork
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=64), min_size=1, max_size=8), st.data())
+def test_a_restored_memory_reads_the_last_write_and_refuses_any_older_one(
+    values: list[bytes], data: st.DataObject
+) -> None:
+    memory = SealedMemory("device-1")
+    blobs = []
+    for value in values:
+        memory.write(value)
+        blobs.append(memory.blob)
+    image = memory.image()
+    with tempfile.TemporaryDirectory() as tmp:  # through the file, as between commands
+        path = Path(tmp) / "d.card"
+        save_image(path, DeviceImage(Signer.generate(), image, None))
+        image = load_image(path).memory
+    restored = SealedMemory.restore("device-1", image)
+    assert restored.read() == values[-1]
+    restored.write(b"next")  # the counter carries on from where it was
+    assert restored.image().counter == len(values) + 1
+    if len(blobs) > 1:
+        old = blobs[data.draw(st.integers(0, len(blobs) - 2))]
+        with pytest.raises(DeviceStateError, match="rolled back"):
+            SealedMemory.restore("device-1", MemoryImage(image.key, image.counter, old)).read()
+    with pytest.raises(SealError):
+        SealedMemory.restore("device-2", image).read()  # another device's record
+
+
+def test_a_card_and_a_terminal_carry_on_after_a_power_cut() -> None:
+    net = OfflineNetwork()
+    net.issue("bank-a", 1_000_00)
+    alice = net.add_user("alice", "bank-a", online=500_00)
+    shop = net.add_merchant("shop", "bank-a")
+    alice.phone.top_up(alice.pin, net.money(100_00))
+    shop.pos.charge(alice.card.process, alice.pin, net.money(10_00))
+
+    card = Card.from_image(alice.card.image())
+    module = TerminalModule.from_image(shop.module.image())
+    assert card.state == alice.card.state
+    assert module.state == shop.module.state
+    assert not card.transient.pin_verified  # RAM is empty after a power cut
+    shop.pos.module = module
+    shop.pos.charge(card.process, alice.pin, net.money(5_00))
+    assert CardClient(card.process).status().balance == net.money(85_00)
+    assert module.state.received == net.money(15_00)
+    with pytest.raises(DeviceStateError):
+        TerminalModule.from_image(card.image())  # a card's image is not a module's
+    net.check_conservation()
+
+
+def test_a_damaged_device_file_is_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.card"
+    for text in ("", "{}", '{"hardware": {}, "memory": null}', "[1]"):
+        path.write_text(text)
+        with pytest.raises(VaultError, match="damaged"):
+            load_image(path)
+    with pytest.raises(VaultError, match="missing"):
+        load_image(tmp_path / "none.card")
