@@ -31,14 +31,18 @@ from offpay.sim.population.outcomes import INDEX, Results
 from offpay.sim.population.scenario import Scenario
 from offpay.sim.population.traffic import calibrate_tokens
 
-# token fields (int32 matrix TI); CLEARED: the history was walked, no double spend, not longer
-# than the policy's depth (a history never changes, so renewal need not walk it again)
-# SIZE: its encoded size, ancestry included (a root's calibrated size, plus what each
-# transition adds: see :func:`~.traffic.calibrate_tokens`)
-OWN, MADE, NEXT, PREV, PAY, RECV, STAMP, TCONS, CB, HELD, XSTAMP, XCONS, CLEARED, SIZE = range(14)
-TFIELDS = 14
-# token values and arrivals (int64 matrix TV)
-VAL, ARR = 0, 1
+# token fields (int32 matrix TI); FLAGS: HELD (in an element's list), CLEARED (the history
+# was walked, no double spend, not longer than the policy's depth: a history never changes, so
+# renewal need not walk it again) and, above them, the payee's online moment (its EPOCH + 1)
+# before which a person-to-person payment delivered it. SIZE: its encoded size, ancestry
+# included (a root's calibrated size, plus what each transition adds: see
+# :func:`~.traffic.calibrate_tokens`). A row is what a million people's tokens cost in memory:
+# keep it narrow.
+OWN, MADE, NEXT, PREV, PAY, STAMP, TCONS, CB, FLAGS, SIZE = range(10)
+TFIELDS = 10
+HELD, CLEARED, RECEIVED = 1, 2, 4  # bits of FLAGS; RECEIVED: the moment's lowest bit
+# token values (int64 matrix TV, one column)
+VAL = 0
 # element fields (int64 matrix EI); the held tokens are a list from HEAD to TAIL: tokens sorted
 # by value, then arrival (the applet's listing), then those that arrived since, in arrival
 # order; UNSORTED says there are such (sorted on the next listing); BAL their value, COUNT
@@ -86,14 +90,13 @@ def _add(TI, TV, EI, G, e, row):
     """Store a token at the list's tail (it arrived last); the list stays sorted if nothing
     held is worth more. A shop that receives all day is sorted once, when it lists."""
     value = TV[row, VAL]
-    TI[row, HELD] = 1
-    TV[row, ARR] = G[ARRC]
+    TI[row, FLAGS] |= HELD
     G[ARRC] += 1
     G[HELDSUM] += value
     EI[e, BAL] += value
     EI[e, COUNT] += 1
     EI[e, HSIZE] += TI[row, SIZE]
-    if not TI[row, CLEARED]:
+    if not TI[row, FLAGS] & CLEARED:
         EI[e, PEND] += 1
     prev = EI[e, TAIL]
     TI[row, PREV], TI[row, NEXT] = prev, -1
@@ -148,12 +151,12 @@ def _remove(TI, TV, EI, G, e, row):
         EI[e, TAIL] = prev
     else:
         TI[after, PREV] = prev
-    TI[row, HELD] = 0
+    TI[row, FLAGS] &= ~HELD
     G[HELDSUM] -= TV[row, VAL]
     EI[e, BAL] -= TV[row, VAL]
     EI[e, COUNT] -= 1
     EI[e, HSIZE] -= TI[row, SIZE]
-    if not TI[row, CLEARED]:
+    if not TI[row, FLAGS] & CLEARED:
         EI[e, PEND] -= 1
 
 
@@ -210,10 +213,10 @@ def _new_token(TI, TV, G, value, owner, made, size):
     row = G[NT]
     G[NT] += 1
     TI[row, OWN], TI[row, MADE], TI[row, NEXT], TI[row, PAY] = owner, made, -1, -1
-    TI[row, RECV], TI[row, STAMP], TI[row, TCONS], TI[row, CB] = 0, 0, -1, -1
-    TI[row, HELD], TI[row, XSTAMP], TI[row, XCONS] = 0, 0, -1
-    TI[row, PREV], TI[row, CLEARED] = -1, made < 0  # a minted token has no history
-    TV[row, VAL], TV[row, ARR] = value, 0
+    TI[row, STAMP], TI[row, TCONS], TI[row, CB] = 0, -1, -1
+    TI[row, PREV] = -1
+    TI[row, FLAGS] = CLEARED if made < 0 else 0  # a minted token has no history
+    TV[row, VAL] = value
     TI[row, SIZE] = size
     return row
 
@@ -235,12 +238,37 @@ def _history(TI, RT, RS, PAR, G, row, hp, ht):
     pairs (token, transition) in ``hp``/``ht``."""
     G[STAMPC] += 1
     cur = G[STAMPC]
-    n, clash, top = 0, -1, 0
     stack = ht[len(ht) // 2 :]  # the second half of the scratch holds the stack
+    top = 0
     if TI[row, MADE] >= 0:
         stack[0] = TI[row, MADE]
         RS[TI[row, MADE]] = cur
         top = 1
+    return _walk(TI, RT, RS, PAR, cur, top, hp, ht)
+
+
+@njit(cache=True)
+def _histories(TI, RT, RS, PAR, G, rows, n, hp, ht):
+    """Walk the histories of ``rows[:n]`` as one: the first token that two different
+    transitions consume in any of them, or across them (-1: none)."""
+    G[STAMPC] += 1
+    cur = G[STAMPC]
+    stack = ht[len(ht) // 2 :]
+    top = 0
+    for k in range(n):
+        made = TI[rows[k], MADE]
+        if made >= 0 and RS[made] != cur:
+            RS[made] = cur
+            stack[top] = made
+            top += 1
+    return _walk(TI, RT, RS, PAR, cur, top, hp, ht)[1]
+
+
+@njit(cache=True)
+def _walk(TI, RT, RS, PAR, cur, top, hp, ht):
+    """The walk from the transitions on the stack (``top`` of them, stamped ``cur``)."""
+    stack = ht[len(ht) // 2 :]
+    n, clash = 0, -1
     while top > 0:
         top -= 1
         tr = stack[top]
@@ -291,20 +319,17 @@ def _split(TI, TV, RT, PAR, EI, G, e, row, amount, one):
 
 @njit(cache=True)
 def _merge(TI, TV, RT, RS, PAR, EI, G, e, picked, n, hp, ht):
-    """(child, code): each parent verified, then checked against the others' histories."""
-    G[STAMPC] += 1
-    xs = G[STAMPC]
-    for k in range(n):
-        m, clash = _history(TI, RT, RS, PAR, G, picked[k], hp, ht)
-        if clash >= 0:
+    """(child, code): each parent verified, then checked against the others' histories. The
+    applet checks the first parent, then whether the element knows itself revoked, then each
+    further parent and the histories across parents: one walk of all of them finds the same
+    double spends as a walk per parent and a comparison of their consumed tokens."""
+    if n > 0:
+        if _history(TI, RT, RS, PAR, G, picked[0], hp, ht)[1] >= 0:
             return -1, C_DOUBLE
         if _knows_revoked(EI, EI[e, KNOWN], e):
             return -1, C_TREVOKED
-        for q in range(m):
-            p = hp[q]
-            if TI[p, XSTAMP] == xs and TI[p, XCONS] != ht[q]:
-                return -1, C_DOUBLE
-            TI[p, XSTAMP], TI[p, XCONS] = xs, ht[q]
+    if n > 1 and _histories(TI, RT, RS, PAR, G, picked, n, hp, ht) >= 0:
+        return -1, C_DOUBLE
     total, size = 0, G[Z_MERGE]
     for k in range(n):
         total += TV[picked[k], VAL]
@@ -393,7 +418,7 @@ def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, ep
     _add(TI, TV, EI, G, payee, child)
     TI[child, PAY] = event
     if epoch_flag:
-        TI[child, RECV] = EI[payee, EPOCH] + 1
+        TI[child, FLAGS] |= (EI[payee, EPOCH] + 1) * RECEIVED
     return C_OK, m + 1
 
 
@@ -469,7 +494,7 @@ def _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settle
     rows[:] = buf[:n]
     for k in range(n):
         row, m = rows[k], 0
-        if not TI[row, CLEARED]:
+        if not TI[row, FLAGS] & CLEARED:
             m, clash = _history(TI, RT, RS, PAR, G, row, hp, ht)
             if clash >= 0:
                 return C_DOUBLE
@@ -479,8 +504,8 @@ def _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settle
             code = _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, True, t, settled, W)
             if code != C_OK:
                 return code
-        elif not TI[row, CLEARED]:
-            TI[row, CLEARED] = 1
+        elif not TI[row, FLAGS] & CLEARED:
+            TI[row, FLAGS] |= CLEARED
             EI[e, PEND] -= 1
     return C_OK
 
@@ -559,7 +584,7 @@ def _run(
             code = C_OK
             for c in range(EI[x, CSTART], EI[x, CSTART] + EI[x, CCOUNT]):
                 row = COPY[c]
-                if TI[row, HELD]:
+                if TI[row, FLAGS] & HELD:
                     continue
                 m, clash = _history(TI, RT, RS, PAR, G, row, hp, ht)
                 if clash >= 0:
@@ -589,7 +614,7 @@ def _run(
             values = buf[n : 2 * n]
             m = 0
             for q in range(n):
-                if TI[buf[q], RECV] == EI[x, EPOCH] + 1:
+                if TI[buf[q], FLAGS] // RECEIVED == EI[x, EPOCH] + 1:
                     values[m] = TV[buf[q], VAL]
                     m += 1
             EI[x, EPOCH] += 1
@@ -665,7 +690,7 @@ def run_fast_tokens(
     # memory, whereas growing copies every row (the old and the new arrays live together)
     cap = max(1024, 4 * people + 4 * n + 1024)
     TI = np.zeros((cap, TFIELDS), np.int32)
-    TV = np.zeros((cap, 2), np.int64)
+    TV = np.zeros((cap, 1), np.int64)
     RT = np.zeros((cap, 2), np.int32)
     RS = np.zeros(cap, np.int32)
     PAR = np.zeros(2 * cap, np.int32)
@@ -719,7 +744,7 @@ def run_fast_tokens(
         i = done
         if progress is not None:
             progress(i)
-    held = TV[: G[NT], VAL][TI[: G[NT], HELD] == 1].sum()
+    held = TV[: G[NT], VAL][(TI[: G[NT], FLAGS] & HELD) != 0].sum()
     if held != G[HELDSUM] or EI[:, BAL].sum() != held or EI[:, ONLINE].sum() != G[ONLINESUM]:
         raise ConservationError("the token model's counters disagree with its rows")
     results.person_online[:] = EI[:people, ONLINE]
