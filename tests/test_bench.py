@@ -223,6 +223,28 @@ def test_bench_simulates_a_population_and_weighs_it_against_the_real_protocol(tm
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "sim fast executor, 2,000 people, 168 h outage" in text
     assert "sim real executor, 12 people" in text
+    # the same country under the token scheme, held to the same scale targets
+    tokens = sim["tokens"]
+    assert tokens["executor"] == "fast" and tokens["people"] == 2_000
+    assert tokens["outage_hours"] == 168 and "token scheme" in tokens["scenario"]
+    assert tokens["events"] > tokens["payments"] >= tokens["payments_made"] > 0
+    scale = "population simulator (token scheme): 1,000,000 people, 7-day outage"
+    assert targets[f"{scale}, < 5 min"]["measured"] == tokens["wall_s"]
+    assert targets[f"{scale}, < 4 GiB"]["met"] is None
+    assert "sim fast executor, token scheme, 2,000 people, 168 h outage" in text
+
+
+def test_the_country_under_tokens_keeps_its_people_and_breaks_elements_instead_of_cards():
+    from offpay.bench import sim
+    from offpay.sim.population.scenario import Scheme, parse_scenario
+
+    data, _ = sim.country()
+    tokens = parse_scenario(sim.under_tokens(data))
+    balance = parse_scenario(data)
+    assert tokens.scheme is Scheme.TOKENS and balance.scheme is Scheme.BALANCE
+    assert tokens.population == balance.population and tokens.outage == balance.outage
+    assert tokens.behaviour == balance.behaviour
+    assert tokens.attacks.broken_elements == balance.attacks.cloned_cards > 0
 
 
 def test_the_sim_section_refuses_a_bad_scenario_or_size_before_it_measures(tmp_path: Path):

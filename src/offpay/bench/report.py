@@ -145,11 +145,12 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 def _sim_rows(sim: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """The population simulator's runs: the fast one at scale, the real one it is held to."""
     out: list[tuple[str, str, str, str, str]] = []
-    for name in ("fast", "real"):
+    titles = {"fast": "sim fast executor", "real": "sim real executor"}
+    titles["tokens"] = "sim fast executor, token scheme"
+    for name, title in titles.items():
         r = sim.get(name)
         if not r:
             continue
-        title = f"sim {name} executor"
         if "error" in r:
             out.append((title, "failed", "", "", r["error"][:80]))
             continue

@@ -1,5 +1,6 @@
-"""The population simulator at scale (issue 14, point 3): a country through a 7-day outage on
-the fast executor, and what one payment costs there against the real protocol.
+"""The population simulator at scale: a country through a 7-day outage on the fast executor,
+under the balance scheme and under the token scheme, and what one payment costs there against
+the real protocol.
 
 The country is the shipped ``scenarios/country-outage.toml`` when this is a source checkout
 that has it, else :data:`COUNTRY` (the same shape). Its population can be scaled down for a
@@ -83,6 +84,24 @@ def scaled(data: dict[str, Any], people: int) -> dict[str, Any]:
         population["merchants"] = max(1, round(merchants * people / before))
     if population.get("names"):
         population["names"] = list(population["names"])[:people]
+    return out
+
+
+def under_tokens(data: dict[str, Any]) -> dict[str, Any]:
+    """The same country under the token scheme (FEDS 2025-105): the same people, shops,
+    payments and outage; each person's secure element starts with ``top_up_to`` in tokens. The
+    balance scheme's cloned and rolled-back cards become broken secure elements of the same
+    share, and its liquidity rule, which tokens do not need, is dropped."""
+    out = copy.deepcopy(data)
+    out["scheme"] = "tokens"
+    out["name"] = f"{out.get('name', 'country')} (token scheme)"
+    out.pop("liquidity", None)
+    attacks = out.get("attacks")
+    if attacks:
+        share = float(attacks.pop("cloned_cards", 0)) + float(attacks.pop("rolled_back_cards", 0))
+        if share:
+            attacks["broken_elements"] = share
+        attacks.pop("amount", None)
     return out
 
 
