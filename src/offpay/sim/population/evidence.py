@@ -333,17 +333,19 @@ def schemes(base: dict[str, Any], scale: Scale, run: Runner, folder: Path) -> Se
             (an element's tokens with their ancestries)."""
         ),
     ]
-    names = ["balance-based", "token-based"]
+
+    def figure(key: str) -> list[float]:
+        return [float(r.get(key) or 0) for r in results]
+
+    carried = [b / m for b, m in zip(figure("bytes_carried"), made, strict=True)]
     panels = (
-        ("settlement_delay_hours_p50", 1, "median settlement delay (h)"),
-        ("bytes_carried", made, "bytes carried per payment made"),
-        ("device_storage_peak_bytes", 1, "largest device storage (bytes)"),
+        ("median settlement delay (h)", figure("settlement_delay_hours_p50")),
+        ("bytes carried per payment made", carried),
+        ("largest device storage (bytes)", figure("device_storage_peak_bytes")),
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(11, 4))
-    for ax, (key, per, label) in zip(axes, panels, strict=True):
-        divisors = per if isinstance(per, list) else [per] * len(results)
-        values = [float(r.get(key) or 0) / d for r, d in zip(results, divisors, strict=True)]
-        ax.bar(names, values, color=["tab:blue", "tab:orange"])
+    for ax, (label, values) in zip(axes, panels, strict=True):
+        ax.bar(["balance-based", "token-based"], values, color=["tab:blue", "tab:orange"])
         ax.set_title(label, fontsize=10)
     fig.suptitle("Balance-based against token-based, on the same population")
     fig.tight_layout()

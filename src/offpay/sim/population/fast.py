@@ -862,11 +862,12 @@ def _psz(S, e):
 
 
 @njit(cache=True)
-def _list_bytes(S, version):
-    """The revocation list an instruction carries to a device holding ``version``."""
-    if version >= S.sc[REV_COUNT]:
+def _list_bytes(S, held, listed):
+    """The revocation list of ``listed`` devices an instruction carries to a device holding
+    the list of ``held``: nothing if that is as new."""
+    if held >= listed:
         return np.int64(0)
-    return S.tr[TR_LIST_BASE] + S.sc[REV_COUNT] * S.tr[TR_LIST_DEVICE]
+    return S.tr[TR_LIST_BASE] + listed * S.tr[TR_LIST_DEVICE]
 
 
 @njit(cache=True)
@@ -1105,9 +1106,7 @@ def _card_session(S, p, top_up):
     if S.C[F_C_INSTR, cs] != instructions:  # the instruction came, with the list if newer
         S.C[F_C_SOPEN, cs] = 0
         # the list as the instruction was made: a block at the confirmation comes after it
-        listed = np.int64(0)
-        if S.C[F_C_RV, cs] > version:
-            listed = S.tr[TR_LIST_BASE] + S.C[F_C_RV, cs] * S.tr[TR_LIST_DEVICE]
+        listed = _list_bytes(S, version, S.C[F_C_RV, cs])
         S.C[F_C_LIST, cs] = listed
         sent += 2 * listed  # the intermediary's answer and the card's apply carry it
         if code == C_OK:
@@ -1229,7 +1228,8 @@ def _terminal_session(S, m):
         e = S.E32[F_T_NEXT, e]
     _rec(S, K[OP_UPLOAD], np.int64(bank), np.int64(base), np.int64(S.sc[SP] - base))
     S.sc[SP] = base
-    carried += 2 * _list_bytes(S, S.M[F_T_RV, m])  # in the instruction, to the app and module
+    # the list in the instruction, to the app and module
+    carried += 2 * _list_bytes(S, S.M[F_T_RV, m], S.sc[REV_COUNT])
     _carry(S, 3, carried)  # the records to the module, its upload to the intermediary
     if S.M[F_T_RV, m] < S.sc[REV_COUNT]:
         S.M[F_T_RV, m] = S.sc[REV_COUNT]

@@ -53,8 +53,8 @@ EFIELDS = 15
 # globals (int64 vector G)
 # and the event's traffic (MSGS messages, BYTES their bytes), then the sizes calibrated on real
 # elements, apps and desks (Z_*, the keys of :func:`~.traffic.calibrate_tokens`)
-(NT, NR, NPAR, CVER, ARRC, STAMPC, MINTED, REDEEMED, BURNED, RESURRECTED, HELDSUM, ONLINESUM,
- ISSUED, NCOPY, BROKE, LOST, MSGS, BYTES) = range(18)  # fmt: skip
+(NT, NR, NPAR, CVER, STAMPC, MINTED, REDEEMED, BURNED, RESURRECTED, HELDSUM, ONLINESUM,
+ ISSUED, NCOPY, BROKE, LOST, MSGS, BYTES) = range(17)  # fmt: skip
 SIZES = (
     "root", "split", "transfer", "merge", "proof", "hello_sent", "hello_got", "proof_sent",
     "proof_got", "offer_sent", "offer_got", "transfer_sent", "transfer_got", "vault_sent",
@@ -64,8 +64,8 @@ SIZES = (
 (Z_ROOT, Z_SPLIT, Z_TRANSFER, Z_MERGE, Z_PROOF, Z_HELLO_SENT, Z_HELLO_GOT, Z_PROOF_SENT,
  Z_PROOF_GOT, Z_OFFER_SENT, Z_OFFER_GOT, Z_TRANSFER_SENT, Z_TRANSFER_GOT, Z_VAULT_SENT,
  Z_VAULT_GOT, Z_DEPOSIT_SENT, Z_DEPOSIT_GOT, Z_ADDRESS, Z_RENEWAL_GOT, Z_WITHDRAW_SENT,
- Z_WITHDRAW_GOT, Z_LISTED) = range(18, 18 + len(SIZES))  # fmt: skip
-GFIELDS = 18 + len(SIZES)
+ Z_WITHDRAW_GOT, Z_LISTED) = range(BYTES + 1, BYTES + 1 + len(SIZES))  # fmt: skip
+GFIELDS = BYTES + 1 + len(SIZES)
 REDEEMED_BY = -2  # the "transition" that consumes a token the central bank redeemed
 
 C_OK = INDEX["ok"]
@@ -91,7 +91,6 @@ def _add(TI, TV, EI, G, e, row):
     held is worth more. A shop that receives all day is sorted once, when it lists."""
     value = TV[row, VAL]
     TI[row, FLAGS] |= HELD
-    G[ARRC] += 1
     G[HELDSUM] += value
     EI[e, BAL] += value
     EI[e, COUNT] += 1
@@ -323,12 +322,11 @@ def _merge(TI, TV, RT, RS, PAR, EI, G, e, picked, n, hp, ht):
     applet checks the first parent, then whether the element knows itself revoked, then each
     further parent and the histories across parents: one walk of all of them finds the same
     double spends as a walk per parent and a comparison of their consumed tokens."""
-    if n > 0:
+    if _knows_revoked(EI, EI[e, KNOWN], e):  # only the first parent's own walk comes first
         if _history(TI, RT, RS, PAR, G, picked[0], hp, ht)[1] >= 0:
             return -1, C_DOUBLE
-        if _knows_revoked(EI, EI[e, KNOWN], e):
-            return -1, C_TREVOKED
-    if n > 1 and _histories(TI, RT, RS, PAR, G, picked, n, hp, ht) >= 0:
+        return -1, C_TREVOKED
+    if _histories(TI, RT, RS, PAR, G, picked, n, hp, ht) >= 0:
         return -1, C_DOUBLE
     total, size = 0, G[Z_MERGE]
     for k in range(n):
