@@ -67,9 +67,19 @@ def network_init(
     terminal_max_received: TerminalMaxReceived = None,
     max_receipts: MaxReceipts = None,
     blocked_window_hours: BlockedWindow = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="http:// URLs instead of https:// (local debugging only; the services then "
+            "start only with --insecure-http, warned every time). TLS certificates are made "
+            "either way.",
+        ),
+    ] = False,
 ) -> None:
     """Create a network in a data folder: keys, certificates, admissions, one embedded SQLite
-    database per party, free loopback ports; its liquidity policy, pool and limits."""
+    database per party, free loopback ports; its liquidity policy, pool and limits; the TLS CA
+    (certified by the network root) and each service's TLS certificate (docs/tls.md)."""
     from offpay.service.datadir import init_network
     from offpay.service.network_settings import network_settings
 
@@ -96,6 +106,7 @@ def network_init(
             liquidity=settings.liquidity,
             pool=settings.pool,
             limits=settings.limits.given(),
+            insecure_http=insecure_http,
         )
     for name, url in network.urls.items():
         typer.echo(f"{name}: {url}")
