@@ -25,6 +25,7 @@ import pytest
 from rich.console import Console
 from sqlalchemy import text
 
+from conftest import client_of, serve_party
 from offpay.bank.engine import engine_id
 from offpay.central.bank import NOTARY_ID, utc_now
 from offpay.crypto.pki import Authority, Credential, Role
@@ -34,9 +35,9 @@ from offpay.money import Money
 from offpay.service.app import BANK_KINDS, CENTRAL_KINDS, create_app
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
 from offpay.service.keystore import load_credential
-from offpay.service.process import serve_in_thread
 from offpay.service.remote import RemoteNetwork, RemoteUser
 from offpay.service.serve import Built, build
+from offpay.service.tls import client_context
 from offpay.sim.demo import Demo
 from offpay.wire.codec import decode
 from offpay.wire.envelope import Signed, sign
@@ -82,13 +83,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     network = init_network(tmp_path_factory.mktemp("net"), ("bank-a", "bank-b", "bank-c"))
     with contextlib.ExitStack() as stack:
         built = {}
-        for name, url in network.urls.items():
+        for name in network.urls:
             built[name] = build(network, name, retry_every=-1)
             app = create_app(built[name].service, background=built[name].background)
-            stack.enter_context(serve_in_thread(app, url))
+            stack.enter_context(serve_party(network, name, app))
         remote = RemoteNetwork(network, retries=1)
         stack.callback(remote.close)
-        http = stack.enter_context(httpx.Client(trust_env=False, timeout=30))
+        # A client with an intermediary's certificate: the central bank serves no other.
+        http = stack.enter_context(client_of(network, "bank-c"))
         for bank in network.banks:
             remote.issue(bank, 1_000_000_00)
         yield Served(network, remote, built, http)
@@ -329,8 +331,12 @@ def test_a_malformed_content_length_gets_the_json_refusal(served: Served) -> Non
     """Every refusal is an RFC 9457 problem with a code and a message, including one the HTTP
     server itself makes before any route runs."""
     address = urlsplit(served.network.urls["bank-a"])
+    tls = client_context(served.network)
     for length in ("abc", "-1", "1, 2"):
-        with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        with (
+            socket.create_connection((address.hostname, address.port), timeout=10) as raw_conn,
+            tls.wrap_socket(raw_conn, server_hostname=address.hostname) as conn,
+        ):
             conn.sendall(
                 b"POST /v1/messages/card-session HTTP/1.1\r\nHost: x\r\n"
                 b"Content-Type: application/cbor\r\nIdempotency-Key: k1\r\n"

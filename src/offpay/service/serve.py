@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -201,3 +202,10 @@ def server_tls(network: NetworkConfig, name: str) -> ReloadingServerTls | None:
     if not is_tls(network.urls[name]):
         return None
     return ReloadingServerTls(TlsFiles.of(network, name), require_client=name == CENTRAL)
+
+
+def listening_context(network: NetworkConfig, name: str) -> ssl.SSLContext | None:
+    """The server context ``name`` listens with (None on plain HTTP), for a service served in
+    a thread (:func:`offpay.service.process.serve_in_thread`)."""
+    tls = server_tls(network, name)
+    return None if tls is None else tls.context
