@@ -173,17 +173,63 @@ def network_client(
 ) -> httpx.Client:
     """The HTTP client for this network's services, for the CLI, the demo, the console and
     the services themselves: verifies every service against the network's TLS CA; ``party``
-    names whose certificate it shows (see :func:`client_context`)."""
+    names whose certificate it shows (see :func:`client_context`). Like the services, it reads
+    the TLS files again when they change (a rotated certificate, a new CA, a new CRL)."""
+    limits = limits or httpx.Limits(max_connections=200, max_keepalive_connections=50)
     uses_tls = any(is_tls(url) for url in network.urls.values())
-    verify: ssl.SSLContext | bool = client_context(network, party) if uses_tls else True
+    transport: httpx.BaseTransport = (
+        ReloadingClientTransport(network, party, limits)
+        if uses_tls
+        else httpx.HTTPTransport(limits=limits)
+    )
     # trust_env=False: services talk to each other directly, never through a proxy the
     # environment happens to name.
     return httpx.Client(
-        verify=verify,
+        transport=transport,
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         trust_env=False,
-        limits=limits or httpx.Limits(max_connections=200, max_keepalive_connections=50),
     )
+
+
+class ReloadingClientTransport(httpx.BaseTransport):
+    """An HTTPS transport that starts a new connection pool, with the files' current content,
+    when the TLS files change; requests already under way finish on the old pool."""
+
+    def __init__(self, network: NetworkConfig, party: str | None, limits: httpx.Limits) -> None:
+        self.network = network
+        self.party = party
+        self.limits = limits
+        self.files = TlsFiles.of(network, party or CENTRAL)
+        self._lock = threading.Lock()
+        self._stamp = self.files.stamp()
+        self._current = self._build()
+        self._retired: list[httpx.HTTPTransport] = []
+
+    def _build(self) -> httpx.HTTPTransport:
+        return httpx.HTTPTransport(
+            verify=client_context(self.network, self.party), limits=self.limits
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        stamp = self.files.stamp()
+        with self._lock:
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    fresh = self._build()
+                except OffpayError as exc:
+                    log.error("TLS files changed but cannot be used, keeping the old: %s", exc)
+                else:
+                    self._retired.append(self._current)
+                    self._current = fresh
+            transport = self._current
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            for transport in (*self._retired, self._current):
+                transport.close()
+            self._retired.clear()
 
 
 def tls_failure(exc: BaseException) -> ssl.SSLError | None:
