@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
@@ -400,3 +401,154 @@ def test_an_old_network_without_tls_files_is_a_typed_refusal(tmp_path: Path) -> 
         client_context(network)
     assert refused.value.code == "tls.setup"
     assert "is missing" in refused.value.message
+
+
+def trusted_cas(network: NetworkConfig) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates((tls_folder(network.folder) / "ca.pem").read_bytes())
+
+
+def answers(url: str, context: ssl.SSLContext) -> bool:
+    """Whether the service answers a request on a TLS connection made with ``context`` (in
+    TLS 1.3 a refused client certificate shows only after the handshake, as a closed line)."""
+    try:
+        with handshake(url, context) as conn:
+            conn.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return conn.recv(100).startswith(b"HTTP/1.1 200")
+    except (ssl.SSLError, OSError):
+        return False
+
+
+def issuer_of(url: str, network: NetworkConfig) -> x509.Name:
+    with handshake(url, client_context(network)) as conn:
+        der = conn.getpeercert(binary_form=True)
+    assert der is not None
+    return load_certificate(der).issuer
+
+
+def test_the_tls_ca_is_rotated_while_the_network_runs(tmp_path: Path) -> None:
+    """`network tls-renew --new-ca`, then `--retire-old-cas`: clients and services made before
+    keep working on new connections throughout; the old CA's certificates end up refused."""
+    network = init_network(tmp_path / "rotate", ("bank-a", "bank-b"))
+    runner = CliRunner()
+    old_chain = party_files(network.folder, "bank-a")[1].read_bytes()
+    old_key = party_files(network.folder, "bank-a")[0].read_bytes()
+    with served(network):
+        remote = RemoteNetwork(network, retries=1)  # made before, kept throughout
+        try:
+            for bank in network.banks:
+                remote.issue(bank, 10_000_00)
+            old_issuer = issuer_of(network.urls["bank-a"], network)
+            renewed = runner.invoke(
+                cli, ["network", "tls-renew", "--data", str(network.folder), "--new-ca"]
+            )
+            assert renewed.exit_code == 0, renewed.output
+            assert (
+                len(
+                    x509.load_pem_x509_certificates(
+                        (tls_folder(network.folder) / "ca.pem").read_bytes()
+                    )
+                )
+                == 2
+            )
+            assert issuer_of(network.urls["bank-a"], network) != old_issuer
+            # Intermediaries reach the central bank and each other with their new certificates.
+            alice = remote.add_user("Alice", "bank-a", online=500_00)
+            bob = remote.add_user("Bob", "bank-b")
+            alice.phone.top_up(alice.pin, remote.money(100_00))
+            request = bob.phone.ask(alice.phone.show_identity(), remote.money(30_00))
+            bob.phone.accept(bob.pin, alice.phone.pay(alice.pin, request))
+            alice.phone.sync(alice.pin)
+            retired = runner.invoke(
+                cli, ["network", "tls-renew", "--data", str(network.folder), "--retire-old-cas"]
+            )
+            assert retired.exit_code == 0, retired.output
+            assert (
+                len(
+                    x509.load_pem_x509_certificates(
+                        (tls_folder(network.folder) / "ca.pem").read_bytes()
+                    )
+                )
+                == 1
+            )
+            bob.phone.sync(bob.pin)
+            assert bob.shadow == remote.money(30_00)
+            remote.check_conservation()
+            # A certificate of the retired CA opens no connection any more.
+            stolen = tmp_path / "stolen"
+            stolen.mkdir()
+            (stolen / "tls.pem").write_bytes(old_chain)
+            (stolen / "tls.key").write_bytes(old_key)
+            context = client_context(network)
+            context.load_cert_chain(stolen / "tls.pem", stolen / "tls.key")
+            assert answers(network.urls[CENTRAL], client_context(network, "bank-a"))
+            assert not answers(network.urls[CENTRAL], context)
+        finally:
+            remote.close()
+
+
+def test_an_operators_own_ca_issues_the_services_certificates(tmp_path: Path) -> None:
+    """`network tls-certify-ca`: the network root certifies the operator's CA (from a signing
+    request; its key never leaves their PKI), whose certificates the services then serve."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from offpay.service.tls_pki import TlsAuthority
+
+    network = init_network(tmp_path / "own", ("bank-a",))
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Operator TLS CA")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    (tmp_path / "ca.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "network",
+            "tls-certify-ca",
+            "--data",
+            str(network.folder),
+            "--request",
+            str(tmp_path / "ca.csr"),
+            "--out",
+            str(tmp_path / "ca.pem"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    operator = TlsAuthority(key, x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes()))
+    now = dt.datetime.now(dt.UTC)
+    crl = tls_folder(network.folder) / "crl.pem"  # the operator publishes its CA's list too
+    crl.write_bytes(
+        crl.read_bytes()
+        + operator.revocation_list([], now).public_bytes(serialization.Encoding.PEM)
+    )
+    with served(network):
+        for name in network.urls:
+            leaf_key, leaf = operator.issue(name, ["127.0.0.1"], now)
+            key_path, chain_path = party_files(network.folder, name)
+            key_path.write_bytes(
+                leaf_key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            chain_path.write_bytes(
+                leaf.public_bytes(serialization.Encoding.PEM)
+                + operator.certificate.public_bytes(serialization.Encoding.PEM)
+            )
+        assert issuer_of(network.urls["bank-a"], network) == subject
+        assert health(network, CENTRAL, "bank-a") == 200  # mutual TLS with the operator's
+    bad = CliRunner().invoke(
+        cli,
+        [
+            "network",
+            "tls-certify-ca",
+            "--data",
+            str(network.folder),
+            "--request",
+            str(tmp_path / "ca.pem"),
+            "--out",
+            str(tmp_path / "x.pem"),
+        ],
+    )
+    assert bad.exit_code == 2 and "not a PEM certificate signing request" in bad.output

@@ -22,6 +22,7 @@ from offpay.cli_support import (
     stopped,
     writable_folder,
 )
+from offpay.cli_tls import network_tls_certify_ca, network_tls_renew
 from offpay.crypto.keys import Algorithm
 from offpay.sim.population.cli import sim_app
 
@@ -244,6 +245,8 @@ def serve_intermediary(
 
 
 network_app.command("init")(network_init)  # offpay/cli_network.py
+network_app.command("tls-renew")(network_tls_renew)  # offpay/cli_tls.py
+network_app.command("tls-certify-ca")(network_tls_certify_ca)
 
 
 @network_app.command("run")

@@ -15,6 +15,7 @@ import logging
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -51,6 +52,7 @@ class PlainHttpRefused(OffpayError):
 
 
 CRL_POLL_S = 1.0  # how often the central bank looks for newly revoked parties
+CRL_RESIGN_S = 24 * 3600.0  # the CRL is good for CRL_DAYS; signed again every day
 
 PLAIN_HTTP_WARNING = (
     "WARNING: {name} serves PLAIN HTTP at {url}: anyone on the path reads every payment. "
@@ -96,10 +98,12 @@ def keep_crl_current(
 
     def watch(stop: threading.Event) -> None:
         written: set[str] | None = None
+        signed_at = 0.0
         while not stop.is_set():
             try:
                 parties = revoked_parties(network, set(central.revoked_devices()))
-                if parties != written:
+                # Signed again daily too: a CRL past its next update fails every handshake.
+                if parties != written or time.monotonic() - signed_at > CRL_RESIGN_S:
                     write_crl(
                         network.folder,
                         CENTRAL,
@@ -107,7 +111,7 @@ def keep_crl_current(
                         parties,
                         dt.datetime.now(dt.UTC),
                     )
-                    written = parties
+                    written, signed_at = parties, time.monotonic()
             except OffpayError as exc:
                 log.error("the TLS revocation list cannot be written: %s", exc)
             except Exception:

@@ -24,6 +24,8 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import re
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from offpay.crypto.pki import Credential, load_certificate
@@ -75,24 +77,18 @@ class TlsAuthority:
     def create(cls, root: Credential, now: dt.datetime, years: int = CA_YEARS) -> TlsAuthority:
         """A new TLS CA, its certificate signed by the network root's key."""
         key = ec.generate_private_key(ec.SECP256R1())
-        root_cert = load_certificate(root.chain[0])
         subject = x509.Name(
             [
-                x509.NameAttribute(NameOID.COMMON_NAME, "offpay network TLS CA"),
+                # A name of its own per CA: while one CA replaces another both are trusted,
+                # and a revocation list is matched to its CA by name.
+                x509.NameAttribute(
+                    NameOID.COMMON_NAME, f"offpay network TLS CA {secrets.token_hex(4)}"
+                ),
                 x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "tls-ca"),
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "central-bank"),
             ]
         )
-        cert = (
-            _builder(
-                subject, root_cert.subject, key.public_key(), now, dt.timedelta(days=365 * years)
-            )
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(ca=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(root.signer.key, _root_hash(root))
-        )
-        return cls(key, cert)
+        return cls(key, certify_ca(root, subject, key.public_key(), now, years))
 
     def issue(
         self,
@@ -153,6 +149,51 @@ class TlsAuthority:
         return builder.sign(self.key, hashes.SHA256())
 
 
+def certify_ca(
+    root: Credential,
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    now: dt.datetime,
+    years: int = CA_YEARS,
+) -> x509.Certificate:
+    """The network root certifies a TLS CA's key: its own, or an operator's CA held in their
+    PKI or HSM. Path length 0: the CA certifies services only, no further CA."""
+    root_cert = load_certificate(root.chain[0])
+    return (
+        _builder(subject, root_cert.subject, public_key, now, dt.timedelta(days=365 * years))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+        .sign(root.signer.key, _root_hash(root))
+    )
+
+
+def certify_request(root: Credential, request_pem: bytes, now: dt.datetime) -> x509.Certificate:
+    """A CA certificate for an operator's certificate signing request (PEM), after checking
+    the request's own signature: the operator's CA then issues the services' certificates."""
+    try:
+        request = x509.load_pem_x509_csr(request_pem)
+    except ValueError as exc:
+        raise TlsSetupError(f"not a PEM certificate signing request: {exc}") from None
+    if not request.is_signature_valid:
+        raise TlsSetupError("the certificate signing request's signature does not verify")
+    public_key = request.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise TlsSetupError("a TLS CA key must be ECDSA or RSA, which every TLS stack speaks")
+    return certify_ca(root, request.subject, public_key, now)
+
+
+def add_trusted_ca(folder: Path, root_der: bytes, certificate: x509.Certificate) -> None:
+    """Add a CA the root certified to ``tls/ca.pem``: clients and services trust it from
+    their next connection on, next to the CAs already there."""
+    path = tls_folder(folder) / CA_FILE
+    try:
+        certificate.verify_directly_issued_by(load_certificate(root_der))
+    except Exception:  # cryptography raises several types here
+        raise TlsSetupError("the network root did not sign that certificate") from None
+    _replace(path, path.read_bytes() + _pem(certificate))
+
+
 def host_of(url: str) -> str:
     return urlsplit(url).hostname or "127.0.0.1"
 
@@ -186,8 +227,10 @@ def issue_party(
     revocation of ``name`` names every certificate it ever held."""
     key, cert = authority.issue(name, hosts, now, days=days)
     key_path, chain_path = party_files(folder, name)
+    # Each file replaced in one step; between the two a service sees a key that does not fit
+    # the certificate, refuses that pair and keeps serving the last good one.
     write_private(key_path, _key_pem(key))
-    chain_path.write_bytes(_pem(cert) + _pem(authority.certificate))
+    _replace(chain_path, _pem(cert) + _pem(authority.certificate))
     log = issued(folder, central)
     log[format(cert.serial_number, "x")] = name
     (folder / central / ISSUED_LOG).write_text(json.dumps(log, indent=2) + "\n")
@@ -226,13 +269,90 @@ def write_crl(
     now: dt.datetime,
 ) -> None:
     """Write ``tls/crl.pem``: every certificate ever issued to a party in ``revoked_parties``.
-    Written to a new file then renamed, so a service never reads half a list."""
+    The lists of other CAs still trusted (during a CA rotation) are kept: a service checks
+    every leaf against its own CA's list. Written to a new file then renamed, so a service
+    never reads half a list."""
     log = issued(folder, central)
     serials = [int(serial, 16) for serial, party in log.items() if party in revoked_parties]
     crl = authority.revocation_list(serials, now)
     path = tls_folder(folder) / CRL_FILE
+    trusted = {c.subject for c in _cas(folder)}
+    others = [
+        old
+        for old in read_crls(path)
+        if old.issuer != authority.certificate.subject and old.issuer in trusted
+    ]
     part = path.with_suffix(".part")
-    part.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    part.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (*others, crl)))
+    os.replace(part, path)
+
+
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----\s*", re.DOTALL)
+
+
+def read_crls(path: Path) -> list[x509.CertificateRevocationList]:
+    """Every CRL in ``path`` (none if there is no file)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    try:
+        return [x509.load_pem_x509_crl(block) for block in _CRL_BLOCK.findall(data)]
+    except ValueError as exc:
+        raise TlsSetupError(f"{path} cannot be read: {exc}") from None
+
+
+def revoked_serials(folder: Path) -> set[int]:
+    """Every serial the CRLs in ``tls/crl.pem`` name."""
+    return {s.serial_number for crl in read_crls(tls_folder(folder) / CRL_FILE) for s in crl}
+
+
+def renew(
+    folder: Path,
+    central: str,
+    urls: Mapping[str, str],
+    names: Iterable[str],
+    now: dt.datetime,
+    *,
+    new_ca_by: Credential | None = None,
+    retire_old_cas: bool = False,
+) -> TlsAuthority:
+    """Issue ``names`` new TLS certificates, from a new TLS CA certified by ``new_ca_by``
+    (the network root) if given, else from the current one. A new CA is added to
+    ``tls/ca.pem`` next to the old (both trusted) unless ``retire_old_cas``, which keeps only
+    the current one. The parties revoked so far stay revoked under the new CA."""
+    tls = tls_folder(folder)
+    if new_ca_by is not None:
+        log = issued(folder, central)
+        revoked = {log.get(format(serial, "x")) for serial in revoked_serials(folder)}
+        authority = TlsAuthority.create(new_ca_by, now)
+        cas = tls / CA_FILE
+        _replace(cas, cas.read_bytes() + _pem(authority.certificate))  # trusted before used
+        write_private(folder / central / CA_KEY, _key_pem(authority.key))
+        for name in names:
+            issue_party(folder, central, authority, name, [host_of(urls[name])], now)
+        write_crl(folder, central, authority, {p for p in revoked if p is not None}, now)
+    else:
+        authority = load_authority(folder, central)
+        for name in names:
+            issue_party(folder, central, authority, name, [host_of(urls[name])], now)
+    if retire_old_cas:
+        _replace(tls / CA_FILE, _pem(authority.certificate))
+        keep = [c for c in read_crls(tls / CRL_FILE) if c.issuer == authority.certificate.subject]
+        _replace(tls / CRL_FILE, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in keep))
+    return authority
+
+
+def _cas(folder: Path) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates((tls_folder(folder) / CA_FILE).read_bytes())
+    except (OSError, ValueError):
+        return []
+
+
+def _replace(path: Path, data: bytes) -> None:
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(data)
     os.replace(part, path)
 
 
@@ -297,7 +417,7 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 def _builder(
     subject: x509.Name,
     issuer: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
     now: dt.datetime,
     lifetime: dt.timedelta,
 ) -> x509.CertificateBuilder:
