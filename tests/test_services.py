@@ -89,8 +89,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             stack.enter_context(serve_party(network, name, app))
         remote = RemoteNetwork(network, retries=1)
         stack.callback(remote.close)
-        # A client with an intermediary's certificate: the central bank serves no other.
-        http = stack.enter_context(client_of(network, "bank-c"))
+        # A client with a party's certificate (the central bank serves no other): the central
+        # bank's own, as a test revokes bank-c, whose connections the TLS layer then refuses.
+        http = stack.enter_context(client_of(network, CENTRAL))
         for bank in network.banks:
             remote.issue(bank, 1_000_000_00)
         yield Served(network, remote, built, http)
@@ -268,14 +269,16 @@ def test_a_party_the_root_never_certified_is_refused(served: Served) -> None:
 
 
 def test_a_revoked_party_is_refused(served: Served) -> None:
-    """bank-c's engine is admitted, then revoked by the central bank: its next request is
-    refused at the door and nothing moves."""
+    """A second engine of bank-c is admitted, then revoked by the central bank: its next
+    request is refused at the door and nothing moves, even on a connection the TLS layer let
+    through. (Revoking bank-c's own engine, ``bank-c/engine``, would revoke the party, whose
+    connections TLS then refuses: tests/test_tls.py.)"""
     now = utc_now()
     ca = Authority(load_credential(served.network.folder / "bank-c", "ca"))
-    engine = ca.credential_for("bank-c/engine", Role.ENGINE, now, served.network.algorithm)
+    engine = ca.credential_for("bank-c/engine-2", Role.ENGINE, now, served.network.algorithm)
     accepted = served.post(CENTRAL, "reserve-transfer", _reserve_transfer(engine, 10_00), "c1")
     assert accepted.status_code == 200
-    served.remote.central.revoke("bank-c/engine", "admitted by mistake")
+    served.remote.central.revoke("bank-c/engine-2", "admitted by mistake")
     books = served.books()
     refused = served.post(CENTRAL, "reserve-transfer", _reserve_transfer(engine, 10_00), "c2")
     problem(refused, 403, "crypto.revoked")
