@@ -22,6 +22,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import client_of, serve_party
@@ -38,9 +40,12 @@ from offpay.service.tls import TlsRefused, client_context
 from offpay.service.tls_pki import (
     TlsSetupError,
     issue_party,
+    issued,
     load_authority,
     party_files,
+    read_crls,
     tls_folder,
+    write_crl,
 )
 
 WAIT_S = 60.0  # a guard against a hang, not a measurement
@@ -552,3 +557,31 @@ def test_an_operators_own_ca_issues_the_services_certificates(tmp_path: Path) ->
         ],
     )
     assert bad.exit_code == 2 and "not a PEM certificate signing request" in bad.output
+
+
+@pytest.fixture(scope="module")
+def unserved(tmp_path_factory: pytest.TempPathFactory) -> NetworkConfig:
+    return init_network(tmp_path_factory.mktemp("crl"), ("bank-a", "bank-b"))
+
+
+@given(
+    revoked=st.sets(st.sampled_from((CENTRAL, "bank-a", "bank-b"))),
+    renewals=st.lists(st.sampled_from((CENTRAL, "bank-a", "bank-b")), max_size=3),
+)
+@settings(max_examples=15)
+def test_the_crl_names_every_certificate_of_the_revoked_parties_and_no_other(
+    unserved: NetworkConfig, revoked: set[str], renewals: list[str]
+) -> None:
+    """Whatever was renewed before, a revoked party's every certificate is on the list (an
+    old one may still be in a thief's hands), and no other party's."""
+    folder, now = unserved.folder, dt.datetime.now(dt.UTC)
+    authority = load_authority(folder, CENTRAL)
+    for name in renewals:
+        issue_party(folder, CENTRAL, authority, name, ["127.0.0.1"], now)
+    write_crl(folder, CENTRAL, authority, revoked, now)
+    [crl] = read_crls(tls_folder(folder) / "crl.pem")
+    assert crl.is_signature_valid(authority.certificate.public_key())  # type: ignore[arg-type]
+    listed = {format(entry.serial_number, "x") for entry in crl}
+    assert listed == {
+        serial for serial, party in issued(folder, CENTRAL).items() if party in revoked
+    }

@@ -212,7 +212,7 @@ def serve_in_thread(
 ) -> Iterator[None]:
     """``app`` served by uvicorn on ``url``'s port in a thread of this process, until the
     block ends: the whole HTTP path, without the cost of a process. An ``https://`` URL needs
-    the server's ``tls`` context (:func:`offpay.service.serve.server_tls`)."""
+    the server's ``tls`` context (:func:`offpay.service.serve.listening_context`)."""
     import threading
 
     import uvicorn
