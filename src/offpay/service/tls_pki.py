@@ -97,11 +97,10 @@ class TlsAuthority:
         now: dt.datetime,
         *,
         days: int = PARTY_DAYS,
-        key: ec.EllipticCurvePrivateKey | None = None,
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        """A key and certificate for party ``name``, good as a server (for ``hosts``: names
-        or IP addresses) and as a client of the other services (mutual TLS)."""
-        key = key or ec.generate_private_key(ec.SECP256R1())
+        """A new key and certificate for party ``name``, good as a server (for ``hosts``:
+        names or IP addresses) and as a client of the other services (mutual TLS)."""
+        key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.COMMON_NAME, name),
