@@ -42,6 +42,8 @@ def bank_books(bank: Intermediary) -> dict[str, Any]:
                 "status": d.status,
                 "blocked_at": _time(d.blocked_at),
                 "released": bool(d.released),
+                "sessions": d.last_session_no,  # syncs, top-ups and defunds so far
+                "last_seq": d.last_seq,  # the device's counter as its last sync showed it
             }
         )
     policy = bank.current_policy()

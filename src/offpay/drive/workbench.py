@@ -309,14 +309,38 @@ class Workbench:
         6-digit code, the payer confirms it and pays, the payee's card accepts. ``code``:
         what the payer confirms, if not the code the payee's phone shows (a payer who
         misreads it, or a request a relay substituted, is refused before the card pays)."""
+        request, shown = self.ask(payer, payee, amount)
+        return self.pay_request(
+            payer, payee, request, pin, payee_pin, code=shown if code is None else code
+        )
+
+    def ask(self, payer: str, payee: str, amount: str) -> tuple[bytes, str]:
+        """Person to person, first half: the payee's phone asks the payer's card for
+        ``amount``. Returns the signed request and the 6-digit code both phones show; the
+        request waits in the payee's card until :meth:`pay_request` or a decline."""
         if payer == payee:
             raise DriveError("a person cannot pay themselves", code="drive.same_party")
         money = self.money(amount)
         payer_phone, payee_phone = self.phone(payer), self.phone(payee)
         request = payee_phone.ask(payer_phone.show_identity(), money)
-        shown = confirmation_code(request)  # on the payee's phone; the payer checks it
+        return request, confirmation_code(request)  # on the payee's phone; the payer checks it
+
+    def pay_request(
+        self,
+        payer: str,
+        payee: str,
+        request: bytes,
+        pin: str,
+        payee_pin: str,
+        *,
+        code: str,
+    ) -> str:
+        """Person to person, second half: the payer confirms ``code`` and pays ``request``
+        with the PIN, the payee's card accepts with its PIN. Whatever is refused, the payee's
+        card declines the request, so no money waits for a payment that never comes."""
+        payer_phone, payee_phone = self.phone(payer), self.phone(payee)
         try:
-            payment = payer_phone.pay(pin, request, code=shown if code is None else code)
+            payment = payer_phone.pay(pin, request, code=code)
         except OffpayError:
             payee_phone.decline(request)  # the payee stops waiting for it
             raise
@@ -327,8 +351,9 @@ class Workbench:
             # intermediary gives the money back once either card synchronises.
             payee_phone.decline(request)
             raise
+        money = payload_of(Signed.from_bytes(payment), OfflinePayment).amount
         return (
-            f"{payer} paid {money} to {payee} (code {shown} on both phones; "
+            f"{payer} paid {money} to {payee} (code {code} on both phones; "
             f"payment {_tx_id(payment)})"
         )
 
