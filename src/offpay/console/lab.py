@@ -18,6 +18,7 @@ from offpay.attacks.over_http import play_over_http
 from offpay.attacks.report import AttackReport
 from offpay.console.desk import ConsoleError
 from offpay.console.evidence import plain
+from offpay.device.card import Card
 from offpay.drive.workbench import DEFAULT_PIN, Workbench, workbench
 from offpay.money import Money
 from offpay.service.datadir import NetworkConfig
@@ -44,6 +45,9 @@ class Asked:
     amount: Money
     code: str
     request: bytes = dataclasses.field(repr=False)
+    # The payer's card as it stays in the phone's field while the payee asks: its fresh
+    # challenge lives in the card's RAM only, so the same card object must pay.
+    payer_card: Card = dataclasses.field(repr=False, compare=False)
 
 
 class Lab:
@@ -124,7 +128,7 @@ class Lab:
 
         def act(b: Workbench) -> Asked:
             request, code = b.ask(payer, payee, amount)
-            return Asked(payer, payee, b.money(amount), code, request)
+            return Asked(payer, payee, b.money(amount), code, request, b.card(payer))
 
         asked, ask_id = self._do(act), secrets.token_hex(8)
         self.asked[ask_id] = asked
@@ -136,11 +140,19 @@ class Lab:
             raise ConsoleError(
                 "that request is no longer waiting: ask again", code="console.no_request"
             )
-        return self._do(
-            lambda b: b.pay_request(
+
+        def act(b: Workbench) -> str:
+            if b.card(asked.payer).state != asked.payer_card.state:
+                raise ConsoleError(
+                    f"{asked.payer}'s card changed since the request: ask again",
+                    code="console.card_changed",
+                )
+            b.cards[asked.payer] = asked.payer_card  # the card that answered the request
+            return b.pay_request(
                 asked.payer, asked.payee, asked.request, pin, payee_pin, code=code.strip()
             )
-        )
+
+        return self._do(act)
 
     # -- reading ----------------------------------------------------------------------------
 
