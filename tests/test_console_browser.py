@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright import sync_api
 
 from offpay.console import browser
 from offpay.console.app import create_console
@@ -22,7 +23,6 @@ from offpay.service.process import serve_in_thread
 from offpay.service.remote import RemoteNetwork
 from offpay.service.serve import build
 
-sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 WAIT_MS = 120_000  # an upper bound on any wait for the page, never a timing assertion
 
