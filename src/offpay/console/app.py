@@ -243,6 +243,36 @@ def create_console(config: NetworkConfig) -> FastAPI:
     ) -> HTMLResponse:
         return answer(request, lambda: lab.confirm(ask_id, code, pin, payee_pin))
 
+    @app.get("/parts/tokens", response_class=HTMLResponse)
+    def token_wallets(request: Request) -> HTMLResponse:
+        return panel(request, "parts/tokens.html", lambda: {"wallets": lab.token_wallets()})
+
+    @app.post("/lab/tokens/open", response_class=HTMLResponse)
+    def token_open(request: Request, name: Text) -> HTMLResponse:
+        return answer(request, lambda: lab.token_open(name))
+
+    @app.post("/lab/tokens/withdraw", response_class=HTMLResponse)
+    def withdraw(request: Request, name: Text, amount: Optional = "") -> HTMLResponse:
+        return answer(request, lambda: lab.withdraw(name, amount))
+
+    @app.post("/lab/tokens/deposit", response_class=HTMLResponse)
+    def deposit(request: Request, name: Text, amount: Optional = "") -> HTMLResponse:
+        return answer(request, lambda: lab.deposit(name, amount))
+
+    @app.post("/lab/tokens/transfer", response_class=HTMLResponse)
+    def token_transfer(
+        request: Request, payer: Text, payee: Text, amount: Optional = ""
+    ) -> HTMLResponse:
+        return answer(request, lambda: lab.token_transfer(payer, payee, amount))
+
+    @app.post("/lab/tokens/split", response_class=HTMLResponse)
+    def split(request: Request, name: Text, token: Optional = "", amount: Optional = "") -> Any:
+        return answer(request, lambda: lab.split(name, token, amount))
+
+    @app.post("/lab/tokens/merge", response_class=HTMLResponse)
+    def merge(request: Request, name: Text, tokens: Optional = "") -> HTMLResponse:
+        return answer(request, lambda: lab.merge(name, tokens))
+
     @app.post("/lab/attack", response_class=HTMLResponse)
     def attack(request: Request, name: Text) -> HTMLResponse:
         def act() -> str:

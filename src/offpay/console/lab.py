@@ -19,6 +19,7 @@ from offpay.attacks.report import AttackReport
 from offpay.console.desk import ConsoleError
 from offpay.console.evidence import plain
 from offpay.device.card import Card
+from offpay.drive.token_wallets import HeldToken, TokenWallets
 from offpay.drive.workbench import DEFAULT_PIN, Workbench, workbench
 from offpay.money import Money
 from offpay.service.datadir import NetworkConfig
@@ -59,6 +60,7 @@ class Lab:
         self.offline: set[str] = set()
         self.asked: dict[str, Asked] = {}
         self.reports: list[AttackReport] = []
+        self.wallets = TokenWallets()  # the token scheme's elements, in this process
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -153,6 +155,33 @@ class Lab:
             )
 
         return self._do(act)
+
+    # -- the token scheme -------------------------------------------------------------------
+
+    def token_open(self, name: str) -> str:
+        return self._do(lambda b: self.wallets.open(b, name))
+
+    def withdraw(self, name: str, amount: str) -> str:
+        self._online(name, "withdraw tokens")
+        return self._do(lambda b: self.wallets.withdraw(b, name, amount))
+
+    def deposit(self, name: str, amount: str) -> str:
+        self._online(name, "deposit tokens")
+        return self._do(lambda b: self.wallets.deposit(b, name, amount))
+
+    def token_transfer(self, payer: str, payee: str, amount: str) -> str:
+        return self._do(lambda b: self.wallets.transfer(b, payer, payee, amount))
+
+    def split(self, name: str, token: str, amount: str) -> str:
+        return self._do(lambda b: self.wallets.split(b, name, token, amount))
+
+    def merge(self, name: str, tokens: str) -> str:
+        with self._lock:
+            return self.wallets.merge(name, tokens.replace(",", " ").split())
+
+    def token_wallets(self) -> dict[str, list[HeldToken]]:
+        with self._lock:
+            return {name: self.wallets.held(name) for name in sorted(self.wallets.elements)}
 
     # -- reading ----------------------------------------------------------------------------
 

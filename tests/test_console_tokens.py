@@ -1,0 +1,130 @@
+"""Issue 17, point 3, the token scheme over HTTP: the lab's token wallets withdraw from and
+deposit to served intermediaries (a new element certified by `/v1/admin/elements`), transfer
+offline in three phases across intermediaries, split and merge; the mint's count of tokens
+outstanding and the audit follow every step."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from offpay.console.desk import ConsoleError
+from offpay.console.lab import Lab
+from offpay.drive.workbench import DriveError
+from offpay.errors import OffpayError
+from offpay.service.app import create_app
+from offpay.service.client import AdminClient
+from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
+from offpay.service.process import serve_in_thread
+from offpay.service.remote import RemoteNetwork
+from offpay.service.serve import build
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkConfig]:
+    config = init_network(tmp_path_factory.mktemp("tokens"), ("bank-a", "bank-b"))
+    with contextlib.ExitStack() as stack:
+        for name, url in config.urls.items():
+            built = build(config, name, retry_every=-1)
+            app = create_app(built.service, background=built.background)
+            stack.enter_context(serve_in_thread(app, url))
+        yield config
+
+
+def admin_get(config: NetworkConfig, party: str, path: str) -> dict:  # type: ignore[type-arg]
+    client = AdminClient(config.urls[party], config.admin_token(party))
+    try:
+        return dict(client.get(path))
+    finally:
+        client.close()
+
+
+def online(config: NetworkConfig, bank: str, name: str) -> int:
+    for c in admin_get(config, bank, "/v1/admin/books")["customers"]:
+        if c["name"] == name:
+            return int(c["wallets"]["online"])
+    raise AssertionError(name)
+
+
+def outstanding(config: NetworkConfig) -> int:
+    return int(admin_get(config, CENTRAL, "/v1/admin/books")["tokens"])
+
+
+def audit_balanced(config: NetworkConfig) -> None:
+    net = RemoteNetwork(config)
+    try:
+        audit, problems = net.audit()
+    finally:
+        net.close()
+    assert audit.balanced and not problems, (audit, problems)
+
+
+def in_elements(lab: Lab) -> int:
+    return sum(t.value.minor for held in lab.token_wallets().values() for t in held)
+
+
+def test_withdraw_transfer_split_merge_and_deposit_over_http(network: NetworkConfig) -> None:
+    lab = Lab(network)
+    for bank in network.banks:
+        lab.issue(bank, "5000")
+    lab.open("tia", "bank-a", "person")
+    lab.open("uma", "bank-b", "person")
+    lab.fund("tia", "300")
+    assert "element:bank-a:" in lab.token_open("tia")
+    assert "element:bank-b:" in lab.token_open("uma")
+    with pytest.raises(DriveError):
+        lab.token_open("tia")  # one element each
+
+    assert "SEK 120.00" in lab.withdraw("tia", "120")
+    assert "SEK 30.00" in lab.withdraw("tia", "30")
+    assert online(network, "bank-a", "tia") == 150_00
+    assert outstanding(network) == in_elements(lab) == 150_00
+    audit_balanced(network)
+
+    # Offline, across intermediaries: the payer's element makes change during the offer.
+    paid = lab.token_transfer("tia", "uma", "45")
+    assert "discovery code" in paid
+    wallets = lab.token_wallets()
+    assert sum(t.value.minor for t in wallets["uma"]) == 45_00
+    assert sum(t.value.minor for t in wallets["tia"]) == 105_00
+    assert all(t.ancestry >= 1 for t in wallets["uma"])  # it carries its history
+
+    # Split and merge inside one element change nothing the mint counts.
+    biggest = max(wallets["tia"], key=lambda t: t.value.minor)
+    lab.split("tia", biggest.id, "10")
+    assert len(lab.token_wallets()["tia"]) == len(wallets["tia"]) + 1
+    ids = " ".join(t.id for t in lab.token_wallets()["tia"])
+    assert "SEK 105.00" in lab.merge("tia", ids)
+    assert [t.value.minor for t in lab.token_wallets()["tia"]] == [105_00]
+    assert outstanding(network) == in_elements(lab) == 150_00
+
+    # Deposit at the payee's own intermediary: the tokens are redeemed, the wallet credited.
+    lab.deposit("uma", "45")
+    assert online(network, "bank-b", "uma") == 45_00
+    assert lab.token_wallets()["uma"] == []
+    assert outstanding(network) == in_elements(lab) == 105_00
+    audit_balanced(network)
+
+
+def test_token_requests_that_cannot_be_done_change_nothing(network: NetworkConfig) -> None:
+    lab = Lab(network)
+    lab.issue("bank-a", "100")
+    lab.open("vic", "bank-a", "person")
+    lab.open("wes", "bank-a", "person")
+    lab.token_open("vic")
+    before = outstanding(network)
+    with pytest.raises(OffpayError):
+        lab.withdraw("vic", "50")  # nothing in the online wallet
+    with pytest.raises(DriveError):
+        lab.withdraw("wes", "1")  # no token wallet
+    with pytest.raises(OffpayError):
+        lab.token_transfer("vic", "vic", "1")
+    with pytest.raises(DriveError):
+        lab.split("vic", "ffff", "1")
+    lab.offline.add("vic")
+    with pytest.raises(ConsoleError):
+        lab.withdraw("vic", "1")
+    assert outstanding(network) == before
+    audit_balanced(network)
