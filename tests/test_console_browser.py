@@ -316,3 +316,32 @@ def test_bad_input_and_a_wrong_admin_token_get_one_line_and_change_nothing(
     released = ok(page, "release-form", {"bank": "bank-a", "token": config.admin_token("bank-a")})
     assert "released 0" in released  # blocked just now: its window has not passed
     conserved(config)
+
+
+def test_the_token_scheme_through_the_pages(page: Any, network: tuple[NetworkConfig, str]) -> None:
+    config, _ = network
+    open_people(page, ("eve", "bank-a", "person"), ("fay", "bank-b", "person"))
+    ok(page, "fund-form", {"name": "eve", "amount": "80"})
+    for name in ("eve", "fay"):
+        ok(page, "token-form", {"name": name}, button="Open token wallet")
+    ok(page, "token-form", {"name": "eve", "amount": "50"}, button="Withdraw")
+    ok(page, "token-form", {"name": "eve", "amount": "20"}, button="Withdraw")
+    expect(page.locator("#wallet-eve .total")).to_have_text("SEK 70.00")
+    assert "discovery code" in ok(
+        page, "token-transfer-form", {"payer": "eve", "payee": "fay", "amount": "35"}
+    )
+    expect(page.locator("#wallet-fay .total")).to_have_text("SEK 35.00")
+    expect(page.locator("#wallet-eve .total")).to_have_text("SEK 35.00")
+    ids = page.locator("#wallet-eve .token-id").all_inner_texts()
+    assert len(ids) >= 2
+    ok(page, "token-merge-form", {"name": "eve", "tokens": " ".join(ids)})
+    expect(page.locator("#wallet-eve .token-id")).to_have_count(1)
+    one = page.locator("#wallet-eve .token-id").inner_text()
+    ok(page, "token-split-form", {"name": "eve", "token": one, "amount": "5"})
+    expect(page.locator("#wallet-eve .token-id")).to_have_count(2)
+    refused(page, "token-form", {"name": "fay", "amount": "1000"}, button="Deposit")
+    ok(page, "token-form", {"name": "fay", "amount": "35"}, button="Deposit")
+    expect(page.locator("#wallet-fay .total")).to_have_text("SEK 0.00")
+    assert wallet(config, "bank-b", "fay", "online") == 3500
+    assert wallet(config, "bank-a", "eve", "online") == 1000
+    conserved(config)

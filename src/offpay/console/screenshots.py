@@ -58,6 +58,10 @@ def stage(lab: Lab) -> None:
     lab.confirm(ask_id, asked.code, "1234", "1234")
     lab.sync("corner-shop", "1234")
     lab.pay_shop("alice", "corner-shop", "7.90", "1234")
+    lab.token_open("alice")
+    lab.token_open("bob")
+    lab.withdraw("alice", "60")
+    lab.token_transfer("alice", "bob", "15")
     lab.switch("bob")
     lab.attack("cloned-card")
 

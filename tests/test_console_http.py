@@ -1,7 +1,8 @@
-"""Issue 17, point 3, the token scheme over HTTP: the lab's token wallets withdraw from and
-deposit to served intermediaries (a new element certified by `/v1/admin/elements`), transfer
-offline in three phases across intermediaries, split and merge; the mint's count of tokens
-outstanding and the audit follow every step."""
+"""Issue 17, points 2 and 3 over HTTP without a browser. The token scheme: the lab's token
+wallets withdraw from and deposit to served intermediaries (a new element certified by
+`/v1/admin/elements`), transfer offline in three phases across intermediaries, split and
+merge; the mint's count of tokens outstanding and the audit follow every step. The console's
+admin actions: a policy, a blocked card and its expired hold released."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from offpay.console.desk import ConsoleError
+from offpay.console.desk import ConsoleError, Desk
 from offpay.console.lab import Lab
 from offpay.drive.workbench import DriveError
 from offpay.errors import OffpayError
@@ -128,3 +129,32 @@ def test_token_requests_that_cannot_be_done_change_nothing(network: NetworkConfi
         lab.withdraw("vic", "1")
     assert outstanding(network) == before
     audit_balanced(network)
+
+
+def test_a_blocked_card_s_hold_is_released_once_its_window_has_passed(
+    network: NetworkConfig,
+) -> None:
+    lab, desk = Lab(network), Desk(network)
+    token = network.admin_token("bank-b")
+    lab.issue("bank-b", "500")
+    lab.open("xan", "bank-b", "person")
+    lab.fund("xan", "100")
+    lab.top_up("xan", "60", "1234")
+    with pytest.raises(OffpayError):
+        desk.publish_policy("bank-b", "wrong", {"blocked_window_hours": "0"})
+    assert "version 2" in desk.publish_policy("bank-b", token, {"blocked_window_hours": "0"})
+    card = next(
+        d["id"]
+        for c in admin_get(network, "bank-b", "/v1/admin/books")["customers"]
+        if c["name"] == "xan"
+        for d in c["devices"]
+    )
+    with pytest.raises(ConsoleError):
+        desk.block("bank-b", token, "card:bank-b:nobody")
+    desk.block("bank-b", token, card)
+    assert card in admin_get(network, CENTRAL, "/v1/admin/books")["revoked"]
+    assert "released 1 " in desk.release_expired("bank-b", token)
+    assert online(network, "bank-b", "xan") == 100_00  # the shadow wallet came back
+    assert "released 0 " in desk.release_expired("bank-b", token)  # once only
+    audit_balanced(network)
+    desk.close()
