@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from offpay.attacks.report import Outcome
 from offpay.console.desk import ConsoleError, Desk
-from offpay.console.lab import Lab
+from offpay.console.lab import LAB_ATTACKS, Lab
 from offpay.drive.workbench import DriveError
 from offpay.errors import OffpayError
 from offpay.service.app import create_app
@@ -158,3 +159,27 @@ def test_a_blocked_card_s_hold_is_released_once_its_window_has_passed(
     assert "released 0 " in desk.release_expired("bank-b", token)  # once only
     audit_balanced(network)
     desk.close()
+
+
+@pytest.mark.parametrize("attack", sorted(LAB_ATTACKS))
+def test_each_attack_of_the_lab_is_caught_within_its_bound(
+    network: NetworkConfig, attack: str
+) -> None:
+    """The lab's attacks against the served parties: each refused or detected, what it cost
+    within the limits policy's bound, money conserved; the books show what was caught."""
+    lab = Lab(network)
+    report = lab.attack(attack)
+    assert report.name == attack and lab.reports[0] is report
+    assert report.findings, "every attack is refused or detected by some party"
+    assert report.within_bound and report.conserved
+    audit_balanced(network)
+    if report.outcome is Outcome.DETECTED and report.losses:
+        anomalies = [
+            a for b in network.banks for a in admin_get(network, b, "/v1/admin/books")["anomalies"]
+        ]
+        assert {x.device for x in report.losses} & {a["device"] for a in anomalies}
+
+
+def test_an_attack_the_lab_does_not_offer_is_refused(network: NetworkConfig) -> None:
+    with pytest.raises(ConsoleError):
+        Lab(network).attack("pin-brute-force")

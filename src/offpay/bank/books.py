@@ -22,12 +22,13 @@ def _time(t: dt.datetime | None) -> str | None:
 
 def bank_books(bank: Intermediary) -> dict[str, Any]:
     """Each customer's wallets and devices, the pending-settlement queue, anomalies, losses
-    with their bounds, open shortfalls and the limits policy in force."""
-    cu, ac, dv = schema.customers, schema.accounts, schema.devices
+    with their bounds, open shortfalls, refunds and the limits policy in force."""
+    cu, ac, dv, rf = schema.customers, schema.accounts, schema.devices, schema.refunds
     with bank.db.connect() as conn:
         customers = conn.execute(select(cu).order_by(cu.c.id)).all()
         accounts = conn.execute(select(ac).order_by(ac.c.id)).all()
         devices = conn.execute(select(dv).order_by(dv.c.id)).all()
+        refunds = conn.execute(select(rf).order_by(rf.c.queued_at)).all()
     by_customer: dict[str, dict[str, Any]] = {
         c.id: {"id": c.id, "name": c.name, "kind": c.kind, "wallets": {}, "devices": []}
         for c in customers
@@ -79,6 +80,17 @@ def bank_books(bank: Intermediary) -> dict[str, Any]:
         "shortfalls": [
             {"tx_id": tx.hex(), "device": device, "amount": amount.minor}
             for tx, device, amount in bank.open_shortfalls()
+        ],
+        "refunds": [
+            {
+                "tx_id": bytes(r.tx_id).hex(),
+                "device": r.device_id,
+                "amount": r.amount,
+                "open": bool(r.open),
+                "queued_at": _time(r.queued_at),
+                "done_at": _time(r.done_at),
+            }
+            for r in refunds
         ],
         "policy": None if policy is None else policy_record(policy[1]),
     }

@@ -466,6 +466,7 @@ def _only(books: dict[str, Any], who: Party) -> dict[str, Any]:
         "anomalies": [a for a in books["anomalies"] if a["device"] in devices],
         "losses": [x for x in books["losses"] if x["device"] in devices],
         "shortfalls": [s for s in books["shortfalls"] if s["device"] in devices],
+        "refunds": [r for r in books.get("refunds", []) if r["device"] in devices],
     }
 
 
