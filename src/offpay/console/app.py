@@ -27,8 +27,8 @@ HERE = Path(__file__).parent
 POLL = "every 2s"  # how often a panel is asked for again
 log = logging.getLogger("offpay.console")
 
-Text = Annotated[str, Form()]
-Optional = Annotated[str, Form()]
+Text = Annotated[str, Form()]  # always sent by the page
+Blank = Annotated[str, Form()]  # may be left empty: the action says what is missing
 
 
 def one_line(exc: BaseException) -> str:
@@ -162,11 +162,11 @@ def create_console(config: NetworkConfig) -> FastAPI:
         )
 
     @app.post("/admin/block", response_class=HTMLResponse)
-    def block(request: Request, bank: Text, token: Optional = "", device: Optional = "") -> Any:
+    def block(request: Request, bank: Text, token: Blank = "", device: Blank = "") -> Any:
         return answer(request, lambda: desk.block(bank, token, device))
 
     @app.post("/admin/release", response_class=HTMLResponse)
-    def release(request: Request, bank: Text, token: Optional = "") -> HTMLResponse:
+    def release(request: Request, bank: Text, token: Blank = "") -> HTMLResponse:
         return answer(request, lambda: desk.release_expired(bank, token))
 
     # -- the device lab ---------------------------------------------------------------------
@@ -188,12 +188,12 @@ def create_console(config: NetworkConfig) -> FastAPI:
         return page(request, "parts/attacks.html", reports=lab.reports)
 
     @app.post("/lab/issue", response_class=HTMLResponse)
-    def issue(request: Request, bank: Text, amount: Optional = "") -> HTMLResponse:
+    def issue(request: Request, bank: Text, amount: Blank = "") -> HTMLResponse:
         return answer(request, lambda: lab.issue(bank, amount))
 
     @app.post("/lab/open", response_class=HTMLResponse)
     def open_customer(
-        request: Request, name: Optional = "", bank: Text = "", kind: Text = "", pin: Text = ""
+        request: Request, name: Blank = "", bank: Text = "", kind: Text = "", pin: Text = ""
     ) -> HTMLResponse:
         return answer(request, lambda: lab.open(name.strip(), bank, kind, pin))
 
@@ -202,29 +202,29 @@ def create_console(config: NetworkConfig) -> FastAPI:
         return answer(request, lambda: lab.switch(name))
 
     @app.post("/lab/fund", response_class=HTMLResponse)
-    def fund(request: Request, name: Text, amount: Optional = "") -> HTMLResponse:
+    def fund(request: Request, name: Text, amount: Blank = "") -> HTMLResponse:
         return answer(request, lambda: lab.fund(name, amount))
 
     @app.post("/lab/top-up", response_class=HTMLResponse)
-    def top_up(request: Request, name: Text, amount: Optional = "", pin: Optional = "") -> Any:
+    def top_up(request: Request, name: Text, amount: Blank = "", pin: Blank = "") -> Any:
         return answer(request, lambda: lab.top_up(name, amount, pin))
 
     @app.post("/lab/defund", response_class=HTMLResponse)
-    def defund(request: Request, name: Text, amount: Optional = "", pin: Optional = "") -> Any:
+    def defund(request: Request, name: Text, amount: Blank = "", pin: Blank = "") -> Any:
         return answer(request, lambda: lab.defund(name, amount, pin))
 
     @app.post("/lab/sync", response_class=HTMLResponse)
-    def sync(request: Request, name: Text, pin: Optional = "") -> HTMLResponse:
+    def sync(request: Request, name: Text, pin: Blank = "") -> HTMLResponse:
         return answer(request, lambda: lab.sync(name, pin))
 
     @app.post("/lab/pay-shop", response_class=HTMLResponse)
     def pay_shop(
-        request: Request, payer: Text, shop: Text, amount: Optional = "", pin: Optional = ""
+        request: Request, payer: Text, shop: Text, amount: Blank = "", pin: Blank = ""
     ) -> HTMLResponse:
         return answer(request, lambda: lab.pay_shop(payer, shop, amount, pin))
 
     @app.post("/lab/ask", response_class=HTMLResponse)
-    def ask(request: Request, payer: Text, payee: Text, amount: Optional = "") -> HTMLResponse:
+    def ask(request: Request, payer: Text, payee: Text, amount: Blank = "") -> HTMLResponse:
         try:
             asked_id, asked = lab.ask(payer, payee, amount)
         except Exception as exc:
@@ -237,9 +237,9 @@ def create_console(config: NetworkConfig) -> FastAPI:
     def confirm(
         request: Request,
         ask_id: Text,
-        code: Optional = "",
-        pin: Optional = "",
-        payee_pin: Optional = "",
+        code: Blank = "",
+        pin: Blank = "",
+        payee_pin: Blank = "",
     ) -> HTMLResponse:
         return answer(request, lambda: lab.confirm(ask_id, code, pin, payee_pin))
 
@@ -252,25 +252,25 @@ def create_console(config: NetworkConfig) -> FastAPI:
         return answer(request, lambda: lab.token_open(name))
 
     @app.post("/lab/tokens/withdraw", response_class=HTMLResponse)
-    def withdraw(request: Request, name: Text, amount: Optional = "") -> HTMLResponse:
+    def withdraw(request: Request, name: Text, amount: Blank = "") -> HTMLResponse:
         return answer(request, lambda: lab.withdraw(name, amount))
 
     @app.post("/lab/tokens/deposit", response_class=HTMLResponse)
-    def deposit(request: Request, name: Text, amount: Optional = "") -> HTMLResponse:
+    def deposit(request: Request, name: Text, amount: Blank = "") -> HTMLResponse:
         return answer(request, lambda: lab.deposit(name, amount))
 
     @app.post("/lab/tokens/transfer", response_class=HTMLResponse)
     def token_transfer(
-        request: Request, payer: Text, payee: Text, amount: Optional = ""
+        request: Request, payer: Text, payee: Text, amount: Blank = ""
     ) -> HTMLResponse:
         return answer(request, lambda: lab.token_transfer(payer, payee, amount))
 
     @app.post("/lab/tokens/split", response_class=HTMLResponse)
-    def split(request: Request, name: Text, token: Optional = "", amount: Optional = "") -> Any:
+    def split(request: Request, name: Text, token: Blank = "", amount: Blank = "") -> Any:
         return answer(request, lambda: lab.split(name, token, amount))
 
     @app.post("/lab/tokens/merge", response_class=HTMLResponse)
-    def merge(request: Request, name: Text, tokens: Optional = "") -> HTMLResponse:
+    def merge(request: Request, name: Text, tokens: Blank = "") -> HTMLResponse:
         return answer(request, lambda: lab.merge(name, tokens))
 
     @app.post("/lab/attack", response_class=HTMLResponse)

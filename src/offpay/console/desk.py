@@ -148,16 +148,17 @@ class Desk:
         return f"{bank} published limits policy version {answer['policy']['version']}"
 
     def block(self, bank: str, token: str, device_id: str) -> str:
+        """The device blocked as its holder's lost card is: the holder is looked up with the
+        operator's token too, so a wrong token learns nothing about the devices."""
         device_id = device_id.strip()
-        holder = self._holder(bank, device_id)
-        self._post(bank, token, "/v1/admin/lost", {"customer_id": holder, "device_id": device_id})
+        client = self._admin(bank, token)
+        try:
+            holder = _holder(client.get("/v1/admin/books"), bank, device_id)
+            body = {"customer_id": holder, "device_id": device_id}
+            client.post("/v1/admin/lost", body, key=secrets.token_hex(16))
+        finally:
+            client.close()
         return f"{bank} blocked {device_id}; the central bank revokes it network-wide"
-
-    def _holder(self, bank: str, device_id: str) -> str:
-        for customer in self.bank(bank)["customers"]:
-            if any(d["id"] == device_id for d in customer["devices"]):
-                return str(customer["id"])
-        raise ConsoleError(f"{bank} has no device {device_id!r}", code="console.unknown_device")
 
     def release_expired(self, bank: str, token: str) -> str:
         answer = self._post(bank, token, "/v1/admin/release-expired", {})
@@ -166,3 +167,10 @@ class Desk:
     def close(self) -> None:
         if self._net is not None:
             self._net.close()
+
+
+def _holder(books: dict[str, Any], bank: str, device_id: str) -> str:
+    for customer in books["customers"]:
+        if any(d["id"] == device_id for d in customer["devices"]):
+            return str(customer["id"])
+    raise ConsoleError(f"{bank} has no device {device_id!r}", code="console.unknown_device")
