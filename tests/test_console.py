@@ -16,9 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.templating import Jinja2Templates
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from offpay.cli import app
+from offpay.console.app import HERE
 from offpay.console.desk import ConsoleError, policy_change, policy_fields, waiting
 from offpay.console.evidence import decoded, plain
 from offpay.console.lab import Lab
@@ -149,3 +153,25 @@ def test_an_offline_device_cannot_reach_its_intermediary(tmp_path: Path) -> None
         lab.open("ann", "bank-a", "robot")
     with pytest.raises(ConsoleError):
         lab.confirm("no-such-request", "123456", "1234", "1234")
+
+
+def test_the_conservation_banner_turns_red_with_the_difference() -> None:
+    env = Jinja2Templates(directory=HERE / "templates").env
+    env.filters["money"] = lambda minor: str(Money(minor, "SEK"))
+    banner = env.get_template("parts/conservation.html")
+    record = {"issued": 100_00, "held": 90_00, "reserves": 0, "wallets": 90_00}
+    record |= {"in_transit": 0, "tokens": 0, "pool": 0}
+    red = banner.render(
+        c={**record, "balanced": False, "problems": ["bank-b: a debit without its credit"]},
+        difference=10_00,
+    )
+    assert 'data-balanced="no"' in red and "difference SEK 10.00" in red
+    assert "a debit without its credit" in red
+    green = banner.render(c={**record, "held": 100_00, "balanced": True}, difference=0)
+    assert 'data-balanced="yes"' in green and "NOT" not in green
+
+
+def test_the_console_command_refuses_a_folder_without_a_network(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["console", "--data", str(tmp_path / "none")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and result.output.strip()
