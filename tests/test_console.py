@@ -36,7 +36,10 @@ OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
 
 def test_network_run_serves_the_console_with_its_own_assets(tmp_path: Path) -> None:
+    network = init_network(tmp_path / "net", ("bank-a", "bank-b"))
     port = free_port()
+    while any(url.endswith(f":{port}") for url in network.urls.values()):
+        port = free_port()  # not a port the network's parties will listen on
     log_path = tmp_path / "run.log"
     with log_path.open("w") as log:
         runner = subprocess.Popen(
