@@ -46,13 +46,13 @@ def _install_chromium_once(tmp_path_factory: pytest.TempPathFactory) -> None:
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NetworkConfig, str]]:
     """The parties and the console, each served on its own loopback port."""
     config = init_network(tmp_path_factory.mktemp("console"), ("bank-a", "bank-b"))
-    url = console_url("127.0.0.1", free_port())
     with contextlib.ExitStack() as stack:
         for name, party_url in config.urls.items():
             built = build(config, name, retry_every=-1)
             stack.enter_context(
                 serve_in_thread(create_app(built.service, background=built.background), party_url)
             )
+        url = console_url("127.0.0.1", free_port())  # the parties' ports are taken by now
         stack.enter_context(serve_in_thread(create_console(config), url))
         yield config, url
 

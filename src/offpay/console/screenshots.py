@@ -33,13 +33,13 @@ SHOTS = {"console.png": "/", "lab.png": "/lab"}
 def served(folder: Path) -> Iterator[tuple[NetworkConfig, str, Lab]]:
     """A new network in ``folder``: its parties and its console, served in threads."""
     config = init_network(folder, ("bank-a", "bank-b"))
-    url = console_url("127.0.0.1", free_port())
     console = create_console(config)
     with contextlib.ExitStack() as stack:
         for name, party_url in config.urls.items():
             built = build(config, name, retry_every=-1)
             app = create_app(built.service, background=built.background)
             stack.enter_context(serve_in_thread(app, party_url))
+        url = console_url("127.0.0.1", free_port())  # the parties' ports are taken by now
         stack.enter_context(serve_in_thread(console, url))
         yield config, url, console.state.lab
 
