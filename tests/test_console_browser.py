@@ -237,6 +237,15 @@ def test_a_person_to_person_payment_across_intermediaries_with_the_code(
     assert wallet(config, "bank-a", "bea", "shadow") == 6000
     conserved(config)
 
+    # The notary's newest records lead to the payment's trail.
+    tx = tx_of(paid)
+    page.goto("/")
+    page.locator("#central-bank .notary a", has_text=tx[:12]).click()
+    trail = page.locator("#trail-result")
+    expect(trail.locator("tr.step-notary")).to_contain_text("bank-a → bank-b")
+    expect(trail.locator("tr.step-debit")).to_contain_text("SEK 40.00")
+    expect(trail.locator("tr.step-credit")).to_contain_text("SEK 40.00")
+
 
 def test_a_cloned_card_attack_shows_detection_revocation_and_the_bound(
     page: Any, network: tuple[NetworkConfig, str]

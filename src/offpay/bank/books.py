@@ -114,7 +114,7 @@ def policy_record(policy: Any) -> dict[str, Any]:
 
 def central_books(central: CentralBank) -> dict[str, Any]:
     """Issuance, each intermediary's reserve and holdings, the liquidity pool, the notary's
-    count and the revocation list."""
+    count and newest records, and the revocation list."""
     issued, tokens, _ = central.audit_totals()
     pool = central.pool_status()
     return {
@@ -134,8 +134,29 @@ def central_books(central: CentralBank) -> dict[str, Any]:
             "loans": pool.loans,
         },
         "notarised": central.notarised_count(),
+        "recent_notary": _recent_notary(central),
         "revoked": central.revoked_devices(),
     }
+
+
+RECENT_NOTARY = 20  # the newest notary records the books show; one payment's by its id
+
+
+def _recent_notary(central: CentralBank) -> list[dict[str, Any]]:
+    n = schema.notary
+    query = select(n).order_by(n.c.recorded_at.desc()).limit(RECENT_NOTARY)
+    with central.db.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        {
+            "tx_id": bytes(row.tx_id).hex(),
+            "payer_institution": row.payer_institution,
+            "payee_institution": row.payee_institution,
+            "amount": row.amount,
+            "recorded_at": _time(row.recorded_at),
+        }
+        for row in rows
+    ]
 
 
 def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
