@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -61,6 +62,7 @@ def create_console(config: NetworkConfig) -> FastAPI:
         return "" if minor is None else str(Money(minor, config.currency))
 
     templates.env.filters["money"] = money
+    templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=1, ensure_ascii=False)
     common = {
         "banks": config.banks,
         "central": CENTRAL,

@@ -44,8 +44,9 @@ def served(folder: Path) -> Iterator[tuple[NetworkConfig, str, Lab]]:
         yield config, url, console.state.lab
 
 
-def stage(lab: Lab) -> None:
-    """What the pictures show: money issued, people and shops, payments, an attack."""
+def stage(lab: Lab) -> str:
+    """What the pictures show: money issued, people and shops, payments, tokens, an attack.
+    Returns the id of a settled payment whose signed form the payer's card still holds."""
     for bank in ("bank-a", "bank-b"):
         lab.issue(bank, "20000")
     lab.open("alice", "bank-a", "person")
@@ -56,14 +57,15 @@ def stage(lab: Lab) -> None:
     lab.pay_shop("alice", "corner-shop", "42.50", "1234")
     ask_id, asked = lab.ask("alice", "bob", "25")
     lab.confirm(ask_id, asked.code, "1234", "1234")
+    last = lab.pay_shop("alice", "corner-shop", "7.90", "1234")
     lab.sync("corner-shop", "1234")
-    lab.pay_shop("alice", "corner-shop", "7.90", "1234")
     lab.token_open("alice")
     lab.token_open("bob")
     lab.withdraw("alice", "60")
     lab.token_transfer("alice", "bob", "15")
     lab.switch("bob")
     lab.attack("cloned-card")
+    return last.rsplit("payment ", 1)[1].rstrip(")")
 
 
 def take(folder: Path) -> list[Path]:
@@ -72,7 +74,7 @@ def take(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory() as data, served(Path(data) / "net") as (_, url, lab):
-        stage(lab)
+        tx = stage(lab)
         with sync_playwright() as playwright:
             browser = launch(playwright)
             page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT}, base_url=url)
@@ -80,6 +82,11 @@ def take(folder: Path) -> list[Path]:
                 page.goto(path)
                 page.wait_for_load_state("networkidle")
                 page.locator("main table").first.wait_for()
+                if path == "/":  # the trail of a payment, its signed evidence decoded
+                    page.locator("#trail input[name=tx]").fill(tx)
+                    page.locator("#trail button").click()
+                    page.locator("#trail-result tr.step-credit").wait_for()
+                    page.evaluate("window.scrollTo(0, 0)")  # the banner back on top
                 target = folder / name
                 page.screenshot(path=str(target), full_page=True)
                 written.append(target)
