@@ -163,7 +163,13 @@ def test_a_shop_payment_and_its_sync_through_the_pages(
     page: Any, network: tuple[NetworkConfig, str]
 ) -> None:
     config, _ = network
+    # The console, opened before the shop exists, shows it without a reload.
+    console = page.context.new_page()
+    console.goto("/")
+    expect(console.locator("#bank-bank-b .customers")).to_be_visible()
+    assert "kiosk" not in console.locator("#bank-bank-b").inner_text()
     open_people(page, ("ann", "bank-a", "person"), ("kiosk", "bank-b", "shop"))
+    expect(console.locator("#bank-bank-b .customers")).to_contain_text("kiosk")
     ok(page, "fund-form", {"name": "ann", "amount": "300"})
     ok(page, "card-form", {"name": "ann", "amount": "200", "pin": "1234"}, button="Top up")
     paid = ok(
