@@ -251,6 +251,10 @@ def test_a_person_to_person_payment_across_intermediaries_with_the_code(
     expect(trail.locator("tr.step-notary")).to_contain_text("bank-a → bank-b")
     expect(trail.locator("tr.step-debit")).to_contain_text("SEK 40.00")
     expect(trail.locator("tr.step-credit")).to_contain_text("SEK 40.00")
+    # The receipt the apps kept: the payee's card signed the request inside the payment.
+    expect(trail.locator(".evidence-match")).to_contain_text("matches the books")
+    expect(trail.locator("#evidence")).to_contain_text('"message": "payment-request"')
+    expect(trail.locator("#evidence")).to_contain_text('"amount": "SEK 40.00"')
 
 
 def test_a_cloned_card_attack_shows_detection_revocation_and_the_bound(

@@ -191,10 +191,13 @@ class Lab:
             return [_device(b, name) for name in sorted(b.people)]
 
     def signed_payment(self, tx_id: bytes) -> Signed[OfflinePayment] | None:
-        """The signed payment ``tx_id``, if a card of the lab still holds it: in its offline
-        log (before its sync) or as the last payment it made. The intermediaries keep only
-        its digest as evidence; the signed bytes stay with the devices."""
+        """The signed payment ``tx_id``: the receipt the workbench kept when the payment was
+        made here, else as a card of the lab still holds it (in its offline log before its
+        sync, or as the last payment it made). The intermediaries keep only its digest."""
         with self.bench() as b:
+            kept = b.receipt(tx_id.hex())
+            if kept is not None:
+                return Signed.from_bytes(kept)  # type: ignore[return-value]
             for name, party in b.people.items():
                 if party.kind != "person" or party.device_id is None:
                     continue
