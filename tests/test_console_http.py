@@ -35,6 +35,15 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkConfig]
         yield config
 
 
+@pytest.fixture
+def lab(network: NetworkConfig) -> Iterator[Lab]:
+    opened = Lab(network)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 def admin_get(config: NetworkConfig, party: str, path: str) -> dict:  # type: ignore[type-arg]
     client = AdminClient(config.urls[party], config.admin_token(party))
     try:
@@ -67,8 +76,9 @@ def in_elements(lab: Lab) -> int:
     return sum(t.value.minor for held in lab.token_wallets().values() for t in held)
 
 
-def test_withdraw_transfer_split_merge_and_deposit_over_http(network: NetworkConfig) -> None:
-    lab = Lab(network)
+def test_withdraw_transfer_split_merge_and_deposit_over_http(
+    network: NetworkConfig, lab: Lab
+) -> None:
     for bank in network.banks:
         lab.issue(bank, "5000")
     lab.open("tia", "bank-a", "person")
@@ -110,8 +120,9 @@ def test_withdraw_transfer_split_merge_and_deposit_over_http(network: NetworkCon
     audit_balanced(network)
 
 
-def test_token_requests_that_cannot_be_done_change_nothing(network: NetworkConfig) -> None:
-    lab = Lab(network)
+def test_token_requests_that_cannot_be_done_change_nothing(
+    network: NetworkConfig, lab: Lab
+) -> None:
     lab.issue("bank-a", "100")
     lab.open("vic", "bank-a", "person")
     lab.open("wes", "bank-a", "person")
@@ -133,9 +144,9 @@ def test_token_requests_that_cannot_be_done_change_nothing(network: NetworkConfi
 
 
 def test_a_blocked_card_s_hold_is_released_once_its_window_has_passed(
-    network: NetworkConfig,
+    network: NetworkConfig, lab: Lab
 ) -> None:
-    lab, desk = Lab(network), Desk(network)
+    desk = Desk(network)
     token = network.admin_token("bank-b")
     lab.issue("bank-b", "500")
     lab.open("xan", "bank-b", "person")
@@ -163,11 +174,10 @@ def test_a_blocked_card_s_hold_is_released_once_its_window_has_passed(
 
 @pytest.mark.parametrize("attack", sorted(LAB_ATTACKS))
 def test_each_attack_of_the_lab_is_caught_within_its_bound(
-    network: NetworkConfig, attack: str
+    network: NetworkConfig, lab: Lab, attack: str
 ) -> None:
     """The lab's attacks against the served parties: each refused or detected, what it cost
     within the limits policy's bound, money conserved; the books show what was caught."""
-    lab = Lab(network)
     report = lab.attack(attack)
     assert report.name == attack and lab.reports[0] is report
     assert report.findings, "every attack is refused or detected by some party"
@@ -180,6 +190,6 @@ def test_each_attack_of_the_lab_is_caught_within_its_bound(
         assert {x.device for x in report.losses} & {a["device"] for a in anomalies}
 
 
-def test_an_attack_the_lab_does_not_offer_is_refused(network: NetworkConfig) -> None:
+def test_an_attack_the_lab_does_not_offer_is_refused(lab: Lab) -> None:
     with pytest.raises(ConsoleError):
-        Lab(network).attack("pin-brute-force")
+        lab.attack("pin-brute-force")

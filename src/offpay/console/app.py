@@ -50,6 +50,7 @@ def create_console(config: NetworkConfig) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         desk.close()
+        lab.close()
 
     app = FastAPI(
         title="offpay console", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan

@@ -19,6 +19,7 @@ from offpay.attacks.report import AttackReport
 from offpay.console.desk import ConsoleError
 from offpay.console.evidence import plain
 from offpay.device.card import Card
+from offpay.drive.backends import ServedNetwork
 from offpay.drive.token_wallets import HeldToken, TokenWallets
 from offpay.drive.workbench import DEFAULT_PIN, Workbench, workbench
 from offpay.money import Money
@@ -57,6 +58,7 @@ class Lab:
 
     def __init__(self, config: NetworkConfig) -> None:
         self.config = config
+        self._reads: ServedNetwork | None = None  # the device views' connection, made on use
         self.offline: set[str] = set()
         self.asked: dict[str, Asked] = {}
         self.reports: list[AttackReport] = []
@@ -68,6 +70,13 @@ class Lab:
         with self._lock, workbench(self.config.folder, served=True) as bench:
             yield bench
 
+    def view(self) -> Workbench:
+        """The devices as their files hold them now, without the folder's lock: a page that
+        shows them never turns an `offpay` command away."""
+        if self._reads is None:
+            self._reads = ServedNetwork(self.config)
+        return Workbench(self._reads, read_only=True)
+
     def _do(self, act: Callable[[Workbench], T]) -> T:
         with self.bench() as bench:
             return act(bench)
@@ -77,6 +86,10 @@ class Lab:
             raise ConsoleError(
                 f"{name}'s device is offline: switch it online to {what}", code="console.offline"
             )
+
+    def close(self) -> None:
+        if self._reads is not None:
+            self._reads.close()
 
     # -- people and devices -----------------------------------------------------------------
 
@@ -187,27 +200,27 @@ class Lab:
 
     def devices(self) -> list[dict[str, Any]]:
         """Each device as it holds itself: balance, counters, offline log, policy."""
-        with self.bench() as b:
-            return [_device(b, name) for name in sorted(b.people)]
+        b = self.view()
+        return [_device(b, name) for name in sorted(b.people)]
 
     def signed_payment(self, tx_id: bytes) -> Signed[OfflinePayment] | None:
         """The signed payment ``tx_id``: the receipt the workbench kept when the payment was
         made here, else as a card of the lab still holds it (in its offline log before its
         sync, or as the last payment it made). The intermediaries keep only its digest."""
-        with self.bench() as b:
-            kept = b.receipt(tx_id.hex())
-            if kept is not None:
-                return Signed.from_bytes(kept)  # type: ignore[return-value]
-            for name, party in b.people.items():
-                if party.kind != "person" or party.device_id is None:
-                    continue
-                state = b.card(name).state
-                held = [e.payment for e in state.log]
-                if state.last_payment is not None:
-                    held.append(state.last_payment)
-                for signed in held:
-                    if payload_of(signed, OfflinePayment).tx_id == tx_id:
-                        return signed
+        b = self.view()
+        kept = b.receipt(tx_id.hex())
+        if kept is not None:
+            return Signed.from_bytes(kept)  # type: ignore[return-value]
+        for name, party in b.people.items():
+            if party.kind != "person" or party.device_id is None:
+                continue
+            state = b.card(name).state
+            held = [e.payment for e in state.log]
+            if state.last_payment is not None:
+                held.append(state.last_payment)
+            for signed in held:
+                if payload_of(signed, OfflinePayment).tx_id == tx_id:
+                    return signed
         return None
 
     # -- attacks ----------------------------------------------------------------------------

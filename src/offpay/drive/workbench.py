@@ -108,16 +108,22 @@ def _hold(path: Path) -> IO[str]:
 
 class Workbench:
     """Every verb of the ``offpay`` driving commands. Devices are loaded when first used and
-    saved when the workbench closes, whatever happened (a wrong PIN costs a try for good)."""
+    saved when the workbench closes, whatever happened (a wrong PIN costs a try for good).
 
-    def __init__(self, backend: Backend) -> None:
+    ``read_only``: a view of the folder for showing devices (the console's pages), taken
+    without the folder's lock so it never turns a command away; it saves nothing and leaves
+    ``backend`` open for its owner. Files are replaced atomically, so it reads whole ones."""
+
+    def __init__(self, backend: Backend, *, read_only: bool = False) -> None:
         self.net = backend
+        self.read_only = read_only
         self.folder = backend.config.folder / DRIVE
-        self._held = _hold(self.folder / "lock")
+        self._held = None if read_only else _hold(self.folder / "lock")
         try:
             self.people: dict[str, Party] = self._read_people()
         except BaseException:
-            self._held.close()
+            if self._held is not None:
+                self._held.close()
             raise
         self.cards: dict[str, Card] = {}
         self.modules: dict[str, TerminalModule] = {}
@@ -178,11 +184,14 @@ class Workbench:
             save_records(self._pos_path(name), pos.records)
 
     def close(self) -> None:
+        if self.read_only:
+            return
         try:
             self.save()
         finally:
             self.net.close()
-            self._held.close()
+            if self._held is not None:
+                self._held.close()
 
     # -- who is who -------------------------------------------------------------------------
 
