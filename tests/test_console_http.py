@@ -14,7 +14,7 @@ import pytest
 from offpay.attacks.report import Outcome
 from offpay.console.desk import ConsoleError, Desk
 from offpay.console.lab import LAB_ATTACKS, Lab
-from offpay.drive.workbench import DriveError
+from offpay.drive.workbench import DriveError, workbench
 from offpay.errors import OffpayError
 from offpay.service.app import create_app
 from offpay.service.client import AdminClient
@@ -193,3 +193,16 @@ def test_each_attack_of_the_lab_is_caught_within_its_bound(
 def test_an_attack_the_lab_does_not_offer_is_refused(lab: Lab) -> None:
     with pytest.raises(ConsoleError):
         lab.attack("pin-brute-force")
+
+
+def test_pages_show_devices_while_a_command_drives_the_folder(
+    network: NetworkConfig, lab: Lab
+) -> None:
+    lab.open("yan", "bank-a", "person")
+    with workbench(network.folder, served=True):  # an `offpay` command is running
+        assert "yan" in {d["name"] for d in lab.devices()}
+        with pytest.raises(OffpayError) as busy:
+            lab.fund("yan", "1")
+        assert "another offpay command" in busy.value.message
+    lab.issue("bank-a", "1")
+    assert "funded with SEK 1.00" in lab.fund("yan", "1")  # the folder is free again
