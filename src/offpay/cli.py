@@ -254,13 +254,19 @@ def network_run(
     data: DataOption,
     banks: BanksOption = None,
     insecure_http: InsecureHttpOption = False,
+    console_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the operator console and device lab (default: a free one)."),
+    ] = None,
 ) -> None:
     """Start the central bank and every intermediary of the network in --data as processes on
-    loopback ports (creating the network first, with --banks, if the folder is empty); stop
-    with Ctrl-C. Services speak TLS 1.3 (docs/tls.md) unless --insecure-http."""
+    loopback ports (creating the network first, with --banks, if the folder is empty), then
+    the operator console and device lab; stop with Ctrl-C. Services speak TLS 1.3
+    (docs/tls.md) unless --insecure-http."""
     import signal
     import threading
 
+    from offpay.console.serve import console_running
     from offpay.errors import OffpayError
     from offpay.service.datadir import NETWORK_FILE, init_network, lock_network
     from offpay.service.process import running
@@ -284,17 +290,21 @@ def network_run(
                     "[bold red]WARNING: the network serves PLAIN HTTP: anyone on the path "
                     "reads every payment. Local debugging only (docs/tls.md).[/bold red]"
                 )
-            with running(
-                network, report=_say_service(console), insecure_http=insecure_http
-            ) as processes:
+            with (
+                running(
+                    network, report=_say_service(console), insecure_http=insecure_http
+                ) as processes,
+                console_running(network, console_port) as web,
+            ):
                 console.print(
                     f"\n{len(processes)} services running; play the demo against them:\n"
                     f"  offpay demo --network {network.folder}\n"
+                    f"operator console and device lab: {web.url}  (lab: {web.url}/lab)\n"
                     "stop with Ctrl-C"
                 )
                 try:
                     while not stop.wait(1.0):
-                        dead = [p for p in processes.values() if not p.running]
+                        dead = [p for p in (*processes.values(), web) if not p.running]
                         if dead:
                             for process in dead:
                                 console.print(
@@ -312,6 +322,21 @@ def network_run(
             raise typer.Exit(2) from None
         finally:
             console.print("the network has stopped: no service of it is running")
+
+
+@app.command("console")
+def console_serve(
+    data: DataOption,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """The operator console and device lab of a running network (`offpay network run`
+    starts it for you): pages at /, the lab at /lab."""
+    from offpay.console.serve import serve_console
+
+    with refusals():
+        network = _network(data)
+    serve_console(network, host=host, port=port)
 
 
 def _say_service(console: Console) -> Callable[[Event, ServiceProcess], None]:
