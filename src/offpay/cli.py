@@ -23,6 +23,7 @@ from offpay.cli_support import (
     writable_folder,
 )
 from offpay.crypto.keys import Algorithm
+from offpay.service.logs import LogFormat, LogLevel
 from offpay.sim.population.cli import sim_app
 
 if TYPE_CHECKING:
@@ -174,6 +175,13 @@ HostOption = Annotated[
     str | None, typer.Option(help="Address to listen on; the network's URL by default.")
 ]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on; the network's URL's.")]
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--log-level", help="The least severe log records written.")
+]
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option("--log-format", help="text: one readable line per record; json: JSON lines."),
+]
 
 
 def _network(data: Path) -> NetworkConfig:
@@ -184,17 +192,38 @@ def _network(data: Path) -> NetworkConfig:
         return load_network(data)
 
 
-def _serve(data: Path, name: str, host: str | None, port: int | None, retry_every: float) -> None:
+def _serve(
+    data: Path,
+    name: str,
+    host: str | None,
+    port: int | None,
+    retry_every: float,
+    logs: tuple[LogLevel, LogFormat],
+) -> None:
     from offpay.service.serve import serve
 
     with refusals():
-        serve(_network(data), name, host=host, port=port, retry_every=retry_every)
+        serve(
+            _network(data),
+            name,
+            host=host,
+            port=port,
+            retry_every=retry_every,
+            log_level=logs[0],
+            log_format=logs[1],
+        )
 
 
 @serve_app.command("central-bank")
-def serve_central_bank(data: DataOption, host: HostOption = None, port: PortOption = None) -> None:
+def serve_central_bank(
+    data: DataOption,
+    host: HostOption = None,
+    port: PortOption = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
+) -> None:
     """The central bank: issuance, reserves, the notary, revocation, the liquidity pool."""
-    _serve(data, "central-bank", host, port, 0)
+    _serve(data, "central-bank", host, port, 0, (log_level, log_format))
 
 
 @serve_app.command("intermediary")
@@ -210,9 +239,11 @@ def serve_intermediary(
             "below 0: never (tests)."
         ),
     ] = 30.0,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """An intermediary: its customers' wallets, its devices' syncs, payment requests."""
-    _serve(data, name, host, port, retry_every)
+    _serve(data, name, host, port, retry_every, (log_level, log_format))
 
 
 network_app.command("init")(network_init)  # offpay/cli_network.py
@@ -222,10 +253,12 @@ network_app.command("init")(network_init)  # offpay/cli_network.py
 def network_run(
     data: DataOption,
     banks: BanksOption = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Start the central bank and every intermediary of the network in --data as processes on
     loopback ports (creating the network first, with --banks, if the folder is empty); stop
-    with Ctrl-C."""
+    with Ctrl-C. Each service logs to its folder's service.log."""
     import signal
     import threading
 
@@ -244,7 +277,8 @@ def network_run(
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            with running(network, report=_say_service(console)) as processes:
+            logs = ("--log-level", log_level.value, "--log-format", log_format.value)
+            with running(network, report=_say_service(console), log_options=logs) as processes:
                 console.print(
                     f"\n{len(processes)} services running; play the demo against them:\n"
                     f"  offpay demo --network {network.folder}\n"

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from offpay.crypto.pki import Identity
 from offpay.errors import OffpayError
 from offpay.service.docs import add_docs
 from offpay.service.idempotency import KEY_PATTERN, Answer, AnswerStore, request_digest
+from offpay.service.observe import Observer, add_metrics
 from offpay.service.problems import (
     PROBLEM_JSON,
     RETRYABLE,
@@ -64,35 +66,80 @@ class Kind:
     name: str
     summary: str
     mutating: bool = True
+    settles: bool = False  # it moves money: counted and timed as a settlement
 
 
 CENTRAL_KINDS = (
-    Kind("reserve-transfer", "Move money between an intermediary's reserve and its customers."),
-    Kind("notarise", "Record an offline payment once, network-wide; holdings move with it."),
-    Kind("notarise-batch", "Record an upload's payments at once; one signed receipt for all."),
+    Kind(
+        "reserve-transfer",
+        "Move money between an intermediary's reserve and its customers.",
+        settles=True,
+    ),
+    Kind(
+        "notarise",
+        "Record an offline payment once, network-wide; holdings move with it.",
+        settles=True,
+    ),
+    Kind(
+        "notarise-batch",
+        "Record an upload's payments at once; one signed receipt for all.",
+        settles=True,
+    ),
     Kind("revoke-device", "An intermediary revokes a device it issued; answers the new list."),
     Kind("revocation-list", "The current signed revocation list (empty body).", mutating=False),
-    Kind("pool-draw", "Borrow from the liquidity pool for a payment that waits."),
-    Kind("pool-repay", "Repay a liquidity-pool loan."),
-    Kind("mint-token", "Mint a token to an address (token scheme)."),
-    Kind("redeem-token", "Redeem a token and record the history it consumed (token scheme)."),
+    Kind("pool-draw", "Borrow from the liquidity pool for a payment that waits.", settles=True),
+    Kind("pool-repay", "Repay a liquidity-pool loan.", settles=True),
+    Kind("mint-token", "Mint a token to an address (token scheme).", settles=True),
+    Kind(
+        "redeem-token",
+        "Redeem a token and record the history it consumed (token scheme).",
+        settles=True,
+    ),
     Kind("report-double-spend", "Report a token spent twice (token scheme)."),
 )
 
 BANK_KINDS = (
-    Kind("card-session", "A card's online session (top-up, defund, sync); answers an instruction."),
+    Kind(
+        "card-session",
+        "A card's online session (top-up, defund, sync); answers an instruction.",
+        settles=True,
+    ),
     Kind("card-confirmation", "A card confirms it applied an instruction; the answer is empty."),
-    Kind("terminal-upload", "A terminal module uploads its payments; answers an instruction."),
-    Kind("debit-request", "Another intermediary presents a payment one of our customers made."),
-    Kind("credit-request", "The payer's intermediary credits our customer, with the receipt."),
-    Kind("refund-request", "The payee's intermediary gives back a payment its payee declined."),
-    Kind("debit-batch", "Another intermediary presents an upload's payments of our customers."),
-    Kind("credit-batch", "The payer's intermediary credits our customers, with one receipt."),
+    Kind(
+        "terminal-upload",
+        "A terminal module uploads its payments; answers an instruction.",
+        settles=True,
+    ),
+    Kind(
+        "debit-request",
+        "Another intermediary presents a payment one of our customers made.",
+        settles=True,
+    ),
+    Kind(
+        "credit-request",
+        "The payer's intermediary credits our customer, with the receipt.",
+        settles=True,
+    ),
+    Kind(
+        "refund-request",
+        "The payee's intermediary gives back a payment its payee declined.",
+        settles=True,
+    ),
+    Kind(
+        "debit-batch",
+        "Another intermediary presents an upload's payments of our customers.",
+        settles=True,
+    ),
+    Kind(
+        "credit-batch",
+        "The payer's intermediary credits our customers, with one receipt.",
+        settles=True,
+    ),
 )
 
 TOKEN_KINDS = (
-    Kind("token-withdraw", "A token wallet withdraws tokens from its online wallet."),
-    Kind("token-deposit", "A token wallet deposits tokens into its online wallet."),
+    Kind("token-withdraw", "A token wallet withdraws tokens from its online wallet.", settles=True),
+    Kind("token-deposit", "A token wallet deposits tokens into its online wallet.", settles=True),
     Kind("token-vault-address", "A fresh address of the vault element, for a deposit."),
 )
 
@@ -121,34 +168,63 @@ class Service:
             else schema.bank_http_answers
         )
         self.store = AnswerStore(party.db, table)
+        self.observer = Observer(name, party)
 
     # -- messages between parties ---------------------------------------------------------------
 
     def message(self, kind: Kind, body: bytes, key: str | None) -> Answer:
+        """The party's answer to one message; its event line and metrics on the way out."""
+        started = time.perf_counter()
+        answer, sender, nonce = self._answer(kind, body, key)
+        self.observer.message(
+            kind.name,
+            kind.settles,
+            sender,
+            nonce,
+            answer.status,
+            _code(answer),
+            answer.replayed,
+            time.perf_counter() - started,
+        )
+        return answer
+
+    def _answer(
+        self, kind: Kind, body: bytes, key: str | None
+    ) -> tuple[Answer, str | None, bytes | None]:
         if not kind.mutating:
-            return self.call(lambda: self.party.handle(kind.name, body))
+            return self.call(lambda: self.party.handle(kind.name, body)), None, None
         if key is None:
-            return _refusal(
-                OffpayError(
-                    "a mutating request needs an Idempotency-Key header",
-                    code="http.idempotency_key_missing",
-                )
+            return (
+                _refusal(
+                    OffpayError(
+                        "a mutating request needs an Idempotency-Key header",
+                        code="http.idempotency_key_missing",
+                    )
+                ),
+                None,
+                None,
             )
         try:
             sender, nonce = self.authenticate(body)
         except OffpayError as exc:
-            return _refusal(exc)
+            return _refusal(exc), None, None
         except Exception:  # a certificate the X.509 parser chokes on, deep inside
-            return _refusal(
-                OffpayError(
-                    "the sender's certificate chain cannot be read", code="crypto.bad_certificate"
-                )
+            return (
+                _refusal(
+                    OffpayError(
+                        "the sender's certificate chain cannot be read",
+                        code="crypto.bad_certificate",
+                    )
+                ),
+                None,
+                None,
             )
         digest = request_digest(kind.name, body)
         with self.store.locks.hold(("key", sender.id, key), ("nonce", sender.id, nonce or key)):
-            return self.once(
+            answer = self.once(
                 sender.id, key, kind.name, digest, lambda: self.party.handle(kind.name, body), CBOR
             )
+        return answer, sender.id, nonce
 
     def authenticate(self, body: bytes) -> tuple[Identity, bytes | None]:
         """The sender, proved by the envelope: a chain to our root, not revoked, a signature
@@ -371,6 +447,7 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
         redoc_url=None,
     )
     add_docs(app)
+    add_metrics(app, service.observer)
 
     @app.exception_handler(OffpayError)
     async def offpay_error(_request: Request, exc: OffpayError) -> Response:

@@ -121,15 +121,17 @@ def service_process(
     *,
     port: int | None = None,
     retry_every: float = 30.0,
+    log_options: tuple[str, ...] = (),
 ) -> ServiceProcess:
     """The process that serves ``name`` (not started yet). ``port`` overrides the port in the
-    network's URL (a test may put a relay in front of a service)."""
+    network's URL (a test may put a relay in front of a service); ``log_options`` are passed
+    on (``--log-level``, ``--log-format``)."""
     command = [sys.executable, "-m", "offpay", "serve"]
     if name == CENTRAL:
         command += ["central-bank"]
     else:
         command += ["intermediary", "--name", name, "--retry-every", str(retry_every)]
-    command += ["--data", str(network.folder)]
+    command += ["--data", str(network.folder), *log_options]
     url = network.urls[name]
     if port is not None:
         command += ["--port", str(port)]
@@ -157,6 +159,7 @@ def running(
     retry_every: float = 30.0,
     ports: dict[str, int] | None = None,
     report: Callable[[Event, ServiceProcess], None] = _quiet,
+    log_options: tuple[str, ...] = (),
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The central bank, then every intermediary, each in its own process; all stopped on
     the way out (intermediaries first, the central bank last), whatever happened. ``report``
@@ -165,7 +168,13 @@ def running(
     processes: dict[str, ServiceProcess] = {}
     try:
         for name in (CENTRAL, *network.banks):
-            process = service_process(network, name, port=ports.get(name), retry_every=retry_every)
+            process = service_process(
+                network,
+                name,
+                port=ports.get(name),
+                retry_every=retry_every,
+                log_options=log_options,
+            )
             processes[name] = process
             report(Event.STARTING, process)
             process.start()

@@ -76,9 +76,16 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     retry_every: float = 30.0,
+    log_level: str = "info",
+    log_format: str = "text",
 ) -> None:
-    """Serve ``name`` until interrupted; address from the network's URL unless given."""
+    """Serve ``name`` until interrupted; address from the network's URL unless given. Logs
+    go to stderr (:mod:`offpay.service.logs`)."""
     import uvicorn
+
+    from offpay.service.logs import configure_logging
+
+    configure_logging(log_level, log_format)
 
     address = urlsplit(network.urls.get(name, ""))
     try:
@@ -94,7 +101,8 @@ def serve(
         app,
         host=host or address.hostname or "127.0.0.1",
         port=listen,
-        log_level="warning",
+        log_config=None,  # uvicorn's records go through the handler set up above
+        access_log=False,  # offpay.access writes the access log, with the route template
         timeout_graceful_shutdown=5,
         http=JsonRefusalProtocol,
     )

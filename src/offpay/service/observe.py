@@ -1,0 +1,176 @@
+"""What a service tells its operator as it runs: an access-log line and the request metrics for
+every HTTP request (an ASGI middleware), one event line per settlement, refusal and anomaly,
+and the ``/metrics`` route.
+
+Events are taken from what the party answers (the service layer sees every answer and every
+refusal code) and, for anomalies, from the rows the intermediary's engine records: the engine
+itself is not changed to report them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
+
+from offpay.bank.engine import Intermediary
+from offpay.central.bank import CentralBank
+from offpay.service.logs import ACCESS, EVENTS
+from offpay.service.metrics import UNMATCHED, ServiceMetrics
+from offpay.store import schema
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AnomalyWatch:
+    """The anomalies an intermediary recorded since the last look, each reported once by this
+    process. Starts after the anomalies already recorded (a restart does not repeat them)."""
+
+    def __init__(self, bank: Intermediary) -> None:
+        self.bank = bank
+        self.lock = threading.Lock()
+        with bank.db.connect() as conn:
+            self.last = int(conn.execute(select(func.max(schema.anomalies.c.id))).scalar() or 0)
+
+    def new(self) -> list[Any]:
+        an = schema.anomalies
+        with self.lock:
+            with self.bank.db.connect() as conn:
+                rows = conn.execute(select(an).where(an.c.id > self.last).order_by(an.c.id)).all()
+            if rows:
+                self.last = rows[-1].id
+        return rows
+
+
+class Observer:
+    """The metrics and event lines of one service."""
+
+    def __init__(self, name: str, party: CentralBank | Intermediary) -> None:
+        self.name = name
+        self.metrics = ServiceMetrics(name, party)
+        self.anomalies = AnomalyWatch(party) if isinstance(party, Intermediary) else None
+
+    def message(
+        self,
+        kind: str,
+        settles: bool,
+        sender: str | None,
+        nonce: bytes | None,
+        status: int,
+        code: str | None,
+        replayed: bool,
+        seconds: float,
+    ) -> None:
+        """One message answered: a settlement or refusal event line, its metrics, and any
+        anomaly the party recorded meanwhile."""
+        fields = {
+            "party": self.name,
+            "kind": kind,
+            "sender": sender,
+            "nonce": None if nonce is None else nonce.hex(),
+            "status": status,
+            "replayed": replayed,
+            "duration_ms": round(seconds * 1000, 3),
+        }
+        if status < 400:
+            if settles:
+                if not replayed:
+                    self.metrics.settlements.labels(kind).inc()
+                    self.metrics.settlement_seconds.labels(kind).observe(seconds)
+                EVENTS.info("settlement", extra={"event": "settlement", **fields})
+        elif status < 500:
+            self.metrics.refusals.labels(kind, code or "unknown").inc()
+            EVENTS.info("refusal", extra={"event": "refusal", "code": code, **fields})
+        self.report_anomalies()
+
+    def report_anomalies(self) -> None:
+        if self.anomalies is None:
+            return
+        for row in self.anomalies.new():
+            self.metrics.anomalies_logged.labels(row.kind).inc()
+            EVENTS.warning(
+                "anomaly",
+                extra={
+                    "event": "anomaly",
+                    "party": self.name,
+                    "kind": row.kind,
+                    "device": row.device_id,
+                    "tx_id": None if row.tx_id is None else bytes(row.tx_id).hex(),
+                    "detail": row.detail,
+                },
+            )
+
+    def scrape(self) -> bytes:
+        self.report_anomalies()  # one recorded by the background retries, say
+        return generate_latest(self.metrics.registry)
+
+
+class AccessLog:
+    """ASGI middleware: per request, the access-log line and the request metrics, labelled by
+    the route's template (``/v1/admin/payments/{tx_id}``), never by the raw path."""
+
+    def __init__(self, app: ASGIApp, observer: Observer) -> None:
+        self.app = app
+        self.observer = observer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app fails before answering, the server answers 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            method = scope.get("method", "")
+            m = self.observer.metrics
+            m.requests.labels(route, method, str(status)).inc()
+            m.request_seconds.labels(route, method).observe(seconds)
+            client = scope.get("client")
+            ACCESS.info(
+                "request",
+                extra={
+                    "party": self.observer.name,
+                    "http_method": method,
+                    "route": route,
+                    "path": scope.get("path", ""),
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "client": None if client is None else f"{client[0]}:{client[1]}",
+                },
+            )
+
+
+def add_metrics(app: FastAPI, observer: Observer) -> None:
+    """``GET /metrics`` (no admin token: counts and totals only, see docs/observability.md)
+    and the access-log middleware."""
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics: requests, settlements, the party's books.",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
+    def metrics() -> Response:
+        return Response(observer.scrape(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(AccessLog, observer=observer)  # type: ignore[arg-type]
