@@ -232,8 +232,9 @@ def bank_families(bank: Intermediary) -> Iterator[Metric]:
     g.add_metric([c], int(shortfalls[1]))
     yield g
     g = _gauge("offpay_refunds", "Refunds, open or done.", ["state"])
-    for is_open, count in refunds:
-        g.add_metric(["open" if is_open else "done"], count)
+    counts = {bool(is_open): count for is_open, count in refunds}
+    for state, is_open in (("open", True), ("done", False)):
+        g.add_metric([state], counts.get(is_open, 0))
     yield g
     g = _gauge("offpay_anomalies", "Anomalies recorded, by kind.", ["kind"])
     for kind, count in anomalies:
