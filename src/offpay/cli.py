@@ -123,22 +123,23 @@ def demo(
 
 
 def _demo_against(folder: Path, scheme: Scheme, console: Console) -> int:
-    """The balance demo against running services: phones and PoS apps here, over HTTP."""
+    """The demo against running services: phones and PoS apps here, over HTTP."""
     from offpay.cli_support import UsageError
     from offpay.errors import OffpayError
-    from offpay.service.remote import RemoteNetwork, require_services
+    from offpay.service.remote import require_services
+    from offpay.service.remote_tokens import RemoteTokenNetwork
     from offpay.sim.demo import Demo
+    from offpay.sim.token_demo import TokenDemo
 
     with refusals():
-        if scheme is not Scheme.BALANCE:
-            raise UsageError("against services, the demo plays the balance scheme only")
         config = _network(folder)
         if not {"bank-a", "bank-b"} <= set(config.banks):
             raise UsageError("the demo needs intermediaries named bank-a and bank-b")
         require_services(config)
-    remote = RemoteNetwork(config)
+    remote = RemoteTokenNetwork(config)
     try:
-        return 0 if Demo(console, folder, config.algorithm, net=remote).run() else 1
+        player = TokenDemo if scheme is Scheme.TOKENS else Demo
+        return 0 if player(console, folder, config.algorithm, net=remote).run() else 1
     except OffpayError as exc:
         console.print(f"[red]{exc}[/red] (are the services running? `offpay network run`)")
         return 1

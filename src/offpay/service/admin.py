@@ -185,7 +185,8 @@ def _unb64(text: str, what: str) -> bytes:
         raise Refused(f"{what} is not base64", code="http.invalid_request") from None
 
 
-def _public_key(text: str) -> PublicKey:
+def public_key_of(text: str) -> PublicKey:
+    """A DER public key sent as base64, refused unless of a supported algorithm."""
     try:
         key = load_der_public_key(_unb64(text, "public_key"))
         algorithm_of(key)
@@ -232,7 +233,7 @@ def admin_router(service: Service) -> APIRouter:
         def issue_card(body: NewCard, key: Key) -> Response:
             def act() -> dict[str, str]:
                 card_id, perso = bank.personalise_card(
-                    body.customer_id, _public_key(body.public_key), body.pin
+                    body.customer_id, public_key_of(body.public_key), body.pin
                 )
                 return {"card_id": card_id, "personalisation": _b64(perso)}
 

@@ -498,12 +498,14 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
 
     from offpay.service.admin import admin_router
     from offpay.service.admin_books import books_router
+    from offpay.service.admin_tokens import tokens_router
 
     def admin_auth(credentials: AdminCredentials) -> None:
         service.check_admin(credentials)
 
     app.include_router(admin_router(service), dependencies=[Depends(admin_auth)])
     app.include_router(books_router(service), dependencies=[Depends(admin_auth)])
+    app.include_router(tokens_router(service), dependencies=[Depends(admin_auth)])
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, insert, select
 
+from offpay.crypto.keys import PublicKey
 from offpay.crypto.pki import Role
 from offpay.errors import (
     CertificateError,
@@ -58,16 +59,22 @@ class TokenDesk:
 
     def issue_element(self, customer_id: str, element: TokenElement) -> str:
         """Provision a customer's secure element: its certificate, the root, the mint key."""
+        element_id, chain = self.certify_element(customer_id, element.signer.public_key)
+        element.provision(element_id, chain, self.bank.root_der, self.mint_chain)
+        return element_id
+
+    def certify_element(
+        self, customer_id: str, public_key: PublicKey
+    ) -> tuple[str, tuple[bytes, ...]]:
+        """An element's id and certificate chain, registered to the customer: what the element
+        is provisioned with, here or by the back office over the network."""
         self.bank.balance(f"{customer_id}/online")
         from offpay.device.card import key_fingerprint
 
-        element_id = f"element:{self.bank.name}:{key_fingerprint(element.signer)[:12]}"
-        chain = self.bank.ca.issue(
-            element_id, Role.ELEMENT, element.signer.public_key, self.bank.clock()
-        )
+        element_id = f"element:{self.bank.name}:{key_fingerprint(public_key)[:12]}"
+        chain = self.bank.ca.issue(element_id, Role.ELEMENT, public_key, self.bank.clock())
         self.bank._register_device(element_id, "element", customer_id, f"{customer_id}/online")
-        element.provision(element_id, chain, self.bank.root_der, self.mint_chain)
-        return element_id
+        return element_id, chain
 
     # -- requests from elements -----------------------------------------------------------------
 
