@@ -104,6 +104,26 @@ def test_a_cloned_card_leaves_settlement_refusal_and_anomaly_lines(served: Serve
         assert logged == sorted((a["kind"], a["device"], a["detail"]) for a in books["anomalies"])
 
 
+def test_the_revocation_that_follows_is_a_warning_line_at_the_central_bank(
+    served: Served,
+) -> None:
+    """The cloned card (previous test, or played here) is revoked: the intermediary asks the
+    central bank, whose log names who asked."""
+    revocations = events(served.lines(), "revocation")
+    if not revocations:
+        play_over_http("cloned-card", served.network)
+        revocations = events(served.lines(), "revocation")
+    assert revocations
+    for r in revocations:
+        assert r["party"] == CENTRAL and r["level"] == "WARNING"
+        assert r["kind"] == "revoke-device" and r["sender"].endswith("/engine")
+    revoked = served.http.get(
+        f"{served.network.urls[CENTRAL]}/v1/admin/revoked",
+        headers={"Authorization": f"Bearer {served.network.admin_token(CENTRAL)}"},
+    ).json()["devices"]
+    assert len(revoked) == len(revocations)
+
+
 def test_a_refusal_line_names_the_code_the_sender_got(served: Served) -> None:
     key = uuid.uuid4().hex
     answer = served.http.post(

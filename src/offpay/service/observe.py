@@ -24,6 +24,9 @@ from offpay.service.logs import ACCESS, EVENTS
 from offpay.service.metrics import UNMATCHED, ServiceMetrics
 from offpay.store import schema
 
+# Messages that put a device on the network's revocation list: each is an event line too.
+REVOCATIONS = frozenset({"revoke-device", "report-double-spend"})
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -87,6 +90,8 @@ class Observer:
                     self.metrics.settlements.labels(kind).inc()
                     self.metrics.settlement_seconds.labels(kind).observe(seconds)
                 EVENTS.info("settlement", extra={"event": "settlement", **fields})
+            elif kind in REVOCATIONS and not replayed:
+                EVENTS.warning("revocation", extra={"event": "revocation", **fields})
         elif status < 500:
             self.metrics.refusals.labels(kind, code or "unknown").inc()
             EVENTS.info("refusal", extra={"event": "refusal", "code": code, **fields})
@@ -128,35 +133,47 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = 500  # if the app fails before answering, the server answers 500
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            self.record(scope, status, time.perf_counter() - started)
 
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                record()  # before the last bytes leave: the client never sees an unlogged answer
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
         finally:
-            seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            method = scope.get("method", "")
-            m = self.observer.metrics
-            m.requests.labels(route, method, str(status)).inc()
-            m.request_seconds.labels(route, method).observe(seconds)
-            client = scope.get("client")
-            ACCESS.info(
-                "request",
-                extra={
-                    "party": self.observer.name,
-                    "http_method": method,
-                    "route": route,
-                    "path": scope.get("path", ""),
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "client": None if client is None else f"{client[0]}:{client[1]}",
-                },
-            )
+            record()
+
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or UNMATCHED
+        method = scope.get("method", "")
+        m = self.observer.metrics
+        m.requests.labels(route, method, str(status)).inc()
+        m.request_seconds.labels(route, method).observe(seconds)
+        client = scope.get("client")
+        ACCESS.info(
+            "request",
+            extra={
+                "party": self.observer.name,
+                "http_method": method,
+                "route": route,
+                "path": scope.get("path", ""),
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": None if client is None else f"{client[0]}:{client[1]}",
+            },
+        )
 
 
 def add_metrics(app: FastAPI, observer: Observer) -> None:
