@@ -9,6 +9,11 @@ import contextlib
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +31,9 @@ from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
 from offpay.service.logs import LogSettingError, TextFormatter, configure_logging
 from offpay.service.process import serve_in_thread, service_process
 from offpay.service.serve import build
+
+START_TIMEOUT_S = 90
+OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
 
 @dataclass
@@ -202,3 +210,35 @@ def test_offpay_serve_writes_json_lines_to_its_log(tmp_path: Path) -> None:
     assert any(line["logger"].startswith("uvicorn") for line in lines)  # its own, as JSON too
     (scrape,) = [x for x in lines if x["logger"] == "offpay.access" and x["route"] == "/metrics"]
     assert scrape["status"] == 200 and scrape["party"] == CENTRAL
+
+
+def test_offpay_network_run_passes_the_log_options_to_every_service(tmp_path: Path) -> None:
+    data, run_log = tmp_path / "net", tmp_path / "run.log"
+    init_network(data, ("bank-a",))
+    with run_log.open("w") as out:
+        runner = subprocess.Popen(
+            [*OFFPAY, "network", "run", "--data", str(data), "--log-format", "json"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S  # a guard against a hang
+        while "stop with Ctrl-C" not in run_log.read_text():
+            assert runner.poll() is None, run_log.read_text()
+            assert time.monotonic() < deadline, run_log.read_text()
+            time.sleep(0.2)
+        urls = json.loads((data / "network.json").read_text())["urls"]
+        for url in urls.values():
+            assert httpx.get(f"{url}/metrics", trust_env=False).status_code == 200
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        try:
+            runner.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+    for party in urls:
+        lines = [json.loads(x) for x in (data / party / "service.log").read_text().splitlines()]
+        scrapes = [x for x in lines if x["logger"] == "offpay.access" and x["route"] == "/metrics"]
+        assert [x["party"] for x in scrapes] == [party]
