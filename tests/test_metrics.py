@@ -21,8 +21,9 @@ from prometheus_client.samples import Sample
 from rich.console import Console
 
 from offpay.attacks.over_http import play_over_http
-from offpay.service.app import create_app
+from offpay.service.app import BANK_KINDS, CENTRAL_KINDS, TOKEN_KINDS, create_app
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
+from offpay.service.observe import SETTLING
 from offpay.service.process import serve_in_thread
 from offpay.service.remote import RemoteNetwork
 from offpay.service.serve import build
@@ -215,3 +216,10 @@ def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(served: Served) 
     for panel in dashboard["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${" + datasource["name"] + "}", panel["title"]
+
+
+def test_the_settling_kinds_are_request_kinds_the_services_route() -> None:
+    """A kind renamed in the services and not here would silently stop being counted."""
+    routed = {k.name for k in (*CENTRAL_KINDS, *BANK_KINDS, *TOKEN_KINDS)}
+    assert routed >= SETTLING
+    assert "revocation-list" not in SETTLING and "card-confirmation" not in SETTLING

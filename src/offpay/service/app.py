@@ -66,80 +66,35 @@ class Kind:
     name: str
     summary: str
     mutating: bool = True
-    settles: bool = False  # it moves money: counted and timed as a settlement
 
 
 CENTRAL_KINDS = (
-    Kind(
-        "reserve-transfer",
-        "Move money between an intermediary's reserve and its customers.",
-        settles=True,
-    ),
-    Kind(
-        "notarise",
-        "Record an offline payment once, network-wide; holdings move with it.",
-        settles=True,
-    ),
-    Kind(
-        "notarise-batch",
-        "Record an upload's payments at once; one signed receipt for all.",
-        settles=True,
-    ),
+    Kind("reserve-transfer", "Move money between an intermediary's reserve and its customers."),
+    Kind("notarise", "Record an offline payment once, network-wide; holdings move with it."),
+    Kind("notarise-batch", "Record an upload's payments at once; one signed receipt for all."),
     Kind("revoke-device", "An intermediary revokes a device it issued; answers the new list."),
     Kind("revocation-list", "The current signed revocation list (empty body).", mutating=False),
-    Kind("pool-draw", "Borrow from the liquidity pool for a payment that waits.", settles=True),
-    Kind("pool-repay", "Repay a liquidity-pool loan.", settles=True),
-    Kind("mint-token", "Mint a token to an address (token scheme).", settles=True),
-    Kind(
-        "redeem-token",
-        "Redeem a token and record the history it consumed (token scheme).",
-        settles=True,
-    ),
+    Kind("pool-draw", "Borrow from the liquidity pool for a payment that waits."),
+    Kind("pool-repay", "Repay a liquidity-pool loan."),
+    Kind("mint-token", "Mint a token to an address (token scheme)."),
+    Kind("redeem-token", "Redeem a token and record the history it consumed (token scheme)."),
     Kind("report-double-spend", "Report a token spent twice (token scheme)."),
 )
 
 BANK_KINDS = (
-    Kind(
-        "card-session",
-        "A card's online session (top-up, defund, sync); answers an instruction.",
-        settles=True,
-    ),
+    Kind("card-session", "A card's online session (top-up, defund, sync); answers an instruction."),
     Kind("card-confirmation", "A card confirms it applied an instruction; the answer is empty."),
-    Kind(
-        "terminal-upload",
-        "A terminal module uploads its payments; answers an instruction.",
-        settles=True,
-    ),
-    Kind(
-        "debit-request",
-        "Another intermediary presents a payment one of our customers made.",
-        settles=True,
-    ),
-    Kind(
-        "credit-request",
-        "The payer's intermediary credits our customer, with the receipt.",
-        settles=True,
-    ),
-    Kind(
-        "refund-request",
-        "The payee's intermediary gives back a payment its payee declined.",
-        settles=True,
-    ),
-    Kind(
-        "debit-batch",
-        "Another intermediary presents an upload's payments of our customers.",
-        settles=True,
-    ),
-    Kind(
-        "credit-batch",
-        "The payer's intermediary credits our customers, with one receipt.",
-        settles=True,
-    ),
+    Kind("terminal-upload", "A terminal module uploads its payments; answers an instruction."),
+    Kind("debit-request", "Another intermediary presents a payment one of our customers made."),
+    Kind("credit-request", "The payer's intermediary credits our customer, with the receipt."),
+    Kind("refund-request", "The payee's intermediary gives back a payment its payee declined."),
+    Kind("debit-batch", "Another intermediary presents an upload's payments of our customers."),
+    Kind("credit-batch", "The payer's intermediary credits our customers, with one receipt."),
 )
 
 TOKEN_KINDS = (
-    Kind("token-withdraw", "A token wallet withdraws tokens from its online wallet.", settles=True),
-    Kind("token-deposit", "A token wallet deposits tokens into its online wallet.", settles=True),
+    Kind("token-withdraw", "A token wallet withdraws tokens from its online wallet."),
+    Kind("token-deposit", "A token wallet deposits tokens into its online wallet."),
     Kind("token-vault-address", "A fresh address of the vault element, for a deposit."),
 )
 
@@ -178,7 +133,6 @@ class Service:
         answer, sender, nonce = self._answer(kind, body, key)
         self.observer.message(
             kind.name,
-            kind.settles,
             sender,
             nonce,
             answer.status,

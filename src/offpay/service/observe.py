@@ -24,6 +24,27 @@ from offpay.service.logs import ACCESS, EVENTS
 from offpay.service.metrics import UNMATCHED, ServiceMetrics
 from offpay.store import schema
 
+# Requests that move money: each one carried out is a settlement (counted, timed, logged).
+SETTLING = frozenset(
+    {
+        "reserve-transfer",
+        "notarise",
+        "notarise-batch",
+        "pool-draw",
+        "pool-repay",
+        "mint-token",
+        "redeem-token",
+        "card-session",
+        "terminal-upload",
+        "debit-request",
+        "credit-request",
+        "refund-request",
+        "debit-batch",
+        "credit-batch",
+        "token-withdraw",
+        "token-deposit",
+    }
+)
 # Messages that put a device on the network's revocation list: each is an event line too.
 REVOCATIONS = frozenset({"revoke-device", "report-double-spend"})
 
@@ -65,7 +86,6 @@ class Observer:
     def message(
         self,
         kind: str,
-        settles: bool,
         sender: str | None,
         nonce: bytes | None,
         status: int,
@@ -85,7 +105,7 @@ class Observer:
             "duration_ms": round(seconds * 1000, 3),
         }
         if status < 400:
-            if settles:
+            if kind in SETTLING:
                 if not replayed:
                     self.metrics.settlements.labels(kind).inc()
                     self.metrics.settlement_seconds.labels(kind).observe(seconds)
