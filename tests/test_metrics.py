@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import promql_parser
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -202,12 +203,10 @@ def test_an_intermediarys_books_queue_and_anomalies(served: Served) -> None:
 def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(served: Served) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     names = {s.name for party in served.network.urls for s in served.scrape(party)}
-    queried = {
-        name
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", ())
-        for name in re.findall(r"\boffpay_[a-z_]+", target["expr"])
-    }
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", ())]
+    for expr in exprs:
+        promql_parser.parse(expr)  # valid PromQL, or ValueError naming the fault
+    queried = {name for expr in exprs for name in re.findall(r"\boffpay_[a-z_]+", expr)}
     assert len(queried) >= 15
     assert queried <= names, sorted(queried - names)
     # Importable: the datasource is a variable, every panel uses it.
