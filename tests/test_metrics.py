@@ -222,3 +222,21 @@ def test_the_settling_kinds_are_request_kinds_the_services_route() -> None:
     routed = {k.name for k in (*CENTRAL_KINDS, *BANK_KINDS, *TOKEN_KINDS)}
     assert routed >= SETTLING
     assert "revocation-list" not in SETTLING and "card-confirmation" not in SETTLING
+
+
+def test_a_scrape_survives_books_it_cannot_read(tmp_path: Path) -> None:
+    """A database that fails: /metrics still answers, says so, and serves no stale books."""
+    network = init_network(tmp_path / "net", ("bank-a",))
+    built = build(network, CENTRAL, retry_every=-1)
+    registry = built.service.observer.metrics.registry
+
+    def scrape() -> dict[str, float]:
+        return {s.name: s.value for m in registry.collect() for s in m.samples}
+
+    assert scrape()["offpay_books_up"] == 1 and "offpay_issued_minor" in scrape()
+    built.service.party.db.dispose()
+    (tmp_path / "net" / CENTRAL).rename(tmp_path / "gone")  # the database file with it
+    samples = scrape()
+    assert samples["offpay_books_up"] == 0
+    assert "offpay_issued_minor" not in samples
+    assert samples["offpay_service_info"] == 1  # the rest of the registry still answers
