@@ -5,6 +5,7 @@ threads of this process (records captured from the real handler) and from a real
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
@@ -22,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from offpay.attacks.over_http import play_over_http
@@ -32,6 +35,7 @@ from offpay.service.logs import LogSettingError, TextFormatter, configure_loggin
 from offpay.service.process import serve_in_thread, service_process
 from offpay.service.serve import build
 
+STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 START_TIMEOUT_S = 90
 OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
@@ -183,6 +187,40 @@ def test_text_lines_carry_the_fields_as_key_value_pairs() -> None:
     assert line.endswith(
         "INFO offpay.events refusal kind=notarise code=wire.bad detail='two words'"
     )
+
+
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z][a-z_]{0,15}", fullmatch=True).filter(lambda k: k not in STANDARD),
+        st.text(max_size=40),
+        max_size=6,
+    )
+)
+def test_a_text_line_is_one_line_whatever_the_fields_hold(fields: dict[str, str]) -> None:
+    record = logging.LogRecord("offpay.events", logging.INFO, "", 0, "event", (), None)
+    record.__dict__.update(fields)
+    line = TextFormatter().format(record)
+    assert len(line.splitlines()) == 1
+    rest = line.split(" offpay.events event", 1)[1]
+    for key, value in fields.items():  # each pair in order, reading back as it was
+        assert rest.startswith(f" {key}="), (rest, key)
+        rest = rest[len(key) + 2 :]
+        if rest[:1] in ("'", '"'):
+            end = _closing(rest) + 1
+            assert ast.literal_eval(rest[:end]) == value
+        else:
+            end = rest.find(" ") if " " in rest else len(rest)
+            assert rest[:end] == value
+        rest = rest[end:]
+    assert rest == ""
+
+
+def _closing(token: str) -> int:
+    """The index of the quote that closes the repr at the start of ``token``."""
+    quote, i = token[0], 1
+    while token[i] != quote:
+        i += 2 if token[i] == "\\" else 1
+    return i
 
 
 def test_an_unknown_log_setting_is_refused() -> None:

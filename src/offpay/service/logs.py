@@ -64,8 +64,11 @@ class TextFormatter(logging.Formatter):
 
 
 def _text(value: object) -> str:
+    """A value as one token: quoted (and escaped, so one line stays one line) if it has
+    whitespace, quotes, an equals sign or nothing in it."""
     text = str(value)
-    return repr(text) if (" " in text or "=" in text or not text) else text
+    plain = text and not any(c.isspace() or c in "='\"\\" or not c.isprintable() for c in text)
+    return text if plain else repr(text)
 
 
 def json_formatter() -> logging.Formatter:
