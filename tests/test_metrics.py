@@ -20,14 +20,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from rich.console import Console
+from sqlalchemy import text
 
 from offpay.attacks.over_http import play_over_http
+from offpay.money import Money
 from offpay.service.app import BANK_KINDS, CENTRAL_KINDS, TOKEN_KINDS, create_app
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
 from offpay.service.observe import SETTLING
 from offpay.service.process import serve_in_thread
 from offpay.service.remote import RemoteNetwork
-from offpay.service.serve import build
+from offpay.service.serve import Built, build
 from offpay.sim.demo import Demo
 
 DASHBOARD = Path(__file__).parent.parent / "docs" / "grafana" / "offpay.json"
@@ -197,6 +199,7 @@ def test_an_intermediarys_books_queue_and_anomalies(served: Served) -> None:
         assert value(after, "offpay_pending_payments", direction=direction) >= 0
         assert value(after, "offpay_pending_oldest_age_seconds", direction=direction) >= 0
     assert value(after, "offpay_loss_bound_minor") >= value(after, "offpay_losses_minor")
+    assert value(after, "offpay_ledger_balanced") == 1
     assert value(served.scrape(CENTRAL), "offpay_conservation_balanced") == 1
 
 
@@ -240,3 +243,33 @@ def test_a_scrape_survives_books_it_cannot_read(tmp_path: Path) -> None:
     assert samples["offpay_books_up"] == 0
     assert "offpay_issued_minor" not in samples
     assert samples["offpay_service_info"] == 1  # the rest of the registry still answers
+
+
+def test_a_gap_in_the_books_turns_the_status_red_with_the_difference(tmp_path: Path) -> None:
+    """Money created or lost behind the engines' backs (a manual UPDATE here) shows at once:
+    at the central bank as issued against held, at an intermediary as wallets against their
+    journal, each with the difference in minor units."""
+    network = init_network(tmp_path / "net", ("bank-a",))
+    central = build(network, CENTRAL, retry_every=-1)
+    bank = build(network, "bank-a", retry_every=-1)
+
+    def figures(built: Built) -> dict[str, float]:
+        registry = built.service.observer.metrics.registry
+        return {s.name: s.value for m in registry.collect() for s in m.samples}
+
+    central.service.party.issue("bank-a", Money(500_00, "SEK"))
+    customer = bank.service.party.open_customer("Ann")
+    assert figures(central)["offpay_conservation_balanced"] == 1
+    assert figures(bank)["offpay_ledger_balanced"] == 1
+    with central.service.party.db.begin() as conn:
+        conn.execute(text("UPDATE institutions SET reserve = reserve - 7"))
+    with bank.service.party.db.begin() as conn:
+        conn.execute(
+            text("UPDATE accounts SET balance = balance + 5 WHERE id = :id"),
+            {"id": f"{customer}/online"},
+        )
+    c, b = figures(central), figures(bank)
+    assert c["offpay_conservation_balanced"] == 0
+    assert c["offpay_conservation_difference_minor"] == 7  # issued 7 more than is held
+    assert b["offpay_ledger_balanced"] == 0
+    assert b["offpay_ledger_difference_minor"] == 5
