@@ -25,15 +25,19 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from offpay.attacks.over_http import play_over_http
+from offpay.bank.engine import Intermediary
 from offpay.cli import app
 from offpay.service.app import create_app
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
 from offpay.service.logs import LogSettingError, TextFormatter, configure_logging
+from offpay.service.observe import AnomalyWatch
 from offpay.service.process import serve_in_thread, service_process
 from offpay.service.serve import build
+from offpay.store import schema
 
 STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 START_TIMEOUT_S = 90
@@ -280,3 +284,33 @@ def test_offpay_network_run_passes_the_log_options_to_every_service(tmp_path: Pa
         lines = [json.loads(x) for x in (data / party / "service.log").read_text().splitlines()]
         scrapes = [x for x in lines if x["logger"] == "offpay.access" and x["route"] == "/metrics"]
         assert [x["party"] for x in scrapes] == [party]
+
+
+def test_each_anomaly_is_reported_once_even_when_it_commits_out_of_id_order(
+    tmp_path: Path,
+) -> None:
+    network = init_network(tmp_path / "net", ("bank-a",))
+    bank = build(network, "bank-a", retry_every=-1).service.party
+    assert isinstance(bank, Intermediary)
+
+    def record(row_id: int) -> None:
+        with bank.db.begin() as conn:
+            conn.execute(
+                insert(schema.anomalies).values(
+                    id=row_id, kind="clone", device_id="card:x", tx_id=None, detail=str(row_id)
+                )
+            )
+
+    record(1)
+    watch = AnomalyWatch(bank)
+    assert watch.new() == []  # recorded before this process looked: not repeated
+    record(5)
+    assert [r.id for r in watch.new()] == [5]
+    record(3)  # written before 5, committed after it
+    assert [r.id for r in watch.new()] == [3]
+    assert watch.new() == []
+    record(5 + AnomalyWatch.LOOKBACK + 10)
+    record(7)
+    assert [r.id for r in watch.new()] == [7, 5 + AnomalyWatch.LOOKBACK + 10]
+    assert watch.new() == []
+    assert AnomalyWatch(bank).new() == []  # a restart starts after them all

@@ -57,22 +57,38 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class AnomalyWatch:
     """The anomalies an intermediary recorded since the last look, each reported once by this
-    process. Starts after the anomalies already recorded (a restart does not repeat them)."""
+    process. Starts after the anomalies already recorded (a restart does not repeat them).
+
+    Ids are handed out when a row is written, not when its transaction commits: on PostgreSQL a
+    row may become visible after one with a higher id. The last ``LOOKBACK`` ids are looked at
+    again each time, and those already reported are remembered, so such a row is not missed.
+    """
+
+    LOOKBACK = 64
 
     def __init__(self, bank: Intermediary) -> None:
         self.bank = bank
         self.lock = threading.Lock()
         with bank.db.connect() as conn:
             self.last = int(conn.execute(select(func.max(schema.anomalies.c.id))).scalar() or 0)
+        self.seen = set(self._ids_since(self.last - self.LOOKBACK))
+
+    def _ids_since(self, floor: int) -> list[int]:
+        an = schema.anomalies
+        with self.bank.db.connect() as conn:
+            return list(conn.execute(select(an.c.id).where(an.c.id > floor)).scalars())
 
     def new(self) -> list[Any]:
         an = schema.anomalies
         with self.lock:
+            fresh = [i for i in self._ids_since(self.last - self.LOOKBACK) if i not in self.seen]
+            if not fresh:
+                return []
             with self.bank.db.connect() as conn:
-                rows = conn.execute(select(an).where(an.c.id > self.last).order_by(an.c.id)).all()
-            if rows:
-                self.last = rows[-1].id
-        return rows
+                rows = conn.execute(select(an).where(an.c.id.in_(fresh)).order_by(an.c.id)).all()
+            self.last = max(self.last, *fresh)
+            self.seen = {i for i in (*self.seen, *fresh) if i > self.last - self.LOOKBACK}
+        return list(rows)
 
 
 class Observer:
