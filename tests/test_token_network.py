@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +25,7 @@ from offpay.cli import app
 from offpay.errors import DoubleSpend, OffpayError
 from offpay.money import Money
 from offpay.service.app import create_app
-from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
+from offpay.service.datadir import CENTRAL, NetworkConfig, init_network, load_network
 from offpay.service.process import serve_in_thread
 from offpay.service.remote_tokens import RemoteTokenNetwork
 from offpay.service.serve import build
@@ -28,6 +34,8 @@ from offpay.tokens.element import TokenElement
 from offpay.tokens.transfer import ReceiverSession, SenderSession, transfer_offline
 
 SEK = 100
+START_TIMEOUT_S = 90
+OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +228,40 @@ def test_offpay_demo_plays_the_token_scheme_against_the_services(
     finally:
         remote.close()
     assert CENTRAL in network.urls
+
+
+def test_the_token_demo_against_offpay_network_run(tmp_path: Path) -> None:
+    """The same demo against services in their own processes, as the README has it."""
+    data, run_log = tmp_path / "net", tmp_path / "run.log"
+    with run_log.open("w") as out:
+        runner = subprocess.Popen(
+            [*OFFPAY, "network", "run", "--data", str(data)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S  # a guard against a hang
+        while "stop with Ctrl-C" not in run_log.read_text():
+            assert runner.poll() is None, run_log.read_text()
+            assert time.monotonic() < deadline, run_log.read_text()
+            time.sleep(0.2)
+        played = CliRunner().invoke(app, ["demo", "--network", str(data), "--scheme", "tokens"])
+        assert played.exit_code == 0, played.output[-3000:]
+        assert "the double spend was caught and its element revoked" in " ".join(
+            played.output.split()
+        )
+        remote = RemoteTokenNetwork(load_network(data), retries=1)
+        try:
+            audit = remote.check_conservation()
+        finally:
+            remote.close()
+        assert audit.balanced and audit.tokens.minor > 0
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        try:
+            runner.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+    assert runner.returncode == 0
