@@ -58,16 +58,16 @@ class Served:
 @contextlib.contextmanager
 def logging_restored() -> Iterator[None]:
     """The root logger as it was: these tests reconfigure it as a service does."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    names = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore")
+    loggers = [logging.getLogger(n or None) for n in names]
+    kept = [(x.handlers[:], x.level, x.propagate, x.disabled) for x in loggers]
     try:
         yield
     finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
+        for logger, (handlers, level, propagate, disabled) in zip(loggers, kept, strict=True):
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate, logger.disabled = propagate, disabled
 
 
 @pytest.fixture(scope="module")

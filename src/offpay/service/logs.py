@@ -79,6 +79,21 @@ def json_formatter() -> logging.Formatter:
     )
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes, not when it was set up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def configure_logging(
     level: str = LogLevel.INFO, fmt: str = LogFormat.TEXT, stream: TextIO | None = None
 ) -> logging.Handler:
@@ -92,7 +107,7 @@ def configure_logging(
             f"unknown log setting {level!r}/{fmt!r}: levels are "
             f"{', '.join(LogLevel)}; formats are {', '.join(LogFormat)}"
         ) from None
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -103,4 +118,6 @@ def configure_logging(
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    for chatty in ("httpx", "httpcore"):  # a line per outgoing call: offpay.access has ours
+        logging.getLogger(chatty).setLevel(max(level_no, logging.WARNING))
     return handler

@@ -85,8 +85,6 @@ def serve(
 
     from offpay.service.logs import configure_logging
 
-    configure_logging(log_level, log_format)
-
     address = urlsplit(network.urls.get(name, ""))
     try:
         listen = port if port is not None else (address.port or 8000)
@@ -97,6 +95,7 @@ def serve(
         raise AddressError(f"{name} cannot listen on {what}: a port is 1 to 65535")
     built = build(network, name, retry_every=retry_every)
     app = create_app(built.service, background=built.background)
+    configure_logging(log_level, log_format)  # only a process that serves changes its logging
     uvicorn.run(
         app,
         host=host or address.hostname or "127.0.0.1",
