@@ -117,7 +117,8 @@ def central_families(central: CentralBank) -> Iterator[Metric]:
     """Issuance, reserves and holdings, tokens, the pool, the notary, revocations, and the
     conservation status as the central bank's books show it."""
     c = central.currency
-    issued, tokens, _ = central.audit_totals()
+    audit = central_audit(central)
+    issued, tokens = audit.issued, audit.tokens
     positions = central.positions()
     pool = central.pool_status()
     with central.db.connect() as conn:
@@ -164,7 +165,6 @@ def central_families(central: CentralBank) -> Iterator[Metric]:
     g = _gauge("offpay_revoked_devices", "Devices on the revocation list.")
     g.add_metric([], revoked)
     yield g
-    audit = central_audit(central)
     difference = audit.issued.minor - audit.held.minor
     g = _gauge(
         "offpay_conservation_balanced",
