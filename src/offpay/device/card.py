@@ -39,11 +39,12 @@ from offpay.errors import (
     OffpayError,
     PinError,
     ReplayError,
+    SignatureError,
 )
 from offpay.money import Money
 from offpay.policy import accept_policy
 from offpay.wire.codec import decode, encode
-from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
     MAX_DECLINED,
     CardConfirmation,
@@ -88,6 +89,10 @@ class OpenRequest:
     request_id: bytes
     payer: str
     amount: Money
+    # What identifies the signed request (Signed.digest): the payment must carry exactly the
+    # request this card signed, which it checks against this instead of verifying its own
+    # signature again.
+    digest: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -500,7 +505,7 @@ class Card:
         signed = sign(request, self._credential)
         # A bounded queue: the oldest open request lapses when a new one would overflow it,
         # and is declined: a payment answering it is refused here and goes back to its payer.
-        opened = (*pending, OpenRequest(request_id, payer.id, ask.amount))
+        opened = (*pending, OpenRequest(request_id, payer.id, ask.amount, signed.digest))
         self._state = evolve(state, open_requests=opened, declined=(*state.declined, *lapsed))
         return signed.to_bytes()
 
@@ -510,9 +515,9 @@ class Card:
         trust = self._trusted()
         signed = decode(cmd.data, Signed)
         payment, _ = open_signed(signed, OfflinePayment, trust, Role.CARD, receiver=state.card_id)
-        request, _ = open_signed(
-            payment.request, PaymentRequest, trust, Role.CARD, receiver=payment.sender
-        )
+        # The request is this card's own: it is checked against the open request (below), byte
+        # for byte, not by verifying this card's own signature a second time.
+        request = payload_of(payment.request, PaymentRequest)
         if request.sender != state.card_id:
             raise CertificateError("the payment answers a request this card did not sign")
         if request.request_id in state.declined:
@@ -526,6 +531,9 @@ class Card:
             raise ReplayError("no open request for this payment; it was received or cancelled")
         if payment.amount != request.amount or match[0].payer != payment.sender:
             raise DeviceStateError("payment does not match the request", code="device.mismatch")
+        if not is_issued(payment.request, match[0].digest, state.chain):
+            raise SignatureError("the payment carries an altered copy of this card's request")
+        trust.verify_chain(payment.request.chain)  # this card's own, unless it is revoked
         if payment.payee_institution != state.institution:
             raise DeviceStateError("payment names another institution", code="device.mismatch")
         self._pin_ok(state)

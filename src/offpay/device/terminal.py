@@ -19,11 +19,17 @@ from offpay.crypto.revocation import newer_revocations
 from offpay.crypto.sealing import Sealer
 from offpay.device.image import DeviceImage
 from offpay.device.memory import SealedMemory, evolve
-from offpay.errors import CertificateError, DeviceStateError, LimitExceeded, ReplayError
+from offpay.errors import (
+    CertificateError,
+    DeviceStateError,
+    LimitExceeded,
+    ReplayError,
+    SignatureError,
+)
 from offpay.money import Money
 from offpay.policy import accept_policy
 from offpay.wire.codec import Message, decode, encode, message
-from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
     MAX_DECLINED,
     CardIdentity,
@@ -54,6 +60,9 @@ class Pending:
     request_id: bytes
     card: str
     amount: Money
+    # Signed.digest of the request the module signed: a payment must carry exactly that
+    # request, checked byte for byte instead of verifying the module's own signature again.
+    digest: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -237,7 +246,7 @@ class TerminalModule:
             amount=amount,
         )
         signed = sign(request, Credential(self._signer, state.chain))
-        opened = (*state.open_requests, Pending(request_id, card.card, amount))
+        opened = (*state.open_requests, Pending(request_id, card.card, amount, signed.digest))
         self._state = evolve(state, open_requests=opened)
         return signed.to_bytes()
 
@@ -249,9 +258,9 @@ class TerminalModule:
         payment, _ = open_signed(
             signed, OfflinePayment, trust, Role.CARD, receiver=state.terminal_id
         )
-        request, _ = open_signed(
-            payment.request, PaymentRequest, trust, Role.TERMINAL, receiver=payment.sender
-        )
+        # The request is the module's own: it is checked against the open request (below),
+        # byte for byte, not by verifying the module's own signature a second time.
+        request = payload_of(payment.request, PaymentRequest)
         if request.sender != state.terminal_id:
             raise CertificateError("the payment answers a request this terminal did not sign")
         tx_id = payment.tx_id
@@ -277,6 +286,9 @@ class TerminalModule:
             raise ReplayError("no open request for this payment; it was received or cancelled")
         if payment.amount != match[0].amount or payment.sender != match[0].card:
             raise DeviceStateError("payment does not match the request", code="device.mismatch")
+        if not is_issued(payment.request, match[0].digest, state.chain):
+            raise SignatureError("the payment carries an altered copy of this terminal's request")
+        trust.verify_chain(payment.request.chain)  # the module's own, unless it is revoked
         if payment.payee_institution != state.institution:
             raise DeviceStateError("payment names another institution", code="device.mismatch")
         self._check_room(state, payment.amount, answering=True)
