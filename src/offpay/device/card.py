@@ -515,24 +515,28 @@ class Card:
         trust = self._trusted()
         signed = decode(cmd.data, Signed)
         payment, _ = open_signed(signed, OfflinePayment, trust, Role.CARD, receiver=state.card_id)
-        # The request is this card's own: it is checked against the open request (below), byte
-        # for byte, not by verifying this card's own signature a second time.
-        request = payload_of(payment.request, PaymentRequest)
-        if request.sender != state.card_id:
-            raise CertificateError("the payment answers a request this card did not sign")
-        if request.request_id in state.declined:
-            raise DeviceStateError(
-                "this card declined that request: the payment goes back to its payer when both "
-                "cards have synchronised",
-                code="device.declined",
-            )
-        match = [r for r in state.open_requests if r.request_id == request.request_id]
-        if not match:
+        # The request is this card's own: the payment must carry exactly one it signed and
+        # holds open, byte for byte, so its own signature is not verified a second time and
+        # its payload is decoded only to say why a payment is refused.
+        own = next(
+            (r for r in state.open_requests if is_issued(payment.request, r.digest, state.chain)),
+            None,
+        )
+        if own is None:
+            request = payload_of(payment.request, PaymentRequest)
+            if request.sender != state.card_id:
+                raise CertificateError("the payment answers a request this card did not sign")
+            if request.request_id in state.declined:
+                raise DeviceStateError(
+                    "this card declined that request: the payment goes back to its payer when "
+                    "both cards have synchronised",
+                    code="device.declined",
+                )
+            if any(r.request_id == request.request_id for r in state.open_requests):
+                raise SignatureError("the payment carries an altered copy of this card's request")
             raise ReplayError("no open request for this payment; it was received or cancelled")
-        if payment.amount != request.amount or match[0].payer != payment.sender:
+        if payment.amount != own.amount or own.payer != payment.sender:
             raise DeviceStateError("payment does not match the request", code="device.mismatch")
-        if not is_issued(payment.request, match[0].digest, state.chain):
-            raise SignatureError("the payment carries an altered copy of this card's request")
         trust.verify_chain(payment.request.chain)  # this card's own, unless it is revoked
         if payment.payee_institution != state.institution:
             raise DeviceStateError("payment names another institution", code="device.mismatch")
@@ -554,7 +558,7 @@ class Card:
             seq=seq,
             log=(*state.log, LogEntry(seq, Direction.IN, signed)),
             received_offline=state.received_offline + payment.amount,
-            open_requests=tuple(r for r in state.open_requests if r is not match[0]),
+            open_requests=tuple(r for r in state.open_requests if r is not own),
         )
         self._ram = replace(self._ram, pin_verified=False)
         return self._get_status(cmd)
