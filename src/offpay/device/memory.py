@@ -68,10 +68,10 @@ def evolve(state: S, **changes: Any) -> S:
 
 @dataclasses.dataclass(frozen=True)
 class _Stored:
-    """How one tuple field was last stored: the tuple, and its segments (id, element count)."""
+    """How one tuple field was last stored: the tuple, and the ids of its segments."""
 
     value: tuple[Any, ...]
-    segments: tuple[tuple[int, int], ...]
+    ids: tuple[int, ...]
 
 
 class SealedMemory:
@@ -142,22 +142,22 @@ class SealedMemory:
                 last, layout, kinds = None, [None] * len(names), bytearray(len(names))
                 self._fields.clear()
                 self._tuples.clear()
+                self._segments.clear()
             # Only the fields that are not the same objects as in the last write are stored
             # again: a payment changes four of a card's nineteen.
             old = vars(last[0]) if last is not None else {}
             for i in [i for i, name in enumerate(names) if old.get(name, self) is not now[name]]:
                 kinds[i], layout[i] = self._store(names[i], now[names[i]], i)
             self._last, self._layout, self._kinds = (value,), layout, kinds
-            live = [sid for stored in self._tuples.values() for sid, _ in stored.segments]
             stored_kinds, stored = bytes(kinds), tuple(layout)
         else:
-            kind, stored_kinds, stored, live = None, b"", value, []  # a value stored whole
+            kind, stored_kinds, stored = None, b"", value  # a value stored whole
             self._last, self._layout, self._kinds = None, [], bytearray()
             self._fields.clear()
             self._tuples.clear()
-        self._segments = {sid: self._segments[sid] for sid in live}
+            self._segments.clear()
         head = pickle.dumps(
-            (self._counter, kind, stored_kinds, stored, tuple(live)), protocol=_PROTOCOL
+            (self._counter, kind, stored_kinds, stored, tuple(self._segments)), protocol=_PROTOCOL
         )
         sealed = self._sealer.seal(head, self._aad, self._random(12))
         blob = b"".join((_LENGTH.pack(len(sealed)), sealed, *self._segments.values()))
@@ -170,7 +170,7 @@ class SealedMemory:
         tuple field's segments (new elements sealed into a new segment)."""
         kind = type(value)
         if kind is not tuple or not value:
-            self._tuples.pop(name, None)
+            self._drop(name)
             if kind in _LITERAL or (kind is bytes and len(value) <= _SMALL_BYTES):
                 return _AS_IS, value
             known = self._fields.get(name)
@@ -181,17 +181,27 @@ class SealedMemory:
         stored = self._tuples.get(name)
         if stored is None or stored.value is not value:
             before = stored.value if stored is not None else ()
-            if before and len(value) > len(before) and value[: len(before)] == before:
-                kept, new = stored.segments if stored else (), value[len(before) :]
+            # Equal elements (the same objects, or equal values after a fresh read) pickle the
+            # same: an appended tuple keeps its earlier segments.
+            if stored and len(value) > len(before) and value[: len(before)] == before:
+                kept, new = stored.ids, value[len(before) :]
             else:  # first stored, or elements removed or reordered: stored whole
+                self._drop(name)
                 kept, new = (), value
             sid = (self._counter << 16) | position
             plain = pickle.dumps(new, protocol=_PROTOCOL)
             sealed = self._sealer.seal(plain, self._segment_aad(sid), self._random(12))
             self._segments[sid] = _LENGTH.pack(len(sealed)) + sealed
-            stored = _Stored(value, (*kept, (sid, len(new))))
+            stored = _Stored(value, (*kept, sid))
             self._tuples[name] = stored
-        return _SEGMENTS, tuple(sid for sid, _ in stored.segments)
+        return _SEGMENTS, stored.ids
+
+    def _drop(self, name: str) -> None:
+        """Forget a tuple field's segments: it was stored anew, or is no longer a tuple."""
+        stored = self._tuples.pop(name, None)
+        if stored is not None:
+            for sid in stored.ids:
+                del self._segments[sid]
 
     def _segment_aad(self, sid: int) -> bytes:
         return self._aad + b"\x00segment\x00" + sid.to_bytes(16, "big")
