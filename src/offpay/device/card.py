@@ -510,7 +510,8 @@ class Card:
         return signed.to_bytes()
 
     def _receive(self, cmd: Command) -> bytes:
-        """Report §3.6 step 5: verify both signatures, credit, log."""
+        """Report §3.6 step 5: verify the payer's signature and that the payment carries this
+        card's own open request, exactly as it signed it; credit, log."""
         state = self._live()
         trust = self._trusted()
         signed = decode(cmd.data, Signed)
