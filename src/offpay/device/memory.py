@@ -14,13 +14,14 @@ and a command changes a few small fields and appends to a log. So a write seals 
 changed (:class:`SealedMemory`'s layout):
 
 * the **head**, sealed anew on every write under the new counter: the counter, the state's
-  class, every field that is not a tuple (each one's pickle reused while the field is the same
-  object), and for every tuple field (a log, the payments received, the certificate chain) the
-  ids of the segments that hold its elements, in order;
-* **segments**, each sealed once when its elements were first stored, under its own id (the
-  counter of that write and a number within it) as associated data. Elements appended to a
-  tuple go to a new segment; a tuple that lost or reordered elements (a sync clears the log) is
-  stored whole in a new segment, so no segment ever holds an element the state no longer has.
+  class, every field that is not a tuple (small values as they are; larger ones as their own
+  pickle, reused while the field is the same object), and for every tuple field (a log, the
+  payments received, the certificate chain) the ids of the segments holding its elements;
+* **segments**, one per element of a tuple field, each sealed once, when the element was first
+  stored, under its own id (the counter of that write, the field and the element's place) as
+  associated data. An appended element is one new segment; an element a sync removes takes
+  its segment with it, so no segment ever holds what the state no longer has, and a memory's
+  size depends on what it holds, not on the order in which it came to hold it.
 
 The head names each segment by id and each segment is sealed under its id, so a segment from an
 older write, from another position or another device fails to unseal, and the whole memory
@@ -166,8 +167,8 @@ class SealedMemory:
 
     def _store(self, name: str, value: Any, position: int) -> tuple[int, Any]:
         """What the head keeps of one field, and how: a small value itself (pickled with the
-        head), a larger one's own pickle (reused while the field is the same object), or a
-        tuple field's segments (new elements sealed into a new segment)."""
+        head), a larger one's own pickle (reused while the field is the same object), or the
+        ids of a tuple field's segments (each new element sealed into a segment of its own)."""
         kind = type(value)
         if kind is not tuple or not value:
             self._drop(name)
@@ -184,20 +185,40 @@ class SealedMemory:
             # Equal elements (the same objects, or equal values after a fresh read) pickle the
             # same: an appended tuple keeps its earlier segments.
             if stored and len(value) > len(before) and value[: len(before)] == before:
-                kept, new = stored.ids, value[len(before) :]
-            else:  # first stored, or elements removed or reordered: stored whole
-                self._drop(name)
-                kept, new = (), value
-            sid = (self._counter << 16) | position
-            plain = pickle.dumps(new, protocol=_PROTOCOL)
-            sealed = self._sealer.seal(plain, self._segment_aad(sid), self._random(12))
-            self._segments[sid] = _LENGTH.pack(len(sealed)) + sealed
-            stored = _Stored(value, (*kept, sid))
+                ids = (*stored.ids, *self._seal_elements(value[len(before) :], position))
+            else:  # elements removed or reordered: those still there keep their segments
+                pairs = zip(before, stored.ids, strict=True) if stored else ()
+                old = {id(e): (e, sid) for e, sid in pairs}
+                ids = tuple(self._kept(old, e, position, k) for k, e in enumerate(value))
+                for sid in set(stored.ids if stored else ()) - set(ids):
+                    del self._segments[sid]
+            stored = _Stored(value, ids)
             self._tuples[name] = stored
         return _SEGMENTS, stored.ids
 
+    def _kept(self, old: dict[int, tuple[Any, int]], element: Any, position: int, k: int) -> int:
+        """The segment of ``element`` if it is one of the tuple's old elements, else a new one."""
+        known = old.get(id(element))
+        if known is not None and known[0] is element:
+            return known[1]
+        return self._seal_elements((element,), position, k)[0]
+
+    def _seal_elements(self, new: tuple[Any, ...], position: int, first: int = 0) -> list[int]:
+        """Seal each element in a segment of its own, under an id no other segment ever had:
+        this write's counter, the field's position and the element's place among the new ones.
+        One segment per element keeps a memory's size a function of what it holds, not of the
+        order in which it came to hold it."""
+        ids = []
+        for k, element in enumerate(new, first):
+            sid = (self._counter << 32) | (position << 16) | k
+            plain = pickle.dumps(element, protocol=_PROTOCOL)
+            sealed = self._sealer.seal(plain, self._segment_aad(sid), self._random(12))
+            self._segments[sid] = _LENGTH.pack(len(sealed)) + sealed
+            ids.append(sid)
+        return ids
+
     def _drop(self, name: str) -> None:
-        """Forget a tuple field's segments: it was stored anew, or is no longer a tuple."""
+        """Forget a tuple field's segments: it is no longer a tuple (or is empty)."""
         stored = self._tuples.pop(name, None)
         if stored is not None:
             for sid in stored.ids:
@@ -226,7 +247,7 @@ def _split(blob: bytes) -> list[bytes]:
 
 
 def _restore(
-    cls_pickle: bytes, kinds: bytes, layout: tuple[Any, ...], segments: dict[int, tuple[Any, ...]]
+    cls_pickle: bytes, kinds: bytes, layout: tuple[Any, ...], segments: dict[int, Any]
 ) -> Any:
     """A dataclass from the head: per field, the value itself, its pickle or the ids of the
     segments holding its elements, in the order of the fields."""
@@ -235,7 +256,7 @@ def _restore(
     for kind, part in zip(kinds, layout, strict=True):
         if kind == _SEGMENTS:
             try:
-                values.append(tuple(e for sid in part for e in segments[sid]))
+                values.append(tuple([segments[sid] for sid in part]))
             except KeyError:
                 raise SealError("sealed memory lacks a segment its head names") from None
         else:
