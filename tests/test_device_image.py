@@ -5,6 +5,7 @@ intact, for any history of writes."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -13,13 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offpay.crypto.keys import Signer
-from offpay.device.card import Card
+from offpay.crypto.sealing import Sealer
+from offpay.device.card import Card, key_fingerprint
 from offpay.device.image import DeviceImage, MemoryImage
 from offpay.device.memory import SealedMemory
 from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
 from offpay.drive.vault import VaultError, load_image, save_image
-from offpay.errors import DeviceStateError, SealError
+from offpay.errors import DeviceStateError, PinError, SealError
 from offpay.sim.network import OfflineNetwork
 
 
@@ -131,3 +133,28 @@ def test_after_any_payments_and_syncs_a_fresh_unseal_reads_the_devices_state(
         rolled_back = MemoryImage(now.memory.key, now.memory.counter, first[name].memory.blob)
         with pytest.raises(DeviceStateError, match="rolled back"):
             _ = kind.from_image(dataclasses.replace(now, memory=rolled_back)).state  # type: ignore[attr-defined]
+
+
+def test_a_device_written_by_the_earlier_layout_still_reads() -> None:
+    """A card saved before sealed memory was split into a head and segments (its whole state
+    sealed at once) reads back, carries on in the current layout, and its old memory written
+    back afterwards is refused as rolled back."""
+    net = OfflineNetwork()
+    net.issue("bank-a", 1_000_00)
+    alice = net.add_user("alice", "bank-a", online=500_00)
+    alice.phone.top_up(alice.pin, net.money(100_00))
+    now = alice.card.image()
+    state = alice.card.state
+    owner = f"offpay-memory\x00{key_fingerprint(now.signer)}".encode()
+    earlier = Sealer(now.memory.key).seal(pickle.dumps((now.memory.counter, state)), owner)
+    image = dataclasses.replace(
+        now, memory=MemoryImage(now.memory.key, now.memory.counter, earlier)
+    )
+    card = Card.from_image(image)
+    assert card.state == state
+    with pytest.raises(PinError):
+        CardClient(card.process).verify_pin("0000")  # a wrong PIN costs a try: a write
+    assert card.memory.blob != earlier and card.state.pin_tries_left == state.pin_tries_left - 1
+    rolled_back = MemoryImage(now.memory.key, card.memory.image().counter, earlier)
+    with pytest.raises(DeviceStateError, match="rolled back"):
+        _ = Card.from_image(dataclasses.replace(image, memory=rolled_back)).state

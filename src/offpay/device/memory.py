@@ -112,8 +112,12 @@ class SealedMemory:
             return None
         if self._cache is not None and self._cache[0] is blob:
             return self._cache[1]
-        pieces = _split(blob)
-        counter, kind, kinds, layout, ids = pickle.loads(self._sealer.unseal(pieces[0], self._aad))
+        try:
+            pieces = _split(blob)
+            head = self._sealer.unseal(pieces[0], self._aad)
+        except SealError:
+            return self._read_earlier_layout(blob)
+        counter, kind, kinds, layout, ids = pickle.loads(head)
         if counter != self._counter:
             raise DeviceStateError(
                 "stored state is older than the device's monotonic counter: it was rolled back",
@@ -126,6 +130,21 @@ class SealedMemory:
             for sid, piece in zip(ids, pieces[1:], strict=True)
         }
         value = layout if kind is None else _restore(kind, kinds, layout, segments)
+        self._cache = (blob, value)
+        return value
+
+    def _read_earlier_layout(self, blob: bytes) -> Any:
+        """A memory a device wrote before the head-and-segments layout: the whole state sealed
+        at once (a device's first write after reading it stores it in the current layout).
+        Anything else was altered or belongs elsewhere."""
+        counter, value = pickle.loads(self._sealer.unseal(blob, self._aad))
+        if counter != self._counter:
+            raise DeviceStateError(
+                "stored state is older than the device's monotonic counter: it was rolled back",
+                code="device.rolled_back",
+            )
+        if isinstance(value, _Fields):
+            value = value.restore()
         self._cache = (blob, value)
         return value
 
@@ -270,6 +289,23 @@ def _class_pickle(cls: type) -> bytes:
     """A state's class as the head stores it, pickled once (a class reference costs pickle an
     import look-up each time)."""
     return pickle.dumps(cls, protocol=_PROTOCOL)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fields:
+    """A state as the earlier layout stored it (its class and each field's pickle, a tuple's
+    element by element); kept under this name so that such a memory still reads."""
+
+    cls: type
+    parts: tuple[bytes | tuple[bytes, ...], ...]
+
+    def restore(self) -> Any:
+        names = [f.name for f in dataclasses.fields(self.cls)]
+        values = [
+            tuple(pickle.loads(e) for e in part) if isinstance(part, tuple) else pickle.loads(part)
+            for part in self.parts
+        ]
+        return self.cls(**dict(zip(names, values, strict=True)))
 
 
 def _record_fields(value: Any) -> tuple[str, ...]:
