@@ -229,7 +229,7 @@ class SealedMemory:
         order in which it came to hold it."""
         ids = []
         for k, element in enumerate(new, first):
-            sid = (self._counter << 32) | (position << 16) | k
+            sid = (self._counter << 64) | (position << 32) | k  # 128 bits, as the AAD holds
             plain = pickle.dumps(element, protocol=_PROTOCOL)
             sealed = self._sealer.seal(plain, self._segment_aad(sid), self._random(12))
             self._segments[sid] = _LENGTH.pack(len(sealed)) + sealed
