@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, MetaData
 
-from offpay.store import migrate
 from offpay.store.engines import DEFAULT_URL, connect, in_memory
 
 __all__ = ["DEFAULT_URL", "connect", "open_database"]
@@ -15,6 +14,8 @@ __all__ = ["DEFAULT_URL", "connect", "open_database"]
 def open_database(url: str, metadata: MetaData) -> Engine:
     """An engine for ``url`` whose database is migrated to the newest schema of ``metadata``'s
     kind (:data:`offpay.store.schema.central` or :data:`offpay.store.schema.bank`)."""
+    from offpay.store import migrate  # Alembic: loaded by the first database opened, not at start
+
     kind = migrate.kind_of(metadata)
     engine = connect(url)
     try:
