@@ -344,7 +344,7 @@ def test_the_pool_refuses_a_gap_the_card_does_not_account_for():
     # is not money Bob received offline, so the pool must not cover it.
     bank = net.banks["bank-b"]
     with bank.db.begin() as conn:
-        bank._move(
+        bank.ledger.move(
             conn, f"{bob.customer_id}/shadow", f"{bob.customer_id}/online", 50 * SEK, "x", None
         )
     checked.sync(charlie)

@@ -41,7 +41,7 @@ def pay_out(shop: Merchant, owner: User, minor: int) -> None:
     wallets = (f"{shop.customer_id}/merchant", f"{owner.customer_id}/online")
     source, target = wallets if minor > 0 else wallets[::-1]
     with bank.db.begin() as conn:
-        bank._move(conn, source, target, abs(minor), "payout", None)
+        bank.ledger.move(conn, source, target, abs(minor), "payout", None)
 
 
 @pytest.mark.parametrize("banks", [("bank-a", "bank-b"), ("bank-a", "bank-a")], ids=["two", "one"])

@@ -158,7 +158,7 @@ def test_the_pool_lends_what_the_card_received_only_once(batched: bool) -> None:
     late = checked.charge(shops[-1], bob, 80 * SEK)
     bank = net.banks["bank-b"]
     with bank.db.begin() as conn:
-        bank._move(
+        bank.ledger.move(
             conn, f"{bob.customer_id}/shadow", f"{bob.customer_id}/online", 80 * SEK, "x", None
         )
 

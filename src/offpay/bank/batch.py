@@ -19,18 +19,20 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from offpay.bank.names import engine_id
+from offpay.bank.plan import Debited, Entry, PayerState, plan_credits, plan_debits
 from offpay.bank.refusal import request_id_of
 from offpay.central.bank import NOTARY_ID
 from offpay.crypto.pki import Role
 from offpay.errors import OffpayError, Refused, ReplayError
 from offpay.store import schema
+from offpay.store.bulk import insert_rows
+from offpay.store.schema import written_at
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
     BatchItem,
@@ -46,7 +48,8 @@ from offpay.wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from offpay.bank.engine import Intermediary, Outcome
+    from offpay.bank.desks import Bank
+    from offpay.bank.records import Outcome
 
 RECEIPTS_KEPT = 16  # batch receipts an intermediary keeps read
 BATCH_MIN = 2  # an upload of one payment takes the one-by-one path and its messages
@@ -64,18 +67,9 @@ _GIVE = (
     .where(_a.c.id == bindparam("b_account"))
     .values(balance=_a.c.balance + bindparam("b_minor"))
 )
-_JOURNAL = insert(schema.journal)
-_DEBITS = insert(_d)
-_CREDITS = insert(_c)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One verified payment of a batch, with its place in the upload or request."""
-
-    index: int
-    signed: Signed[OfflinePayment]
-    payment: OfflinePayment
+# Rows written with the driver's executemany (offpay.store.bulk), one tuple per payment.
+JOURNAL_COLUMNS = ("account_id", "delta", "reference")
+ROW_COLUMNS = ("tx_id", "device_id", "amount", "evidence", "payment")  # debits and credits
 
 
 Settled = tuple[SettlementStatus, str, bytes]  # status, detail, the notary's receipt or b""
@@ -99,7 +93,7 @@ def read_receipt(receipt: bytes, trust: Any) -> tuple[str, dict[bytes, BatchItem
 
 
 class BatchDesk:
-    def __init__(self, bank: Intermediary) -> None:
+    def __init__(self, bank: Bank) -> None:
         self.bank = bank
         self._receipts: dict[bytes, tuple[str, dict[bytes, BatchItem]]] = {}
 
@@ -131,12 +125,12 @@ class BatchDesk:
         bank = self.bank
         verified = self._eligible(device_id, entries)
         if verified is None:
-            return tuple(bank._settle_entry(device_id, d, s) for d, s in entries)
+            return tuple(bank.settle_entry(device_id, d, s) for d, s in entries)
         outcomes: dict[int, Outcome] = {}
         local = [e for e in verified if e.payment.payer_institution == bank.name]
         results, leftover = self._settle_fast(local)
         for i, (status, detail, _) in results:
-            outcomes[i] = bank._outcome(verified[i].payment, status, detail)
+            outcomes[i] = bank.outcome(verified[i].payment, status, detail)
         remote: dict[str, list[Entry]] = defaultdict(list)
         for e in verified:
             if e.payment.payer_institution != bank.name:
@@ -190,17 +184,19 @@ class BatchDesk:
     def _classify(
         self, entries: list[Entry]
     ) -> tuple[list[Entry], list[Entry], list[Entry], dict[str, str]]:
-        """Split into new payments the batch can debit, payments settled completely before,
-        and the rest (a payer's payments stay together, so the rest keeps the card's order);
-        with each payer's shadow wallet."""
-        bank = self.bank
+        """The ledger's state of the upload's payers, read in one transaction, and the plan
+        made from it (:func:`offpay.bank.plan.plan_debits`)."""
+        plan = plan_debits(entries, self._payer_state(entries))
+        return plan.debit, plan.settled, plan.one_by_one, plan.accounts
+
+    def _payer_state(self, entries: list[Entry]) -> PayerState:
         d, dev, s, a = schema.debits, schema.devices, schema.shortfalls, schema.accounts
         ids = [e.payment.tx_id for e in entries]
         payers = sorted({e.payment.sender for e in entries})
-        with bank.db.connect() as conn:
+        with self.bank.db.connect() as conn:
             devices = {r.id: r for r in conn.execute(select(dev).where(dev.c.id.in_(payers)))}
             debited = {
-                bytes(r.tx_id): r
+                bytes(r.tx_id): Debited(bytes(r.evidence), bool(r.notarised), bool(r.credited))
                 for r in conn.execute(
                     select(d.c.tx_id, d.c.evidence, d.c.notarised, d.c.credited).where(
                         d.c.tx_id.in_(ids)
@@ -221,32 +217,7 @@ class BatchDesk:
                 r.id: r.balance
                 for r in conn.execute(select(a.c.id, a.c.balance).where(a.c.id.in_(accounts)))
             }
-        groups: dict[str, list[Entry]] = defaultdict(list)
-        for e in entries:
-            groups[e.payment.sender].append(e)
-        plain: list[Entry] = []
-        already: list[Entry] = []
-        leftover: list[Entry] = []
-        for payer, group in groups.items():
-            device = devices.get(payer)
-            new = [e for e in group if e.payment.tx_id not in debited]
-            done = [e for e in group if e.payment.tx_id in debited]
-            ok = (
-                device is not None
-                and device.status == "active"
-                and payer not in waiting
-                and len({e.payment.tx_id for e in group}) == len(group)
-                and not any(e.payment.tx_id in queued for e in group)
-                and all(e.payment.payer_seq > device.last_seq for e in new)
-                and all(_complete(debited[e.payment.tx_id], e.signed) for e in done)
-                and sum(e.payment.amount.minor for e in new) <= balances.get(device.account_id, -1)
-            )
-            if ok:
-                plain += new
-                already += done
-            else:
-                leftover += group
-        return plain, already, leftover, {p: r.account_id for p, r in devices.items()}
+        return PayerState(devices, debited, queued, waiting, balances)
 
     def _debit(self, entries: list[Entry], accounts: dict[str, str]) -> bool:
         """One transaction: every payer's shadow wallet once, the journal and the debits. The
@@ -261,32 +232,31 @@ class BatchDesk:
                     _TAKE,
                     [{"b_account": acc, "b_minor": m} for acc, m in sorted(totals.items())],
                 )
-                conn.execute(
-                    _JOURNAL,
+                insert_rows(
+                    conn,
+                    schema.journal,
+                    JOURNAL_COLUMNS,
                     [
-                        dict(
-                            account_id=accounts[e.payment.sender],
-                            delta=-e.payment.amount.minor,
-                            reason="offline-out",
-                            reference=e.payment.tx_id,
-                        )
+                        (accounts[e.payment.sender], -e.payment.amount.minor, e.payment.tx_id)
                         for e in entries
                     ],
+                    {"reason": "offline-out"},
                 )
-                conn.execute(
-                    _DEBITS,
+                insert_rows(
+                    conn,
+                    _d,
+                    ROW_COLUMNS,
                     [
-                        dict(
-                            tx_id=e.payment.tx_id,
-                            device_id=e.payment.sender,
-                            amount=e.payment.amount.minor,
-                            evidence=e.signed.digest,
-                            payment=e.signed.to_bytes(),
-                            notarised=False,
-                            credited=False,
+                        (
+                            e.payment.tx_id,
+                            e.payment.sender,
+                            e.payment.amount.minor,
+                            e.signed.digest,
+                            e.signed.to_bytes(),
                         )
                         for e in entries
                     ],
+                    {"notarised": False, "credited": False, "recorded_at": written_at()},
                 )
         except IntegrityError:
             return False
@@ -306,7 +276,7 @@ class BatchDesk:
             )
             for e in entries
         )
-        request = NotariseBatch(bank.id, NOTARY_ID, bank._nonce(), items)
+        request = NotariseBatch(bank.id, NOTARY_ID, bank.nonce(), items)
         receipt = bank.network.send(
             "central-bank", "notarise-batch", sign(request, bank.credential).to_bytes()
         )
@@ -338,7 +308,7 @@ class BatchDesk:
             request = CreditBatch(
                 bank.id,
                 engine_id(institution),
-                bank._nonce(),
+                bank.nonce(),
                 tuple(e.signed for e in group),
                 receipt,
             )
@@ -363,7 +333,7 @@ class BatchDesk:
     def credit(self, entries: list[Entry], receipt: bytes) -> dict[int, SettlementStatus]:
         """Credit payments the notary recorded (``receipt`` covers each): one transaction,
         each payee's wallet once. A payment whose payee is unknown here, or a batch that a
-        racing credit broke, goes through :meth:`Intermediary._credit` one by one."""
+        racing credit broke, goes through :meth:`Intermediary.credit` one by one."""
         bank = self.bank
         if not self.covered(receipt, entries):
             raise Refused(
@@ -371,6 +341,7 @@ class BatchDesk:
             )
         c, dev = schema.credits, schema.devices
         ids = [e.payment.tx_id for e in entries]
+        request_ids = {e.index: request_id_of(e.payment) for e in entries}
         with bank.db.connect() as conn:
             known = {
                 bytes(t)
@@ -387,33 +358,20 @@ class BatchDesk:
                 (bytes(r.request_id), r.device_id)
                 for r in conn.execute(
                     select(schema.declines).where(
-                        schema.declines.c.request_id.in_(
-                            [request_id_of(e.payment) for e in entries]
-                        )
+                        schema.declines.c.request_id.in_(sorted(set(request_ids.values())))
                     )
                 )
             }
-        statuses: dict[int, SettlementStatus] = {}
-        new: list[Entry] = []
-        seen: set[bytes] = set()
-        for e in entries:
-            tx = e.payment.tx_id
-            if tx in known or tx in seen:
-                statuses[e.index] = SettlementStatus.ALREADY
-            elif e.payment.receiver in payees and (
-                (request_id_of(e.payment), e.payment.receiver) not in declined
-            ):
-                new.append(e)
-                seen.add(tx)
-        fresh = {e.index for e in new}
-        slow = [e for e in entries if e.index not in statuses and e.index not in fresh]
+        plan = plan_credits(entries, known, set(payees), declined, request_ids)
+        statuses = {e.index: SettlementStatus.ALREADY for e in plan.settled}
+        new, slow = plan.credit, plan.one_by_one
         if new and not self._credit_rows(new, payees):
             slow, new = slow + new, []
         for e in new:
             statuses[e.index] = SettlementStatus.DONE
         self._close_awaited(ids)
         for e in slow:
-            statuses[e.index] = bank._credit(e.signed, e.payment, receipt)
+            statuses[e.index] = bank.credit(e.signed, e.payment, receipt)
         self._after_credit(new, payees)
         return statuses
 
@@ -424,19 +382,22 @@ class BatchDesk:
             totals[payees[e.payment.receiver].account_id] += e.payment.amount.minor
         try:
             with bank.db.begin() as conn:
-                conn.execute(
-                    _CREDITS,
+                insert_rows(
+                    conn,
+                    _c,
+                    (*ROW_COLUMNS, "request_id"),
                     [
-                        dict(
-                            tx_id=e.payment.tx_id,
-                            device_id=e.payment.receiver,
-                            amount=e.payment.amount.minor,
-                            evidence=e.signed.digest,
-                            payment=e.signed.to_bytes(),
-                            request_id=request_id_of(e.payment),
+                        (
+                            e.payment.tx_id,
+                            e.payment.receiver,
+                            e.payment.amount.minor,
+                            e.signed.digest,
+                            e.signed.to_bytes(),
+                            request_id_of(e.payment),
                         )
                         for e in entries
                     ],
+                    {"recorded_at": written_at()},
                 )
                 done = conn.execute(
                     _GIVE,
@@ -444,17 +405,19 @@ class BatchDesk:
                 )
                 if done.rowcount not in (-1, len(totals)):
                     raise IntegrityError("credit", None, Exception("an account is missing"))
-                conn.execute(
-                    _JOURNAL,
+                insert_rows(
+                    conn,
+                    schema.journal,
+                    JOURNAL_COLUMNS,
                     [
-                        dict(
-                            account_id=payees[e.payment.receiver].account_id,
-                            delta=e.payment.amount.minor,
-                            reason="offline-in",
-                            reference=e.payment.tx_id,
+                        (
+                            payees[e.payment.receiver].account_id,
+                            e.payment.amount.minor,
+                            e.payment.tx_id,
                         )
                         for e in entries
                     ],
+                    {"reason": "offline-in"},
                 )
         except IntegrityError:
             return False
@@ -481,7 +444,7 @@ class BatchDesk:
         upload; credit ours from the receipts in its answer (should its credit be lost)."""
         bank = self.bank
         request = DebitBatch(
-            bank.id, engine_id(institution), bank._nonce(), tuple(e.signed for e in group)
+            bank.id, engine_id(institution), bank.nonce(), tuple(e.signed for e in group)
         )
         data = bank.network.send(
             institution, "debit-batch", sign(request, bank.credential).to_bytes()
@@ -495,8 +458,8 @@ class BatchDesk:
                     raise ReplayError("the answer names a receipt it does not carry")
                 to_credit[item.receipt].append(e)
             if item.status is SettlementStatus.SHORT and e.payment.payee_institution == bank.name:
-                bank._await(e.payment)
-            outcomes[e.index] = bank._outcome(e.payment, item.status, item.detail)
+                bank.record_awaited(e.payment)
+            outcomes[e.index] = bank.outcome(e.payment, item.status, item.detail)
         for index, entries in sorted(to_credit.items()):
             self.credit(entries, result.receipts[index])
         return outcomes
@@ -506,7 +469,7 @@ class BatchDesk:
         are our customers (one :class:`DebitBatch`); answered item by item, with receipts."""
         bank = self.bank
         req, ident = open_signed(data, DebitBatch, bank.trust, Role.ENGINE, receiver=bank.id)
-        cached = bank._seen(ident.id, req.nonce)
+        cached = bank.ledger.seen(ident.id, req.nonce)
         if cached is not None:
             return cached
         entries = self._entries(req.payments)
@@ -514,9 +477,9 @@ class BatchDesk:
         results = dict(self._settle_fast(ours)[0])
         for e in ours:
             if e.index not in results:
-                status, detail, receipt = bank._debit_and_notarise(e.signed, e.payment)
+                status, detail, receipt = bank.debit_and_notarise(e.signed, e.payment)
                 if receipt:
-                    bank._deliver_credit(e.signed, e.payment, receipt)
+                    bank.deliver_credit(e.signed, e.payment, receipt)
                 results[e.index] = (status, detail, receipt)
         receipts: list[bytes] = []
         items = []
@@ -537,7 +500,7 @@ class BatchDesk:
         batch (one :class:`CreditBatch`)."""
         bank = self.bank
         req, ident = open_signed(data, CreditBatch, bank.trust, Role.ENGINE, receiver=bank.id)
-        cached = bank._seen(ident.id, req.nonce)
+        cached = bank.ledger.seen(ident.id, req.nonce)
         if cached is not None:
             return cached
         entries = self._entries(req.payments)
@@ -565,7 +528,7 @@ class BatchDesk:
         result = BatchResult(bank.id, to, nonce, tuple(items), tuple(receipts))
         response = sign(result, bank.credential).to_bytes()
         with bank.db.begin() as conn:
-            bank._remember(conn, to, nonce, response)
+            bank.ledger.remember(conn, to, nonce, response)
         return response
 
 
@@ -575,11 +538,6 @@ def forget_oldest(cache: dict[Any, Any], kept: int) -> None:
     if len(cache) >= kept:
         with contextlib.suppress(RuntimeError, StopIteration, KeyError):
             cache.pop(next(iter(cache)))
-
-
-def _complete(row: Any, signed: Signed[OfflinePayment]) -> bool:
-    """A payment debited before with this very evidence, notarised and credited."""
-    return bytes(row.evidence) == signed.digest and bool(row.notarised) and bool(row.credited)
 
 
 def open_batch(

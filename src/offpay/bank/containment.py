@@ -31,7 +31,7 @@ from offpay.wire.envelope import Signed, sign
 from offpay.wire.messages import RevokeRequest
 
 if TYPE_CHECKING:
-    from offpay.bank.engine import Intermediary
+    from offpay.bank.desks import Bank
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def _aware(t: dt.datetime) -> dt.datetime:
 
 
 class Containment:
-    def __init__(self, bank: Intermediary) -> None:
+    def __init__(self, bank: Bank) -> None:
         self.bank = bank
         self.version = 0
         self.signed: Signed[RevocationList] | None = None
@@ -89,8 +89,8 @@ class Containment:
                 .values(status="blocked", blocked_at=bank.clock())
             )
             if done.rowcount:
-                bank._anomaly_in(conn, "blocked", device_id, None, reason)
-        request = RevokeRequest(bank.id, NOTARY_ID, bank._nonce(), device_id, reason)
+                bank.ledger.anomaly_in(conn, "blocked", device_id, None, reason)
+        request = RevokeRequest(bank.id, NOTARY_ID, bank.nonce(), device_id, reason)
         try:
             data = bank.network.send(
                 "central-bank", "revoke-device", sign(request, bank.credential).to_bytes()
@@ -118,14 +118,14 @@ class Containment:
             return True
         if device.blocked_at is None:
             return False
-        window = dt.timedelta(hours=self.bank._policy()[1].blocked_window_hours)
+        window = dt.timedelta(hours=self.bank.policy()[1].blocked_window_hours)
         return self.bank.clock() <= _aware(device.blocked_at) + window
 
     def release_expired(self) -> int:
         """After the window: refuse what the blocked cards still owe in the queue, and give the
         rest of their shadow wallets back to their holders' online wallets."""
         bank, d = self.bank, schema.devices
-        window = dt.timedelta(hours=bank._policy()[1].blocked_window_hours)
+        window = dt.timedelta(hours=bank.policy()[1].blocked_window_hours)
         now = bank.clock()
         with bank.db.connect() as conn:
             rows = conn.execute(
@@ -145,7 +145,7 @@ class Containment:
                     .values(open=False, settled_at=now)
                 )
                 if late.rowcount:
-                    bank._anomaly_in(
+                    bank.ledger.anomaly_in(
                         conn,
                         "refused_after_block",
                         row.id,
@@ -157,7 +157,9 @@ class Containment:
                     select(schema.accounts.c.balance).where(schema.accounts.c.id == shadow)
                 ).scalar_one()
                 if left:
-                    bank._move(conn, shadow, f"{row.customer_id}/online", left, "released", None)
+                    bank.ledger.move(
+                        conn, shadow, f"{row.customer_id}/online", left, "released", None
+                    )
                 conn.execute(update(d).where(d.c.id == row.id).values(released=True))
             released += 1
         return released
@@ -165,7 +167,7 @@ class Containment:
     # -- losses ------------------------------------------------------------------------------
 
     def record_loss(self, device_id: str, tx_id: bytes | None, amount: int, detail: str) -> None:
-        policy = self.bank._policy()[1]
+        policy = self.bank.policy()[1]
         loss = schema.losses
         with self.bank.db.begin() as conn:
             if (

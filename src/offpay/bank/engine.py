@@ -19,22 +19,24 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from offpay.bank.batch import BatchDesk, Entry, forget_oldest
+from offpay.bank.batch import BatchDesk, forget_oldest
 from offpay.bank.containment import Containment, Loss
 from offpay.bank.evidence import verify_payment
+from offpay.bank.ledger import Ledger
 from offpay.bank.liquidity import LiquidityDesk, Pending
 from offpay.bank.names import engine_id
+from offpay.bank.plan import Entry
+from offpay.bank.records import DeviceRequest, LedgerTotals, Outcome, SyncReport
 from offpay.bank.refusal import Refusals, request_id_of
 from offpay.bank.verifier import Verifier
 from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
 from offpay.crypto.keys import Algorithm, PublicKey, Signer, algorithm_of
-from offpay.crypto.pki import Authority, Credential, Identity, Role, TrustStore
+from offpay.crypto.pki import Authority, Credential, Role, TrustStore
 from offpay.device.card import key_fingerprint, pin_digest
 from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
@@ -52,7 +54,6 @@ from offpay.money import Money
 from offpay.policy import default_policy, revised_policy, sign_policy
 from offpay.store import schema
 from offpay.store.database import DEFAULT_URL, open_database
-from offpay.store.seen import answered, remember
 from offpay.tokens.desk import TokenDesk
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.codec import M
@@ -101,45 +102,6 @@ def reserve_move_nonce(reference: str) -> bytes:
     return hashlib.sha256(f"offpay-reserve-move\x00{reference}".encode()).digest()[:16]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one uploaded payment during a sync."""
-
-    tx_id: bytes
-    amount: Money
-    payer: str
-    payee: str
-    status: SettlementStatus
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class DeviceRequest(Generic[M]):
-    message: M
-    identity: Identity
-    device: Row[Any]
-    answered: bytes | None  # the answer given before, if this is a retry
-
-
-@dataclass(frozen=True)
-class SyncReport:
-    device: str
-    outcomes: tuple[Outcome, ...]
-    instruction: bytes
-
-    @property
-    def shortfall(self) -> tuple[Outcome, ...]:
-        return tuple(o for o in self.outcomes if o.status is SettlementStatus.SHORT)
-
-
-@dataclass(frozen=True)
-class LedgerTotals:
-    held: Money  # in all wallets
-    debited: Money  # ever, as the payer's intermediary
-    credited: Money  # ever, as the payee's intermediary
-    in_transit: Money  # debited here and not yet credited at the payee's intermediary
-
-
 def _sum(column: Any, *where: Any) -> Any:
     return select(func.coalesce(func.sum(column), 0)).where(*where).scalar_subquery()
 
@@ -183,6 +145,7 @@ class Intermediary:
         self.trust = TrustStore(root_der)
         self.credential: Credential = ca.credential_for(self.id, Role.ENGINE, clock(), algorithm)
         self.db: Engine = open_database(url, schema.bank)
+        self.ledger = Ledger(self.db, name, currency)
         self._ensure_policy(liquidity, limits or {})
         self.liquidity = LiquidityDesk(self)
         self.containment = Containment(self)
@@ -254,7 +217,7 @@ class Intermediary:
         signed = Signed.from_bytes(bytes(row.signed))
         return signed, open_signed(signed, LimitsPolicy, self.trust, Role.ENGINE, receiver=None)[0]  # type: ignore[return-value]
 
-    def _policy(self) -> tuple[Signed[LimitsPolicy], LimitsPolicy]:
+    def policy(self) -> tuple[Signed[LimitsPolicy], LimitsPolicy]:
         current = self.current_policy()
         assert current is not None
         return current
@@ -305,15 +268,15 @@ class Intermediary:
         """A customer buys e-krona: the intermediary's reserve at the central bank moves into
         the customer's online wallet. Retrying with the same ``reference`` after a cut
         connection completes the move once."""
-        self._positive(amount)
+        self.require_positive(amount)
         self._account(customer_id, "online")
-        self._reserve_move(customer_id, amount.minor, reference or self._nonce().hex())
+        self._reserve_move(customer_id, amount.minor, reference or self.nonce().hex())
 
     def redeem(self, customer_id: str, amount: Money, reference: str | None = None) -> None:
         """The opposite of :meth:`fund`: e-krona leave the customer's online wallet."""
-        self._positive(amount)
+        self.require_positive(amount)
         self._account(customer_id, "online")
-        self._reserve_move(customer_id, -amount.minor, reference or self._nonce().hex())
+        self._reserve_move(customer_id, -amount.minor, reference or self.nonce().hex())
 
     def _reserve_move(self, customer_id: str, minor: int, reference: str) -> None:
         """Record the move first, then ask the central bank with a nonce derived from the
@@ -334,7 +297,7 @@ class Intermediary:
                     )
                 )
                 if minor < 0:
-                    self._move(conn, online, None, -minor, "redemption", None)
+                    self.ledger.move(conn, online, None, -minor, "redemption", None)
         nonce = reserve_move_nonce(reference)
         try:
             self._central(
@@ -345,7 +308,7 @@ class Intermediary:
             with self.db.begin() as conn:
                 conn.execute(update(r).where(r.c.reference == reference).values(state="refused"))
                 if minor < 0:
-                    self._move(conn, None, online, -minor, "redemption-refused", None)
+                    self.ledger.move(conn, None, online, -minor, "redemption-refused", None)
             raise
         with self.db.begin() as conn:
             done = conn.execute(
@@ -354,9 +317,9 @@ class Intermediary:
                 .values(state="done")
             )
             if done.rowcount == 1 and minor > 0:
-                self._move(conn, None, online, minor, "funding", None)
+                self.ledger.move(conn, None, online, minor, "funding", None)
 
-    def _positive(self, amount: Money) -> None:
+    def require_positive(self, amount: Money) -> None:
         if amount.currency != self.currency or amount.minor <= 0:
             raise Refused(
                 f"amount must be a positive {self.currency} amount", code="bank.bad_amount"
@@ -367,50 +330,7 @@ class Intermediary:
         self.balance(account)
         return account
 
-    def _move(
-        self,
-        conn: Connection,
-        source: str | None,
-        target: str | None,
-        minor: int,
-        reason: str,
-        reference: bytes | None,
-    ) -> None:
-        """Move money between two wallets of this intermediary in the caller's transaction;
-        ``None`` is the outside (the central bank or another intermediary)."""
-        a = schema.accounts
-        if source is not None:
-            done = conn.execute(
-                update(a)
-                .where(a.c.id == source, a.c.balance >= minor)
-                .values(balance=a.c.balance - minor)
-            )
-            if done.rowcount != 1:
-                have = conn.execute(select(a.c.balance).where(a.c.id == source)).scalar()
-                if have is None:
-                    raise NotFound(f"no account {source}")
-                raise InsufficientFunds(
-                    f"{source} holds {Money(have, self.currency)}, "
-                    f"not {Money(minor, self.currency)}"
-                )
-            conn.execute(
-                insert(schema.journal).values(
-                    account_id=source, delta=-minor, reason=reason, reference=reference
-                )
-            )
-        if target is not None:
-            done = conn.execute(
-                update(a).where(a.c.id == target).values(balance=a.c.balance + minor)
-            )
-            if done.rowcount != 1:
-                raise NotFound(f"no account {target}")
-            conn.execute(
-                insert(schema.journal).values(
-                    account_id=target, delta=minor, reason=reason, reference=reference
-                )
-            )
-
-    def _nonce(self) -> bytes:
+    def nonce(self) -> bytes:
         return self.random(16)
 
     # -- issuing devices ------------------------------------------------------------------------
@@ -432,7 +352,7 @@ class Intermediary:
             raise Refused("PIN must be 4 to 12 digits", code="bank.bad_pin")
         card_id = f"card:{self.name}:{key_fingerprint(key)[:12]}"
         chain = self.ca.issue(card_id, Role.CARD, key, self.clock())
-        signed_policy, _ = self._policy()
+        signed_policy, _ = self.policy()
         perso = Personalisation(
             sender=self.id,
             receiver=key_fingerprint(key),
@@ -443,7 +363,7 @@ class Intermediary:
             pin_digest=pin_digest(card_id, pin),
             policy=signed_policy,
         )
-        self._register_device(card_id, "card", customer_id, f"{customer_id}/shadow")
+        self.ledger.register_device(card_id, "card", customer_id, f"{customer_id}/shadow")
         return card_id, sign(perso, self.credential).to_bytes()
 
     def issue_terminal(self, merchant_id: str, module: TerminalModule) -> str:
@@ -466,42 +386,11 @@ class Intermediary:
             raise Refused("not a supported public key", code="bank.bad_key") from None
         terminal_id = f"terminal:{self.name}:{key_fingerprint(key)[:12]}"
         chain = self.ca.issue(terminal_id, Role.TERMINAL, key, self.clock())  # type: ignore[arg-type]
-        self._register_device(terminal_id, "terminal", merchant_id, account)
-        return terminal_id, chain, self._policy()[0]
-
-    def _register_device(self, device_id: str, kind: str, customer_id: str, account: str) -> None:
-        """Record a device before it is personalised; a retry after a cut issuance finds the
-        same record and carries on."""
-        d = schema.devices
-        with self.db.begin() as conn:
-            row = conn.execute(select(d).where(d.c.id == device_id)).first()
-            if row is not None:
-                if (row.kind, row.customer_id) != (kind, customer_id):
-                    raise Refused(
-                        f"{device_id} is issued to someone else", code="bank.device_taken"
-                    )
-                return
-            conn.execute(
-                insert(d).values(
-                    id=device_id,
-                    kind=kind,
-                    customer_id=customer_id,
-                    account_id=account,
-                    status="active",
-                    issued_no=0,
-                    last_seq=0,
-                    last_session_no=0,
-                )
-            )
+        self.ledger.register_device(terminal_id, "terminal", merchant_id, account)
+        return terminal_id, chain, self.policy()[0]
 
     def device(self, device_id: str) -> Row[Any]:
-        with self.db.connect() as conn:
-            row = conn.execute(
-                select(schema.devices).where(schema.devices.c.id == device_id)
-            ).first()
-        if row is None:
-            raise NotFound(f"{device_id} is not a device of {self.name}")
-        return row
+        return self.ledger.device(device_id)
 
     # -- requests over the network --------------------------------------------------------------
 
@@ -527,13 +416,6 @@ class Intermediary:
             raise Refused(f"{self.name} does not handle {kind!r}", code="bank.unknown_request")
         return handler(data)
 
-    def _seen(self, sender: str, nonce: bytes) -> bytes | None:
-        with self.db.connect() as conn:
-            return answered(conn, schema.bank_seen, sender, nonce)
-
-    def _remember(self, conn: Connection, sender: str, nonce: bytes, response: bytes) -> None:
-        remember(conn, schema.bank_seen, sender, nonce, response)
-
     def from_device(self, data: bytes, cls: type[M], role: Role) -> DeviceRequest[M]:
         """A request from one of our devices: signed by it, addressed to us, from a device we
         issued and have not blocked; with the answer already given if it is a retry."""
@@ -546,7 +428,7 @@ class Intermediary:
             institution=self.name,
             now=self.clock(),
         )
-        cached = self._seen(ident.id, msg.nonce)  # type: ignore[attr-defined]
+        cached = self.ledger.seen(ident.id, msg.nonce)  # type: ignore[attr-defined]
         device = self.device(ident.id)
         if cached is None and device.status != "active":
             raise DeviceStateError(f"{ident.id} is blocked", code="device.blocked")
@@ -578,9 +460,9 @@ class Intermediary:
         ):
             self._stale_session(device, session)
         issued_no = self._resolve_pending(device, session)
-        _, policy = self._policy()
+        _, policy = self.policy()
         if session.operation is Operation.TOP_UP:
-            self._positive(session.amount)
+            self.require_positive(session.amount)
             online = self.balance(f"{device.customer_id}/online")
             if session.amount > online:
                 raise InsufficientFunds(f"online wallet holds {online}, not {session.amount}")
@@ -591,7 +473,7 @@ class Intermediary:
                     f"{policy.card_max_balance}",
                 )
         if session.operation is Operation.DEFUND:
-            self._positive(session.amount)
+            self.require_positive(session.amount)
             if session.amount > session.balance:
                 raise InsufficientFunds(f"the card holds {session.balance}, not {session.amount}")
         self.refusals.declare(ident.id, session.declined)
@@ -602,7 +484,7 @@ class Intermediary:
             self._top_up(device, session)
         # After the top-up, so that money the card's earlier payments still owe is taken first
         # and the card is never handed money that is already spoken for.
-        self._retry_shortfalls(ident.id)
+        self.retry_shortfalls(ident.id)
         return SyncReport(
             ident.id, outcomes, self._instruct_card(device, session, issued_no, outcomes)
         )
@@ -617,7 +499,7 @@ class Intermediary:
                 )
             ).first()
             if done is None:
-                self._move(
+                self.ledger.move(
                     conn,
                     f"{device.customer_id}/online",
                     shadow,
@@ -665,7 +547,7 @@ class Intermediary:
                     "blocked",
                     code="device.rolled_back",
                 )
-        self._anomaly(
+        self.ledger.anomaly(
             "stale_session",
             device.id,
             None,
@@ -680,7 +562,7 @@ class Intermediary:
 
     def _rolled_back(self, device_id: str, signed: Signed[OfflinePayment]) -> None:
         payment = payload_of(signed, OfflinePayment)
-        self._anomaly(
+        self.ledger.anomaly(
             "rolled_back",
             device_id,
             payment.tx_id,
@@ -760,7 +642,7 @@ class Intermediary:
                         .where(schema.devices.c.id == device.id)
                         .values(issued_no=session.instruction_no)
                     )
-                    self._anomaly_in(
+                    self.ledger.anomaly_in(
                         conn,
                         "counter_recovered",
                         device.id,
@@ -769,7 +651,7 @@ class Intermediary:
                     )
                 return session.instruction_no + 1
         detail = f"card says instruction {session.instruction_no}, we issued {issued}"
-        self._anomaly("counter_drift", device.id, None, detail)
+        self.ledger.anomaly("counter_drift", device.id, None, detail)
         self.block_device(device.id, f"tampered or rolled back: {detail}")
         raise DeviceStateError(
             f"card and intermediary disagree on instructions ({session.instruction_no} vs "
@@ -808,7 +690,7 @@ class Intermediary:
                 if other.id != row.id and other.state == "issued":
                     conn.execute(update(i).where(i.c.id == other.id).values(state="superseded"))
             if row.operation == Operation.DEFUND.value:  # issued, or superseded yet applied
-                self._move(
+                self.ledger.move(
                     conn, f"{customer}/shadow", f"{customer}/online", row.amount, "defund", None
                 )
             applied = payload_of(Signed.from_bytes(bytes(row.payload)), CardInstruction)
@@ -833,7 +715,7 @@ class Intermediary:
         if debited is None and queued is None:
             return
         amount = debited.amount if debited is not None else queued.amount
-        self._anomaly(
+        self.ledger.anomaly(
             "counter_reused",
             device_id,
             tx_id,
@@ -862,7 +744,7 @@ class Intermediary:
         number: int,
         outcomes: tuple[Outcome, ...],
     ) -> bytes:
-        signed_policy, policy = self._policy()
+        signed_policy, policy = self.policy()
         revocations = self.containment.for_device(session.revocation_version)
         shadow = f"{device.customer_id}/shadow"
         amount = session.amount.minor
@@ -899,7 +781,9 @@ class Intermediary:
                 # request, a shortfall settled late). The excess goes to the online wallet at
                 # once: safe, because the card never holds more than the limit it enforces.
                 excess = balance - policy.card_max_balance.minor
-                self._move(conn, shadow, f"{device.customer_id}/online", excess, "sweep", None)
+                self.ledger.move(
+                    conn, shadow, f"{device.customer_id}/online", excess, "sweep", None
+                )
                 balance -= excess
             instr = CardInstruction(
                 sender=self.id,
@@ -929,7 +813,7 @@ class Intermediary:
                 .where(schema.devices.c.id == device.id)
                 .values(issued_no=number, last_seq=session.seq, last_session_no=session.session_no)
             )
-            self._remember(conn, device.id, session.nonce, payload)
+            self.ledger.remember(conn, device.id, session.nonce, payload)
         return payload
 
     def card_confirmation(self, data: bytes) -> bytes:
@@ -965,14 +849,16 @@ class Intermediary:
         # A reset that never reached the terminal (issued_no - 1) is fine: its payments are
         # settled already and settle again as no-ops.
         if upload.instruction_no not in (device.issued_no, device.issued_no - 1):
-            self._anomaly("counter_drift", ident.id, None, "terminal instruction numbers differ")
+            self.ledger.anomaly(
+                "counter_drift", ident.id, None, "terminal instruction numbers differ"
+            )
             raise DeviceStateError(
                 "terminal and intermediary disagree on instructions",
                 code="device.counter_drift",
             )
         self.refusals.declare(ident.id, upload.declined)
         outcomes = self.batch.settle_upload(ident.id, [(Direction.IN, p) for p in upload.payments])
-        signed_policy, policy = self._policy()
+        signed_policy, policy = self.policy()
         number = upload.instruction_no + 1
         instr = TerminalInstruction(
             sender=self.id,
@@ -990,7 +876,7 @@ class Intermediary:
                 .where(schema.devices.c.id == ident.id)
                 .values(issued_no=number)
             )
-            self._remember(conn, ident.id, upload.nonce, payload)
+            self.ledger.remember(conn, ident.id, upload.nonce, payload)
         return SyncReport(ident.id, outcomes, payload)
 
     # -- settlement -----------------------------------------------------------------------------
@@ -1022,7 +908,7 @@ class Intermediary:
         forget_oldest(self._verified, VERIFIED_KEPT)
         self._verified[key] = payment
 
-    def _settle_entry(
+    def settle_entry(
         self, device_id: str, direction: Direction, signed: Signed[OfflinePayment]
     ) -> Outcome:
         try:
@@ -1030,7 +916,7 @@ class Intermediary:
         except OffpayError as exc:
             # A tamper-resistant device uploaded something that is not a valid payment: keep
             # the rest of its upload, refuse this entry and record it against the device.
-            self._anomaly("invalid_entry", device_id, None, f"[{exc.code}] {exc.message}")
+            self.ledger.anomaly("invalid_entry", device_id, None, f"[{exc.code}] {exc.message}")
             # An honest card or terminal module verified every payment it stored and signs its
             # upload: an invalid one in it proves the device was tampered with.
             self.block_device(device_id, f"uploaded an invalid payment: {exc.code}")
@@ -1039,11 +925,13 @@ class Intermediary:
             )
         party = payment.sender if direction is Direction.OUT else payment.receiver
         if party != device_id:
-            self._anomaly("foreign_entry", device_id, payment.tx_id, "log entry of another device")
-            return self._outcome(payment, SettlementStatus.REFUSED, "entry names another device")
+            self.ledger.anomaly(
+                "foreign_entry", device_id, payment.tx_id, "log entry of another device"
+            )
+            return self.outcome(payment, SettlementStatus.REFUSED, "entry names another device")
         return self.settle(signed, payment)
 
-    def _outcome(self, p: OfflinePayment, status: SettlementStatus, detail: str = "") -> Outcome:
+    def outcome(self, p: OfflinePayment, status: SettlementStatus, detail: str = "") -> Outcome:
         return Outcome(p.tx_id, p.amount, p.sender, p.receiver, status, detail)
 
     def settle(
@@ -1055,25 +943,25 @@ class Intermediary:
         if payment.funding:
             self.liquidity.settle_funding(payment)  # policy receipts: causal order first
         if payment.payer_institution == self.name:
-            status, detail, receipt = self._debit_and_notarise(signed, payment)
+            status, detail, receipt = self.debit_and_notarise(signed, payment)
             if receipt:
-                self._deliver_credit(signed, payment, receipt)
+                self.deliver_credit(signed, payment, receipt)
         else:
             # Report §3.7: a payment request to the payer's intermediary, which debits,
             # notarises and credits us back; its answer carries the notary's receipt so that
             # we can credit ourselves should its credit message have been lost.
             request = DebitRequest(
-                self.id, engine_id(payment.payer_institution), self._nonce(), signed
+                self.id, engine_id(payment.payer_institution), self.nonce(), signed
             )
             result = self._ask_bank(payment.payer_institution, "debit-request", request)
             status, detail = result.status, result.detail
             if result.notary_receipt and payment.payee_institution == self.name:
-                self._credit(signed, payment, result.notary_receipt)
+                self.credit(signed, payment, result.notary_receipt)
         if status is SettlementStatus.SHORT and payment.payee_institution == self.name:
-            self._await(payment)
-        return self._outcome(payment, status, detail)
+            self.record_awaited(payment)
+        return self.outcome(payment, status, detail)
 
-    def _await(self, payment: OfflinePayment) -> None:
+    def record_awaited(self, payment: OfflinePayment) -> None:
         """The payee's side of the queue: our device is owed a payment that waits."""
         a = schema.awaited
         with self.db.begin() as conn:
@@ -1089,7 +977,7 @@ class Intermediary:
                     )
                 )
 
-    def _debit_and_notarise(
+    def debit_and_notarise(
         self, signed: Signed[OfflinePayment], payment: OfflinePayment, *, borrowed: bool = False
     ) -> tuple[SettlementStatus, str, bytes]:
         """Steps 1 and 2 at the payer's intermediary; returns the notary's receipt if the
@@ -1116,7 +1004,7 @@ class Intermediary:
             with self.db.connect() as conn:
                 known = conn.execute(select(d.c.tx_id).where(d.c.tx_id == payment.tx_id)).first()
             if known is None:
-                self._anomaly(
+                self.ledger.anomaly(
                     "late_payment",
                     payment.sender,
                     payment.tx_id,
@@ -1138,7 +1026,7 @@ class Intermediary:
                 ):
                     # The first copy to arrive waits in the queue; this one is another payment
                     # under the same counter: a clone's. Neither is paid by this one arriving.
-                    self._anomaly_in(
+                    self.ledger.anomaly_in(
                         conn,
                         "conflicting_payment",
                         payment.sender,
@@ -1148,7 +1036,7 @@ class Intermediary:
                     conflict = True
                 elif existing is not None:
                     if bytes(existing.evidence) != signed.digest:
-                        self._anomaly_in(
+                        self.ledger.anomaly_in(
                             conn,
                             "conflicting_payment",
                             payment.sender,
@@ -1160,7 +1048,7 @@ class Intermediary:
                     status = SettlementStatus.ALREADY
                 else:
                     try:
-                        self._move(
+                        self.ledger.move(
                             conn,
                             device.account_id,
                             None,
@@ -1191,7 +1079,7 @@ class Intermediary:
                         )
                         status = SettlementStatus.DONE
         except IntegrityError:
-            return self._debit_and_notarise(signed, payment)  # a racing sync debited first
+            return self.debit_and_notarise(signed, payment)  # a racing sync debited first
         if conflict:
             # A cloned or rolled-back card: the counter was used twice. Block and revoke it;
             # the second payment is not settled (no money is created) and is a reported loss.
@@ -1206,10 +1094,10 @@ class Intermediary:
         if status is SettlementStatus.SHORT:
             if (
                 not borrowed
-                and self._policy()[1].liquidity is Liquidity.POOL
+                and self.policy()[1].liquidity is Liquidity.POOL
                 and self.liquidity.draw(payment, device.account_id, gap)
             ):
-                return self._debit_and_notarise(signed, payment, borrowed=True)
+                return self.debit_and_notarise(signed, payment, borrowed=True)
             self._record_shortfall(payment, signed)
             return status, detail, b""
         receipt = self._notarise(payment, signed)
@@ -1236,14 +1124,14 @@ class Intermediary:
                     queued_at=self.clock(),
                 )
             )
-        self._anomaly(
+        self.ledger.anomaly(
             "shortfall",
             payment.sender,
             payment.tx_id,
             f"shadow wallet cannot cover {payment.amount} to {payment.receiver}",
         )
 
-    def _retry_shortfalls(self, device_id: str) -> None:
+    def retry_shortfalls(self, device_id: str) -> None:
         """Settle, in the payer's own order, the payments a device made that its shadow wallet
         could not cover before; called when the device syncs and when money reaches it. The
         device's log may be cleared by then: the engine kept the signed payments."""
@@ -1270,7 +1158,7 @@ class Intermediary:
         request = NotariseRequest(
             sender=self.id,
             receiver=NOTARY_ID,
-            nonce=self._nonce(),
+            nonce=self.nonce(),
             tx_id=tx_id,
             evidence=evidence,
             payer_institution=payer,
@@ -1313,7 +1201,7 @@ class Intermediary:
         if not self.batch.covered(receipt, [Entry(0, signed, payment)]):
             raise Refused("the notary receipt does not cover this payment", code="bank.no_receipt")
 
-    def _credit(
+    def credit(
         self, signed: Signed[OfflinePayment], payment: OfflinePayment, receipt: bytes
     ) -> SettlementStatus:
         """Step 3 at the payee's intermediary, keyed by the payment id."""
@@ -1335,7 +1223,7 @@ class Intermediary:
                             request_id=request_id_of(payment),
                         )
                     )
-                    self._move(
+                    self.ledger.move(
                         conn,
                         None,
                         device.account_id,
@@ -1366,16 +1254,16 @@ class Intermediary:
         if device.kind == "card":
             if minor is not None:
                 self.liquidity.repay(device.id, device.account_id, minor)
-            self._retry_shortfalls(device.id)
+            self.retry_shortfalls(device.id)
 
-    def _deliver_credit(
+    def deliver_credit(
         self, signed: Signed[OfflinePayment], payment: OfflinePayment, receipt: bytes
     ) -> None:
         if payment.payee_institution == self.name:
-            self._credit(signed, payment, receipt)
+            self.credit(signed, payment, receipt)
         else:
             request = CreditRequest(
-                self.id, engine_id(payment.payee_institution), self._nonce(), signed, receipt
+                self.id, engine_id(payment.payee_institution), self.nonce(), signed, receipt
             )
             try:
                 result = self._ask_bank(payment.payee_institution, "credit-request", request)
@@ -1410,7 +1298,7 @@ class Intermediary:
         for row in rows:
             signed = Signed.from_bytes(bytes(row.payment))
             payment = verify_payment(signed, self.trust)
-            self._deliver_credit(signed, payment, self._notarise(payment, signed))
+            self.deliver_credit(signed, payment, self._notarise(payment, signed))
         return len(rows) + len(moves) + repaid
 
     def pending(self, device_id: str | None = None) -> list[Pending]:
@@ -1423,7 +1311,7 @@ class Intermediary:
         """Another intermediary asks us to pay out of our customer's shadow wallet. Unlike the
         pilot, which paid "without verification", we verify the payer card's signature."""
         req, ident = open_signed(data, DebitRequest, self.trust, Role.ENGINE, receiver=self.id)
-        cached = self._seen(ident.id, req.nonce)
+        cached = self.ledger.seen(ident.id, req.nonce)
         if cached is not None:
             return cached
         payment = verify_payment(req.payment, self.trust)
@@ -1433,20 +1321,20 @@ class Intermediary:
         if payment.payer_institution != self.name:
             status, detail = SettlementStatus.REFUSED, "the payer is not our customer"
         else:
-            status, detail, receipt = self._debit_and_notarise(req.payment, payment)
+            status, detail, receipt = self.debit_and_notarise(req.payment, payment)
             if receipt:
-                self._deliver_credit(req.payment, payment, receipt)
+                self.deliver_credit(req.payment, payment, receipt)
         return self._answer_bank(ident.id, req, payment, status, detail, receipt)
 
     def _credit_request(self, data: bytes) -> bytes:
         req, ident = open_signed(data, CreditRequest, self.trust, Role.ENGINE, receiver=self.id)
-        cached = self._seen(ident.id, req.nonce)
+        cached = self.ledger.seen(ident.id, req.nonce)
         if cached is not None:
             return cached
         payment = verify_payment(req.payment, self.trust)
         if payment.payee_institution != self.name or payment.payer_institution != ident.institution:
             raise Refused("payment does not concern these two banks", code="bank.wrong_parties")
-        status = self._credit(req.payment, payment, req.notary_receipt)
+        status = self.credit(req.payment, payment, req.notary_receipt)
         return self._answer_bank(ident.id, req, payment, status, "", b"")
 
     def _answer_bank(
@@ -1473,7 +1361,7 @@ class Intermediary:
         )
         response = sign(result, self.credential).to_bytes()
         with self.db.begin() as conn:
-            self._remember(conn, to, req.nonce, response)
+            self.ledger.remember(conn, to, req.nonce, response)
         return response
 
     # -- talking to others ----------------------------------------------------------------------
@@ -1512,21 +1400,8 @@ class Intermediary:
 
     # -- anomalies ------------------------------------------------------------------------------
 
-    def _anomaly(self, kind: str, device: str | None, tx_id: bytes | None, detail: str) -> None:
-        with self.db.begin() as conn:
-            self._anomaly_in(conn, kind, device, tx_id, detail)
-
-    def _anomaly_in(
-        self, conn: Connection, kind: str, device: str | None, tx_id: bytes | None, detail: str
-    ) -> None:
-        conn.execute(
-            insert(schema.anomalies).values(kind=kind, device_id=device, tx_id=tx_id, detail=detail)
-        )
-
     def anomalies(self) -> list[tuple[str, str | None, str]]:
-        with self.db.connect() as conn:
-            rows = conn.execute(select(schema.anomalies).order_by(schema.anomalies.c.id)).all()
-        return [(r.kind, r.device_id, r.detail) for r in rows]
+        return self.ledger.anomalies()
 
     def open_shortfalls(self) -> list[tuple[bytes, str, Money]]:
         s = schema.shortfalls

@@ -35,7 +35,7 @@ from offpay.wire.envelope import Signed, payload_of, sign
 from offpay.wire.messages import OfflinePayment, PoolRequest, SettlementStatus
 
 if TYPE_CHECKING:
-    from offpay.bank.engine import Intermediary
+    from offpay.bank.desks import Bank
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _nonce(*parts: bytes) -> bytes:
 
 
 class LiquidityDesk:
-    def __init__(self, bank: Intermediary) -> None:
+    def __init__(self, bank: Bank) -> None:
         self.bank = bank
 
     # -- policy receipts --------------------------------------------------------------------
@@ -85,10 +85,10 @@ class LiquidityDesk:
             try:
                 funded = verify_payment(receipt, bank.trust)
             except OffpayError as exc:
-                bank._anomaly("bad_receipt", payment.sender, payment.tx_id, exc.message)
+                bank.ledger.anomaly("bad_receipt", payment.sender, payment.tx_id, exc.message)
                 continue
             if funded.receiver != payment.sender:
-                bank._anomaly(
+                bank.ledger.anomaly(
                     "foreign_receipt",
                     payment.sender,
                     payment.tx_id,
@@ -166,7 +166,7 @@ class LiquidityDesk:
                     .where(loans.c.loan_id == loan_id, loans.c.state == "pending")
                     .values(state="refused", outstanding=0)
                 )
-                bank._anomaly_in(
+                bank.ledger.anomaly_in(
                     conn,
                     "pool_exhausted",
                     device_id,
@@ -180,7 +180,7 @@ class LiquidityDesk:
                 .values(state="drawn")
             )
             if drawn.rowcount == 1:
-                bank._move(conn, None, account, gap, "pool-draw", loan_id)
+                bank.ledger.move(conn, None, account, gap, "pool-draw", loan_id)
         return True
 
     def repay(self, device_id: str, account: str, budget: int) -> None:
@@ -206,7 +206,7 @@ class LiquidityDesk:
             nonce = _nonce(b"repay", loan.loan_id, str(loan.outstanding).encode())
             try:
                 with bank.db.begin() as conn:
-                    bank._move(conn, account, None, amount, "pool-repay", loan.loan_id)
+                    bank.ledger.move(conn, account, None, amount, "pool-repay", loan.loan_id)
                     done = conn.execute(
                         update(loans)
                         .where(
@@ -266,7 +266,7 @@ class LiquidityDesk:
                     select(s.c.tx_id).where(s.c.tx_id == loan_id, s.c.open)
                 ).first()
             if waiting is not None:
-                bank._retry_shortfalls(device.id)
+                bank.retry_shortfalls(device.id)
             else:
                 self.repay(device.id, device.account_id, loan.amount)
         return len(repays) + len(drawing)

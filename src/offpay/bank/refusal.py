@@ -51,7 +51,7 @@ from offpay.wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from offpay.bank.engine import Intermediary
+    from offpay.bank.desks import Bank
 
 
 def refund_id(tx_id: bytes) -> bytes:
@@ -73,7 +73,7 @@ def _request_id(payload: bytes) -> bytes:
 class Refusals:
     """The payee's intermediary's side (declines, refunds out) and the payer's (refunds in)."""
 
-    def __init__(self, bank: Intermediary) -> None:
+    def __init__(self, bank: Bank) -> None:
         self.bank = bank
 
     # -- the payee's intermediary -----------------------------------------------------------
@@ -150,7 +150,7 @@ class Refusals:
                         queued_at=bank.clock(),
                     )
                 )
-                bank._anomaly_in(
+                bank.ledger.anomaly_in(
                     conn,
                     "refund",
                     payment.receiver,
@@ -164,7 +164,7 @@ class Refusals:
         try:
             with bank.db.begin() as conn:
                 if conn.execute(select(r.c.open).where(r.c.refund_id == rid)).scalar_one():
-                    bank._move(
+                    bank.ledger.move(
                         conn, device.account_id, None, payment.amount.minor, "refund-out", rid
                     )
                     conn.execute(
@@ -215,7 +215,7 @@ class Refusals:
             ask = RefundRequest(
                 sender=bank.id,
                 receiver=engine_id(payment.payer_institution),
-                nonce=bank._nonce(),
+                nonce=bank.nonce(),
                 payment=signed,
                 notary_receipt=receipt,
             )
@@ -281,7 +281,7 @@ class Refusals:
         """The payee's intermediary gives back a payment our customer made."""
         bank = self.bank
         req, ident = open_signed(data, RefundRequest, bank.trust, Role.ENGINE, receiver=bank.id)
-        cached = bank._seen(ident.id, req.nonce)
+        cached = bank.ledger.seen(ident.id, req.nonce)
         if cached is not None:
             return cached
         payment = bank.verified(req.payment)
@@ -302,7 +302,7 @@ class Refusals:
         )
         response = sign(result, bank.credential).to_bytes()
         with bank.db.begin() as conn:
-            bank._remember(conn, ident.id, req.nonce, response)
+            bank.ledger.remember(conn, ident.id, req.nonce, response)
         return response
 
     def credit_refund(
@@ -338,7 +338,9 @@ class Refusals:
                         request_id=None,
                     )
                 )
-                bank._move(conn, None, device.account_id, payment.amount.minor, "refund-in", rid)
+                bank.ledger.move(
+                    conn, None, device.account_id, payment.amount.minor, "refund-in", rid
+                )
         except IntegrityError:
             return SettlementStatus.ALREADY
         bank.money_arrived(device, payment.amount.minor)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Sequence
 from multiprocessing.pool import Pool
 
@@ -49,13 +50,16 @@ def default_workers() -> int:
 
 
 class Verifier:
-    """Verifies payments for one trust root; ``workers`` processes (0: in this process)."""
+    """Verifies payments for one trust root; ``workers`` processes (0: in this process).
+
+    The worker pool is the process's, one per trust root: every intermediary of a process
+    (a simulated network holds several) shares it, instead of each starting a pool of its own
+    (two pools of a worker per core each on two cores made four workers fight for two)."""
 
     def __init__(self, root_der: bytes, workers: int | None = None) -> None:
         self.root_der = root_der
         self.workers = default_workers() if workers is None else workers
         self.pool_min = POOL_MIN
-        self._pool: Pool | None = None
 
     def verify_all(
         self, payments: Sequence[Signed[OfflinePayment]]
@@ -67,21 +71,40 @@ class Verifier:
         size = -(-len(payments) // (2 * self.workers))
         chunks = [list(payments[i : i + size]) for i in range(0, len(payments), size)]
         try:
-            if self._pool is None:
-                # spawn: fresh interpreters, nothing of this process's threads or connections;
-                # daemonic workers, which multiprocessing stops when this process exits.
-                context = multiprocessing.get_context("spawn")
-                self._pool = context.Pool(self.workers, _start_worker, (self.root_der,))
-            return [p for chunk in self._pool.map(_verify, chunks) for p in chunk]
-        except (AssertionError, OSError, RuntimeError):
+            pool = _pool_for(self.root_der, self.workers)
+            return [p for chunk in pool.map(_verify, chunks) for p in chunk]
+        except (AssertionError, OSError, RuntimeError, ValueError):
             # Workers could not start (a daemonic process, a program whose main module is
             # not guarded by ``if __name__ == "__main__"``, no processes): verify here.
             self.close()
             self.workers = 0
             return None
 
+    def worker_pids(self) -> list[int]:
+        """The process ids of the pool's workers (none before the first big batch)."""
+        with _POOLS_LOCK:
+            pool = _POOLS.get(self.root_der)
+        return [] if pool is None else [p.pid for p in getattr(pool, "_pool", ()) if p.pid]
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        """Stop the process's pool for this root (the next big batch starts another)."""
+        with _POOLS_LOCK:
+            pool = _POOLS.pop(self.root_der, None)
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+_POOLS: dict[bytes, Pool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool_for(root_der: bytes, workers: int) -> Pool:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(root_der)
+        if pool is None:
+            # spawn: fresh interpreters, nothing of this process's threads or connections;
+            # daemonic workers, which multiprocessing stops when this process exits.
+            context = multiprocessing.get_context("spawn")
+            pool = _POOLS[root_der] = context.Pool(workers, _start_worker, (root_der,))
+        return pool

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from offpay.bench.settlement import BacklogPlan, _sqlite_urls, make_wave, open_network
+from offpay.bench.settlement import BacklogPlan, make_wave, open_network, sqlite_urls
 from offpay.crypto.keys import Algorithm
 
 Say = Callable[[str], None]
@@ -76,7 +76,7 @@ def profile_settlement(
     kind of work and the functions that spend most time themselves."""
     plan = BacklogPlan(payments, per_card=50, per_terminal=250, resync_cards=0)
     with tempfile.TemporaryDirectory(prefix="offpay-profile-") as folder:
-        the_urls = urls if urls is not None else _sqlite_urls(Path(folder))
+        the_urls = urls if urls is not None else sqlite_urls(Path(folder))
         say(f"profile on {backend}: building a backlog of {payments:,} payments")
         net = open_network(the_urls, plan, algorithm)
         _users, merchants, _made = make_wave(net, plan, 0, payments, say)

@@ -77,11 +77,11 @@ def _workers_cpu(net: OfflineNetwork) -> float:
     """CPU seconds of the verification workers still running (Linux /proc), per wave."""
     total = 0.0
     ticks = os.sysconf("SC_CLK_TCK")
-    for bank in net.banks.values():
-        pool = bank.verifier._pool
-        for process in getattr(pool, "_pool", None) or []:
+    pids = {pid for bank in net.banks.values() for pid in bank.verifier.worker_pids()}
+    for pid in pids:
+        if pid:
             try:
-                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
             except (OSError, ValueError, IndexError):
                 continue
@@ -138,7 +138,7 @@ def raise_limits(net: OfflineNetwork, per_card: int, per_terminal: int, amount: 
         )
 
 
-def _sqlite_urls(folder: Path) -> dict[str, str]:
+def sqlite_urls(folder: Path) -> dict[str, str]:
     names = ("central-bank", *BANKS)
     return {name: f"sqlite+pysqlite:///{folder / (name + '.sqlite')}" for name in names}
 
@@ -215,7 +215,7 @@ def run(
     given), settle it, check it settled exactly once, and return the figures."""
     with tempfile.TemporaryDirectory(prefix="offpay-bench-") as folder:
         if urls is None:
-            urls = _sqlite_urls(Path(folder))
+            urls = sqlite_urls(Path(folder))
         try:
             return _run(backend, plan, urls, algorithm, say)
         except Exception as exc:  # a benchmark reports a failed run; it does not hide it

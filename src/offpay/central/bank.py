@@ -23,8 +23,11 @@ from offpay.crypto.revocation import RevocationList
 from offpay.errors import InsufficientFunds, NotFound, Refused, ReplayError
 from offpay.money import Money
 from offpay.store import schema
+from offpay.store.bulk import insert_rows
 from offpay.store.database import DEFAULT_URL, open_database
+from offpay.store.schema import written_at
 from offpay.store.seen import answered, remember
+from offpay.tokens.mint import MintingService
 from offpay.wire.codec import Message
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
@@ -41,6 +44,14 @@ from offpay.wire.messages import (
 )
 
 NOTARY_ID = "central-bank/notary"
+NOTARY_COLUMNS = (
+    "tx_id",
+    "evidence",
+    "payer_institution",
+    "payee_institution",
+    "amount",
+    "recorded_by",
+)
 POOL = "(liquidity pool)"  # the issuance record's name for money created into the pool
 CONFLICT_ATTEMPTS = 8  # tries of a notarisation that racing requests keep beating
 CONFLICT_PAUSE_S = 0.005  # the first pause's ceiling, doubled each attempt, with full jitter
@@ -131,8 +142,6 @@ class CentralBank:
         )
         self._revocations: Signed[RevocationList] | None = None
         self.trust.revoked |= set(self.revoked_devices())
-        from offpay.tokens.mint import MintingService
-
         self.mint = MintingService(self, mint)
 
     @property
@@ -551,8 +560,7 @@ class CentralBank:
                     for r in conn.execute(select(n.c.tx_id, n.c.evidence).where(n.c.tx_id.in_(ids)))
                 }
                 items, rows, moves = self._batch_items(req.items, recorded, ident.id)
-                if rows:
-                    conn.execute(insert(n), rows)
+                insert_rows(conn, n, NOTARY_COLUMNS, rows, {"recorded_at": written_at()})
                 self._move_holdings(conn, moves)
                 result = BatchResult(NOTARY_ID, ident.id, req.nonce, tuple(items), ())
                 response = sign(result, self.notary).to_bytes()
@@ -566,24 +574,26 @@ class CentralBank:
     @staticmethod
     def _batch_items(
         requested: tuple[NotariseItem, ...], recorded: dict[bytes, bytes], recorder: str
-    ) -> tuple[list[BatchItem], list[dict[str, object]], dict[tuple[str, str], int]]:
+    ) -> tuple[
+        list[BatchItem], list[tuple[bytes, bytes, str, str, int, str]], dict[tuple[str, str], int]
+    ]:
         """Each item's answer, the notary rows to insert, and the value that moves between
         each pair of intermediaries. An id seen twice is answered like a second request."""
         items: list[BatchItem] = []
-        rows: list[dict[str, object]] = []
+        rows: list[tuple[bytes, bytes, str, str, int, str]] = []
         moves: dict[tuple[str, str], int] = {}
         for item in requested:
             known = recorded.get(item.tx_id)
             if known is None:
                 recorded[item.tx_id] = item.evidence
                 rows.append(
-                    dict(
-                        tx_id=item.tx_id,
-                        evidence=item.evidence,
-                        payer_institution=item.payer_institution,
-                        payee_institution=item.payee_institution,
-                        amount=item.amount.minor,
-                        recorded_by=recorder,
+                    (
+                        item.tx_id,
+                        item.evidence,
+                        item.payer_institution,
+                        item.payee_institution,
+                        item.amount.minor,
+                        recorder,
                     )
                 )
                 if item.payer_institution != item.payee_institution:

@@ -9,6 +9,7 @@ check them against the time the edge gives them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import hashlib
@@ -23,6 +24,7 @@ from offpay.crypto.keys import Algorithm, PublicKey, Signer
 from offpay.errors import CertificateError, EncodingError
 
 CENTRAL_BANK = "central-bank"
+CHAINS_KEPT = 8192  # verified certificate chains a trust store remembers (first in, first out)
 
 
 class Role(enum.StrEnum):
@@ -243,6 +245,11 @@ class TrustStore:
         cached = self._verified.get(chain)
         if cached is None:
             cached = self._verify_uncached(chain)
+            if len(self._verified) >= CHAINS_KEPT:
+                # Bounded: an intermediary meets new devices without end, and a chain kept
+                # per device grew a settling process by about 2 KiB per device for ever.
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                    self._verified.pop(next(iter(self._verified)))
             self._verified[chain] = cached
         ident, not_before, not_after = cached
         if now is not None and not (not_before <= now <= not_after):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from fastapi import APIRouter, Header, Query, Response
@@ -23,13 +23,11 @@ from offpay.central.bank import CentralBank
 from offpay.crypto.keys import PublicKey, algorithm_of
 from offpay.errors import OffpayError, Refused
 from offpay.money import Money
+from offpay.service.back_office import BackOffice, to_response
 from offpay.service.idempotency import KEY_PATTERN
 from offpay.service.problems import STATUS_TEXT, Problem
 from offpay.sim.network import open_central_moves
 from offpay.store import schema
-
-if TYPE_CHECKING:
-    from offpay.service.app import Service
 
 MAX_AMOUNT = 10**15  # minor units in one back-office move: far above any real one
 Key = Annotated[
@@ -195,8 +193,7 @@ def public_key_of(text: str) -> PublicKey:
     return key  # type: ignore[return-value]
 
 
-def admin_router(service: Service) -> APIRouter:
-    from offpay.service.app import to_response
+def admin_router(service: BackOffice) -> APIRouter:
 
     router = APIRouter(prefix="/v1/admin", tags=["back office"], responses=PROBLEMS)  # type: ignore[arg-type]
     party = service.party

@@ -7,7 +7,7 @@ turning JSON into arguments.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
@@ -18,9 +18,7 @@ from offpay.central.bank import CentralBank
 from offpay.errors import Refused
 from offpay.policy import revised_policy
 from offpay.service.admin import PROBLEMS, Id, Key
-
-if TYPE_CHECKING:
-    from offpay.service.app import Service
+from offpay.service.back_office import BackOffice, to_response
 
 TxId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The payment's id, hex.")]
 Count = Annotated[int | None, Field(ge=0, le=10**6)]
@@ -45,8 +43,7 @@ class NewPolicy(BaseModel):
     blocked_window_hours: Count = None
 
 
-def books_router(service: Service) -> APIRouter:
-    from offpay.service.app import to_response
+def books_router(service: BackOffice) -> APIRouter:
 
     router = APIRouter(prefix="/v1/admin", tags=["back office"], responses=PROBLEMS)  # type: ignore[arg-type]
     party = service.party

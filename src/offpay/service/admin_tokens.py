@@ -10,16 +10,13 @@ arguments.
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from offpay.bank.engine import Intermediary
 from offpay.service.admin import PROBLEMS, Id, Key, public_key_of
-
-if TYPE_CHECKING:
-    from offpay.service.app import Service
+from offpay.service.back_office import BackOffice, to_response
 
 
 class NewElement(BaseModel):
@@ -43,9 +40,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def tokens_router(service: Service) -> APIRouter:
-    from offpay.service.app import to_response
-
+def tokens_router(service: BackOffice) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", tags=["back office"], responses=PROBLEMS)  # type: ignore[arg-type]
     party = service.party
     if not isinstance(party, Intermediary) or party.tokens is None:

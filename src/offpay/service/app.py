@@ -29,11 +29,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
 from offpay.crypto.keys import verify_signature
 from offpay.crypto.pki import Identity
 from offpay.errors import OffpayError
+from offpay.service.admin import admin_router
+from offpay.service.admin_books import books_router
+from offpay.service.back_office import Party, to_response
 from offpay.service.docs import add_docs
 from offpay.service.idempotency import KEY_PATTERN, Answer, AnswerStore, request_digest
 from offpay.service.observe import Observer, add_metrics
@@ -55,8 +57,6 @@ JSON = "application/json"
 THREADS = 128  # sync handlers wait on other services: enough threads that waiting never starves
 
 log = logging.getLogger("offpay.service")
-
-Party = CentralBank | Intermediary
 
 
 @dataclass(frozen=True)
@@ -308,15 +308,6 @@ def _nonce_of(payload: bytes) -> bytes | None:
     return nonce if isinstance(nonce, bytes) else None
 
 
-def to_response(answer: Answer) -> Response:
-    headers = {}
-    if answer.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    if answer.status == 503:
-        headers["Retry-After"] = "1"
-    return Response(answer.body, answer.status, headers, media_type=answer.media_type)
-
-
 async def read_body(request: Request) -> bytes:
     """The body, refused early if larger than any message may be."""
     length = request.headers.get("content-length")
@@ -480,8 +471,6 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
         )
     app.include_router(messages)
 
-    from offpay.service.admin import admin_router
-    from offpay.service.admin_books import books_router
     from offpay.service.admin_tokens import tokens_router
 
     def admin_auth(credentials: AdminCredentials) -> None:

@@ -166,7 +166,7 @@ def upgrade_url(url: str, kind: str) -> str:
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-    from offpay.store.database import connect
+    from offpay.store.engines import connect
     from offpay.store.postgres import DatabaseUnavailable
 
     _kind(kind)
@@ -240,7 +240,7 @@ def run_env(context: EnvironmentContext) -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from offpay.store.database import connect
+    from offpay.store.engines import connect
 
     engine = connect(cfg.get_main_option("sqlalchemy.url") or "")
     try:

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 
-def _written_at() -> dt.datetime:
+def written_at() -> dt.datetime:
     """When a settlement record was written (wall clock, UTC): filled in by every insert,
     batched ones included, so that a payment's records can be read with their times."""
     return dt.datetime.now(dt.UTC)
@@ -32,7 +32,7 @@ def _written_at() -> dt.datetime:
 
 def _recorded_at() -> Column[dt.datetime]:
     # Nullable: rows written before the column existed have no time.
-    return Column("recorded_at", DateTime(timezone=True), nullable=True, default=_written_at)
+    return Column("recorded_at", DateTime(timezone=True), nullable=True, default=written_at)
 
 
 # ---- central bank -----------------------------------------------------------------------------

@@ -41,13 +41,13 @@ from offpay.tokens.model import Address, Token
 from offpay.wire.envelope import Signed, open_signed, sign
 
 if TYPE_CHECKING:
-    from offpay.bank.engine import Intermediary
+    from offpay.bank.desks import Bank
 
 DEFAULT_MAX_ANCESTRY = 30  # the prototype's renewal threshold
 
 
 class TokenDesk:
-    def __init__(self, bank: Intermediary, mint_chain: tuple[bytes, ...]) -> None:
+    def __init__(self, bank: Bank, mint_chain: tuple[bytes, ...]) -> None:
         self.bank = bank
         self.mint_chain = mint_chain
         self.vault = TokenElement.manufacture(bank.algorithm)
@@ -73,7 +73,9 @@ class TokenDesk:
 
         element_id = f"element:{self.bank.name}:{key_fingerprint(public_key)[:12]}"
         chain = self.bank.ca.issue(element_id, Role.ELEMENT, public_key, self.bank.clock())
-        self.bank._register_device(element_id, "element", customer_id, f"{customer_id}/online")
+        self.bank.ledger.register_device(
+            element_id, "element", customer_id, f"{customer_id}/online"
+        )
         return element_id, chain
 
     # -- requests from elements -----------------------------------------------------------------
@@ -95,7 +97,7 @@ class TokenDesk:
             return request.answered
         if req.address.endorsement.element != ident.id:
             raise TokenError("a withdrawal goes to a key of the requesting element")
-        self.bank._positive(req.amount)
+        self.bank.require_positive(req.amount)
         online = f"{device.customer_id}/online"
         # Keyed by the request, so the same request sent again after a cut connection neither
         # debits twice nor mints twice: the central bank answers a repeated nonce as before.
@@ -104,7 +106,7 @@ class TokenDesk:
             if _journaled(conn, online, "token-refund", key):
                 raise Refused("this withdrawal was refused", code="bank.withdrawal_refused")
             if not _journaled(conn, online, "token-withdraw", key):
-                self.bank._move(conn, online, None, req.amount.minor, "token-withdraw", key)
+                self.bank.ledger.move(conn, online, None, req.amount.minor, "token-withdraw", key)
                 open_move(conn, key, "mint", req.amount.minor)
         try:
             result = self._mint(req.amount, req.address, key)
@@ -112,7 +114,7 @@ class TokenDesk:
             if exc.code.startswith("network."):
                 raise  # outcome unknown: the same request, sent again, completes it
             with self.bank.db.begin() as conn:  # the mint refused: nothing left the wallet
-                self.bank._move(conn, None, online, req.amount.minor, "token-refund", key)
+                self.bank.ledger.move(conn, None, online, req.amount.minor, "token-refund", key)
                 close_move(conn, key)
             raise
         with self.bank.db.begin() as conn:
@@ -187,7 +189,9 @@ class TokenDesk:
         online = f"{device.customer_id}/online"
         with self.bank.db.begin() as conn:
             if not _journaled(conn, online, "token-deposit", token.id):
-                self.bank._move(conn, None, online, token.value.minor, "token-deposit", token.id)
+                self.bank.ledger.move(
+                    conn, None, online, token.value.minor, "token-deposit", token.id
+                )
             close_move(conn, redeem.nonce)
             if req.renew_to is not None:
                 close_move(conn, _key(b"renew", token.id))
@@ -205,7 +209,7 @@ class TokenDesk:
         return self._open_result(answer)
 
     def _report(self, token: Token) -> None:
-        report = DoubleSpendReport(self.bank.id, MINT_ID, self.bank._nonce(), token)
+        report = DoubleSpendReport(self.bank.id, MINT_ID, self.bank.nonce(), token)
         answer = self.bank.network.send(
             "central-bank", "report-double-spend", sign(report, self.bank.credential).to_bytes()
         )
@@ -227,7 +231,7 @@ class TokenDesk:
         answer = MintResult(self.bank.id, to, nonce, tokens, credited, result.revocations)
         payload = sign(answer, self.bank.credential).to_bytes()
         with self.bank.db.begin() as conn:
-            self.bank._remember(conn, to, nonce, payload)
+            self.bank.ledger.remember(conn, to, nonce, payload)
         return payload
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:

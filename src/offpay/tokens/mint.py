@@ -6,12 +6,15 @@ next online moment."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
-from offpay.crypto.pki import Credential, Role
+from offpay.crypto.keys import Algorithm
+from offpay.crypto.pki import Authority, Credential, Role, TrustStore
 from offpay.crypto.revocation import RevocationList
 from offpay.errors import DoubleSpend, InsufficientFunds, Refused, TokenError
 from offpay.money import Money
@@ -22,15 +25,30 @@ from offpay.tokens.model import Token, mint_digest
 from offpay.tokens.verify import TokenVerifier
 from offpay.wire.envelope import Signed, open_signed, sign
 
-if TYPE_CHECKING:
-    from offpay.central.bank import CentralBank
-
 MINT_ID = "central-bank/mint"
 REDEEMED = b"\x00" * 32  # the "transition" that consumes a redeemed token
 
 
+class Central(Protocol):
+    """What the minting service uses of the central bank that holds it
+    (:class:`offpay.central.bank.CentralBank`, which imports this module)."""
+
+    currency: str
+    algorithm: Algorithm
+    clock: Callable[[], dt.datetime]
+    db: Engine
+    root: Authority
+    trust: TrustStore
+
+    def revoked_devices(self) -> list[str]: ...
+
+    def revocation_list(self) -> Signed[RevocationList]: ...
+
+    def revoke(self, device: str, reason: str) -> None: ...
+
+
 class MintingService:
-    def __init__(self, central: CentralBank, credential: Credential | None = None) -> None:
+    def __init__(self, central: Central, credential: Credential | None = None) -> None:
         """``credential``: the minting key kept from an earlier run (a served central bank
         restarts with it, so tokens it minted before still verify); a fresh one otherwise."""
         self.central = central
