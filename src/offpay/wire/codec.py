@@ -43,6 +43,15 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
+@cache
+def _omissible(cls: type) -> frozenset[str]:
+    """The fields of ``cls`` declared ``= None``: left out of the map while they are None, and
+    None when a map lacks them. A field added to a message this way keeps every older message,
+    and its signature, valid (a limits policy signed before the field existed means "no
+    limit")."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.default is None)
+
+
 M = TypeVar("M", bound=Message)
 
 _REGISTRY: dict[str, type[Message]] = {}
@@ -90,11 +99,23 @@ def _encoder(cls: type[Message]) -> typing.Callable[[Message], dict[str, Any]]:
     """The map of a ``cls`` message with its keys already in canonical order."""
     tag = cls.TYPE
     names = tuple((k, k == "t") for k in _key_order(cls))
+    omissible = _omissible(cls)
 
     def encode_message(msg: Message) -> dict[str, Any]:
         return {k: tag if is_tag else _fast_obj(getattr(msg, k)) for k, is_tag in names}
 
-    return encode_message
+    if not omissible:
+        return encode_message
+
+    def encode_sparse(msg: Message) -> dict[str, Any]:
+        out = {}
+        for k, is_tag in names:
+            value = tag if is_tag else getattr(msg, k)
+            if value is not None or k not in omissible:
+                out[k] = _fast_obj(value)
+        return out
+
+    return encode_sparse
 
 
 def _fast_obj(value: Any) -> Any:
@@ -117,8 +138,11 @@ def _fast_obj(value: Any) -> Any:
 def to_obj(value: Any) -> Any:
     if isinstance(value, Message):
         out = {"t": value.TYPE}
+        omissible = _omissible(type(value))
         for f in dataclasses.fields(value):
-            out[f.name] = to_obj(getattr(value, f.name))
+            field_value = getattr(value, f.name)
+            if field_value is not None or f.name not in omissible:
+                out[f.name] = to_obj(field_value)
         return out
     if isinstance(value, Money):
         return [value.minor, value.currency]
@@ -192,7 +216,11 @@ def from_obj(obj: Any, cls: type[M]) -> M:
         raise EncodingError(f"expected a {cls.TYPE} message")
     fields, keys = _fields(cls)
     if obj.keys() != keys:
-        raise EncodingError(f"{cls.TYPE}: fields do not match")
+        omissible = _omissible(cls)
+        if not (keys - omissible <= obj.keys() <= keys):
+            raise EncodingError(f"{cls.TYPE}: fields do not match")
+        for name in omissible - obj.keys():
+            obj = {**obj, name: None}
     kwargs = {n: convert(obj[n], where) for n, where, convert in fields}
     try:
         return cls(**kwargs)
@@ -292,6 +320,12 @@ _SCALARS: dict[type, tuple[typing.Callable[[Any], bool], str]] = {
 @cache
 def _fast_decoder(cls: type[Message]) -> typing.Callable[[Any], Any]:
     hints = _hints(cls)
+    if _omissible(cls):  # rare messages (a limits policy): the general path decodes them
+
+        def decode_general(obj: Any) -> Any:
+            raise _Unusual
+
+        return decode_general
     env: dict[str, Any] = {
         "_Unusual": _Unusual,
         "cls": cls,
