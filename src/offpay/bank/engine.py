@@ -912,7 +912,7 @@ class Intermediary:
                 clear_through_seq=session.seq,
                 policy=signed_policy if session.policy_version < policy.version else None,
                 revocations=revocations,
-                time=int(self.clock().timestamp()),  # the card's clock restarts from it
+                engine_time=int(self.clock().timestamp()),  # the card's clock restarts from it
             )
             payload = sign(instr, self.credential).to_bytes()
             conn.execute(

@@ -505,7 +505,7 @@ class Card:
                 "card_received_not_spendable",
                 "money received offline cannot be spent offline before the card synchronises",
             )
-        now = today(state, request.time)
+        now = today(state, request.payee_time)
         check_payment_limits(state, request.amount, now)
         seq = state.seq + 1
         payment = OfflinePayment(
@@ -586,7 +586,7 @@ class Card:
             request_id=request_id,
             challenge=ask.payer.challenge,
             amount=ask.amount,
-            time=state.clock,
+            payee_time=state.clock,
         )
         signed = sign(request, self._credential)
         # A bounded queue: the oldest open request lapses when a new one would overflow it,
@@ -749,12 +749,12 @@ class Card:
         seq = state.seq + 1
         log = tuple(e for e in state.log if e.seq > instr.clear_through_seq)
         clock, day = state.clock, state.day
-        if instr.time is not None:  # the intermediary's time wins over any payee's
-            clock = instr.time
+        if instr.engine_time is not None:  # the intermediary's time wins over any payee's
+            clock = instr.engine_time
             day = (
-                instr.time // SECONDS_PER_DAY
+                instr.engine_time // SECONDS_PER_DAY
                 if day is None
-                else min(day, instr.time // SECONDS_PER_DAY)
+                else min(day, instr.engine_time // SECONDS_PER_DAY)
             )
         self._state = evolve(
             state,
@@ -776,7 +776,7 @@ class Card:
             revocation_version=revocation_version,
             last_instruction=signed_instruction,
             clock=clock,
-            synced_at=instr.time if instr.time is not None else state.synced_at,
+            synced_at=instr.engine_time if instr.engine_time is not None else state.synced_at,
             spent_offline=_spent_in(log),
             day=day,
         )

@@ -240,7 +240,7 @@ class TerminalModule:
             request_id=request_id,
             challenge=card.challenge,
             amount=amount,
-            time=clock,
+            payee_time=clock,
         )
         signed = sign(request, Credential(self._signer, state.chain))
         opened = (*state.open_requests, Pending(request_id, card.card, amount))

@@ -51,7 +51,7 @@ class PaymentRequest(Message):
     amount: Money
     # The payee's time (Unix seconds) as its module knows it: never earlier than what the
     # module last saw. The payer card's time limits read it; absent from a payee without one.
-    time: int | None = None
+    payee_time: int | None = None
 
 
 @message("offline-payment")
@@ -182,7 +182,9 @@ class CardInstruction(Message):
     clear_through_seq: int
     policy: Signed[LimitsPolicy] | None
     revocations: Signed[RevocationList] | None
-    time: int | None = None  # the intermediary's time (Unix seconds): the card's clock restarts
+    engine_time: int | None = (
+        None  # the intermediary's time (Unix seconds): the card's clock restarts
+    )
 
 
 @message("card-confirmation")
