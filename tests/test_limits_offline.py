@@ -473,3 +473,38 @@ def test_an_element_takes_a_newer_policy_and_refuses_an_older_one():
     assert bob.element.policy is not None and bob.element.policy.version == 2
     give_policy(publish(net, 3), bob)  # raised again: no maximum
     assert bob.element.policy.payment_max is None
+
+
+# --- the encoding: an older policy is still valid and means no limit -----------------------------
+
+
+def test_a_policy_signed_before_the_new_limits_existed_verifies_and_means_no_limit(
+    net: OfflineNetwork,
+):
+    import cbor2
+
+    from offpay.errors import EncodingError
+    from offpay.policy import accept_policy
+    from offpay.wire.codec import decode, encode
+
+    first = default_policy("bank-a", 1, net.currency)
+    old = {  # the map the first version of the policy had: exactly these keys
+        "t": "limits-policy", "issuer": "bank-a", "version": 1, "currency": net.currency,
+        "card_max_offline_transactions": 5, "card_max_balance": [3_000_00, net.currency],
+        "terminal_max_offline_payments": 12, "terminal_max_received": [20_000_00, net.currency],
+        "liquidity": "queue", "max_receipts": 8, "blocked_window_hours": 168,
+    }  # fmt: skip
+    data = cbor2.dumps(old, canonical=True)
+    assert encode(first) == data  # no new key is written while it is absent
+    assert decode(data, LimitsPolicy) == first
+    bank = net.banks["bank-a"]
+    signed = bank.current_policy()
+    assert signed is not None and signed[1].payment_max is None
+    assert accept_policy(signed[0], bank.trust, "bank-a", None).version == 1
+    # a new limit present is a key of its own, and decodes back
+    strict = dataclasses.replace(first, payment_max=money(net, 200 * SEK))
+    assert decode(encode(strict), LimitsPolicy) == strict
+    # an absent limit has one encoding: written as nil it is refused
+    for bad in ({**old, "payment_max": None}, {**old, "payment_limit": [1, net.currency]}):
+        with pytest.raises(EncodingError):
+            decode(cbor2.dumps(bad, canonical=True), LimitsPolicy)

@@ -215,12 +215,15 @@ def from_obj(obj: Any, cls: type[M]) -> M:
     if not isinstance(obj, dict) or obj.get("t") != cls.TYPE:
         raise EncodingError(f"expected a {cls.TYPE} message")
     fields, keys = _fields(cls)
-    if obj.keys() != keys:
-        omissible = _omissible(cls)
+    omissible = _omissible(cls)
+    if omissible:  # one encoding only: an absent value is left out, never written as nil
         if not (keys - omissible <= obj.keys() <= keys):
             raise EncodingError(f"{cls.TYPE}: fields do not match")
-        for name in omissible - obj.keys():
-            obj = {**obj, name: None}
+        if any(obj[name] is None for name in omissible & obj.keys()):
+            raise EncodingError(f"{cls.TYPE}: an absent field is left out, not nil")
+        obj = {**dict.fromkeys(omissible), **obj}
+    elif obj.keys() != keys:
+        raise EncodingError(f"{cls.TYPE}: fields do not match")
     kwargs = {n: convert(obj[n], where) for n, where, convert in fields}
     try:
         return cls(**kwargs)
