@@ -177,3 +177,85 @@ def test_limit_value_reads_amounts_in_minor_units_and_absent_as_none():
     assert limit_value(policy, "payment_max") == 5
     assert limit_value(policy, "card_max_offline_spent") is None
     assert limit_value(policy, "card_max_offline_transactions") == 5
+
+
+def test_a_play_script_sets_the_new_limits_and_expects_their_refusals(tmp_path: Path):
+    script = tmp_path / "limits.toml"
+    script.write_text(
+        """
+[network.limits]
+payment_max = "SEK 100"
+
+[[steps]]
+do = "issue"
+bank = "bank-a"
+amount = "SEK 1000"
+
+[[steps]]
+do = "customer-open"
+name = "alice"
+bank = "bank-a"
+
+[[steps]]
+do = "customer-open"
+name = "shop1"
+bank = "bank-a"
+merchant = true
+
+[[steps]]
+do = "card-issue"
+name = "alice"
+
+[[steps]]
+do = "terminal-issue"
+name = "shop1"
+
+[[steps]]
+do = "fund"
+name = "alice"
+amount = "SEK 500"
+
+[[steps]]
+do = "top-up"
+name = "alice"
+amount = "SEK 300"
+
+[[steps]]
+do = "pay-shop"
+payer = "alice"
+shop = "shop1"
+amount = "SEK 100.01"
+expect = "limit.payment_max"
+
+[[steps]]
+do = "policy-publish"
+bank = "bank-a"
+limits = { payment_max = 50000, card_max_offline_spent = "SEK 150" }
+
+[[steps]]
+do = "sync"
+name = "shop1"
+
+[[steps]]
+do = "sync"
+name = "alice"
+
+[[steps]]
+do = "pay-shop"
+payer = "alice"
+shop = "shop1"
+amount = "SEK 150"
+
+[[steps]]
+do = "pay-shop"
+payer = "alice"
+shop = "shop1"
+amount = "SEK 0.01"
+expect = "limit.card_max_offline_spent"
+""",
+        encoding="utf-8",
+    )
+    out = CliRunner().invoke(app, ["play", str(script)])
+    assert out.exit_code == 0, out.output
+    assert "DID NOT MATCH" not in out.output
+    assert "(expected limit.card_max_offline_spent) matched" in out.output
