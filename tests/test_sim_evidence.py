@@ -70,7 +70,7 @@ def test_the_answers_hang_together(tmp_path: Path) -> None:
     # outage and alternative; a lower offline total lowers what a broken card can take, and a
     # per-payment maximum refuses payments with its own code
     costs = text.split("## d.")[1].split("## e.")[0]
-    names = ["the report's (5 per card, 12 per terminal)", *(n for n, _ in ev.ALTERNATIVES)]
+    names = [ev.REPORT_LIMITS, *(n for n, _ in ev.ALTERNATIVES)]
     table = [line for line in costs.splitlines() if any(f"| {n} |" in line for n in names)]
     assert len(table) == len(names) * len(ev.QUICK.outage_days)
     by_name = {line.split("|")[2].strip(): line for line in table}

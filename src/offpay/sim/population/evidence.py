@@ -495,11 +495,12 @@ def _alternatives(
     currency = data.get("currency", "SEK")
     balance = int(data.get("limits", {}).get("card_max_balance", 3_000_00))
     rows = []
+    shares: dict[tuple[int, str], float] = {}
     for days in scale.outage_days:
         report = table[(days, 5, 12)]
         rows.append(
-            (days, "the report's (5 per card, 12 per terminal)",
-             _share(float(report["refused_share"])), _money(balance, currency), "")
+            (days, REPORT_LIMITS, _share(float(report["refused_share"])),
+             _money(balance, currency), _leading(report))
         )  # fmt: skip
     for name, limits in ALTERNATIVES:
         alt = {**data, "limits": {**data.get("limits", {}), **limits}}
@@ -508,20 +509,21 @@ def _alternatives(
         _check(results)
         exposure = min(balance, limits.get("card_max_offline_spent", balance))
         for point, r in zip(points, results, strict=True):
-            new = sorted(
-                (c for c in r if c.startswith("refused.limit.") and r[c]),
-                key=lambda c: -int(r[c]),
-            )
+            days = int(point.grid["outage_days"])
+            shares[(days, name)] = float(r["refused_share"])
             rows.append(
-                (
-                    int(point.grid["outage_days"]),
-                    name,
-                    _share(float(r["refused_share"])),
-                    _money(exposure, currency),
-                    ", ".join(f"{c.removeprefix('refused.limit.')} {int(r[c]):,}" for c in new[:3]),
-                )
+                (days, name, _share(shares[(days, name)]), _money(exposure, currency), _leading(r))
             )
     rows.sort(key=lambda row: row[0])
+    longest = max(scale.outage_days)
+    (wide, wide_limits), _, (narrow, narrow_limits) = ALTERNATIVES[:3]
+    most = [min(balance, x["card_max_offline_spent"]) for x in (wide_limits, narrow_limits)]
+    summary = (
+        f"Over {longest} days, lowering the offline total from {_money(most[0], currency)} to "
+        f"{_money(most[1], currency)} lowers what one broken card can take as much, and "
+        f"refuses {_share(shares[(longest, narrow)])} of payments against "
+        f"{_share(shares[(longest, wide)])}."
+    )
     return [
         "The references name other limits (docs/limits.md): a maximum per payment (RBI: ₹200; "
         "e-CNY hardware wallets: ¥500), a total spent offline since the last sync apart from "
@@ -540,7 +542,21 @@ def _alternatives(
             ),
             rows,
         ),
+        _words(summary),
+        "",
     ]
+
+
+REPORT_LIMITS = "the report's (5 per card, 12 per terminal)"
+
+
+def _leading(result: dict[str, Any]) -> str:
+    """The three limits that refused the most payments in ``result``, with their counts."""
+    codes = sorted(
+        (c for c in result if c.startswith("refused.limit.") and result[c]),
+        key=lambda c: -int(result[c]),
+    )
+    return ", ".join(f"{c.removeprefix('refused.limit.')} {int(result[c]):,}" for c in codes[:3])
 
 
 # -- (e) the four liquidity rules ------------------------------------------------------------
