@@ -519,10 +519,10 @@ def _alternatives(
     (wide, wide_limits), _, (narrow, narrow_limits) = ALTERNATIVES[:3]
     most = [min(balance, x["card_max_offline_spent"]) for x in (wide_limits, narrow_limits)]
     summary = (
-        f"Over {longest} days, lowering the offline total from {_money(most[0], currency)} to "
-        f"{_money(most[1], currency)} lowers what one broken card can take as much, and "
-        f"refuses {_share(shares[(longest, narrow)])} of payments against "
-        f"{_share(shares[(longest, wide)])}."
+        f"Over {longest} days, an offline total of {_money(most[1], currency)} instead of "
+        f"{_money(most[0], currency)} lowers what one broken card can take to "
+        f"{_money(most[1], currency)}, and refuses {_share(shares[(longest, narrow)])} of "
+        f"payments against {_share(shares[(longest, wide)])}."
     )
     return [
         "The references name other limits (docs/limits.md): a maximum per payment (RBI: ₹200; "
