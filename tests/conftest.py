@@ -32,6 +32,10 @@ from offpay.attacks.checked import card_snapshot as card_snapshot
 from offpay.attacks.checked import terminal_snapshot as terminal_snapshot
 from offpay.errors import OffpayError
 from offpay.money import Money
+from offpay.service.datadir import NetworkConfig
+from offpay.service.process import serve_in_thread
+from offpay.service.serve import listening_context
+from offpay.service.tls import network_client
 from offpay.sim.network import Audit, OfflineNetwork, TokenUser
 from offpay.store.postgres import (
     DatabaseUnavailable,
@@ -90,6 +94,23 @@ def refused(code: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Off
 def pay_tokens(sender: TokenUser, receiver: TokenUser, minor: int) -> Token:
     """An offline token transfer between two phones with a perfect relay."""
     return transfer_offline(sender.element, receiver.element, Money(minor, sender.bank.currency))
+
+
+# ---- services over TLS ----------------------------------------------------------------------
+
+
+def serve_party(
+    network: NetworkConfig, name: str, app: Any
+) -> contextlib.AbstractContextManager[None]:
+    """``app`` (party ``name``'s) served in a thread at its URL, over TLS 1.3 with its own
+    certificate, as ``offpay serve`` would (mutual TLS at the central bank)."""
+    return serve_in_thread(app, network.urls[name], tls=listening_context(network, name))
+
+
+def client_of(network: NetworkConfig, party: str | None = None) -> Any:
+    """An HTTP client that trusts the network's TLS CA only, showing ``party``'s certificate
+    (None: a phone's, none at all)."""
+    return network_client(network, party, timeout=30)
 
 
 # ---- databases: SQLite and a real PostgreSQL ---------------------------------------------------

@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
+from conftest import client_of
 from offpay.attacks.registry import ATTACKS
 from offpay.cli import app
 from offpay.service.datadir import load_network
@@ -123,7 +123,7 @@ def test_the_incidents_route_refuses_an_unknown_device_and_a_missing_token(runni
     network = load_network(running)
     url = f"{network.urls['bank-a']}/v1/admin/incidents"
     token = {"Authorization": f"Bearer {network.admin_token('bank-a')}"}
-    with httpx.Client(trust_env=False, timeout=30) as client:
+    with client_of(network, "central-bank") as client:
         unknown = client.get(url, params={"device_id": "card:bank-a:nobody"}, headers=token)
         assert unknown.status_code == 404
         assert unknown.json()["code"] == "not_found"

@@ -16,14 +16,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
+from conftest import client_of, serve_party
 from offpay.cli import app
 from offpay.service.app import create_app
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network, load_network
-from offpay.service.process import serve_in_thread
 from offpay.service.serve import build
 
 START_TIMEOUT_S = 90
@@ -36,10 +35,10 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkConfig]
         tmp_path_factory.mktemp("served"), ("bank-a", "bank-b"), limits={"max_receipts": 4}
     )
     with contextlib.ExitStack() as stack:
-        for name, url in config.urls.items():
+        for name in config.urls:
             built = build(config, name, retry_every=-1)
             application = create_app(built.service, background=built.background)
-            stack.enter_context(serve_in_thread(application, url))
+            stack.enter_context(serve_party(config, name, application))
         yield config
 
 
@@ -127,7 +126,7 @@ def test_refusals_come_back_with_their_code_over_http(network: NetworkConfig) ->
 def test_policy_publish_and_payment_records_over_http(network: NetworkConfig) -> None:
     url = network.urls["bank-a"]
     token = network.admin_token("bank-a")
-    with httpx.Client(trust_env=False, timeout=30) as http:
+    with client_of(network) as http:
         body = {"card_max_balance": 500_00}
         unauth = http.post(f"{url}/v1/admin/policy", json=body, headers={"Idempotency-Key": "k1"})
         assert unauth.status_code == 401
@@ -199,7 +198,7 @@ def test_policy_publish_and_payment_records_over_http(network: NetworkConfig) ->
     paid = drive(network, "pay", "dave", "erin", "SEK 7")
     tx_id = re.search(r"payment ([0-9a-f]{32})", paid).group(1)  # type: ignore[union-attr]
     drive(network, "sync", "erin")
-    with httpx.Client(trust_env=False, timeout=30) as http:
+    with client_of(network, CENTRAL) as http:
         auth = {"Authorization": f"Bearer {network.admin_token('bank-a')}"}
         assert http.get(f"{url}/v1/admin/payments/{tx_id}").status_code == 401
         assert http.get(f"{url}/v1/admin/payments/zz", headers=auth).status_code == 400

@@ -25,6 +25,7 @@ import pytest
 from rich.console import Console
 from sqlalchemy import text
 
+from conftest import client_of, serve_party
 from offpay.bank.engine import engine_id
 from offpay.central.bank import NOTARY_ID, utc_now
 from offpay.crypto.pki import Authority, Credential, Role
@@ -34,9 +35,9 @@ from offpay.money import Money
 from offpay.service.app import BANK_KINDS, CENTRAL_KINDS, create_app
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
 from offpay.service.keystore import load_credential
-from offpay.service.process import serve_in_thread
 from offpay.service.remote import RemoteNetwork, RemoteUser
 from offpay.service.serve import Built, build
+from offpay.service.tls import client_context
 from offpay.sim.demo import Demo
 from offpay.wire.codec import decode
 from offpay.wire.envelope import Signed, sign
@@ -82,13 +83,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     network = init_network(tmp_path_factory.mktemp("net"), ("bank-a", "bank-b", "bank-c"))
     with contextlib.ExitStack() as stack:
         built = {}
-        for name, url in network.urls.items():
+        for name in network.urls:
             built[name] = build(network, name, retry_every=-1)
             app = create_app(built[name].service, background=built[name].background)
-            stack.enter_context(serve_in_thread(app, url))
+            stack.enter_context(serve_party(network, name, app))
         remote = RemoteNetwork(network, retries=1)
         stack.callback(remote.close)
-        http = stack.enter_context(httpx.Client(trust_env=False, timeout=30))
+        # A client with a party's certificate (the central bank serves no other): the central
+        # bank's own, as a test revokes bank-c, whose connections the TLS layer then refuses.
+        http = stack.enter_context(client_of(network, CENTRAL))
         for bank in network.banks:
             remote.issue(bank, 1_000_000_00)
         yield Served(network, remote, built, http)
@@ -266,14 +269,16 @@ def test_a_party_the_root_never_certified_is_refused(served: Served) -> None:
 
 
 def test_a_revoked_party_is_refused(served: Served) -> None:
-    """bank-c's engine is admitted, then revoked by the central bank: its next request is
-    refused at the door and nothing moves."""
+    """A second engine of bank-c is admitted, then revoked by the central bank: its next
+    request is refused at the door and nothing moves, even on a connection the TLS layer let
+    through. (Revoking bank-c's own engine, ``bank-c/engine``, would revoke the party, whose
+    connections TLS then refuses: tests/test_tls.py.)"""
     now = utc_now()
     ca = Authority(load_credential(served.network.folder / "bank-c", "ca"))
-    engine = ca.credential_for("bank-c/engine", Role.ENGINE, now, served.network.algorithm)
+    engine = ca.credential_for("bank-c/engine-2", Role.ENGINE, now, served.network.algorithm)
     accepted = served.post(CENTRAL, "reserve-transfer", _reserve_transfer(engine, 10_00), "c1")
     assert accepted.status_code == 200
-    served.remote.central.revoke("bank-c/engine", "admitted by mistake")
+    served.remote.central.revoke("bank-c/engine-2", "admitted by mistake")
     books = served.books()
     refused = served.post(CENTRAL, "reserve-transfer", _reserve_transfer(engine, 10_00), "c2")
     problem(refused, 403, "crypto.revoked")
@@ -329,8 +334,12 @@ def test_a_malformed_content_length_gets_the_json_refusal(served: Served) -> Non
     """Every refusal is an RFC 9457 problem with a code and a message, including one the HTTP
     server itself makes before any route runs."""
     address = urlsplit(served.network.urls["bank-a"])
+    tls = client_context(served.network)
     for length in ("abc", "-1", "1, 2"):
-        with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        with (
+            socket.create_connection((address.hostname, address.port), timeout=10) as raw_conn,
+            tls.wrap_socket(raw_conn, server_hostname=address.hostname) as conn,
+        ):
             conn.sendall(
                 b"POST /v1/messages/card-session HTTP/1.1\r\nHost: x\r\n"
                 b"Content-Type: application/cbor\r\nIdempotency-Key: k1\r\n"

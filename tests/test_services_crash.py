@@ -14,15 +14,16 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
+from conftest import client_of
 from offpay.bank.engine import engine_id
 from offpay.device.reader import CardClient
 from offpay.errors import OffpayError
-from offpay.service.datadir import CENTRAL, free_port, init_network
+from offpay.service.datadir import CENTRAL, NetworkConfig, free_port, init_network
 from offpay.service.process import running, service_process
 from offpay.service.remote import RemoteNetwork, RemoteUser
+from offpay.service.tls import TlsFiles, server_context
 from offpay.wire.messages import Operation
 
 FORWARDED = ("content-type", "idempotency-key", "authorization")
@@ -32,12 +33,14 @@ class Relay:
     """Forwards every request to ``target``; once armed, the answer to the next notarisation
     is held back (the connection is left hanging) until released."""
 
-    def __init__(self, port: int, target: str) -> None:
+    def __init__(self, port: int, target: str, network: NetworkConfig) -> None:
         self.target = target
         self.armed = threading.Event()
         self.holding = threading.Event()
         self.release = threading.Event()
-        self.client = httpx.Client(trust_env=False, timeout=30)
+        # On the path over TLS: the central bank's certificate towards its clients, and a
+        # party's own towards the central bank, which serves no client without one.
+        self.client = client_of(network, CENTRAL)
         relay = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,6 +72,8 @@ class Relay:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        tls = server_context(TlsFiles.of(network, CENTRAL), require_client=True)
+        self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -89,9 +94,9 @@ def test_an_intermediary_killed_in_mid_sync_restarts_and_the_sync_completes(
 ) -> None:
     central_port = free_port()
     network = init_network(
-        tmp_path / "net", ("bank-a", "bank-b"), urls={CENTRAL: f"http://127.0.0.1:{relay_port}"}
+        tmp_path / "net", ("bank-a", "bank-b"), urls={CENTRAL: f"https://127.0.0.1:{relay_port}"}
     )
-    relay = Relay(relay_port, f"http://127.0.0.1:{central_port}")
+    relay = Relay(relay_port, f"https://127.0.0.1:{central_port}", network)
     with running(network, retry_every=-1, ports={CENTRAL: central_port}) as processes:
         net = RemoteNetwork(network, retries=0)
         try:

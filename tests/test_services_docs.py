@@ -11,10 +11,22 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
+from conftest import client_of, serve_party
 from offpay.service.app import create_app
-from offpay.service.datadir import CENTRAL, free_port, init_network
-from offpay.service.process import serve_in_thread
+from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
 from offpay.service.serve import build
+
+# The network of the service under test, to open a client that trusts its TLS CA.
+NETWORKS: dict[str, NetworkConfig] = {}
+
+
+def _http(service: str) -> httpx.Client:
+    """A client of ``service`` over TLS, with the central bank's certificate (it serves no
+    client without one); relative URLs are the service's."""
+    http = client_of(NETWORKS[service], CENTRAL)
+    http.base_url = httpx.URL(service)
+    return http
+
 
 # src= and href= in the page, and url: '...' in Swagger UI's start-up script.
 REFERENCE = re.compile(r"""(?:src|href)=["']([^"']+)["']|url: *["']([^"']+)["']""")
@@ -33,9 +45,10 @@ def service(
     """The party served over real HTTP on a loopback port; yields its base URL."""
     network = init_network(tmp_path_factory.mktemp("docs"), ["bank-a"])
     built = build(network, request.param, retry_every=-1)
-    url = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    url = network.urls[request.param]
+    NETWORKS[url] = network
     try:
-        with serve_in_thread(create_app(built.service), url):
+        with serve_party(network, request.param, create_app(built.service)):
             yield url
     finally:
         built.service.party.db.dispose()
@@ -50,7 +63,7 @@ def _references(page: str) -> list[str]:
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_documentation_pages_use_only_the_services_own_assets(service: str, page: str) -> None:
-    with httpx.Client(base_url=service, trust_env=False, timeout=30) as http:
+    with _http(service) as http:
         answer = http.get(page)
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("text/html")
@@ -69,7 +82,7 @@ def test_documentation_pages_use_only_the_services_own_assets(service: str, page
 
 
 def test_the_root_leads_to_the_documentation(service: str) -> None:
-    with httpx.Client(base_url=service, trust_env=False, timeout=30) as http:
+    with _http(service) as http:
         answer = http.get("/")
         assert answer.status_code in (302, 307)
         assert answer.headers["location"] == "/docs"
@@ -77,7 +90,7 @@ def test_the_root_leads_to_the_documentation(service: str) -> None:
 
 
 def test_a_missing_asset_is_a_problem_not_a_page(service: str) -> None:
-    with httpx.Client(base_url=service, trust_env=False, timeout=30) as http:
+    with _http(service) as http:
         answer = http.get("/static/docs/nothing.js")
         assert answer.status_code == 404
         assert answer.headers["content-type"] == "application/problem+json"

@@ -22,6 +22,7 @@ from offpay.cli_support import (
     stopped,
     writable_folder,
 )
+from offpay.cli_tls import network_tls_certify_ca, network_tls_renew
 from offpay.crypto.keys import Algorithm
 from offpay.sim.population.cli import sim_app
 
@@ -174,6 +175,14 @@ HostOption = Annotated[
     str | None, typer.Option(help="Address to listen on; the network's URL by default.")
 ]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on; the network's URL's.")]
+InsecureHttpOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-http",
+        help="Serve PLAIN HTTP (a network made with `network init --insecure-http`): local "
+        "debugging only, warned at every start. Without it, services speak TLS 1.3 only.",
+    ),
+]
 
 
 def _network(data: Path) -> NetworkConfig:
@@ -184,17 +193,36 @@ def _network(data: Path) -> NetworkConfig:
         return load_network(data)
 
 
-def _serve(data: Path, name: str, host: str | None, port: int | None, retry_every: float) -> None:
+def _serve(
+    data: Path,
+    name: str,
+    host: str | None,
+    port: int | None,
+    retry_every: float,
+    insecure_http: bool = False,
+) -> None:
     from offpay.service.serve import serve
 
     with refusals():
-        serve(_network(data), name, host=host, port=port, retry_every=retry_every)
+        serve(
+            _network(data),
+            name,
+            host=host,
+            port=port,
+            retry_every=retry_every,
+            insecure_http=insecure_http,
+        )
 
 
 @serve_app.command("central-bank")
-def serve_central_bank(data: DataOption, host: HostOption = None, port: PortOption = None) -> None:
+def serve_central_bank(
+    data: DataOption,
+    host: HostOption = None,
+    port: PortOption = None,
+    insecure_http: InsecureHttpOption = False,
+) -> None:
     """The central bank: issuance, reserves, the notary, revocation, the liquidity pool."""
-    _serve(data, "central-bank", host, port, 0)
+    _serve(data, "central-bank", host, port, 0, insecure_http)
 
 
 @serve_app.command("intermediary")
@@ -210,49 +238,73 @@ def serve_intermediary(
             "below 0: never (tests)."
         ),
     ] = 30.0,
+    insecure_http: InsecureHttpOption = False,
 ) -> None:
     """An intermediary: its customers' wallets, its devices' syncs, payment requests."""
-    _serve(data, name, host, port, retry_every)
+    _serve(data, name, host, port, retry_every, insecure_http)
 
 
 network_app.command("init")(network_init)  # offpay/cli_network.py
+network_app.command("tls-renew")(network_tls_renew)  # offpay/cli_tls.py
+network_app.command("tls-certify-ca")(network_tls_certify_ca)
 
 
 @network_app.command("run")
 def network_run(
     data: DataOption,
     banks: BanksOption = None,
+    insecure_http: InsecureHttpOption = False,
+    console_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the operator console and device lab (default: a free one)."),
+    ] = None,
 ) -> None:
     """Start the central bank and every intermediary of the network in --data as processes on
-    loopback ports (creating the network first, with --banks, if the folder is empty); stop
-    with Ctrl-C."""
+    loopback ports (creating the network first, with --banks, if the folder is empty), then
+    the operator console and device lab; stop with Ctrl-C. Services speak TLS 1.3
+    (docs/tls.md) unless --insecure-http."""
     import signal
     import threading
 
+    from offpay.console.serve import console_running
     from offpay.errors import OffpayError
     from offpay.service.datadir import NETWORK_FILE, init_network, lock_network
     from offpay.service.process import running
+    from offpay.service.serve import check_scheme
 
     console = Console(soft_wrap=True)  # a URL or a command line is never broken in two
     with refusals():
         if not (data / NETWORK_FILE).exists():
-            init_network(data, bank_names(banks))
+            init_network(data, bank_names(banks), insecure_http=insecure_http)
         network = _network(data)
+        for name in network.urls:
+            check_scheme(network, name, insecure_http)
         # Refused before anything starts: a network already running keeps its logs untouched.
         held = lock_network(network)
     with held:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            with running(network, report=_say_service(console)) as processes:
+            if insecure_http:
+                console.print(
+                    "[bold red]WARNING: the network serves PLAIN HTTP: anyone on the path "
+                    "reads every payment. Local debugging only (docs/tls.md).[/bold red]"
+                )
+            with (
+                running(
+                    network, report=_say_service(console), insecure_http=insecure_http
+                ) as processes,
+                console_running(network, console_port) as web,
+            ):
                 console.print(
                     f"\n{len(processes)} services running; play the demo against them:\n"
                     f"  offpay demo --network {network.folder}\n"
+                    f"operator console and device lab: {web.url}  (lab: {web.url}/lab)\n"
                     "stop with Ctrl-C"
                 )
                 try:
                     while not stop.wait(1.0):
-                        dead = [p for p in processes.values() if not p.running]
+                        dead = [p for p in (*processes.values(), web) if not p.running]
                         if dead:
                             for process in dead:
                                 console.print(
@@ -270,6 +322,21 @@ def network_run(
             raise typer.Exit(2) from None
         finally:
             console.print("the network has stopped: no service of it is running")
+
+
+@app.command("console")
+def console_serve(
+    data: DataOption,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """The operator console and device lab of a running network (`offpay network run`
+    starts it for you): pages at /, the lab at /lab."""
+    from offpay.console.serve import serve_console
+
+    with refusals():
+        network = _network(data)
+    serve_console(network, host=host, port=port)
 
 
 def _say_service(console: Console) -> Callable[[Event, ServiceProcess], None]:

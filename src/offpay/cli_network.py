@@ -54,12 +54,22 @@ def network_init(
         str | None,
         typer.Option(help='The central bank\'s liquidity pool, e.g. "SEK 100000" (default none).'),
     ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="http:// URLs instead of https:// (local debugging only; the services then "
+            "start only with --insecure-http, warned every time). TLS certificates are made "
+            "either way.",
+        ),
+    ] = False,
     *,
     limit_options: dict[str, object],
 ) -> None:
     """Create a network in a data folder: keys, certificates, admissions, one embedded SQLite
     database per party, free loopback ports; its liquidity policy, pool and limits (one option
-    per limit of the policy; an optional limit not given means no limit)."""
+    per limit of the policy; an optional limit not given means no limit); the TLS CA
+    (certified by the network root) and each service's TLS certificate (docs/tls.md)."""
     from offpay.service.datadir import init_network
     from offpay.service.network_settings import network_settings
 
@@ -79,6 +89,7 @@ def network_init(
             liquidity=settings.liquidity,
             pool=settings.pool,
             limits=settings.limits.given(),
+            insecure_http=insecure_http,
         )
     for name, url in network.urls.items():
         typer.echo(f"{name}: {url}")

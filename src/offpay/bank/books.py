@@ -23,12 +23,13 @@ def _time(t: dt.datetime | None) -> str | None:
 
 def bank_books(bank: Intermediary) -> dict[str, Any]:
     """Each customer's wallets and devices, the pending-settlement queue, anomalies, losses
-    with their bounds, open shortfalls and the limits policy in force."""
-    cu, ac, dv = schema.customers, schema.accounts, schema.devices
+    with their bounds, open shortfalls, refunds and the limits policy in force."""
+    cu, ac, dv, rf = schema.customers, schema.accounts, schema.devices, schema.refunds
     with bank.db.connect() as conn:
         customers = conn.execute(select(cu).order_by(cu.c.id)).all()
         accounts = conn.execute(select(ac).order_by(ac.c.id)).all()
         devices = conn.execute(select(dv).order_by(dv.c.id)).all()
+        refunds = conn.execute(select(rf).order_by(rf.c.queued_at)).all()
     by_customer: dict[str, dict[str, Any]] = {
         c.id: {"id": c.id, "name": c.name, "kind": c.kind, "wallets": {}, "devices": []}
         for c in customers
@@ -43,6 +44,8 @@ def bank_books(bank: Intermediary) -> dict[str, Any]:
                 "status": d.status,
                 "blocked_at": _time(d.blocked_at),
                 "released": bool(d.released),
+                "sessions": d.last_session_no,  # syncs, top-ups and defunds so far
+                "last_seq": d.last_seq,  # the device's counter as its last sync showed it
             }
         )
     policy = bank.current_policy()
@@ -79,6 +82,17 @@ def bank_books(bank: Intermediary) -> dict[str, Any]:
             {"tx_id": tx.hex(), "device": device, "amount": amount.minor}
             for tx, device, amount in bank.open_shortfalls()
         ],
+        "refunds": [
+            {
+                "tx_id": bytes(r.tx_id).hex(),
+                "device": r.device_id,
+                "amount": r.amount,
+                "open": bool(r.open),
+                "queued_at": _time(r.queued_at),
+                "done_at": _time(r.done_at),
+            }
+            for r in refunds
+        ],
         "policy": None if policy is None else policy_record(policy[1]),
     }
 
@@ -97,7 +111,7 @@ def policy_record(policy: Any) -> dict[str, Any]:
 
 def central_books(central: CentralBank) -> dict[str, Any]:
     """Issuance, each intermediary's reserve and holdings, the liquidity pool, the notary's
-    count and the revocation list."""
+    count and newest records, and the revocation list."""
     issued, tokens, _ = central.audit_totals()
     pool = central.pool_status()
     return {
@@ -117,8 +131,29 @@ def central_books(central: CentralBank) -> dict[str, Any]:
             "loans": pool.loans,
         },
         "notarised": central.notarised_count(),
+        "recent_notary": _recent_notary(central),
         "revoked": central.revoked_devices(),
     }
+
+
+RECENT_NOTARY = 20  # the newest notary records the books show; one payment's by its id
+
+
+def _recent_notary(central: CentralBank) -> list[dict[str, Any]]:
+    n = schema.notary
+    query = select(n).order_by(n.c.recorded_at.desc()).limit(RECENT_NOTARY)
+    with central.db.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        {
+            "tx_id": bytes(row.tx_id).hex(),
+            "payer_institution": row.payer_institution,
+            "payee_institution": row.payee_institution,
+            "amount": row.amount,
+            "recorded_at": _time(row.recorded_at),
+        }
+        for row in rows
+    ]
 
 
 def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:

@@ -6,6 +6,7 @@ the parties (:class:`~offpay.bank.engine.Intermediary`, :class:`~offpay.central.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
 from typing import IO, Any, Protocol
@@ -23,6 +24,7 @@ from offpay.policy import revised_policy
 from offpay.service.datadir import NetworkConfig, lock_network, open_central, open_intermediary
 from offpay.service.remote import RemoteNetwork, require_services
 from offpay.sim.network import Audit, audit_parties
+from offpay.tokens.element import TokenElement
 from offpay.transport.memory import MemoryNetwork
 
 
@@ -37,6 +39,7 @@ class Backend(Protocol):
     def fund(self, bank: str, customer_id: str, amount: Money) -> None: ...
     def issue_card(self, bank: str, customer_id: str, transmit: Transmit, pin: str) -> str: ...
     def issue_terminal(self, bank: str, customer_id: str, module: TerminalModule) -> str: ...
+    def issue_element(self, bank: str, customer_id: str, element: TokenElement) -> str: ...
     def report_lost(self, bank: str, customer_id: str, device_id: str) -> None: ...
     def publish_limits(
         self, bank: str, limits: dict[str, int], version: int | None
@@ -105,6 +108,12 @@ class LocalNetwork:
     def issue_terminal(self, bank: str, customer_id: str, module: TerminalModule) -> str:
         return self._bank(bank).issue_terminal(customer_id, module)
 
+    def issue_element(self, bank: str, customer_id: str, element: TokenElement) -> str:
+        desk = self._bank(bank).tokens
+        if desk is None:
+            raise Refused(f"{bank} does not run the token scheme", code="tokens.unavailable")
+        return desk.issue_element(customer_id, element)
+
     def report_lost(self, bank: str, customer_id: str, device_id: str) -> None:
         self._bank(bank).report_lost(customer_id, device_id)
 
@@ -145,6 +154,14 @@ def _key() -> str:
     return secrets.token_hex(16)
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
 class ServedNetwork:
     """The services of a running network, over HTTP: the apps send their messages to the
     intermediaries' routes, the back office uses the admin routes with each party's token."""
@@ -173,6 +190,22 @@ class ServedNetwork:
 
     def issue_terminal(self, bank: str, customer_id: str, module: TerminalModule) -> str:
         return str(self._bank(bank).issue_terminal(customer_id, module))
+
+    def issue_element(self, bank: str, customer_id: str, element: TokenElement) -> str:
+        """The element's key certified by the intermediary across the network; the element
+        provisions itself with what comes back."""
+        answer = self._bank(bank).admin.post(
+            "/v1/admin/elements",
+            {"customer_id": customer_id, "public_key": _b64(element.public_key)},
+            key=_key(),
+        )
+        element.provision(
+            answer["element_id"],
+            tuple(_unb64(c) for c in answer["chain"]),
+            _unb64(answer["root"]),
+            tuple(_unb64(c) for c in answer["mint_chain"]),
+        )
+        return str(answer["element_id"])
 
     def report_lost(self, bank: str, customer_id: str, device_id: str) -> None:
         self._bank(bank).admin.post(

@@ -7,6 +7,7 @@ The layout, inside the folder ``offpay network init`` made::
     drive/devices/NAME.card    a person's card     (see :mod:`offpay.drive.vault`)
     drive/devices/NAME.terminal  a shop's terminal module
     drive/apps/NAME.pos        a shop's PoS app: the records its module sealed
+    drive/receipts/ID.payment  each payment made here, signed, as the apps relayed it
     drive/lock                 held while a command runs: one command at a time
 
 The PIN is never stored: the person types it (``--pin``, or ``OFFPAY_PIN``); the card keeps
@@ -15,6 +16,7 @@ only its salted digest, sealed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -107,16 +109,22 @@ def _hold(path: Path) -> IO[str]:
 
 class Workbench:
     """Every verb of the ``offpay`` driving commands. Devices are loaded when first used and
-    saved when the workbench closes, whatever happened (a wrong PIN costs a try for good)."""
+    saved when the workbench closes, whatever happened (a wrong PIN costs a try for good).
 
-    def __init__(self, backend: Backend) -> None:
+    ``read_only``: a view of the folder for showing devices (the console's pages), taken
+    without the folder's lock so it never turns a command away; it saves nothing and leaves
+    ``backend`` open for its owner. Files are replaced atomically, so it reads whole ones."""
+
+    def __init__(self, backend: Backend, *, read_only: bool = False) -> None:
         self.net = backend
+        self.read_only = read_only
         self.folder = backend.config.folder / DRIVE
-        self._held = _hold(self.folder / "lock")
+        self._held = None if read_only else _hold(self.folder / "lock")
         try:
             self.people: dict[str, Party] = self._read_people()
         except BaseException:
-            self._held.close()
+            if self._held is not None:
+                self._held.close()
             raise
         self.cards: dict[str, Card] = {}
         self.modules: dict[str, TerminalModule] = {}
@@ -147,6 +155,24 @@ class Workbench:
     def _device_path(self, name: str, kind: str) -> Path:
         return self.folder / "devices" / f"{name}.{kind}"
 
+    def _receipt_path(self, tx_id: str) -> Path:
+        return self.folder / "receipts" / f"{tx_id}.payment"
+
+    def _keep_receipt(self, signed_payment: bytes) -> None:
+        """The signed payment the apps relayed, kept as the payee's receipt: the ledgers
+        record only its digest, so this is what shows the payment itself later."""
+        path = self._receipt_path(_tx_id(signed_payment))
+        write_private(path, base64.b64encode(signed_payment).decode() + "\n")
+
+    def receipt(self, tx_id: str) -> bytes | None:
+        """The signed payment ``tx_id`` as a payment made here relayed it, if one was."""
+        if re.fullmatch(r"[0-9a-f]{32}", tx_id) is None:
+            return None
+        path = self._receipt_path(tx_id)
+        if not path.exists():
+            return None
+        return base64.b64decode(path.read_text().strip())
+
     def _pos_path(self, name: str) -> Path:
         return self.folder / "apps" / f"{name}.pos"
 
@@ -159,11 +185,14 @@ class Workbench:
             save_records(self._pos_path(name), pos.records)
 
     def close(self) -> None:
+        if self.read_only:
+            return
         try:
             self.save()
         finally:
             self.net.close()
-            self._held.close()
+            if self._held is not None:
+                self._held.close()
 
     # -- who is who -------------------------------------------------------------------------
 
@@ -295,6 +324,7 @@ class Workbench:
         money = self.money(amount)
         card = self.card(payer)
         payment = self.terminal(shop).charge(card.process, pin, money)
+        self._keep_receipt(payment)
         return f"{payer} paid {money} at {shop}'s terminal (payment {_tx_id(payment)})"
 
     def pay(
@@ -310,26 +340,52 @@ class Workbench:
         6-digit code, the payer confirms it and pays, the payee's card accepts. ``code``:
         what the payer confirms, if not the code the payee's phone shows (a payer who
         misreads it, or a request a relay substituted, is refused before the card pays)."""
+        request, shown = self.ask(payer, payee, amount)
+        return self.pay_request(
+            payer, payee, request, pin, payee_pin, code=shown if code is None else code
+        )
+
+    def ask(self, payer: str, payee: str, amount: str) -> tuple[bytes, str]:
+        """Person to person, first half: the payee's phone asks the payer's card for
+        ``amount``. Returns the signed request and the 6-digit code both phones show; the
+        request waits in the payee's card until :meth:`pay_request` or a decline."""
         if payer == payee:
             raise DriveError("a person cannot pay themselves", code="drive.same_party")
         money = self.money(amount)
         payer_phone, payee_phone = self.phone(payer), self.phone(payee)
         request = payee_phone.ask(payer_phone.show_identity(), money)
-        shown = confirmation_code(request)  # on the payee's phone; the payer checks it
+        return request, confirmation_code(request)  # on the payee's phone; the payer checks it
+
+    def pay_request(
+        self,
+        payer: str,
+        payee: str,
+        request: bytes,
+        pin: str,
+        payee_pin: str,
+        *,
+        code: str,
+    ) -> str:
+        """Person to person, second half: the payer confirms ``code`` and pays ``request``
+        with the PIN, the payee's card accepts with its PIN. Whatever is refused, the payee's
+        card declines the request, so no money waits for a payment that never comes."""
+        payer_phone, payee_phone = self.phone(payer), self.phone(payee)
         try:
-            payment = payer_phone.pay(pin, request, code=shown if code is None else code)
+            payment = payer_phone.pay(pin, request, code=code)
         except OffpayError:
             payee_phone.decline(request)  # the payee stops waiting for it
             raise
         try:
             payee_phone.accept(payee_pin, payment)
+            self._keep_receipt(payment)
         except OffpayError:
             # Not credited: the payee's card declines the request, so the payer's
             # intermediary gives the money back once either card synchronises.
             payee_phone.decline(request)
             raise
+        money = payload_of(Signed.from_bytes(payment), OfflinePayment).amount
         return (
-            f"{payer} paid {money} to {payee} (code {shown} on both phones; "
+            f"{payer} paid {money} to {payee} (code {code} on both phones; "
             f"payment {_tx_id(payment)})"
         )
 
@@ -442,6 +498,7 @@ def _only(books: dict[str, Any], who: Party) -> dict[str, Any]:
         "anomalies": [a for a in books["anomalies"] if a["device"] in devices],
         "losses": [x for x in books["losses"] if x["device"] in devices],
         "shortfalls": [s for s in books["shortfalls"] if s["device"] in devices],
+        "refunds": [r for r in books.get("refunds", []) if r["device"] in devices],
     }
 
 

@@ -94,6 +94,17 @@ def books_router(service: Service) -> APIRouter:
 
             return write("policy", key, body, act)
 
+        @router.post(
+            "/release-expired",
+            response_model=dict[str, int],
+            summary="Give back what blocked cards hold once their window has passed.",
+        )
+        def release_expired(key: Key) -> Response:
+            def act() -> dict[str, int]:
+                return {"released": bank.containment.release_expired()}
+
+            return to_response(service.admin("release-expired", key, "", act))
+
     if isinstance(party, CentralBank):
         central = party
 

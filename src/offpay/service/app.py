@@ -64,6 +64,7 @@ class Kind:
     name: str
     summary: str
     mutating: bool = True
+    between_services: bool = False  # sent by another party: mutual TLS required
 
 
 CENTRAL_KINDS = (
@@ -83,11 +84,31 @@ BANK_KINDS = (
     Kind("card-session", "A card's online session (top-up, defund, sync); answers an instruction."),
     Kind("card-confirmation", "A card confirms it applied an instruction; the answer is empty."),
     Kind("terminal-upload", "A terminal module uploads its payments; answers an instruction."),
-    Kind("debit-request", "Another intermediary presents a payment one of our customers made."),
-    Kind("credit-request", "The payer's intermediary credits our customer, with the receipt."),
-    Kind("refund-request", "The payee's intermediary gives back a payment its payee declined."),
-    Kind("debit-batch", "Another intermediary presents an upload's payments of our customers."),
-    Kind("credit-batch", "The payer's intermediary credits our customers, with one receipt."),
+    Kind(
+        "debit-request",
+        "Another intermediary presents a payment one of our customers made.",
+        between_services=True,
+    ),
+    Kind(
+        "credit-request",
+        "The payer's intermediary credits our customer, with the receipt.",
+        between_services=True,
+    ),
+    Kind(
+        "refund-request",
+        "The payee's intermediary gives back a payment its payee declined.",
+        between_services=True,
+    ),
+    Kind(
+        "debit-batch",
+        "Another intermediary presents an upload's payments of our customers.",
+        between_services=True,
+    ),
+    Kind(
+        "credit-batch",
+        "The payer's intermediary credits our customers, with one receipt.",
+        between_services=True,
+    ),
 )
 
 TOKEN_KINDS = (
@@ -308,6 +329,15 @@ def _message_route(service: Service, kind: Kind) -> Callable[..., Any]:
             raise OffpayError(
                 "the body must be a signed message as application/cbor",
                 code="http.unsupported_media_type",
+            )
+        tls = request.scope.get("extensions", {}).get("tls")
+        if kind.between_services and tls is not None and not tls.get("client_cert_name"):
+            # Over TLS, only a party of the network (its certificate verified by the TLS
+            # layer, not revoked) sends what parties send each other; phones never do.
+            raise AuthError(
+                f"{kind.name} comes only from a party of the network: connect with its TLS "
+                "client certificate (mutual TLS)",
+                code="auth.client_certificate_required",
             )
         body = await read_body(request)
         return to_response(await anyio.to_thread.run_sync(service.message, kind, body, key))

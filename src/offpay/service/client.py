@@ -23,6 +23,7 @@ import tenacity
 
 from offpay.errors import OffpayError
 from offpay.service.problems import RETRYABLE, error_of
+from offpay.service.tls import refusal_of, tls_failure
 from offpay.transport.memory import Handler, MemoryNetwork
 
 CBOR = "application/cbor"
@@ -79,15 +80,19 @@ class Retrying:
         try:
             return retrying(answer)
         except httpx.TransportError as exc:
+            failure = tls_failure(exc)
+            if failure is not None:
+                raise refusal_of(what, failure) from None
             raise OffpayError(
                 f"connection lost: {what} ({_reason(exc)})", code="network.cut"
             ) from None
 
 
 def _worth_retrying(exc: BaseException) -> bool:
-    """No answer came back, or the service said the same bytes may succeed later."""
+    """No answer came back, or the service said the same bytes may succeed later. A service
+    whose certificate this network does not trust will not be trusted a moment later."""
     if isinstance(exc, httpx.TransportError):
-        return True
+        return tls_failure(exc) is None
     return isinstance(exc, OffpayError) and exc.code in RETRYABLE
 
 
@@ -99,7 +104,8 @@ def _reason(exc: BaseException | None) -> str:
 
 class HttpNetwork(MemoryNetwork):
     """``urls`` maps party names to base URLs; parties registered locally (the service's own
-    party) are called directly."""
+    party) are called directly. Give it ``client=network_client(network, ...)``
+    (:mod:`offpay.service.tls`) for a TLS network: the default client trusts no one's TLS."""
 
     def __init__(
         self,

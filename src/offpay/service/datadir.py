@@ -5,8 +5,11 @@
                               party's URL
     DIR/drive/                people, shops and their devices driven by `offpay pay` & co.
                               (offpay.drive.workbench)
-    DIR/central-bank/         root.key, mint.key (+ .chain.pem), admin-token, party.json
-    DIR/bank-a/               ca.key (+ .chain.pem), admin-token, party.json
+    DIR/central-bank/         root.key, mint.key (+ .chain.pem), admin-token, party.json,
+                              tls-ca.key (the network's TLS CA), tls.key and tls.pem
+    DIR/bank-a/               ca.key (+ .chain.pem), admin-token, party.json, tls.key, tls.pem
+    DIR/tls/                  ca.pem (the TLS CA clients trust), crl.pem
+                              (offpay.service.tls_pki)
     DIR/.gitignore            ``*``: keys and tokens are never committed by accident
 
 ``party.json`` names the party's database (an embedded SQLite file in its folder unless told
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -42,6 +46,7 @@ from offpay.crypto.pki import Authority, Credential
 from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.service.keystore import load_credential, save_credential
+from offpay.service.tls_pki import issue_network_tls
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.messages import Liquidity
 
@@ -107,9 +112,13 @@ def init_network(
     liquidity: Liquidity = Liquidity.QUEUE,
     pool: int = 0,
     limits: Mapping[str, int] | None = None,
+    insecure_http: bool = False,
 ) -> NetworkConfig:
     """Create a new network in ``folder``: keys, certificates, admission of every intermediary,
-    each party's database and URL (free loopback ports unless ``urls`` says otherwise)."""
+    each party's database and URL (free loopback ports unless ``urls`` says otherwise), and
+    each party's TLS certificate for its URL's host. URLs are ``https://`` unless
+    ``insecure_http`` (local debugging only: the services then refuse to start without
+    ``--insecure-http``)."""
     folder = folder.resolve()
     if folder.exists() and not folder.is_dir():
         raise DataDirError(f"{folder} is a file, not a folder")
@@ -132,8 +141,9 @@ def init_network(
     # Private keys, admin tokens and databases: never committed, wherever the folder is made.
     (folder / ".gitignore").write_text(GITIGNORE)
     urls = dict(urls or {})
+    scheme = "http" if insecure_http else "https"
     for name in names:
-        urls.setdefault(name, f"http://{host}:{free_port(host)}")
+        urls.setdefault(name, f"{scheme}://{host}:{free_port(host)}")
     for name in names:
         (folder / name).mkdir(parents=True, exist_ok=True)
         database = (databases or {}).get(name) or _sqlite_url(folder / name / f"{name}.sqlite")
@@ -153,6 +163,13 @@ def init_network(
             save_credential(
                 folder / bank, "ca", Credential(signer, central.admit(bank, signer.public_key))
             )
+        issue_network_tls(
+            folder,
+            central.root.credential,
+            {name: urls[name] for name in names},
+            CENTRAL,
+            dt.datetime.now(dt.UTC),
+        )
         if pool:
             central.fund_pool(Money(pool, currency))
         mint_chain = central.mint.chain

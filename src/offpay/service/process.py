@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import tenacity
 
 from offpay.errors import OffpayError
 from offpay.service.datadir import CENTRAL, NetworkConfig
+from offpay.service.tls import network_client
 
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.1
@@ -35,6 +37,10 @@ class _NotReady(Exception):
     """The service's health route did not answer yet."""
 
 
+def _plain_client() -> httpx.Client:
+    return httpx.Client(timeout=2.0, trust_env=False)
+
+
 @dataclass
 class ServiceProcess:
     name: str
@@ -42,6 +48,9 @@ class ServiceProcess:
     command: list[str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # How to ask the health route: over TLS with the party's own certificate (the central
+    # bank serves no one without one).
+    health_client: Callable[[], httpx.Client] = field(default=_plain_client, repr=False)
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> ServiceProcess:
         with self.log_path.open("ab") as log:
@@ -71,7 +80,7 @@ class ServiceProcess:
             retry=tenacity.retry_if_exception_type(_NotReady),
             reraise=True,
         )
-        with httpx.Client(timeout=2.0, trust_env=False) as client:
+        with self.health_client() as client:
             try:
                 asking(answers, client)
                 return
@@ -121,20 +130,30 @@ def service_process(
     *,
     port: int | None = None,
     retry_every: float = 30.0,
+    insecure_http: bool = False,
 ) -> ServiceProcess:
     """The process that serves ``name`` (not started yet). ``port`` overrides the port in the
-    network's URL (a test may put a relay in front of a service)."""
+    network's URL (a test may put a relay in front of a service); ``insecure_http`` serves a
+    plain-HTTP network (local debugging)."""
     command = [sys.executable, "-m", "offpay", "serve"]
     if name == CENTRAL:
         command += ["central-bank"]
     else:
         command += ["intermediary", "--name", name, "--retry-every", str(retry_every)]
     command += ["--data", str(network.folder)]
+    if insecure_http:
+        command += ["--insecure-http"]
     url = network.urls[name]
     if port is not None:
         command += ["--port", str(port)]
         url = f"{url.rsplit(':', 1)[0]}:{port}"
-    return ServiceProcess(name, url, command, network.folder / name / "service.log")
+    return ServiceProcess(
+        name,
+        url,
+        command,
+        network.folder / name / "service.log",
+        health_client=lambda: network_client(network, name, timeout=2.0),
+    )
 
 
 class Event(StrEnum):
@@ -157,6 +176,7 @@ def running(
     retry_every: float = 30.0,
     ports: dict[str, int] | None = None,
     report: Callable[[Event, ServiceProcess], None] = _quiet,
+    insecure_http: bool = False,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The central bank, then every intermediary, each in its own process; all stopped on
     the way out (intermediaries first, the central bank last), whatever happened. ``report``
@@ -165,7 +185,13 @@ def running(
     processes: dict[str, ServiceProcess] = {}
     try:
         for name in (CENTRAL, *network.banks):
-            process = service_process(network, name, port=ports.get(name), retry_every=retry_every)
+            process = service_process(
+                network,
+                name,
+                port=ports.get(name),
+                retry_every=retry_every,
+                insecure_http=insecure_http,
+            )
             processes[name] = process
             report(Event.STARTING, process)
             process.start()
@@ -181,9 +207,12 @@ def running(
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, url: str, timeout: float = READY_TIMEOUT_S) -> Iterator[None]:
+def serve_in_thread(
+    app: Any, url: str, timeout: float = READY_TIMEOUT_S, *, tls: ssl.SSLContext | None = None
+) -> Iterator[None]:
     """``app`` served by uvicorn on ``url``'s port in a thread of this process, until the
-    block ends: the whole HTTP path, without the cost of a process."""
+    block ends: the whole HTTP path, without the cost of a process. An ``https://`` URL needs
+    the server's ``tls`` context (:func:`offpay.service.serve.listening_context`)."""
     import threading
 
     import uvicorn
@@ -191,12 +220,16 @@ def serve_in_thread(app: Any, url: str, timeout: float = READY_TIMEOUT_S) -> Ite
     address = urlsplit(url)
     from offpay.service.protocol import JsonRefusalProtocol
 
+    if (address.scheme == "https") != (tls is not None):
+        raise ServiceFailed(f"{url}: an https URL is served with a TLS context, http without")
+
     config = uvicorn.Config(
         app,
         host=address.hostname or "127.0.0.1",
         port=address.port or 80,
         log_level="warning",
         http=JsonRefusalProtocol,
+        ssl_context_factory=None if tls is None else lambda _config, _default: tls,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -27,6 +27,7 @@ from offpay.relay.phone import PhoneApp
 from offpay.relay.pos import PosApp
 from offpay.service.client import AdminClient, HttpNetwork
 from offpay.service.datadir import CENTRAL, NetworkConfig
+from offpay.service.tls import network_client, refusal_of, tls_failure
 from offpay.sim.network import Audit, Books, Merchant, User, audit_books, conserved
 from offpay.store.moves import in_transit as moves_in_transit
 from offpay.wire.envelope import Signed
@@ -42,12 +43,17 @@ class ServiceUnreachable(OffpayError):
 
 def require_services(network: NetworkConfig, timeout: float = HEALTH_TIMEOUT_S) -> None:
     """Ask every party's health route once, briefly: a demo against a network that is not
-    running names the service and URL at once, instead of retrying its first request."""
-    with httpx.Client(timeout=timeout, trust_env=False) as client:
-        for name, url in network.urls.items():
+    running names the service and URL at once, instead of retrying its first request; one
+    whose certificate the network's TLS CA did not issue is named as such. Each is asked with
+    its own party's certificate (the central bank serves no one without one)."""
+    for name, url in network.urls.items():
+        with network_client(network, name, timeout=timeout) as client:
             try:
                 healthy = client.get(f"{url.rstrip('/')}/v1/health").status_code == 200
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
+                failure = tls_failure(exc)
+                if failure is not None:
+                    raise refusal_of(f"{name} at {url}", failure) from None
                 healthy = False
             if not healthy:
                 raise ServiceUnreachable(
@@ -193,9 +199,13 @@ class RemoteNetwork:
 
     def __post_init__(self) -> None:
         n = self.network
-        self.transport = HttpNetwork(n.urls, retries=self.retries)
+        # The phones and PoS apps show no certificate: they verify the service only.
+        self.transport = HttpNetwork(n.urls, retries=self.retries, client=network_client(n))
+        # Each back office is its own party's operator, with that party's certificate.
         admin = {
-            name: AdminClient(url, n.admin_token(name), retries=self.retries)
+            name: AdminClient(
+                url, n.admin_token(name), retries=self.retries, client=network_client(n, name)
+            )
             for name, url in n.urls.items()
         }
         self.central = RemoteCentral(admin[CENTRAL], n.currency)

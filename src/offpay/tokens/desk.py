@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select
 
@@ -58,16 +58,20 @@ class TokenDesk:
 
     def issue_element(self, customer_id: str, element: TokenElement) -> str:
         """Provision a customer's secure element: its certificate, the root, the mint key."""
+        element_id, chain = self.certify_element(customer_id, element.signer.public_key)
+        element.provision(element_id, chain, self.bank.root_der, self.mint_chain)
+        return element_id
+
+    def certify_element(self, customer_id: str, public_key: Any) -> tuple[str, tuple[bytes, ...]]:
+        """The element's id and certificate chain for its endorsement key, registered as the
+        customer's device: what the element is provisioned with (here or across the network)."""
         self.bank.balance(f"{customer_id}/online")
         from offpay.device.card import key_fingerprint
 
-        element_id = f"element:{self.bank.name}:{key_fingerprint(element.signer)[:12]}"
-        chain = self.bank.ca.issue(
-            element_id, Role.ELEMENT, element.signer.public_key, self.bank.clock()
-        )
+        element_id = f"element:{self.bank.name}:{key_fingerprint(public_key)[:12]}"
+        chain = self.bank.ca.issue(element_id, Role.ELEMENT, public_key, self.bank.clock())
         self.bank._register_device(element_id, "element", customer_id, f"{customer_id}/online")
-        element.provision(element_id, chain, self.bank.root_der, self.mint_chain)
-        return element_id
+        return element_id, chain
 
     # -- requests from elements -----------------------------------------------------------------
 
