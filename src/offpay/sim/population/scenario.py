@@ -214,6 +214,7 @@ SIMULATED_LIMITS = {
             "terminal_max_received",
             "max_receipts",
             "blocked_window_hours",
+            "payment_max",
         }
     ),
 }
