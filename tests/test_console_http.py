@@ -1,6 +1,6 @@
 """Issue 17, points 2 and 3 over HTTP without a browser. The token scheme: the lab's token
 wallets withdraw from and deposit to served intermediaries (a new element certified by
-`/v1/admin/elements`), transfer offline in three phases across intermediaries, split and
+`/v1/admin/token-elements`), transfer offline in three phases across intermediaries, split and
 merge; the mint's count of tokens outstanding and the audit follow every step. The console's
 admin actions: a policy, a blocked card and its expired hold released."""
 

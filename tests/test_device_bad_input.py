@@ -34,6 +34,7 @@ from offpay.wire.messages import (
     CardIdentity,
     CardInstruction,
     CardSession,
+    OfflinePayment,
     Operation,
     PaymentAsk,
     PaymentRequest,
@@ -671,6 +672,42 @@ def test_receive_same_payment_twice(w: World) -> None:
     assert w.bob.card.state.balance == w.money(80_00)
 
 
+def _altered_request_copies(w: World, request: Signed[PaymentRequest]) -> dict[str, Signed]:
+    """The payee's own signed request, altered three ways that a device checking only the
+    request's fields (not the exact bytes it signed) could miss."""
+    other_chain = w.carol.card.state.chain
+    return {
+        "another chain": dataclasses.replace(request, chain=other_chain),
+        "another signature": Signed.from_bytes(flip_signature(request.to_bytes())),
+        "another payload": dataclasses.replace(
+            request,
+            payload=encode(
+                dataclasses.replace(decode(request.payload, PaymentRequest), amount=w.money(1))
+            ),
+        ),
+    }
+
+
+def _rogue_payment(payer: User, payment: bytes, **changes: object) -> bytes:
+    """``payment`` changed and signed again with the payer card's own key: what a payer card
+    whose applet was subverted could send."""
+    credential = Credential(payer.card._signer, payer.card.state.chain)
+    return resign(payment, OfflinePayment, credential, **changes)
+
+
+def test_receive_a_payment_carrying_an_altered_copy_of_the_request(w: World) -> None:
+    """The payee card recognises its own request by the exact bytes it signed (it does not
+    verify its own signature again): any other copy is refused and changes nothing."""
+    payment = p2p_payment(w, w.alice, w.bob)
+    request = decode(Signed.from_bytes(payment).payload, OfflinePayment).request
+    client(w.bob).verify_pin(PIN)
+    for name, altered in _altered_request_copies(w, request).items():
+        rogue = _rogue_payment(w.alice, payment, request=altered)
+        assert_card_refuses(w.bob.card, Ins.RECEIVE, rogue, "crypto.bad_signature", label=name)
+    w.bob.phone.accept(PIN, payment)  # the payment as the payer's card made it still goes in
+    assert w.bob.card.state.balance == w.money(80_00)
+
+
 def test_receive_without_pin(w: World) -> None:
     payment = p2p_payment(w, w.alice, w.bob)
     assert_card_refuses(w.bob.card, Ins.RECEIVE, payment, "pin.required")
@@ -930,6 +967,20 @@ def test_terminal_accept_payment_bad_signature(w: World) -> None:
     payment = flip_signature(card_pays_shop(w, w.alice))
     module = w.shop.module
     assert_module_refuses(module, lambda: module.accept_payment(payment), "crypto.bad_signature")
+
+
+def test_terminal_accept_a_payment_carrying_an_altered_copy_of_the_request(w: World) -> None:
+    """The module recognises its own request by the exact bytes it signed (it does not verify
+    its own signature again): any other copy is refused and changes nothing."""
+    payment = card_pays_shop(w, w.alice)
+    request = decode(Signed.from_bytes(payment).payload, OfflinePayment).request
+    module = w.shop.module
+    for name, altered in _altered_request_copies(w, request).items():
+        rogue = _rogue_payment(w.alice, payment, request=altered)
+        call = functools.partial(module.accept_payment, rogue)
+        assert_module_refuses(module, call, "crypto.bad_signature", label=name)
+    w.shop.pos.receive(payment)
+    assert module.state.offline_payments == 1
 
 
 def test_terminal_accept_payment_for_another_terminal(w: World) -> None:

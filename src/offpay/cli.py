@@ -24,6 +24,7 @@ from offpay.cli_support import (
 )
 from offpay.cli_tls import network_tls_certify_ca, network_tls_renew
 from offpay.crypto.keys import Algorithm
+from offpay.service.logs import LogFormat, LogLevel
 from offpay.sim.population.cli import sim_app
 
 if TYPE_CHECKING:
@@ -123,22 +124,23 @@ def demo(
 
 
 def _demo_against(folder: Path, scheme: Scheme, console: Console) -> int:
-    """The balance demo against running services: phones and PoS apps here, over HTTP."""
+    """The demo against running services: phones and PoS apps here, over HTTP."""
     from offpay.cli_support import UsageError
     from offpay.errors import OffpayError
-    from offpay.service.remote import RemoteNetwork, require_services
+    from offpay.service.remote import require_services
+    from offpay.service.remote_tokens import RemoteTokenNetwork
     from offpay.sim.demo import Demo
+    from offpay.sim.token_demo import TokenDemo
 
     with refusals():
-        if scheme is not Scheme.BALANCE:
-            raise UsageError("against services, the demo plays the balance scheme only")
         config = _network(folder)
         if not {"bank-a", "bank-b"} <= set(config.banks):
             raise UsageError("the demo needs intermediaries named bank-a and bank-b")
         require_services(config)
-    remote = RemoteNetwork(config)
+    remote = RemoteTokenNetwork(config)
     try:
-        return 0 if Demo(console, folder, config.algorithm, net=remote).run() else 1
+        player = TokenDemo if scheme is Scheme.TOKENS else Demo
+        return 0 if player(console, folder, config.algorithm, net=remote).run() else 1
     except OffpayError as exc:
         console.print(f"[red]{exc}[/red] (are the services running? `offpay network run`)")
         return 1
@@ -183,6 +185,13 @@ InsecureHttpOption = Annotated[
         "debugging only, warned at every start. Without it, services speak TLS 1.3 only.",
     ),
 ]
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--log-level", help="The least severe log records written.")
+]
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option("--log-format", help="text: one readable line per record; json: JSON lines."),
+]
 
 
 def _network(data: Path) -> NetworkConfig:
@@ -199,6 +208,7 @@ def _serve(
     host: str | None,
     port: int | None,
     retry_every: float,
+    logs: tuple[LogLevel, LogFormat],
     insecure_http: bool = False,
 ) -> None:
     from offpay.service.serve import serve
@@ -210,6 +220,8 @@ def _serve(
             host=host,
             port=port,
             retry_every=retry_every,
+            log_level=logs[0],
+            log_format=logs[1],
             insecure_http=insecure_http,
         )
 
@@ -219,10 +231,12 @@ def serve_central_bank(
     data: DataOption,
     host: HostOption = None,
     port: PortOption = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     insecure_http: InsecureHttpOption = False,
 ) -> None:
     """The central bank: issuance, reserves, the notary, revocation, the liquidity pool."""
-    _serve(data, "central-bank", host, port, 0, insecure_http)
+    _serve(data, "central-bank", host, port, 0, (log_level, log_format), insecure_http)
 
 
 @serve_app.command("intermediary")
@@ -238,10 +252,12 @@ def serve_intermediary(
             "below 0: never (tests)."
         ),
     ] = 30.0,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     insecure_http: InsecureHttpOption = False,
 ) -> None:
     """An intermediary: its customers' wallets, its devices' syncs, payment requests."""
-    _serve(data, name, host, port, retry_every, insecure_http)
+    _serve(data, name, host, port, retry_every, (log_level, log_format), insecure_http)
 
 
 network_app.command("init")(network_init)  # offpay/cli_network.py
@@ -258,11 +274,13 @@ def network_run(
         int | None,
         typer.Option(help="Port of the operator console and device lab (default: a free one)."),
     ] = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Start the central bank and every intermediary of the network in --data as processes on
     loopback ports (creating the network first, with --banks, if the folder is empty), then
     the operator console and device lab; stop with Ctrl-C. Services speak TLS 1.3
-    (docs/tls.md) unless --insecure-http."""
+    (docs/tls.md) unless --insecure-http; each logs to its folder's service.log."""
     import signal
     import threading
 
@@ -290,9 +308,13 @@ def network_run(
                     "[bold red]WARNING: the network serves PLAIN HTTP: anyone on the path "
                     "reads every payment. Local debugging only (docs/tls.md).[/bold red]"
                 )
+            logs = ("--log-level", log_level.value, "--log-format", log_format.value)
             with (
                 running(
-                    network, report=_say_service(console), insecure_http=insecure_http
+                    network,
+                    report=_say_service(console),
+                    insecure_http=insecure_http,
+                    log_options=logs,
                 ) as processes,
                 console_running(network, console_port) as web,
             ):

@@ -1,9 +1,13 @@
 """The cost of one offline payment through the full protocol, in process.
 
 Card→terminal (report §3.5): the PoS app asks the terminal's module for a signed request, the
-card verifies it and signs the payment, the module verifies both signatures and seals the
-record. Person to person (§3.6): the payee's card signs a request, the payer's card verifies it
-and pays, the payee's card verifies and credits. Every APDU is encoded and decoded on the way.
+card verifies it and signs the payment, the module verifies the card's signature, finds its own
+request in the payment by the digest it kept (a device does not verify its own signature) and
+seals the record. Person to person (§3.6): the payee's card signs a request, the payer's card
+verifies it and pays, the payee's card verifies the payment, finds its own request the same way
+and credits. Each signature is thus made once and verified once by the one party that must
+trust it: 2 signatures and 2 verifications a payment, which the count below shows. Every APDU
+is encoded and decoded on the way.
 
 Only the payments are timed, by this process's CPU time (a rate per core, which other work
 on a shared machine does not lower; the wall-clock rate is kept beside it). A signed policy

@@ -39,11 +39,12 @@ from offpay.errors import (
     OffpayError,
     PinError,
     ReplayError,
+    SignatureError,
 )
 from offpay.money import Money
 from offpay.policy import accept_policy, check_payment_max
 from offpay.wire.codec import decode, encode
-from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
     MAX_DECLINED,
     CardConfirmation,
@@ -88,6 +89,10 @@ class OpenRequest:
     request_id: bytes
     payer: str
     amount: Money
+    # What identifies the signed request (Signed.digest): the payment must carry exactly the
+    # request this card signed, which it checks against this instead of verifying its own
+    # signature again.
+    digest: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -591,32 +596,40 @@ class Card:
         signed = sign(request, self._credential)
         # A bounded queue: the oldest open request lapses when a new one would overflow it,
         # and is declined: a payment answering it is refused here and goes back to its payer.
-        opened = (*pending, OpenRequest(request_id, payer.id, ask.amount))
+        opened = (*pending, OpenRequest(request_id, payer.id, ask.amount, signed.digest))
         self._state = evolve(state, open_requests=opened, declined=(*state.declined, *lapsed))
         return signed.to_bytes()
 
     def _receive(self, cmd: Command) -> bytes:
-        """Report §3.6 step 5: verify both signatures, credit, log."""
+        """Report §3.6 step 5: verify the payer's signature and that the payment carries this
+        card's own open request, exactly as it signed it; credit, log."""
         state = self._live()
         trust = self._trusted()
         signed = decode(cmd.data, Signed)
         payment, _ = open_signed(signed, OfflinePayment, trust, Role.CARD, receiver=state.card_id)
-        request, _ = open_signed(
-            payment.request, PaymentRequest, trust, Role.CARD, receiver=payment.sender
+        # The request is this card's own: the payment must carry exactly one it signed and
+        # holds open, byte for byte, so its own signature is not verified a second time and
+        # its payload is decoded only to say why a payment is refused.
+        own = next(
+            (r for r in state.open_requests if is_issued(payment.request, r.digest, state.chain)),
+            None,
         )
-        if request.sender != state.card_id:
-            raise CertificateError("the payment answers a request this card did not sign")
-        if request.request_id in state.declined:
-            raise DeviceStateError(
-                "this card declined that request: the payment goes back to its payer when both "
-                "cards have synchronised",
-                code="device.declined",
-            )
-        match = [r for r in state.open_requests if r.request_id == request.request_id]
-        if not match:
+        if own is None:
+            request = payload_of(payment.request, PaymentRequest)
+            if request.sender != state.card_id:
+                raise CertificateError("the payment answers a request this card did not sign")
+            if request.request_id in state.declined:
+                raise DeviceStateError(
+                    "this card declined that request: the payment goes back to its payer when "
+                    "both cards have synchronised",
+                    code="device.declined",
+                )
+            if any(r.request_id == request.request_id for r in state.open_requests):
+                raise SignatureError("the payment carries an altered copy of this card's request")
             raise ReplayError("no open request for this payment; it was received or cancelled")
-        if payment.amount != request.amount or match[0].payer != payment.sender:
+        if payment.amount != own.amount or own.payer != payment.sender:
             raise DeviceStateError("payment does not match the request", code="device.mismatch")
+        trust.verify_chain(payment.request.chain)  # this card's own, unless it is revoked
         if payment.payee_institution != state.institution:
             raise DeviceStateError("payment names another institution", code="device.mismatch")
         self._pin_ok(state)
@@ -638,7 +651,7 @@ class Card:
             seq=seq,
             log=(*state.log, LogEntry(seq, Direction.IN, signed)),
             received_offline=state.received_offline + payment.amount,
-            open_requests=tuple(r for r in state.open_requests if r is not match[0]),
+            open_requests=tuple(r for r in state.open_requests if r is not own),
         )
         self._ram = replace(self._ram, pin_verified=False)
         return self._get_status(cmd)

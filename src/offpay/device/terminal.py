@@ -19,11 +19,17 @@ from offpay.crypto.revocation import newer_revocations
 from offpay.crypto.sealing import Sealer
 from offpay.device.image import DeviceImage
 from offpay.device.memory import SealedMemory, evolve
-from offpay.errors import CertificateError, DeviceStateError, LimitExceeded, ReplayError
+from offpay.errors import (
+    CertificateError,
+    DeviceStateError,
+    LimitExceeded,
+    ReplayError,
+    SignatureError,
+)
 from offpay.money import Money
 from offpay.policy import accept_policy, check_payment_max
 from offpay.wire.codec import Message, decode, encode, message
-from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
     MAX_DECLINED,
     CardIdentity,
@@ -54,6 +60,9 @@ class Pending:
     request_id: bytes
     card: str
     amount: Money
+    # Signed.digest of the request the module signed: a payment must carry exactly that
+    # request, checked byte for byte instead of verifying the module's own signature again.
+    digest: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -243,7 +252,7 @@ class TerminalModule:
             payee_time=clock,
         )
         signed = sign(request, Credential(self._signer, state.chain))
-        opened = (*state.open_requests, Pending(request_id, card.card, amount))
+        opened = (*state.open_requests, Pending(request_id, card.card, amount, signed.digest))
         self._state = evolve(state, open_requests=opened, clock=clock)
         return signed.to_bytes()
 
@@ -255,10 +264,15 @@ class TerminalModule:
         payment, _ = open_signed(
             signed, OfflinePayment, trust, Role.CARD, receiver=state.terminal_id
         )
-        request, _ = open_signed(
-            payment.request, PaymentRequest, trust, Role.TERMINAL, receiver=payment.sender
+        # The request is the module's own: the payment must carry exactly one it signed and
+        # holds open, byte for byte, so its own signature is not verified a second time and
+        # its payload is decoded only to say why a payment is refused.
+        own = next(
+            (p for p in state.open_requests if is_issued(payment.request, p.digest, state.chain)),
+            None,
         )
-        if request.sender != state.terminal_id:
+        request = payload_of(payment.request, PaymentRequest) if own is None else None
+        if request is not None and request.sender != state.terminal_id:
             raise CertificateError("the payment answers a request this terminal did not sign")
         tx_id = payment.tx_id
         for seq_taken, _, tx, digest in state.unsynced:
@@ -272,17 +286,22 @@ class TerminalModule:
                     encode(again), self._aad(state, seq_taken), self._random(12)
                 )
             raise ReplayError("this payment was already received", code="wire.replay.duplicate")
-        if request.request_id in state.declined:
-            raise DeviceStateError(
-                "this request was declined: the payment goes back to the card when the card "
-                "and this terminal have synchronised",
-                code="device.declined",
-            )
-        match = [p for p in state.open_requests if p.request_id == request.request_id]
-        if not match:
+        if request is not None:
+            if request.request_id in state.declined:
+                raise DeviceStateError(
+                    "this request was declined: the payment goes back to the card when the card "
+                    "and this terminal have synchronised",
+                    code="device.declined",
+                )
+            if any(p.request_id == request.request_id for p in state.open_requests):
+                raise SignatureError(
+                    "the payment carries an altered copy of this terminal's request"
+                )
             raise ReplayError("no open request for this payment; it was received or cancelled")
-        if payment.amount != match[0].amount or payment.sender != match[0].card:
+        assert own is not None
+        if payment.amount != own.amount or payment.sender != own.card:
             raise DeviceStateError("payment does not match the request", code="device.mismatch")
+        trust.verify_chain(payment.request.chain)  # the module's own, unless it is revoked
         if payment.payee_institution != state.institution:
             raise DeviceStateError("payment names another institution", code="device.mismatch")
         self._check_room(state, payment.amount, answering=True)
@@ -294,7 +313,7 @@ class TerminalModule:
             seq=seq,
             unsynced=(*state.unsynced, (seq, payment.amount, tx_id, signed.digest)),
             received=state.received + payment.amount,
-            open_requests=tuple(p for p in state.open_requests if p is not match[0]),
+            open_requests=tuple(p for p in state.open_requests if p is not own),
         )
         return sealed
 

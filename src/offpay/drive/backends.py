@@ -195,7 +195,7 @@ class ServedNetwork:
         """The element's key certified by the intermediary across the network; the element
         provisions itself with what comes back."""
         answer = self._bank(bank).admin.post(
-            "/v1/admin/elements",
+            "/v1/admin/token-elements",
             {"customer_id": customer_id, "public_key": _b64(element.public_key)},
             key=_key(),
         )

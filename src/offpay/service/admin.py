@@ -85,21 +85,6 @@ class IssuedTerminal(BaseModel):
     policy: str
 
 
-class NewElement(BaseModel):
-    customer_id: Id
-    public_key: str = Field(max_length=8192, description="The element's key, DER, base64.")
-
-
-class IssuedElement(BaseModel):
-    """What a token wallet's secure element is provisioned with (token scheme)."""
-
-    element_id: str
-    institution: str
-    root: str
-    chain: list[str]
-    mint_chain: list[str]
-
-
 class Balance(BaseModel):
     account_id: str
     balance: int
@@ -200,7 +185,8 @@ def _unb64(text: str, what: str) -> bytes:
         raise Refused(f"{what} is not base64", code="http.invalid_request") from None
 
 
-def _public_key(text: str) -> PublicKey:
+def public_key_of(text: str) -> PublicKey:
+    """A DER public key sent as base64, refused unless of a supported algorithm."""
     try:
         key = load_der_public_key(_unb64(text, "public_key"))
         algorithm_of(key)
@@ -247,7 +233,7 @@ def admin_router(service: Service) -> APIRouter:
         def issue_card(body: NewCard, key: Key) -> Response:
             def act() -> dict[str, str]:
                 card_id, perso = bank.personalise_card(
-                    body.customer_id, _public_key(body.public_key), body.pin
+                    body.customer_id, public_key_of(body.public_key), body.pin
                 )
                 return {"card_id": card_id, "personalisation": _b64(perso)}
 
@@ -267,27 +253,6 @@ def admin_router(service: Service) -> APIRouter:
                 }
 
             return write("terminals", key, body, act)
-
-        if bank.tokens is not None:
-            desk = bank.tokens
-
-            @router.post(
-                "/elements", response_model=IssuedElement, summary="Certify a token element."
-            )
-            def issue_element(body: NewElement, key: Key) -> Response:
-                def act() -> dict[str, object]:
-                    element_id, chain = desk.certify_element(
-                        body.customer_id, _public_key(body.public_key)
-                    )
-                    return {
-                        "element_id": element_id,
-                        "institution": bank.name,
-                        "root": _b64(bank.root_der),
-                        "chain": [_b64(c) for c in chain],
-                        "mint_chain": [_b64(c) for c in desk.mint_chain],
-                    }
-
-                return write("elements", key, body, act)
 
         @router.get("/balance", response_model=Balance, summary="An account's balance.")
         def balance(account_id: Annotated[str, Query(max_length=200)]) -> Response:

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from offpay.crypto.pki import Identity
 from offpay.errors import OffpayError
 from offpay.service.docs import add_docs
 from offpay.service.idempotency import KEY_PATTERN, Answer, AnswerStore, request_digest
+from offpay.service.observe import Observer, add_metrics
 from offpay.service.problems import (
     PROBLEM_JSON,
     RETRYABLE,
@@ -142,34 +144,62 @@ class Service:
             else schema.bank_http_answers
         )
         self.store = AnswerStore(party.db, table)
+        self.observer = Observer(name, party)
 
     # -- messages between parties ---------------------------------------------------------------
 
     def message(self, kind: Kind, body: bytes, key: str | None) -> Answer:
+        """The party's answer to one message; its event line and metrics on the way out."""
+        started = time.perf_counter()
+        answer, sender, nonce = self._answer(kind, body, key)
+        self.observer.message(
+            kind.name,
+            sender,
+            nonce,
+            answer.status,
+            _code(answer),
+            answer.replayed,
+            time.perf_counter() - started,
+        )
+        return answer
+
+    def _answer(
+        self, kind: Kind, body: bytes, key: str | None
+    ) -> tuple[Answer, str | None, bytes | None]:
         if not kind.mutating:
-            return self.call(lambda: self.party.handle(kind.name, body))
+            return self.call(lambda: self.party.handle(kind.name, body)), None, None
         if key is None:
-            return _refusal(
-                OffpayError(
-                    "a mutating request needs an Idempotency-Key header",
-                    code="http.idempotency_key_missing",
-                )
+            return (
+                _refusal(
+                    OffpayError(
+                        "a mutating request needs an Idempotency-Key header",
+                        code="http.idempotency_key_missing",
+                    )
+                ),
+                None,
+                None,
             )
         try:
             sender, nonce = self.authenticate(body)
         except OffpayError as exc:
-            return _refusal(exc)
+            return _refusal(exc), None, None
         except Exception:  # a certificate the X.509 parser chokes on, deep inside
-            return _refusal(
-                OffpayError(
-                    "the sender's certificate chain cannot be read", code="crypto.bad_certificate"
-                )
+            return (
+                _refusal(
+                    OffpayError(
+                        "the sender's certificate chain cannot be read",
+                        code="crypto.bad_certificate",
+                    )
+                ),
+                None,
+                None,
             )
         digest = request_digest(kind.name, body)
         with self.store.locks.hold(("key", sender.id, key), ("nonce", sender.id, nonce or key)):
-            return self.once(
+            answer = self.once(
                 sender.id, key, kind.name, digest, lambda: self.party.handle(kind.name, body), CBOR
             )
+        return answer, sender.id, nonce
 
     def authenticate(self, body: bytes) -> tuple[Identity, bytes | None]:
         """The sender, proved by the envelope: a chain to our root, not revoked, a signature
@@ -401,6 +431,7 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
         redoc_url=None,
     )
     add_docs(app)
+    add_metrics(app, service.observer)
 
     @app.exception_handler(OffpayError)
     async def offpay_error(_request: Request, exc: OffpayError) -> Response:
@@ -451,12 +482,14 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
 
     from offpay.service.admin import admin_router
     from offpay.service.admin_books import books_router
+    from offpay.service.admin_tokens import tokens_router
 
     def admin_auth(credentials: AdminCredentials) -> None:
         service.check_admin(credentials)
 
     app.include_router(admin_router(service), dependencies=[Depends(admin_auth)])
     app.include_router(books_router(service), dependencies=[Depends(admin_auth)])
+    app.include_router(tokens_router(service), dependencies=[Depends(admin_auth)])
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -131,16 +131,18 @@ def service_process(
     port: int | None = None,
     retry_every: float = 30.0,
     insecure_http: bool = False,
+    log_options: tuple[str, ...] = (),
 ) -> ServiceProcess:
     """The process that serves ``name`` (not started yet). ``port`` overrides the port in the
     network's URL (a test may put a relay in front of a service); ``insecure_http`` serves a
-    plain-HTTP network (local debugging)."""
+    plain-HTTP network (local debugging); ``log_options`` are passed on (``--log-level``,
+    ``--log-format``)."""
     command = [sys.executable, "-m", "offpay", "serve"]
     if name == CENTRAL:
         command += ["central-bank"]
     else:
         command += ["intermediary", "--name", name, "--retry-every", str(retry_every)]
-    command += ["--data", str(network.folder)]
+    command += ["--data", str(network.folder), *log_options]
     if insecure_http:
         command += ["--insecure-http"]
     url = network.urls[name]
@@ -177,6 +179,7 @@ def running(
     ports: dict[str, int] | None = None,
     report: Callable[[Event, ServiceProcess], None] = _quiet,
     insecure_http: bool = False,
+    log_options: tuple[str, ...] = (),
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The central bank, then every intermediary, each in its own process; all stopped on
     the way out (intermediaries first, the central bank last), whatever happened. ``report``
@@ -191,6 +194,7 @@ def running(
                 port=ports.get(name),
                 retry_every=retry_every,
                 insecure_http=insecure_http,
+                log_options=log_options,
             )
             processes[name] = process
             report(Event.STARTING, process)

@@ -170,9 +170,14 @@ def serve(
     port: int | None = None,
     retry_every: float = 30.0,
     insecure_http: bool = False,
+    log_level: str = "info",
+    log_format: str = "text",
 ) -> None:
-    """Serve ``name`` until interrupted; address from the network's URL unless given."""
+    """Serve ``name`` until interrupted; address from the network's URL unless given. Logs
+    go to stderr (:mod:`offpay.service.logs`)."""
     import uvicorn
+
+    from offpay.service.logs import configure_logging
 
     check_scheme(network, name, insecure_http)
 
@@ -189,11 +194,13 @@ def serve(
         warn_plain_http(name, network.urls[name])
     built = build(network, name, retry_every=retry_every)
     app = create_app(built.service, background=built.background)
+    configure_logging(log_level, log_format)  # only a process that serves changes its logging
     uvicorn.run(
         app,
         host=host or address.hostname or "127.0.0.1",
         port=listen,
-        log_level="warning",
+        log_config=None,  # uvicorn's records go through the handler set up above
+        access_log=False,  # offpay.access writes the access log, with the route template
         timeout_graceful_shutdown=5,
         http=JsonRefusalProtocol,
         ssl_context_factory=None if tls is None else lambda _config, _default: tls.context,

@@ -85,7 +85,7 @@ class Merchant(Generic[B]):
 
 
 @dataclass
-class TokenUser(Customer[Intermediary]):
+class TokenUser(Customer[B]):
     element: TokenElement
     element_id: str
     app: TokenWalletApp
@@ -127,7 +127,7 @@ class OfflineNetwork:
     banks: dict[str, Intermediary] = field(init=False)
     users: dict[str, User] = field(default_factory=dict)
     merchants: dict[str, Merchant] = field(default_factory=dict)
-    token_users: dict[str, TokenUser] = field(default_factory=dict)
+    token_users: dict[str, TokenUser[Intermediary]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.central = CentralBank(
@@ -187,7 +187,7 @@ class OfflineNetwork:
         self.merchants[name] = merchant
         return merchant
 
-    def add_token_user(self, name: str, bank: str, *, online: int = 0) -> TokenUser:
+    def add_token_user(self, name: str, bank: str, *, online: int = 0) -> TokenUser[Intermediary]:
         """A user of the token scheme: an online wallet and a phone's secure element."""
         b = self.banks[bank]
         desk = b.tokens
@@ -201,6 +201,18 @@ class OfflineNetwork:
         user = TokenUser(name, b, customer, element, element_id, app)
         self.token_users[name] = user
         return user
+
+    def token_vaults(self) -> Money:
+        """Tokens the intermediaries' vault elements hold (deposits not yet answered)."""
+        total = self.money(0)
+        for bank in self.banks.values():
+            if bank.tokens is not None:
+                total = total + bank.tokens.vault.balance(self.currency)
+        return total
+
+    def revoked_elements(self) -> list[str]:
+        """The token elements on the central bank's revocation list."""
+        return self.central.mint.revoked_elements()
 
     def central_moves_in_transit(self) -> dict[str, Money]:
         """See :func:`central_moves_in_transit`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,10 +18,13 @@ from offpay.crypto.keys import Algorithm
 from offpay.errors import DoubleSpend, OffpayError
 from offpay.money import Money, parse_money
 from offpay.sim.headings import heading
-from offpay.sim.network import ConservationError, OfflineNetwork, TokenUser
+from offpay.sim.network import Audit, ConservationError, OfflineNetwork, TokenUser
 from offpay.tokens.element import TokenElement
 from offpay.tokens.model import Token
 from offpay.tokens.transfer import ReceiverSession, SenderSession
+
+if TYPE_CHECKING:
+    from offpay.service.remote_tokens import RemoteTokenNetwork
 
 
 class BrokenSignOnceElement(TokenElement):
@@ -47,31 +51,46 @@ def short(token: Token) -> str:
 
 
 class TokenDemo:
-    def __init__(self, console: Console, data_dir: Path, algorithm: Algorithm) -> None:
+    def __init__(
+        self,
+        console: Console,
+        data_dir: Path,
+        algorithm: Algorithm,
+        net: RemoteTokenNetwork | None = None,
+    ) -> None:
+        """``net``: a network of services to play against (``offpay demo --network DIR
+        --scheme tokens``); by default a network in this process, on SQLite in ``data_dir``."""
         self.console = console
-        self.net = OfflineNetwork(
-            algorithm=algorithm,
-            url_for=lambda name: f"sqlite+pysqlite:///{data_dir / (name + '.sqlite')}",
+        self.remote = net is not None
+        self.net: OfflineNetwork | RemoteTokenNetwork = (
+            net
+            if net is not None
+            else OfflineNetwork(
+                algorithm=algorithm,
+                url_for=lambda name: f"sqlite+pysqlite:///{data_dir / (name + '.sqlite')}",
+            )
         )
+        # A served network outlives one demo: tokens minted before it are not this demo's.
+        self.tokens_before = self.net.audit()[0].tokens if self.remote else self.net.money(0)
         self.step_no = 0
         self.ok = True
 
     def money(self, text: str) -> Money:
         return parse_money(text)
 
-    def user(self, name: str) -> TokenUser:
+    def user(self, name: str) -> TokenUser[Any]:
         return self.net.token_users[name]
 
     # -- what the audience sees ------------------------------------------------------------------
 
-    def ancestry(self, holder: TokenUser, token: Token) -> str:
+    def ancestry(self, holder: TokenUser[Any], token: Token) -> str:
         """The number of earlier tokens in the history, as the holder's element verifies it."""
         try:
             return str(holder.element.verify(token).length)
         except OffpayError as exc:
             return f"refused [{exc.code}]"
 
-    def describe(self, holder: TokenUser, token: Token) -> str:
+    def describe(self, holder: TokenUser[Any], token: Token) -> str:
         return f"{token.value} {short(token)} (ancestry {self.ancestry(holder, token)})"
 
     def holdings(self, *names: str) -> Table:
@@ -92,13 +111,14 @@ class TokenDemo:
 
     def in_elements(self) -> Money:
         """Value of every token held in any element: users' and the intermediaries' vaults."""
-        total = self.net.money(0)
+        total = self.net.token_vaults()
         for u in self.net.token_users.values():
             total = total + u.tokens
-        for bank in self.net.banks.values():
-            if bank.tokens is not None:
-                total = total + bank.tokens.vault.balance(self.net.currency)
         return total
+
+    def outstanding(self, audit: Audit) -> Money:
+        """Tokens outstanding at the mint that this demo minted."""
+        return audit.tokens - self.tokens_before
 
     def conservation(self) -> None:
         try:
@@ -112,11 +132,11 @@ class TokenDemo:
             f"{audit.reserves} + wallets {audit.wallets} + in transit {audit.in_transit} "
             f"+ tokens outstanding at the mint {audit.tokens}"
         )
-        held = self.in_elements()
-        if held != audit.tokens:
+        held, outstanding = self.in_elements(), self.outstanding(audit)
+        if held != outstanding:
             self.console.print(
                 f"  [red]the elements hold {held} in tokens but the mint has only "
-                f"{audit.tokens} outstanding[/red]: {held - audit.tokens} of it is a double "
+                f"{outstanding} outstanding[/red]: {held - outstanding} of it is a double "
                 "spend that offline devices cannot see"
             )
 
@@ -220,7 +240,12 @@ class TokenDemo:
         self.say(
             '[bold]offpay demo --scheme tokens[/bold]: the Federal Reserve\'s "sign once" '
             "design (FEDS 2025-105): one central bank with a minting service, two "
-            "intermediaries (bank-a, bank-b), phones with secure elements, on embedded SQLite."
+            "intermediaries (bank-a, bank-b), phones with secure elements, "
+            + (
+                "the parties running as services; the phones' wallet apps reach them over HTTP."
+                if self.remote
+                else "on embedded SQLite."
+            )
         )
         self.step(
             "The central bank issues SEK 100 000 to each intermediary's reserve",
@@ -387,7 +412,7 @@ class TokenDemo:
             finally:
                 self.say(
                     "  the central bank's revocation list now names: "
-                    + escape(", ".join(n.central.mint.revoked_elements()) or "nobody")
+                    + escape(", ".join(n.revoked_elements()) or "nobody")
                 )
             return None
 
@@ -428,14 +453,14 @@ class TokenDemo:
         except ConservationError as exc:
             self.say(f"[red]conservation broken[/red]: {escape(exc.message)}")
             return False
-        held = self.in_elements()
-        revoked = n.central.mint.revoked_elements()
+        held, outstanding = self.in_elements(), self.outstanding(audit)
+        revoked = n.revoked_elements()
         self.say(
             f"money issued {audit.issued} = money held {audit.held}; tokens outstanding at the "
-            f"mint {audit.tokens}, tokens in elements {held}; revoked elements: "
+            f"mint {outstanding}, tokens in elements {held}; revoked elements: "
             f"{escape(', '.join(revoked)) or 'none'}"
         )
-        if held != audit.tokens:
+        if held != outstanding:
             self.say("[red]the elements hold another value in tokens than the mint issued[/red]")
             return False
         if not isinstance(double_spend, DoubleSpend):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, insert, select
 
+from offpay.crypto.keys import PublicKey
 from offpay.crypto.pki import Role
 from offpay.errors import (
     CertificateError,
@@ -62,9 +63,11 @@ class TokenDesk:
         element.provision(element_id, chain, self.bank.root_der, self.mint_chain)
         return element_id
 
-    def certify_element(self, customer_id: str, public_key: Any) -> tuple[str, tuple[bytes, ...]]:
-        """The element's id and certificate chain for its endorsement key, registered as the
-        customer's device: what the element is provisioned with (here or across the network)."""
+    def certify_element(
+        self, customer_id: str, public_key: PublicKey
+    ) -> tuple[str, tuple[bytes, ...]]:
+        """An element's id and certificate chain, registered to the customer: what the element
+        is provisioned with, here or by the back office over the network."""
         self.bank.balance(f"{customer_id}/online")
         from offpay.device.card import key_fingerprint
 

@@ -30,12 +30,14 @@ class Message:
 
     TYPE: ClassVar[str] = "message"
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __reduce__(self) -> tuple[type[Message], tuple[Any, ...]]:
         """What a pickle keeps (a card's sealed memory, a verification worker's arguments): the
-        fields only. Values cached from them (an envelope's encoding, a payment's id) are
-        recomputed when needed; kept, they would double a stored payment, and a card's storage
-        would depend on which of its payments someone had encoded."""
-        return {name: getattr(self, name) for name in _field_names(type(self))}
+        class and the fields only, rebuilt through the constructor. Values cached from them (an
+        envelope's encoding, a payment's id) are recomputed when needed; kept, they would
+        double a stored payment, and a card's storage would depend on which of its payments
+        someone had encoded. A tuple of the fields pickles about twice as fast as a dict of
+        them restored by ``__setstate__``, and a device pickles on every write."""
+        return type(self), tuple([getattr(self, name) for name in _field_names(type(self))])
 
 
 @cache
