@@ -28,6 +28,7 @@ from offpay.console.desk import ConsoleError, policy_change, policy_fields, wait
 from offpay.console.evidence import decoded, plain
 from offpay.console.lab import Lab
 from offpay.console.serve import console_url
+from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.service.datadir import free_port, init_network
 from offpay.wire.messages import LimitsPolicy
@@ -97,11 +98,19 @@ def test_the_limits_form_has_every_count_and_amount_of_the_policy() -> None:
     for field in dataclasses.fields(LimitsPolicy):
         if field.name in ("issuer", "version", "currency"):
             assert field.name not in shown
-        elif hints[field.name] is Money:
+        elif hints[field.name] in (Money, Money | None):
             assert shown[field.name] is True
-        elif hints[field.name] is int:
+        elif hints[field.name] in (int, int | None):
             assert shown[field.name] is False
     assert "card_max_balance" in shown and "card_max_offline_transactions" in shown
+    assert "payment_max" in shown and "max_offline_hours" in shown  # the optional limits too
+
+
+def test_a_policy_form_lifts_an_optional_limit_typed_none() -> None:
+    change = policy_change({"payment_max": "none", "max_offline_hours": "72"}, "SEK")
+    assert change == {"lift": ["payment_max"], "max_offline_hours": 72}
+    with pytest.raises(OffpayError):
+        policy_change({"card_max_balance": "none"}, "SEK")  # a required limit is not lifted
 
 
 def test_a_policy_form_changes_only_what_is_filled_in() -> None:

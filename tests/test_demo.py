@@ -23,6 +23,11 @@ def test_demo_plays_every_flow_and_ends_balanced(tmp_path: Path) -> None:
     for section in ("§3.4 Top-up", "§3.5 Offline payment", "§3.5 Resubmit", "§3.6 Person"):
         assert section in out
     assert "[limit.card_max_balance]" in out
+    # The limits beyond the pilot's: the policy shown limit by limit, raised, met, lifted.
+    assert "[limit.payment_max]" in out and "[limit.card_max_offline_spent]" in out
+    assert "limits policy, version 2" in out and "SEK 150.00" in out
+    for name in ("payment_max", "max_offline_hours", "element_max_holding"):
+        assert name in out
     assert "shortfall" in out and "SEK 50.00 recorded at bank-a" in out
     assert "every card equals its shadow wallet" in out
     # The liquidity part: the shortfall under the pilot's rules, then each remedy, then costs.

@@ -155,6 +155,31 @@ def test_policy_publish_and_payment_records_over_http(network: NetworkConfig) ->
         assert "card_max_balance" in bad.text
         current = http.get(f"{url}/v1/admin/books", headers=auth).json()["policy"]
         assert current["card_max_balance"] == 500_00
+        # every limit of offpay.policy.LIMITS is a field of the body; "lift" removes one
+        raised = http.post(
+            f"{url}/v1/admin/policy",
+            json={"payment_max": 200_00, "max_offline_hours": 72},
+            headers={**auth, "Idempotency-Key": "k-new"},
+        ).json()["policy"]
+        assert (raised["payment_max"], raised["max_offline_hours"]) == (200_00, 72)
+        lifted = http.post(
+            f"{url}/v1/admin/policy",
+            json={"lift": ["payment_max"]},
+            headers={**auth, "Idempotency-Key": "k-lift"},
+        ).json()["policy"]
+        assert lifted["payment_max"] is None and lifted["max_offline_hours"] == 72
+        not_optional = http.post(
+            f"{url}/v1/admin/policy",
+            json={"lift": ["card_max_balance"]},
+            headers={**auth, "Idempotency-Key": "k-lift-bad"},
+        )
+        assert not_optional.status_code >= 400
+        assert not_optional.json()["code"] == "policy.bad_limit"
+        http.post(  # lifted again, so that the card below meets only the balance limit
+            f"{url}/v1/admin/policy",
+            json={"lift": ["max_offline_hours"]},
+            headers={**auth, "Idempotency-Key": "k-lift-hours"},
+        )
 
     # A card takes the new policy at its next sync and is refused a top-up above it.
     drive(network, "customer", "open", "dave", "--bank", "bank-a")

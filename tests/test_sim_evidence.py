@@ -66,6 +66,17 @@ def test_the_answers_hang_together(tmp_path: Path) -> None:
     }
     for figure in ("messages", "bytes carried", "largest device storage (bytes)"):
         assert min(cells[figure]) > 0
+    # (d) compares the report's limits with the alternatives the references name: one row per
+    # outage and alternative; a lower offline total lowers what a broken card can take, and a
+    # per-payment maximum refuses payments with its own code
+    costs = text.split("## d.")[1].split("## e.")[0]
+    names = [ev.REPORT_LIMITS, *(n for n, _ in ev.ALTERNATIVES)]
+    table = [line for line in costs.splitlines() if any(f"| {n} |" in line for n in names)]
+    assert len(table) == len(names) * len(ev.QUICK.outage_days)
+    by_name = {line.split("|")[2].strip(): line for line in table}
+    assert "SEK 1 500.00" in by_name[ev.ALTERNATIVES[2][0]]
+    assert "SEK 3 000.00" in by_name[names[0]]
+    assert "payment_max" in by_name[ev.ALTERNATIVES[3][0]]
 
 
 def _count(text: str) -> float:

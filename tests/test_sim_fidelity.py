@@ -238,6 +238,29 @@ def test_progress_is_told_about_every_percent() -> None:
     assert 50 <= len(told) <= 101
 
 
+# --- the limits beyond the pilot's (issue 20) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["queue", "restrict"])
+def test_the_per_payment_maximum_and_the_offline_total_are_honoured_alike(policy: str) -> None:
+    """A per-payment maximum (the terminal, the payee's card or the payer's card refuses) and
+    a total spent offline between syncs: the fast executor refuses exactly the payments the
+    real devices refuse, and no payment made breaks either limit."""
+    s = scenario(
+        seed=5,
+        liquidity={"policy": policy},
+        limits={"payment_max": "SEK 180", "card_max_offline_spent": "SEK 250"},
+    )
+    world, events, real, fast = both(s)
+    assert_same(events, real, fast)
+    assert count(real, "limit.payment_max") > 0
+    assert count(real, "limit.card_max_offline_spent") > 0
+    payments = np.isin(events.kind, [Kind.SHOP, Kind.P2P]) & (real.outcome == INDEX["ok"])
+    honest = payments & ~np.isin(events.a, np.concatenate([world.cloned, world.rolled_back]))
+    assert honest.sum() > 200
+    assert (real.moved[honest] <= 180_00).all()
+
+
 # --- small random scenarios ----------------------------------------------------------------------
 
 
@@ -258,12 +281,14 @@ def test_progress_is_told_about_every_percent() -> None:
     limit=st.integers(1, 6),
     max_balance=st.integers(100, 2000),
     pool=st.integers(1, 500),
+    payment_max=st.none() | st.integers(20, 300),
+    spent_max=st.none() | st.integers(50, 1000),
 )
 # A card whose clone is caught at its sync's confirmation: the instruction it applied was made
 # before the block, so it carries no revocation list (the model once counted the new one).
 @example(
     seed=0, people=21, merchants=1, policy="queue", p2p=0.0, online=1.0, outage=False,
-    attacks=True, limit=1, max_balance=300, pool=1,
+    attacks=True, limit=1, max_balance=300, pool=1, payment_max=None, spent_max=None,
 )  # fmt: skip
 def test_small_random_scenarios_agree(
     seed: int,
@@ -277,6 +302,8 @@ def test_small_random_scenarios_agree(
     limit: int,
     max_balance: int,
     pool: int,
+    payment_max: int | None,
+    spent_max: int | None,
 ) -> None:
     data = copy.deepcopy(BASE)
     data.update(seed=seed, days=1)
@@ -288,6 +315,10 @@ def test_small_random_scenarios_agree(
         terminal_max_offline_payments=limit + 2,
         blocked_window_hours=2,
     )
+    if payment_max is not None:
+        data["limits"]["payment_max"] = payment_max * 100
+    if spent_max is not None:
+        data["limits"]["card_max_offline_spent"] = spent_max * 100
     data["liquidity"] = {"policy": policy, "pool": pool * 100}
     data["attacks"].update(
         cloned_cards=0.1 if attacks else 0,

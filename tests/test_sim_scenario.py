@@ -72,6 +72,10 @@ def with_(path: str, value: Any) -> dict[str, Any]:
         ("limits.card_max_offline_transactions", -1, "limits.card_max_offline_transactions"),
         ("limits.card_max_balance", "SEK -5", "limits.card_max_balance"),
         ("limits.max_receipts", 65, "limits"),
+        ("limits.payment_max", "SEK -1", "limits.payment_max"),
+        ("limits.max_offline_hours", 72, "limits"),  # not modelled yet: refused, not ignored
+        ("limits.card_max_daily_payments", 20, "limits"),
+        ("limits.element_max_holding", "SEK 3000", "limits"),  # a token limit, balance scheme
         ("liquidity.policy", "borrow", "liquidity.policy"),
         ("liquidity", {"policy": "pool"}, "liquidity.pool"),
         ("attacks.cloned_cards", 2, "attacks.cloned_cards"),
@@ -98,6 +102,19 @@ def test_amounts_are_read_as_money_or_minor_units() -> None:
     assert s.policy.card_max_balance.minor == 500_00
     assert s.policy.terminal_max_received.minor == 1
     assert s.policy.card_max_offline_transactions == 5  # the report's default stays
+
+
+def test_the_modelled_new_limits_become_the_policy_and_the_others_are_named() -> None:
+    s = parse_scenario(
+        with_("limits", {"payment_max": "SEK 200", "card_max_offline_spent": 2000_00})
+    )
+    assert s.policy.payment_max is not None and s.policy.payment_max.minor == 200_00
+    assert s.policy.card_max_offline_spent is not None
+    assert s.policy.card_max_offline_spent.minor == 2000_00
+    assert s.policy.max_offline_hours is None  # left out: no limit
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(with_("limits", {"max_offline_hours": 72, "card_max_daily_spent": 1}))
+    assert "card_max_daily_spent, max_offline_hours" in caught.value.message
 
 
 def test_a_file_that_is_not_toml_or_not_there_is_one_line(tmp_path: Path) -> None:

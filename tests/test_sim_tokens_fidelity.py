@@ -58,6 +58,13 @@ PILE_UP = {
     "tokens": {"max_ancestry": 2},
 }
 
+# The same mixed population under a per-payment maximum its elements enforce (issue 20).
+PAYMENT_MAX = {
+    **SCENARIO,
+    "name": "token fidelity: a per-payment maximum",
+    "limits": {"payment_max": "SEK 150"},
+}
+
 PER_EVENT = ("outcome", "moved", "settled_at", "queued_at", "pool_drawn", "refunded")
 FINAL = ("person_online", "person_card", "person_blocked", "merchant_wallet", "bank_holdings")
 
@@ -81,7 +88,7 @@ def simulated(data: dict) -> Simulated:
     return _SIMULATED[data["name"]]
 
 
-@pytest.fixture(params=[SCENARIO, PILE_UP], ids=["mixed", "pile-up"])
+@pytest.fixture(params=[SCENARIO, PILE_UP, PAYMENT_MAX], ids=["mixed", "pile-up", "payment-max"])
 def run(request: pytest.FixtureRequest) -> Simulated:
     return simulated(request.param)
 
@@ -155,6 +162,16 @@ def _most_piled_up(events: Events, outcome: np.ndarray, merchants: int) -> int:
             most = max(most, int(held[events.a[i]]))
             held[events.a[i]] = 0
     return most
+
+
+def test_the_payment_max_scenario_refuses_above_the_maximum_and_nothing_else_beyond_it() -> None:
+    _, _, events, real, _ = simulated(PAYMENT_MAX)
+    payments = np.isin(events.kind, [Kind.SHOP, Kind.P2P])
+    refused = payments & (real.outcome == INDEX["limit.payment_max"])
+    made = payments & (real.outcome == INDEX["ok"])
+    assert refused.sum() > 20 and made.sum() > 100
+    assert (events.amount[refused] > 150_00).all()
+    assert (real.moved[made] <= 150_00).all()
 
 
 def test_the_pile_up_scenario_exercises_what_it_claims() -> None:

@@ -30,15 +30,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from offpay.cli_limits import (
-    BlockedWindow,
-    CardMaxBalance,
-    CardMaxTx,
-    MaxReceipts,
-    TerminalMaxPayments,
-    TerminalMaxReceived,
-    limits_given,
-)
+from offpay.cli_limits import limits_given, with_limit_options
 from offpay.cli_support import UsageError, refusals, stopped
 from offpay.errors import OffpayError
 
@@ -231,34 +223,23 @@ def register(app: typer.Typer) -> None:
         _drive(data, network, lambda w: w.lost(name))
 
     @policy_app.command("publish")
+    @with_limit_options
     def policy_publish(
         bank: Annotated[str, typer.Argument(help="The intermediary, e.g. bank-a.")],
         version: Annotated[
             int | None, typer.Option(help="Its version; the next one by default.", min=1)
         ] = None,
-        card_max_offline_transactions: CardMaxTx = None,
-        card_max_balance: CardMaxBalance = None,
-        terminal_max_offline_payments: TerminalMaxPayments = None,
-        terminal_max_received: TerminalMaxReceived = None,
-        max_receipts: MaxReceipts = None,
-        blocked_window_hours: BlockedWindow = None,
         data: DataDir = None,
         network: NetworkDir = None,
+        *,
+        limit_options: dict[str, object],
     ) -> None:
         """Sign and publish a new limits policy; devices take it at their next sync.
 
-        The limits not given stay as in the policy in force."""
+        The limits not given stay as in the policy in force; "none" lifts an optional one."""
 
         def act(w: Workbench) -> str:
-            limits = limits_given(
-                card_max_offline_transactions,
-                card_max_balance,
-                terminal_max_offline_payments,
-                terminal_max_received,
-                max_receipts,
-                blocked_window_hours,
-                w.currency,
-            )
+            limits = limits_given(limit_options, w.currency)
             return w.publish_limits(bank, limits, version)
 
         _drive(data, network, act)

@@ -1,57 +1,86 @@
 """The limits-policy options shared by ``offpay network init`` and ``offpay policy publish``:
-one option per :data:`offpay.policy.LIMIT_FIELDS` entry, amounts as ``"SEK 3000"``."""
+one option per :data:`offpay.policy.LIMITS` entry, built from that description rather than
+listed here. Amounts are written ``"SEK 200"``; an optional limit (absent means no limit) also
+takes ``none``, which lifts it in a new policy."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 
+from offpay.errors import PolicyError
 from offpay.money import parse_minor
+from offpay.policy import LIMITS, LimitField, Unit
 
-CardMaxTx = Annotated[
-    int | None,
-    typer.Option(help="Offline payments a card may make or receive between syncs.", min=0),
-]
-CardMaxBalance = Annotated[
-    str | None, typer.Option(help='Most a card may hold, e.g. "SEK 3000".', show_default=False)
-]
-TerminalMaxPayments = Annotated[
-    int | None, typer.Option(help="Offline payments a terminal may take between syncs.", min=0)
-]
-TerminalMaxReceived = Annotated[
-    str | None, typer.Option(help='Most a terminal may take between syncs, e.g. "SEK 20000".')
-]
-MaxReceipts = Annotated[
-    int | None,
-    typer.Option(help="Funding receipts one payment may carry (liquidity receipts).", min=0),
-]
-BlockedWindow = Annotated[
-    int | None,
-    typer.Option(help="Hours a blocked card's earlier payments may still settle.", min=0),
-]
+F = TypeVar("F", bound=Callable[..., Any])
+LIFT = "none"
 
 
-def limits_given(
-    card_max_offline_transactions: int | None,
-    card_max_balance: str | None,
-    terminal_max_offline_payments: int | None,
-    terminal_max_received: str | None,
-    max_receipts: int | None,
-    blocked_window_hours: int | None,
-    currency: str = "SEK",
-) -> dict[str, int]:
-    """The limits given on the command line (counts, amounts in minor units)."""
-    given: dict[str, int | None] = {
-        "card_max_offline_transactions": card_max_offline_transactions,
-        "card_max_balance": None
-        if card_max_balance is None
-        else parse_minor(card_max_balance, currency),
-        "terminal_max_offline_payments": terminal_max_offline_payments,
-        "terminal_max_received": None
-        if terminal_max_received is None
-        else parse_minor(terminal_max_received, currency),
-        "max_receipts": max_receipts,
-        "blocked_window_hours": blocked_window_hours,
-    }
-    return {k: v for k, v in given.items() if v is not None}
+def _option(field: LimitField) -> Any:
+    """The typer annotation of one limit's option."""
+    amount = ' An amount, e.g. "SEK 200".' if field.unit is Unit.AMOUNT else ""
+    lift = f' "{LIFT}": no limit.' if field.optional else ""
+    help_text = f"{field.description}{amount}{lift}"
+    if field.unit is Unit.AMOUNT or field.optional:
+        return Annotated[str | None, typer.Option(help=help_text, show_default=False)]
+    return Annotated[int | None, typer.Option(help=help_text, min=0, show_default=False)]
+
+
+def with_limit_options(command: F) -> F:
+    """``command`` with one ``--<limit>`` option per limit of :data:`LIMITS` added to its
+    signature; it receives them together as ``limit_options`` (name → text, int or None)."""
+    signature = inspect.signature(command, eval_str=True)  # typer reads ours as given
+    own = [p for p in signature.parameters.values() if p.name != "limit_options"]
+    added = [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_option(f)
+        )
+        for f in LIMITS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {f.name: kwargs.pop(f.name, None) for f in LIMITS}
+        return command(*args, **kwargs, limit_options=given)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def limits_given(options: dict[str, Any], currency: str = "SEK") -> dict[str, int | None]:
+    """The limits given on the command line: counts, amounts in minor units, and None for an
+    optional limit given as ``none`` (lifted)."""
+    by_name = {f.name: f for f in LIMITS}
+    given: dict[str, int | None] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        field = by_name[name]
+        if isinstance(value, str) and value.strip().lower() == LIFT:
+            if not field.optional:
+                raise PolicyError(
+                    f"--{name.replace('_', '-')} cannot be lifted", code="policy.bad_limit"
+                )
+            given[name] = None
+        elif field.unit is Unit.AMOUNT:
+            given[name] = parse_minor(str(value), currency)
+        else:
+            given[name] = _count(name, value)
+    return given
+
+
+def _count(name: str, value: object) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise PolicyError(
+            f"--{name.replace('_', '-')} must be a whole number, not {value!r}",
+            code="policy.bad_limit",
+        ) from None
+    if number < 0:
+        raise PolicyError(f"--{name.replace('_', '-')} cannot be negative", code="policy.bad_limit")
+    return number

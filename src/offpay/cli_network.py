@@ -8,15 +8,7 @@ from typing import Annotated
 
 import typer
 
-from offpay.cli_limits import (
-    BlockedWindow,
-    CardMaxBalance,
-    CardMaxTx,
-    MaxReceipts,
-    TerminalMaxPayments,
-    TerminalMaxReceived,
-    limits_given,
-)
+from offpay.cli_limits import limits_given, with_limit_options
 from offpay.cli_support import refusals
 from offpay.crypto.keys import Algorithm
 from offpay.wire.messages import Liquidity
@@ -40,6 +32,7 @@ def bank_names(banks: list[str] | None) -> list[str]:
     return [name.strip() for value in banks for name in value.split(",") if name.strip()]
 
 
+@with_limit_options
 def network_init(
     data: Annotated[
         Path, typer.Option("--data", help="The network's data folder (created if missing).")
@@ -61,12 +54,6 @@ def network_init(
         str | None,
         typer.Option(help='The central bank\'s liquidity pool, e.g. "SEK 100000" (default none).'),
     ] = None,
-    card_max_offline_transactions: CardMaxTx = None,
-    card_max_balance: CardMaxBalance = None,
-    terminal_max_offline_payments: TerminalMaxPayments = None,
-    terminal_max_received: TerminalMaxReceived = None,
-    max_receipts: MaxReceipts = None,
-    blocked_window_hours: BlockedWindow = None,
     insecure_http: Annotated[
         bool,
         typer.Option(
@@ -76,9 +63,12 @@ def network_init(
             "either way.",
         ),
     ] = False,
+    *,
+    limit_options: dict[str, object],
 ) -> None:
     """Create a network in a data folder: keys, certificates, admissions, one embedded SQLite
-    database per party, free loopback ports; its liquidity policy, pool and limits; the TLS CA
+    database per party, free loopback ports; its liquidity policy, pool and limits (one option
+    per limit of the policy; an optional limit not given means no limit); the TLS CA
     (certified by the network root) and each service's TLS certificate (docs/tls.md)."""
     from offpay.service.datadir import init_network
     from offpay.service.network_settings import network_settings
@@ -89,14 +79,7 @@ def network_init(
             "algorithm": algorithm,
             "liquidity": liquidity,
             "pool": pool,
-            **limits_given(
-                card_max_offline_transactions,
-                card_max_balance,
-                terminal_max_offline_payments,
-                terminal_max_received,
-                max_receipts,
-                blocked_window_hours,
-            ),
+            **limits_given(limit_options),
         }
         settings = network_settings(config, options)
         network = init_network(

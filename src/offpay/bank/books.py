@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
+from offpay.policy import LIMITS, limit_value
 from offpay.store import schema
 
 
@@ -102,13 +103,9 @@ def policy_record(policy: Any) -> dict[str, Any]:
         "issuer": policy.issuer,
         "version": policy.version,
         "currency": policy.currency,
-        "card_max_offline_transactions": policy.card_max_offline_transactions,
-        "card_max_balance": policy.card_max_balance.minor,
-        "terminal_max_offline_payments": policy.terminal_max_offline_payments,
-        "terminal_max_received": policy.terminal_max_received.minor,
         "liquidity": policy.liquidity.value,
-        "max_receipts": policy.max_receipts,
-        "blocked_window_hours": policy.blocked_window_hours,
+        # every limit, None where the policy sets none (offpay.policy.LIMITS)
+        **{f.name: limit_value(policy, f.name) for f in LIMITS},
     }
 
 

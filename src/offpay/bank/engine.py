@@ -796,6 +796,7 @@ class Intermediary:
                 clear_through_seq=session.seq,
                 policy=signed_policy if session.policy_version < policy.version else None,
                 revocations=revocations,
+                engine_time=int(self.clock().timestamp()),  # the card's clock restarts from it
             )
             payload = sign(instr, self.credential).to_bytes()
             conn.execute(

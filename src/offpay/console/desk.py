@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import secrets
-import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,13 +14,10 @@ from offpay.drive.backends import ServedNetwork
 from offpay.drive.workbench import Conservation
 from offpay.errors import OffpayError
 from offpay.money import Money, parse_money
+from offpay.policy import LIMITS, Unit
 from offpay.service.client import AdminClient
 from offpay.service.datadir import CENTRAL, NetworkConfig
 from offpay.service.tls import network_client
-from offpay.wire.messages import LimitsPolicy
-
-# Fields of the policy that are its identity, not a limit an operator sets.
-FIXED_POLICY_FIELDS = frozenset({"issuer", "version", "currency", "liquidity"})
 
 
 class ConsoleError(OffpayError):
@@ -32,10 +28,13 @@ class ConsoleError(OffpayError):
 
 @dataclasses.dataclass(frozen=True)
 class PolicyField:
-    """One editable limit of :class:`LimitsPolicy`, found from its type: a count or money."""
+    """One editable limit of :class:`LimitsPolicy` (from :data:`offpay.policy.LIMITS`): a
+    count or money; an optional one may be lifted by typing ``none``."""
 
     name: str
     money: bool
+    optional: bool = False
+    description: str = ""
 
     @property
     def label(self) -> str:
@@ -43,22 +42,23 @@ class PolicyField:
 
 
 def policy_fields() -> tuple[PolicyField, ...]:
-    """Every limit of the policy an operator may change, read from the dataclass, so a new
-    field appears in the console without a change here."""
-    hints = typing.get_type_hints(LimitsPolicy)
+    """Every limit of the policy an operator may change, from the policy's one description of
+    its limits, so a new limit appears in the console without a change here."""
     return tuple(
-        PolicyField(f.name, hints[f.name] is Money)
-        for f in dataclasses.fields(LimitsPolicy)
-        if f.name not in FIXED_POLICY_FIELDS and hints[f.name] in (int, Money)
+        PolicyField(f.name, f.unit is Unit.AMOUNT, f.optional, f.description) for f in LIMITS
     )
 
 
-def policy_change(form: Mapping[str, str], currency: str) -> dict[str, int]:
-    """The limits a policy form changes (blank fields keep their value), in minor units."""
-    change: dict[str, int] = {}
+def policy_change(form: Mapping[str, str], currency: str) -> dict[str, Any]:
+    """The limits a policy form changes (blank fields keep their value), in minor units; an
+    optional limit given as ``none`` is lifted (the admin route's ``lift``)."""
+    change: dict[str, Any] = {}
     for field in policy_fields():
         text = form.get(field.name, "").strip()
         if not text:
+            continue
+        if field.optional and text.lower() == "none":
+            change.setdefault("lift", []).append(field.name)
             continue
         if field.money:
             change[field.name] = parse_money(text, currency).minor

@@ -42,7 +42,7 @@ from offpay.errors import (
     SignatureError,
 )
 from offpay.money import Money
-from offpay.policy import accept_policy
+from offpay.policy import accept_policy, check_payment_max
 from offpay.wire.codec import decode, encode
 from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
@@ -127,6 +127,14 @@ class CardState:
     last_instruction: Signed[CardInstruction] | None = None  # proves the card's history
     session_no: int = 0  # sessions opened so far
     declined: tuple[bytes, ...] = ()  # requests this card declined since its last sync
+    # The card's clock (Unix seconds; see docs/limits.md): the intermediary's signed time at the
+    # last sync, moved forward only by the payees' signed times; never backwards offline.
+    clock: int | None = None
+    synced_at: int | None = None  # the intermediary's signed time at the last sync
+    spent_offline: int = 0  # minor units paid in the log's outgoing payments
+    day: int | None = None  # the UTC day (clock // 86400) the day's counters are for
+    day_payments: int = 0
+    day_spent: int = 0  # minor units
 
     @property
     def offline_transactions(self) -> int:
@@ -151,6 +159,80 @@ def _received_in(log: tuple[LogEntry, ...], currency: str) -> Money:
         if entry.direction is Direction.IN:
             total = total + decode(entry.payment.payload, OfflinePayment).amount
     return total
+
+
+def _spent_in(log: tuple[LogEntry, ...]) -> int:
+    """The outgoing payments of ``log`` added up, in minor units."""
+    return sum(
+        decode(e.payment.payload, OfflinePayment).amount.minor
+        for e in log
+        if e.direction is Direction.OUT
+    )
+
+
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Today:
+    """The card's day counters as they stand at ``clock``: a later UTC day starts from zero."""
+
+    clock: int | None
+    day: int | None
+    payments: int
+    spent: int
+
+
+def today(state: CardState, payee_time: int | None) -> Today:
+    """The card's clock after a payee's signed time (never moved backwards) and its day's
+    counters. A clock corrected back by a sync keeps the counters of the later day."""
+    clock = state.clock
+    if payee_time is not None and (clock is None or payee_time > clock):
+        clock = payee_time
+    day = None if clock is None else clock // SECONDS_PER_DAY
+    if day is not None and (state.day is None or day > state.day):
+        return Today(clock, day, 0, 0)
+    return Today(clock, state.day, state.day_payments, state.day_spent)
+
+
+def check_payment_limits(state: CardState, amount: Money, now: Today) -> None:
+    """The limits a paying card enforces beyond count, balance and liquidity (docs/limits.md);
+    each refusal names its limit."""
+    policy = state.policy
+    check_payment_max(policy, amount)
+    if policy.max_offline_hours is not None:
+        if state.synced_at is None or now.clock is None:
+            raise LimitExceeded(
+                "max_offline_hours",
+                "the card has no signed time from a sync; synchronise it to pay offline",
+            )
+        if now.clock - state.synced_at > policy.max_offline_hours * 3600:
+            raise LimitExceeded(
+                "max_offline_hours",
+                f"the card has been offline more than {policy.max_offline_hours} hours; "
+                "synchronise it to pay again",
+            )
+    cap = policy.card_max_offline_spent
+    if cap is not None and state.spent_offline + amount.minor > cap.minor:
+        raise LimitExceeded(
+            "card_max_offline_spent",
+            f"the card may spend {cap} offline between syncs; "
+            f"it has spent {Money(state.spent_offline, cap.currency)}",
+        )
+    if policy.card_max_daily_payments is not None and (
+        now.payments + 1 > policy.card_max_daily_payments
+    ):
+        raise LimitExceeded(
+            "card_max_daily_payments",
+            f"the card may make {policy.card_max_daily_payments} offline payments a day",
+        )
+    daily = policy.card_max_daily_spent
+    if daily is not None and now.spent + amount.minor > daily.minor:
+        raise LimitExceeded(
+            "card_max_daily_spent",
+            f"the card may spend {daily} offline a day; "
+            f"it has spent {Money(now.spent, daily.currency)} today",
+        )
 
 
 def receipt_count(signed: Signed[OfflinePayment]) -> int:
@@ -428,6 +510,8 @@ class Card:
                 "card_received_not_spendable",
                 "money received offline cannot be spent offline before the card synchronises",
             )
+        now = today(state, request.payee_time)
+        check_payment_limits(state, request.amount, now)
         seq = state.seq + 1
         payment = OfflinePayment(
             sender=state.card_id,
@@ -447,6 +531,11 @@ class Card:
             seq=seq,
             log=(*state.log, LogEntry(seq, Direction.OUT, signed)),
             last_payment=signed,
+            clock=now.clock,
+            spent_offline=state.spent_offline + request.amount.minor,
+            day=now.day,
+            day_payments=now.payments + 1,
+            day_spent=now.spent + request.amount.minor,
         )
         self._ram = Transient()  # the challenge is answered, the PIN used
         return signed.to_bytes()
@@ -469,6 +558,7 @@ class Card:
             raise DeviceStateError("a card cannot pay itself", code="device.self_payment")
         self._amount(state, ask.amount)
         policy = state.policy
+        check_payment_max(policy, ask.amount)
         # The oldest open request lapses if the queue is full; the others count against the
         # limits, so that a payment answering an open request is never refused for a limit.
         pending = state.open_requests[-(MAX_OPEN_REQUESTS - 1) :]
@@ -501,6 +591,7 @@ class Card:
             request_id=request_id,
             challenge=ask.payer.challenge,
             amount=ask.amount,
+            payee_time=state.clock,
         )
         signed = sign(request, self._credential)
         # A bounded queue: the oldest open request lapses when a new one would overflow it,
@@ -543,6 +634,7 @@ class Card:
             raise DeviceStateError("payment names another institution", code="device.mismatch")
         self._pin_ok(state)
         policy = state.policy
+        check_payment_max(policy, payment.amount)
         if state.balance + payment.amount > policy.card_max_balance:
             raise LimitExceeded(
                 "card_max_balance", f"the card balance may not exceed {policy.card_max_balance}"
@@ -669,6 +761,14 @@ class Card:
             )
         seq = state.seq + 1
         log = tuple(e for e in state.log if e.seq > instr.clear_through_seq)
+        clock, day = state.clock, state.day
+        if instr.engine_time is not None:  # the intermediary's time wins over any payee's
+            clock = instr.engine_time
+            day = (
+                instr.engine_time // SECONDS_PER_DAY
+                if day is None
+                else min(day, instr.engine_time // SECONDS_PER_DAY)
+            )
         self._state = evolve(
             state,
             balance=instr.balance,
@@ -688,6 +788,10 @@ class Card:
             revoked=revoked,
             revocation_version=revocation_version,
             last_instruction=signed_instruction,
+            clock=clock,
+            synced_at=instr.engine_time if instr.engine_time is not None else state.synced_at,
+            spent_offline=_spent_in(log),
+            day=day,
         )
         self._ram = replace(self._ram, challenge=None)
         confirmation = CardConfirmation(

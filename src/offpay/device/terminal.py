@@ -27,7 +27,7 @@ from offpay.errors import (
     SignatureError,
 )
 from offpay.money import Money
-from offpay.policy import accept_policy
+from offpay.policy import accept_policy, check_payment_max
 from offpay.wire.codec import Message, decode, encode, message
 from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
@@ -83,6 +83,7 @@ class TerminalState:
     revocation_version: int = 0
     declined: tuple[bytes, ...] = ()  # request ids declined since the last sync
     declaring: tuple[bytes, ...] = ()  # those the open sync's upload declares
+    clock: int | None = None  # the latest time its host gave (Unix seconds); never goes back
 
     @property
     def offline_payments(self) -> int:
@@ -200,6 +201,7 @@ class TerminalModule:
         committed = state.received
         for pending in state.open_requests:
             committed = committed + pending.amount
+        check_payment_max(policy, amount)
         count = state.offline_payments + len(state.open_requests)
         if answering:
             committed, count = committed - amount, count - 1
@@ -216,9 +218,11 @@ class TerminalModule:
                 f"it holds or awaits {committed}",
             )
 
-    def request_payment(self, identity: bytes, amount: Money) -> bytes:
+    def request_payment(self, identity: bytes, amount: Money, now: int | None = None) -> bytes:
         """Report §3.5 step 1, signed by the module as §3.8 asks: a request to pay ``amount``,
-        addressed to the card that showed ``identity`` and bound to its challenge."""
+        addressed to the card that showed ``identity`` and bound to its challenge. ``now``: the
+        host's time (Unix seconds); the module signs the latest time it was given, so a host
+        that sets its clock back cannot make the card's offline time shorter."""
         state, trust = self._live()
         if state.terminal_id in state.revoked:
             raise DeviceStateError("this terminal is revoked", code="device.revoked")
@@ -236,6 +240,7 @@ class TerminalModule:
                 code="device.busy",
             )
         self._check_room(state, amount, answering=False)
+        clock = state.clock if now is None or (state.clock or 0) >= now else now
         request_id = self._random(NONCE_BYTES)
         request = PaymentRequest(
             sender=state.terminal_id,
@@ -244,10 +249,11 @@ class TerminalModule:
             request_id=request_id,
             challenge=card.challenge,
             amount=amount,
+            payee_time=clock,
         )
         signed = sign(request, Credential(self._signer, state.chain))
         opened = (*state.open_requests, Pending(request_id, card.card, amount, signed.digest))
-        self._state = evolve(state, open_requests=opened)
+        self._state = evolve(state, open_requests=opened, clock=clock)
         return signed.to_bytes()
 
     def accept_payment(self, data: bytes) -> bytes:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from offpay.central.bank import utc_now
 from offpay.device.card import Card
 from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
@@ -237,7 +238,7 @@ class Workbench:
             path = self._device_path(name, "terminal")
             module = TerminalModule.from_image(load_image(path))
             self.modules[name] = module
-            pos = PosApp(module, party.bank, self.net.transport)
+            pos = PosApp(module, party.bank, self.net.transport, utc_now)
             pos.records = load_records(self._pos_path(name))
             self.pos[name] = pos
         return self.pos[name]
@@ -296,7 +297,7 @@ class Workbench:
         module = TerminalModule.manufacture(self.net.config.algorithm)
         terminal_id = self.net.issue_terminal(party.bank, party.customer_id, module)
         self.modules[name] = module
-        self.pos[name] = PosApp(module, party.bank, self.net.transport)
+        self.pos[name] = PosApp(module, party.bank, self.net.transport, utc_now)
         party.device_id = terminal_id
         save_image(self._device_path(name, "terminal"), module.image())
         self._write_people()

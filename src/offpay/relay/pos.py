@@ -4,6 +4,9 @@ requests and checks payments, and the records it stores are sealed."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
+
 from offpay.bank.engine import engine_id
 from offpay.device.reader import CardClient, Transmit
 from offpay.device.terminal import TerminalModule
@@ -15,16 +18,26 @@ from offpay.wire.messages import OfflinePayment, PaymentRequest
 
 
 class PosApp:
-    def __init__(self, module: TerminalModule, institution: str, network: MemoryNetwork) -> None:
+    def __init__(
+        self,
+        module: TerminalModule,
+        institution: str,
+        network: MemoryNetwork,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         self.module = module
         self.institution = institution
         self.network = network
+        # The host's clock, handed to the module with each request (docs/limits.md); without
+        # one the requests carry only the time the module last saw.
+        self.clock = clock
         self.records: list[bytes] = []  # sealed by the module; the app cannot read them
 
     def charge(self, card: Transmit, pin: str, amount: Money) -> bytes:
         """Request to pay, PIN, card debits and signs, module verifies and seals."""
         client = CardClient(card)
-        request = self.module.request_payment(client.identity(), amount)
+        now = None if self.clock is None else int(self.clock().timestamp())
+        request = self.module.request_payment(client.identity(), amount, now)
         try:
             client.verify_pin(pin)
             payment = client.pay(request)

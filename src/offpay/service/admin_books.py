@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from offpay.bank.books import bank_books, bank_payment, central_books, notary_record, policy_record
 from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
 from offpay.errors import Refused
-from offpay.policy import revised_policy
+from offpay.policy import LIMITS, Unit, revised_policy
 from offpay.service.admin import PROBLEMS, Id, Key
 from offpay.service.back_office import BackOffice, to_response
 
@@ -30,17 +30,22 @@ class LostCard(BaseModel):
     device_id: Id
 
 
-class NewPolicy(BaseModel):
+class NewPolicyBase(BaseModel):
     """The limits to change (the others stay as in the policy in force); the version is the
     next one unless given, and must be above the one in force."""
 
     version: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
-    card_max_offline_transactions: Count = None
-    card_max_balance: Minor = None
-    terminal_max_offline_payments: Count = None
-    terminal_max_received: Minor = None
-    max_receipts: Count = None
-    blocked_window_hours: Count = None
+    lift: list[str] = Field(
+        default_factory=list, description="Optional limits to lift: no limit from now on."
+    )
+
+
+# One field per limit of the policy (offpay.policy.LIMITS), in minor units or a count.
+NewPolicy = create_model(  # type: ignore[call-overload]
+    "NewPolicy",
+    __base__=NewPolicyBase,
+    **{f.name: (Minor if f.unit is Unit.AMOUNT else Count, None) for f in LIMITS},
+)
 
 
 def books_router(service: BackOffice) -> APIRouter:
@@ -71,12 +76,15 @@ def books_router(service: BackOffice) -> APIRouter:
             return write("lost", key, body, act)
 
         @router.post("/policy", summary="Sign and publish a new limits policy.")
-        def policy(body: NewPolicy, key: Key) -> Response:
+        def policy(body: NewPolicy, key: Key) -> Response:  # type: ignore[valid-type]
             def act() -> dict[str, Any]:
                 current = bank.current_policy()
                 if current is None:
                     raise Refused("this intermediary has no policy yet", code="policy.missing")
-                limits = body.model_dump(exclude={"version"}, exclude_none=True)
+                limits: dict[str, int | None] = body.model_dump(
+                    exclude={"version", "lift"}, exclude_none=True
+                )
+                limits.update(dict.fromkeys(body.lift))
                 new = revised_policy(current[1], limits, body.version)
                 bank.publish_policy(new)
                 return {"policy": policy_record(new)}

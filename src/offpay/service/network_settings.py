@@ -14,6 +14,15 @@ liquidity policy, pool and limits, from options and from a TOML file with the sa
     terminal_max_received = "SEK 20000"
     max_receipts = 8
     blocked_window_hours = 168
+    payment_max = "SEK 200"     # optional limits: absent means no limit
+    card_max_offline_spent = "SEK 2000"
+    card_max_daily_payments = 20
+    card_max_daily_spent = "SEK 5000"
+    max_offline_hours = 72
+    token_max_ancestry = 30
+    element_max_holding = "SEK 3000"
+
+The ``[limits]`` keys are :data:`offpay.policy.LIMITS`'s names.
 """
 
 from __future__ import annotations
@@ -21,12 +30,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from offpay.crypto.keys import Algorithm
 from offpay.errors import OffpayError
 from offpay.money import Money, parse_minor
-from offpay.policy import default_policy, revised_policy
+from offpay.policy import LIMITS, Unit, default_policy, revised_policy
 from offpay.toml_input import read_toml, validated
 from offpay.wire.messages import Liquidity
 
@@ -49,18 +58,19 @@ Amount = Annotated[int, BeforeValidator(_money), Field(ge=0, le=10**15)]
 Count = Annotated[int, Field(ge=0, le=10**6)]
 
 
-class Limits(BaseModel):
+class LimitsBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    card_max_offline_transactions: Count | None = None
-    card_max_balance: Amount | None = None
-    terminal_max_offline_payments: Count | None = None
-    terminal_max_received: Amount | None = None
-    max_receipts: Count | None = None
-    blocked_window_hours: Count | None = None
-
-    def given(self) -> dict[str, int]:
+    def given(self) -> dict[str, int | None]:
         return self.model_dump(exclude_none=True)
+
+
+# One key per limit the policy has (offpay.policy.LIMITS), none of them required.
+Limits = create_model(  # type: ignore[call-overload]
+    "Limits",
+    __base__=LimitsBase,
+    **{f.name: ((Amount if f.unit is Unit.AMOUNT else Count) | None, None) for f in LIMITS},
+)
 
 
 class NetworkSettings(BaseModel):
@@ -70,7 +80,7 @@ class NetworkSettings(BaseModel):
     algorithm: Algorithm = Algorithm.ED25519
     liquidity: Liquidity = Liquidity.QUEUE
     pool: Amount = 0
-    limits: Limits = Field(default_factory=Limits)
+    limits: Limits = Field(default_factory=Limits)  # type: ignore[valid-type]
 
 
 def network_settings(config: Path | None, options: dict[str, Any]) -> NetworkSettings:

@@ -15,8 +15,10 @@ from rich.table import Table
 from offpay.crypto.keys import Algorithm
 from offpay.errors import OffpayError
 from offpay.money import Money
+from offpay.policy import LIMITS, Unit, revised_policy
 from offpay.sim.headings import heading
-from offpay.sim.network import OfflineNetwork
+from offpay.sim.network import OfflineNetwork, User
+from offpay.wire.messages import LimitsPolicy
 
 if TYPE_CHECKING:
     from offpay.service.remote import RemoteNetwork
@@ -97,6 +99,74 @@ class Demo:
 
     def say(self, text: str) -> None:
         self.console.print(text)
+
+    def policy_table(self, policy: LimitsPolicy) -> Table:
+        """Every limit of ``policy``, from the one description of them (offpay.policy.LIMITS)."""
+        table = Table(title=f"{policy.issuer}'s limits policy, version {policy.version}")
+        for column in ("limit", "value", "enforced by"):
+            table.add_column(column)
+        for field in LIMITS:
+            value = getattr(policy, field.name)
+            shown = "no limit" if value is None else str(value)
+            if field.unit is Unit.HOURS and value is not None:
+                shown += " hours"
+            table.add_row(field.name, shown, field.enforcer)
+        return table
+
+    def limits(self, erik: User) -> None:
+        """The limits beyond the pilot's (docs/limits.md): bank-a signs a policy with a
+        per-payment maximum and an offline total, Erik's card takes it at sync and refuses
+        beyond them, then a newer policy lifts them again."""
+        n, m = self.net, self.money
+        assert isinstance(n, OfflineNetwork)
+        bank = n.banks["bank-a"]
+        shop = n.merchants["Corner Shop"]
+        self.say("\n[bold]Limits the references name: per payment, offline total[/bold]")
+        current = bank.current_policy()
+        assert current is not None
+        self.console.print(self.policy_table(current[1]))
+        stricter = revised_policy(
+            current[1], {"payment_max": 150_00, "card_max_offline_spent": 250_00}
+        )
+        self.step(
+            "bank-a signs version 2: at most SEK 150 a payment and SEK 250 spent offline "
+            "between syncs; Erik's card takes it as he tops up SEK 300",
+            ("Erik",),
+            lambda: (bank.publish_policy(stricter), erik.phone.top_up(erik.pin, m("SEK 300"))),
+        )
+        self.console.print(self.policy_table(erik.card.state.policy))
+        self.step(
+            "Erik's card refuses to pay SEK 160 at the Corner Shop: above the per-payment "
+            "maximum (the terminal, on bank-b's policy, would have taken it)",
+            ("Erik", "Corner Shop"),
+            lambda: shop.pos.charge(erik.card.process, erik.pin, m("SEK 160")),
+        )
+        self.step(
+            "Erik pays SEK 150, the most one payment may be",
+            ("Erik", "Corner Shop"),
+            lambda: shop.pos.charge(erik.card.process, erik.pin, m("SEK 150")),
+        )
+        self.step(
+            "Erik's card refuses SEK 101 more: SEK 250 offline between syncs at most",
+            ("Erik", "Corner Shop"),
+            lambda: shop.pos.charge(erik.card.process, erik.pin, m("SEK 101")),
+        )
+        lifted = revised_policy(stricter, {"payment_max": None, "card_max_offline_spent": None})
+        self.step(
+            "bank-a signs version 3, lifting both (absent means no limit); Erik syncs and pays "
+            "SEK 160",
+            ("Erik", "Corner Shop"),
+            lambda: (
+                bank.publish_policy(lifted),
+                erik.phone.sync(erik.pin),
+                shop.pos.charge(erik.card.process, erik.pin, m("SEK 160")),
+            ),
+        )
+        self.step(
+            "The Corner Shop and Erik synchronise: his payments settle",
+            ("Erik", "Corner Shop"),
+            lambda: (shop.pos.sync(), erik.phone.sync(erik.pin)),
+        )
 
     def run(self) -> bool:
         n, m = self.net, self.money
@@ -200,6 +270,9 @@ class Demo:
             ("Erik",),
             lambda: erik.phone.defund(erik.pin, m("SEK 100")),
         )
+
+        if not self.remote:  # a served network's policy is published through its admin route
+            self.limits(erik)
 
         # ---- the report's liquidity example, with its exact amounts ----
         self.say("\n[bold]Report §3.7, liquidity problems in synchronisation[/bold]")

@@ -182,7 +182,7 @@ class OfflineNetwork:
         module = TerminalModule.manufacture(self.algorithm)
         terminal_id = b.issue_terminal(customer, module)
         merchant = Merchant(
-            name, b, customer, module, terminal_id, PosApp(module, bank, self.network)
+            name, b, customer, module, terminal_id, PosApp(module, bank, self.network, self.clock)
         )
         self.merchants[name] = merchant
         return merchant

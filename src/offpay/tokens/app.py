@@ -18,7 +18,8 @@ from offpay.tokens.messages import (
 )
 from offpay.tokens.model import Address, Token
 from offpay.transport.memory import MemoryNetwork
-from offpay.wire.envelope import open_signed, sign
+from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.messages import LimitsPolicy
 
 
 class TokenWalletApp:
@@ -65,8 +66,15 @@ class TokenWalletApp:
         self.element.apply_revocations(answer.revocations)
         return answer.tokens
 
+    def apply_policy(self, signed: Signed[LimitsPolicy]) -> LimitsPolicy:
+        """The intermediary's newer signed limits policy, handed to the element at an online
+        moment; the element checks its signature and version (it trusts no app)."""
+        return self.element.apply_policy(signed, self.institution)
+
     def withdraw(self, amount: Money) -> Token:
-        """WithdrawToken, then renew what has grown too long (the next online moment)."""
+        """WithdrawToken, then renew what has grown too long (the next online moment). The
+        element's holding limit is asked first, so no token is minted that it would refuse."""
+        self.element.check_limits(amount, 0)
         address = self.element.keygen()
         request = WithdrawRequest(
             self.element.element_id, self.engine, os.urandom(16), amount, address

@@ -20,9 +20,11 @@ from offpay.errors import (
     DeviceStateError,
     DoubleSpend,
     InsufficientFunds,
+    LimitExceeded,
     TokenError,
 )
 from offpay.money import Money
+from offpay.policy import accept_policy, check_payment_max
 from offpay.tokens.model import (
     ENDORSE_DOMAIN,
     Address,
@@ -34,6 +36,7 @@ from offpay.tokens.model import (
 )
 from offpay.tokens.verify import History, TokenVerifier
 from offpay.wire.envelope import Signed
+from offpay.wire.messages import LimitsPolicy
 
 Random = Callable[[int], bytes]
 ID_BYTES = 16
@@ -50,6 +53,7 @@ class TokenElement:
     chain: tuple[bytes, ...] = ()
     verifier: TokenVerifier | None = None
     revocation_version: int = 0
+    policy: LimitsPolicy | None = None  # the limits its intermediary signed; None: no limits
     _keys: dict[bytes, Signer] = field(default_factory=dict, repr=False)
     _tokens: dict[bytes, Token] = field(default_factory=dict, repr=False)
 
@@ -129,16 +133,67 @@ class TokenElement:
         return self._verifier().verify(token)
 
     def store(self, token: Token) -> History:
-        """Take a token whose owner key this element generated, after verifying it."""
+        """Take a token whose owner key this element generated, after verifying it and
+        checking it against the policy's limits (:meth:`check_receipt`)."""
         if token.owner not in self._keys:
             raise TokenError(
                 "the token is not owned by a key of this element", code="token.not_ours"
             )
         if token.id in self._tokens:
             raise TokenError("the token is already in this wallet", code="token.duplicate")
-        history = self.verify(token)
+        history = self.check_receipt(token)
         self._tokens[token.id] = token
         return history
+
+    def check_receipt(self, token: Token) -> History:
+        """Verify ``token`` and refuse it if taking it would break a limit of the policy
+        (:meth:`check_limits`); a minted token (a withdrawal) has no ancestors. Changes
+        nothing."""
+        history = self.verify(token)
+        self.check_limits(token.value, history.length)
+        return history
+
+    def check_offer(self, token: Token) -> History:
+        """Before giving an address for ``token``: the child it becomes carries one ancestor
+        more (``token`` itself), and the limits must hold for that child."""
+        history = self.verify(token)
+        self.check_limits(token.value, history.length + 1)
+        return history
+
+    def check_limits(self, value: Money, ancestors: int) -> None:
+        """The policy's limits on taking a token worth ``value`` with ``ancestors``: the most
+        value this element may hold, and, for a token from another element (one with
+        ancestors), the per-payment maximum and the most ancestors it may carry offline."""
+        policy = self.policy
+        if policy is None:
+            return
+        if ancestors > 0:
+            check_payment_max(policy, value)
+            most = policy.token_max_ancestry
+            if most is not None and ancestors > most:
+                raise LimitExceeded(
+                    "token_max_ancestry",
+                    f"the token carries {ancestors} ancestors; this element accepts "
+                    f"at most {most} offline",
+                )
+        cap = policy.element_max_holding
+        if cap is not None:
+            held = self.balance(cap.currency)
+            if held + value > cap:
+                raise LimitExceeded(
+                    "element_max_holding", f"the element may hold at most {cap}; it holds {held}"
+                )
+
+    def check_payment(self, amount: Money) -> None:
+        """Refuse to pay ``amount`` offline beyond the policy's per-payment maximum."""
+        if self.policy is not None:
+            check_payment_max(self.policy, amount)
+
+    def apply_policy(self, signed: Signed[LimitsPolicy], institution: str) -> LimitsPolicy:
+        """A newer limits policy signed by ``institution``'s engine, taken at an online
+        moment; an older or conflicting one is refused (offpay.policy.accept_policy)."""
+        self.policy = accept_policy(signed, self.trust, institution, self.policy)
+        return self.policy
 
     def release(self, token_id: bytes) -> None:
         """Burn a token this element holds (redeemed): the token and its key are gone."""

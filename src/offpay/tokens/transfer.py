@@ -194,6 +194,7 @@ class SenderSession(_Party):
     def offer(self) -> bytes:
         """Phase 2: a token worth exactly the amount (split or merged as needed)."""
         peer = self._ready()
+        self.element.check_payment(self.amount)
         self.offered = self.element.select(self.amount)
         msg = Offer(self.element.element_id, peer.id, self.session, self.offered)
         return sign(msg, self.element.credential).to_bytes()
@@ -246,7 +247,7 @@ class ReceiverSession(_Party):
             )
         if offer.token.endorsement.element != peer.id:
             raise TokenError("the offered token is not owned through the sender's element")
-        self.element.verify(offer.token)
+        self.element.check_offer(offer.token)  # its history and the limits, before an address
         self.offered = offer.token
         self.address = self.element.keygen()
         msg = AddressReply(self.element.element_id, peer.id, self.session, self.address)

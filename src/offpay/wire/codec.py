@@ -45,6 +45,15 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
+@cache
+def _omissible(cls: type) -> frozenset[str]:
+    """The fields of ``cls`` declared ``= None``: left out of the map while they are None, and
+    None when a map lacks them. A field added to a message this way keeps every older message,
+    and its signature, valid (a limits policy signed before the field existed means "no
+    limit")."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.default is None)
+
+
 M = TypeVar("M", bound=Message)
 
 _REGISTRY: dict[str, type[Message]] = {}
@@ -92,11 +101,23 @@ def _encoder(cls: type[Message]) -> typing.Callable[[Message], dict[str, Any]]:
     """The map of a ``cls`` message with its keys already in canonical order."""
     tag = cls.TYPE
     names = tuple((k, k == "t") for k in _key_order(cls))
+    omissible = _omissible(cls)
 
     def encode_message(msg: Message) -> dict[str, Any]:
         return {k: tag if is_tag else _fast_obj(getattr(msg, k)) for k, is_tag in names}
 
-    return encode_message
+    if not omissible:
+        return encode_message
+
+    def encode_sparse(msg: Message) -> dict[str, Any]:
+        out = {}
+        for k, is_tag in names:
+            value = tag if is_tag else getattr(msg, k)
+            if value is not None or k not in omissible:
+                out[k] = _fast_obj(value)
+        return out
+
+    return encode_sparse
 
 
 def _fast_obj(value: Any) -> Any:
@@ -119,8 +140,11 @@ def _fast_obj(value: Any) -> Any:
 def to_obj(value: Any) -> Any:
     if isinstance(value, Message):
         out = {"t": value.TYPE}
+        omissible = _omissible(type(value))
         for f in dataclasses.fields(value):
-            out[f.name] = to_obj(getattr(value, f.name))
+            field_value = getattr(value, f.name)
+            if field_value is not None or f.name not in omissible:
+                out[f.name] = to_obj(field_value)
         return out
     if isinstance(value, Money):
         return [value.minor, value.currency]
@@ -193,7 +217,14 @@ def from_obj(obj: Any, cls: type[M]) -> M:
     if not isinstance(obj, dict) or obj.get("t") != cls.TYPE:
         raise EncodingError(f"expected a {cls.TYPE} message")
     fields, keys = _fields(cls)
-    if obj.keys() != keys:
+    omissible = _omissible(cls)
+    if omissible:  # one encoding only: an absent value is left out, never written as nil
+        if not (keys - omissible <= obj.keys() <= keys):
+            raise EncodingError(f"{cls.TYPE}: fields do not match")
+        if any(obj[name] is None for name in omissible & obj.keys()):
+            raise EncodingError(f"{cls.TYPE}: an absent field is left out, not nil")
+        obj = {**dict.fromkeys(omissible), **obj}
+    elif obj.keys() != keys:
         raise EncodingError(f"{cls.TYPE}: fields do not match")
     kwargs = {n: convert(obj[n], where) for n, where, convert in fields}
     try:
@@ -294,6 +325,12 @@ _SCALARS: dict[type, tuple[typing.Callable[[Any], bool], str]] = {
 @cache
 def _fast_decoder(cls: type[Message]) -> typing.Callable[[Any], Any]:
     hints = _hints(cls)
+    if _omissible(cls):  # rare messages (a limits policy): the general path decodes them
+
+        def decode_general(obj: Any) -> Any:
+            raise _Unusual
+
+        return decode_general
     env: dict[str, Any] = {
         "_Unusual": _Unusual,
         "cls": cls,

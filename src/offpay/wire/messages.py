@@ -49,6 +49,9 @@ class PaymentRequest(Message):
     request_id: bytes
     challenge: bytes
     amount: Money
+    # The payee's time (Unix seconds) as its module knows it: never earlier than what the
+    # module last saw. The payer card's time limits read it; absent from a payee without one.
+    payee_time: int | None = None
 
 
 @message("offline-payment")
@@ -121,6 +124,15 @@ class LimitsPolicy(Message):
     liquidity: Liquidity
     max_receipts: int  # payments a card may carry as funding receipts (policy ``receipts``)
     blocked_window_hours: int  # a blocked card's earlier payments settle if they arrive within
+    # Limits added since the first version: absent (None) means no limit, and a policy signed
+    # before they existed decodes with all of them absent. offpay.policy.LIMITS describes each.
+    payment_max: Money | None = None
+    card_max_offline_spent: Money | None = None
+    card_max_daily_payments: int | None = None
+    card_max_daily_spent: Money | None = None
+    max_offline_hours: int | None = None
+    token_max_ancestry: int | None = None
+    element_max_holding: Money | None = None
 
 
 # --- online: card and terminal with their intermediary ---------------------------------------
@@ -170,6 +182,9 @@ class CardInstruction(Message):
     clear_through_seq: int
     policy: Signed[LimitsPolicy] | None
     revocations: Signed[RevocationList] | None
+    engine_time: int | None = (
+        None  # the intermediary's time (Unix seconds): the card's clock restarts
+    )
 
 
 @message("card-confirmation")

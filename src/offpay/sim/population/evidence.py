@@ -436,6 +436,7 @@ def limits(base: dict[str, Any], scale: Scale, run: Runner, folder: Path) -> Sec
         "",
         *_table(("outage (days)", "refused (report)", "halved by", "refused then"), halves),
     ]
+    section.text += _alternatives(data, scale, run, table)
     fig, ax = plt.subplots(figsize=(7, 4))
     for card in counts:
         ys = [100 * float(table[(d, card, 12)]["refused_share"]) for d in scale.outage_days]
@@ -446,6 +447,116 @@ def limits(base: dict[str, Any], scale: Scale, run: Runner, folder: Path) -> Sec
     ax.legend(fontsize=8)
     section.figures.append(_save(fig, folder, "limits"))
     return section
+
+
+# The limits the references name beyond the pilot's (docs/limits.md), as alternatives to the
+# report's: amounts in minor units of the scenario's currency (SEK), the counts relaxed where an
+# amount takes over from them. Limits on time (per day, offline hours) are not modelled by the
+# simulator yet and are left out rather than ignored.
+ALTERNATIVES: tuple[tuple[str, dict[str, int]], ...] = (
+    (
+        "40 per card, 200 per terminal; at most SEK 3 000 spent offline between syncs",
+        {
+            "card_max_offline_transactions": 40,
+            "terminal_max_offline_payments": 200,
+            "card_max_offline_spent": 3_000_00,
+        },
+    ),
+    (
+        "the same, and at most SEK 500 a payment",
+        {
+            "card_max_offline_transactions": 40,
+            "terminal_max_offline_payments": 200,
+            "card_max_offline_spent": 3_000_00,
+            "payment_max": 500_00,
+        },
+    ),
+    (
+        "40 per card, 200 per terminal; at most SEK 1 500 spent offline between syncs",
+        {
+            "card_max_offline_transactions": 40,
+            "terminal_max_offline_payments": 200,
+            "card_max_offline_spent": 1_500_00,
+        },
+    ),
+    (
+        "the report's counts; at most SEK 200 a payment",
+        {"payment_max": 200_00},
+    ),
+)
+
+
+def _alternatives(
+    data: dict[str, Any], scale: Scale, run: Runner, table: dict[tuple[int, int, int], Any]
+) -> list[str]:
+    """The report's limits against the alternatives the references name, per outage length:
+    the payments refused and the most one broken card can take offline (its exposure: the
+    balance limit, or the offline total where that is lower)."""
+    currency = data.get("currency", "SEK")
+    balance = int(data.get("limits", {}).get("card_max_balance", 3_000_00))
+    rows = []
+    shares: dict[tuple[int, str], float] = {}
+    for days in scale.outage_days:
+        report = table[(days, 5, 12)]
+        rows.append(
+            (days, REPORT_LIMITS, _share(float(report["refused_share"])),
+             _money(balance, currency), _leading(report))
+        )  # fmt: skip
+    for name, limits in ALTERNATIVES:
+        alt = {**data, "limits": {**data.get("limits", {}), **limits}}
+        points = _points(alt, [f"outage_days={_csv(scale.outage_days)}"])
+        results = run(points)
+        _check(results)
+        exposure = min(balance, limits.get("card_max_offline_spent", balance))
+        for point, r in zip(points, results, strict=True):
+            days = int(point.grid["outage_days"])
+            shares[(days, name)] = float(r["refused_share"])
+            rows.append(
+                (days, name, _share(shares[(days, name)]), _money(exposure, currency), _leading(r))
+            )
+    rows.sort(key=lambda row: row[0])
+    longest = max(scale.outage_days)
+    (wide, wide_limits), _, (narrow, narrow_limits) = ALTERNATIVES[:3]
+    most = [min(balance, x["card_max_offline_spent"]) for x in (wide_limits, narrow_limits)]
+    summary = (
+        f"Over {longest} days, an offline total of {_money(most[1], currency)} instead of "
+        f"{_money(most[0], currency)} lowers what one broken card can take to "
+        f"{_money(most[1], currency)}, and refuses {_share(shares[(longest, narrow)])} of "
+        f"payments against {_share(shares[(longest, wide)])}."
+    )
+    return [
+        "The references name other limits (docs/limits.md): a maximum per payment (RBI: ₹200; "
+        "e-CNY hardware wallets: ¥500), a total spent offline since the last sync apart from "
+        "the balance (RBI: ₹2 000), limits per day (e₹: ₹50 000 or 20 transfers) and on the "
+        "time a card may stay offline (Bank of Canada, Crunchfish). The simulator models the "
+        "first two; the same population under each, with what one broken card can take "
+        "offline at most:",
+        "",
+        *_table(
+            (
+                "outage (days)",
+                "limits",
+                "refused",
+                "one broken card takes at most",
+                "refused most by",
+            ),
+            rows,
+        ),
+        _words(summary),
+        "",
+    ]
+
+
+REPORT_LIMITS = "the report's (5 per card, 12 per terminal)"
+
+
+def _leading(result: dict[str, Any]) -> str:
+    """The three limits that refused the most payments in ``result``, with their counts."""
+    codes = sorted(
+        (c for c in result if c.startswith("refused.limit.") and result[c]),
+        key=lambda c: -int(result[c]),
+    )
+    return ", ".join(f"{c.removeprefix('refused.limit.')} {int(result[c]):,}" for c in codes[:3])
 
 
 # -- (e) the four liquidity rules ------------------------------------------------------------

@@ -90,6 +90,8 @@ C_STALE = INDEX["device.stale_session"]
 C_ROLLED = INDEX["device.rolled_back"]
 C_CRYPTO_REVOKED = INDEX["crypto.revoked"]
 C_DUPLICATE = INDEX["wire.replay.duplicate"]
+C_PAY_MAX = INDEX["limit.payment_max"]
+C_SPENT = INDEX["limit.card_max_offline_spent"]
 C_DRIFT = INDEX["refused"]  # device.counter_drift: unreachable here (the stale check comes first)
 
 T_OPEN_MAX = TERMINAL_OPEN
@@ -140,8 +142,10 @@ OP_DEBIT_REQUEST, OP_CREDIT, OP_RETRY, OP_DECLARE = 6, 7, 8, 9
     STAMP,
     NBLOCKED,
     OPEN_REFUNDS,
-) = range(26)
-NSCALARS = 26
+    PAY_MAX,  # the policy's per-payment maximum; -1: none
+    SPENT_MAX,  # the card's offline total between syncs; -1: none
+) = range(28)
+NSCALARS = 28
 
 ERR_CONSERVATION, ERR_NEGATIVE, ERR_STACK, ERR_SEQ, ERR_SPACE = 1, 2, 3, 4, 5
 
@@ -934,7 +938,24 @@ def _pay_check(S, cs, amount, payee_revoked):
         return C_FUNDS
     if S.sc[LIQ] == L_RESTRICT and amount > S.C[F_C_BAL, cs] - S.C[F_C_RECV, cs]:
         return C_NOT_SPENDABLE
+    if S.sc[PAY_MAX] >= 0 and amount > S.sc[PAY_MAX]:
+        return C_PAY_MAX
+    if S.sc[SPENT_MAX] >= 0 and _spent(S, cs) + amount > S.sc[SPENT_MAX]:
+        return C_SPENT
     return C_OK
+
+
+@njit(cache=True)
+def _spent(S, cs):
+    """What the card paid in the outgoing entries of its log: its offline total since the
+    last sync (CardState.spent_offline)."""
+    p = S.C[F_C_DEV, cs]
+    total = 0
+    for j in range(S.C[F_C_NLOG, cs]):
+        f = S.c_log[cs, j]
+        if S.E32[F_PAY_PAYER, f] == p:
+            total += S.E64[F_PAMT, f]
+    return total
 
 
 @njit(cache=True)
@@ -1011,6 +1032,8 @@ def _shop_rules(S, e, cs, m, amount):
         S.M[F_T_OPEN_N, m] >= T_OPEN_MAX or S.M[F_T_OPEN_N, m] + S.M[F_T_DECL_N, m] >= DECLINED_MAX
     ):
         code = C_BUSY
+    elif S.sc[PAY_MAX] >= 0 and amount > S.sc[PAY_MAX]:
+        code = C_PAY_MAX
     elif S.M[F_T_N, m] + S.M[F_T_OPEN_N, m] + 1 > S.sc[TMAX_N]:
         code = C_TERM_N
     elif S.M[F_T_RECV, m] + S.M[F_T_OPEN_AMT, m] + amount > S.sc[TMAX_RECV]:
@@ -1054,6 +1077,8 @@ def _p2p(S, e, a, b, amount):
     code = C_OK
     if _knows_revoked(S.C[F_C_RV, b], S.P[F_REV_VER, a]):
         code = C_CRYPTO_REVOKED
+    elif S.sc[PAY_MAX] >= 0 and amount > S.sc[PAY_MAX]:
+        code = C_PAY_MAX  # the payee's card refuses to ask
     elif S.C[F_C_DECLINED, b] >= DECLINED_MAX:
         code = C_BUSY
     elif S.C[F_C_BAL, b] + amount > S.sc[CMAX_BAL]:
@@ -1334,6 +1359,10 @@ def _state(scenario: Scenario, world: World, events: Events, fault: int) -> Stat
     sc[POOL_AVAIL] = scenario.liquidity.pool
     sc[ISSUED] = P * scenario.behaviour.online_wallet + scenario.liquidity.pool
     sc[FAULT] = fault
+    sc[PAY_MAX] = -1 if policy.payment_max is None else policy.payment_max.minor
+    sc[SPENT_MAX] = (
+        -1 if policy.card_max_offline_spent is None else policy.card_max_offline_spent.minor
+    )
 
     people = np.zeros((F_G_BAD + 1, P), np.int64)
     people[F_PB] = world.person_bank

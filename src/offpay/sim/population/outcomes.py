@@ -32,6 +32,8 @@ CODES: tuple[str, ...] = (
     "token.revoked",  # an element refuses a token whose history a revoked element signed
     "crypto.revoked",  # a device that synchronised since refuses a revoked card offline
     "wire.replay.duplicate",  # a terminal holds another payment under the card's counter
+    "limit.payment_max",  # one payment above the policy's per-payment maximum
+    "limit.card_max_offline_spent",  # the card's offline total since its last sync
 )
 # A code either executor meets that is not above is a fidelity failure to fix, not to map.
 INDEX: dict[str, int] = {code: i for i, code in enumerate(CODES)}

@@ -26,8 +26,8 @@ from pydantic import (
 )
 
 from offpay.errors import MoneyError, OffpayError, PolicyError
-from offpay.money import parse_money
-from offpay.policy import check_policy, default_policy
+from offpay.money import Money, parse_money
+from offpay.policy import LIMITS_BY_NAME, Unit, check_policy, default_policy
 from offpay.tokens.desk import DEFAULT_MAX_ANCESTRY
 from offpay.wire.messages import LimitsPolicy, Liquidity
 
@@ -171,8 +171,53 @@ class Limits(_Strict):
     terminal_max_received: Minor | None = None
     max_receipts: int | None = Field(default=None, ge=0)
     blocked_window_hours: int | None = Field(default=None, ge=0)
+    # Limits beyond the pilot's (docs/limits.md); left out, there is none.
+    payment_max: Minor | None = None
+    card_max_offline_spent: Minor | None = None
+    card_max_daily_payments: int | None = Field(default=None, ge=0)
+    card_max_daily_spent: Minor | None = None
+    max_offline_hours: int | None = Field(default=None, ge=0)
+    token_max_ancestry: int | None = Field(default=None, ge=0)
+    element_max_holding: Minor | None = None
 
-    _amounts = field_validator("card_max_balance", "terminal_max_received", mode="before")(_minor)
+    _amounts = field_validator(
+        "card_max_balance",
+        "terminal_max_received",
+        "payment_max",
+        "card_max_offline_spent",
+        "card_max_daily_spent",
+        "element_max_holding",
+        mode="before",
+    )(_minor)
+
+
+# The limits each executor models so far; any other limit set in a scenario is refused, so a
+# run never silently ignores a limit the protocol would enforce.
+SIMULATED_LIMITS = {
+    Scheme.BALANCE: frozenset(
+        {
+            "card_max_offline_transactions",
+            "card_max_balance",
+            "terminal_max_offline_payments",
+            "terminal_max_received",
+            "max_receipts",
+            "blocked_window_hours",
+            "payment_max",
+            "card_max_offline_spent",
+        }
+    ),
+    Scheme.TOKENS: frozenset(
+        {
+            "card_max_offline_transactions",
+            "card_max_balance",
+            "terminal_max_offline_payments",
+            "terminal_max_received",
+            "max_receipts",
+            "blocked_window_hours",
+            "payment_max",
+        }
+    ),
+}
 
 
 class LiquidityRule(_Strict):
@@ -296,6 +341,14 @@ class Scenario(_Strict):
                 raise ValueError(
                     f"script: a step at hour {step.at_hour} is after the scenario ends"
                 )
+        unmodelled = sorted(
+            set(self.limits.model_dump(exclude_none=True)) - SIMULATED_LIMITS[self.scheme]
+        )
+        if unmodelled:
+            raise ValueError(
+                f"limits: the simulator does not model {', '.join(unmodelled)} under the "
+                f"{self.scheme.value} scheme yet (docs/limits.md)"
+            )
         self.policy  # noqa: B018 - the limits must pass the protocol's own check
         return self
 
@@ -306,10 +359,8 @@ class Scenario(_Strict):
         base = default_policy("scenario", 2, self.currency, self.liquidity.policy)
         changes: dict[str, Any] = {}
         for field, value in self.limits.model_dump(exclude_none=True).items():
-            money = getattr(base, field)
-            changes[field] = (
-                dataclasses.replace(money, minor=value) if hasattr(money, "minor") else value
-            )
+            amount = LIMITS_BY_NAME[field].unit is Unit.AMOUNT
+            changes[field] = Money(value, self.currency) if amount else value
         policy = dataclasses.replace(base, **changes)
         try:
             return check_policy(policy)

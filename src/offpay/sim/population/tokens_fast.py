@@ -65,7 +65,8 @@ SIZES = (
  Z_PROOF_GOT, Z_OFFER_SENT, Z_OFFER_GOT, Z_TRANSFER_SENT, Z_TRANSFER_GOT, Z_VAULT_SENT,
  Z_VAULT_GOT, Z_DEPOSIT_SENT, Z_DEPOSIT_GOT, Z_ADDRESS, Z_RENEWAL_GOT, Z_WITHDRAW_SENT,
  Z_WITHDRAW_GOT, Z_LISTED) = range(BYTES + 1, BYTES + 1 + len(SIZES))  # fmt: skip
-GFIELDS = BYTES + 1 + len(SIZES)
+PAYMAX = BYTES + 1 + len(SIZES)  # the policy's per-payment maximum; -1: none
+GFIELDS = PAYMAX + 1
 REDEEMED_BY = -2  # the "transition" that consumes a token the central bank redeemed
 
 C_OK = INDEX["ok"]
@@ -75,6 +76,7 @@ C_DOUBLE = INDEX["token.double_spend"]
 C_REFUSED = INDEX["refused"]
 C_TREVOKED = INDEX["token.revoked"]
 C_CREVOKED = INDEX["crypto.revoked"]
+C_PAY_MAX = INDEX["limit.payment_max"]
 C_CONSERVATION = -100
 C_FULL = -101
 
@@ -396,6 +398,8 @@ def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, ep
     if _knows_revoked(EI, EI[payer, KNOWN], payee) or _knows_revoked(EI, EI[payee, KNOWN], payer):
         return C_CREVOKED, -1
     _message(G, G[Z_PROOF_SENT], G[Z_PROOF_GOT])
+    if G[PAYMAX] >= 0 and amount > G[PAYMAX]:  # the payer's element refuses to offer
+        return C_PAY_MAX, -1
     offered, code = _select(TI, TV, RT, RS, PAR, EI, COPY, G, payer, amount, only, buf, hp, ht)
     if code != C_OK:
         return code, -1
@@ -703,6 +707,8 @@ def run_fast_tokens(
         sizes = calibrate_tokens(scenario, world.banks[0])
     for k, name in enumerate(SIZES):
         G[Z_ROOT + k] = sizes[name]
+    most = scenario.policy.payment_max
+    G[PAYMAX] = -1 if most is None else most.minor
     b = scenario.behaviour
     wallet, first = b.online_wallet, min(b.top_up_to, b.online_wallet)
     EI[:people, ONLINE] = wallet

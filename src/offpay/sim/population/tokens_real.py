@@ -40,6 +40,7 @@ ancestry length of the token a payment delivered (-1 otherwise).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -87,6 +88,16 @@ class TokenRun:
             for j, b in enumerate(world.merchant_bank)
         ]
         self.traffic = Traffic()
+        policy = scenario.policy
+        if policy.payment_max is not None:  # the limits the elements enforce (docs/limits.md)
+            signed = {
+                bank: self.net.banks[bank].publish_policy(
+                    dataclasses.replace(policy, issuer=bank, version=2)
+                )
+                for bank in self.net.banks
+            }
+            for user in (*self.people, *self.merchants):
+                user.app.apply_policy(signed[user.bank.name])
         for user in (*self.people, *self.merchants):
             adopt(user.element)
             user.app.network = AppNetwork(user.app.network, self.traffic)

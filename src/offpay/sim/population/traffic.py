@@ -186,6 +186,16 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
         card_max_balance=card_most,
         terminal_max_received=max(policy.terminal_max_received, card_most),
     )
+    # A per-payment maximum or an offline total is kept (it is part of the card's sealed
+    # policy) but raised above anything the calibration pays.
+    loose = Money(10 * (policy.terminal_max_received.minor + card_most.minor), scenario.currency)
+    policy = dataclasses.replace(
+        policy,
+        payment_max=None if policy.payment_max is None else max(policy.payment_max, loose),
+        card_max_offline_spent=None
+        if policy.card_max_offline_spent is None
+        else max(policy.card_max_offline_spent, loose),
+    )
     net = OfflineNetwork(bank_names=(bank_name,), currency=scenario.currency)
     bank = net.banks[bank_name]
     bank.publish_policy(dataclasses.replace(policy, issuer=bank_name, version=2))
