@@ -47,7 +47,11 @@ def test_offpay_network_run_then_the_demo_against_it(tmp_path: Path) -> None:
         played = CliRunner().invoke(app, ["demo", "--network", str(data)])
         assert played.exit_code == 0, played.output[-3000:]
         text = " ".join(played.output.split())
-        assert "payments notarised: 5; open shortfalls: 0" in text
+        # The same payments as in process, the limits part included (its policies published
+        # through bank-a's admin route): two of them settle there.
+        assert "payments notarised: 7; open shortfalls: 0" in text
+        assert "bank-a's limits policy, version 2" in text
+        assert "limit.payment_max" in text
         assert "every card equals its shadow wallet" in text
     finally:
         runner.send_signal(signal.SIGTERM)
