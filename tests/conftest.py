@@ -19,8 +19,13 @@ import fcntl
 import itertools
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,6 +116,40 @@ def client_of(network: NetworkConfig, party: str | None = None) -> Any:
     """An HTTP client that trusts the network's TLS CA only, showing ``party``'s certificate
     (None: a phone's, none at all)."""
     return network_client(network, party, timeout=30)
+
+
+# ---- `offpay network run` in a process of its own --------------------------------------------
+
+OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
+NETWORK_START_S = 120  # a guard against a hang, not a measurement
+
+
+@contextlib.contextmanager
+def network_running(data: Path, log_path: Path, *options: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``offpay network run --data DATA OPTIONS`` in its own process group (so that nothing
+    outlives the test), its output in ``log_path``; yields once it says it is ready, and
+    stops it with SIGTERM on the way out (killed if it has not stopped 30 s later)."""
+    with log_path.open("w") as log:
+        runner = subprocess.Popen(
+            [*OFFPAY, "network", "run", "--data", str(data), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + NETWORK_START_S
+        while "stop with Ctrl-C" not in log_path.read_text():
+            assert runner.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        yield runner
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        try:
+            runner.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
 
 
 # ---- databases: SQLite and a real PostgreSQL ---------------------------------------------------

@@ -5,24 +5,16 @@ what the intermediaries did about them is read from their back offices."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import client_of
+from conftest import client_of, network_running
 from offpay.attacks.registry import ATTACKS
 from offpay.cli import app
 from offpay.service.datadir import load_network
-
-START_TIMEOUT_S = 90  # a guard against a hang, not a measurement
-OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
 
 @pytest.fixture(scope="module")
@@ -30,27 +22,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A network started by `offpay network run`, in its own process group."""
     folder = tmp_path_factory.mktemp("attack-network")
     data, log_path = folder / "net", folder / "run.log"
-    with log_path.open("w") as log:
-        runner = subprocess.Popen(
-            [*OFFPAY, "network", "run", "--data", str(data)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "stop with Ctrl-C" not in log_path.read_text():
-            assert runner.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    with network_running(data, log_path):
         yield data
-    finally:
-        runner.send_signal(signal.SIGTERM)
-        try:
-            runner.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
 
 
 def test_every_attack_that_plays_over_http_against_a_running_network(running: Path) -> None:

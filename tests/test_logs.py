@@ -10,11 +10,6 @@ import contextlib
 import io
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import insert
 from typer.testing import CliRunner
 
-from conftest import client_of, serve_party
+from conftest import client_of, network_running, serve_party
 from offpay.attacks.over_http import play_over_http
 from offpay.bank.engine import Intermediary
 from offpay.cli import app
@@ -41,8 +36,6 @@ from offpay.service.serve import build
 from offpay.store import schema
 
 STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-START_TIMEOUT_S = 90
-OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
 
 @dataclass
@@ -259,30 +252,11 @@ def test_offpay_serve_writes_json_lines_to_its_log(tmp_path: Path) -> None:
 def test_offpay_network_run_passes_the_log_options_to_every_service(tmp_path: Path) -> None:
     data, run_log = tmp_path / "net", tmp_path / "run.log"
     init_network(data, ("bank-a",))
-    with run_log.open("w") as out:
-        runner = subprocess.Popen(
-            [*OFFPAY, "network", "run", "--data", str(data), "--log-format", "json"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S  # a guard against a hang
-        while "stop with Ctrl-C" not in run_log.read_text():
-            assert runner.poll() is None, run_log.read_text()
-            assert time.monotonic() < deadline, run_log.read_text()
-            time.sleep(0.2)
+    with network_running(data, run_log, "--log-format", "json"):
         network = load_network(data)
         with client_of(network, CENTRAL) as http:
             for url in network.urls.values():
                 assert http.get(f"{url}/metrics").status_code == 200
-    finally:
-        runner.send_signal(signal.SIGTERM)
-        try:
-            runner.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
     for party in load_network(data).urls:
         lines = [json.loads(x) for x in (data / party / "service.log").read_text().splitlines()]
         scrapes = [x for x in lines if x["logger"] == "offpay.access" and x["route"] == "/metrics"]

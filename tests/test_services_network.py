@@ -7,16 +7,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from conftest import OFFPAY, network_running
 from offpay.cli import app
 
 START_TIMEOUT_S = 90
-OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
 
 def test_offpay_network_run_then_the_demo_against_it(tmp_path: Path) -> None:
@@ -70,36 +69,9 @@ def test_offpay_network_run_then_the_demo_against_it(tmp_path: Path) -> None:
     assert ended.rstrip().endswith("the network has stopped: no service of it is running")
 
 
-def _start(data: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """`offpay network run` in its own process group, once it says it is ready."""
-    with log_path.open("w") as log:
-        runner = subprocess.Popen(
-            [*OFFPAY, "network", "run", "--data", str(data)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while "stop with Ctrl-C" not in log_path.read_text():
-        assert runner.poll() is None, log_path.read_text()
-        assert time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.2)
-    return runner
-
-
-def _stop(runner: subprocess.Popen[bytes]) -> None:
-    runner.send_signal(signal.SIGTERM)
-    try:
-        runner.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(runner.pid, signal.SIGKILL)
-        runner.wait()
-
-
 def test_network_run_on_a_running_network_says_so_and_touches_nothing(tmp_path: Path) -> None:
     data = tmp_path / "offpay-network"
-    runner = _start(data, tmp_path / "run.log")
-    try:
+    with network_running(data, tmp_path / "run.log") as runner:
         logs = {p: p.read_bytes() for p in data.glob("*/service.log")}
         locks = {p: p.read_bytes() for p in data.glob("*/lock")}
         started = time.monotonic()
@@ -119,8 +91,6 @@ def test_network_run_on_a_running_network_says_so_and_touches_nothing(tmp_path: 
         assert runner.poll() is None  # the running network runs on
         played = CliRunner().invoke(app, ["demo", "--network", str(data)])
         assert played.exit_code == 0, played.output[-3000:]
-    finally:
-        _stop(runner)
     assert runner.returncode == 0
 
 

@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from conftest import client_of, serve_party
+from conftest import client_of, network_running, serve_party
 from offpay.cli import app
 from offpay.errors import DoubleSpend, OffpayError
 from offpay.money import Money
@@ -33,8 +28,6 @@ from offpay.tokens.element import TokenElement
 from offpay.tokens.transfer import ReceiverSession, SenderSession, transfer_offline
 
 SEK = 100
-START_TIMEOUT_S = 90
-OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
 
 @pytest.fixture(scope="module")
@@ -233,19 +226,7 @@ def test_offpay_demo_plays_the_token_scheme_against_the_services(
 def test_the_token_demo_against_offpay_network_run(tmp_path: Path) -> None:
     """The same demo against services in their own processes, as the README has it."""
     data, run_log = tmp_path / "net", tmp_path / "run.log"
-    with run_log.open("w") as out:
-        runner = subprocess.Popen(
-            [*OFFPAY, "network", "run", "--data", str(data)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S  # a guard against a hang
-        while "stop with Ctrl-C" not in run_log.read_text():
-            assert runner.poll() is None, run_log.read_text()
-            assert time.monotonic() < deadline, run_log.read_text()
-            time.sleep(0.2)
+    with network_running(data, run_log) as runner:
         played = CliRunner().invoke(app, ["demo", "--network", str(data), "--scheme", "tokens"])
         assert played.exit_code == 0, played.output[-3000:]
         assert "the double spend was caught and its element revoked" in " ".join(
@@ -257,11 +238,4 @@ def test_the_token_demo_against_offpay_network_run(tmp_path: Path) -> None:
         finally:
             remote.close()
         assert audit.balanced and audit.tokens.minor > 0
-    finally:
-        runner.send_signal(signal.SIGTERM)
-        try:
-            runner.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
     assert runner.returncode == 0
