@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from offpay.cli import app
 from offpay.device.card import pin_digest
 from offpay.service.datadir import load_network, lock_party
+from offpay.wire.envelope import Signed
 
 
 def offpay(*args: str) -> Any:
@@ -261,6 +262,17 @@ def test_books_tables_and_payment_records(people: Path) -> None:
     assert after["bank-b"]["credit"]["amount"] == 10_00
     assert after["bank-b"]["credit"]["recorded_at"].endswith("+00:00")
     assert after["central-bank"]["notary"]["recorded_at"] is not None
+    # Both intermediaries kept the signed payment itself, the digest they and the notary hold.
+    for party, step_ in (("bank-a", "debit"), ("bank-b", "credit")):
+        record = after[party][step_]
+        kept = Signed.from_bytes(base64.b64decode(record["signed_payment"]))
+        assert (
+            kept.digest.hex() == record["evidence"] == after["central-bank"]["notary"]["evidence"]
+        )
+    # Alice's card synchronised (her top-up): the books say when.
+    customers = books(folder)["banks"]["bank-a"]["customers"]
+    alices = [d for c in customers if "alice" in c["name"].lower() for d in c["devices"]]
+    assert alices and all(d["last_sync"] is not None for d in alices)
 
     tables = offpay("books", "--data", str(folder))
     assert tables.exit_code == 0, tables.output

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
 
@@ -19,6 +20,11 @@ def _time(t: dt.datetime | None) -> str | None:
     if t is None:
         return None
     return (t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def _base64(data: bytes | None) -> str | None:
+    """Signed evidence as JSON carries it; None for rows written before it was kept."""
+    return None if data is None else base64.b64encode(bytes(data)).decode("ascii")
 
 
 def bank_books(bank: Intermediary) -> dict[str, Any]:
@@ -46,6 +52,7 @@ def bank_books(bank: Intermediary) -> dict[str, Any]:
                 "released": bool(d.released),
                 "sessions": d.last_session_no,  # syncs, top-ups and defunds so far
                 "last_seq": d.last_seq,  # the device's counter as its last sync showed it
+                "last_sync": _time(d.last_sync_at),  # this intermediary's clock; None: never
             }
         )
     policy = bank.current_policy()
@@ -158,7 +165,9 @@ def _recent_notary(central: CentralBank) -> list[dict[str, Any]]:
 
 def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
     """What this intermediary records of one payment: its debit (as the payer's bank), its
-    credit (as the payee's), and the queues it went through, each with its time."""
+    credit (as the payee's), and the queues it went through, each with its time. The debit
+    and the credit carry the signed payment as it was settled (base64), the evidence a
+    dispute needs: both signatures and certificate chains, not only its digest."""
     d, c = schema.debits, schema.credits
     s, r, w = schema.shortfalls, schema.refunds, schema.awaited
     with bank.db.connect() as conn:
@@ -176,6 +185,7 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
             "device": debit.device_id,
             "amount": debit.amount,
             "evidence": bytes(debit.evidence).hex(),
+            "signed_payment": _base64(debit.payment),
             "notarised": bool(debit.notarised),
             "credited": bool(debit.credited),
             "recorded_at": _time(debit.recorded_at),
@@ -186,6 +196,7 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
             "device": credit.device_id,
             "amount": credit.amount,
             "evidence": bytes(credit.evidence).hex(),
+            "signed_payment": _base64(credit.payment),
             "recorded_at": _time(credit.recorded_at),
         },
         "shortfall": None

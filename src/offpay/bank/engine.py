@@ -812,7 +812,12 @@ class Intermediary:
             conn.execute(
                 update(schema.devices)
                 .where(schema.devices.c.id == device.id)
-                .values(issued_no=number, last_seq=session.seq, last_session_no=session.session_no)
+                .values(
+                    issued_no=number,
+                    last_seq=session.seq,
+                    last_session_no=session.session_no,
+                    last_sync_at=self.clock(),  # the books show when a device last synced
+                )
             )
             self.ledger.remember(conn, device.id, session.nonce, payload)
         return payload
@@ -875,7 +880,7 @@ class Intermediary:
             conn.execute(
                 update(schema.devices)
                 .where(schema.devices.c.id == ident.id)
-                .values(issued_no=number)
+                .values(issued_no=number, last_sync_at=self.clock())
             )
             self.ledger.remember(conn, ident.id, upload.nonce, payload)
         return SyncReport(ident.id, outcomes, payload)

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from offpay.console.desk import Desk, policy_fields, waiting
-from offpay.console.evidence import plain
+from offpay.console.evidence import plain, settled_payment
 from offpay.console.lab import LAB_ATTACKS, Lab
 from offpay.errors import OffpayError
 from offpay.money import Money
@@ -145,8 +145,16 @@ def create_console(config: NetworkConfig) -> FastAPI:
                 for step in ("debit", "credit", "notary")
                 if (row := record.get(step)) is not None
             }
-            signed = lab.signed_payment(bytes.fromhex(tx.strip().lower()))
+            # The evidence as the intermediaries settled it; a payment no intermediary has
+            # settled yet may still sit in a card of the lab.
+            signed, source = settled_payment(records), "as an intermediary settled it"
+            if signed is None:
+                signed, source = (
+                    lab.signed_payment(bytes.fromhex(tx.strip().lower())),
+                    "as a card of the lab holds it",
+                )
             return {
+                "source": source,
                 "tx": tx.strip().lower(),
                 "records": records,
                 "digests": sorted(digests),

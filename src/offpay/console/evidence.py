@@ -4,13 +4,17 @@ verifies a signature (the parties did when they recorded it)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import enum
+from collections.abc import Mapping
 from typing import Any
 
 import cbor2
 
 import offpay.wire.messages  # noqa: F401  (registers every message type)
+from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.wire.codec import Message, decode, registered
 from offpay.wire.envelope import Signed
@@ -55,3 +59,19 @@ def plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [plain(v) for v in value]
     return value
+
+
+def settled_payment(records: Mapping[str, Mapping[str, Any]]) -> Signed[Message] | None:
+    """The signed payment as an intermediary settled it (the payee's credit first, else the
+    payer's debit), from the payment records of ``/v1/admin/payments/{id}``; None if no
+    intermediary has settled it yet or kept it (rows from before the evidence was kept)."""
+    for step in ("credit", "debit"):
+        for record in records.values():
+            row = record.get(step)
+            kept = None if row is None else row.get("signed_payment")
+            if kept:
+                try:
+                    return Signed.from_bytes(base64.b64decode(kept, validate=True))
+                except (binascii.Error, OffpayError):
+                    continue  # shown as missing; the digests in the books still stand
+    return None

@@ -204,13 +204,10 @@ class Lab:
         return [_device(b, name) for name in sorted(b.people)]
 
     def signed_payment(self, tx_id: bytes) -> Signed[OfflinePayment] | None:
-        """The signed payment ``tx_id``: the receipt the workbench kept when the payment was
-        made here, else as a card of the lab still holds it (in its offline log before its
-        sync, or as the last payment it made). The intermediaries keep only its digest."""
+        """The signed payment ``tx_id`` as a card of the lab still holds it (in its offline
+        log before its sync, or as the last payment it made): the evidence of a payment no
+        intermediary has settled yet (settled ones are read from the intermediaries)."""
         b = self.view()
-        kept = b.receipt(tx_id.hex())
-        if kept is not None:
-            return Signed.from_bytes(kept)  # type: ignore[return-value]
         for name, party in b.people.items():
             if party.kind != "person" or party.device_id is None:
                 continue

@@ -42,7 +42,8 @@ def render_books(console: Console, books: dict[str, Any]) -> None:
             title_justify="left",
             header_style="bold",
         )
-        for col in ("customer", "online", "shadow", "merchant", "device", "status", "device shows"):
+        columns = ("customer", "online", "shadow", "merchant", "device", "status", "last sync")
+        for col in (*columns, "device shows"):
             table.add_column(
                 col, justify="right" if col in ("online", "shadow", "merchant") else "left"
             )
@@ -65,6 +66,7 @@ def render_books(console: Console, books: dict[str, Any]) -> None:
                     m(w.get("merchant")) if first else "",
                     d.get("id", ""),
                     d.get("status", ""),
+                    _sync_time(d.get("last_sync")) if d.get("id") else "",
                     show,
                 )
         console.print(table)
@@ -117,3 +119,8 @@ def _rows(
             )
         )
     console.print(table)
+
+
+def _sync_time(iso: str | None) -> str:
+    """When the intermediary last answered the device's sync, to the second, in UTC."""
+    return "never" if iso is None else f"{iso[:19].replace('T', ' ')} UTC"

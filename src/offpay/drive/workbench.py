@@ -7,7 +7,6 @@ The layout, inside the folder ``offpay network init`` made::
     drive/devices/NAME.card    a person's card     (see :mod:`offpay.drive.vault`)
     drive/devices/NAME.terminal  a shop's terminal module
     drive/apps/NAME.pos        a shop's PoS app: the records its module sealed
-    drive/receipts/ID.payment  each payment made here, signed, as the apps relayed it
     drive/lock                 held while a command runs: one command at a time
 
 The PIN is never stored: the person types it (``--pin``, or ``OFFPAY_PIN``); the card keeps
@@ -16,7 +15,6 @@ only its salted digest, sealed.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
@@ -154,24 +152,6 @@ class Workbench:
 
     def _device_path(self, name: str, kind: str) -> Path:
         return self.folder / "devices" / f"{name}.{kind}"
-
-    def _receipt_path(self, tx_id: str) -> Path:
-        return self.folder / "receipts" / f"{tx_id}.payment"
-
-    def _keep_receipt(self, signed_payment: bytes) -> None:
-        """The signed payment the apps relayed, kept as the payee's receipt: the ledgers
-        record only its digest, so this is what shows the payment itself later."""
-        path = self._receipt_path(_tx_id(signed_payment))
-        write_private(path, base64.b64encode(signed_payment).decode() + "\n")
-
-    def receipt(self, tx_id: str) -> bytes | None:
-        """The signed payment ``tx_id`` as a payment made here relayed it, if one was."""
-        if re.fullmatch(r"[0-9a-f]{32}", tx_id) is None:
-            return None
-        path = self._receipt_path(tx_id)
-        if not path.exists():
-            return None
-        return base64.b64decode(path.read_text().strip())
 
     def _pos_path(self, name: str) -> Path:
         return self.folder / "apps" / f"{name}.pos"
@@ -324,7 +304,6 @@ class Workbench:
         money = self.money(amount)
         card = self.card(payer)
         payment = self.terminal(shop).charge(card.process, pin, money)
-        self._keep_receipt(payment)
         return f"{payer} paid {money} at {shop}'s terminal (payment {_tx_id(payment)})"
 
     def pay(
@@ -377,7 +356,6 @@ class Workbench:
             raise
         try:
             payee_phone.accept(payee_pin, payment)
-            self._keep_receipt(payment)
         except OffpayError:
             # Not credited: the payee's card declines the request, so the payer's
             # intermediary gives the money back once either card synchronises.

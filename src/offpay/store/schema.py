@@ -174,6 +174,8 @@ devices = Table(
     Column("released", Boolean, nullable=False, default=False),  # shadow wallet given back
     Column("issued_no", Integer, nullable=False),  # last instruction number issued
     Column("last_seq", Integer, nullable=False),  # device counter last seen
+    # When the intermediary last answered the device's sync (its own clock); None: never.
+    Column("last_sync_at", DateTime(timezone=True), nullable=True),
 )
 
 instructions = Table(
