@@ -23,7 +23,7 @@ from offpay.console.serve import console_url
 from offpay.service.app import create_app
 from offpay.service.datadir import NetworkConfig, free_port, init_network
 from offpay.service.process import serve_in_thread
-from offpay.service.serve import build
+from offpay.service.serve import build, listening_context
 
 WIDTH, HEIGHT = 1400, 900
 SHOTS = {"console.png": "/", "lab.png": "/lab"}
@@ -38,7 +38,8 @@ def served(folder: Path) -> Iterator[tuple[NetworkConfig, str, Lab]]:
         for name, party_url in config.urls.items():
             built = build(config, name, retry_every=-1)
             app = create_app(built.service, background=built.background)
-            stack.enter_context(serve_in_thread(app, party_url))
+            tls = listening_context(config, name)  # over TLS 1.3, as `offpay serve` would
+            stack.enter_context(serve_in_thread(app, party_url, tls=tls))
         url = console_url("127.0.0.1", free_port())  # the parties' ports are taken by now
         stack.enter_context(serve_in_thread(console, url))
         yield config, url, console.state.lab
