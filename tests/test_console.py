@@ -191,3 +191,21 @@ def test_the_console_command_refuses_a_folder_without_a_network(tmp_path: Path) 
     result = CliRunner().invoke(app, ["console", "--data", str(tmp_path / "none")])
     assert result.exit_code == 2
     assert "Traceback" not in result.output and result.output.strip()
+
+
+def test_the_screenshot_network_serves_its_parties_over_tls_and_stages_a_scene(
+    tmp_path: Path,
+) -> None:
+    """What `python -m offpay.console.screenshots` photographs, without the browser: the
+    parties over TLS, the console answering, the staged payments in the books."""
+    from offpay.console.screenshots import served, stage
+
+    with served(tmp_path / "net") as (config, url, lab):
+        assert all(u.startswith("https://") for u in config.urls.values())
+        tx = stage(lab)
+        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+            assert client.get("/").status_code == 200
+            banner = client.get("/parts/conservation").text
+            assert 'data-balanced="yes"' in banner
+            trail = client.get("/payment", params={"tx": tx}).text
+        assert "notary record" in trail and "offline-payment" in trail  # decoded evidence
