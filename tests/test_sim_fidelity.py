@@ -261,6 +261,32 @@ def test_the_per_payment_maximum_and_the_offline_total_are_honoured_alike(policy
     assert (real.moved[honest] <= 180_00).all()
 
 
+@pytest.mark.parametrize(
+    ("limit", "value"),
+    [
+        ("card_max_daily_payments", 2),
+        ("card_max_daily_spent", "SEK 150"),
+        ("max_offline_hours", 8),
+    ],
+)
+def test_the_daily_limits_and_the_offline_hours_follow_the_cards_clock_alike(
+    limit: str, value: Any
+) -> None:
+    """Limits by the card's clock: the intermediary's signed time at each sync, moved on by the
+    terminals' and the payee cards' signed times in their requests. Over two days with an
+    outage, the fast executor refuses exactly the payments the real cards refuse."""
+    s = scenario(seed=7, limits={limit: value})
+    _, events, real, fast = both(s)
+    assert_same(events, real, fast)
+    assert count(real, f"limit.{limit}") > 10
+    payments = np.isin(events.kind, [Kind.SHOP, Kind.P2P]) & (real.outcome == INDEX["ok"])
+    assert payments.sum() > 200  # the limit refuses some payments, not all
+    if limit == "card_max_daily_payments":
+        # a new day brings new payments: cards pay on both days
+        day = events.t // 1440
+        assert (payments & (day == 0)).sum() > 100 and (payments & (day == 1)).sum() > 100
+
+
 # --- small random scenarios ----------------------------------------------------------------------
 
 
@@ -283,12 +309,17 @@ def test_the_per_payment_maximum_and_the_offline_total_are_honoured_alike(policy
     pool=st.integers(1, 500),
     payment_max=st.none() | st.integers(20, 300),
     spent_max=st.none() | st.integers(50, 1000),
+    daily_n=st.none() | st.integers(0, 4),
+    daily_max=st.none() | st.integers(50, 600),
+    hours=st.none() | st.integers(0, 30),
+    days=st.sampled_from([1, 2]),  # a second day: the daily counters start again
 )
 # A card whose clone is caught at its sync's confirmation: the instruction it applied was made
 # before the block, so it carries no revocation list (the model once counted the new one).
 @example(
     seed=0, people=21, merchants=1, policy="queue", p2p=0.0, online=1.0, outage=False,
     attacks=True, limit=1, max_balance=300, pool=1, payment_max=None, spent_max=None,
+    daily_n=None, daily_max=None, hours=None, days=1,
 )  # fmt: skip
 def test_small_random_scenarios_agree(
     seed: int,
@@ -304,9 +335,13 @@ def test_small_random_scenarios_agree(
     pool: int,
     payment_max: int | None,
     spent_max: int | None,
+    daily_n: int | None,
+    daily_max: int | None,
+    hours: int | None,
+    days: int,
 ) -> None:
     data = copy.deepcopy(BASE)
-    data.update(seed=seed, days=1)
+    data.update(seed=seed, days=days)
     data["population"].update(people=people, merchants=merchants)
     data["behaviour"].update(person_to_person_share=p2p, person_online_per_day=online)
     data["limits"].update(
@@ -319,6 +354,12 @@ def test_small_random_scenarios_agree(
         data["limits"]["payment_max"] = payment_max * 100
     if spent_max is not None:
         data["limits"]["card_max_offline_spent"] = spent_max * 100
+    if daily_n is not None:
+        data["limits"]["card_max_daily_payments"] = daily_n
+    if daily_max is not None:
+        data["limits"]["card_max_daily_spent"] = daily_max * 100
+    if hours is not None:
+        data["limits"]["max_offline_hours"] = hours
     data["liquidity"] = {"policy": policy, "pool": pool * 100}
     data["attacks"].update(
         cloned_cards=0.1 if attacks else 0,

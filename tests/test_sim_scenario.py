@@ -73,8 +73,10 @@ def with_(path: str, value: Any) -> dict[str, Any]:
         ("limits.card_max_balance", "SEK -5", "limits.card_max_balance"),
         ("limits.max_receipts", 65, "limits"),
         ("limits.payment_max", "SEK -1", "limits.payment_max"),
-        ("limits.max_offline_hours", 72, "limits"),  # not modelled yet: refused, not ignored
-        ("limits.card_max_daily_payments", 20, "limits"),
+        ("limits.max_offline_hours", -1, "limits.max_offline_hours"),
+        ("limits.card_max_daily_payments", -1, "limits.card_max_daily_payments"),
+        ("limits.card_max_daily_spent", "SEK -1", "limits.card_max_daily_spent"),
+        ("limits.token_max_ancestry", 8, "limits"),  # a token limit, balance scheme
         ("limits.element_max_holding", "SEK 3000", "limits"),  # a token limit, balance scheme
         ("liquidity.policy", "borrow", "liquidity.policy"),
         ("liquidity", {"policy": "pool"}, "liquidity.pool"),
@@ -112,9 +114,18 @@ def test_the_modelled_new_limits_become_the_policy_and_the_others_are_named() ->
     assert s.policy.card_max_offline_spent is not None
     assert s.policy.card_max_offline_spent.minor == 2000_00
     assert s.policy.max_offline_hours is None  # left out: no limit
+    s = parse_scenario(
+        with_(
+            "limits",
+            {"max_offline_hours": 72, "card_max_daily_payments": 20, "card_max_daily_spent": 1},
+        )
+    )
+    assert s.policy.max_offline_hours == 72 and s.policy.card_max_daily_payments == 20
+    assert s.policy.card_max_daily_spent is not None and s.policy.card_max_daily_spent.minor == 1
+    # the token elements' limits mean nothing to the balance scheme's cards: refused by name
     with pytest.raises(ScenarioError) as caught:
-        parse_scenario(with_("limits", {"max_offline_hours": 72, "card_max_daily_spent": 1}))
-    assert "card_max_daily_spent, max_offline_hours" in caught.value.message
+        parse_scenario(with_("limits", {"token_max_ancestry": 8, "element_max_holding": 1}))
+    assert "element_max_holding, token_max_ancestry" in caught.value.message
 
 
 def test_a_file_that_is_not_toml_or_not_there_is_one_line(tmp_path: Path) -> None:
@@ -216,3 +227,18 @@ def test_any_valid_population_draws_a_well_formed_stream(
     assert np.all(e.b[e.kind == Kind.SHOP] < max(merchants, 1))
     assert np.all(e.b[e.kind == Kind.P2P] != e.a[e.kind == Kind.P2P])
     assert world.people == people
+
+
+def test_a_holding_limit_below_the_top_up_is_refused_in_the_token_scheme() -> None:
+    """Every withdrawal would take the element above its limit: refused, not run."""
+    data = copy.deepcopy(BASE)
+    data.update(scheme="tokens", attacks={})
+    data["behaviour"] = {**data.get("behaviour", {}), "top_up_to": "SEK 500"}
+    data["limits"] = {"element_max_holding": "SEK 400", "token_max_ancestry": 6}
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(data)
+    assert caught.value.message.startswith("limits.element_max_holding: below")
+    data["limits"]["element_max_holding"] = "SEK 500"
+    s = parse_scenario(data)
+    assert s.policy.element_max_holding is not None
+    assert s.policy.element_max_holding.minor == 500_00 and s.policy.token_max_ancestry == 6

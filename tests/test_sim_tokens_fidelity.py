@@ -65,6 +65,15 @@ PAYMENT_MAX = {
     "limits": {"payment_max": "SEK 150"},
 }
 
+# The same population under the elements' own limits: a token that would carry more than three
+# ancestors is refused offline (the wallets renew past three, at online moments only), and no
+# element may hold more than SEK 900 (shops fill up between their deposits).
+ELEMENT_LIMITS = {
+    **SCENARIO,
+    "name": "token fidelity: ancestry and holding limits",
+    "limits": {"token_max_ancestry": 3, "element_max_holding": "SEK 900"},
+}
+
 PER_EVENT = ("outcome", "moved", "settled_at", "queued_at", "pool_drawn", "refunded")
 FINAL = ("person_online", "person_card", "person_blocked", "merchant_wallet", "bank_holdings")
 
@@ -88,7 +97,10 @@ def simulated(data: dict) -> Simulated:
     return _SIMULATED[data["name"]]
 
 
-@pytest.fixture(params=[SCENARIO, PILE_UP, PAYMENT_MAX], ids=["mixed", "pile-up", "payment-max"])
+@pytest.fixture(
+    params=[SCENARIO, PILE_UP, PAYMENT_MAX, ELEMENT_LIMITS],
+    ids=["mixed", "pile-up", "payment-max", "element-limits"],
+)
 def run(request: pytest.FixtureRequest) -> Simulated:
     return simulated(request.param)
 
@@ -172,6 +184,18 @@ def test_the_payment_max_scenario_refuses_above_the_maximum_and_nothing_else_bey
     assert refused.sum() > 20 and made.sum() > 100
     assert (events.amount[refused] > 150_00).all()
     assert (real.moved[made] <= 150_00).all()
+
+
+def test_the_element_limits_scenario_refuses_by_each_limit_and_holds_them() -> None:
+    """Both limits refuse payments (the executors agree on each, above), and every payment
+    made delivered a token of at most three ancestors."""
+    _, _, events, real, _ = simulated(ELEMENT_LIMITS)
+    payments = np.isin(events.kind, [Kind.SHOP, Kind.P2P])
+    made = payments & (real.outcome == INDEX["ok"])
+    assert (payments & (real.outcome == INDEX["limit.token_max_ancestry"])).sum() > 10
+    assert (payments & (real.outcome == INDEX["limit.element_max_holding"])).sum() > 10
+    assert made.sum() > 100
+    assert (real.extra["ancestry"][made] <= 3).all()
 
 
 def test_the_pile_up_scenario_exercises_what_it_claims() -> None:

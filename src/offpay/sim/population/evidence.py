@@ -451,8 +451,8 @@ def limits(base: dict[str, Any], scale: Scale, run: Runner, folder: Path) -> Sec
 
 # The limits the references name beyond the pilot's (docs/limits.md), as alternatives to the
 # report's: amounts in minor units of the scenario's currency (SEK), the counts relaxed where an
-# amount takes over from them. Limits on time (per day, offline hours) are not modelled by the
-# simulator yet and are left out rather than ignored.
+# amount takes over from them. The limits on time (per day, offline hours) are modelled too
+# (docs/simulator.md) but not yet among these alternatives.
 ALTERNATIVES: tuple[tuple[str, dict[str, int]], ...] = (
     (
         "40 per card, 200 per terminal; at most SEK 3 000 spent offline between syncs",
@@ -528,9 +528,9 @@ def _alternatives(
         "The references name other limits (docs/limits.md): a maximum per payment (RBI: ₹200; "
         "e-CNY hardware wallets: ¥500), a total spent offline since the last sync apart from "
         "the balance (RBI: ₹2 000), limits per day (e₹: ₹50 000 or 20 transfers) and on the "
-        "time a card may stay offline (Bank of Canada, Crunchfish). The simulator models the "
-        "first two; the same population under each, with what one broken card can take "
-        "offline at most:",
+        "time a card may stay offline (Bank of Canada, Crunchfish). The simulator models "
+        "each (docs/simulator.md); the same population under the first two, with what one "
+        "broken card can take offline at most:",
         "",
         *_table(
             (

@@ -28,6 +28,10 @@ real executor (:mod:`.real`), which plays the same events on real devices and da
 * clones and rolled-back cards caught when their evidence reaches an intermediary (a counter
   used twice, a payment under a counter the card had passed, a payment under the counter of an
   applied instruction): blocked, revoked network-wide, the loss recorded with its bound;
+* a card's clock (``CardState.clock``): the intermediary's signed time at each sync, moved
+  forward by the payee's signed time in a request (a PoS app gives its module the simulated
+  time, a payee card signs its own clock), with the day's payments and total that the daily
+  limits and ``max_offline_hours`` read (``offpay.device.card.check_payment_limits``);
 * declines of requests that a card paid after all (a terminal that refused the payment keeps the
   request open until its sync), and the refunds they cause.
 
@@ -92,6 +96,10 @@ C_CRYPTO_REVOKED = INDEX["crypto.revoked"]
 C_DUPLICATE = INDEX["wire.replay.duplicate"]
 C_PAY_MAX = INDEX["limit.payment_max"]
 C_SPENT = INDEX["limit.card_max_offline_spent"]
+C_DAY_N = INDEX["limit.card_max_daily_payments"]
+C_DAY_SPENT = INDEX["limit.card_max_daily_spent"]
+C_HOURS = INDEX["limit.max_offline_hours"]
+MINUTES_A_DAY = 1440  # the card's day is its clock // 86400 s; minute 0 is a UTC midnight
 C_DRIFT = INDEX["refused"]  # device.counter_drift: unreachable here (the stale check comes first)
 
 T_OPEN_MAX = TERMINAL_OPEN
@@ -144,8 +152,11 @@ OP_DEBIT_REQUEST, OP_CREDIT, OP_RETRY, OP_DECLARE = 6, 7, 8, 9
     OPEN_REFUNDS,
     PAY_MAX,  # the policy's per-payment maximum; -1: none
     SPENT_MAX,  # the card's offline total between syncs; -1: none
-) = range(28)
-NSCALARS = 28
+    DAY_N_MAX,  # the card's payments a day; -1: none
+    DAY_SPENT_MAX,  # the card's total paid a day; -1: none
+    OFFLINE_MAX,  # minutes the card may pay after its last sync's signed time; -1: none
+) = range(31)
+NSCALARS = 31
 
 ERR_CONSERVATION, ERR_NEGATIVE, ERR_STACK, ERR_SEQ, ERR_SPACE = 1, 2, 3, 4, 5
 
@@ -190,6 +201,13 @@ F_C_RV = 8
 F_C_LP = 9  # the bytes of the last payment the card signed (0: none yet)
 F_C_LIST = 10  # the bytes of the revocation list its last instruction carried (0: none)
 F_C_SOPEN = 11  # 1 while the card holds an open session (one the intermediary refused stays)
+# The card's clock (CardState.clock, synced_at, day; minutes from the start, -1: none) and the
+# counters of its day (day_payments, day_spent).
+F_C_CLOCK = 12
+F_C_SYNCED = 13
+F_C_DAY = 14
+F_C_DAY_N = 15
+F_C_DAY_SPENT = 16
 F_MB = 0
 F_MWALLET = 1
 F_T_N = 2
@@ -917,6 +935,11 @@ def _copy_card(S, src, dst):
     S.C[F_C_LP, dst] = S.C[F_C_LP, src]
     S.C[F_C_LIST, dst] = S.C[F_C_LIST, src]
     S.C[F_C_SOPEN, dst] = S.C[F_C_SOPEN, src]
+    S.C[F_C_CLOCK, dst] = S.C[F_C_CLOCK, src]
+    S.C[F_C_SYNCED, dst] = S.C[F_C_SYNCED, src]
+    S.C[F_C_DAY, dst] = S.C[F_C_DAY, src]
+    S.C[F_C_DAY_N, dst] = S.C[F_C_DAY_N, src]
+    S.C[F_C_DAY_SPENT, dst] = S.C[F_C_DAY_SPENT, src]
 
 
 @njit(cache=True)
@@ -925,8 +948,21 @@ def _knows_revoked(device_version, p_version):
 
 
 @njit(cache=True)
-def _pay_check(S, cs, amount, payee_revoked):
-    """Card._pay's refusals, in its order."""
+def _today(S, cs, payee_time):
+    """offpay.device.card.today: the card's clock after the payee's signed time (-1: none),
+    never moved back, and its day with that day's payments and total."""
+    clock = S.C[F_C_CLOCK, cs]
+    if payee_time >= 0 and (clock < 0 or payee_time > clock):
+        clock = payee_time
+    day = clock // MINUTES_A_DAY if clock >= 0 else np.int64(-1)
+    if day >= 0 and (S.C[F_C_DAY, cs] < 0 or day > S.C[F_C_DAY, cs]):
+        return clock, day, np.int64(0), np.int64(0)
+    return clock, S.C[F_C_DAY, cs], S.C[F_C_DAY_N, cs], S.C[F_C_DAY_SPENT, cs]
+
+
+@njit(cache=True)
+def _pay_check(S, cs, amount, payee_revoked, payee_time):
+    """Card._pay's refusals, in its order (check_payment_limits last)."""
     if payee_revoked:
         return C_CRYPTO_REVOKED
     p = S.C[F_C_DEV, cs]
@@ -940,8 +976,17 @@ def _pay_check(S, cs, amount, payee_revoked):
         return C_NOT_SPENDABLE
     if S.sc[PAY_MAX] >= 0 and amount > S.sc[PAY_MAX]:
         return C_PAY_MAX
+    clock, _, day_n, day_spent = _today(S, cs, payee_time)
+    if S.sc[OFFLINE_MAX] >= 0:
+        synced = S.C[F_C_SYNCED, cs]
+        if synced < 0 or clock < 0 or clock - synced > S.sc[OFFLINE_MAX]:
+            return C_HOURS
     if S.sc[SPENT_MAX] >= 0 and _spent(S, cs) + amount > S.sc[SPENT_MAX]:
         return C_SPENT
+    if S.sc[DAY_N_MAX] >= 0 and day_n + 1 > S.sc[DAY_N_MAX]:
+        return C_DAY_N
+    if S.sc[DAY_SPENT_MAX] >= 0 and day_spent + amount > S.sc[DAY_SPENT_MAX]:
+        return C_DAY_SPENT
     return C_OK
 
 
@@ -959,9 +1004,15 @@ def _spent(S, cs):
 
 
 @njit(cache=True)
-def _pay(S, e, cs, amount, to_card, payee):
-    """Card._pay once its checks passed: counter, funding receipts, log, balance."""
+def _pay(S, e, cs, amount, to_card, payee, payee_time):
+    """Card._pay once its checks passed: counter, funding receipts, log, balance, clock and
+    the day's counters."""
     p = S.C[F_C_DEV, cs]
+    clock, day, day_n, day_spent = _today(S, cs, payee_time)
+    S.C[F_C_CLOCK, cs] = clock
+    S.C[F_C_DAY, cs] = day
+    S.C[F_C_DAY_N, cs] = day_n + 1
+    S.C[F_C_DAY_SPENT, cs] = day_spent + amount
     seq = S.C[F_C_SEQ, cs] + 1
     S.C[F_C_SEQ, cs] = seq
     S.E32[F_PAY_SEQ, e] = seq
@@ -1041,14 +1092,15 @@ def _shop_rules(S, e, cs, m, amount):
     if code != C_OK:
         _carry(S, 2, S.tr[TR_SHOP_TERM])  # the module refuses to make the request
         return code
-    code = _pay_check(S, cs, amount, False)
+    # the module signs its host's clock (the simulated time; TerminalModule.request_payment)
+    code = _pay_check(S, cs, amount, False, S.sc[NOW])
     if code != C_OK:
         S.M[F_T_DECL_N, m] += 1  # the app declines the request the card refused
         lp = S.C[F_C_LP, cs]  # the app asks the card for its last payment
         last = lp + S.tr[TR_LAST_HEAD] if lp > 0 else S.tr[TR_LAST_NONE]
         _carry(S, 6, S.tr[TR_SHOP_CARD] + last)
         return code
-    _pay(S, e, cs, amount, False, m)
+    _pay(S, e, cs, amount, False, m, S.sc[NOW])
     if S.P[F_ATT_IDX, p] >= 0:  # a payment under a counter this terminal holds already
         f = S.M[F_T_HEAD, m]
         while f >= 0:
@@ -1089,13 +1141,15 @@ def _p2p(S, e, a, b, amount):
         _carry(S, 2, S.tr[TR_ASK_REFUSED])
         return code
     _stored(S, b, S.tr[TR_B_OPEN])  # the payee's card holds the request open
-    code = _pay_check(S, a, amount, _knows_revoked(S.C[F_C_RV, a], S.P[F_REV_VER, b]))
+    # the payee's card signs its own clock in its request (Card._request_payment)
+    payee_time = S.C[F_C_CLOCK, b]
+    code = _pay_check(S, a, amount, _knows_revoked(S.C[F_C_RV, a], S.P[F_REV_VER, b]), payee_time)
     if code != C_OK:
         S.C[F_C_DECLINED, b] += 1  # the payee's phone declines the request
         _stored(S, b, 0)
         _carry(S, 5, S.tr[TR_P2P_PAYER])
         return code
-    _pay(S, e, a, amount, True, b)
+    _pay(S, e, a, amount, True, b, payee_time)
     if _knows_revoked(S.C[F_C_RV, b], S.P[F_REV_VER, b]):
         # Card._receive checks the request's signer too: a card that knows itself revoked
         # refuses the payment answering its own request (paid by now); the phone declines it
@@ -1205,6 +1259,13 @@ def _card_session_rules(S, p, top_up):
     S.C[F_C_NLOG, cs] = 0
     S.C[F_C_RECV, cs] = 0
     S.C[F_C_DECLINED, cs] = 0
+    # the intermediary's signed time (engine_time) sets the clock; a day it contradicts keeps
+    # the counters of the later day
+    S.C[F_C_CLOCK, cs] = S.sc[NOW]
+    S.C[F_C_SYNCED, cs] = S.sc[NOW]
+    today = S.sc[NOW] // MINUTES_A_DAY
+    if S.C[F_C_DAY, cs] < 0 or today < S.C[F_C_DAY, cs]:
+        S.C[F_C_DAY, cs] = today
     if S.C[F_C_RV, cs] < S.sc[REV_COUNT]:
         S.C[F_C_RV, cs] = S.sc[REV_COUNT]
     if S.P[F_STATUS, p] != 0:
@@ -1363,6 +1424,14 @@ def _state(scenario: Scenario, world: World, events: Events, fault: int) -> Stat
     sc[SPENT_MAX] = (
         -1 if policy.card_max_offline_spent is None else policy.card_max_offline_spent.minor
     )
+    daily_n, daily, hours = (
+        policy.card_max_daily_payments,
+        policy.card_max_daily_spent,
+        policy.max_offline_hours,
+    )
+    sc[DAY_N_MAX] = -1 if daily_n is None else daily_n
+    sc[DAY_SPENT_MAX] = -1 if daily is None else daily.minor
+    sc[OFFLINE_MAX] = -1 if hours is None else hours * 60
 
     people = np.zeros((F_G_BAD + 1, P), np.int64)
     people[F_PB] = world.person_bank
@@ -1375,8 +1444,10 @@ def _state(scenario: Scenario, world: World, events: Events, fault: int) -> Stat
     people[F_ATT_IDX] = -1
     people[F_ATT_IDX, attacked] = np.arange(len(attacked))
 
-    cards = np.zeros((F_C_SOPEN + 1, slots), np.int64)
+    cards = np.zeros((F_C_DAY_SPENT + 1, slots), np.int64)
     cards[F_C_DEV] = np.concatenate([np.arange(P), cloned, rolled])
+    for row in (F_C_CLOCK, F_C_SYNCED, F_C_DAY):
+        cards[row] = -1
 
     shops = np.zeros((F_T_RV + 1, M), np.int64)
     shops[F_MB] = world.merchant_bank

@@ -34,6 +34,11 @@ CODES: tuple[str, ...] = (
     "wire.replay.duplicate",  # a terminal holds another payment under the card's counter
     "limit.payment_max",  # one payment above the policy's per-payment maximum
     "limit.card_max_offline_spent",  # the card's offline total since its last sync
+    "limit.card_max_daily_payments",  # the card's payments on one UTC day, by its clock
+    "limit.card_max_daily_spent",  # the card's total paid on one UTC day, by its clock
+    "limit.max_offline_hours",  # the card's clock too far past its last sync's signed time
+    "limit.token_max_ancestry",  # a token that would carry too many ancestors offline
+    "limit.element_max_holding",  # a token element that would hold too much
 )
 # A code either executor meets that is not above is a fidelity failure to fix, not to map.
 INDEX: dict[str, int] = {code: i for i, code in enumerate(CODES)}

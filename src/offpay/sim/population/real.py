@@ -8,8 +8,9 @@ waits and the blocked-card window read in simulated minutes.
 
 Each kind is played with the real apps, as a person or shop would:
 
-* ``SHOP``: the PoS app asks the terminal module for a request, the card pays it over the reader
-  (the app declines the request when the card refuses, as it does);
+* ``SHOP``: the PoS app asks the terminal module for a request (its host's clock, the simulated
+  time, signed in it), the card pays it over the reader (the app declines the request when the
+  card refuses, as it does);
 * ``P2P``: the payee's phone has its card sign a request, the payer's phone checks the six-digit
   code and has its card pay, the payee's phone has its card receive; when either card refuses,
   the payee's phone declines the request;
@@ -91,7 +92,9 @@ class _Real:
 
     def __post_init__(self) -> None:
         s, w = self.scenario, self.world
-        start = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+        # Minute 0 is a UTC midnight, so that the cards' days (their clock // 86400) begin at
+        # the scenario's whole days, as the fast executor counts them.
+        start = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         self.start = start
         self.clock = SimClock(start)
         self.net = OfflineNetwork(
@@ -158,6 +161,7 @@ class _Real:
                 CountedModule(module, self.traffic),  # type: ignore[arg-type]
                 bank.name,
                 AppNetwork(net.network, self.traffic),
+                self.clock,  # an honest host: the module signs the simulated time
             )
             merchant = Merchant(name, bank, customer, module, terminal_id, pos)
             net.merchants[name] = merchant

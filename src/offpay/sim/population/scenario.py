@@ -204,6 +204,9 @@ SIMULATED_LIMITS = {
             "blocked_window_hours",
             "payment_max",
             "card_max_offline_spent",
+            "card_max_daily_payments",
+            "card_max_daily_spent",
+            "max_offline_hours",
         }
     ),
     Scheme.TOKENS: frozenset(
@@ -215,6 +218,8 @@ SIMULATED_LIMITS = {
             "max_receipts",
             "blocked_window_hours",
             "payment_max",
+            "token_max_ancestry",
+            "element_max_holding",
         }
     ),
 }
@@ -348,6 +353,14 @@ class Scenario(_Strict):
             raise ValueError(
                 f"limits: the simulator does not model {', '.join(unmodelled)} under the "
                 f"{self.scheme.value} scheme yet (docs/limits.md)"
+            )
+        holding = self.limits.element_max_holding
+        if holding is not None and holding < self.behaviour.top_up_to:
+            # a person tops up to top_up_to, and the element refuses every withdrawal that
+            # would take it above its holding limit: no one could ever top up
+            raise ValueError(
+                "limits.element_max_holding: below behaviour.top_up_to, every top-up "
+                "would be refused"
             )
         self.policy  # noqa: B018 - the limits must pass the protocol's own check
         return self

@@ -66,7 +66,9 @@ SIZES = (
  Z_VAULT_GOT, Z_DEPOSIT_SENT, Z_DEPOSIT_GOT, Z_ADDRESS, Z_RENEWAL_GOT, Z_WITHDRAW_SENT,
  Z_WITHDRAW_GOT, Z_LISTED) = range(BYTES + 1, BYTES + 1 + len(SIZES))  # fmt: skip
 PAYMAX = BYTES + 1 + len(SIZES)  # the policy's per-payment maximum; -1: none
-GFIELDS = PAYMAX + 1
+ANCMAX = PAYMAX + 1  # token_max_ancestry: the most ancestors a token taken offline carries
+HOLDMAX = PAYMAX + 2  # element_max_holding: the most value an element holds after a receipt
+GFIELDS = HOLDMAX + 1
 REDEEMED_BY = -2  # the "transition" that consumes a token the central bank redeemed
 
 C_OK = INDEX["ok"]
@@ -77,6 +79,8 @@ C_REFUSED = INDEX["refused"]
 C_TREVOKED = INDEX["token.revoked"]
 C_CREVOKED = INDEX["crypto.revoked"]
 C_PAY_MAX = INDEX["limit.payment_max"]
+C_ANCESTRY = INDEX["limit.token_max_ancestry"]
+C_HOLDING = INDEX["limit.element_max_holding"]
 C_CONSERVATION = -100
 C_FULL = -101
 
@@ -391,6 +395,20 @@ def _message(G, sent, answered):
 
 
 @njit(cache=True)
+def _receipt_limits(EI, G, e, value, ancestors):
+    """TokenElement.check_limits: element ``e`` taking a token worth ``value`` with
+    ``ancestors``; a minted token (none) is held to the holding limit only."""
+    if ancestors > 0:
+        if G[PAYMAX] >= 0 and value > G[PAYMAX]:
+            return C_PAY_MAX
+        if G[ANCMAX] >= 0 and ancestors > G[ANCMAX]:
+            return C_ANCESTRY
+    if G[HOLDMAX] >= 0 and EI[e, BAL] + value > G[HOLDMAX]:
+        return C_HOLDING
+    return C_OK
+
+
+@njit(cache=True)
 def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, epoch_flag, W):
     """The three phases between two elements: (code, ancestry of the token delivered)."""
     buf, hp, ht, one = W
@@ -408,6 +426,11 @@ def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, ep
     if clash >= 0:
         _message(G, offer, 0)
         return C_DOUBLE, -1
+    # TokenElement.check_offer's limits, for the child: one ancestor more than the offered
+    code = _receipt_limits(EI, G, payee, amount, m + 1)
+    if code != C_OK:
+        _message(G, offer, 0)
+        return code, -1
     _message(G, offer, G[Z_OFFER_GOT])
     child = _transfer(TI, TV, RT, PAR, EI, G, payer, offered, payee, one)
     if _knows_revoked(EI, EI[payee, KNOWN], payee):
@@ -526,6 +549,9 @@ def _deposit(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, amount, max_ancestry, t, s
 
 @njit(cache=True)
 def _withdraw(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, amount, max_ancestry, t, settled, W):
+    code = _receipt_limits(EI, G, e, amount, 0)  # the app asks the element first
+    if code != C_OK:
+        return code
     if EI[e, REVV] > 0:  # the mint refuses a revoked element's key; the wallet is refunded
         _message(G, G[Z_WITHDRAW_SENT], 0)
         return C_TREVOKED
@@ -593,6 +619,8 @@ def _run(
                     code = C_DOUBLE
                 elif _knows_revoked(EI, EI[x, KNOWN], x):
                     code = C_TREVOKED
+                else:  # TokenElement.store checks the copy against the limits as it takes it
+                    code = _receipt_limits(EI, G, x, TV[row, VAL], m)
                 if code != C_OK:
                     break
                 _add(TI, TV, EI, G, x, row)
@@ -709,6 +737,9 @@ def run_fast_tokens(
         G[Z_ROOT + k] = sizes[name]
     most = scenario.policy.payment_max
     G[PAYMAX] = -1 if most is None else most.minor
+    ancestry, holding = scenario.policy.token_max_ancestry, scenario.policy.element_max_holding
+    G[ANCMAX] = -1 if ancestry is None else ancestry
+    G[HOLDMAX] = -1 if holding is None else holding.minor
     b = scenario.behaviour
     wallet, first = b.online_wallet, min(b.top_up_to, b.online_wallet)
     EI[:people, ONLINE] = wallet

@@ -89,7 +89,8 @@ class TokenRun:
         ]
         self.traffic = Traffic()
         policy = scenario.policy
-        if policy.payment_max is not None:  # the limits the elements enforce (docs/limits.md)
+        element_limits = (policy.payment_max, policy.token_max_ancestry, policy.element_max_holding)
+        if any(v is not None for v in element_limits):  # what the elements enforce (limits.md)
             signed = {
                 bank: self.net.banks[bank].publish_policy(
                     dataclasses.replace(policy, issuer=bank, version=2)

@@ -186,8 +186,8 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
         card_max_balance=card_most,
         terminal_max_received=max(policy.terminal_max_received, card_most),
     )
-    # A per-payment maximum or an offline total is kept (it is part of the card's sealed
-    # policy) but raised above anything the calibration pays.
+    # A per-payment maximum, an offline or daily total or count, or offline hours are kept (they
+    # are part of the card's sealed policy) but raised above anything the calibration meets.
     loose = Money(10 * (policy.terminal_max_received.minor + card_most.minor), scenario.currency)
     policy = dataclasses.replace(
         policy,
@@ -195,6 +195,15 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
         card_max_offline_spent=None
         if policy.card_max_offline_spent is None
         else max(policy.card_max_offline_spent, loose),
+        card_max_daily_spent=None
+        if policy.card_max_daily_spent is None
+        else max(policy.card_max_daily_spent, loose),
+        card_max_daily_payments=None
+        if policy.card_max_daily_payments is None
+        else max(policy.card_max_daily_payments, 100),
+        max_offline_hours=None
+        if policy.max_offline_hours is None
+        else max(policy.max_offline_hours, 24 * 366),
     )
     net = OfflineNetwork(bank_names=(bank_name,), currency=scenario.currency)
     bank = net.banks[bank_name]
@@ -221,7 +230,7 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
     module = TerminalModule.manufacture(net.algorithm)
     terminal_id = bank.issue_terminal(customer, module)
     counted = CountedModule(module, traffic)
-    pos = PosApp(counted, bank_name, AppNetwork(net.network, traffic))  # type: ignore[arg-type]
+    pos = PosApp(counted, bank_name, AppNetwork(net.network, traffic), net.clock)  # type: ignore[arg-type]
     out: dict[str, int] = {"blob_personalised": len(cards[0].memory.blob or b"")}
 
     def blob() -> int:
