@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import typing
 from pathlib import Path
 
@@ -22,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from conftest import network_running
 from offpay.cli import app
 from offpay.console.app import HERE
 from offpay.console.desk import ConsoleError, policy_change, policy_fields, waiting
@@ -33,9 +29,6 @@ from offpay.money import Money
 from offpay.service.datadir import free_port, init_network
 from offpay.wire.messages import LimitsPolicy
 
-START_TIMEOUT_S = 120
-OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
-
 
 def test_network_run_serves_the_console_with_its_own_assets(tmp_path: Path) -> None:
     network = init_network(tmp_path / "net", ("bank-a", "bank-b"))
@@ -43,28 +36,9 @@ def test_network_run_serves_the_console_with_its_own_assets(tmp_path: Path) -> N
     while any(url.endswith(f":{port}") for url in network.urls.values()):
         port = free_port()  # not a port the network's parties will listen on
     log_path = tmp_path / "run.log"
-    with log_path.open("w") as log:
-        runner = subprocess.Popen(
-            [
-                *OFFPAY,
-                "network",
-                "run",
-                "--data",
-                str(tmp_path / "net"),
-                "--console-port",
-                f"{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = console_url("127.0.0.1", port)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "stop with Ctrl-C" not in log_path.read_text():
-            assert runner.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    options = ("--console-port", f"{port}")
+    with network_running(tmp_path / "net", log_path, *options) as runner:
         assert f"operator console and device lab: {url}" in log_path.read_text()
         with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
             assert client.get("/v1/health").json()["service"] == "console"
@@ -81,13 +55,6 @@ def test_network_run_serves_the_console_with_its_own_assets(tmp_path: Path) -> N
             assert script.status_code == 200 and "htmx" in script.text
             banner = client.get("/parts/conservation").text
             assert 'data-balanced="yes"' in banner and "issued SEK 0.00" in banner
-    finally:
-        runner.send_signal(signal.SIGTERM)
-        try:
-            runner.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
     assert runner.returncode == 0
     assert "the network has stopped" in log_path.read_text()
 

@@ -7,26 +7,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import client_of, serve_party
+from conftest import client_of, network_running, serve_party
 from offpay.cli import app
 from offpay.service.app import create_app
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network, load_network
 from offpay.service.serve import build
-
-START_TIMEOUT_S = 90
-OFFPAY = (sys.executable, "-c", "from offpay.cli import app; app()")
 
 
 @pytest.fixture(scope="module")
@@ -269,19 +261,7 @@ def test_a_network_configured_by_a_file_served_by_network_run_and_driven(
     )
     assert made.exit_code == 0, made.output
     log_path = tmp_path / "run.log"
-    with log_path.open("w") as log:
-        runner = subprocess.Popen(
-            [*OFFPAY, "network", "run", "--data", str(data)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: nothing outlives the test
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "stop with Ctrl-C" not in log_path.read_text():
-            assert runner.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    with network_running(data, log_path) as runner:
         served = load_network(data)
         drive(served, "issue", "bank-a", "SEK 1000")
         drive(served, "customer", "open", "alice", "--bank", "bank-a")
@@ -305,11 +285,4 @@ def test_a_network_configured_by_a_file_served_by_network_run_and_driven(
         assert wallets(record, "shop1") == {"merchant": 5_00}
         assert wallets(record, "bob") == {"online": 0, "shadow": 5_00}
         assert record["central_bank"]["notarised"] == 2
-    finally:
-        runner.send_signal(signal.SIGTERM)
-        try:
-            runner.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
     assert runner.returncode == 0
