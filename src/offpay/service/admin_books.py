@@ -61,7 +61,9 @@ def books_router(service: BackOffice) -> APIRouter:
 
         @router.get("/books", summary="Customers, wallets, devices, queue, anomalies, losses.")
         def books() -> Response:
-            return to_response(service.read(lambda: bank_books(bank)))
+            return to_response(
+                service.read(lambda: {**bank_books(bank), "watchdog": service.watchdog.status()})
+            )
 
         @router.get("/payments/{tx_id}", summary="One payment's debit, credit and queues here.")
         def payment(tx_id: TxId) -> Response:
@@ -107,7 +109,11 @@ def books_router(service: BackOffice) -> APIRouter:
 
         @router.get("/books", summary="Issuance, positions, the liquidity pool, revocations.")
         def central_ledger_books() -> Response:
-            return to_response(service.read(lambda: central_books(central)))
+            return to_response(
+                service.read(
+                    lambda: {**central_books(central), "watchdog": service.watchdog.status()}
+                )
+            )
 
         @router.get("/payments/{tx_id}", summary="The notary's record of one payment.")
         def notarised(tx_id: TxId) -> Response:

@@ -35,6 +35,7 @@ from offpay.crypto.pki import Identity
 from offpay.errors import OffpayError
 from offpay.service.admin import admin_router
 from offpay.service.admin_books import books_router
+from offpay.service.admin_watchdog import watchdog_router
 from offpay.service.back_office import Party, to_response
 from offpay.service.docs import add_docs
 from offpay.service.idempotency import KEY_PATTERN, Answer, AnswerStore, request_digest
@@ -48,6 +49,7 @@ from offpay.service.problems import (
     problem_of,
     problem_responses_in_openapi,
 )
+from offpay.service.watchdog import Watchdog, WatchdogCollector
 from offpay.store import schema
 from offpay.wire.codec import MAX_MESSAGE_BYTES
 from offpay.wire.envelope import DOMAIN, Signed
@@ -145,6 +147,9 @@ class Service:
         )
         self.store = AnswerStore(party.db, table)
         self.observer = Observer(name, party)
+        self.watchdog = Watchdog(name, party)  # issue 18: halts money moves if books disagree
+        self.watchdog.start()
+        self.observer.metrics.registry.register(WatchdogCollector(self.watchdog))
 
     # -- messages between parties ---------------------------------------------------------------
 
@@ -194,11 +199,17 @@ class Service:
                 None,
                 None,
             )
+        try:
+            self.watchdog.guard(kind.name)
+        except OffpayError as exc:
+            return _refusal(exc), sender.id, nonce
         digest = request_digest(kind.name, body)
         with self.store.locks.hold(("key", sender.id, key), ("nonce", sender.id, nonce or key)):
             answer = self.once(
                 sender.id, key, kind.name, digest, lambda: self.party.handle(kind.name, body), CBOR
             )
+        if answer.status < 400 and not answer.replayed:
+            self.watchdog.after(kind.name)
         return answer, sender.id, nonce
 
     def authenticate(self, body: bytes) -> tuple[Identity, bytes | None]:
@@ -219,9 +230,16 @@ class Service:
 
     def admin(self, route: str, key: str, request: str, act: Callable[[], object]) -> Answer:
         """A back-office request that changes something: once per key, like a message."""
+        try:
+            self.watchdog.guard(route)
+        except OffpayError as exc:
+            return _refusal(exc)
         digest = request_digest(route, request.encode())
         with self.store.locks.hold(("key", "admin", key)):
-            return self.once("admin", key, route, digest, lambda: _json(act()), JSON)
+            answer = self.once("admin", key, route, digest, lambda: _json(act()), JSON)
+        if answer.status < 400 and not answer.replayed:
+            self.watchdog.after(route)
+        return answer
 
     def read(self, act: Callable[[], object]) -> Answer:
         """A back-office question: nothing changes, so nothing is kept."""
@@ -479,6 +497,7 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
     app.include_router(admin_router(service), dependencies=[Depends(admin_auth)])
     app.include_router(books_router(service), dependencies=[Depends(admin_auth)])
     app.include_router(tokens_router(service), dependencies=[Depends(admin_auth)])
+    app.include_router(watchdog_router(service), dependencies=[Depends(admin_auth)])
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

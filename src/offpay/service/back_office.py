@@ -13,6 +13,7 @@ from fastapi import Response
 from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
 from offpay.service.idempotency import Answer
+from offpay.service.watchdog import RETRY_AFTER_S, Watchdog
 
 Party = CentralBank | Intermediary
 
@@ -21,6 +22,7 @@ class BackOffice(Protocol):
     """A party's service as its back office sees it (:class:`offpay.service.app.Service`)."""
 
     party: Party
+    watchdog: Watchdog
 
     def admin(self, route: str, key: str, request: str, act: Callable[[], object]) -> Answer: ...
 
@@ -32,5 +34,5 @@ def to_response(answer: Answer) -> Response:
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
     if answer.status == 503:
-        headers["Retry-After"] = "1"
+        headers["Retry-After"] = str(RETRY_AFTER_S) if b'"watchdog.halted"' in answer.body else "1"
     return Response(answer.body, answer.status, headers, media_type=answer.media_type)

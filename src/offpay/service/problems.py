@@ -21,7 +21,7 @@ from offpay.errors import OffpayError, error_from_code
 
 # Codes a client may retry with the same bytes: the request did not complete for a reason
 # that is not the request's fault. Answers with these codes are never kept as the first answer.
-RETRYABLE = frozenset({"service.busy", "service.conflict", "network.cut"})
+RETRYABLE = frozenset({"service.busy", "service.conflict", "network.cut", "watchdog.halted"})
 
 
 PROBLEM_JSON = "application/problem+json"
@@ -61,6 +61,7 @@ _STATUS: tuple[tuple[str, int], ...] = (
     ("wire.replay", 409),
     ("service.conflict", 409),
     ("service.busy", 503),
+    ("watchdog.halted", 503),  # the party's books disagree: no money moves until cleared
     ("network", 502),
 )
 
@@ -76,7 +77,8 @@ STATUS_TEXT = {
     422: "Refused for a business reason named by the code (limits, funds, state), or an "
     "idempotency key reused for another request.",
     502: "A party this service needed could not be reached; retry the same bytes later.",
-    503: "The service is busy; retry the same bytes later.",
+    503: "The service is busy, or its watchdog halted money moves (watchdog.halted); retry "
+    "the same bytes later.",
 }
 
 

@@ -383,3 +383,49 @@ def _http_answers(metadata: MetaData) -> Table:
 
 central_http_answers = _http_answers(central)
 bank_http_answers = _http_answers(bank)
+
+
+def _watchdog_alarms(metadata: MetaData) -> Table:
+    """The watchdog's alarms (service/watchdog.py): a party whose books disagree with
+    themselves stops moving money until an operator clears the alarm; kept in the party's
+    database so that a restart does not clear it."""
+    return Table(
+        "watchdog_alarms",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("raised_at", DateTime(timezone=True), nullable=False),
+        Column("invariant", String(32), nullable=False),  # which one failed
+        Column("detail", String(1000), nullable=False),
+        Column("records", String(4000), nullable=False),  # JSON list of the record ids
+        Column("cleared_at", DateTime(timezone=True), nullable=True),
+        Column("clear_reason", String(500), nullable=True),
+        Column("forced", Boolean, nullable=False, default=False),
+    )
+
+
+central_watchdog_alarms = _watchdog_alarms(central)
+bank_watchdog_alarms = _watchdog_alarms(bank)
+
+# Proof of liabilities (offpay/liabilities/): per period, the signed commitment an
+# intermediary published, and each customer's leaf with its salt, so that the customer's
+# inclusion proof for that period can be served later.
+liability_commitments = Table(
+    "liability_commitments",
+    bank,
+    Column("period", Integer, primary_key=True, autoincrement=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("signed", LargeBinary, nullable=False),
+)
+
+liability_leaves = Table(
+    "liability_leaves",
+    bank,
+    Column("period", Integer, primary_key=True, autoincrement=False),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("customer_id", String(128), nullable=False, index=True),
+    Column("salt", LargeBinary(32), nullable=False),
+    Column("online", BigInteger, nullable=False),
+    Column("shadow", BigInteger, nullable=False),
+    Column("merchant", BigInteger, nullable=False),
+)
