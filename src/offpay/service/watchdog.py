@@ -104,6 +104,8 @@ class Finding:
     invariant: str
     detail: str
     records: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()  # what the difference is of (a wallet, a record, issuance)
+    difference: int = 0  # in minor units: what a forced clear accepts
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,8 @@ def _wallet_finding(wallet: str, balance: int, journal: int) -> Finding:
         "wallets",
         f"wallet {wallet} holds {balance} but its journal of moves says {journal}",
         (wallet,),
+        ("wallet", wallet),
+        balance - journal,
     )
 
 
@@ -295,6 +299,8 @@ def _records_against_journal(
             f"{what} {bytes(tx).hex()} of {amount} has "
             + ("no journal line" if moved is None else f"journal lines of {moved}"),
             (bytes(tx).hex(),),
+            ("record", bytes(tx).hex()),
+            int(amount) - (0 if moved is None else int(moved)),
         )
         for tx, amount, moved in conn.execute(
             select(table.c.tx_id, table.c.amount, lines.c.amount)
@@ -308,6 +314,8 @@ def _records_against_journal(
             f"the journal moves {moved} for a {what} "
             f"{'?' if ref is None else bytes(ref).hex()} with no record",
             () if ref is None else (bytes(ref).hex(),),
+            ("record", "?" if ref is None else bytes(ref).hex()),
+            -int(moved),
         )
         for ref, moved in conn.execute(
             select(lines.c.reference, lines.c.amount)
@@ -346,6 +354,8 @@ def _settlement_lines(conn: Any, lines: Sequence[Any]) -> list[Finding]:
                         f"{table.name[:-1]} {ref.hex() if ref else '?'}, whose record says "
                         f"{'nothing' if record is None else record}",
                         (f"journal:{line.id}",) + ((ref.hex(),) if ref else ()),
+                        ("record", ref.hex() if ref else "?"),
+                        (0 if record is None else record) - sign * int(line.delta),
                     )
                 )
     return findings
@@ -402,16 +412,20 @@ class CentralBooksCheck:
                 f"issued {audit.issued} but held {audit.held} (reserves {audit.reserves}, "
                 f"holdings {audit.wallets}, tokens {audit.tokens}, pool {audit.pool})",
                 tuple(p.institution for p in self.central.positions()),
+                ("issuance",),
+                audit.held.minor - audit.issued.minor,
             )
         ]
 
-    def incremental(self, kind: str) -> list[Finding]:
+    def incremental(self, kind: str, accepted: int = 0) -> list[Finding]:
+        """``accepted``: a difference a forced clear accepted (held minus issued)."""
         top, new, reserves, holdings, pool = self._snapshot(
             all_issued=False, tokens=kind in TOKEN_KINDS
         )
         self.issued += new
         self.cursor = max(self.cursor, top)
-        if self._audit(self.issued, reserves, holdings, pool).balanced:
+        audit = self._audit(self.issued, reserves, holdings, pool)
+        if audit.held.minor - audit.issued.minor == accepted:
             return []
         return self.full()  # confirmed in one snapshot before any alarm
 
@@ -435,6 +449,9 @@ class Watchdog:
             self.table = schema.bank_watchdog_alarms
             self.money_kinds = BANK_MONEY_KINDS
         self.lock = threading.Lock()
+        # Differences a forced clear accepted, by what they are of: not raised again by this
+        # process while they stay the same (the next start-up's full check raises them).
+        self.accepted: dict[tuple[str, ...], int] = {}
         self.checks = 0  # quick checks run by this process
         self.alarm = self._open_alarm()
 
@@ -444,6 +461,14 @@ class Watchdog:
             findings = self.check.full()
             if findings and self.alarm is None:
                 self._trip(findings)
+
+    def _new(self, findings: list[Finding]) -> list[Finding]:
+        return [f for f in findings if not f.key or self.accepted.get(f.key) != f.difference]
+
+    def _quick(self, kind: str) -> list[Finding]:
+        if isinstance(self.check, CentralBooksCheck):
+            return self.check.incremental(kind, self.accepted.get(("issuance",), 0))
+        return self.check.incremental(kind)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -465,7 +490,7 @@ class Watchdog:
             return
         with self.lock:
             try:
-                findings = self.check.incremental(kind)
+                findings = self._new(self._quick(kind))
                 self.checks += 1
             except Exception:  # a busy database: the next request's check reads the same lines
                 log.warning("the watchdog could not read the books", exc_info=True)
@@ -521,7 +546,7 @@ class Watchdog:
         if force and not reason:
             raise ClearRefused("a forced clear needs a reason, for the log")
         with self.lock:
-            findings = self.check.full()
+            findings = self._new(self.check.full())
             if findings and not force:
                 raise BooksDisagree(
                     f"{self.name}'s books still disagree: "
@@ -529,6 +554,8 @@ class Watchdog:
                     + "; the alarm stays"
                 )
             alarm = self.alarm
+            if force:
+                self.accepted.update({f.key: f.difference for f in findings if f.key})
             if alarm is None:
                 return {"cleared": None, "halted": False, "disagreements": len(findings)}
             w = self.table
