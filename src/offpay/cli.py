@@ -23,6 +23,7 @@ from offpay.cli_support import (
     writable_folder,
 )
 from offpay.cli_tls import network_tls_certify_ca, network_tls_renew
+from offpay.cli_watch import network_publish_liabilities, network_watchdog_clear
 from offpay.crypto.keys import Algorithm
 from offpay.service.logs import LogFormat, LogLevel
 from offpay.sim.population.cli import sim_app
@@ -263,6 +264,8 @@ def serve_intermediary(
 network_app.command("init")(network_init)  # offpay/cli_network.py
 network_app.command("tls-renew")(network_tls_renew)  # offpay/cli_tls.py
 network_app.command("tls-certify-ca")(network_tls_certify_ca)
+network_app.command("watchdog-clear")(network_watchdog_clear)  # offpay/cli_watch.py
+network_app.command("publish-liabilities")(network_publish_liabilities)
 
 
 @network_app.command("run")
