@@ -50,6 +50,7 @@ from offpay.errors import (
     ReplayError,
     SignatureError,
 )
+from offpay.liabilities.publish import liabilities_proof
 from offpay.money import Money
 from offpay.policy import default_policy, revised_policy, sign_policy
 from offpay.store import schema
@@ -405,6 +406,8 @@ class Intermediary:
             "refund-request": self.refusals.refund_request,
             "debit-batch": self.batch.debit_request,
             "credit-batch": self.batch.credit_request,
+            # issue 18: a card's sync answered with the customer's inclusion proof
+            "liabilities-proof": lambda data: liabilities_proof(self, data),
         }
         if self.tokens is not None:
             handlers.update(self.tokens.handlers())

@@ -21,6 +21,7 @@ from offpay.crypto.keys import Algorithm, PublicKey
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
 from offpay.crypto.revocation import RevocationList
 from offpay.errors import InsufficientFunds, NotFound, Refused, ReplayError
+from offpay.liabilities.statement import holdings_statement
 from offpay.money import Money
 from offpay.store import schema
 from offpay.store.bulk import insert_rows
@@ -335,6 +336,8 @@ class CentralBank:
             "mint-token": self.mint.mint,
             "redeem-token": self.mint.redeem,
             "report-double-spend": self.mint.report,
+            # issue 18: the holdings a liabilities commitment's total must equal
+            "holdings-statement": lambda data: holdings_statement(self, data, NOTARY_ID),
         }
 
     def handle(self, kind: str, data: bytes) -> bytes:

@@ -7,10 +7,15 @@ import hashlib
 import hmac
 
 from offpay.bank.engine import engine_id
+from offpay.crypto.pki import TrustStore
 from offpay.device.reader import CardClient, Transmit
 from offpay.errors import Refused
+from offpay.liabilities.messages import LiabilitiesAnswer
+from offpay.liabilities.tree import Balances
+from offpay.liabilities.verify import check_inclusion, open_commitment
 from offpay.money import Money
 from offpay.transport.memory import MemoryNetwork
+from offpay.wire.codec import decode
 from offpay.wire.envelope import Signed, payload_of
 from offpay.wire.messages import CardStatus, Operation, PaymentRequest
 
@@ -58,6 +63,26 @@ class PhoneApp:
 
     def sync(self, pin: str) -> CardStatus:
         return self.online(pin, Operation.SYNC, Money.zero(self.currency))
+
+    def check_liabilities(
+        self, pin: str, trust: TrustStore, customer_id: str, expected: Balances | None = None
+    ) -> Balances:
+        """Issue 18: a sync whose answer also carries the intermediary's newest signed
+        liabilities commitment and this customer's inclusion proof; verified against the
+        network's root (``trust``), for the app's customer (``customer_id``, the customer's
+        number at the intermediary, as the banking app knows it). Returns the balances the published total counts for this
+        customer; a proof that does not hold is a typed error (liabilities.*)."""
+        self.card.verify_pin(pin)
+        session = self.card.begin_online(
+            engine_id(self.institution), Operation.SYNC, Money.zero(self.currency)
+        )
+        answer = decode(
+            self.network.send(self.institution, "liabilities-proof", session), LiabilitiesAnswer
+        )
+        confirmation = self.card.apply_instruction(answer.instruction)
+        self.network.send(self.institution, "card-confirmation", confirmation)
+        commitment, _ = open_commitment(answer.commitment, trust, self.institution)
+        return check_inclusion(commitment, answer.proof, customer_id, expected)
 
     # -- person to person (report §3.6) -------------------------------------------------------
 

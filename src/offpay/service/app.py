@@ -29,10 +29,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
 from offpay.crypto.keys import verify_signature
 from offpay.crypto.pki import Identity
 from offpay.errors import OffpayError
+from offpay.liabilities import routes as liabilities_routes
 from offpay.service.admin import admin_router
 from offpay.service.admin_books import books_router
 from offpay.service.admin_watchdog import watchdog_router
@@ -82,6 +84,7 @@ CENTRAL_KINDS = (
     Kind("mint-token", "Mint a token to an address (token scheme)."),
     Kind("redeem-token", "Redeem a token and record the history it consumed (token scheme)."),
     Kind("report-double-spend", "Report a token spent twice (token scheme)."),
+    Kind("holdings-statement", "An intermediary's holdings, signed: what its commitment totals."),
 )
 
 BANK_KINDS = (
@@ -112,6 +115,10 @@ BANK_KINDS = (
         "credit-batch",
         "The payer's intermediary credits our customers, with one receipt.",
         between_services=True,
+    ),
+    Kind(
+        "liabilities-proof",
+        "A card's sync session; answers its instruction with the customer's inclusion proof.",
     ),
 )
 
@@ -498,6 +505,11 @@ def create_app(service: Service, *, background: Callable[[threading.Event], None
     app.include_router(books_router(service), dependencies=[Depends(admin_auth)])
     app.include_router(tokens_router(service), dependencies=[Depends(admin_auth)])
     app.include_router(watchdog_router(service), dependencies=[Depends(admin_auth)])
+    if isinstance(service.party, Intermediary):  # issue 18: proof of liabilities
+        app.include_router(liabilities_routes.public_router(service.party))
+        app.include_router(
+            liabilities_routes.admin_router(service), dependencies=[Depends(admin_auth)]
+        )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

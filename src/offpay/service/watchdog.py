@@ -51,6 +51,7 @@ IN_REASONS = ("offline-in", "refund-in")  # a credit of the payee's wallet: ``cr
 BANK_MONEY_KINDS = frozenset(
     {
         "card-session",
+        "liabilities-proof",  # a sync session, with a proof
         "terminal-upload",
         "debit-request",
         "credit-request",
@@ -74,6 +75,9 @@ CENTRAL_MONEY_KINDS = frozenset(
 )
 TOKEN_KINDS = frozenset({"mint-token", "redeem-token"})
 MONEY_ADMIN_ROUTES = frozenset({"fund", "issue", "retry-pending", "release-expired"})
+# Publishing a liabilities commitment moves no money, but commits to books the watchdog
+# found wrong: refused while halted too.
+HALTED_ROUTES = MONEY_ADMIN_ROUTES | {"liabilities-publish"}
 
 CHUNK = 500  # ids per IN (...) list
 MAX_RECORDS = 50  # record ids an alarm keeps
@@ -478,7 +482,7 @@ class Watchdog:
     def guard(self, kind: str) -> None:
         """Refuse a money-moving request while the alarm is open."""
         alarm = self.alarm
-        if alarm is not None and self.moves_money(kind):
+        if alarm is not None and (self.moves_money(kind) or kind in HALTED_ROUTES):
             raise WatchdogHalted(
                 f"{self.name} moves no money until an operator clears its watchdog's alarm "
                 f"{alarm.id} ({alarm.detail}); retry later"
