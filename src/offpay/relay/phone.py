@@ -71,7 +71,8 @@ class PhoneApp:
         liabilities commitment and this customer's inclusion proof; verified against the
         network's root (``trust``), for the app's customer (``customer_id``, the customer's
         number at the intermediary, as the banking app knows it). Returns the balances the
-        published total counts for this customer; a proof that does not hold is a typed error (liabilities.*)."""
+        published total counts for this customer; a proof that does not hold is a typed
+        error (liabilities.*)."""
         self.card.verify_pin(pin)
         session = self.card.begin_online(
             engine_id(self.institution), Operation.SYNC, Money.zero(self.currency)
