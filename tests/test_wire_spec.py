@@ -52,6 +52,7 @@ from offpay.device import card as card_module
 from offpay.device.apdu import SW, Command, Ins, Response
 from offpay.device.card import Card
 from offpay.errors import EncodingError, MoneyError, OffpayError, Refused
+from offpay.liabilities.publish import publish
 from offpay.money import CURRENCIES, MAX_MINOR, Money
 from offpay.service.app import BANK_KINDS, CENTRAL_KINDS, TOKEN_KINDS, create_app
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
@@ -620,6 +621,19 @@ def _token_flows(traffic: Traffic) -> None:
     assert refused.value.code == "token.double_spend"
 
 
+def _liabilities_flow(traffic: Traffic) -> None:
+    """Issue 18: an intermediary publishes its liabilities commitment (asking the central bank
+    for its holdings) and a customer's phone fetches and checks its inclusion proof."""
+    net = OfflineNetwork()
+    net.network.hooks.append(_capture_http(traffic))
+    net.issue("bank-a", 1_000 * SEK)
+    fay = net.add_user("Fay", "bank-a", online=100 * SEK)
+    net.add_user("Gus", "bank-a", online=10 * SEK)  # a sibling in Fay's proof
+    fay.phone.top_up(fay.pin, net.money(40 * SEK))
+    publish(net.banks["bank-a"])
+    fay.phone.check_liabilities(fay.pin, net.central.trust, fay.customer_id)
+
+
 @pytest.fixture(scope="module")
 def traffic() -> Iterator[Traffic]:
     captured = Traffic()
@@ -628,6 +642,7 @@ def traffic() -> Iterator[Traffic]:
         for liquidity in (Liquidity.QUEUE, Liquidity.POOL, Liquidity.RECEIPTS):
             _balance_flows(captured, liquidity)
         _token_flows(captured)
+        _liabilities_flow(captured)
         # Responses longer than one APDU arrive in pieces (61xx, GET RESPONSE): shrink the
         # card's response size so that a short flow shows the chaining.
         patch.setattr(card_module, "MAX_RESPONSE", 200)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from offpay.money import Money
 from offpay.wire.codec import Message, message
+from offpay.wire.envelope import Signed
+from offpay.wire.messages import CardInstruction
 
 
 @message("holdings-request")
@@ -42,7 +44,7 @@ class LiabilitiesCommitment(Message):
     total: int  # minor units
     leaf_count: int
     root: bytes
-    holdings: bytes  # the central bank's signed HoldingsStatement
+    holdings: Signed[HoldingsStatement]  # the central bank's, for this intermediary
 
 
 @message("liabilities-sibling")
@@ -72,6 +74,6 @@ class LiabilitiesAnswer(Message):
     """What a phone gets for its card's signed session: the card's instruction (the session
     is a sync like any other), the newest signed commitment and the customer's proof."""
 
-    instruction: bytes
-    commitment: bytes
+    instruction: Signed[CardInstruction]
+    commitment: Signed[LiabilitiesCommitment]
     proof: InclusionProof

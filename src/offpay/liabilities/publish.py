@@ -46,7 +46,7 @@ class NothingPublished(OffpayError):
     code = "liabilities.none_published"
 
 
-def ask_holdings(bank: Intermediary) -> tuple[bytes, HoldingsStatement]:
+def ask_holdings(bank: Intermediary) -> tuple[Signed[HoldingsStatement], HoldingsStatement]:
     """The central bank's signed statement of this intermediary's holdings, now."""
     nonce = bank.nonce()
     request = sign(HoldingsRequest(bank.id, NOTARY_ID, nonce), bank.credential).to_bytes()
@@ -56,7 +56,7 @@ def ask_holdings(bank: Intermediary) -> tuple[bytes, HoldingsStatement]:
     )
     if statement.nonce != nonce or statement.institution != bank.name:
         raise Refused("the central bank's statement answers another request", code="wire.replay")
-    return answer, statement
+    return Signed.from_bytes(answer), statement  # type: ignore[return-value]
 
 
 def _balances(bank: Intermediary) -> dict[str, Balances]:
@@ -183,7 +183,13 @@ def liabilities_proof(bank: Intermediary, data: bytes) -> bytes:
     period, signed = commitment(bank)  # before the sync: a refusal changes nothing
     instruction = bank.card_session(data)  # verifies the card, at most once per nonce
     customer = bank.device(session.sender).customer_id
-    return encode(LiabilitiesAnswer(instruction, signed, proof_for(bank, customer, period)))
+    return encode(
+        LiabilitiesAnswer(
+            Signed.from_bytes(instruction),  # type: ignore[arg-type]
+            Signed.from_bytes(signed),  # type: ignore[arg-type]
+            proof_for(bank, customer, period),
+        )
+    )
 
 
 def published_at(signed: bytes) -> dt.datetime:

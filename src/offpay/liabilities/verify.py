@@ -8,7 +8,7 @@ from offpay.crypto.pki import Identity, Role, TrustStore
 from offpay.errors import OffpayError
 from offpay.liabilities.messages import HoldingsStatement, InclusionProof, LiabilitiesCommitment
 from offpay.liabilities.tree import Balances, Node, ProofError, verify
-from offpay.wire.envelope import open_signed
+from offpay.wire.envelope import Signed, open_signed
 
 
 class CommitmentError(OffpayError):
@@ -22,7 +22,7 @@ class BalanceMismatch(OffpayError):
 
 
 def open_commitment(
-    signed: bytes, trust: TrustStore, institution: str | None = None
+    signed: bytes | Signed[LiabilitiesCommitment], trust: TrustStore, institution: str | None = None
 ) -> tuple[LiabilitiesCommitment, HoldingsStatement]:
     """The commitment, signed by an intermediary's engine (of ``institution`` if given), with
     the central bank's signed statement of that intermediary's holdings equal to its total."""
@@ -42,7 +42,7 @@ def open_commitment(
 
 
 def _open_commitment(
-    signed: bytes, trust: TrustStore, institution: str | None
+    signed: bytes | Signed[LiabilitiesCommitment], trust: TrustStore, institution: str | None
 ) -> tuple[LiabilitiesCommitment, Identity]:
     # check_revoked=False: published before any later revocation, it is still evidence
     return open_signed(
@@ -57,7 +57,7 @@ def _open_commitment(
 
 
 def _open_statement(
-    data: bytes, trust: TrustStore, engine: str
+    data: Signed[HoldingsStatement], trust: TrustStore, engine: str
 ) -> tuple[HoldingsStatement, Identity]:
     return open_signed(
         data, HoldingsStatement, trust, Role.NOTARY, receiver=engine, check_revoked=False

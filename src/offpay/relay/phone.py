@@ -80,7 +80,7 @@ class PhoneApp:
         answer = decode(
             self.network.send(self.institution, "liabilities-proof", session), LiabilitiesAnswer
         )
-        confirmation = self.card.apply_instruction(answer.instruction)
+        confirmation = self.card.apply_instruction(answer.instruction.to_bytes())
         self.network.send(self.institution, "card-confirmation", confirmation)
         commitment, _ = open_commitment(answer.commitment, trust, self.institution)
         return check_inclusion(commitment, answer.proof, customer_id, expected)
