@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import secrets
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -323,3 +324,25 @@ def test_the_cli_commands_refuse_in_one_line(tmp_path: pytest.TempPathFactory) -
     )
     assert result.exit_code == 2 and "bank-z" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_intermediary_publishes_by_itself_at_its_interval(tmp_path: object) -> None:
+    """``--liabilities-every``: the service's background publishes period after period."""
+    network = init_network(tmp_path, ("bank-a",))  # type: ignore[arg-type]
+    with contextlib.ExitStack() as stack:
+        central = build_service(network, CENTRAL, retry_every=-1)
+        stack.enter_context(serve_party(network, CENTRAL, create_app(central.service)))
+        bank = build_service(network, "bank-a", retry_every=-1, liabilities_every=0.2)
+        app = create_app(bank.service, background=bank.background)
+        stack.enter_context(serve_party(network, "bank-a", app))
+        party = bank.service.party
+        deadline = time.monotonic() + 120  # a guard against a hang, not a measurement
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OffpayError):
+                if commitment(party)[0] >= 2:  # type: ignore[arg-type]
+                    break
+            time.sleep(0.1)
+        period, signed = commitment(party)  # type: ignore[arg-type]
+        assert period >= 2
+        body, _ = open_commitment(signed, party.trust, "bank-a")
+        assert body.total == 0 and body.leaf_count == 0

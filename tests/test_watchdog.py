@@ -121,6 +121,12 @@ def test_a_tampered_wallet_halts_money_moves_until_the_books_agree_again(net: Ne
     with pytest.raises(OffpayError) as refused:
         net.remote.banks["bank-a"].fund(bob.customer_id, net.remote.money(1_00))
     assert refused.value.code == "watchdog.halted"
+    # Nor does it publish a liabilities commitment over books it found wrong.
+    publication = net.http.post(
+        f"{net.network.urls['bank-a']}/v1/admin/liabilities/publish",
+        headers={**net.admin("bank-a"), "Idempotency-Key": secrets.token_hex(16)},
+    )
+    problem(publication, 503, "watchdog.halted")
     # Reads go on: the books (with the alarm), one wallet, the metrics.
     books = net.get("bank-a", "/v1/admin/books")
     assert books.status_code == 200 and books.json()["watchdog"]["halted"] is True

@@ -178,6 +178,14 @@ HostOption = Annotated[
     str | None, typer.Option(help="Address to listen on; the network's URL by default.")
 ]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on; the network's URL's.")]
+LiabilitiesEveryOption = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="Seconds between an intermediary's automatic liabilities publications (issue 18); "
+        "0: only when an operator publishes (`offpay network publish-liabilities`).",
+    ),
+]
 InsecureHttpOption = Annotated[
     bool,
     typer.Option(
@@ -211,6 +219,7 @@ def _serve(
     retry_every: float,
     logs: tuple[LogLevel, LogFormat],
     insecure_http: bool = False,
+    liabilities_every: float = 0.0,
 ) -> None:
     from offpay.service.serve import serve
 
@@ -224,6 +233,7 @@ def _serve(
             log_level=logs[0],
             log_format=logs[1],
             insecure_http=insecure_http,
+            liabilities_every=liabilities_every,
         )
 
 
@@ -256,9 +266,19 @@ def serve_intermediary(
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
     insecure_http: InsecureHttpOption = False,
+    liabilities_every: LiabilitiesEveryOption = 0.0,
 ) -> None:
     """An intermediary: its customers' wallets, its devices' syncs, payment requests."""
-    _serve(data, name, host, port, retry_every, (log_level, log_format), insecure_http)
+    _serve(
+        data,
+        name,
+        host,
+        port,
+        retry_every,
+        (log_level, log_format),
+        insecure_http,
+        liabilities_every,
+    )
 
 
 network_app.command("init")(network_init)  # offpay/cli_network.py
@@ -279,6 +299,7 @@ def network_run(
     ] = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    liabilities_every: LiabilitiesEveryOption = 0.0,
 ) -> None:
     """Start the central bank and every intermediary of the network in --data as processes on
     loopback ports (creating the network first, with --banks, if the folder is empty), then
@@ -318,6 +339,7 @@ def network_run(
                     report=_say_service(console),
                     insecure_http=insecure_http,
                     log_options=logs,
+                    liabilities_every=liabilities_every,
                 ) as processes,
                 console_running(network, console_port) as web,
             ):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -190,6 +190,20 @@ def liabilities_proof(bank: Intermediary, data: bytes) -> bytes:
             proof_for(bank, customer, period),
         )
     )
+
+
+def summary(signed: bytes) -> dict[str, Any]:
+    """A signed commitment as JSON, for the operator and the event log (not verified)."""
+    body = payload_of(Signed.from_bytes(signed), LiabilitiesCommitment)
+    return {
+        "institution": body.institution,
+        "period": body.period,
+        "published_at": body.published_at,
+        "currency": body.currency,
+        "total": body.total,
+        "leaf_count": body.leaf_count,
+        "root": body.root.hex(),
+    }
 
 
 def published_at(signed: bytes) -> dt.datetime:

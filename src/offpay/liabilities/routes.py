@@ -4,31 +4,17 @@ customer's proof comes with a card-signed sync, as the ``liabilities-proof`` mes
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from offpay.bank.engine import Intermediary
-from offpay.liabilities.messages import LiabilitiesCommitment
-from offpay.liabilities.publish import commitment, publish
+from offpay.liabilities.publish import commitment
+from offpay.liabilities.schedule import publish_logged
 from offpay.service.admin import PROBLEMS, Key
 from offpay.service.back_office import BackOffice, to_response
-from offpay.wire.envelope import Signed, payload_of
 
 CBOR = "application/cbor"
-
-
-def summary(signed: bytes) -> dict[str, Any]:
-    body = payload_of(Signed.from_bytes(signed), LiabilitiesCommitment)
-    return {
-        "institution": body.institution,
-        "period": body.period,
-        "published_at": body.published_at,
-        "currency": body.currency,
-        "total": body.total,
-        "leaf_count": body.leaf_count,
-        "root": body.root.hex(),
-    }
 
 
 def public_router(bank: Intermediary) -> APIRouter:
@@ -54,7 +40,7 @@ def admin_router(service: BackOffice) -> APIRouter:
     @router.post("/publish", summary="Publish a signed commitment for a new period.")
     def publish_now(key: Key) -> Response:
         return to_response(
-            service.admin("liabilities-publish", key, "", lambda: summary(publish(bank)))
+            service.admin("liabilities-publish", key, "", lambda: publish_logged(bank))
         )
 
     return router

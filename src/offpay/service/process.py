@@ -132,6 +132,7 @@ def service_process(
     retry_every: float = 30.0,
     insecure_http: bool = False,
     log_options: tuple[str, ...] = (),
+    liabilities_every: float = 0.0,
 ) -> ServiceProcess:
     """The process that serves ``name`` (not started yet). ``port`` overrides the port in the
     network's URL (a test may put a relay in front of a service); ``insecure_http`` serves a
@@ -142,6 +143,8 @@ def service_process(
         command += ["central-bank"]
     else:
         command += ["intermediary", "--name", name, "--retry-every", str(retry_every)]
+        if liabilities_every > 0:
+            command += ["--liabilities-every", str(liabilities_every)]
     command += ["--data", str(network.folder), *log_options]
     if insecure_http:
         command += ["--insecure-http"]
@@ -180,6 +183,7 @@ def running(
     report: Callable[[Event, ServiceProcess], None] = _quiet,
     insecure_http: bool = False,
     log_options: tuple[str, ...] = (),
+    liabilities_every: float = 0.0,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The central bank, then every intermediary, each in its own process; all stopped on
     the way out (intermediaries first, the central bank last), whatever happened. ``report``
@@ -195,6 +199,7 @@ def running(
                 retry_every=retry_every,
                 insecure_http=insecure_http,
                 log_options=log_options,
+                liabilities_every=liabilities_every,
             )
             processes[name] = process
             report(Event.STARTING, process)

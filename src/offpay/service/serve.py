@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from offpay.central.bank import CentralBank
 from offpay.errors import OffpayError
+from offpay.liabilities.schedule import periodic_publication
 from offpay.service.app import Service, create_app
 from offpay.service.client import HttpNetwork
 from offpay.service.datadir import (
@@ -128,9 +129,12 @@ class Built:
     held: list[object]  # the folder lock and database lock, kept for the process's life
 
 
-def build(network: NetworkConfig, name: str, *, retry_every: float = 30.0) -> Built:
+def build(
+    network: NetworkConfig, name: str, *, retry_every: float = 30.0, liabilities_every: float = 0.0
+) -> Built:
     """The party ``name`` of ``network`` as a service, holding its folder (and, on PostgreSQL,
-    its database) so that no second process serves it."""
+    its database) so that no second process serves it. ``liabilities_every``: seconds between
+    an intermediary's automatic liabilities publications (0: on demand only)."""
     held: list[object] = [lock_party(network, name)]
     token = network.admin_token(name)
     if name == CENTRAL:
@@ -159,7 +163,22 @@ def build(network: NetworkConfig, name: str, *, retry_every: float = 30.0) -> Bu
             if retry_every <= 0 or stop.wait(retry_every):
                 return
 
-    return Built(Service(name, bank, token), finish_pending, held)
+    service = Service(name, bank, token)
+    if liabilities_every <= 0:
+        return Built(service, finish_pending, held)
+    publishing = periodic_publication(
+        bank, liabilities_every, lambda: service.watchdog.alarm is not None
+    )
+
+    def background(stop: threading.Event) -> None:
+        """Both: the retries, and the publications in a thread of their own."""
+        worker = threading.Thread(target=publishing, args=(stop,), daemon=True)
+        worker.start()
+        finish_pending(stop)
+        stop.wait()
+        worker.join(timeout=5)
+
+    return Built(service, background, held)
 
 
 def serve(
@@ -169,6 +188,7 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     retry_every: float = 30.0,
+    liabilities_every: float = 0.0,
     insecure_http: bool = False,
     log_level: str = "info",
     log_format: str = "text",
@@ -192,7 +212,7 @@ def serve(
     tls = server_tls(network, name)
     if tls is None:
         warn_plain_http(name, network.urls[name])
-    built = build(network, name, retry_every=retry_every)
+    built = build(network, name, retry_every=retry_every, liabilities_every=liabilities_every)
     app = create_app(built.service, background=built.background)
     configure_logging(log_level, log_format)  # only a process that serves changes its logging
     uvicorn.run(
