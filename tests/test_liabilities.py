@@ -170,11 +170,21 @@ def test_a_published_commitment_totals_the_holdings_and_every_customer_verifies(
     # Another customer's number: the proof is not for it.
     with pytest.raises(ProofError):
         users[2].phone.check_liabilities(users[2].pin, net.central.trust, users[3].customer_id)
+    # A customer the commitment leaves out is told so, and the sync did not run.
+    late = net.add_user("late", "bank-a", online=3_00)
+    late.phone.top_up(late.pin, net.money(1_00))
+    sessions = bank.device(late.card_id).last_session_no
+    with pytest.raises(OffpayError) as left_out:
+        late.phone.check_liabilities(late.pin, net.central.trust, late.customer_id)
+    assert left_out.value.code == "liabilities.not_included"
+    assert bank.device(late.card_id).last_session_no == sessions
+    late.phone.sync(late.pin)  # the card carries on as before
     # A second period: new salts, the newest is served.
     assert payload_of(Signed.from_bytes(publish(bank)), LiabilitiesCommitment).period == 2
     assert commitment(bank)[0] == 2 and commitment(bank, 1)[1] == signed
     first, second = (proof_for(bank, users[0].customer_id, p) for p in (1, 2))
     assert first.salt != second.salt
+    assert late.phone.check_liabilities(late.pin, net.central.trust, late.customer_id).online
     assert net.check_conservation()
 
 

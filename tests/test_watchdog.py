@@ -234,3 +234,31 @@ def test_the_incremental_check_equals_the_full_recount_for_honest_batches(
         for wallet, running in check.base.items():
             assert running == net.banks["bank-a"].balance(wallet).minor, wallet
     assert check.full() == []
+
+
+def test_the_demo_s_flows_leave_every_party_s_books_agreeing(tmp_path: object) -> None:
+    """Every flow the demo plays (top-ups, limits, shop and person-to-person payments,
+    resubmission, payments across intermediaries, defund, the liquidity example): afterwards
+    the full check of every party finds nothing, and the quick check after each party's
+    moves agrees with it."""
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from offpay.crypto.keys import Algorithm
+    from offpay.service.watchdog import CentralBooksCheck
+    from offpay.sim.demo import Demo
+
+    demo = Demo(Console(file=io.StringIO()), Path(str(tmp_path)), Algorithm.ED25519)
+    net = demo.net
+    assert isinstance(net, OfflineNetwork)
+    checks = {name: BankBooksCheck(bank) for name, bank in net.banks.items()}
+    central = CentralBooksCheck(net.central)
+    for check in (*checks.values(), central):
+        assert check.full() == []
+    assert demo.run()
+    for name, check in checks.items():
+        assert check.incremental("card-session") == [], name
+        assert check.full() == [], name
+    assert central.incremental("notarise") == [] and central.full() == []

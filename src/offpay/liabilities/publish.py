@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from offpay.crypto.pki import Role
-from offpay.errors import NotFound, OffpayError, Refused
+from offpay.errors import OffpayError, Refused
 from offpay.liabilities.messages import (
     HoldingsRequest,
     HoldingsStatement,
@@ -44,6 +44,12 @@ class TotalMismatch(OffpayError):
 
 class NothingPublished(OffpayError):
     code = "liabilities.none_published"
+
+
+class NotIncluded(OffpayError):
+    """The customer has no leaf in the period's tree: the commitment leaves them out."""
+
+    code = "liabilities.not_included"
 
 
 def ask_holdings(bank: Intermediary) -> tuple[Signed[HoldingsStatement], HoldingsStatement]:
@@ -155,7 +161,9 @@ def proof_for(bank: Intermediary, customer_id: str, period: int) -> InclusionPro
         rows = conn.execute(select(lv).where(lv.c.period == period).order_by(lv.c.position)).all()
     mine = next((r for r in rows if r.customer_id == customer_id), None)
     if mine is None:
-        raise NotFound(f"{customer_id} has no leaf in {bank.name}'s period {period}")
+        raise NotIncluded(
+            f"{customer_id} is not in {bank.name}'s liabilities commitment for period {period}"
+        )
     nodes: list[Node] = [
         leaf(r.customer_id, bytes(r.salt), Balances(r.online, r.shadow, r.merchant)) for r in rows
     ]
@@ -176,18 +184,20 @@ def proof_for(bank: Intermediary, customer_id: str, period: int) -> InclusionPro
 def liabilities_proof(bank: Intermediary, data: bytes) -> bytes:
     """A card's signed sync session, handled as any sync, answered with the instruction and
     the customer's proof in the newest commitment: the card's signature (after its PIN) is
-    what authenticates the customer, as on the phone's other routes."""
-    session = payload_of(Signed.from_bytes(data), CardSession)
-    if session.operation is not Operation.SYNC:
+    what authenticates the customer, as on the phone's other routes. Everything that can
+    refuse (the card, the commitment, the customer's leaf) is checked before the sync runs, so
+    a refusal changes nothing."""
+    request = bank.from_device(data, CardSession, Role.CARD)
+    if request.message.operation is not Operation.SYNC:
         raise Refused("a proof comes with a sync session only", code="liabilities.not_a_sync")
-    period, signed = commitment(bank)  # before the sync: a refusal changes nothing
-    instruction = bank.card_session(data)  # verifies the card, at most once per nonce
-    customer = bank.device(session.sender).customer_id
+    period, signed = commitment(bank)
+    proof = proof_for(bank, request.device.customer_id, period)
+    instruction = bank.card_session(data)  # the sync, at most once per nonce
     return encode(
         LiabilitiesAnswer(
             Signed.from_bytes(instruction),  # type: ignore[arg-type]
             Signed.from_bytes(signed),  # type: ignore[arg-type]
-            proof_for(bank, customer, period),
+            proof,
         )
     )
 
