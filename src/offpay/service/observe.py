@@ -35,6 +35,7 @@ SETTLING = frozenset(
         "mint-token",
         "redeem-token",
         "card-session",
+        "liabilities-proof",  # a card's sync, answered with its inclusion proof
         "terminal-upload",
         "debit-request",
         "credit-request",
