@@ -249,6 +249,18 @@ def test_the_auditor_names_an_intermediary_whose_total_is_not_its_holdings(
         ("bank-b", "liabilities.bad_commitment"),
         ("bank-b", "liabilities.total_differs"),
     ]
+    # Reusing a statement is named too, with both commitments (honest_b enclosed it first).
+    reused = check_published_totals([honest_b, stale.to_bytes()], records, trust)
+    assert [f.code for f in reused] == [
+        "liabilities.statement_reused",
+        "liabilities.total_differs",
+    ]
+    assert "bank-b/liabilities/1" in reused[0].records
+    # And a statement from long before the publication is not "that moment".
+    late = sign(dataclasses.replace(body, published_at=body.published_at + 3600), b.credential)
+    assert [f.code for f in check_published_totals([late.to_bytes()], records, trust)] == [
+        "liabilities.stale_statement"
+    ]
     assert findings[0].records == ("bank-b/liabilities/2",)
     assert "bank-b/liabilities/3" in findings[1].records
     # Signed by someone else than the institution it names: refused.

@@ -26,15 +26,23 @@ class LiabilityFinding:
     records: tuple[str, ...]
 
 
+MAX_STATEMENT_AGE_S = 300  # a statement older than this at publication is not "that moment"
+
+
 def check_published_totals(
     commitments: Iterable[bytes],
     holdings: Mapping[tuple[str, int], int],
     trust: TrustStore,
+    *,
+    max_statement_age_s: int = MAX_STATEMENT_AGE_S,
 ) -> list[LiabilityFinding]:
     """``commitments``: the signed commitments the intermediaries published; ``holdings``:
     the central bank's record of each intermediary's holdings per period, in minor units, as
-    (intermediary, period) -> holdings. Returns the findings; none when all agree."""
+    (intermediary, period) -> holdings. Besides each total against the record: a central bank
+    statement may back one commitment only, and must be from the moment of publication (not
+    older than ``max_statement_age_s``). Returns the findings; none when all agree."""
     findings = []
+    used: dict[bytes, str] = {}  # statement nonce -> the commitment that enclosed it first
     for signed in commitments:
         try:
             body, statement = open_commitment(signed, trust)
@@ -45,6 +53,28 @@ def check_published_totals(
             )
             continue
         record = f"{body.institution}/liabilities/{body.period}"
+        statement_record = f"central-bank/holdings-statement/{statement.nonce.hex()}"
+        if statement.nonce in used:
+            findings.append(
+                LiabilityFinding(
+                    body.institution,
+                    "liabilities.statement_reused",
+                    f"{record} encloses the central bank's statement that {used[statement.nonce]} "
+                    "enclosed already",
+                    (record, used[statement.nonce], statement_record),
+                )
+            )
+        used.setdefault(statement.nonce, record)
+        age = body.published_at - statement.at
+        if not 0 <= age <= max_statement_age_s:
+            findings.append(
+                LiabilityFinding(
+                    body.institution,
+                    "liabilities.stale_statement",
+                    f"{record} was published {age} s after the holdings statement it encloses",
+                    (record, statement_record),
+                )
+            )
         recorded = holdings.get((body.institution, body.period))
         if recorded is None:
             findings.append(
@@ -63,7 +93,7 @@ def check_published_totals(
                     "liabilities.total_differs",
                     f"{body.institution} published a total of {body.total} for period "
                     f"{body.period}; the central bank records holdings of {recorded}",
-                    (record, f"central-bank/holdings/{statement.nonce.hex()}"),
+                    (record, statement_record),
                 )
             )
     return findings
