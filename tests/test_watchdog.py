@@ -8,6 +8,7 @@ any honest sequence of batches (Hypothesis)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from typer.testing import CliRunner
 
 from conftest import client_of, serve_party
+from offpay.cli import app as cli
 from offpay.errors import OffpayError
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
 from offpay.service.remote import RemoteNetwork
@@ -137,15 +140,22 @@ def test_a_tampered_wallet_halts_money_moves_until_the_books_agree_again(net: Ne
     # The alarm is in the database: a restarted service starts halted.
     party = net.built["bank-a"].service.party
     assert Watchdog("bank-a", party).alarm is not None
-    # Clearing re-runs the full check and refuses while the wallet still disagrees.
+    # Clearing re-runs the full check and refuses while the wallet still disagrees: over the
+    # back office, and from the command line (one line, exit 2).
     refusal = net.clear("bank-a", reason="looked at it")
     assert wallet in problem(refusal, 422, "watchdog.books_disagree")
+    command = ["network", "watchdog-clear", "--data", str(net.network.folder), "--party"]
+    result = CliRunner().invoke(cli, [*command, "bank-a", "--reason", "looked again"])
+    assert result.exit_code == 2, result.output
+    assert "still disagree" in result.output and "Traceback" not in result.output
     assert net.halted("bank-a")
     # Fixed: the clear goes through and money moves again.
     net.sql("bank-a", f"UPDATE accounts SET balance = balance - 500 WHERE id = '{wallet}'")
-    cleared = net.clear("bank-a", reason="the row was restored from the journal")
-    assert cleared.status_code == 200, cleared.text
-    assert cleared.json()["cleared"] == state["alarm"]["id"]
+    result = CliRunner().invoke(
+        cli, [*command, "bank-a", "--reason", "the row was restored from the journal"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["cleared"] == state["alarm"]["id"]
     assert not net.halted("bank-a") and net.metric("bank-a") == "offpay_watchdog_halted 0.0"
     net.remote.banks["bank-a"].fund(bob.customer_id, net.remote.money(1_00))
     bob.phone.top_up(bob.pin, net.remote.money(5_00))

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from offpay.cli_support import UsageError, refusals
 
@@ -55,7 +54,7 @@ def network_watchdog_clear(
         if force and not reason.strip():
             raise UsageError("--force needs a --reason, for the log")
         answer = _post(data, party, "/v1/admin/watchdog/clear", {"reason": reason, "force": force})
-    Console().print(json.dumps(answer))
+    typer.echo(json.dumps(answer))
 
 
 def network_publish_liabilities(
@@ -67,4 +66,4 @@ def network_publish_liabilities(
     bank); prints the period, total and root."""
     with refusals():
         answer = _post(data, bank, "/v1/admin/liabilities/publish", {})
-    Console().print(json.dumps(answer))
+    typer.echo(json.dumps(answer))
