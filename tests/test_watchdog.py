@@ -107,6 +107,11 @@ def test_honest_traffic_never_trips_any_watchdog(net: Net) -> None:
 def test_a_tampered_wallet_halts_money_moves_until_the_books_agree_again(net: Net) -> None:
     bob = net.remote.add_user("bob", "bank-a", online=40_00)
     wallet = f"{bob.customer_id}/online"
+    fund = f"{net.network.urls['bank-a']}/v1/admin/fund"
+    first_key = secrets.token_hex(16)
+    funding = {"customer_id": bob.customer_id, "amount": 1_00}
+    headers = {**net.admin("bank-a"), "Idempotency-Key": first_key}
+    assert net.http.post(fund, json=funding, headers=headers).status_code == 200
     net.sql("bank-a", f"UPDATE accounts SET balance = balance + 500 WHERE id = '{wallet}'")
     # The next settlement touching the wallet commits, and its check trips the watchdog.
     bob.phone.top_up(bob.pin, net.remote.money(10_00))
@@ -124,6 +129,9 @@ def test_a_tampered_wallet_halts_money_moves_until_the_books_agree_again(net: Ne
     with pytest.raises(OffpayError) as refused:
         net.remote.banks["bank-a"].fund(bob.customer_id, net.remote.money(1_00))
     assert refused.value.code == "watchdog.halted"
+    # A retry of a request answered before still gets its first answer; it moves nothing.
+    again = net.http.post(fund, json=funding, headers=headers)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     # Nor does it publish a liabilities commitment over books it found wrong.
     publication = net.http.post(
         f"{net.network.urls['bank-a']}/v1/admin/liabilities/publish",
@@ -133,7 +141,7 @@ def test_a_tampered_wallet_halts_money_moves_until_the_books_agree_again(net: Ne
     # Reads go on: the books (with the alarm), one wallet, the metrics.
     books = net.get("bank-a", "/v1/admin/books")
     assert books.status_code == 200 and books.json()["watchdog"]["halted"] is True
-    assert net.remote.banks["bank-a"].balance(wallet) == net.remote.money(30_00 + 5_00)
+    assert net.remote.banks["bank-a"].balance(wallet) == net.remote.money(31_00 + 5_00)
     assert net.metric("bank-a") == "offpay_watchdog_halted 1.0"
     # Another party is not halted by it.
     assert not net.halted("bank-b") and not net.halted(CENTRAL)
@@ -157,7 +165,9 @@ def test_a_tampered_wallet_halts_money_moves_until_the_books_agree_again(net: Ne
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["cleared"] == state["alarm"]["id"]
     assert not net.halted("bank-a") and net.metric("bank-a") == "offpay_watchdog_halted 0.0"
+    assert net.http.post(fund, json=funding, headers=headers).status_code == 200  # replayed
     net.remote.banks["bank-a"].fund(bob.customer_id, net.remote.money(1_00))
+    assert bob.online == net.remote.money(32_00)
     bob.phone.top_up(bob.pin, net.remote.money(5_00))
     assert bob.shadow == net.remote.money(15_00)
     assert not net.halted("bank-a")

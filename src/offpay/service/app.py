@@ -206,15 +206,15 @@ class Service:
                 None,
                 None,
             )
-        try:
+
+        def act() -> bytes:
+            # A retry still gets its first answer; only a new request is refused while halted.
             self.watchdog.guard(kind.name)
-        except OffpayError as exc:
-            return _refusal(exc), sender.id, nonce
+            return self.party.handle(kind.name, body)
+
         digest = request_digest(kind.name, body)
         with self.store.locks.hold(("key", sender.id, key), ("nonce", sender.id, nonce or key)):
-            answer = self.once(
-                sender.id, key, kind.name, digest, lambda: self.party.handle(kind.name, body), CBOR
-            )
+            answer = self.once(sender.id, key, kind.name, digest, act, CBOR)
         if answer.status < 400 and not answer.replayed:
             self.watchdog.after(kind.name)
         return answer, sender.id, nonce
@@ -237,13 +237,14 @@ class Service:
 
     def admin(self, route: str, key: str, request: str, act: Callable[[], object]) -> Answer:
         """A back-office request that changes something: once per key, like a message."""
-        try:
+
+        def guarded() -> bytes:
             self.watchdog.guard(route)
-        except OffpayError as exc:
-            return _refusal(exc)
+            return _json(act())
+
         digest = request_digest(route, request.encode())
         with self.store.locks.hold(("key", "admin", key)):
-            answer = self.once("admin", key, route, digest, lambda: _json(act()), JSON)
+            answer = self.once("admin", key, route, digest, guarded, JSON)
         if answer.status < 400 and not answer.replayed:
             self.watchdog.after(route)
         return answer
