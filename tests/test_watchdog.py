@@ -26,7 +26,8 @@ from offpay.errors import OffpayError
 from offpay.service.datadir import CENTRAL, NetworkConfig, init_network
 from offpay.service.remote import RemoteNetwork
 from offpay.service.serve import Built, build
-from offpay.service.watchdog import BankBooksCheck, Watchdog
+from offpay.service.watchdog import Watchdog
+from offpay.service.watchdog_checks import BankBooksCheck
 from offpay.sim.network import OfflineNetwork
 from offpay.wire.messages import Operation
 from test_services import problem, session_bytes
@@ -268,7 +269,7 @@ def test_the_demo_s_flows_leave_every_party_s_books_agreeing(tmp_path: object) -
     from rich.console import Console
 
     from offpay.crypto.keys import Algorithm
-    from offpay.service.watchdog import CentralBooksCheck
+    from offpay.service.watchdog_checks import CentralBooksCheck
     from offpay.sim.demo import Demo
 
     demo = Demo(Console(file=io.StringIO()), Path(str(tmp_path)), Algorithm.ED25519)
