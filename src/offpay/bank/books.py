@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +21,11 @@ def _time(t: dt.datetime | None) -> str | None:
     if t is None:
         return None
     return (t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def _hex(data: bytes | None) -> str | None:
+    """A pseudonym as JSON carries it; None for rows written before pseudonyms."""
+    return None if data is None else bytes(data).hex()
 
 
 def _base64(data: bytes | None) -> str | None:
@@ -153,7 +159,7 @@ def _recent_notary(central: CentralBank) -> list[dict[str, Any]]:
         rows = conn.execute(query).all()
     return [
         {
-            "tx_id": bytes(row.tx_id).hex(),
+            "pseudonym": bytes(row.pseudonym).hex(),
             "payer_institution": row.payer_institution,
             "payee_institution": row.payee_institution,
             "amount": row.amount,
@@ -185,6 +191,7 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
             "device": debit.device_id,
             "amount": debit.amount,
             "evidence": bytes(debit.evidence).hex(),
+            "pseudonym": _hex(debit.pseudonym),
             "signed_payment": _base64(debit.payment),
             "notarised": bool(debit.notarised),
             "credited": bool(debit.credited),
@@ -196,6 +203,7 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
             "device": credit.device_id,
             "amount": credit.amount,
             "evidence": bytes(credit.evidence).hex(),
+            "pseudonym": _hex(credit.pseudonym),
             "signed_payment": _base64(credit.payment),
             "recorded_at": _time(credit.recorded_at),
         },
@@ -229,21 +237,35 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
     }
 
 
-def notary_record(central: CentralBank, tx_id: bytes) -> dict[str, Any]:
-    """The notary's record of one payment (None if it never notarised it)."""
+def notary_record(central: CentralBank, pseudonym: bytes) -> dict[str, Any]:
+    """The notary's record of one payment, by the pseudonym it knows it by (None if it never
+    notarised it): the notary knows no payment id. The intermediaries' books
+    (:func:`bank_payment`) say which pseudonym a payment of theirs has."""
     n = schema.notary
     with central.db.connect() as conn:
-        row = conn.execute(select(n).where(n.c.tx_id == tx_id)).first()
+        row = conn.execute(select(n).where(n.c.pseudonym == pseudonym)).first()
     return {
-        "tx_id": tx_id.hex(),
+        "pseudonym": pseudonym.hex(),
         "notary": None
         if row is None
         else {
             "payer_institution": row.payer_institution,
             "payee_institution": row.payee_institution,
             "amount": row.amount,
-            "evidence": bytes(row.evidence).hex(),
+            "commitment": bytes(row.commitment).hex(),
             "recorded_by": row.recorded_by,
             "recorded_at": _time(row.recorded_at),
         },
     }
+
+
+def recorded_as(tx_id: bytes, payments: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """The pseudonym the notary knows payment ``tx_id`` by, from what the intermediaries'
+    books say of it (:func:`bank_payment`, per intermediary): its debit's, else its credit's.
+    A payment settled before pseudonyms, or not yet, is looked up by its id."""
+    for side in ("debit", "credit"):
+        for record in payments.values():
+            row = record.get(side)
+            if row is not None and row.get("pseudonym"):
+                return bytes.fromhex(row["pseudonym"])
+    return tx_id
