@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 from rich.console import Console
+from sqlalchemy import select
 
 from conftest import serve_party
 from offpay.console.app import create_console
