@@ -202,6 +202,16 @@ def _network(data: Path) -> NetworkConfig:
         return load_network(data)
 
 
+AnswersKeptOption = Annotated[
+    float,
+    typer.Option(
+        "--answers-kept-days",
+        help="Days a first answer is kept for retries under its Idempotency-Key, then pruned "
+        "(1 to 3650; docs/retention.md).",
+    ),
+]
+
+
 def _serve(
     data: Path,
     name: str,
@@ -210,6 +220,7 @@ def _serve(
     retry_every: float,
     logs: tuple[LogLevel, LogFormat],
     insecure_http: bool = False,
+    answers_kept_days: float = 7.0,
 ) -> None:
     from offpay.service.serve import serve
 
@@ -223,6 +234,7 @@ def _serve(
             log_level=logs[0],
             log_format=logs[1],
             insecure_http=insecure_http,
+            answers_kept_days=answers_kept_days,
         )
 
 
@@ -234,9 +246,11 @@ def serve_central_bank(
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
     insecure_http: InsecureHttpOption = False,
+    answers_kept_days: AnswersKeptOption = 7.0,
 ) -> None:
     """The central bank: issuance, reserves, the notary, revocation, the liquidity pool."""
-    _serve(data, "central-bank", host, port, 0, (log_level, log_format), insecure_http)
+    logs = (log_level, log_format)
+    _serve(data, "central-bank", host, port, 0, logs, insecure_http, answers_kept_days)
 
 
 @serve_app.command("intermediary")
@@ -255,14 +269,33 @@ def serve_intermediary(
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
     insecure_http: InsecureHttpOption = False,
+    answers_kept_days: AnswersKeptOption = 7.0,
 ) -> None:
     """An intermediary: its customers' wallets, its devices' syncs, payment requests."""
-    _serve(data, name, host, port, retry_every, (log_level, log_format), insecure_http)
+    logs = (log_level, log_format)
+    _serve(data, name, host, port, retry_every, logs, insecure_http, answers_kept_days)
 
 
 network_app.command("init")(network_init)  # offpay/cli_network.py
 network_app.command("tls-renew")(network_tls_renew)  # offpay/cli_tls.py
 network_app.command("tls-certify-ca")(network_tls_certify_ca)
+
+
+@network_app.command("prune-answers")
+def network_prune_answers(
+    data: DataOption,
+    days: Annotated[
+        float, typer.Option("--days", help="Keep the answers of the last DAYS days (1 to 3650).")
+    ] = 7.0,
+) -> None:
+    """Delete every party's first answers older than --days (each service also does this
+    hourly); message nonces are kept for good (docs/retention.md)."""
+    from offpay.service.retention import prune_network, retention_window
+
+    with refusals():
+        pruned = prune_network(_network(data), retention_window(days))
+    for name, count in pruned.items():
+        typer.echo(f"{name}: {count} answers pruned")
 
 
 @network_app.command("run")

@@ -33,6 +33,7 @@ from offpay.service.datadir import (
     open_intermediary,
 )
 from offpay.service.protocol import JsonRefusalProtocol
+from offpay.service.retention import ANSWERS_KEPT_DAYS, keep_pruning, retention_window
 from offpay.service.tls import ReloadingServerTls, TlsFiles, is_tls, network_client
 from offpay.service.tls_pki import load_authority, write_crl
 
@@ -128,16 +129,43 @@ class Built:
     held: list[object]  # the folder lock and database lock, kept for the process's life
 
 
-def build(network: NetworkConfig, name: str, *, retry_every: float = 30.0) -> Built:
+def together(
+    *tasks: Callable[[threading.Event], None] | None,
+) -> Callable[[threading.Event], None]:
+    """Background tasks run side by side, each in its own thread, all told to stop at once."""
+    running = [t for t in tasks if t is not None]
+
+    def run(stop: threading.Event) -> None:
+        threads = [threading.Thread(target=t, args=(stop,), daemon=True) for t in running]
+        for thread in threads:
+            thread.start()
+        stop.wait()
+        for thread in threads:
+            thread.join(timeout=5)
+
+    return run
+
+
+def build(
+    network: NetworkConfig,
+    name: str,
+    *,
+    retry_every: float = 30.0,
+    answers_kept_days: float = ANSWERS_KEPT_DAYS,
+) -> Built:
     """The party ``name`` of ``network`` as a service, holding its folder (and, on PostgreSQL,
-    its database) so that no second process serves it."""
+    its database) so that no second process serves it. Its first answers are pruned after
+    ``answers_kept_days`` (:mod:`offpay.service.retention`)."""
+    window = retention_window(answers_kept_days)
     held: list[object] = [lock_party(network, name)]
     token = network.admin_token(name)
     if name == CENTRAL:
         central = open_central(network)
         held.append(hold_database(central.db, name))
         watch = keep_crl_current(network, central) if is_tls(network.urls[name]) else None
-        return Built(Service(name, central, token), watch, held)
+        service = Service(name, central, token)
+        pruning = keep_pruning(central.db, service.store.table, window, central.clock)
+        return Built(service, together(watch, pruning), held)
     transport = HttpNetwork(
         {n: u for n, u in network.urls.items() if n != name},
         client=network_client(network, name),  # its own certificate: mutual TLS
@@ -159,7 +187,9 @@ def build(network: NetworkConfig, name: str, *, retry_every: float = 30.0) -> Bu
             if retry_every <= 0 or stop.wait(retry_every):
                 return
 
-    return Built(Service(name, bank, token), finish_pending, held)
+    service = Service(name, bank, token)
+    pruning = keep_pruning(bank.db, service.store.table, window, bank.clock)
+    return Built(service, together(finish_pending, pruning), held)
 
 
 def serve(
@@ -172,6 +202,7 @@ def serve(
     insecure_http: bool = False,
     log_level: str = "info",
     log_format: str = "text",
+    answers_kept_days: float = ANSWERS_KEPT_DAYS,
 ) -> None:
     """Serve ``name`` until interrupted; address from the network's URL unless given. Logs
     go to stderr (:mod:`offpay.service.logs`)."""
@@ -192,7 +223,7 @@ def serve(
     tls = server_tls(network, name)
     if tls is None:
         warn_plain_http(name, network.urls[name])
-    built = build(network, name, retry_every=retry_every)
+    built = build(network, name, retry_every=retry_every, answers_kept_days=answers_kept_days)
     app = create_app(built.service, background=built.background)
     configure_logging(log_level, log_format)  # only a process that serves changes its logging
     uvicorn.run(
