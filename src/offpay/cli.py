@@ -13,7 +13,7 @@ from rich.console import Console
 from offpay.bench.cli import bench
 from offpay.cli_attack import attack
 from offpay.cli_drive import register as register_drive
-from offpay.cli_network import BanksOption, bank_names, network_init
+from offpay.cli_network import BanksOption, bank_names, network_disclose, network_init
 from offpay.cli_support import (
     Interrupt,
     StoppableConsole,
@@ -279,6 +279,7 @@ def serve_intermediary(
 network_app.command("init")(network_init)  # offpay/cli_network.py
 network_app.command("tls-renew")(network_tls_renew)  # offpay/cli_tls.py
 network_app.command("tls-certify-ca")(network_tls_certify_ca)
+network_app.command("disclose")(network_disclose)  # offpay/cli_network.py
 
 
 @network_app.command("prune-answers")

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from offpay.bank.batch import BatchDesk, forget_oldest
 from offpay.bank.containment import Containment, Loss
+from offpay.bank.disclosure import disclose
 from offpay.bank.evidence import verify_payment
 from offpay.bank.ledger import Ledger
 from offpay.bank.liquidity import LiquidityDesk, Pending
@@ -408,6 +409,7 @@ class Intermediary:
             "refund-request": self.refusals.refund_request,
             "debit-batch": self.batch.debit_request,
             "credit-batch": self.batch.credit_request,
+            "disclosure-request": lambda data: disclose(self, data),
         }
         if self.tokens is not None:
             handlers.update(self.tokens.handlers())

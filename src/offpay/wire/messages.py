@@ -468,3 +468,34 @@ class BatchResult(Message):
     nonce: bytes
     items: tuple[BatchItem, ...]
     receipts: tuple[bytes, ...]
+
+
+# --- a dispute: the central bank asks for a payment's evidence (issue 19) --------------------
+
+
+@message("disclosure-request")
+class DisclosureRequest(Message):
+    """The central bank asks the intermediary that notarised the payment it recorded under
+    ``pseudonym`` for that payment's evidence, in a dispute. Signed by the notary, addressed
+    to one intermediary, answered at most once; the intermediary logs who asked, when and why
+    (``reason``)."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    pseudonym: bytes
+    reason: str
+
+
+@message("disclosure")
+class Disclosure(Message):
+    """The intermediary's answer to a :class:`DisclosureRequest`: the signed payment it
+    recorded under the pseudonym (both devices' signatures and certificate chains), and
+    whether the notary recorded it as the refund of that payment."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    pseudonym: bytes
+    refund: bool
+    payment: Signed[OfflinePayment]
