@@ -8,7 +8,8 @@ each service and by ``offpay network prune-answers``.
 
 Forgetting an answer never lets a request act twice: a retry after the window reaches the
 party again, whose own tables decide. Every message that moves value carries a nonce the party
-remembers with its answer (``seen_requests``), and those are NOT pruned: nothing makes an old
+remembers with its answer (``seen_requests``), every device request a counter, and those are
+NOT pruned: nothing makes an old
 signed message invalid (signatures carry no time, and ``open_signed(..., now=...)`` checks only
 the certificates' validity, years long), so a forgotten nonce would let a replay through.
 """
@@ -32,6 +33,7 @@ log = logging.getLogger("offpay.retention")
 ANSWERS_KEPT_DAYS = 7  # default retention window of first answers
 PRUNE_BATCH = 500  # answers deleted per transaction: a big backlog never holds a long lock
 PRUNE_EVERY_S = 3600.0  # how often a service prunes
+ADMIN = "admin"  # the sender under which a service keeps its back office's answers
 
 
 class RetentionError(OffpayError):
@@ -52,7 +54,9 @@ def retention_window(days: float) -> dt.timedelta:
 def prune_answers(
     db: Engine, table: Table, now: dt.datetime, window: dt.timedelta, batch: int = PRUNE_BATCH
 ) -> int:
-    """Delete the answers kept before ``now - window``, ``batch`` at a time; returns how many."""
+    """Delete the answers to messages kept before ``now - window``, ``batch`` at a time;
+    returns how many. Back-office answers (sender ``admin``) are kept: some back-office changes
+    (opening a customer, issuing money) have no other guard than their key."""
     cutoff = now - window
     pruned = 0
     key = tuple_(table.c.sender, table.c.key)
@@ -60,7 +64,7 @@ def prune_answers(
         with db.begin() as conn:
             old = conn.execute(
                 select(table.c.sender, table.c.key)
-                .where(table.c.created_at < cutoff)
+                .where(table.c.created_at < cutoff, table.c.sender != ADMIN)
                 .order_by(table.c.created_at)
                 .limit(batch)
             ).all()
