@@ -15,6 +15,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from conftest import Checked, client_of, serve_party
+from offpay.bank.books import bank_books
 from offpay.central.bank import NOTARY_ID
 from offpay.central.disclosure import ask_disclosure, check_disclosure, disclosure_request
 from offpay.cli import app as cli
@@ -69,6 +70,12 @@ def test_a_disclosure_round_trip_is_checked_and_logged(
     assert disclosed.payment.sender == net.users["Alice"].card_id
     assert log_of(net, "bank-a") == [(NOTARY_ID, name, reason, True)]
     assert log_of(net, "bank-b") == []
+    [shown] = bank_books(a)["disclosures"]  # the books show the log
+    assert (shown["asked_by"], shown["pseudonym"], shown["reason"]) == (
+        NOTARY_ID,
+        name.hex(),
+        reason,
+    )
 
 
 def test_requests_not_from_the_central_bank_for_another_party_or_replayed_are_refused(

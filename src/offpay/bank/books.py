@@ -107,7 +107,26 @@ def bank_books(bank: Intermediary) -> dict[str, Any]:
             for r in refunds
         ],
         "policy": None if policy is None else policy_record(policy[1]),
+        "disclosures": _disclosures(bank),
     }
+
+
+def _disclosures(bank: Intermediary) -> list[dict[str, Any]]:
+    """The central bank's requests for a payment's evidence, oldest first: who asked, when,
+    why, about which pseudonym, and whether the evidence was handed over."""
+    t = schema.disclosures
+    with bank.db.connect() as conn:
+        rows = conn.execute(select(t).order_by(t.c.asked_at)).all()
+    return [
+        {
+            "asked_by": r.asked_by,
+            "asked_at": _time(r.asked_at),
+            "pseudonym": bytes(r.pseudonym).hex(),
+            "reason": r.reason,
+            "disclosed": bool(r.disclosed),
+        }
+        for r in rows
+    ]
 
 
 def policy_record(policy: Any) -> dict[str, Any]:

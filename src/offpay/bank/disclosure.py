@@ -71,20 +71,3 @@ def disclose(bank: Bank, data: bytes) -> bytes:
     refund = bytes(row.tx_id) == refund_id(payload_of(signed, OfflinePayment).tx_id)
     answer = Disclosure(bank.id, ident.id, req.nonce, req.pseudonym, refund, signed)
     return sign(answer, bank.credential).to_bytes()
-
-
-def disclosures(bank: Bank) -> list[dict[str, object]]:
-    """The log of the central bank's requests, oldest first (for the books and the auditor)."""
-    t = schema.disclosures
-    with bank.db.connect() as conn:
-        rows = conn.execute(select(t).order_by(t.c.asked_at)).all()
-    return [
-        {
-            "asked_by": r.asked_by,
-            "asked_at": r.asked_at,
-            "pseudonym": bytes(r.pseudonym).hex(),
-            "reason": r.reason,
-            "disclosed": bool(r.disclosed),
-        }
-        for r in rows
-    ]
