@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
@@ -188,14 +188,30 @@ def _recent_notary(central: CentralBank) -> list[dict[str, Any]]:
     ]
 
 
+def _payment_id(conn: Connection, named: bytes) -> bytes:
+    """The id of the payment ``named`` by its id or by the notary's pseudonym of it (what the
+    central bank's books show): the operator follows a notary record to the payment."""
+    d, c = schema.debits, schema.credits
+    for table in (d, c):
+        if conn.execute(select(table.c.tx_id).where(table.c.tx_id == named)).first():
+            return named
+    for table in (d, c):
+        row = conn.execute(select(table.c.tx_id).where(table.c.pseudonym == named)).first()
+        if row is not None:
+            return bytes(row.tx_id)
+    return named
+
+
 def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
-    """What this intermediary records of one payment: its debit (as the payer's bank), its
+    """What this intermediary records of one payment (by its id, or by the pseudonym the
+    notary knows it by): its debit (as the payer's bank), its
     credit (as the payee's), and the queues it went through, each with its time. The debit
     and the credit carry the signed payment as it was settled (base64), the evidence a
     dispute needs: both signatures and certificate chains, not only its digest."""
     d, c = schema.debits, schema.credits
     s, r, w = schema.shortfalls, schema.refunds, schema.awaited
     with bank.db.connect() as conn:
+        tx_id = _payment_id(conn, tx_id)
         debit = conn.execute(select(d).where(d.c.tx_id == tx_id)).first()
         credit = conn.execute(select(c).where(c.c.tx_id == tx_id)).first()
         shortfall = conn.execute(select(s).where(s.c.tx_id == tx_id)).first()
