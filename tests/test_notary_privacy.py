@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text, update
 
-from conftest import Checked
+from conftest import Checked, UrlFor
 from offpay.bank.engine import Intermediary
 from offpay.crypto.pseudonyms import NotaryName, commitment, pseudonym
 from offpay.sim.network import OfflineNetwork
@@ -188,10 +188,10 @@ def test_a_payment_notarised_before_the_upgrade_is_not_recorded_twice(
     net.check_conservation()
 
 
-def test_an_existing_central_database_upgrades_with_its_notary_rows(tmp_path: Path) -> None:
+def test_an_existing_central_database_upgrades_with_its_notary_rows(db_url: UrlFor) -> None:
     """central_0003 -> head: the old rows keep their id and evidence under the new names, and
     first answers kept before get the upgrade's time (pruned a window after it)."""
-    engine = connect(f"sqlite:///{tmp_path / 'central.db'}")
+    engine = connect(db_url("central"))
     migrate.upgrade(engine, "central", "central_0003")
     with engine.begin() as conn:
         conn.execute(
@@ -220,8 +220,8 @@ def test_an_existing_central_database_upgrades_with_its_notary_rows(tmp_path: Pa
     engine.dispose()
 
 
-def test_an_existing_intermediary_database_upgrades(tmp_path: Path) -> None:
-    engine = connect(f"sqlite:///{tmp_path / 'bank.db'}")
+def test_an_existing_intermediary_database_upgrades(db_url: UrlFor) -> None:
+    engine = connect(db_url("bank"))
     migrate.upgrade(engine, "intermediary", "intermediary_0005")
     migrate.upgrade(engine, "intermediary")
     with engine.connect() as conn:
