@@ -289,8 +289,8 @@ def network_prune_answers(
         float, typer.Option("--days", help="Keep the answers of the last DAYS days (1 to 3650).")
     ] = 7.0,
 ) -> None:
-    """Delete every party's first answers older than --days (each service also does this
-    hourly); message nonces are kept for good (docs/retention.md)."""
+    """Delete every party's first answers to messages older than --days (each service also
+    does this hourly); back-office answers and message nonces are kept (docs/retention.md)."""
     from offpay.service.retention import prune_network, retention_window
 
     with refusals():
