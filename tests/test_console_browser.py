@@ -133,14 +133,18 @@ def tx_of(text: str) -> str:
 # -- reading the books through the API ------------------------------------------------------
 
 
-def bank_books(config: NetworkConfig, bank: str) -> dict[str, Any]:
+def admin_get(config: NetworkConfig, party: str, path: str) -> dict[str, Any]:
     client = AdminClient(
-        config.urls[bank], config.admin_token(bank), client=client_of(config, bank)
+        config.urls[party], config.admin_token(party), client=client_of(config, party)
     )
     try:
-        return dict(client.get("/v1/admin/books"))
+        return dict(client.get(path))
     finally:
         client.close()
+
+
+def bank_books(config: NetworkConfig, bank: str) -> dict[str, Any]:
+    return admin_get(config, bank, "/v1/admin/books")
 
 
 def wallet(config: NetworkConfig, bank: str, customer: str, kind: str) -> int:
@@ -246,10 +250,11 @@ def test_a_person_to_person_payment_across_intermediaries_with_the_code(
     assert wallet(config, "bank-a", "bea", "shadow") == 6000
     conserved(config)
 
-    # The notary's newest records lead to the payment's trail.
+    # The notary's newest records, under their pseudonyms, lead to the payment's trail.
     tx = tx_of(paid)
+    pseudonym = admin_get(config, "bank-a", f"/v1/admin/payments/{tx}")["debit"]["pseudonym"]
     page.goto("/")
-    page.locator("#central-bank .notary a", has_text=tx[:12]).click()
+    page.locator("#central-bank .notary a", has_text=pseudonym[:12]).click()
     trail = page.locator("#trail-result")
     expect(trail.locator("tr.step-notary")).to_contain_text("bank-a → bank-b")
     expect(trail.locator("tr.step-debit")).to_contain_text("SEK 40.00")

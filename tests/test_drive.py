@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from offpay.cli import app
+from offpay.crypto.pseudonyms import commitment
 from offpay.device.card import pin_digest
 from offpay.service.datadir import load_network, lock_party
 from offpay.wire.envelope import Signed
@@ -262,13 +263,15 @@ def test_books_tables_and_payment_records(people: Path) -> None:
     assert after["bank-b"]["credit"]["amount"] == 10_00
     assert after["bank-b"]["credit"]["recorded_at"].endswith("+00:00")
     assert after["central-bank"]["notary"]["recorded_at"] is not None
-    # Both intermediaries kept the signed payment itself, the digest they and the notary hold.
+    # Both intermediaries kept the signed payment itself and its digest; the notary only a
+    # commitment to it, under the pseudonym both intermediaries book.
+    notary = after["central-bank"]
     for party, step_ in (("bank-a", "debit"), ("bank-b", "credit")):
         record = after[party][step_]
         kept = Signed.from_bytes(base64.b64decode(record["signed_payment"]))
-        assert (
-            kept.digest.hex() == record["evidence"] == after["central-bank"]["notary"]["evidence"]
-        )
+        assert kept.digest.hex() == record["evidence"]
+        assert record["pseudonym"] == notary["pseudonym"] != tx_id
+        assert notary["notary"]["commitment"] == commitment(kept.digest).hex()
     # Alice's card synchronised (her top-up): the books say when.
     customers = books(folder)["banks"]["bank-a"]["customers"]
     alices = [d for c in customers if "alice" in c["name"].lower() for d in c["devices"]]

@@ -190,16 +190,18 @@ def test_policy_publish_and_payment_records_over_http(network: NetworkConfig) ->
     paid = drive(network, "pay", "dave", "erin", "SEK 7")
     tx_id = re.search(r"payment ([0-9a-f]{32})", paid).group(1)  # type: ignore[union-attr]
     drive(network, "sync", "erin")
+    records = json.loads(drive(network, "payment", tx_id))
+    pseudonym = records["bank-a"]["debit"]["pseudonym"]
     with client_of(network, CENTRAL) as http:
         auth = {"Authorization": f"Bearer {network.admin_token('bank-a')}"}
         assert http.get(f"{url}/v1/admin/payments/{tx_id}").status_code == 401
         assert http.get(f"{url}/v1/admin/payments/zz", headers=auth).status_code == 400
-        central = http.get(
-            f"{network.urls[CENTRAL]}/v1/admin/payments/{tx_id}",
-            headers={"Authorization": f"Bearer {network.admin_token(CENTRAL)}"},
-        ).json()
+        central_auth = {"Authorization": f"Bearer {network.admin_token(CENTRAL)}"}
+        notary = f"{network.urls[CENTRAL]}/v1/admin/payments"
+        central = http.get(f"{notary}/{pseudonym}", headers=central_auth).json()
+        # The notary knows the payment by its pseudonym only, never by its id.
+        assert http.get(f"{notary}/{tx_id}", headers=central_auth).json()["notary"] is None
     assert central["notary"]["amount"] == 7_00
-    records = json.loads(drive(network, "payment", tx_id))
     assert records["central-bank"] == central
     assert records["central-bank"]["notary"]["payer_institution"] == "bank-a"
     assert records["central-bank"]["notary"]["payee_institution"] == "bank-b"

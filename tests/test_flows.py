@@ -187,7 +187,7 @@ def test_pay_at_a_terminal_then_sync(net: OfflineNetwork, checked: Checked, shop
     assert shop.module.state.offline_payments == 0
     assert shop.module.state.received == net.money(0)
     assert shop.pos.records == []
-    assert net.central.is_notarised(tx_id(payment))
+    assert net.is_notarised(tx_id(payment))
 
     checked.sync(alice)
     assert alice.card_balance == net.money(170 * SEK)
@@ -297,7 +297,7 @@ def test_person_to_person_then_both_sync(
     # Whoever uploads first settles the payment for both.
     assert alice.shadow == net.money(120 * SEK)
     assert bob.shadow == net.money(80 * SEK)
-    assert net.central.is_notarised(tx_id(payment))
+    assert net.is_notarised(tx_id(payment))
     assert net.central.notarised_count() == 1
     assert order[0].card_balance == order[0].shadow
 

@@ -254,9 +254,9 @@ class World:
                 short.add(tx)
         assert len(set(self.payments)) == len(self.payments)
         for tx in self.payments:
-            assert self.net.central.is_notarised(tx) != (tx in short)
+            assert self.net.is_notarised(tx) != (tx in short)
         # ... and a refund of each payment whose payee declined its request, once.
-        refunds = sum(self.net.central.is_notarised(refund_id(tx)) for tx in self.payments)
+        refunds = sum(self.net.is_notarised(refund_id(tx)) for tx in self.payments)
         assert self.net.central.notarised_count() == len(self.payments) - len(short) + refunds
 
 

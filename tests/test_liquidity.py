@@ -438,7 +438,7 @@ def test_a_receipt_paying_someone_else_is_refused():
     to_charlie = checked.p2p(bob, charlie, 20 * SEK)
     forged = forged_payment(net, to_charlie, bob, funding=(Signed.from_bytes(to_dave),))
     checked.step(net.banks["bank-a"].settle, Signed.from_bytes(forged))
-    assert not net.central.is_notarised(tx(to_dave))
+    assert not net.is_notarised(tx(to_dave))
     assert "foreign_receipt" in {k for k, _, _ in net.banks["bank-a"].anomalies()}
 
 

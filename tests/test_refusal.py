@@ -62,7 +62,7 @@ def test_a_payment_that_never_reached_the_terminal_goes_back_to_the_customer(
     checked.sync(alice)
     assert alice.card_balance == net.money(200 * SEK)  # not charged in the end
     tx_id = decode(alice.card.state.last_payment.payload, OfflinePayment).tx_id
-    assert net.central.is_notarised(tx_id) and net.central.is_notarised(refund_id(tx_id))
+    assert net.is_notarised(tx_id) and net.is_notarised(refund_id(tx_id))
     assert net.central.notarised_count() == 2
 
     checked.sync_everyone()  # and again: nothing moves twice

@@ -20,6 +20,7 @@ from offpay.bank.engine import Intermediary, engine_id
 from offpay.central.bank import NOTARY_ID
 from offpay.crypto.keys import Algorithm
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
+from offpay.crypto.pseudonyms import commitment
 from offpay.device.reader import CardClient
 from offpay.errors import OffpayError, Refused
 from offpay.money import Money
@@ -248,8 +249,8 @@ def notarise_request(
         sender=sender.id,
         receiver=NOTARY_ID,
         nonce=os.urandom(16),
-        tx_id=p.tx_id,
-        evidence=signed.digest,
+        pseudonym=sender.pseudonym(p.tx_id),
+        commitment=commitment(signed.digest),
         payer_institution=p.payer_institution,
         payee_institution=p.payee_institution,
         amount=p.amount,
@@ -811,7 +812,7 @@ def test_notarise_replayed_and_repeated(w: World) -> None:
     again = w.n.central.handle("notarise", notarise_request(w, payment))
     assert result_for(again, w.a.trust, w.a.id).status is SettlementStatus.ALREADY
     assert ledger(w) == recorded
-    conflicting = notarise_request(w, payment, evidence=bytes(32))
+    conflicting = notarise_request(w, payment, commitment=bytes(32))
     result = result_for(w.n.central.handle("notarise", conflicting), w.a.trust, w.a.id)
     assert (result.status, result.code) == (SettlementStatus.REFUSED, "central.conflict")
     assert ledger(w) == recorded

@@ -93,9 +93,9 @@ def test_the_notary_refuses_a_clones_payment_under_a_recorded_id(
         checked.step(other.pos.charge, clone.process, alice.pin, net.money(40 * SEK))
     )
     checked.sync(shop)  # the genuine payments are recorded; the other shop never syncs
-    conflict = item_of(copied)
-    assert conflict.tx_id == item_of(first).tx_id and conflict.evidence != first.digest
     a, b = net.banks["bank-a"], net.banks["bank-b"]
+    conflict, genuine = item_of(a, copied), item_of(a, first)
+    assert conflict.pseudonym == genuine.pseudonym and conflict.commitment != genuine.commitment
     before = checked.snapshot()
 
     if kind == "notarise":
@@ -103,8 +103,8 @@ def test_the_notary_refuses_a_clones_payment_under_a_recorded_id(
             a.id,
             NOTARY_ID,
             os.urandom(16),
-            conflict.tx_id,
-            conflict.evidence,
+            conflict.pseudonym,
+            conflict.commitment,
             conflict.payer_institution,
             conflict.payee_institution,
             conflict.amount,
@@ -114,7 +114,7 @@ def test_the_notary_refuses_a_clones_payment_under_a_recorded_id(
         answers = [(result.status, result.code)]
         expected = [(SettlementStatus.REFUSED, "central.conflict")]
     else:
-        items = (item_of(second), conflict)
+        items = (item_of(a, second), conflict)
         batch = NotariseBatch(a.id, NOTARY_ID, os.urandom(16), items)
         receipt = checked.step(net.central.handle, kind, sign(batch, a.credential).to_bytes())
         answers = [(i.status, i.detail) for i in answer(receipt, a.trust, a.id).items]
@@ -123,8 +123,10 @@ def test_the_notary_refuses_a_clones_payment_under_a_recorded_id(
     assert checked.snapshot() == before
     n = schema.notary
     with net.central.db.connect() as conn:
-        recorded = conn.execute(select(n.c.evidence).where(n.c.tx_id == conflict.tx_id)).one()
-    assert bytes(recorded.evidence) == first.digest
+        recorded = conn.execute(
+            select(n.c.commitment).where(n.c.pseudonym == conflict.pseudonym)
+        ).one()
+    assert bytes(recorded.commitment) == genuine.commitment
 
     # The refusal is no receipt: the clone's payee cannot be credited with it.
     credit = CreditBatch(a.id, b.id, os.urandom(16), (copied,), receipt)
@@ -208,7 +210,9 @@ def test_a_repaid_loan_is_not_repaid_again_while_another_is_outstanding() -> Non
     loans = schema.pool_loans
     with net.central.db.connect() as conn:
         rows = {bytes(r.loan_id): (r.drawn, r.repaid) for r in conn.execute(select(loans))}
-    assert rows == {repaid: (30 * SEK, 30 * SEK), owing: (50 * SEK, 0)}
+    # The central bank knows each loan by the pseudonym of the payment it funded (bank-b's).
+    named = net.banks["bank-b"].pseudonym
+    assert rows == {named(repaid): (30 * SEK, 30 * SEK), named(owing): (50 * SEK, 0)}
     pool = net.central.pool_status()
     assert pool.outstanding == net.money(50 * SEK)
 

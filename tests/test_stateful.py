@@ -49,6 +49,7 @@ from offpay.attacks.registry import play_in_process
 from offpay.bank.engine import Intermediary, engine_id
 from offpay.bank.refusal import refund_id
 from offpay.crypto.pki import TrustStore
+from offpay.crypto.pseudonyms import commitment
 from offpay.device.card import Card, CardState
 from offpay.device.reader import CardClient
 from offpay.errors import OffpayError
@@ -222,6 +223,16 @@ class Device:
     status: str
 
 
+@dataclass(frozen=True)
+class NotaryRecord:
+    """A notary row, read back under the id of the payment it records."""
+
+    evidence: bytes
+    amount: int
+    payer_institution: str
+    payee_institution: str
+
+
 @dataclass
 class Books:
     """What the notary and every intermediary recorded, read once per step."""
@@ -245,7 +256,7 @@ class Books:
     def read(cls, net: OfflineNetwork) -> Books:
         books = cls()
         with net.central.db.connect() as conn:
-            books.notary = {bytes(r.tx_id): r for r in conn.execute(select(schema.notary))}
+            recorded = conn.execute(select(schema.notary)).all()
         for name, bank in net.banks.items():
             with bank.db.connect() as conn:
                 for r in conn.execute(select(schema.debits)):
@@ -264,6 +275,21 @@ class Books:
                     books.balances[r.id] = r.balance
                 for r in conn.execute(select(schema.devices.c.id, schema.devices.c.status)):
                     books.devices[r.id] = Device(name, r.status)
+        # The notary knows a payment by the pseudonym its payer's intermediary gave it (and
+        # the debit names): read back under the payment's id, with the evidence the debit
+        # holds if the notary's commitment is to that evidence (its own bytes otherwise).
+        named = {bytes(r.pseudonym): tx for tx, r in books.debits.items() if r.pseudonym}
+        for r in recorded:
+            tx = named.get(bytes(r.pseudonym), bytes(r.pseudonym))
+            debit, evidence = books.debits.get(tx), bytes(r.commitment)
+            if debit is not None and evidence in (
+                commitment(bytes(debit.evidence)),
+                commitment(bytes(debit.evidence), refund=True),
+            ):
+                evidence = bytes(debit.evidence)
+            books.notary[tx] = NotaryRecord(
+                evidence, r.amount, r.payer_institution, r.payee_institution
+            )
         return books
 
 

@@ -73,7 +73,7 @@ def _institutions(engine: Engine) -> list[str]:
 
 
 SETTLEMENT_TABLES = [
-    ("central", schema.notary, {"evidence": b"e" * 32, "payer_institution": "bank-a",
+    ("central", schema.notary, {"commitment": b"e" * 32, "payer_institution": "bank-a",
                                 "payee_institution": "bank-b", "amount": 3000,
                                 "recorded_by": "bank-a"}),
     ("intermediary", schema.debits, {"device_id": "card-1", "amount": 3000,
@@ -90,16 +90,18 @@ SETTLEMENT_TABLES = [
 def test_a_second_settlement_of_a_payment_fails_in_the_database(
     db_url: UrlFor, kind: str, table: Table, row: dict[str, object]
 ) -> None:
-    """Exactly-once is the database's job: the notary, the payer bank's debit and the payee
-    bank's credit are keyed by the payment's id, so a second row for it is refused whatever
-    the code above the database does, and the first row stays as it was."""
+    """Exactly-once is the database's job: the notary (by the payment's pseudonym), the payer
+    bank's debit and the payee bank's credit (by its id) are keyed by the payment, so a second
+    row for it is refused whatever the code above the database does, and the first row stays
+    as it was."""
     engine = open_database(db_url(kind), METADATA[kind])
+    key = "pseudonym" if table is schema.notary else "tx_id"
     tx_id = bytes(range(16))
     try:
         with engine.begin() as conn:
-            conn.execute(insert(table), {"tx_id": tx_id, **row})
+            conn.execute(insert(table), {key: tx_id, **row})
         with pytest.raises(IntegrityError), engine.begin() as conn:
-            conn.execute(insert(table), {**row, "tx_id": tx_id, "amount": 1})
+            conn.execute(insert(table), {**row, key: tx_id, "amount": 1})
         with engine.connect() as conn:
             amounts = conn.execute(select(table.c.amount)).scalars().all()
         assert amounts == [3000]

@@ -48,6 +48,7 @@ import offpay.tokens.model
 import offpay.tokens.transfer
 import offpay.wire.envelope
 import offpay.wire.messages
+from offpay.central.disclosure import ask_disclosure
 from offpay.device import card as card_module
 from offpay.device.apdu import SW, Command, Ins, Response
 from offpay.device.card import Card
@@ -64,8 +65,14 @@ from offpay.tokens.element import TokenElement
 from offpay.tokens.model import Token
 from offpay.tokens.transfer import ReceiverSession, SenderSession
 from offpay.wire.codec import Message, decode, encode, registered
-from offpay.wire.envelope import DOMAIN, Signed
-from offpay.wire.messages import Liquidity, Operation, PaymentRequest, SessionStart
+from offpay.wire.envelope import DOMAIN, Signed, payload_of
+from offpay.wire.messages import (
+    Liquidity,
+    OfflinePayment,
+    Operation,
+    PaymentRequest,
+    SessionStart,
+)
 from offpay.wire.spec import cddl_text
 
 SRC = Path(offpay.wire.envelope.__file__).resolve().parents[1]  # src/offpay
@@ -537,7 +544,7 @@ def _balance_flows(traffic: Traffic, liquidity: Liquidity) -> None:
     charlie = net.add_user("Charlie", "bank-a")
     shop = net.add_merchant("Shop", "bank-b")
     alice.phone.top_up(alice.pin, net.money(200 * SEK))
-    _p2p(net, alice, bob, 80 * SEK)
+    to_bob = _p2p(net, alice, bob, 80 * SEK)
     _p2p(net, bob, charlie, 50 * SEK)  # Bob spends what he received: a shortfall to cover
     shop.pos.charge(alice.card.process, alice.pin, net.money(10 * SEK))
     shop.pos.charge(charlie.card.process, charlie.pin, net.money(5 * SEK))
@@ -556,6 +563,9 @@ def _balance_flows(traffic: Traffic, liquidity: Liquidity) -> None:
     for user in (charlie, bob, alice):
         user.phone.sync(user.pin)
     net.banks["bank-a"].block_device(charlie.card_id, "reported lost")
+    # A dispute: the central bank asks bank-a for the evidence of Alice's payment to Bob.
+    tx = payload_of(Signed.from_bytes(to_bob), OfflinePayment).tx_id
+    ask_disclosure(net.central, net.network.send, net.banks["bank-a"].pseudonym(tx), "dispute")
 
 
 class MergesAnything(TokenElement):

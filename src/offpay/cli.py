@@ -13,7 +13,7 @@ from rich.console import Console
 from offpay.bench.cli import bench
 from offpay.cli_attack import attack
 from offpay.cli_drive import register as register_drive
-from offpay.cli_network import BanksOption, bank_names, network_init
+from offpay.cli_network import BanksOption, bank_names, network_disclose, network_init
 from offpay.cli_support import (
     Interrupt,
     StoppableConsole,
@@ -211,6 +211,16 @@ def _network(data: Path) -> NetworkConfig:
         return load_network(data)
 
 
+AnswersKeptOption = Annotated[
+    float,
+    typer.Option(
+        "--answers-kept-days",
+        help="Days a first answer is kept for retries under its Idempotency-Key, then pruned "
+        "(1 to 3650; docs/retention.md).",
+    ),
+]
+
+
 def _serve(
     data: Path,
     name: str,
@@ -220,6 +230,7 @@ def _serve(
     logs: tuple[LogLevel, LogFormat],
     insecure_http: bool = False,
     liabilities_every: float = 0.0,
+    answers_kept_days: float = 7.0,
 ) -> None:
     from offpay.service.serve import serve
 
@@ -234,6 +245,7 @@ def _serve(
             log_format=logs[1],
             insecure_http=insecure_http,
             liabilities_every=liabilities_every,
+            answers_kept_days=answers_kept_days,
         )
 
 
@@ -245,9 +257,20 @@ def serve_central_bank(
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
     insecure_http: InsecureHttpOption = False,
+    answers_kept_days: AnswersKeptOption = 7.0,
 ) -> None:
     """The central bank: issuance, reserves, the notary, revocation, the liquidity pool."""
-    _serve(data, "central-bank", host, port, 0, (log_level, log_format), insecure_http)
+    logs = (log_level, log_format)
+    _serve(
+        data,
+        "central-bank",
+        host,
+        port,
+        0,
+        logs,
+        insecure_http,
+        answers_kept_days=answers_kept_days,
+    )
 
 
 @serve_app.command("intermediary")
@@ -267,6 +290,7 @@ def serve_intermediary(
     log_format: LogFormatOption = LogFormat.TEXT,
     insecure_http: InsecureHttpOption = False,
     liabilities_every: LiabilitiesEveryOption = 0.0,
+    answers_kept_days: AnswersKeptOption = 7.0,
 ) -> None:
     """An intermediary: its customers' wallets, its devices' syncs, payment requests."""
     _serve(
@@ -278,6 +302,7 @@ def serve_intermediary(
         (log_level, log_format),
         insecure_http,
         liabilities_every,
+        answers_kept_days,
     )
 
 
@@ -286,6 +311,24 @@ network_app.command("tls-renew")(network_tls_renew)  # offpay/cli_tls.py
 network_app.command("tls-certify-ca")(network_tls_certify_ca)
 network_app.command("watchdog-clear")(network_watchdog_clear)  # offpay/cli_watch.py
 network_app.command("publish-liabilities")(network_publish_liabilities)
+network_app.command("disclose")(network_disclose)  # offpay/cli_network.py
+
+
+@network_app.command("prune-answers")
+def network_prune_answers(
+    data: DataOption,
+    days: Annotated[
+        float, typer.Option("--days", help="Keep the answers of the last DAYS days (1 to 3650).")
+    ] = 7.0,
+) -> None:
+    """Delete every party's first answers to messages older than --days (each service also
+    does this hourly); back-office answers and message nonces are kept (docs/retention.md)."""
+    from offpay.service.retention import prune_network, retention_window
+
+    with refusals():
+        pruned = prune_network(_network(data), retention_window(days))
+    for name, count in pruned.items():
+        typer.echo(f"{name}: {count} answers pruned")
 
 
 @network_app.command("run")

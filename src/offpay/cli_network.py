@@ -93,3 +93,62 @@ def network_init(
         )
     for name, url in network.urls.items():
         typer.echo(f"{name}: {url}")
+
+
+def network_disclose(
+    data: Annotated[Path, typer.Option("--data", help="The network's data folder.")],
+    payment: Annotated[
+        str,
+        typer.Option(
+            "--payment",
+            help="The payment's pseudonym as the notary recorded it (32 hex digits; "
+            "`offpay books` shows the newest).",
+        ),
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why the evidence is needed (logged).")],
+) -> None:
+    """The central bank's operator asks the intermediary that notarised a payment for its
+    evidence, in a dispute: a request signed by the notary, sent with the central bank's TLS
+    certificate, logged by the intermediary; the answer is checked against the notary's
+    commitment and the devices' signatures (docs/notary-privacy.md)."""
+    import json
+
+    from offpay.central.disclosure import ask_disclosure
+    from offpay.errors import OffpayError
+    from offpay.service.client import HttpNetwork
+    from offpay.service.datadir import CENTRAL, load_network, open_central
+    from offpay.service.tls import network_client
+
+    with refusals():
+        try:
+            pseudonym = bytes.fromhex(payment.strip())
+        except ValueError:
+            pseudonym = b""
+        if len(pseudonym) != 16:
+            raise OffpayError("a payment's pseudonym is 32 hex digits", code="cli.bad_pseudonym")
+        network = load_network(data)
+        central = open_central(network)
+        banks = {name: url for name, url in network.urls.items() if name != CENTRAL}
+        transport = HttpNetwork(banks, client=network_client(network, CENTRAL))
+        try:
+            disclosed = ask_disclosure(central, transport.send, pseudonym, reason)
+        finally:
+            transport.close()
+            central.db.dispose()
+    p = disclosed.payment
+    typer.echo(
+        json.dumps(
+            {
+                "pseudonym": pseudonym.hex(),
+                "disclosed_by": disclosed.institution,
+                "refund": disclosed.refund,
+                "tx_id": p.tx_id.hex(),
+                "payer": p.sender,
+                "payee": p.receiver,
+                "amount": p.amount.minor,
+                "currency": p.amount.currency,
+                "evidence": disclosed.signed.digest.hex(),
+            },
+            indent=2,
+        )
+    )

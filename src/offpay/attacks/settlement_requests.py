@@ -11,8 +11,10 @@ from offpay.attacks.checked import expect
 from offpay.attacks.play import Play
 from offpay.attacks.report import FindingKind
 from offpay.attacks.tools import SEK, client, funded, payload, payment_to_shop
+from offpay.bank.engine import Intermediary
 from offpay.central.bank import NOTARY_ID
 from offpay.crypto.pki import Role, TrustStore
+from offpay.crypto.pseudonyms import NotaryName
 from offpay.device.tamper import clone_card
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
@@ -27,10 +29,14 @@ from offpay.wire.messages import (
 )
 
 
-def item_of(signed: Signed) -> NotariseItem:
-    """The notarise item an intermediary would ask the notary to record for ``signed``."""
+def item_of(bank: Intermediary, signed: Signed) -> NotariseItem:
+    """The notarise item the payer's intermediary ``bank`` would ask the notary to record for
+    ``signed``: under its pseudonym and the commitment to its evidence."""
     p = payload(signed.to_bytes(), OfflinePayment)
-    return NotariseItem(p.tx_id, signed.digest, p.payer_institution, p.payee_institution, p.amount)
+    name = NotaryName.of(bank.pseudonym_key, p.tx_id, signed.digest)
+    return NotariseItem(
+        name.pseudonym, name.commitment, p.payer_institution, p.payee_institution, p.amount
+    )
 
 
 def batch_answer(data: bytes, trust: TrustStore, receiver: str) -> BatchResult:
@@ -83,7 +89,7 @@ def forged_batch_request(play: Play) -> None:
                  a.handle, "debit-batch", good.to_bytes()[:-3])  # fmt: skip
 
     play.tried("forged notarise batches for them reach the notary")
-    items = tuple(item_of(p) for p in payments)
+    items = tuple(item_of(a, p) for p in payments)
     by_payee = sign(NotariseBatch(b.id, NOTARY_ID, nonce, items), b.credential).to_bytes()
     play.refused("central.not_payer", "central-bank", "a notarise batch from the payee's bank",
                  net.central.handle, "notarise-batch", by_payee)  # fmt: skip
@@ -149,12 +155,12 @@ def notary_refuses_a_clones_payment(play: Play) -> None:
         checked.step(other.pos.charge, clone.process, dave.pin, net.money(40 * SEK))
     )
     checked.sync(shop)  # the genuine payments are recorded; the other shop never syncs
-    conflict = item_of(copied)
-    expect(conflict.tx_id == item_of(first).tx_id and conflict.evidence != first.digest,
-           "the clone's payment does not reuse the first one's id")  # fmt: skip
+    conflict, genuine = item_of(a, copied), item_of(a, first)
+    expect(conflict.pseudonym == genuine.pseudonym and conflict.commitment != genuine.commitment,
+           "the clone's payment does not reuse the first one's pseudonym")  # fmt: skip
     play.tried("bank-a asks the notary to record the clone's payment in a batch")
     before = checked.snapshot()
-    batch = NotariseBatch(a.id, NOTARY_ID, os.urandom(16), (item_of(second), conflict))
+    batch = NotariseBatch(a.id, NOTARY_ID, os.urandom(16), (item_of(a, second), conflict))
     data = checked.step(net.central.handle, "notarise-batch", sign(batch, a.credential).to_bytes())
     answers = [(i.status, i.detail) for i in batch_answer(data, a.trust, a.id).items]
     expect(

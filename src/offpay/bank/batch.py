@@ -29,6 +29,7 @@ from offpay.bank.plan import Debited, Entry, PayerState, plan_credits, plan_debi
 from offpay.bank.refusal import request_id_of
 from offpay.central.bank import NOTARY_ID
 from offpay.crypto.pki import Role
+from offpay.crypto.pseudonyms import NotaryName, commitment
 from offpay.errors import OffpayError, Refused, ReplayError
 from offpay.store import schema
 from offpay.store.bulk import insert_rows
@@ -69,7 +70,8 @@ _GIVE = (
 )
 # Rows written with the driver's executemany (offpay.store.bulk), one tuple per payment.
 JOURNAL_COLUMNS = ("account_id", "delta", "reference")
-ROW_COLUMNS = ("tx_id", "device_id", "amount", "evidence", "payment")  # debits and credits
+# debits and credits; ``pseudonym``: what the notary knows the payment by
+ROW_COLUMNS = ("tx_id", "device_id", "amount", "evidence", "payment", "pseudonym")
 
 
 Settled = tuple[SettlementStatus, str, bytes]  # status, detail, the notary's receipt or b""
@@ -77,7 +79,8 @@ Settled = tuple[SettlementStatus, str, bytes]  # status, detail, the notary's re
 
 def read_receipt(receipt: bytes, trust: Any) -> tuple[str, dict[bytes, BatchItem]]:
     """The intermediary a notary's receipt was given to and the payments it recorded (now or
-    before), by id: a single receipt (:class:`SettlementResult`) or a batch one."""
+    before), by commitment (the item's ``evidence``; the evidence digest itself in a receipt
+    made before pseudonyms): a single receipt (:class:`SettlementResult`) or a batch one."""
     signed = Signed.from_bytes(receipt)
     # Canonical CBOR puts the shortest key, the type tag "t", first: the tag says which kind
     # of receipt to open (a wrong guess fails to decode, it never passes).
@@ -89,7 +92,7 @@ def read_receipt(receipt: bytes, trust: Any) -> tuple[str, dict[bytes, BatchItem
         single, _ = open_signed(signed, SettlementResult, trust, Role.NOTARY, receiver=None)
         result = single  # type: ignore[assignment]
         items = [BatchItem(single.tx_id, single.evidence, single.amount, single.status, "", -1)]
-    return result.receiver, {i.tx_id: i for i in items if i.status in SETTLED}
+    return result.receiver, {i.evidence: i for i in items if i.status in SETTLED}
 
 
 class BatchDesk:
@@ -97,24 +100,32 @@ class BatchDesk:
         self.bank = bank
         self._receipts: dict[bytes, tuple[str, dict[bytes, BatchItem]]] = {}
 
-    def covered(self, receipt: bytes, payments: Sequence[Entry]) -> bool:
-        """The notary signed, for the payer's intermediary, that it recorded each of these
-        payments exactly (id, evidence, amount). A batch receipt is read once."""
+    def recorded_as(self, receipt: bytes, payments: Sequence[Entry]) -> list[bytes | None] | None:
+        """The pseudonym the notary recorded each of these payments under, if it signed, for
+        the payer's intermediary, that it recorded each exactly (commitment to its evidence,
+        amount); None if it did not. A receipt made before pseudonyms names a payment by its
+        id and evidence digest (pseudonym None). A batch receipt is read once."""
         read = self._receipts.get(receipt)
         if read is None:
             read = read_receipt(receipt, self.bank.trust)
             forget_oldest(self._receipts, RECEIPTS_KEPT)
             self._receipts[receipt] = read
         receiver, items = read
+        names: list[bytes | None] = []
         for e in payments:
-            item = items.get(e.payment.tx_id)
+            item = items.get(commitment(e.signed.digest))
+            legacy = item is None
+            if legacy:
+                item = items.get(e.signed.digest)
             if (
                 receiver != engine_id(e.payment.payer_institution)
                 or item is None
-                or (item.evidence, item.amount) != (e.signed.digest, e.payment.amount)
+                or item.amount != e.payment.amount
+                or (legacy and item.tx_id != e.payment.tx_id)
             ):
-                return False
-        return True
+                return None
+            names.append(None if legacy else item.tx_id)
+        return names
 
     # -- an upload from one of our devices ------------------------------------------------------
 
@@ -253,6 +264,7 @@ class BatchDesk:
                             e.payment.amount.minor,
                             e.signed.digest,
                             e.signed.to_bytes(),
+                            bank.pseudonym(e.payment.tx_id),
                         )
                         for e in entries
                     ],
@@ -266,15 +278,18 @@ class BatchDesk:
         """One request to the notary for the batch; returns its receipt, the entries it
         recorded (now or before) and those it refused."""
         bank = self.bank
+        names = [
+            NotaryName.of(bank.pseudonym_key, e.payment.tx_id, e.signed.digest) for e in entries
+        ]
         items = tuple(
             NotariseItem(
-                e.payment.tx_id,
-                e.signed.digest,
+                name.pseudonym,
+                name.commitment,
                 e.payment.payer_institution,
                 e.payment.payee_institution,
                 e.payment.amount,
             )
-            for e in entries
+            for e, name in zip(entries, names, strict=True)
         )
         request = NotariseBatch(bank.id, NOTARY_ID, bank.nonce(), items)
         receipt = bank.network.send(
@@ -335,10 +350,12 @@ class BatchDesk:
         each payee's wallet once. A payment whose payee is unknown here, or a batch that a
         racing credit broke, goes through :meth:`Intermediary.credit` one by one."""
         bank = self.bank
-        if not self.covered(receipt, entries):
+        names = self.recorded_as(receipt, entries)
+        if names is None:
             raise Refused(
                 "the notary receipt does not cover these payments", code="bank.no_receipt"
             )
+        recorded = {e.index: name for e, name in zip(entries, names, strict=True)}
         c, dev = schema.credits, schema.devices
         ids = [e.payment.tx_id for e in entries]
         request_ids = {e.index: request_id_of(e.payment) for e in entries}
@@ -365,7 +382,7 @@ class BatchDesk:
         plan = plan_credits(entries, known, set(payees), declined, request_ids)
         statuses = {e.index: SettlementStatus.ALREADY for e in plan.settled}
         new, slow = plan.credit, plan.one_by_one
-        if new and not self._credit_rows(new, payees):
+        if new and not self._credit_rows(new, payees, recorded):
             slow, new = slow + new, []
         for e in new:
             statuses[e.index] = SettlementStatus.DONE
@@ -375,7 +392,9 @@ class BatchDesk:
         self._after_credit(new, payees)
         return statuses
 
-    def _credit_rows(self, entries: list[Entry], payees: dict[str, Any]) -> bool:
+    def _credit_rows(
+        self, entries: list[Entry], payees: dict[str, Any], recorded: dict[int, bytes | None]
+    ) -> bool:
         bank = self.bank
         totals: dict[str, int] = defaultdict(int)
         for e in entries:
@@ -393,6 +412,7 @@ class BatchDesk:
                             e.payment.amount.minor,
                             e.signed.digest,
                             e.signed.to_bytes(),
+                            recorded[e.index],
                             request_id_of(e.payment),
                         )
                         for e in entries
@@ -549,7 +569,8 @@ def open_batch(
     institution: str | None = None,
 ) -> BatchResult:
     """The answer to a batch ``request``: signed by the party asked, addressed to the asker,
-    echoing the nonce, and naming the request's payments in its order, each exactly."""
+    echoing the nonce, and naming the request's payments in its order, each exactly (to the
+    notary: by the pseudonym and commitment the request named)."""
     result, _ = open_signed(
         Signed.from_bytes(data),
         BatchResult,
@@ -560,9 +581,12 @@ def open_batch(
     )
     if result.nonce != request.nonce:
         raise ReplayError("the answer is not for this request")
+    if isinstance(request, NotariseBatch):
+        named = [(i.pseudonym, i.commitment, i.amount) for i in request.items]
+    else:
+        named = [(e.payment.tx_id, e.signed.digest, e.payment.amount) for e in entries]
     if len(result.items) != len(entries) or any(
-        (i.tx_id, i.evidence, i.amount) != (e.payment.tx_id, e.signed.digest, e.payment.amount)
-        for i, e in zip(result.items, entries, strict=True)
+        (i.tx_id, i.evidence, i.amount) != n for i, n in zip(result.items, named, strict=True)
     ):
         raise ReplayError("the answer is about other payments")
     return result

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
@@ -20,6 +21,11 @@ def _time(t: dt.datetime | None) -> str | None:
     if t is None:
         return None
     return (t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def _hex(data: bytes | None) -> str | None:
+    """A pseudonym as JSON carries it; None for rows written before pseudonyms."""
+    return None if data is None else bytes(data).hex()
 
 
 def _base64(data: bytes | None) -> str | None:
@@ -101,7 +107,26 @@ def bank_books(bank: Intermediary) -> dict[str, Any]:
             for r in refunds
         ],
         "policy": None if policy is None else policy_record(policy[1]),
+        "disclosures": _disclosures(bank),
     }
+
+
+def _disclosures(bank: Intermediary) -> list[dict[str, Any]]:
+    """The central bank's requests for a payment's evidence, oldest first: who asked, when,
+    why, about which pseudonym, and whether the evidence was handed over."""
+    t = schema.disclosures
+    with bank.db.connect() as conn:
+        rows = conn.execute(select(t).order_by(t.c.asked_at)).all()
+    return [
+        {
+            "asked_by": r.asked_by,
+            "asked_at": _time(r.asked_at),
+            "pseudonym": bytes(r.pseudonym).hex(),
+            "reason": r.reason,
+            "disclosed": bool(r.disclosed),
+        }
+        for r in rows
+    ]
 
 
 def policy_record(policy: Any) -> dict[str, Any]:
@@ -153,7 +178,7 @@ def _recent_notary(central: CentralBank) -> list[dict[str, Any]]:
         rows = conn.execute(query).all()
     return [
         {
-            "tx_id": bytes(row.tx_id).hex(),
+            "pseudonym": bytes(row.pseudonym).hex(),
             "payer_institution": row.payer_institution,
             "payee_institution": row.payee_institution,
             "amount": row.amount,
@@ -163,14 +188,30 @@ def _recent_notary(central: CentralBank) -> list[dict[str, Any]]:
     ]
 
 
+def _payment_id(conn: Connection, named: bytes) -> bytes:
+    """The id of the payment ``named`` by its id or by the notary's pseudonym of it (what the
+    central bank's books show): the operator follows a notary record to the payment."""
+    d, c = schema.debits, schema.credits
+    for table in (d, c):
+        if conn.execute(select(table.c.tx_id).where(table.c.tx_id == named)).first():
+            return named
+    for table in (d, c):
+        row = conn.execute(select(table.c.tx_id).where(table.c.pseudonym == named)).first()
+        if row is not None:
+            return bytes(row.tx_id)
+    return named
+
+
 def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
-    """What this intermediary records of one payment: its debit (as the payer's bank), its
+    """What this intermediary records of one payment (by its id, or by the pseudonym the
+    notary knows it by): its debit (as the payer's bank), its
     credit (as the payee's), and the queues it went through, each with its time. The debit
     and the credit carry the signed payment as it was settled (base64), the evidence a
     dispute needs: both signatures and certificate chains, not only its digest."""
     d, c = schema.debits, schema.credits
     s, r, w = schema.shortfalls, schema.refunds, schema.awaited
     with bank.db.connect() as conn:
+        tx_id = _payment_id(conn, tx_id)
         debit = conn.execute(select(d).where(d.c.tx_id == tx_id)).first()
         credit = conn.execute(select(c).where(c.c.tx_id == tx_id)).first()
         shortfall = conn.execute(select(s).where(s.c.tx_id == tx_id)).first()
@@ -185,6 +226,7 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
             "device": debit.device_id,
             "amount": debit.amount,
             "evidence": bytes(debit.evidence).hex(),
+            "pseudonym": _hex(debit.pseudonym),
             "signed_payment": _base64(debit.payment),
             "notarised": bool(debit.notarised),
             "credited": bool(debit.credited),
@@ -196,6 +238,7 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
             "device": credit.device_id,
             "amount": credit.amount,
             "evidence": bytes(credit.evidence).hex(),
+            "pseudonym": _hex(credit.pseudonym),
             "signed_payment": _base64(credit.payment),
             "recorded_at": _time(credit.recorded_at),
         },
@@ -229,21 +272,35 @@ def bank_payment(bank: Intermediary, tx_id: bytes) -> dict[str, Any]:
     }
 
 
-def notary_record(central: CentralBank, tx_id: bytes) -> dict[str, Any]:
-    """The notary's record of one payment (None if it never notarised it)."""
+def notary_record(central: CentralBank, pseudonym: bytes) -> dict[str, Any]:
+    """The notary's record of one payment, by the pseudonym it knows it by (None if it never
+    notarised it): the notary knows no payment id. The intermediaries' books
+    (:func:`bank_payment`) say which pseudonym a payment of theirs has."""
     n = schema.notary
     with central.db.connect() as conn:
-        row = conn.execute(select(n).where(n.c.tx_id == tx_id)).first()
+        row = conn.execute(select(n).where(n.c.pseudonym == pseudonym)).first()
     return {
-        "tx_id": tx_id.hex(),
+        "pseudonym": pseudonym.hex(),
         "notary": None
         if row is None
         else {
             "payer_institution": row.payer_institution,
             "payee_institution": row.payee_institution,
             "amount": row.amount,
-            "evidence": bytes(row.evidence).hex(),
+            "commitment": bytes(row.commitment).hex(),
             "recorded_by": row.recorded_by,
             "recorded_at": _time(row.recorded_at),
         },
     }
+
+
+def recorded_as(tx_id: bytes, payments: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """The pseudonym the notary knows payment ``tx_id`` by, from what the intermediaries'
+    books say of it (:func:`bank_payment`, per intermediary): its debit's, else its credit's.
+    A payment settled before pseudonyms, or not yet, is looked up by its id."""
+    for side in ("debit", "credit"):
+        for record in payments.values():
+            row = record.get(side)
+            if row is not None and row.get("pseudonym"):
+                return bytes.fromhex(row["pseudonym"])
+    return tx_id

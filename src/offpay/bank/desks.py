@@ -18,6 +18,7 @@ from offpay.bank.records import DeviceRequest, Outcome
 from offpay.central.bank import Clock
 from offpay.crypto.keys import Algorithm
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
+from offpay.crypto.pseudonyms import NotaryName
 from offpay.money import Money
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.codec import M
@@ -46,6 +47,7 @@ class Bank(Protocol):
     credential: Credential
     db: Engine
     ledger: Ledger
+    pseudonym_key: bytes  # offpay.crypto.pseudonyms
 
     def nonce(self) -> bytes: ...
 
@@ -79,8 +81,12 @@ class Bank(Protocol):
         self, signed: Signed[OfflinePayment], payment: OfflinePayment, *, borrowed: bool = False
     ) -> tuple[SettlementStatus, str, bytes]: ...
 
+    def pseudonym(self, tx_id: bytes) -> bytes: ...
+
+    def notary_name(self, tx_id: bytes, evidence: bytes, *, refund: bool = False) -> NotaryName: ...
+
     def ask_notary(
-        self, tx_id: bytes, evidence: bytes, payer: str, payee: str, amount: Money
+        self, name: NotaryName, payer: str, payee: str, amount: Money
     ) -> tuple[bytes, SettlementResult]: ...
 
     def credit(

@@ -26,17 +26,20 @@ from sqlalchemy.exc import IntegrityError
 
 from offpay.bank.batch import BatchDesk, forget_oldest
 from offpay.bank.containment import Containment, Loss
+from offpay.bank.disclosure import disclose
 from offpay.bank.evidence import verify_payment
 from offpay.bank.ledger import Ledger
 from offpay.bank.liquidity import LiquidityDesk, Pending
 from offpay.bank.names import engine_id
 from offpay.bank.plan import Entry
+from offpay.bank.pseudonym_key import load_pseudonym_key
 from offpay.bank.records import DeviceRequest, LedgerTotals, Outcome, SyncReport
 from offpay.bank.refusal import Refusals, request_id_of
 from offpay.bank.verifier import Verifier
 from offpay.central.bank import NOTARY_ID, CentralBank, Clock, open_result, utc_now
 from offpay.crypto.keys import Algorithm, PublicKey, Signer, algorithm_of
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
+from offpay.crypto.pseudonyms import NotaryName, pseudonym
 from offpay.device.card import key_fingerprint, pin_digest
 from offpay.device.reader import CardClient
 from offpay.device.terminal import TerminalModule
@@ -146,6 +149,7 @@ class Intermediary:
         self.trust = TrustStore(root_der)
         self.credential: Credential = ca.credential_for(self.id, Role.ENGINE, clock(), algorithm)
         self.db: Engine = open_database(url, schema.bank)
+        self.pseudonym_key = load_pseudonym_key(self.db, random)
         self.ledger = Ledger(self.db, name, currency)
         self._ensure_policy(liquidity, limits or {})
         self.liquidity = LiquidityDesk(self)
@@ -408,6 +412,7 @@ class Intermediary:
             "credit-batch": self.batch.credit_request,
             # issue 18: a card's sync answered with the customer's inclusion proof
             "liabilities-proof": lambda data: liabilities_proof(self, data),
+            "disclosure-request": lambda data: disclose(self, data),
         }
         if self.tokens is not None:
             handlers.update(self.tokens.handlers())
@@ -1084,6 +1089,7 @@ class Intermediary:
                                 payment=signed.to_bytes(),
                                 notarised=False,
                                 credited=False,
+                                pseudonym=self.pseudonym(payment.tx_id),
                             )
                         )
                         status = SettlementStatus.DONE
@@ -1159,17 +1165,32 @@ class Intermediary:
             if self.settle(signed).status is SettlementStatus.SHORT:
                 return  # later payments of this payer wait behind the earlier one
 
+    def pseudonym(self, tx_id: bytes) -> bytes:
+        """What the notary knows our payment, refund or loan ``tx_id`` by."""
+        return pseudonym(self.pseudonym_key, tx_id)
+
+    def notary_name(self, tx_id: bytes, evidence: bytes, *, refund: bool = False) -> NotaryName:
+        """What the notary records the payment (or refund) we debited as ``tx_id`` under: its
+        pseudonym, or its id for a debit made before pseudonyms (the notary knows it so)."""
+        d = schema.debits
+        with self.db.connect() as conn:
+            row = conn.execute(select(d.c.pseudonym).where(d.c.tx_id == tx_id)).first()
+        if row is not None and row.pseudonym is None:
+            return NotaryName.legacy(tx_id, evidence)
+        return NotaryName.of(self.pseudonym_key, tx_id, evidence, refund=refund)
+
     def ask_notary(
-        self, tx_id: bytes, evidence: bytes, payer: str, payee: str, amount: Money
+        self, name: NotaryName, payer: str, payee: str, amount: Money
     ) -> tuple[bytes, SettlementResult]:
         """Record a move from institution ``payer`` to ``payee`` with the notary (a payment,
-        or a refund going the other way); returns its signed receipt and what it says."""
+        or a refund going the other way) under ``name``; returns its signed receipt and what
+        it says (:func:`open_result` checks that it names ``name``)."""
         request = NotariseRequest(
             sender=self.id,
             receiver=NOTARY_ID,
             nonce=self.nonce(),
-            tx_id=tx_id,
-            evidence=evidence,
+            pseudonym=name.pseudonym,
+            commitment=name.commitment,
             payer_institution=payer,
             payee_institution=payee,
             amount=amount,
@@ -1181,13 +1202,12 @@ class Intermediary:
 
     def _notarise(self, payment: OfflinePayment, signed: Signed[OfflinePayment]) -> bytes:
         receipt, result = self.ask_notary(
-            payment.tx_id,
-            signed.digest,
+            self.notary_name(payment.tx_id, signed.digest),
             payment.payer_institution,
             payment.payee_institution,
             payment.amount,
         )
-        if result.evidence != signed.digest or result.amount != payment.amount:
+        if result.amount != payment.amount:
             raise ReplayError("the notary's answer is about another payment")
         if result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY):
             raise Refused(
@@ -1204,17 +1224,19 @@ class Intermediary:
 
     def _check_receipt(
         self, receipt: bytes, signed: Signed[OfflinePayment], payment: OfflinePayment
-    ) -> None:
+    ) -> bytes | None:
         """A credit needs the notary's signed word that the payer's intermediary recorded
-        this very payment."""
-        if not self.batch.covered(receipt, [Entry(0, signed, payment)]):
+        this very payment; returns the pseudonym it was recorded under (None: before them)."""
+        names = self.batch.recorded_as(receipt, [Entry(0, signed, payment)])
+        if names is None:
             raise Refused("the notary receipt does not cover this payment", code="bank.no_receipt")
+        return names[0]
 
     def credit(
         self, signed: Signed[OfflinePayment], payment: OfflinePayment, receipt: bytes
     ) -> SettlementStatus:
         """Step 3 at the payee's intermediary, keyed by the payment id."""
-        self._check_receipt(receipt, signed, payment)
+        recorded_as = self._check_receipt(receipt, signed, payment)
         c = schema.credits
         device = self.device(payment.receiver)
         try:
@@ -1230,6 +1252,7 @@ class Intermediary:
                             evidence=signed.digest,
                             payment=signed.to_bytes(),
                             request_id=request_id_of(payment),
+                            pseudonym=recorded_as,
                         )
                     )
                     self.ledger.move(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
 
@@ -66,7 +66,15 @@ def _aware(t: dt.datetime) -> dt.datetime:
 
 
 def _nonce(*parts: bytes) -> bytes:
+    """A pool request's nonce, derived from the loan's name at the central bank (never from
+    the payment id, which the central bank could recompute from device ids and counters)."""
     return hashlib.sha256(b"\x00".join((b"offpay-pool", *parts))).digest()[:16]
+
+
+def central_loan_id(loan: Any) -> bytes:
+    """What the central bank knows a loan (a row of ``pool_loans``) by: the pseudonym of the
+    payment it funded, or its id for a loan drawn before pseudonyms."""
+    return bytes(loan.pseudonym) if loan.pseudonym is not None else bytes(loan.loan_id)
 
 
 class LiquidityDesk:
@@ -121,6 +129,7 @@ class LiquidityDesk:
             row = conn.execute(select(loans).where(loans.c.loan_id == payment.tx_id)).first()
             if row is not None and row.state == "drawn":
                 return True
+            central_id = bank.pseudonym(payment.tx_id) if row is None else central_loan_id(row)
             if row is None or row.state == "refused":
                 owed = conn.execute(
                     select(func.coalesce(func.sum(loans.c.outstanding), 0)).where(
@@ -134,7 +143,10 @@ class LiquidityDesk:
                 if row is None:
                     conn.execute(
                         insert(loans).values(
-                            loan_id=payment.tx_id, device_id=payment.sender, **values
+                            loan_id=payment.tx_id,
+                            device_id=payment.sender,
+                            pseudonym=central_id,
+                            **values,
                         )
                     )
                 else:
@@ -143,9 +155,15 @@ class LiquidityDesk:
                     )
             else:  # a draw whose answer was lost: ask again with the same nonce
                 attempt, gap = row.attempt, row.amount
-            nonce = _nonce(b"draw", payment.tx_id, str(attempt).encode())
+            nonce = _nonce(b"draw", central_id, str(attempt).encode())
             open_move(conn, nonce, "draw", gap)
         return self._send_draw(payment.tx_id, payment.sender, account, gap, nonce)
+
+    def _central_id(self, loan_id: bytes) -> bytes:
+        loans = schema.pool_loans_held
+        with self.bank.db.connect() as conn:
+            row = conn.execute(select(loans).where(loans.c.loan_id == loan_id)).one()
+        return central_loan_id(row)
 
     def _send_draw(
         self, loan_id: bytes, device_id: str, account: str, gap: int, nonce: bytes
@@ -153,7 +171,9 @@ class LiquidityDesk:
         """Ask the central bank for the loan (again, with the same nonce, after a lost answer)
         and take its answer in: the money into ``account``, or the loan refused."""
         bank, loans = self.bank, schema.pool_loans_held
-        request = PoolRequest(bank.id, NOTARY_ID, nonce, "draw", loan_id, Money(gap, bank.currency))
+        request = PoolRequest(
+            bank.id, NOTARY_ID, nonce, "draw", self._central_id(loan_id), Money(gap, bank.currency)
+        )
         try:
             result = self._ask("pool-draw", request)
         except OffpayError:
@@ -203,7 +223,7 @@ class LiquidityDesk:
             amount = min(loan.outstanding, budget)
             if amount <= 0:
                 return
-            nonce = _nonce(b"repay", loan.loan_id, str(loan.outstanding).encode())
+            nonce = _nonce(b"repay", central_loan_id(loan), str(loan.outstanding).encode())
             try:
                 with bank.db.begin() as conn:
                     bank.ledger.move(conn, account, None, amount, "pool-repay", loan.loan_id)
@@ -231,7 +251,12 @@ class LiquidityDesk:
     def _send_repay(self, nonce: bytes, loan_id: bytes, amount: int) -> None:
         bank = self.bank
         request = PoolRequest(
-            bank.id, NOTARY_ID, nonce, "repay", loan_id, Money(amount, bank.currency)
+            bank.id,
+            NOTARY_ID,
+            nonce,
+            "repay",
+            self._central_id(loan_id),
+            Money(amount, bank.currency),
         )
         try:
             self._ask("pool-repay", request)
@@ -258,7 +283,7 @@ class LiquidityDesk:
             self._send_repay(bytes(row.nonce), bytes(row.loan_id), row.amount)
         for loan in drawing:
             loan_id, device = bytes(loan.loan_id), bank.device(loan.device_id)
-            nonce = _nonce(b"draw", loan_id, str(loan.attempt).encode())
+            nonce = _nonce(b"draw", central_loan_id(loan), str(loan.attempt).encode())
             if not self._send_draw(loan_id, device.id, device.account_id, loan.amount, nonce):
                 continue
             with bank.db.connect() as conn:

@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from offpay.bank.names import engine_id
 from offpay.central.bank import open_result
 from offpay.crypto.pki import Role
+from offpay.crypto.pseudonyms import commitment
 from offpay.errors import InsufficientFunds, OffpayError, Refused, ReplayError
 from offpay.money import Money
 from offpay.store import schema
@@ -176,6 +177,7 @@ class Refusals:
                             payment=signed.to_bytes(),
                             notarised=False,
                             credited=False,
+                            pseudonym=bank.pseudonym(rid),
                         )
                     )
                     conn.execute(
@@ -196,8 +198,7 @@ class Refusals:
         rid = refund_id(payment.tx_id)
         try:
             receipt, result = bank.ask_notary(
-                rid,
-                signed.digest,
+                bank.notary_name(rid, signed.digest, refund=True),
                 payment.payee_institution,  # the other way
                 payment.payer_institution,
                 payment.amount,
@@ -315,10 +316,13 @@ class Refusals:
         result, _ = open_signed(
             Signed.from_bytes(receipt), SettlementResult, bank.trust, Role.NOTARY, receiver=None
         )
+        # Recorded under the payee's intermediary's pseudonym for the refund, committing to
+        # the payment's evidence; before pseudonyms, under the refund id and the digest.
+        legacy = result.tx_id == rid
         if (
             result.receiver != engine_id(payment.payee_institution)
-            or result.tx_id != rid
-            or result.evidence != signed.digest
+            or result.evidence
+            != (signed.digest if legacy else commitment(signed.digest, refund=True))
             or result.amount != payment.amount
             or result.status not in (SettlementStatus.DONE, SettlementStatus.ALREADY)
         ):
@@ -336,6 +340,7 @@ class Refusals:
                         evidence=signed.digest,
                         payment=signed.to_bytes(),
                         request_id=None,
+                        pseudonym=None if legacy else result.tx_id,
                     )
                 )
                 bank.ledger.move(

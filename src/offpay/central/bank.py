@@ -46,8 +46,8 @@ from offpay.wire.messages import (
 
 NOTARY_ID = "central-bank/notary"
 NOTARY_COLUMNS = (
-    "tx_id",
-    "evidence",
+    "pseudonym",
+    "commitment",
     "payer_institution",
     "payee_institution",
     "amount",
@@ -308,18 +308,18 @@ class CentralBank:
             for name, (i, o) in flows.items()
         }
 
-    def is_notarised(self, tx_id: bytes) -> bool:
+    def is_notarised(self, pseudonym: bytes) -> bool:
+        """Whether a payment is recorded under ``pseudonym`` (the notary knows no payment id)."""
+        n = schema.notary
         with self.db.connect() as conn:
             return (
-                conn.execute(
-                    select(schema.notary.c.tx_id).where(schema.notary.c.tx_id == tx_id)
-                ).first()
+                conn.execute(select(n.c.pseudonym).where(n.c.pseudonym == pseudonym)).first()
                 is not None
             )
 
     def notarised_count(self) -> int:
         with self.db.connect() as conn:
-            return len(conn.execute(select(schema.notary.c.tx_id)).all())
+            return int(conn.execute(select(func.count()).select_from(schema.notary)).scalar_one())
 
     # -- requests from intermediaries (signed, addressed, at most once) -----------------------
 
@@ -451,9 +451,9 @@ class CentralBank:
         code: str,
     ) -> bytes:
         """A signed answer that names exactly what it answers: a payee's intermediary credits
-        only on a receipt whose id, evidence and amount match the payment in hand."""
+        only on a receipt whose commitment and amount match the payment in hand."""
         if isinstance(req, NotariseRequest):
-            tx_id, evidence = req.tx_id, req.evidence
+            tx_id, evidence = req.pseudonym, req.commitment
         elif isinstance(req, PoolRequest):
             tx_id, evidence = req.loan_id, b""
         else:
@@ -483,11 +483,11 @@ class CentralBank:
                 cached = answered(conn, schema.central_seen, ident.id, req.nonce)
                 if cached is not None:
                     return cached
-                existing = conn.execute(select(n).where(n.c.tx_id == req.tx_id)).first()
+                existing = conn.execute(select(n).where(n.c.pseudonym == req.pseudonym)).first()
                 if existing is not None:
                     status = (
                         SettlementStatus.ALREADY
-                        if bytes(existing.evidence) == req.evidence
+                        if bytes(existing.commitment) == req.commitment
                         else SettlementStatus.REFUSED
                     )
                     code = "" if status is SettlementStatus.ALREADY else "central.conflict"
@@ -496,8 +496,8 @@ class CentralBank:
                     return response
                 conn.execute(
                     insert(n).values(
-                        tx_id=req.tx_id,
-                        evidence=req.evidence,
+                        pseudonym=req.pseudonym,
+                        commitment=req.commitment,
                         payer_institution=req.payer_institution,
                         payee_institution=req.payee_institution,
                         amount=req.amount.minor,
@@ -557,10 +557,12 @@ class CentralBank:
                 cached = answered(conn, schema.central_seen, ident.id, req.nonce)
                 if cached is not None:
                     return cached
-                ids = list({item.tx_id for item in req.items})
+                ids = list({item.pseudonym for item in req.items})
                 recorded = {
-                    bytes(r.tx_id): bytes(r.evidence)
-                    for r in conn.execute(select(n.c.tx_id, n.c.evidence).where(n.c.tx_id.in_(ids)))
+                    bytes(r.pseudonym): bytes(r.commitment)
+                    for r in conn.execute(
+                        select(n.c.pseudonym, n.c.commitment).where(n.c.pseudonym.in_(ids))
+                    )
                 }
                 items, rows, moves = self._batch_items(req.items, recorded, ident.id)
                 insert_rows(conn, n, NOTARY_COLUMNS, rows, {"recorded_at": written_at()})
@@ -581,18 +583,18 @@ class CentralBank:
         list[BatchItem], list[tuple[bytes, bytes, str, str, int, str]], dict[tuple[str, str], int]
     ]:
         """Each item's answer, the notary rows to insert, and the value that moves between
-        each pair of intermediaries. An id seen twice is answered like a second request."""
+        each pair of intermediaries. A pseudonym seen twice is answered like a second request."""
         items: list[BatchItem] = []
         rows: list[tuple[bytes, bytes, str, str, int, str]] = []
         moves: dict[tuple[str, str], int] = {}
         for item in requested:
-            known = recorded.get(item.tx_id)
+            known = recorded.get(item.pseudonym)
             if known is None:
-                recorded[item.tx_id] = item.evidence
+                recorded[item.pseudonym] = item.commitment
                 rows.append(
                     (
-                        item.tx_id,
-                        item.evidence,
+                        item.pseudonym,
+                        item.commitment,
                         item.payer_institution,
                         item.payee_institution,
                         item.amount.minor,
@@ -603,11 +605,11 @@ class CentralBank:
                     pair = (item.payer_institution, item.payee_institution)
                     moves[pair] = moves.get(pair, 0) + item.amount.minor
                 status, code = SettlementStatus.DONE, ""
-            elif known == item.evidence:
+            elif known == item.commitment:
                 status, code = SettlementStatus.ALREADY, ""
             else:
                 status, code = SettlementStatus.REFUSED, "central.conflict"
-            items.append(BatchItem(item.tx_id, item.evidence, item.amount, status, code, -1))
+            items.append(BatchItem(item.pseudonym, item.commitment, item.amount, status, code, -1))
         return items, rows, moves
 
     def _move_holdings(self, conn: Connection, moves: dict[tuple[str, str], int]) -> None:
@@ -657,7 +659,10 @@ def open_result(
     )
     if result.nonce != getattr(request, "nonce", None):
         raise ReplayError("the answer is not for this request")
-    tx_id = getattr(request, "tx_id", None)
+    tx_id = getattr(request, "tx_id", getattr(request, "pseudonym", None))
     if tx_id is not None and result.tx_id != tx_id:
+        raise ReplayError("the answer is about another payment")
+    commitment = getattr(request, "commitment", None)
+    if commitment is not None and result.evidence != commitment:
         raise ReplayError("the answer is about another payment")
     return result

@@ -142,7 +142,7 @@ def create_console(config: NetworkConfig) -> FastAPI:
             digests = {
                 row["evidence"]
                 for record in records.values()
-                for step in ("debit", "credit", "notary")
+                for step in ("debit", "credit")
                 if (row := record.get(step)) is not None
             }
             # The evidence as the intermediaries settled it; a payment no intermediary has

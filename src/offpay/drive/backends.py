@@ -13,7 +13,14 @@ from typing import IO, Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
-from offpay.bank.books import bank_books, bank_payment, central_books, notary_record, policy_record
+from offpay.bank.books import (
+    bank_books,
+    bank_payment,
+    central_books,
+    notary_record,
+    policy_record,
+    recorded_as,
+)
 from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
 from offpay.device.reader import Transmit
@@ -135,10 +142,8 @@ class LocalNetwork:
         return central_books(self.central)
 
     def payment(self, tx_id: bytes) -> dict[str, Any]:
-        return {
-            "central-bank": notary_record(self.central, tx_id),
-            **{name: bank_payment(bank, tx_id) for name, bank in self.banks.items()},
-        }
+        banks = {name: bank_payment(bank, tx_id) for name, bank in self.banks.items()}
+        return {"central-bank": notary_record(self.central, recorded_as(tx_id, banks)), **banks}
 
     def audit(self) -> tuple[Audit, list[str]]:
         return audit_parties(self.central, self.banks)
@@ -229,10 +234,10 @@ class ServedNetwork:
 
     def payment(self, tx_id: bytes) -> dict[str, Any]:
         path = f"/v1/admin/payments/{tx_id.hex()}"
-        return {
-            "central-bank": dict(self.remote.central.admin.get(path)),
-            **{name: dict(bank.admin.get(path)) for name, bank in self.remote.banks.items()},
-        }
+        banks = {name: dict(bank.admin.get(path)) for name, bank in self.remote.banks.items()}
+        pseudonym = recorded_as(tx_id, banks).hex()
+        central = dict(self.remote.central.admin.get(f"/v1/admin/payments/{pseudonym}"))
+        return {"central-bank": central, **banks}
 
     def audit(self) -> tuple[Audit, list[str]]:
         return self.remote.audit()

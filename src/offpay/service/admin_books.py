@@ -21,6 +21,10 @@ from offpay.service.admin import PROBLEMS, Id, Key
 from offpay.service.back_office import BackOffice, to_response
 
 TxId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The payment's id, hex.")]
+Pseudonym = Annotated[
+    str,
+    Path(pattern=r"^[0-9a-f]{32}$", description="The payment's pseudonym at the notary, hex."),
+]
 Count = Annotated[int | None, Field(ge=0, le=10**6)]
 Minor = Annotated[int | None, Field(ge=0, le=10**15, description="Minor units.")]
 
@@ -115,8 +119,12 @@ def books_router(service: BackOffice) -> APIRouter:
                 )
             )
 
-        @router.get("/payments/{tx_id}", summary="The notary's record of one payment.")
-        def notarised(tx_id: TxId) -> Response:
-            return to_response(service.read(lambda: notary_record(central, bytes.fromhex(tx_id))))
+        @router.get(
+            "/payments/{pseudonym}",
+            summary="The notary's record of one payment, by the pseudonym it knows it by.",
+        )
+        def notarised(pseudonym: Pseudonym) -> Response:
+            named = bytes.fromhex(pseudonym)
+            return to_response(service.read(lambda: notary_record(central, named)))
 
     return router

@@ -71,7 +71,10 @@ class Kind:
     summary: str
     mutating: bool = True
     between_services: bool = False  # sent by another party: mutual TLS required
+    only_from: str | None = None  # over TLS, only this party's client certificate is let in
 
+
+CENTRAL_BANK = "central-bank"  # the central bank's party name (offpay.service.datadir.CENTRAL)
 
 CENTRAL_KINDS = (
     Kind("reserve-transfer", "Move money between an intermediary's reserve and its customers."),
@@ -119,6 +122,12 @@ BANK_KINDS = (
     Kind(
         "liabilities-proof",
         "A card's sync session; answers its instruction with the customer's inclusion proof.",
+    ),
+    Kind(
+        "disclosure-request",
+        "The central bank asks for a notarised payment's evidence in a dispute (logged).",
+        between_services=True,
+        only_from=CENTRAL_BANK,
     ),
 )
 
@@ -385,6 +394,12 @@ def _message_route(service: Service, kind: Kind) -> Callable[..., Any]:
                 f"{kind.name} comes only from a party of the network: connect with its TLS "
                 "client certificate (mutual TLS)",
                 code="auth.client_certificate_required",
+            )
+        if kind.only_from and tls is not None and tls.get("client_cert_name") != kind.only_from:
+            raise AuthError(
+                f"{kind.name} comes only from the {kind.only_from}: connect with its TLS "
+                "client certificate",
+                code="auth.wrong_client_certificate",
             )
         body = await read_body(request)
         return to_response(await anyio.to_thread.run_sync(service.message, kind, body, key))

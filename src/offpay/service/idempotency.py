@@ -11,6 +11,9 @@ two copies of a request racing each other are answered once. Answers that say "t
 Beneath this, the engines remember every message nonce they answered: a request resent under
 a new key still moves nothing twice. This table only makes the contract explicit at the HTTP
 level and extends it to refusals and to requests whose engine answer is not remembered.
+
+Answers are kept for a retention window (:mod:`offpay.service.retention`), the nonces beneath
+them for good.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from offpay.errors import Refused
+from offpay.store.schema import written_at
 
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
@@ -110,6 +114,7 @@ class AnswerStore:
                         status=answer.status,
                         media_type=answer.media_type,
                         body=answer.body,
+                        created_at=written_at(),  # pruned after the retention window
                     )
                 )
         except IntegrityError:

@@ -34,6 +34,7 @@ from offpay.service.datadir import (
     open_intermediary,
 )
 from offpay.service.protocol import JsonRefusalProtocol
+from offpay.service.retention import ANSWERS_KEPT_DAYS, keep_pruning, retention_window
 from offpay.service.tls import ReloadingServerTls, TlsFiles, is_tls, network_client
 from offpay.service.tls_pki import load_authority, write_crl
 
@@ -129,19 +130,45 @@ class Built:
     held: list[object]  # the folder lock and database lock, kept for the process's life
 
 
+def together(
+    *tasks: Callable[[threading.Event], None] | None,
+) -> Callable[[threading.Event], None]:
+    """Background tasks run side by side, each in its own thread, all told to stop at once."""
+    running = [t for t in tasks if t is not None]
+
+    def run(stop: threading.Event) -> None:
+        threads = [threading.Thread(target=t, args=(stop,), daemon=True) for t in running]
+        for thread in threads:
+            thread.start()
+        stop.wait()
+        for thread in threads:
+            thread.join(timeout=5)
+
+    return run
+
+
 def build(
-    network: NetworkConfig, name: str, *, retry_every: float = 30.0, liabilities_every: float = 0.0
+    network: NetworkConfig,
+    name: str,
+    *,
+    retry_every: float = 30.0,
+    liabilities_every: float = 0.0,
+    answers_kept_days: float = ANSWERS_KEPT_DAYS,
 ) -> Built:
     """The party ``name`` of ``network`` as a service, holding its folder (and, on PostgreSQL,
     its database) so that no second process serves it. ``liabilities_every``: seconds between
-    an intermediary's automatic liabilities publications (0: on demand only)."""
+    an intermediary's automatic liabilities publications (0: on demand only). Its first answers
+    are pruned after ``answers_kept_days`` (:mod:`offpay.service.retention`)."""
+    window = retention_window(answers_kept_days)
     held: list[object] = [lock_party(network, name)]
     token = network.admin_token(name)
     if name == CENTRAL:
         central = open_central(network)
         held.append(hold_database(central.db, name))
         watch = keep_crl_current(network, central) if is_tls(network.urls[name]) else None
-        return Built(Service(name, central, token), watch, held)
+        service = Service(name, central, token)
+        pruning = keep_pruning(central.db, service.store.table, window, central.clock)
+        return Built(service, together(watch, pruning), held)
     transport = HttpNetwork(
         {n: u for n, u in network.urls.items() if n != name},
         client=network_client(network, name),  # its own certificate: mutual TLS
@@ -164,21 +191,13 @@ def build(
                 return
 
     service = Service(name, bank, token)
-    if liabilities_every <= 0:
-        return Built(service, finish_pending, held)
-    publishing = periodic_publication(
-        bank, liabilities_every, lambda: service.watchdog.alarm is not None
+    pruning = keep_pruning(bank.db, service.store.table, window, bank.clock)
+    publishing = (
+        periodic_publication(bank, liabilities_every, lambda: service.watchdog.alarm is not None)
+        if liabilities_every > 0
+        else None
     )
-
-    def background(stop: threading.Event) -> None:
-        """Both: the retries, and the publications in a thread of their own."""
-        worker = threading.Thread(target=publishing, args=(stop,), daemon=True)
-        worker.start()
-        finish_pending(stop)
-        stop.wait()
-        worker.join(timeout=5)
-
-    return Built(service, background, held)
+    return Built(service, together(finish_pending, pruning, publishing), held)
 
 
 def serve(
@@ -192,6 +211,7 @@ def serve(
     insecure_http: bool = False,
     log_level: str = "info",
     log_format: str = "text",
+    answers_kept_days: float = ANSWERS_KEPT_DAYS,
 ) -> None:
     """Serve ``name`` until interrupted; address from the network's URL unless given. Logs
     go to stderr (:mod:`offpay.service.logs`)."""
@@ -212,7 +232,13 @@ def serve(
     tls = server_tls(network, name)
     if tls is None:
         warn_plain_http(name, network.urls[name])
-    built = build(network, name, retry_every=retry_every, liabilities_every=liabilities_every)
+    built = build(
+        network,
+        name,
+        retry_every=retry_every,
+        liabilities_every=liabilities_every,
+        answers_kept_days=answers_kept_days,
+    )
     app = create_app(built.service, background=built.background)
     configure_logging(log_level, log_format)  # only a process that serves changes its logging
     uvicorn.run(

@@ -202,6 +202,11 @@ class OfflineNetwork:
         self.token_users[name] = user
         return user
 
+    def is_notarised(self, tx_id: bytes) -> bool:
+        """Whether the notary recorded payment (or refund) ``tx_id``: under the pseudonym one
+        of the intermediaries makes of it (the notary itself knows no payment id)."""
+        return any(self.central.is_notarised(b.pseudonym(tx_id)) for b in self.banks.values())
+
     def token_vaults(self) -> Money:
         """Tokens the intermediaries' vault elements hold (deposits not yet answered)."""
         total = self.money(0)

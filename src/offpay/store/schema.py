@@ -35,6 +35,13 @@ def _recorded_at() -> Column[dt.datetime]:
     return Column("recorded_at", DateTime(timezone=True), nullable=True, default=written_at)
 
 
+def _pseudonym() -> Column[bytes]:
+    # What the notary knows the row's payment by (offpay.crypto.pseudonyms), so that an auditor
+    # can join the books of both intermediaries and the notary's. Null: recorded before
+    # pseudonyms (revision intermediary_0007), when the notary knew it by its id.
+    return Column("pseudonym", LargeBinary(16), nullable=True, index=True)
+
+
 # ---- central bank -----------------------------------------------------------------------------
 
 central = MetaData()
@@ -58,11 +65,14 @@ issuance = Table(
     Column("currency", String(3), nullable=False),
 )
 
+# Each payment under the pseudonym and commitment its payer's intermediary sent
+# (offpay.crypto.pseudonyms): never a device's id. Rows recorded before pseudonyms (revision
+# central_0005) keep the payment's id and evidence digest in these columns.
 notary = Table(
     "notary",
     central,
-    Column("tx_id", LargeBinary(16), primary_key=True),
-    Column("evidence", LargeBinary(32), nullable=False),
+    Column("pseudonym", LargeBinary(16), primary_key=True),
+    Column("commitment", LargeBinary(32), nullable=False),
     Column("payer_institution", String(64), nullable=False),
     Column("payee_institution", String(64), nullable=False),
     Column("amount", BigInteger, nullable=False),
@@ -201,6 +211,7 @@ debits = Table(
     Column("notarised", Boolean, nullable=False),
     Column("credited", Boolean, nullable=False),
     _recorded_at(),
+    _pseudonym(),
 )
 
 credits = Table(
@@ -215,6 +226,7 @@ credits = Table(
     Column("payment", LargeBinary, nullable=True),
     Column("request_id", LargeBinary(16), nullable=True, index=True),
     _recorded_at(),
+    _pseudonym(),
 )
 
 # Payment requests our payee devices declared declined (bank/refusal.py).
@@ -287,6 +299,7 @@ pool_loans_held = Table(
     Column("outstanding", BigInteger, nullable=False),
     Column("state", String(16), nullable=False),  # pending | drawn | refused
     Column("attempt", Integer, nullable=False),
+    _pseudonym(),  # what the central bank knows the loan by
     CheckConstraint("outstanding >= 0", name="loan_outstanding_not_negative"),
 )
 
@@ -365,6 +378,32 @@ policies = Table(
 )
 
 
+# The key this intermediary makes the notary's pseudonyms with (offpay.crypto.pseudonyms):
+# one row, made when the engine first opens the database, never sent anywhere. It lives with
+# the books because it must match them: the debit rows name what the notary knows them by.
+pseudonym_key = Table(
+    "pseudonym_key",
+    bank,
+    Column("id", Integer, primary_key=True),
+    Column("key", LargeBinary(32), nullable=False),
+    CheckConstraint("id = 1", name="one_pseudonym_key"),
+)
+
+# Every request of the central bank for a payment's evidence (a dispute), answered or not:
+# who asked, when, why, about which pseudonym, and whether the evidence was handed over. The
+# request's nonce is the key: a replayed request is refused (offpay.bank.disclosure).
+disclosures = Table(
+    "disclosures",
+    bank,
+    Column("nonce", LargeBinary(32), primary_key=True),
+    Column("asked_by", String(128), nullable=False),
+    Column("pseudonym", LargeBinary(16), nullable=False, index=True),
+    Column("reason", String(512), nullable=False),
+    Column("asked_at", DateTime(timezone=True), nullable=False),
+    Column("disclosed", Boolean, nullable=False),
+)
+
+
 def _http_answers(metadata: MetaData) -> Table:
     """A party behind HTTP keeps its first answer per sender and idempotency key, so that a
     retried request gets the same bytes (service/idempotency.py)."""
@@ -378,6 +417,9 @@ def _http_answers(metadata: MetaData) -> Table:
         Column("status", Integer, nullable=False),
         Column("media_type", String(40), nullable=False),
         Column("body", LargeBinary, nullable=False),
+        # When the answer was kept: answers older than the retention window are pruned
+        # (offpay.service.retention; docs/retention.md).
+        Column("created_at", DateTime(timezone=True), nullable=False, index=True),
     )
 
 

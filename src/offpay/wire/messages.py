@@ -254,13 +254,15 @@ class DebitRequest(Message):
 @message("notarise-request")
 class NotariseRequest(Message):
     """The payer's intermediary records a debited payment with the central bank's notary, which
-    moves the value between intermediaries' holdings."""
+    moves the value between intermediaries' holdings. The notary learns the amount and the two
+    institutions, never the payment's id or evidence: ``pseudonym`` is the id under the payer's
+    intermediary's key, ``commitment`` a hash of the evidence (offpay.crypto.pseudonyms)."""
 
     sender: str
     receiver: str
     nonce: bytes
-    tx_id: bytes
-    evidence: bytes
+    pseudonym: bytes
+    commitment: bytes
     payer_institution: str
     payee_institution: str
     amount: Money
@@ -292,7 +294,9 @@ class RefundRequest(Message):
 @message("settlement-result")
 class SettlementResult(Message):
     """An answer to a settlement request. From the notary, it is the receipt that proves a
-    payment was recorded; intermediaries pass it on (``notary_receipt``) as that proof."""
+    payment was recorded; intermediaries pass it on (``notary_receipt``) as that proof. In the
+    notary's answers ``tx_id`` is the payment's pseudonym and ``evidence`` its commitment: the
+    payee's intermediary recognises its payment by the commitment (offpay.crypto.pseudonyms)."""
 
     sender: str
     receiver: str
@@ -398,8 +402,8 @@ class RevokeRequest(Message):
 class NotariseItem(Message):
     """One debited payment in a :class:`NotariseBatch`: what a :class:`NotariseRequest` names."""
 
-    tx_id: bytes
-    evidence: bytes
+    pseudonym: bytes
+    commitment: bytes
     payer_institution: str
     payee_institution: str
     amount: Money
@@ -443,7 +447,8 @@ class CreditBatch(Message):
 @message("batch-item")
 class BatchItem(Message):
     """The answer about one payment of a batch, in the batch's order. ``receipt``: the index
-    of the notary's receipt for it in the answer's ``receipts``, or -1 for none."""
+    of the notary's receipt for it in the answer's ``receipts``, or -1 for none. From the
+    notary, ``tx_id`` is the payment's pseudonym and ``evidence`` its commitment."""
 
     tx_id: bytes
     evidence: bytes
@@ -463,3 +468,34 @@ class BatchResult(Message):
     nonce: bytes
     items: tuple[BatchItem, ...]
     receipts: tuple[bytes, ...]
+
+
+# --- a dispute: the central bank asks for a payment's evidence (issue 19) --------------------
+
+
+@message("disclosure-request")
+class DisclosureRequest(Message):
+    """The central bank asks the intermediary that notarised the payment it recorded under
+    ``pseudonym`` for that payment's evidence, in a dispute. Signed by the notary, addressed
+    to one intermediary, answered at most once; the intermediary logs who asked, when and why
+    (``reason``)."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    pseudonym: bytes
+    reason: str
+
+
+@message("disclosure")
+class Disclosure(Message):
+    """The intermediary's answer to a :class:`DisclosureRequest`: the signed payment it
+    recorded under the pseudonym (both devices' signatures and certificate chains), and
+    whether the notary recorded it as the refund of that payment."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
+    pseudonym: bytes
+    refund: bool
+    payment: Signed[OfflinePayment]

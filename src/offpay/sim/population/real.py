@@ -39,6 +39,7 @@ import numpy as np
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import literal_column, select
 
+from offpay.crypto.pseudonyms import commitment
 from offpay.device import tamper
 from offpay.device.card import Card, key_fingerprint
 from offpay.device.reader import CardClient
@@ -59,8 +60,7 @@ from offpay.sim.population.traffic import (
     watch_storage,
 )
 from offpay.store import schema
-from offpay.wire.envelope import Signed, payload_of
-from offpay.wire.messages import OfflinePayment
+from offpay.wire.envelope import Signed
 
 PIN = "1234"
 _ROWID = literal_column("rowid")
@@ -84,7 +84,8 @@ class _Real:
     twins: dict[int, Card] = dataclasses.field(default_factory=dict)
     saved: dict[int, Any] = dataclasses.field(default_factory=dict)
     by_digest: dict[bytes, int] = dataclasses.field(default_factory=dict)  # payment -> event
-    tx_of: dict[int, bytes] = dataclasses.field(default_factory=dict)  # event -> payment id
+    # the notary's commitment to a payment's evidence -> event (offpay.crypto.pseudonyms)
+    by_commitment: dict[bytes, int] = dataclasses.field(default_factory=dict)
     notary_seen: int = 0
     traffic: Traffic = dataclasses.field(default_factory=Traffic)
     links: list[Any] = dataclasses.field(default_factory=list)  # each person's counted card
@@ -244,7 +245,7 @@ class _Real:
             after = card.state.last_payment
             if after is not None and after is not before:
                 self.by_digest[after.digest] = i
-                self.tx_of[i] = payload_of(after, OfflinePayment).tx_id
+                self.by_commitment[commitment(after.digest)] = i
                 self.results.moved[i] = amount
 
     def _p2p(self, a: int, b: int, amount: int) -> None:
@@ -263,12 +264,12 @@ class _Real:
         r, n = self.results, schema.notary
         with self.net.central.db.connect() as conn:
             rows = conn.execute(
-                select(_ROWID, n.c.tx_id, n.c.evidence).where(_ROWID > self.notary_seen)  # noqa: SIM300
+                select(_ROWID, n.c.commitment).where(_ROWID > self.notary_seen)  # noqa: SIM300
             ).all()
-        for rowid, tx_id, evidence in rows:
+        for rowid, committed in rows:
             self.notary_seen = max(self.notary_seen, rowid)
-            event = self.by_digest.get(bytes(evidence))
-            if event is not None and self.tx_of.get(event) == bytes(tx_id):
+            event = self.by_commitment.get(bytes(committed))
+            if event is not None:
                 r.settled_at[event] = self.events.t[i]
         if self.scenario.liquidity.pool:
             r.pool_after[i] = self.net.central.pool_status().outstanding.minor
