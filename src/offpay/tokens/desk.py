@@ -14,6 +14,7 @@ from sqlalchemy import Connection, insert, select
 
 from offpay.crypto.keys import PublicKey
 from offpay.crypto.pki import Role
+from offpay.crypto.revocation import RevocationList
 from offpay.errors import (
     CertificateError,
     DoubleSpend,
@@ -32,6 +33,7 @@ from offpay.tokens.messages import (
     MintRequest,
     MintResult,
     RedeemRequest,
+    SyncRequest,
     VaultAddress,
     VaultAddressRequest,
     WithdrawRequest,
@@ -199,6 +201,19 @@ class TokenDesk:
         self.vault.release(token.id)
         return answered
 
+    def sync(self, data: bytes) -> bytes:
+        """An element's online moment that moves no money: the policy, the revocation list
+        and the intermediary's time, answering the element's challenge."""
+        request = self.bank.from_device(data, SyncRequest, Role.ELEMENT)
+        req, ident = request.message, request.identity
+        if request.answered is not None:
+            return request.answered
+        # the central bank's current list (a cut connection: the element asks again later)
+        listing = Signed.from_bytes(self.bank.network.send("central-bank", "revocation-list", b""))
+        self.vault.apply_revocations(listing)  # type: ignore[arg-type]
+        zero = Money.zero(self.bank.currency)
+        return self._signed_answer(ident.id, req.nonce, (), zero, listing)
+
     # -- with the central bank ------------------------------------------------------------------
 
     def _mint(self, value: Money, address: Address, nonce: bytes) -> MintResult:
@@ -228,7 +243,23 @@ class TokenDesk:
         credited: Money,
         result: MintResult,
     ) -> bytes:
-        answer = MintResult(self.bank.id, to, nonce, tokens, credited, result.revocations)
+        return self._signed_answer(to, nonce, tokens, credited, result.revocations)
+
+    def _signed_answer(
+        self,
+        to: str,
+        nonce: bytes,
+        tokens: tuple[Token, ...],
+        credited: Money,
+        revocations: Signed[RevocationList],
+    ) -> bytes:
+        """An element's online moment: what it asked for, the revocation list, and, as a card's
+        sync instruction carries them, the current signed policy and the intermediary's time."""
+        signed_policy, _ = self.bank.policy()
+        now = int(self.bank.clock().timestamp())
+        answer = MintResult(
+            self.bank.id, to, nonce, tokens, credited, revocations, signed_policy, now
+        )
         payload = sign(answer, self.bank.credential).to_bytes()
         with self.bank.db.begin() as conn:
             self.bank.ledger.remember(conn, to, nonce, payload)
@@ -239,6 +270,7 @@ class TokenDesk:
             "token-withdraw": self.withdraw,
             "token-deposit": self.deposit,
             "token-vault-address": self.vault_address,
+            "token-sync": self.sync,
         }
 
 
