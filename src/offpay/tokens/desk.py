@@ -210,7 +210,6 @@ class TokenDesk:
             return request.answered
         # the central bank's current list (a cut connection: the element asks again later)
         listing = Signed.from_bytes(self.bank.network.send("central-bank", "revocation-list", b""))
-        self.vault.apply_revocations(listing)  # type: ignore[arg-type]
         zero = Money.zero(self.bank.currency)
         return self._signed_answer(ident.id, req.nonce, (), zero, listing)
 
