@@ -84,7 +84,7 @@ SPENDING = {
         "card_max_offline_spent": "SEK 350",
         "card_max_daily_payments": 2,
         "card_max_daily_spent": "SEK 300",
-        "max_offline_hours": 20,
+        "max_offline_hours": 30,
     },
 }
 
@@ -238,7 +238,7 @@ def test_the_spending_scenario_refuses_by_each_limit_and_holds_them() -> None:
             day_n[a] += 1
             day_spent[a] += amount
             assert since[a] <= 350_00 and day_n[a] <= 2 and day_spent[a] <= 300_00, i
-            assert t - online_at[a] <= 20 * 60, i
+            assert t - online_at[a] <= 30 * 60, i
 
 
 def test_the_pile_up_scenario_exercises_what_it_claims() -> None:
