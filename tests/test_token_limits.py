@@ -28,9 +28,8 @@ from offpay.service.datadir import NetworkConfig, init_network
 from offpay.service.remote_tokens import RemoteTokenNetwork
 from offpay.service.serve import build
 from offpay.sim.network import OfflineNetwork, TokenUser
-from offpay.tokens.desk import open_desk_answer
 from offpay.tokens.element import TokenElement
-from offpay.tokens.messages import SyncRequest
+from offpay.tokens.messages import MintResult, SyncRequest
 from offpay.tokens.transfer import transfer_offline
 from offpay.wire.envelope import Signed, sign
 
@@ -182,14 +181,43 @@ def test_an_old_answer_replayed_restarts_nothing(net: OfflineNetwork) -> None:
 
     fresh = sync_answer(element.challenge())
     made_up = sync_answer(b"\x01" * 16)
-    assert element.online(open_desk_answer(fresh, element, "bank-a"), "bank-a")
+    assert element.online(fresh, "bank-a")[1]
     pay(net, ann, ben, 100 * SEK)
     refused(net, "card_max_offline_spent", ann, ben, 1)
     for old in (fresh, made_up):
-        assert not element.online(open_desk_answer(old, element, "bank-a"), "bank-a")
+        assert not element.online(old, "bank-a")[1]
         refused(net, "card_max_offline_spent", ann, ben, 1)
     ann.app.sync()
     pay(net, ann, ben, 1)
+
+
+def test_an_answer_not_signed_by_the_element_s_intermediary_is_refused_by_the_element(
+    net: OfflineNetwork,
+) -> None:
+    """The element opens the desk's answer itself: one signed by anyone else (here another
+    element, replaying its own answer's contents) restarts nothing and brings no policy."""
+    publish(net, 2, card_max_offline_spent=100 * SEK)
+    ann, ben = user(net, "Ann", "bank-a", 300 * SEK), user(net, "Ben", "bank-b", 0)
+    pay(net, ann, ben, 100 * SEK)
+    challenge = ann.element.challenge()
+    engine = net.banks["bank-a"]
+    listing = Signed.from_bytes(net.network.send("central-bank", "revocation-list", b""))
+    forged = MintResult(
+        engine.id,
+        ann.element_id,
+        challenge,
+        (),
+        Money.zero(net.currency),
+        listing,  # type: ignore[arg-type]
+        None,
+        2**40,
+    )
+    before = state(net)
+    with pytest.raises(OffpayError) as info:
+        ann.element.online(sign(forged, ben.element.credential).to_bytes(), "bank-a")
+    assert info.value.code.startswith("crypto.")
+    assert state(net) == before
+    refused(net, "card_max_offline_spent", ann, ben, 1)
 
 
 def test_a_lost_answer_sent_again_is_still_the_online_moment(net: OfflineNetwork) -> None:

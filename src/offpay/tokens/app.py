@@ -8,7 +8,7 @@ import os
 from offpay.crypto.pki import Role
 from offpay.errors import TokenError
 from offpay.money import Money
-from offpay.tokens.desk import DEFAULT_MAX_ANCESTRY, open_desk_answer
+from offpay.tokens.desk import DEFAULT_MAX_ANCESTRY
 from offpay.tokens.element import TokenElement
 from offpay.tokens.messages import (
     DepositRequest,
@@ -64,8 +64,7 @@ class TokenWalletApp:
     def _online(self, data: bytes) -> tuple[Token, ...]:
         """Every answer from the intermediary carries the latest revocation list, its signed
         policy and time: the element takes them itself (TokenElement.online)."""
-        answer = open_desk_answer(data, self.element, self.institution)
-        self.element.online(answer, self.institution)
+        answer, _ = self.element.online(data, self.institution)
         return answer.tokens
 
     def sync(self) -> None:

@@ -273,18 +273,6 @@ class TokenDesk:
         }
 
 
-def open_desk_answer(data: bytes, element: TokenElement, institution: str) -> MintResult:
-    result, _ = open_signed(
-        Signed.from_bytes(data),
-        MintResult,
-        element.trust,
-        Role.ENGINE,
-        receiver=element.element_id,
-        institution=institution,
-    )
-    return result
-
-
 def _key(*parts: bytes) -> bytes:
     """A request nonce derived from what it is about, so a retry repeats it exactly."""
     return hashlib.sha256(b"offpay-token-desk\x00" + b"\x00".join(parts)).digest()[:16]

@@ -38,7 +38,7 @@ from offpay.tokens.model import (
     transition_digest,
 )
 from offpay.tokens.verify import History, TokenVerifier
-from offpay.wire.envelope import Signed
+from offpay.wire.envelope import Signed, open_signed
 from offpay.wire.messages import LimitsPolicy
 
 Random = Callable[[int], bytes]
@@ -233,13 +233,21 @@ class TokenElement:
         self._challenges = [*self._challenges[-(OPEN_CHALLENGES - 1) :], nonce]
         return nonce
 
-    def online(self, answer: MintResult, institution: str) -> bool:
-        """An answer of ``institution``'s desk, already opened (signed by its engine, addressed
-        to this element): its revocation list and a newer policy are taken; if it answers an
-        open challenge, its signed time is this element's online moment, which restarts the
-        offline total and the offline hours. True if it did."""
-        if answer.revocations is not None:
-            self.apply_revocations(answer.revocations)
+    def online(self, data: bytes, institution: str) -> tuple[MintResult, bool]:
+        """An answer of ``institution``'s token desk, opened here (signed by its engine,
+        addressed to this element: the element trusts no app): its revocation list and a newer
+        policy are taken; if it answers an open challenge, its signed time is this element's
+        online moment, which restarts the offline total and the offline hours. The answer, and
+        whether it was an online moment."""
+        answer, _ = open_signed(
+            Signed.from_bytes(data),
+            MintResult,
+            self.trust,
+            Role.ENGINE,
+            receiver=self.element_id,
+            institution=institution,
+        )
+        self.apply_revocations(answer.revocations)
         if answer.policy is not None:
             try:
                 self.apply_policy(answer.policy, institution)
@@ -247,10 +255,10 @@ class TokenElement:
                 if exc.code != "policy.downgrade":  # an old answer with an old policy: ignored
                     raise
         if answer.nonce not in self._challenges:
-            return False
+            return answer, False
         self._challenges.remove(answer.nonce)
         self.spending = self.spending.synced(answer.engine_time)
-        return True
+        return answer, True
 
     def apply_policy(self, signed: Signed[LimitsPolicy], institution: str) -> LimitsPolicy:
         """A newer limits policy signed by ``institution``'s engine, taken at an online
