@@ -91,7 +91,7 @@ def test_the_answers_hang_together(tmp_path: Path) -> None:
     # and the question is answered for every outage length
     assert "halve the refused payments at the same exposure" in costs
     for days in ev.QUICK.outage_days:
-        assert f"* {days} days: the report's limits refuse" in costs
+        assert re.search(rf"\* {days} days?: the report's limits refuse", costs)
 
 
 def _count(text: str) -> float:

@@ -463,7 +463,7 @@ ALTERNATIVES: tuple[tuple[str, dict[str, int]], ...] = (
         },
     ),
     (
-        "the same, and at most SEK 500 a payment",
+        "40 per card, 200 per terminal; SEK 3 000 between syncs; at most SEK 500 a payment",
         {
             "card_max_offline_transactions": 40,
             "terminal_max_offline_payments": 200,
@@ -605,8 +605,17 @@ def _alternatives(
         "(equal to the report's card balance limit here: the same exposure):",
         "",
         *_table(header, token_rows),
+        _words(
+            """One policy binds every element of an intermediary, shops' elements included: a
+            holding limit refuses what a shop's element would take beyond it between the shop's
+            deposits (`element_max_holding` above), as much as what a person's would."""
+        ),
         *_halving(scale, shares, exposures, balance, currency),
     ]
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
 
 
 def _halving(
@@ -626,11 +635,13 @@ def _halving(
         if halving:
             named = "; ".join(f"{n} ({_share(shares[(days, n)])})" for n in halving)
             report = _share(shares[(days, REPORT_LIMITS)])
-            lines.append(f"* {days} days: the report's limits refuse {report}; halved by {named}.")
+            lines.append(
+                f"* {_days(days)}: the report's limits refuse {report}; halved by {named}."
+            )
         else:
             best = min(same, key=lambda n: shares[(days, n)])
             lines.append(
-                f"* {days} days: the report's limits refuse "
+                f"* {_days(days)}: the report's limits refuse "
                 f"{_share(shares[(days, REPORT_LIMITS)])}; none of these halves it at no more "
                 f"exposure than {_money(balance, currency)}; the fewest refusals: {best} "
                 f"({_share(shares[(days, best)])})."
