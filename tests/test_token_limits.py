@@ -165,6 +165,37 @@ def test_a_sync_brings_a_newer_policy_raising_or_lowering_a_limit(
     assert ann.tokens == money(net, 100 * SEK)
 
 
+# Each limit on spending over time: a step of payments the high value allows and the low one
+# refuses at its last payment (times from the online moment just before it).
+RAISE_LOWER = {
+    "card_max_offline_spent": (150 * SEK, 50 * SEK, [(0, 100 * SEK)]),
+    "card_max_daily_payments": (3, 1, [(0, 10 * SEK), (0, 10 * SEK)]),
+    "card_max_daily_spent": (150 * SEK, 50 * SEK, [(0, 100 * SEK)]),
+    "max_offline_hours": (5, 1, [(2 * HOUR, 10 * SEK)]),
+}
+
+
+@pytest.mark.parametrize("limit", sorted(RAISE_LOWER))
+def test_a_policy_update_lowers_and_raises_each_limit_at_the_next_online_moment(
+    net: OfflineNetwork, hands: Hands, limit: str
+) -> None:
+    high, low, step = RAISE_LOWER[limit]
+    ann, ben = user(net, "Ann", "bank-a", 500 * SEK), user(net, "Ben", "bank-b", 0)
+    for version, value in ((2, high), (3, low), (4, high)):
+        hands.advance(DAY)  # a new day and a new online moment for each version
+        publish(net, version, **{limit: value})
+        ann.app.sync()
+        assert ann.element.policy is not None and ann.element.policy.version == version
+        now = hands.unix
+        *first, (late, amount) = step
+        for after, minor in first:
+            pay(net, ann, ben, minor, sender_now=now + after)
+        if value == low:
+            refused(net, limit, ann, ben, amount, sender_now=now + late)
+        else:
+            pay(net, ann, ben, amount, sender_now=now + late)
+
+
 def test_an_old_answer_replayed_restarts_nothing(net: OfflineNetwork) -> None:
     """Only an answer to a challenge the element issued and has not seen answered is an
     online moment; an answer replayed (or one to a nonce the app made up) restarts no
