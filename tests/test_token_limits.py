@@ -501,7 +501,9 @@ def test_a_policy_published_by_the_admin_route_reaches_the_element_with_a_withdr
             {"payment_max": 50 * SEK, "card_max_offline_spent": 80 * SEK},
             key=uuid.uuid4().hex,
         )["policy"]
-        assert ann.element.policy is None  # provisioning gave it none
+        first = ann.element.policy  # provisioning gave it the policy then current
+        assert first is not None and first.version < published["version"]
+        assert first.payment_max is None
         ann.app.withdraw(Money(300 * SEK, "SEK"))  # over HTTP
         policy = ann.element.policy
         assert policy is not None and policy.version == published["version"]

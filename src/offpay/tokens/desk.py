@@ -60,9 +60,11 @@ class TokenDesk:
     # -- issuing elements -----------------------------------------------------------------------
 
     def issue_element(self, customer_id: str, element: TokenElement) -> str:
-        """Provision a customer's secure element: its certificate, the root, the mint key."""
+        """Provision a customer's secure element: its certificate, the root, the mint key, and
+        the current signed policy (as a card's personalisation carries it)."""
         element_id, chain = self.certify_element(customer_id, element.signer.public_key)
         element.provision(element_id, chain, self.bank.root_der, self.mint_chain)
+        element.apply_policy(self.bank.policy()[0], self.bank.name)
         return element_id
 
     def certify_element(
