@@ -10,7 +10,8 @@ as the verifier does); two different transitions consuming one token in a histor
 the central bank's record, is a double spend. Every choice follows the applet: ``select``
 (exact token, else the smallest bigger one split, else the biggest merged then split), tokens
 listed by value then arrival; the app's deposit, renewal and withdrawal with their order of
-checks; revocation lists learnt from answers only.
+checks; revocation lists learnt from answers only (the app's sync opens each online moment);
+the payer's limits on spending over time on its clock, as ``offpay.spending`` states them.
 
 After every event the model checks its books: issued = online wallets + tokens outstanding
 (minted − redeemed); tokens in elements − copies restored + value burned at deposit + value
