@@ -77,6 +77,21 @@ def test_the_answers_hang_together(tmp_path: Path) -> None:
     assert "SEK 1 500.00" in by_name[ev.ALTERNATIVES[2][0]]
     assert "SEK 3 000.00" in by_name[names[0]]
     assert "payment_max" in by_name[ev.ALTERNATIVES[3][0]]
+    # the limits on time are among the alternatives, and the token scheme's under the limits
+    # its elements enforce, a broken element's exposure being its holding limit
+    limited = {n for n, limits in ev.ALTERNATIVES if "max_offline_hours" in limits}
+    assert limited and any("card_max_daily_payments" in x for _, x in ev.ALTERNATIVES)
+    tokens = [n for n, _ in ev.TOKEN_ALTERNATIVES]
+    token_table = [line for line in costs.splitlines() if any(f"| {n} |" in line for n in tokens)]
+    assert len(token_table) == len(tokens) * len(ev.QUICK.outage_days)
+    by_token = {line.split("|")[2].strip(): line for line in token_table}
+    assert "no policy bound" in by_token[ev.TOKENS_UNLIMITED]
+    for name, limits in ev.TOKEN_ALTERNATIVES[1:]:
+        assert limits["element_max_holding"] == 3_000_00 and "SEK 3 000.00" in by_token[name]
+    # and the question is answered for every outage length
+    assert "halve the refused payments at the same exposure" in costs
+    for days in ev.QUICK.outage_days:
+        assert re.search(rf"\* {days} days?: the report's limits refuse", costs)
 
 
 def _count(text: str) -> float:

@@ -74,6 +74,20 @@ ELEMENT_LIMITS = {
     "limits": {"token_max_ancestry": 3, "element_max_holding": "SEK 900"},
 }
 
+# The same population under the payers' limits on spending over time (issue 20), which token
+# elements enforce as cards do: an offline total between online moments, a day's payments and
+# amount, and the hours since the last online moment (the intermediary's signed time).
+SPENDING = {
+    **SCENARIO,
+    "name": "token fidelity: spending limits over time",
+    "limits": {
+        "card_max_offline_spent": "SEK 350",
+        "card_max_daily_payments": 2,
+        "card_max_daily_spent": "SEK 300",
+        "max_offline_hours": 30,
+    },
+}
+
 PER_EVENT = ("outcome", "moved", "settled_at", "queued_at", "pool_drawn", "refunded")
 FINAL = ("person_online", "person_card", "person_blocked", "merchant_wallet", "bank_holdings")
 
@@ -98,8 +112,8 @@ def simulated(data: dict) -> Simulated:
 
 
 @pytest.fixture(
-    params=[SCENARIO, PILE_UP, PAYMENT_MAX, ELEMENT_LIMITS],
-    ids=["mixed", "pile-up", "payment-max", "element-limits"],
+    params=[SCENARIO, PILE_UP, PAYMENT_MAX, ELEMENT_LIMITS, SPENDING],
+    ids=["mixed", "pile-up", "payment-max", "element-limits", "spending"],
 )
 def run(request: pytest.FixtureRequest) -> Simulated:
     return simulated(request.param)
@@ -196,6 +210,35 @@ def test_the_element_limits_scenario_refuses_by_each_limit_and_holds_them() -> N
     assert (payments & (real.outcome == INDEX["limit.element_max_holding"])).sum() > 10
     assert made.sum() > 100
     assert (real.extra["ancestry"][made] <= 3).all()
+
+
+def test_the_spending_scenario_refuses_by_each_limit_and_holds_them() -> None:
+    """Each limit on spending over time refuses payments (the executors agree on each,
+    above), and no payer's payments made break one: recounted here from the events, with each
+    person's online moments (a successful ONLINE event, the start)."""
+    _, world, events, real, _ = simulated(SPENDING)
+    payments = np.isin(events.kind, [Kind.SHOP, Kind.P2P])
+    for limit in ("card_max_offline_spent", "card_max_daily_payments", "card_max_daily_spent"):
+        assert (payments & (real.outcome == INDEX[f"limit.{limit}"])).sum() > 5, limit
+    assert (payments & (real.outcome == INDEX["limit.max_offline_hours"])).sum() > 0
+    assert (payments & (real.outcome == INDEX["ok"])).sum() > 100
+    since = np.zeros(world.people, np.int64)
+    online_at = np.zeros(world.people, np.int64)
+    day = np.full(world.people, -1, np.int64)
+    day_n, day_spent = np.zeros(world.people, np.int64), np.zeros(world.people, np.int64)
+    for i in range(len(events)):
+        kind, a, t = int(events.kind[i]), int(events.a[i]), int(events.t[i])
+        if kind == Kind.ONLINE and not events.cut[i]:
+            since[a], online_at[a] = 0, t
+        elif kind in (Kind.SHOP, Kind.P2P) and real.outcome[i] == INDEX["ok"]:
+            amount = int(events.amount[i])
+            if t // 1440 > day[a]:
+                day[a], day_n[a], day_spent[a] = t // 1440, 0, 0
+            since[a] += amount
+            day_n[a] += 1
+            day_spent[a] += amount
+            assert since[a] <= 350_00 and day_n[a] <= 2 and day_spent[a] <= 300_00, i
+            assert t - online_at[a] <= 30 * 60, i
 
 
 def test_the_pile_up_scenario_exercises_what_it_claims() -> None:

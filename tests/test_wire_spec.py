@@ -603,7 +603,7 @@ def _transfer_offline(traffic: Traffic, sender: TokenUser, receiver: TokenUser, 
 
 
 def _token_flows(traffic: Traffic) -> None:
-    """Withdraw, pay offline (with change), deposit, renew; then a broken element spends one
+    """Withdraw, pay offline (with change), deposit, renew, sync; then a broken element spends one
     token twice and the merged branches are deposited: the intermediary reports the double
     spend to the central bank."""
     net = OfflineNetwork()
@@ -616,6 +616,7 @@ def _token_flows(traffic: Traffic) -> None:
     _transfer_offline(traffic, ann, ben, 30 * SEK)  # a split: change for Ann
     ben.app.deposit(net.money(30 * SEK))
     ann.app.deposit(net.money(70 * SEK))
+    ben.app.sync()  # an online moment that moves no money
     mal = net.add_token_user("Mal", "bank-a", online=500 * SEK)
     root = mal.app.withdraw(net.money(100 * SEK))
     break_sign_once(mal.element)

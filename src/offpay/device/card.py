@@ -43,6 +43,7 @@ from offpay.errors import (
 )
 from offpay.money import Money
 from offpay.policy import accept_policy, check_payment_max
+from offpay.spending import Spending
 from offpay.wire.codec import decode, encode
 from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
@@ -170,69 +171,28 @@ def _spent_in(log: tuple[LogEntry, ...]) -> int:
     )
 
 
-SECONDS_PER_DAY = 86_400
+def spending(state: CardState) -> Spending:
+    """The card's clock and counters as the shared rule of :mod:`offpay.spending` reads them."""
+    return Spending(
+        state.clock,
+        state.synced_at,
+        state.spent_offline,
+        state.day,
+        state.day_payments,
+        state.day_spent,
+    )
 
 
-@dataclass(frozen=True)
-class Today:
-    """The card's day counters as they stand at ``clock``: a later UTC day starts from zero."""
-
-    clock: int | None
-    day: int | None
-    payments: int
-    spent: int
-
-
-def today(state: CardState, payee_time: int | None) -> Today:
+def today(state: CardState, payee_time: int | None) -> Spending:
     """The card's clock after a payee's signed time (never moved backwards) and its day's
     counters. A clock corrected back by a sync keeps the counters of the later day."""
-    clock = state.clock
-    if payee_time is not None and (clock is None or payee_time > clock):
-        clock = payee_time
-    day = None if clock is None else clock // SECONDS_PER_DAY
-    if day is not None and (state.day is None or day > state.day):
-        return Today(clock, day, 0, 0)
-    return Today(clock, state.day, state.day_payments, state.day_spent)
+    return spending(state).at(payee_time)
 
 
-def check_payment_limits(state: CardState, amount: Money, now: Today) -> None:
+def check_payment_limits(state: CardState, amount: Money, now: Spending) -> None:
     """The limits a paying card enforces beyond count, balance and liquidity (docs/limits.md);
-    each refusal names its limit."""
-    policy = state.policy
-    check_payment_max(policy, amount)
-    if policy.max_offline_hours is not None:
-        if state.synced_at is None or now.clock is None:
-            raise LimitExceeded(
-                "max_offline_hours",
-                "the card has no signed time from a sync; synchronise it to pay offline",
-            )
-        if now.clock - state.synced_at > policy.max_offline_hours * 3600:
-            raise LimitExceeded(
-                "max_offline_hours",
-                f"the card has been offline more than {policy.max_offline_hours} hours; "
-                "synchronise it to pay again",
-            )
-    cap = policy.card_max_offline_spent
-    if cap is not None and state.spent_offline + amount.minor > cap.minor:
-        raise LimitExceeded(
-            "card_max_offline_spent",
-            f"the card may spend {cap} offline between syncs; "
-            f"it has spent {Money(state.spent_offline, cap.currency)}",
-        )
-    if policy.card_max_daily_payments is not None and (
-        now.payments + 1 > policy.card_max_daily_payments
-    ):
-        raise LimitExceeded(
-            "card_max_daily_payments",
-            f"the card may make {policy.card_max_daily_payments} offline payments a day",
-        )
-    daily = policy.card_max_daily_spent
-    if daily is not None and now.spent + amount.minor > daily.minor:
-        raise LimitExceeded(
-            "card_max_daily_spent",
-            f"the card may spend {daily} offline a day; "
-            f"it has spent {Money(now.spent, daily.currency)} today",
-        )
+    each refusal names its limit. The rule is the token element's too (offpay.spending)."""
+    now.check(state.policy, amount)
 
 
 def receipt_count(signed: Signed[OfflinePayment]) -> int:
@@ -512,6 +472,7 @@ class Card:
             )
         now = today(state, request.payee_time)
         check_payment_limits(state, request.amount, now)
+        after = now.paid(request.amount)
         seq = state.seq + 1
         payment = OfflinePayment(
             sender=state.card_id,
@@ -531,11 +492,11 @@ class Card:
             seq=seq,
             log=(*state.log, LogEntry(seq, Direction.OUT, signed)),
             last_payment=signed,
-            clock=now.clock,
-            spent_offline=state.spent_offline + request.amount.minor,
-            day=now.day,
-            day_payments=now.payments + 1,
-            day_spent=now.spent + request.amount.minor,
+            clock=after.clock,
+            spent_offline=after.spent_offline,
+            day=after.day,
+            day_payments=after.day_payments,
+            day_spent=after.day_spent,
         )
         self._ram = Transient()  # the challenge is answered, the PIN used
         return signed.to_bytes()
@@ -761,14 +722,8 @@ class Card:
             )
         seq = state.seq + 1
         log = tuple(e for e in state.log if e.seq > instr.clear_through_seq)
-        clock, day = state.clock, state.day
-        if instr.engine_time is not None:  # the intermediary's time wins over any payee's
-            clock = instr.engine_time
-            day = (
-                instr.engine_time // SECONDS_PER_DAY
-                if day is None
-                else min(day, instr.engine_time // SECONDS_PER_DAY)
-            )
+        # the intermediary's time wins over any payee's
+        synced = spending(state).synced(instr.engine_time, _spent_in(log))
         self._state = evolve(
             state,
             balance=instr.balance,
@@ -788,10 +743,10 @@ class Card:
             revoked=revoked,
             revocation_version=revocation_version,
             last_instruction=signed_instruction,
-            clock=clock,
-            synced_at=instr.engine_time if instr.engine_time is not None else state.synced_at,
-            spent_offline=_spent_in(log),
-            day=day,
+            clock=synced.clock,
+            synced_at=synced.synced_at,
+            spent_offline=synced.spent_offline,
+            day=synced.day,
         )
         self._ram = replace(self._ram, challenge=None)
         confirmation = CardConfirmation(

@@ -30,6 +30,7 @@ from offpay.money import Money
 from offpay.policy import revised_policy
 from offpay.service.datadir import NetworkConfig, lock_network, open_central, open_intermediary
 from offpay.service.remote import RemoteNetwork, require_services
+from offpay.service.remote_tokens import provision_element
 from offpay.sim.network import Audit, audit_parties
 from offpay.tokens.element import TokenElement
 from offpay.transport.memory import MemoryNetwork
@@ -199,18 +200,7 @@ class ServedNetwork:
     def issue_element(self, bank: str, customer_id: str, element: TokenElement) -> str:
         """The element's key certified by the intermediary across the network; the element
         provisions itself with what comes back."""
-        answer = self._bank(bank).admin.post(
-            "/v1/admin/token-elements",
-            {"customer_id": customer_id, "public_key": _b64(element.public_key)},
-            key=_key(),
-        )
-        element.provision(
-            answer["element_id"],
-            tuple(_unb64(c) for c in answer["chain"]),
-            _unb64(answer["root"]),
-            tuple(_unb64(c) for c in answer["mint_chain"]),
-        )
-        return str(answer["element_id"])
+        return provision_element(self._bank(bank), customer_id, element, key=_key())
 
     def report_lost(self, bank: str, customer_id: str, device_id: str) -> None:
         self._bank(bank).admin.post(

@@ -29,6 +29,7 @@ class IssuedElement(BaseModel):
     chain: list[str] = Field(description="The element's certificate chain, DER, base64.")
     root: str = Field(description="The central bank's root certificate, DER, base64.")
     mint_chain: list[str] = Field(description="The minting key's chain, DER, base64.")
+    policy: str = Field(description="The current signed limits policy, CBOR, base64.")
 
 
 class Vault(BaseModel):
@@ -58,6 +59,7 @@ def tokens_router(service: BackOffice) -> APIRouter:
                 "chain": [_b64(c) for c in chain],
                 "root": _b64(bank.root_der),
                 "mint_chain": [_b64(c) for c in desk.mint_chain],
+                "policy": _b64(bank.policy()[0].to_bytes()),  # as a card's personalisation
             }
 
         return to_response(service.admin("token-elements", key, body.model_dump_json(), act))

@@ -135,6 +135,7 @@ TOKEN_KINDS = (
     Kind("token-withdraw", "A token wallet withdraws tokens from its online wallet."),
     Kind("token-deposit", "A token wallet deposits tokens into its online wallet."),
     Kind("token-vault-address", "A fresh address of the vault element, for a deposit."),
+    Kind("token-sync", "A token wallet's online moment: policy, revocations and time."),
 )
 
 

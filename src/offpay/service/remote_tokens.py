@@ -16,6 +16,7 @@ from offpay.service.remote import RemoteBank, RemoteNetwork
 from offpay.sim.network import TokenUser
 from offpay.tokens.app import TokenWalletApp
 from offpay.tokens.element import TokenElement
+from offpay.wire.envelope import Signed
 
 RemoteTokenUser = TokenUser[RemoteBank]
 ELEMENT_PREFIX = "element:"  # how the intermediaries name the elements they certify
@@ -23,7 +24,8 @@ ELEMENT_PREFIX = "element:"  # how the intermediaries name the elements they cer
 
 def provision_element(bank: RemoteBank, customer_id: str, element: TokenElement, key: str) -> str:
     """The element here, provisioned by ``bank`` across the network; only its public key
-    leaves it. ``key``: the request's Idempotency-Key."""
+    leaves it; the element takes its intermediary's current signed policy. ``key``: the
+    request's Idempotency-Key."""
     answer = bank.admin.post(
         "/v1/admin/token-elements",
         {
@@ -38,6 +40,8 @@ def provision_element(bank: RemoteBank, customer_id: str, element: TokenElement,
         base64.b64decode(answer["root"]),
         tuple(base64.b64decode(c) for c in answer["mint_chain"]),
     )
+    # the limits from the start, as a card's personalisation: the element checks the signature
+    element.apply_policy(Signed.from_bytes(base64.b64decode(answer["policy"])), bank.name)
     return str(answer["element_id"])
 
 

@@ -8,10 +8,11 @@ import os
 from offpay.crypto.pki import Role
 from offpay.errors import TokenError
 from offpay.money import Money
-from offpay.tokens.desk import DEFAULT_MAX_ANCESTRY, open_desk_answer
+from offpay.tokens.desk import DEFAULT_MAX_ANCESTRY
 from offpay.tokens.element import TokenElement
 from offpay.tokens.messages import (
     DepositRequest,
+    SyncRequest,
     VaultAddress,
     VaultAddressRequest,
     WithdrawRequest,
@@ -61,10 +62,16 @@ class TokenWalletApp:
         return received
 
     def _online(self, data: bytes) -> tuple[Token, ...]:
-        """Every answer from the intermediary carries the latest revocation list."""
-        answer = open_desk_answer(data, self.element, self.institution)
-        self.element.apply_revocations(answer.revocations)
+        """Every answer from the intermediary carries the latest revocation list, its signed
+        policy and time: the element takes them itself (TokenElement.online)."""
+        answer, _ = self.element.online(data, self.institution)
         return answer.tokens
+
+    def sync(self) -> None:
+        """An online moment that moves no money: the element's policy, revocation list and
+        clock brought up to date (the app does this whenever it goes online)."""
+        request = SyncRequest(self.element.element_id, self.engine, self.element.challenge())
+        self._online(self._send("token-sync", request))
 
     def apply_policy(self, signed: Signed[LimitsPolicy]) -> LimitsPolicy:
         """The intermediary's newer signed limits policy, handed to the element at an online
@@ -77,7 +84,7 @@ class TokenWalletApp:
         self.element.check_limits(amount, 0)
         address = self.element.keygen()
         request = WithdrawRequest(
-            self.element.element_id, self.engine, os.urandom(16), amount, address
+            self.element.element_id, self.engine, self.element.challenge(), amount, address
         )
         (token,) = self._online(self._send("token-withdraw", request))
         self.element.store(token)
@@ -99,7 +106,7 @@ class TokenWalletApp:
     def _return(self, token: Token, renew_to: Address | None) -> tuple[Token, ...]:
         signed_over = self.element.transfer(token.id, self._vault())
         request = DepositRequest(
-            self.element.element_id, self.engine, os.urandom(16), signed_over, renew_to
+            self.element.element_id, self.engine, self.element.challenge(), signed_over, renew_to
         )
         return self._online(self._send("token-deposit", request))
 

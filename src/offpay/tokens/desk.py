@@ -14,6 +14,7 @@ from sqlalchemy import Connection, insert, select
 
 from offpay.crypto.keys import PublicKey
 from offpay.crypto.pki import Role
+from offpay.crypto.revocation import RevocationList
 from offpay.errors import (
     CertificateError,
     DoubleSpend,
@@ -32,6 +33,7 @@ from offpay.tokens.messages import (
     MintRequest,
     MintResult,
     RedeemRequest,
+    SyncRequest,
     VaultAddress,
     VaultAddressRequest,
     WithdrawRequest,
@@ -58,9 +60,11 @@ class TokenDesk:
     # -- issuing elements -----------------------------------------------------------------------
 
     def issue_element(self, customer_id: str, element: TokenElement) -> str:
-        """Provision a customer's secure element: its certificate, the root, the mint key."""
+        """Provision a customer's secure element: its certificate, the root, the mint key, and
+        the current signed policy (as a card's personalisation carries it)."""
         element_id, chain = self.certify_element(customer_id, element.signer.public_key)
         element.provision(element_id, chain, self.bank.root_der, self.mint_chain)
+        element.apply_policy(self.bank.policy()[0], self.bank.name)
         return element_id
 
     def certify_element(
@@ -199,6 +203,18 @@ class TokenDesk:
         self.vault.release(token.id)
         return answered
 
+    def sync(self, data: bytes) -> bytes:
+        """An element's online moment that moves no money: the policy, the revocation list
+        and the intermediary's time, answering the element's challenge."""
+        request = self.bank.from_device(data, SyncRequest, Role.ELEMENT)
+        req, ident = request.message, request.identity
+        if request.answered is not None:
+            return request.answered
+        # the central bank's current list (a cut connection: the element asks again later)
+        listing = Signed.from_bytes(self.bank.network.send("central-bank", "revocation-list", b""))
+        zero = Money.zero(self.bank.currency)
+        return self._signed_answer(ident.id, req.nonce, (), zero, listing)
+
     # -- with the central bank ------------------------------------------------------------------
 
     def _mint(self, value: Money, address: Address, nonce: bytes) -> MintResult:
@@ -228,7 +244,23 @@ class TokenDesk:
         credited: Money,
         result: MintResult,
     ) -> bytes:
-        answer = MintResult(self.bank.id, to, nonce, tokens, credited, result.revocations)
+        return self._signed_answer(to, nonce, tokens, credited, result.revocations)
+
+    def _signed_answer(
+        self,
+        to: str,
+        nonce: bytes,
+        tokens: tuple[Token, ...],
+        credited: Money,
+        revocations: Signed[RevocationList],
+    ) -> bytes:
+        """An element's online moment: what it asked for, the revocation list, and, as a card's
+        sync instruction carries them, the current signed policy and the intermediary's time."""
+        signed_policy, _ = self.bank.policy()
+        now = int(self.bank.clock().timestamp())
+        answer = MintResult(
+            self.bank.id, to, nonce, tokens, credited, revocations, signed_policy, now
+        )
         payload = sign(answer, self.bank.credential).to_bytes()
         with self.bank.db.begin() as conn:
             self.bank.ledger.remember(conn, to, nonce, payload)
@@ -239,19 +271,8 @@ class TokenDesk:
             "token-withdraw": self.withdraw,
             "token-deposit": self.deposit,
             "token-vault-address": self.vault_address,
+            "token-sync": self.sync,
         }
-
-
-def open_desk_answer(data: bytes, element: TokenElement, institution: str) -> MintResult:
-    result, _ = open_signed(
-        Signed.from_bytes(data),
-        MintResult,
-        element.trust,
-        Role.ENGINE,
-        receiver=element.element_id,
-        institution=institution,
-    )
-    return result
 
 
 def _key(*parts: bytes) -> bytes:

@@ -21,10 +21,13 @@ from offpay.errors import (
     DoubleSpend,
     InsufficientFunds,
     LimitExceeded,
+    PolicyError,
     TokenError,
 )
 from offpay.money import Money
 from offpay.policy import accept_policy, check_payment_max
+from offpay.spending import Spending
+from offpay.tokens.messages import MintResult
 from offpay.tokens.model import (
     ENDORSE_DOMAIN,
     Address,
@@ -35,11 +38,14 @@ from offpay.tokens.model import (
     transition_digest,
 )
 from offpay.tokens.verify import History, TokenVerifier
-from offpay.wire.envelope import Signed
+from offpay.wire.envelope import Signed, open_signed
 from offpay.wire.messages import LimitsPolicy
 
 Random = Callable[[int], bytes]
 ID_BYTES = 16
+# Challenges an element keeps open for its online moments: a request whose answer was lost is
+# sent again with the same one; the oldest lapses beyond this (its answer then restarts nothing).
+OPEN_CHALLENGES = 8
 
 
 @dataclass
@@ -54,6 +60,9 @@ class TokenElement:
     verifier: TokenVerifier | None = None
     revocation_version: int = 0
     policy: LimitsPolicy | None = None  # the limits its intermediary signed; None: no limits
+    # Its clock and what it paid since its last online moment and today (docs/limits.md)
+    spending: Spending = field(default_factory=Spending)
+    _challenges: list[bytes] = field(default_factory=list, repr=False)
     _keys: dict[bytes, Signer] = field(default_factory=dict, repr=False)
     _tokens: dict[bytes, Token] = field(default_factory=dict, repr=False)
 
@@ -184,10 +193,72 @@ class TokenElement:
                     "element_max_holding", f"the element may hold at most {cap}; it holds {held}"
                 )
 
-    def check_payment(self, amount: Money) -> None:
-        """Refuse to pay ``amount`` offline beyond the policy's per-payment maximum."""
+    # -- paying offline: the limits on spending over time ------------------------------------
+
+    @property
+    def clock(self) -> int | None:
+        """The latest signed time this element has seen (Unix seconds): what it signs for a
+        counterparty in a transfer's discovery proof."""
+        return self.spending.clock
+
+    def tell_time(self, now: int | None) -> None:
+        """The host phone's time. Like a terminal module's clock it only moves forward, so a
+        host that sets it back gains nothing; one that runs it ahead only makes this element
+        stricter until its next online moment sets it right."""
+        self.spending = self.spending.at(now)
+
+    def check_payment(self, amount: Money, counterparty_time: int | None = None) -> None:
+        """Refuse to pay ``amount`` offline beyond a limit of the policy: the per-payment
+        maximum, the offline total since the last online moment, the day's payments and
+        amount, the offline hours (offpay.spending, the card's rule). ``counterparty_time``:
+        the receiving element's signed clock. Changes nothing."""
         if self.policy is not None:
-            check_payment_max(self.policy, amount)
+            self.spending.at(counterparty_time).check(self.policy, amount)
+
+    def pay(self, token_id: bytes, to: Address, counterparty_time: int | None = None) -> Token:
+        """An offline payment: :meth:`check_payment`, then the whole token to ``to`` (its
+        value is the amount, :meth:`select`), counted against the limits."""
+        token = self._take(token_id)
+        self.check_payment(token.value, counterparty_time)
+        child = self.transfer(token_id, to)
+        self.spending = self.spending.at(counterparty_time).paid(token.value)
+        return child
+
+    # -- online moments ---------------------------------------------------------------------------
+
+    def challenge(self) -> bytes:
+        """A fresh nonce for a request to the intermediary: only an answer that carries it is
+        an online moment for this element (an old answer, replayed, restarts nothing)."""
+        nonce = self.random(ID_BYTES)
+        self._challenges = [*self._challenges[-(OPEN_CHALLENGES - 1) :], nonce]
+        return nonce
+
+    def online(self, data: bytes, institution: str) -> tuple[MintResult, bool]:
+        """An answer of ``institution``'s token desk, opened here (signed by its engine,
+        addressed to this element: the element trusts no app): its revocation list and a newer
+        policy are taken; if it answers an open challenge, its signed time is this element's
+        online moment, which restarts the offline total and the offline hours. The answer, and
+        whether it was an online moment."""
+        answer, _ = open_signed(
+            Signed.from_bytes(data),
+            MintResult,
+            self.trust,
+            Role.ENGINE,
+            receiver=self.element_id,
+            institution=institution,
+        )
+        self.apply_revocations(answer.revocations)
+        if answer.policy is not None:
+            try:
+                self.apply_policy(answer.policy, institution)
+            except PolicyError as exc:
+                if exc.code != "policy.downgrade":  # an old answer with an old policy: ignored
+                    raise
+        if answer.nonce not in self._challenges:
+            return answer, False
+        self._challenges.remove(answer.nonce)
+        self.spending = self.spending.synced(answer.engine_time)
+        return answer, True
 
     def apply_policy(self, signed: Signed[LimitsPolicy], institution: str) -> LimitsPolicy:
         """A newer limits policy signed by ``institution``'s engine, taken at an online

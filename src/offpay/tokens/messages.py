@@ -8,6 +8,7 @@ from offpay.money import Money
 from offpay.tokens.model import Address, Token
 from offpay.wire.codec import Message, message
 from offpay.wire.envelope import Signed
+from offpay.wire.messages import LimitsPolicy
 
 
 @message("mint-request")
@@ -33,12 +34,19 @@ class RedeemRequest(Message):
 
 @message("mint-result")
 class MintResult(Message):
+    """The central bank's answer to an intermediary, and the intermediary's desk answer to an
+    element: an element's online moment. To an element it also carries the intermediary's
+    current signed limits policy and its signed time (Unix seconds), and ``nonce`` is the
+    element's own fresh challenge, so an old answer cannot restart the element's counters."""
+
     sender: str
     receiver: str
     nonce: bytes
     tokens: tuple[Token, ...]
     value: Money
     revocations: Signed[RevocationList]
+    policy: Signed[LimitsPolicy] | None = None
+    engine_time: int | None = None  # to an element: the intermediary's time, Unix seconds
 
 
 @message("withdraw-request")
@@ -50,6 +58,17 @@ class WithdrawRequest(Message):
     nonce: bytes
     amount: Money
     address: Address
+
+
+@message("token-sync-request")
+class SyncRequest(Message):
+    """Signed by the user's element: an online moment that moves no money (the app going
+    online with nothing to deposit or withdraw); answered with the policy, the revocation
+    list and the intermediary's time. ``nonce`` is the element's challenge."""
+
+    sender: str
+    receiver: str
+    nonce: bytes
 
 
 @message("vault-address-request")

@@ -47,6 +47,9 @@ class DiscoveryProof(Message):
     receiver: str
     nonce: bytes
     commitments: bytes
+    # The element's clock (Unix seconds, TokenElement.clock): the counterparty's clock for the
+    # peer, signed by this element; the payer's time limits read it (docs/limits.md).
+    clock: int | None = None
 
 
 @message("token-offer")
@@ -91,8 +94,13 @@ class _Party:
 
     is_sender = False
 
-    def __init__(self, element: TokenElement, random: bytes | None = None) -> None:
+    def __init__(
+        self, element: TokenElement, random: bytes | None = None, now: int | None = None
+    ) -> None:
+        """``now``: the phone's time (Unix seconds), given to the element (tell_time)."""
         self.element = element
+        element.tell_time(now)
+        self.peer_clock: int | None = None  # the counterparty's clock, signed by its element
         self.nonce = random if random is not None else os.urandom(NONCE_BYTES)
         self.peer: Identity | None = None
         self.peer_commitment = b""
@@ -126,7 +134,9 @@ class _Party:
         self.peer, self.peer_commitment = ident, peer.commitment
         mine = self._commit(self.nonce, self.element.element_id)
         binding = hashlib.sha256(b"".join(self._both(mine, peer.commitment))).digest()
-        proof = DiscoveryProof(self.element.element_id, ident.id, self.nonce, binding)
+        proof = DiscoveryProof(
+            self.element.element_id, ident.id, self.nonce, binding, self.element.clock
+        )
         return sign(proof, self.element.credential).to_bytes()
 
     def on_proof(self, data: bytes) -> None:
@@ -148,6 +158,7 @@ class _Party:
         self.session = hashlib.sha256(b"offpay-token-session\x00" + first + second).digest()
         ids = sorted([ident.id.encode(), self.element.element_id.encode()])
         self.code = six_digits(first, second, *ids)
+        self.peer_clock = proof.clock
         self.peer_proved = True
 
     def _peer(self) -> Identity:
@@ -184,17 +195,24 @@ class _Party:
 class SenderSession(_Party):
     is_sender = True
 
-    def __init__(self, element: TokenElement, amount: Money, random: bytes | None = None) -> None:
-        super().__init__(element, random)
+    def __init__(
+        self,
+        element: TokenElement,
+        amount: Money,
+        random: bytes | None = None,
+        now: int | None = None,
+    ) -> None:
+        super().__init__(element, random, now)
         self.amount = amount
         self.offered: Token | None = None
         self.sent: Token | None = None
         self.confirmed = False
 
     def offer(self) -> bytes:
-        """Phase 2: a token worth exactly the amount (split or merged as needed)."""
+        """Phase 2: a token worth exactly the amount (split or merged as needed), if the
+        element's limits allow the payment at the receiver's signed time."""
         peer = self._ready()
-        self.element.check_payment(self.amount)
+        self.element.check_payment(self.amount, self.peer_clock)
         self.offered = self.element.select(self.amount)
         msg = Offer(self.element.element_id, peer.id, self.session, self.offered)
         return sign(msg, self.element.credential).to_bytes()
@@ -207,7 +225,8 @@ class SenderSession(_Party):
             raise DeviceStateError("no offer is waiting for an address", code="device.state")
         if reply.address.endorsement.element != peer.id:
             raise TokenError("the address belongs to another element than the one discovered")
-        self.sent = self.element.transfer(self.offered.id, reply.address)
+        # the limits again, as the element signs: another session may have paid meanwhile
+        self.sent = self.element.pay(self.offered.id, reply.address, self.peer_clock)
         return self.resend()
 
     def resend(self) -> bytes:
@@ -230,8 +249,14 @@ class SenderSession(_Party):
 
 
 class ReceiverSession(_Party):
-    def __init__(self, element: TokenElement, amount: Money, random: bytes | None = None) -> None:
-        super().__init__(element, random)
+    def __init__(
+        self,
+        element: TokenElement,
+        amount: Money,
+        random: bytes | None = None,
+        now: int | None = None,
+    ) -> None:
+        super().__init__(element, random, now)
         self.amount = amount
         self.offered: Token | None = None
         self.address: Address | None = None
@@ -280,9 +305,18 @@ class ReceiverSession(_Party):
         return sign(msg, self.element.credential).to_bytes()
 
 
-def transfer_offline(sender: TokenElement, receiver: TokenElement, amount: Money) -> Token:
-    """Run the whole protocol between two elements with a perfect relay (tests, demo)."""
-    s, r = SenderSession(sender, amount), ReceiverSession(receiver, amount)
+def transfer_offline(
+    sender: TokenElement,
+    receiver: TokenElement,
+    amount: Money,
+    *,
+    sender_now: int | None = None,
+    receiver_now: int | None = None,
+) -> Token:
+    """Run the whole protocol between two elements with a perfect relay (tests, demo); the
+    phones' times, if given, go to their elements."""
+    s = SenderSession(sender, amount, now=sender_now)
+    r = ReceiverSession(receiver, amount, now=receiver_now)
     s_proof, r_proof = s.on_hello(r.hello()), r.on_hello(s.hello())
     s.on_proof(r_proof)
     r.on_proof(s_proof)

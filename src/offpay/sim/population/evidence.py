@@ -451,8 +451,8 @@ def limits(base: dict[str, Any], scale: Scale, run: Runner, folder: Path) -> Sec
 
 # The limits the references name beyond the pilot's (docs/limits.md), as alternatives to the
 # report's: amounts in minor units of the scenario's currency (SEK), the counts relaxed where an
-# amount takes over from them. The limits on time (per day, offline hours) are modelled too
-# (docs/simulator.md) but not yet among these alternatives.
+# amount takes over from them; the last three add the limits on time (per day: e₹; offline
+# hours: Bank of Canada, Crunchfish) to the offline total.
 ALTERNATIVES: tuple[tuple[str, dict[str, int]], ...] = (
     (
         "40 per card, 200 per terminal; at most SEK 3 000 spent offline between syncs",
@@ -463,7 +463,7 @@ ALTERNATIVES: tuple[tuple[str, dict[str, int]], ...] = (
         },
     ),
     (
-        "the same, and at most SEK 500 a payment",
+        "40 per card, 200 per terminal; SEK 3 000 between syncs; at most SEK 500 a payment",
         {
             "card_max_offline_transactions": 40,
             "terminal_max_offline_payments": 200,
@@ -483,6 +483,58 @@ ALTERNATIVES: tuple[tuple[str, dict[str, int]], ...] = (
         "the report's counts; at most SEK 200 a payment",
         {"payment_max": 200_00},
     ),
+    (
+        "40 per card, 200 per terminal; SEK 3 000 between syncs; 20 payments, SEK 1 500 a day",
+        {
+            "card_max_offline_transactions": 40,
+            "terminal_max_offline_payments": 200,
+            "card_max_offline_spent": 3_000_00,
+            "card_max_daily_payments": 20,
+            "card_max_daily_spent": 1_500_00,
+        },
+    ),
+    (
+        "40 per card, 200 per terminal; SEK 3 000 between syncs; 72 hours offline at most",
+        {
+            "card_max_offline_transactions": 40,
+            "terminal_max_offline_payments": 200,
+            "card_max_offline_spent": 3_000_00,
+            "max_offline_hours": 72,
+        },
+    ),
+    (
+        "40 per card, 200 per terminal; SEK 3 000 between syncs; 48 hours offline at most",
+        {
+            "card_max_offline_transactions": 40,
+            "terminal_max_offline_payments": 200,
+            "card_max_offline_spent": 3_000_00,
+            "max_offline_hours": 48,
+        },
+    ),
+)
+
+# The same population with sign-once tokens under the limits token elements enforce: a holding
+# limit (the digital euro's proposed €3 000–4 000) equal to the report's card balance limit, so
+# that one broken element can take no more than one broken card (the same exposure), alone and
+# with the other limits elements enforce.
+TOKENS_UNLIMITED = "tokens, no element limits"
+TOKEN_ALTERNATIVES: tuple[tuple[str, dict[str, int]], ...] = (
+    (TOKENS_UNLIMITED, {}),
+    ("tokens; at most SEK 3 000 held", {"element_max_holding": 3_000_00}),
+    (
+        "tokens; SEK 3 000 held; at most 10 ancestors offline",
+        {"element_max_holding": 3_000_00, "token_max_ancestry": 10},
+    ),
+    (
+        "tokens; SEK 3 000 held; SEK 3 000 between online moments; 20 payments a day; "
+        "72 hours offline",
+        {
+            "element_max_holding": 3_000_00,
+            "card_max_offline_spent": 3_000_00,
+            "card_max_daily_payments": 20,
+            "max_offline_hours": 72,
+        },
+    ),
 )
 
 
@@ -491,30 +543,40 @@ def _alternatives(
 ) -> list[str]:
     """The report's limits against the alternatives the references name, per outage length:
     the payments refused and the most one broken card can take offline (its exposure: the
-    balance limit, or the offline total where that is lower)."""
+    balance limit, or the offline total where that is lower); then the token scheme under the
+    limits its elements enforce (a broken element's exposure: its holding limit); then which
+    of them halve the report's refused payments at no more exposure."""
     currency = data.get("currency", "SEK")
     balance = int(data.get("limits", {}).get("card_max_balance", 3_000_00))
-    rows = []
+    rows, token_rows = [], []
     shares: dict[tuple[int, str], float] = {}
+    exposures: dict[str, int | None] = {}
     for days in scale.outage_days:
         report = table[(days, 5, 12)]
+        shares[(days, REPORT_LIMITS)] = float(report["refused_share"])
         rows.append(
             (days, REPORT_LIMITS, _share(float(report["refused_share"])),
              _money(balance, currency), _leading(report))
         )  # fmt: skip
-    for name, limits in ALTERNATIVES:
-        alt = {**data, "limits": {**data.get("limits", {}), **limits}}
+    runs = [(name, limits, "balance", rows) for name, limits in ALTERNATIVES]
+    runs += [(name, limits, "tokens", token_rows) for name, limits in TOKEN_ALTERNATIVES]
+    for name, limits, scheme, out in runs:
+        alt = {**data, "scheme": scheme, "limits": {**data.get("limits", {}), **limits}}
         points = _points(alt, [f"outage_days={_csv(scale.outage_days)}"])
         results = run(points)
         _check(results)
-        exposure = min(balance, limits.get("card_max_offline_spent", balance))
+        if scheme == "tokens":
+            exposures[name] = limits.get("element_max_holding")
+        else:
+            exposures[name] = min(balance, limits.get("card_max_offline_spent", balance))
+        most = exposures[name]
+        shown = "no policy bound" if most is None else _money(most, currency)
         for point, r in zip(points, results, strict=True):
             days = int(point.grid["outage_days"])
             shares[(days, name)] = float(r["refused_share"])
-            rows.append(
-                (days, name, _share(shares[(days, name)]), _money(exposure, currency), _leading(r))
-            )
+            out.append((days, name, _share(shares[(days, name)]), shown, _leading(r)))
     rows.sort(key=lambda row: row[0])
+    token_rows.sort(key=lambda row: row[0])
     longest = max(scale.outage_days)
     (wide, wide_limits), _, (narrow, narrow_limits) = ALTERNATIVES[:3]
     most = [min(balance, x["card_max_offline_spent"]) for x in (wide_limits, narrow_limits)]
@@ -524,25 +586,72 @@ def _alternatives(
         f"{_money(most[1], currency)}, and refuses {_share(shares[(longest, narrow)])} of "
         f"payments against {_share(shares[(longest, wide)])}."
     )
+    header = ("outage (days)", "limits", "refused", "one broken device takes at most",
+              "refused most by")  # fmt: skip
     return [
         "The references name other limits (docs/limits.md): a maximum per payment (RBI: ₹200; "
         "e-CNY hardware wallets: ¥500), a total spent offline since the last sync apart from "
-        "the balance (RBI: ₹2 000), limits per day (e₹: ₹50 000 or 20 transfers) and on the "
-        "time a card may stay offline (Bank of Canada, Crunchfish). The simulator models "
-        "each (docs/simulator.md); the same population under the first two, with what one "
+        "the balance (RBI: ₹2 000), limits per day (e₹: ₹50 000 or 20 transfers), on the "
+        "time a card or element may stay offline (Bank of Canada, Crunchfish), on a token's "
+        "ancestry (Federal Reserve) and on what an element holds (digital euro). The simulator "
+        "models each (docs/simulator.md); the same population under them, with what one "
         "broken card can take offline at most:",
         "",
-        *_table(
-            (
-                "outage (days)",
-                "limits",
-                "refused",
-                "one broken card takes at most",
-                "refused most by",
-            ),
-            rows,
-        ),
+        *_table(header, rows),
         _words(summary),
+        "",
+        "The same population with sign-once tokens, under the limits its elements enforce; "
+        "a broken element takes at most what it holds, which its holding limit bounds "
+        "(equal to the report's card balance limit here: the same exposure):",
+        "",
+        *_table(header, token_rows),
+        _words(
+            """One policy binds every element of an intermediary, shops' elements included: a
+            holding limit refuses what a shop's element would take beyond it between the shop's
+            deposits (`element_max_holding` above), as much as what a person's would."""
+        ),
+        *_halving(scale, shares, exposures, balance, currency),
+    ]
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _halving(
+    scale: Scale,
+    shares: dict[tuple[int, str], float],
+    exposures: dict[str, int | None],
+    balance: int,
+    currency: str,
+) -> list[str]:
+    """Per outage length, the alternatives that refuse at most half the payments the report's
+    limits refuse, at no more exposure than the report's balance limit; or the closest."""
+    lines = []
+    for days in scale.outage_days:
+        goal = shares[(days, REPORT_LIMITS)] / 2
+        same = [n for n, most in exposures.items() if most is not None and most <= balance]
+        halving = [n for n in same if shares[(days, n)] <= goal]
+        if halving:
+            named = "; ".join(f"{n} ({_share(shares[(days, n)])})" for n in halving)
+            report = _share(shares[(days, REPORT_LIMITS)])
+            lines.append(
+                f"* {_days(days)}: the report's limits refuse {report}; halved by {named}."
+            )
+        else:
+            best = min(same, key=lambda n: shares[(days, n)])
+            lines.append(
+                f"* {_days(days)}: the report's limits refuse "
+                f"{_share(shares[(days, REPORT_LIMITS)])}; none of these halves it at no more "
+                f"exposure than {_money(balance, currency)}; the fewest refusals: {best} "
+                f"({_share(shares[(days, best)])})."
+            )
+    return [
+        "",
+        "Which of these halve the refused payments at the same exposure (what one broken "
+        f"device can take offline at most no more than {_money(balance, currency)})?",
+        "",
+        *lines,
         "",
     ]
 

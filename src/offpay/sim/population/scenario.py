@@ -218,6 +218,10 @@ SIMULATED_LIMITS = {
             "max_receipts",
             "blocked_window_hours",
             "payment_max",
+            "card_max_offline_spent",
+            "card_max_daily_payments",
+            "card_max_daily_spent",
+            "max_offline_hours",
             "token_max_ancestry",
             "element_max_holding",
         }

@@ -10,7 +10,8 @@ as the verifier does); two different transitions consuming one token in a histor
 the central bank's record, is a double spend. Every choice follows the applet: ``select``
 (exact token, else the smallest bigger one split, else the biggest merged then split), tokens
 listed by value then arrival; the app's deposit, renewal and withdrawal with their order of
-checks; revocation lists learnt from answers only.
+checks; revocation lists learnt from answers only (the app's sync opens each online moment);
+the payer's limits on spending over time on its clock, as ``offpay.spending`` states them.
 
 After every event the model checks its books: issued = online wallets + tokens outstanding
 (minted − redeemed); tokens in elements − copies restored + value burned at deposit + value
@@ -46,10 +47,14 @@ VAL = 0
 # element fields (int64 matrix EI); the held tokens are a list from HEAD to TAIL: tokens sorted
 # by value, then arrival (the applet's listing), then those that arrived since, in arrival
 # order; UNSORTED says there are such (sorted on the next listing); BAL their value, COUNT
-# their number, PEND how many of them are not CLEARED, HSIZE their encoded size
+# their number, PEND how many of them are not CLEARED, HSIZE their encoded size; then its
+# spending counters (offpay.spending.Spending, in minutes from the start; -1: none): CLOCK,
+# SYNCED (the intermediary's time at its last online moment), SPENT (since then), DAY and the
+# day's payments DAYN and amount DAYSP
 (HEAD, KNOWN, REVV, BROKEN, CSTART, CCOUNT, ONLINE, BANK, EPOCH, TAIL, BAL, COUNT, PEND,
- UNSORTED, HSIZE) = range(15)  # fmt: skip
-EFIELDS = 15
+ UNSORTED, HSIZE, CLOCK, SYNCED, SPENT, DAY, DAYN, DAYSP) = range(21)  # fmt: skip
+EFIELDS = 21
+MINUTES_A_DAY = 24 * 60
 # globals (int64 vector G)
 # and the event's traffic (MSGS messages, BYTES their bytes), then the sizes calibrated on real
 # elements, apps and desks (Z_*, the keys of :func:`~.traffic.calibrate_tokens`)
@@ -59,16 +64,20 @@ SIZES = (
     "root", "split", "transfer", "merge", "proof", "hello_sent", "hello_got", "proof_sent",
     "proof_got", "offer_sent", "offer_got", "transfer_sent", "transfer_got", "vault_sent",
     "vault_got", "deposit_sent", "deposit_got", "address", "renewal_got", "withdraw_sent",
-    "withdraw_got", "listed",
+    "withdraw_got", "listed", "sync_sent", "sync_got",
 )  # fmt: skip
 (Z_ROOT, Z_SPLIT, Z_TRANSFER, Z_MERGE, Z_PROOF, Z_HELLO_SENT, Z_HELLO_GOT, Z_PROOF_SENT,
  Z_PROOF_GOT, Z_OFFER_SENT, Z_OFFER_GOT, Z_TRANSFER_SENT, Z_TRANSFER_GOT, Z_VAULT_SENT,
  Z_VAULT_GOT, Z_DEPOSIT_SENT, Z_DEPOSIT_GOT, Z_ADDRESS, Z_RENEWAL_GOT, Z_WITHDRAW_SENT,
- Z_WITHDRAW_GOT, Z_LISTED) = range(BYTES + 1, BYTES + 1 + len(SIZES))  # fmt: skip
+ Z_WITHDRAW_GOT, Z_LISTED, Z_SYNC_SENT, Z_SYNC_GOT) = range(
+    BYTES + 1, BYTES + 1 + len(SIZES))  # fmt: skip
 PAYMAX = BYTES + 1 + len(SIZES)  # the policy's per-payment maximum; -1: none
 ANCMAX = PAYMAX + 1  # token_max_ancestry: the most ancestors a token taken offline carries
 HOLDMAX = PAYMAX + 2  # element_max_holding: the most value an element holds after a receipt
-GFIELDS = HOLDMAX + 1
+# the payer's limits on spending over time (-1: none): card_max_offline_spent,
+# card_max_daily_payments, card_max_daily_spent, max_offline_hours (in minutes)
+SPENTMAX, DAYNMAX, DAYSPMAX, HOURSMAX = range(PAYMAX + 3, PAYMAX + 7)
+GFIELDS = HOURSMAX + 1
 REDEEMED_BY = -2  # the "transition" that consumes a token the central bank redeemed
 
 C_OK = INDEX["ok"]
@@ -81,6 +90,10 @@ C_CREVOKED = INDEX["crypto.revoked"]
 C_PAY_MAX = INDEX["limit.payment_max"]
 C_ANCESTRY = INDEX["limit.token_max_ancestry"]
 C_HOLDING = INDEX["limit.element_max_holding"]
+C_SPENT = INDEX["limit.card_max_offline_spent"]
+C_DAY_N = INDEX["limit.card_max_daily_payments"]
+C_DAY_SPENT = INDEX["limit.card_max_daily_spent"]
+C_HOURS = INDEX["limit.max_offline_hours"]
 C_CONSERVATION = -100
 C_FULL = -101
 
@@ -409,15 +422,69 @@ def _receipt_limits(EI, G, e, value, ancestors):
 
 
 @njit(cache=True)
-def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, epoch_flag, W):
-    """The three phases between two elements: (code, ancestry of the token delivered)."""
+def _at(EI, e, time):
+    """Spending.at: element ``e``'s clock after a signed time (-1: none), never moved back,
+    and its day with that day's counters: (clock, day, payments, amount)."""
+    clock = EI[e, CLOCK]
+    if time >= 0 and (clock < 0 or time > clock):
+        clock = time
+    day = clock // MINUTES_A_DAY if clock >= 0 else np.int64(-1)
+    if day >= 0 and (EI[e, DAY] < 0 or day > EI[e, DAY]):
+        return clock, day, np.int64(0), np.int64(0)
+    return clock, EI[e, DAY], EI[e, DAYN], EI[e, DAYSP]
+
+
+@njit(cache=True)
+def _tell(EI, e, time):
+    """TokenElement.tell_time: the phone's time."""
+    EI[e, CLOCK], EI[e, DAY], EI[e, DAYN], EI[e, DAYSP] = _at(EI, e, time)
+
+
+@njit(cache=True)
+def _synced(EI, e, t):
+    """Spending.synced: an online moment at the intermediary's time ``t``."""
+    EI[e, CLOCK] = t
+    EI[e, SYNCED] = t
+    EI[e, SPENT] = 0
+    day = t // MINUTES_A_DAY
+    if EI[e, DAY] < 0 or day < EI[e, DAY]:
+        EI[e, DAY] = day
+
+
+@njit(cache=True)
+def _spending_limits(EI, G, e, amount, peer_clock):
+    """Spending.check for the payer ``e`` at the counterparty's clock, after payment_max."""
+    clock, _, day_n, day_spent = _at(EI, e, peer_clock)
+    if G[HOURSMAX] >= 0:
+        synced = EI[e, SYNCED]
+        if synced < 0 or clock < 0 or clock - synced > G[HOURSMAX]:
+            return C_HOURS
+    if G[SPENTMAX] >= 0 and EI[e, SPENT] + amount > G[SPENTMAX]:
+        return C_SPENT
+    if G[DAYNMAX] >= 0 and day_n + 1 > G[DAYNMAX]:
+        return C_DAY_N
+    if G[DAYSPMAX] >= 0 and day_spent + amount > G[DAYSPMAX]:
+        return C_DAY_SPENT
+    return C_OK
+
+
+@njit(cache=True)
+def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, epoch_flag, W, t):
+    """The three phases between two elements, both phones at time ``t``: (code, ancestry of
+    the token delivered)."""
     buf, hp, ht, one = W
+    _tell(EI, payer, t)
+    _tell(EI, payee, t)
     _message(G, G[Z_HELLO_SENT], G[Z_HELLO_GOT])
     if _knows_revoked(EI, EI[payer, KNOWN], payee) or _knows_revoked(EI, EI[payee, KNOWN], payer):
         return C_CREVOKED, -1
     _message(G, G[Z_PROOF_SENT], G[Z_PROOF_GOT])
     if G[PAYMAX] >= 0 and amount > G[PAYMAX]:  # the payer's element refuses to offer
         return C_PAY_MAX, -1
+    peer_clock = EI[payee, CLOCK]  # signed in the payee's discovery proof
+    code = _spending_limits(EI, G, payer, amount, peer_clock)
+    if code != C_OK:
+        return code, -1
     offered, code = _select(TI, TV, RT, RS, PAR, EI, COPY, G, payer, amount, only, buf, hp, ht)
     if code != C_OK:
         return code, -1
@@ -433,6 +500,11 @@ def _pay(TI, TV, RT, RS, PAR, EI, COPY, G, payer, payee, amount, only, event, ep
         return code, -1
     _message(G, offer, G[Z_OFFER_GOT])
     child = _transfer(TI, TV, RT, PAR, EI, G, payer, offered, payee, one)
+    # TokenElement.pay: the payment counted, at the counterparty's clock
+    clock, day, day_n, day_spent = _at(EI, payer, peer_clock)
+    EI[payer, CLOCK], EI[payer, DAY] = clock, day
+    EI[payer, DAYN], EI[payer, DAYSP] = day_n + 1, day_spent + amount
+    EI[payer, SPENT] += amount
     if _knows_revoked(EI, EI[payee, KNOWN], payee):
         # a receiver that knows itself revoked cannot store the token signed over to it:
         # the payer's element has signed already, and the value is lost
@@ -493,6 +565,7 @@ def _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, renew, t, settled, W):
         BK[bank, 1] -= value
         G[MINTED] += value
         EI[e, KNOWN] = G[CVER]
+        _synced(EI, e, t)
         _add(TI, TV, EI, G, e, fresh)
         _message(G, request, G[Z_RENEWAL_GOT] + G[Z_ROOT] + listed)
         return C_OK
@@ -500,6 +573,7 @@ def _redeem(TI, TV, RT, RS, PAR, EI, BK, G, e, row, renew, t, settled, W):
     EI[e, ONLINE] += value  # a deposit, or a renewal the mint refused: to the online wallet
     G[ONLINESUM] += value
     EI[e, KNOWN] = G[CVER]
+    _synced(EI, e, t)  # every answer is an online moment
     return C_OK
 
 
@@ -562,6 +636,7 @@ def _withdraw(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, amount, max_ancestry, t, 
     G[MINTED] += amount
     BK[bank, 0] = G[CVER]
     EI[e, KNOWN] = G[CVER]
+    _synced(EI, e, t)
     _message(G, G[Z_WITHDRAW_SENT], G[Z_WITHDRAW_GOT] + G[Z_ROOT] + G[CVER] * G[Z_LISTED])
     _add(TI, TV, EI, G, e, _new_token(TI, TV, G, amount, e, -1, G[Z_ROOT]))
     return _renew_long(TI, TV, RT, RS, PAR, EI, COPY, BK, G, e, max_ancestry, t, settled, W)
@@ -603,7 +678,7 @@ def _run(
         elif k in (K_SHOP, K_P2P):
             payee = y if k == K_P2P else people + y
             code, depth = _pay(
-                TI, TV, RT, RS, PAR, EI, COPY, G, x, payee, amount[i], False, i, k == K_P2P, W
+                TI, TV, RT, RS, PAR, EI, COPY, G, x, payee, amount[i], False, i, k == K_P2P, W, ti
             )
             outcome[i] = code
             if code == C_OK:
@@ -633,8 +708,9 @@ def _run(
                     code = C_FUNDS
                 else:
                     code, depth = _pay(
-                        TI, TV, RT, RS, PAR, EI, COPY, G, x, people + y, value, True, i, False, W
-                    )
+                        TI, TV, RT, RS, PAR, EI, COPY, G, x, people + y, value, True, i, False, W,
+                        ti,
+                    )  # fmt: skip
             outcome[i] = code
             if code == C_OK:
                 moved[i], ancestry[i] = value, depth
@@ -648,6 +724,10 @@ def _run(
                     values[m] = TV[buf[q], VAL]
                     m += 1
             EI[x, EPOCH] += 1
+            # TokenWalletApp.sync: the policy, the list and the intermediary's time
+            _message(G, G[Z_SYNC_SENT], G[Z_SYNC_GOT] + G[CVER] * G[Z_LISTED])
+            EI[x, KNOWN] = G[CVER]
+            _synced(EI, x, ti)
             vals = np.empty(m, np.int64)
             vals[:] = values[:m]
             for q in range(m):
@@ -726,6 +806,7 @@ def run_fast_tokens(
     PAR = np.zeros(2 * cap, np.int32)
     EI = np.zeros((elements, EFIELDS), np.int64)
     EI[:, HEAD] = EI[:, TAIL] = -1
+    EI[:, CLOCK] = EI[:, SYNCED] = EI[:, DAY] = -1  # no signed time yet
     EI[:people, BANK] = world.person_bank
     EI[people:, BANK] = world.merchant_bank
     COPY = np.zeros(cap, np.int32)
@@ -740,6 +821,15 @@ def run_fast_tokens(
     ancestry, holding = scenario.policy.token_max_ancestry, scenario.policy.element_max_holding
     G[ANCMAX] = -1 if ancestry is None else ancestry
     G[HOLDMAX] = -1 if holding is None else holding.minor
+    policy = scenario.policy
+    for field, at in (
+        (policy.card_max_offline_spent, SPENTMAX),
+        (policy.card_max_daily_payments, DAYNMAX),
+        (policy.card_max_daily_spent, DAYSPMAX),
+    ):
+        G[at] = -1 if field is None else getattr(field, "minor", field)
+    hours = policy.max_offline_hours
+    G[HOURSMAX] = -1 if hours is None else hours * 60
     b = scenario.behaviour
     wallet, first = b.online_wallet, min(b.top_up_to, b.online_wallet)
     EI[:people, ONLINE] = wallet
@@ -801,6 +891,7 @@ def _top_up_all(TI, TV, EI, BK, G, people, amount):
         G[ONLINESUM] -= amount
         BK[EI[e, BANK], 1] -= amount
         G[MINTED] += amount
+        _synced(EI, e, 0)  # the withdrawal's answer, at minute 0
         _add(TI, TV, EI, G, e, _new_token(TI, TV, G, amount, e, -1, G[Z_ROOT]))
 
 

@@ -16,13 +16,17 @@ the same rules over arrays, and the fidelity test holds it to this module):
   (``funds.insufficient``), a peer the element knows revoked (``crypto.revoked``), a history
   that shows a double spend (``token.double_spend``, when the payer's merge or the receiver's
   verification finds one offline).
-* **ONLINE** (person). The element deposits, through the app, the tokens it received by payment
-  since its last online moment and still holds as received (``TokenWalletApp.deposit`` of each
-  one's value; the app renews long ancestries after each deposit), then renews every token
-  whose ancestry is longer than ``tokens.max_ancestry`` (``renew_long``), then withdraws up to
-  ``top_up_to`` from the online wallet. Each of these calls is tried on its own; the event's
-  outcome is the first refusal, ``ok`` if none. The element learns the central bank's
-  revocation list from every answer of its intermediary (the app has no other online call).
+* **SHOP, P2P** at the simulated time: both phones give it their elements (``tell_time``), and
+  the payer's element enforces its limits on spending over time (docs/limits.md) on it.
+* **ONLINE** (person). The app first synchronises (``TokenWalletApp.sync``: the policy, the
+  revocation list and the intermediary's time; the element's online moment, which restarts
+  its offline total and hours). Then the element deposits, through the app, the tokens it
+  received by payment since its last online moment and still holds as received
+  (``TokenWalletApp.deposit`` of each one's value; the app renews long ancestries after each
+  deposit), then renews every token whose ancestry is longer than ``tokens.max_ancestry``
+  (``renew_long``), then withdraws up to ``top_up_to`` from the online wallet. Each of these
+  calls is tried on its own; the event's outcome is the first refusal, ``ok`` if none. The
+  element learns the central bank's revocation list from every answer of its intermediary.
 * **SHOP_ONLINE** (merchant). The merchant's element deposits every token it holds, one by one.
 * **CLONE** breaks the person's element (SignOnce keeps the key, as ``break_sign_once`` in the
   token demo) and the attacker keeps copies of the tokens it holds then. **CLONE_SHOP**: the
@@ -40,7 +44,6 @@ ancestry length of the token a payment delivered (-1 otherwise).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -60,7 +63,13 @@ from offpay.sim.population.token_elements import (
     break_element,
     restore_copies,
 )
-from offpay.sim.population.traffic import AppNetwork, Traffic, counted_transfer, held_size
+from offpay.sim.population.traffic import (
+    AppNetwork,
+    Traffic,
+    counted_transfer,
+    held_size,
+    publish_element_policy,
+)
 from offpay.store import schema
 
 
@@ -69,8 +78,10 @@ class TokenRun:
 
     def __init__(self, scenario: Scenario, world: World) -> None:
         self.scenario = scenario
-        self.clock = SimClock()
-        self.start = self.clock.now
+        # Minute 0 is a UTC midnight, so that the elements' days (their clock // 86400) begin
+        # at the model's day boundaries, as the cards' do (real.py).
+        self.start = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        self.clock = SimClock(self.start)
         self.net = OfflineNetwork(
             bank_names=world.banks, currency=scenario.currency, clock=self.clock
         )
@@ -88,15 +99,8 @@ class TokenRun:
             for j, b in enumerate(world.merchant_bank)
         ]
         self.traffic = Traffic()
-        policy = scenario.policy
-        element_limits = (policy.payment_max, policy.token_max_ancestry, policy.element_max_holding)
-        if any(v is not None for v in element_limits):  # what the elements enforce (limits.md)
-            signed = {
-                bank: self.net.banks[bank].publish_policy(
-                    dataclasses.replace(policy, issuer=bank, version=2)
-                )
-                for bank in self.net.banks
-            }
+        signed = publish_element_policy(self.net, scenario)  # what the elements enforce
+        if signed:  # given at provisioning; the desks' answers carry it from then on
             for user in (*self.people, *self.merchants):
                 user.app.apply_policy(signed[user.bank.name])
         for user in (*self.people, *self.merchants):
@@ -127,8 +131,15 @@ class TokenRun:
 
     # -- payments ------------------------------------------------------------------------------
 
+    @property
+    def unix(self) -> int:
+        """The simulated time as the phones give it to their elements (Unix seconds)."""
+        return int(self.clock.now.timestamp())
+
     def pay(self, payer: TokenUser, payee: TokenUser, amount: int) -> tuple[int, bytes]:
-        token = counted_transfer(payer.element, payee.element, self.money(amount), self.traffic)
+        token = counted_transfer(
+            payer.element, payee.element, self.money(amount), self.traffic, self.unix
+        )
         return payee.element.verify(token).length, token.id
 
     def attack(self, user: TokenUser, merchant: TokenUser, amount: int) -> tuple[int, int, bytes]:
@@ -152,6 +163,7 @@ class TokenRun:
         user, first = self.people[i], OK
         received = [t.value for t in self.element(user).tokens() if t.id in self.received[i]]
         self.received[i].clear()
+        first = self._try(first, user.app.sync)
         for value in received:
             first = self._try(first, lambda v=value: user.app.deposit(v))
         first = self._try(first, user.app.renew_long)

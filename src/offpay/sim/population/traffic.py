@@ -28,6 +28,7 @@ from offpay.device.reader import Transmit
 from offpay.device.terminal import TerminalModule
 from offpay.errors import OffpayError
 from offpay.money import Money
+from offpay.policy import LIMITS, Scheme
 from offpay.relay.phone import PhoneApp, confirmation_code
 from offpay.relay.pos import PosApp
 from offpay.sim.network import OfflineNetwork
@@ -37,8 +38,11 @@ from offpay.tokens.model import Token
 from offpay.tokens.transfer import ReceiverSession, SenderSession
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.codec import encode
+from offpay.wire.envelope import Signed
 
 PIN = "1234"
+# The optional limits a token element enforces (offpay.policy.LIMITS).
+ELEMENT_LIMITS = tuple(f for f in LIMITS if f.optional and f.scheme is not Scheme.BALANCE)
 
 
 _INS = frozenset(int(i) for i in Ins)
@@ -333,13 +337,19 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
 
 
 def counted_transfer(
-    sender: TokenElement, receiver: TokenElement, amount: Money, traffic: Traffic
+    sender: TokenElement,
+    receiver: TokenElement,
+    amount: Money,
+    traffic: Traffic,
+    now: int | None = None,
 ) -> Token:
     """:func:`~offpay.tokens.transfer.transfer_offline` with each of its four exchanges between
     the elements counted as a message (hellos, discovery proofs, offer and address, transfer
     and confirmation). A phase whose request the receiver refuses counts its request only; a
-    phase whose request the sender cannot make (no token to offer) is not sent."""
-    s, r = SenderSession(sender, amount), ReceiverSession(receiver, amount)
+    phase whose request the sender cannot make (no token to offer) is not sent. ``now``: both
+    phones' time (Unix seconds), told their elements."""
+    s = SenderSession(sender, amount, now=now)
+    r = ReceiverSession(receiver, amount, now=now)
     s_hello, r_hello = s.hello(), r.hello()
     traffic.add("token-hello", len(s_hello), len(r_hello))
     s_proof = s.on_hello(r_hello)
@@ -373,6 +383,26 @@ def token_size(token: Token) -> int:
     return len(encode(token))
 
 
+def publish_element_policy(net: OfflineNetwork, scenario: Scenario) -> dict[str, Signed]:
+    """The scenario's limits as every intermediary's policy (version 2), if it sets any that
+    token elements enforce (docs/limits.md); the desks' answers carry it. By bank."""
+    policy = scenario.policy
+    if all(getattr(policy, f.name) is None for f in ELEMENT_LIMITS):
+        return {}
+    return {
+        bank: net.banks[bank].publish_policy(dataclasses.replace(policy, issuer=bank, version=2))
+        for bank in net.banks
+    }
+
+
+def unlimited(*elements: TokenElement) -> tuple[TokenElement, ...]:
+    """Calibration measures sizes with the run's policy in every answer, but its elements
+    must make every payment it measures: they enforce none."""
+    for element in elements:
+        element.policy = None
+    return elements
+
+
 def held_size(element: TokenElement) -> int:
     """What an element stores: the encoded size of every token it holds."""
     return sum(token_size(t) for t in TokenElement.tokens(element))
@@ -384,15 +414,22 @@ def calibrate_tokens(scenario: Scenario, bank_name: str) -> dict[str, int]:
     ``split`` what a transition adds to its parent's size, ``merge`` to its parents' and
     ``proof`` per parent; the four exchanges of a payment without their tokens; a vault
     address, deposit and withdrawal without their tokens and revocation list, ``address`` a
-    renewal's address, ``listed`` what one revoked element adds to a list."""
+    renewal's address, ``listed`` what one revoked element adds to a list; ``sync`` an online
+    moment that moves no money. Every desk answer carries the run's policy, as in the run."""
     net = OfflineNetwork(bank_names=(bank_name,), currency=scenario.currency)
     net.issue(bank_name, 3 * 100_000)
+    publish_element_policy(net, scenario)  # every desk answer carries it, as in the run
     traffic = Traffic(labelled=True)
     steps = _Steps(traffic)
     users = [net.add_token_user(f"calibration-{n}", bank_name, online=100_000) for n in range(3)]
     for user in users:
         user.app.network = AppNetwork(user.app.network, traffic)
     money, out = net.money, {}
+    now = int(net.clock().timestamp())  # the phones' time, which the discovery proofs carry
+    users[0].app.sync()
+    taken = steps.take()
+    out["sync_sent"], out["sync_got"] = taken["token-sync"]
+    unlimited(users[0].element)
     users[0].app.withdraw(money(10_000))
     taken = steps.take()
     (root,) = users[0].element.tokens()
@@ -400,7 +437,7 @@ def calibrate_tokens(scenario: Scenario, bank_name: str) -> dict[str, int]:
     out["withdraw_sent"] = taken["token-withdraw"][0]
     out["withdraw_got"] = taken["token-withdraw"][1] - out["root"]
     e0, e1, e2 = (u.element for u in users)
-    paid = counted_transfer(e0, e1, money(1_000), traffic)  # a split, then a transfer
+    paid = counted_transfer(*unlimited(e0, e1), money(1_000), traffic, now)  # a split, a transfer
     taken = steps.take()
     (change,) = e0.tokens()
     out["split"] = token_size(change) - out["root"]
@@ -411,19 +448,19 @@ def calibrate_tokens(scenario: Scenario, bank_name: str) -> dict[str, int]:
     out["offer_got"] = taken["token-offer"][1]
     out["transfer_sent"] = taken["token-transfer"][0] - token_size(paid)
     out["transfer_got"] = taken["token-transfer"][1]
-    counted_transfer(e0, e2, money(2_000), traffic)
-    counted_transfer(e0, e2, money(3_000), traffic)
+    counted_transfer(*unlimited(e0, e2), money(2_000), traffic, now)
+    counted_transfer(*unlimited(e0, e2), money(3_000), traffic, now)
     steps.take()
     parents = e2.tokens()
-    counted_transfer(e2, e1, money(5_000), traffic)  # a merge of two, then a transfer
+    counted_transfer(*unlimited(e2, e1), money(5_000), traffic, now)  # a merge of two
     steps.take()
     merged = max(e1.tokens(), key=lambda t: t.value.minor)
     two = token_size(merged) - out["transfer"] - sum(token_size(t) for t in parents)
-    counted_transfer(e0, e1, money(1_000), traffic)
+    counted_transfer(*unlimited(e0, e1), money(1_000), traffic, now)
     steps.take()
     ones = [t for t in e1.tokens() if t.value.minor == 1_000]
     three_parents = [*ones, merged]
-    counted_transfer(e1, e2, money(7_000), traffic)  # a merge of three
+    counted_transfer(*unlimited(e1, e2), money(7_000), traffic, now)  # a merge of three
     steps.take()
     (three,) = [t for t in e2.tokens() if t.value.minor == 7_000]
     grown = token_size(three) - out["transfer"] - sum(token_size(t) for t in three_parents)
@@ -431,6 +468,7 @@ def calibrate_tokens(scenario: Scenario, bank_name: str) -> dict[str, int]:
     out["merge"] = two - 2 * out["proof"]
     # a deposit (vault address, then the token signed over), then a renewal
     token = e2.tokens()[0]
+    unlimited(e0, e1, e2)
     users[2].app.deposit(token.value)
     taken = steps.take()
     out["vault_sent"], out["vault_got"] = taken["token-vault-address"]
@@ -439,11 +477,13 @@ def calibrate_tokens(scenario: Scenario, bank_name: str) -> dict[str, int]:
     out["deposit_got"] = deposit[1]
     users[0].app.max_ancestry = 0
     renewed = [t for t in e0.tokens() if not t.is_root][-1]  # the last one renewed
+    unlimited(e0, e1, e2)
     users[0].app.renew_long()
     renewal = steps.take()["token-deposit"]
     out["address"] = renewal[0] - out["deposit_sent"] - out["transfer"] - token_size(renewed)
     out["renewal_got"] = renewal[1] - out["root"]
     net.central.revoke(e2.element_id, "calibration")
+    unlimited(e0, e1, e2)
     users[0].app.withdraw(money(100))
     out["listed"] = steps.take()["token-withdraw"][1] - out["root"] - out["withdraw_got"]
     return out
