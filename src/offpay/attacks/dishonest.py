@@ -122,9 +122,7 @@ def load_beyond_shadow(bank: Intermediary, card_id: str, extra: int) -> int:
             )
         ).inserted_primary_key
         conn.execute(
-            update(schema.devices)
-            .where(schema.devices.c.id == card_id)
-            .values(issued_no=number)
+            update(schema.devices).where(schema.devices.c.id == card_id).values(issued_no=number)
         )
     assert row_id is not None
     return int(row_id[0])

@@ -24,6 +24,7 @@ from offpay.store.moves import in_transit
 from offpay.tokens.mint import REDEEMED
 
 CENTRAL = "central-bank"
+NETWORK = "network"  # the party named by a finding over every party's books
 
 
 def _total(column: Any, *where: Any) -> Any:
@@ -127,9 +128,9 @@ def holdings(central: Engine, banks: Mapping[str, Engine], currency: str) -> lis
         for p in problems
     ]
     if not audit.balanced:
-        found.append(
+        found.append(  # no single party's books show it: the whole network's do
             Finding(
-                CENTRAL,
+                NETWORK,
                 codes.NOT_CONSERVED,
                 ("issuance",),
                 f"issued {audit.issued}, held {audit.held} (reserves {audit.reserves}, wallets "

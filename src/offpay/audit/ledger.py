@@ -140,7 +140,7 @@ def _balances(conn: Connection, bank: str, state: AuditState) -> list[Finding]:
                         bank,
                         codes.BALANCE_MISMATCH,
                         (f"account:{r.id}",),
-                        f"holds {r.balance}, its journal sums to {journal.get(r.id, 0)}",
+                        f"holds {r.balance}, its journal as audited sums to {journal.get(r.id, 0)}",
                     )
                 )
     return found
