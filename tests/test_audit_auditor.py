@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, text, update
 from sqlalchemy.exc import DBAPIError
+from tests.conftest import UrlFor
 
 from offpay.audit import findings as codes
 from offpay.audit.auditor import audit
 from offpay.audit.sources import AuditInputError, Sources, read_only_engine
 from offpay.sim.network import OfflineNetwork, User
 from offpay.store import schema
-from tests.conftest import UrlFor
 
 
 @dataclass

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import UrlFor
+from tests.test_audit_auditor import Audited, build
 
 from offpay.attacks import dishonest
 from offpay.audit import findings as codes
 from offpay.audit.findings import Finding
-from tests.conftest import UrlFor
-from tests.test_audit_auditor import Audited, build
 
 
 @pytest.fixture
