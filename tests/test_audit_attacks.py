@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import UrlFor
 
 from offpay.attacks.checked import fresh_network
 from offpay.attacks.registry import ATTACKS, Attack, play_in_process
 from offpay.audit.auditor import audit
 from offpay.audit.sources import Sources
 from offpay.sim.liquidity import SimClock
-from tests.conftest import UrlFor
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.name)
