@@ -4,6 +4,7 @@ the records. Every fault on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,40 @@ def test_findings_are_kept_across_runs(audited: Audited) -> None:
     second = audited.run()
     assert first.findings and second.findings == first.findings
     assert second.new == [] or set(second.new) <= set(first.findings)
+
+
+def test_a_stored_payment_that_does_not_verify(audited: Audited) -> None:
+    """Evidence is re-verified with the protocol's own code: a debit whose stored payment
+    carries a broken signature is named, whatever the rest of the books say."""
+    from sqlalchemy import select, update
+
+    from offpay.store import schema
+    from offpay.wire.envelope import Signed
+
+    tx = tx_of(audited, "alice->shop-b")
+    d = schema.debits
+    bank = audited.net.banks["bank-a"]
+    with bank.db.begin() as conn:
+        stored = bytes(conn.execute(select(d.c.payment).where(d.c.tx_id == tx)).scalar_one())
+        signed = Signed.from_bytes(stored)
+        flipped = bytes([signed.signature[0] ^ 1]) + signed.signature[1:]
+        broken = dataclasses.replace(signed, signature=flipped).to_bytes()
+        conn.execute(update(d).where(d.c.tx_id == tx).values(payment=broken))
+    found = audited.run().findings
+    [invalid] = named(found, "bank-a", codes.EVIDENCE_INVALID)
+    assert invalid.records == (tx.hex(),) and "does not verify" in invalid.detail
+    assert {f.party for f in found} == {"bank-a"}
+
+
+def test_a_debit_booked_for_another_amount_than_its_payment(audited: Audited) -> None:
+    from sqlalchemy import update
+
+    from offpay.store import schema
+
+    tx = tx_of(audited, "bob->shop-a")
+    d = schema.debits
+    with audited.net.banks["bank-b"].db.begin() as conn:
+        conn.execute(update(d).where(d.c.tx_id == tx).values(amount=d.c.amount + 1))
+    found = audited.run().findings
+    assert (tx.hex(),) in [f.records for f in named(found, "bank-b", codes.EVIDENCE_MISMATCH)]
+    assert (tx.hex(),) in [f.records for f in named(found, "bank-b", codes.SETTLEMENT_MISMATCH)]

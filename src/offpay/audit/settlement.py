@@ -28,7 +28,7 @@ from offpay.bank.verifier import Verifier
 from offpay.crypto.pki import TrustStore
 from offpay.errors import OffpayError
 from offpay.store import schema
-from offpay.wire.envelope import Signed
+from offpay.wire.envelope import Signed, payload_of
 from offpay.wire.messages import OfflinePayment
 
 CHUNK = 2000  # rows read, verified and indexed at a time
@@ -92,24 +92,34 @@ class Evidence:
         self.verifier = Verifier(root_der)
         self.currency = currency
 
-    def verify(self, blobs: Sequence[bytes]) -> list[tuple[Signed[OfflinePayment], Any] | str]:
-        """Per blob: (signed, payment) or why it is not valid evidence."""
+    def verify(
+        self, blobs: Sequence[bytes], already: set[bytes] | frozenset[bytes] = frozenset()
+    ) -> list[tuple[Signed[OfflinePayment], Any] | str]:
+        """Per blob: (signed, payment) or why it is not valid evidence. A blob whose digest
+        is in ``already`` (payload and signatures verified in this audit) is only decoded."""
         signed: list[Signed[OfflinePayment] | None] = []
         for blob in blobs:
             try:
                 signed.append(Signed.from_bytes(blob))
-            except OffpayError as exc:
+            except OffpayError:
                 signed.append(None)
-                _ = exc
-        decodable = [s for s in signed if s is not None]
-        pooled = self.verifier.verify_all(decodable)
+        to_verify = [s for s in signed if s is not None and s.digest not in already]
+        pooled = self.verifier.verify_all(to_verify)
         verdicts = iter(pooled) if pooled is not None else None
         out: list[tuple[Signed[OfflinePayment], Any] | str] = []
         for s in signed:
             if s is None:
                 out.append("the stored payment cannot be decoded")
                 continue
-            payment = next(verdicts) if verdicts is not None else None
+            payment: Any = None
+            if s.digest in already:
+                try:
+                    payment = payload_of(s, OfflinePayment)
+                except OffpayError as exc:
+                    out.append(f"the stored payment cannot be decoded: {exc.message}")
+                    continue
+            elif verdicts is not None:
+                payment = next(verdicts)
             if payment is None:  # not pooled, or the pool refused it: say why, here
                 try:
                     payment = verify_payment(s, self.trust)
@@ -154,14 +164,17 @@ def ingest_side(
     p = side.prefix
     ids = [bytes(r.tx_id) for r in rows]
     marks = ",".join("?" * len(ids))
-    known = {
-        bytes(tx): (b, amount, bytes(ev) if ev is not None else None)
-        for tx, b, amount, ev in state.rows(
-            f"SELECT tx_id, {p}_bank, {p}_amount, {p}_evidence FROM payments "
-            f"WHERE tx_id IN ({marks})",
-            ids,
-        )
-    }
+    known: dict[bytes, tuple[Any, Any, bytes | None]] = {}
+    credited: dict[bytes, bytes] = {}  # payments whose credit's evidence verified already
+    for tx, b, amount, ev, c_ev, c_verified in state.rows(
+        f"SELECT tx_id, {p}_bank, {p}_amount, {p}_evidence, c_evidence, c_verified "
+        f"FROM payments WHERE tx_id IN ({marks})",
+        ids,
+    ):
+        key = bytes(tx)  # type: ignore[arg-type]
+        known[key] = (b, amount, bytes(ev) if ev is not None else None)  # type: ignore[arg-type]
+        if c_verified:
+            credited[key] = bytes(c_ev)  # type: ignore[arg-type]
     found: list[Finding] = []
     fresh = []
     for row in rows:
@@ -184,7 +197,13 @@ def ingest_side(
                 )
             )
     with_payment = [r for r in fresh if r.payment is not None]
-    verdicts = evidence.verify([bytes(r.payment) for r in with_payment])
+    # A debit storing the very payment (payload and signatures) its credit stored and that
+    # verified is not verified twice: its digest binds it to those verified bytes.
+    already = {
+        bytes(r.evidence) for r in with_payment if credited.get(bytes(r.tx_id)) == bytes(r.evidence)
+    }
+    verdicts = evidence.verify([bytes(r.payment) for r in with_payment], already)
+    verified: list[bytes] = []
     for row, verdict in zip(with_payment, verdicts, strict=True):
         tx = bytes(row.tx_id).hex()
         if isinstance(verdict, str):
@@ -193,6 +212,8 @@ def ingest_side(
         why = _disagreement(side, bank, row, *verdict)
         if why:
             found.append(Finding(bank, codes.EVIDENCE_MISMATCH, (tx,), why))
+        elif side is CREDITS:
+            verified.append(bytes(row.tx_id))
     credited = ", d_credited = excluded.d_credited" if side is DEBITS else ""
     state.db.executemany(
         f"INSERT INTO payments (tx_id, {p}_bank, {p}_amount, {p}_evidence"
@@ -210,6 +231,9 @@ def ingest_side(
             )
             for r in fresh
         ],
+    )
+    state.db.executemany(
+        "UPDATE payments SET c_verified = 1 WHERE tx_id = ?", [(tx,) for tx in verified]
     )
     if side is DEBITS:  # the flag moves on after the row was first read
         state.db.executemany(

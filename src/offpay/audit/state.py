@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS payments (
     tx_id BLOB PRIMARY KEY,
     n_payer TEXT, n_payee TEXT, n_amount INTEGER, n_evidence BLOB,
     d_bank TEXT, d_amount INTEGER, d_evidence BLOB, d_credited INTEGER,
-    c_bank TEXT, c_amount INTEGER, c_evidence BLOB,
+    c_bank TEXT, c_amount INTEGER, c_evidence BLOB, c_verified INTEGER NOT NULL DEFAULT 0,
     j_out INTEGER NOT NULL DEFAULT 0, j_out_rows INTEGER NOT NULL DEFAULT 0,
     j_in INTEGER NOT NULL DEFAULT 0, j_in_rows INTEGER NOT NULL DEFAULT 0,
     j_out_bank TEXT, j_in_bank TEXT,
