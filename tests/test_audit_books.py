@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import delete, update
+from tests.test_liquidity import POOL, SEK, LiquidityChecked, report_parties
 
 from offpay.attacks.checked import ISSUED_PER_BANK
 from offpay.audit import findings as codes
@@ -17,7 +18,6 @@ from offpay.sim.network import OfflineNetwork
 from offpay.store import schema
 from offpay.tokens.mint import REDEEMED
 from offpay.wire.messages import Liquidity
-from tests.test_liquidity import POOL, SEK, LiquidityChecked, report_parties
 
 
 def sqlite_network(tmp_path: Path, **options: object) -> tuple[OfflineNetwork, Sources]:
