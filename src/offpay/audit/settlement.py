@@ -380,12 +380,7 @@ def match(state: AuditState, central: str) -> tuple[list[Finding], int]:
     found: list[Finding] = []
     done: list[tuple[bytes]] = []
     in_flight = 0
-    query = (
-        "SELECT tx_id, n_payer, n_payee, n_amount, n_evidence, d_bank, d_amount, d_evidence, "
-        "d_credited, c_bank, c_amount, c_evidence, j_out, j_out_rows, j_in, j_in_rows, "
-        "j_out_bank, j_in_bank FROM payments WHERE open = 1"
-    )
-    for row in list(state.rows(query)):
+    for row in _open_payments(state):
         (tx, n_payer, n_payee, n_amount, n_ev, d_bank, d_amount, d_ev, d_credited) = row[:9]
         (c_bank, c_amount, c_ev, j_out, j_out_rows, j_in, j_in_rows, j_out_bank, j_in_bank) = row[
             9:
@@ -440,10 +435,30 @@ def match(state: AuditState, central: str) -> tuple[list[Finding], int]:
         found += problems
         if problems or (d_bank is not None and n_payer is not None and c_bank is not None):
             done.append((tx,))  # type: ignore[arg-type]
+            if len(done) >= CHUNK:
+                state.db.executemany("UPDATE payments SET open = 0 WHERE tx_id = ?", done)
+                done = []
         else:
             in_flight += 1
     state.db.executemany("UPDATE payments SET open = 0 WHERE tx_id = ?", done)
     return found, in_flight
+
+
+def _open_payments(state: AuditState) -> Iterator[tuple[Any, ...]]:
+    """Every open payment, ``CHUNK`` at a time in id order (never the whole index at once)."""
+    query = (
+        "SELECT tx_id, n_payer, n_payee, n_amount, n_evidence, d_bank, d_amount, d_evidence, "
+        "d_credited, c_bank, c_amount, c_evidence, j_out, j_out_rows, j_in, j_in_rows, "
+        "j_out_bank, j_in_bank FROM payments WHERE open = 1 AND tx_id > ? ORDER BY tx_id "
+        f"LIMIT {CHUNK}"
+    )
+    after = b""
+    while True:
+        chunk = list(state.rows(query, (after,)))
+        if not chunk:
+            return
+        yield from chunk
+        after = bytes(chunk[-1][0])  # type: ignore[arg-type]
 
 
 def _journal(
