@@ -174,3 +174,21 @@ def test_a_debit_booked_for_another_amount_than_its_payment(audited: Audited) ->
     found = audited.run().findings
     assert (tx.hex(),) in [f.records for f in named(found, "bank-b", codes.EVIDENCE_MISMATCH)]
     assert (tx.hex(),) in [f.records for f in named(found, "bank-b", codes.SETTLEMENT_MISMATCH)]
+
+
+def test_an_instruction_signed_but_not_recorded(audited: Audited) -> None:
+    """An intermediary that deletes the record of an instruction it signed (the device's own
+    record still counts it) is named with the device."""
+    from sqlalchemy import delete, func, select
+
+    from offpay.store import schema
+
+    i = schema.instructions
+    card = audited.alice.card_id
+    with audited.net.banks["bank-a"].db.begin() as conn:
+        last = conn.execute(select(func.max(i.c.id)).where(i.c.device_id == card)).scalar_one()
+        conn.execute(delete(i).where(i.c.id == last))
+    found = audited.run().findings
+    assert [(f.party, f.code, f.records) for f in found] == [
+        ("bank-a", codes.INSTRUCTION_UNRECORDED, (f"device:{card}",))
+    ]

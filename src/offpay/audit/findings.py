@@ -21,6 +21,7 @@ HOLDINGS_MISMATCH = "audit.holdings_mismatch"  # central-bank holdings against w
 NOT_CONSERVED = "audit.not_conserved"  # money issued against money held
 INSTRUCTION_INVALID = "audit.instruction_invalid"  # a stored instruction does not verify
 INSTRUCTION_BEYOND_SHADOW = "audit.instruction_beyond_shadow"
+INSTRUCTION_UNRECORDED = "audit.instruction_unrecorded"  # issued, by the device's record
 CONFIRMATION_INVALID = "audit.confirmation_invalid"
 POOL_MISMATCH = "audit.pool_mismatch"
 TOKEN_MISMATCH = "audit.token_mismatch"

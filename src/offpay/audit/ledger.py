@@ -173,6 +173,41 @@ def read_instructions(
             last = row.id
         progress(len(chunk))
     state.advance(source, str(resume if resume is not None else last))
+    return found + _unrecorded(conn, bank)
+
+
+def _unrecorded(conn: Connection, bank: str) -> list[Finding]:
+    """Every balance instruction a card's record says was issued is recorded: numbers 1 to the
+    device's last issued number, none missing (counted by the database, per device)."""
+    i, d = schema.instructions, schema.devices
+    numbers = (
+        select(
+            i.c.device_id,
+            func.count(func.distinct(i.c.instruction_no)).label("recorded"),
+            func.max(i.c.instruction_no).label("highest"),
+        )
+        .group_by(i.c.device_id)
+        .subquery()
+    )
+    query = (
+        select(d.c.id, d.c.issued_no, numbers.c.recorded, numbers.c.highest)
+        .join(numbers, numbers.c.device_id == d.c.id, isouter=True)
+        .where(d.c.kind == "card", d.c.issued_no > 0)  # a terminal's are kept elsewhere
+    )
+    found = []
+    for chunk in chunks(conn, query):
+        for row in chunk:
+            recorded, highest = int(row.recorded or 0), int(row.highest or 0)
+            if recorded < row.issued_no or highest != row.issued_no:
+                found.append(
+                    Finding(
+                        bank,
+                        codes.INSTRUCTION_UNRECORDED,
+                        (f"device:{row.id}",),
+                        f"issued {row.issued_no} instructions, {recorded} recorded "
+                        f"(highest {highest})",
+                    )
+                )
     return found
 
 
