@@ -158,3 +158,24 @@ def test_finding_codes_are_stable_and_dotted() -> None:
     names = [v for k, v in vars(codes).items() if k.isupper()]
     assert len(names) == len(set(names))
     assert all(n.startswith("audit.") for n in names)
+
+
+def test_a_run_stopped_halfway_resumes_after_the_last_check_it_finished(
+    audited: Audited,
+) -> None:
+    import sqlite3
+
+    from offpay.audit.auditor import CHECKS, settlement_check
+
+    def stopped(_run: object) -> list[codes.Finding]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit(audited.sources, audited.state, checks=(settlement_check, stopped))
+    with sqlite3.connect(audited.state) as db:
+        kept = dict(db.execute("SELECT source, position FROM cursors").fetchall())
+        indexed = db.execute("SELECT count(*) FROM payments").fetchone()[0]
+    assert "bank-a/journal" in kept and indexed == 3  # the settlement check's work is kept
+    assert "bank-a/instructions" not in kept  # the check that never ran left nothing
+    report = audit(audited.sources, audited.state, checks=CHECKS)
+    assert report.findings == [] and report.payments == 3
