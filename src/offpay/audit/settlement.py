@@ -153,7 +153,6 @@ def _disagreement(side: Side, bank: str, row: Any, signed: Signed[Any], payment:
 
 
 def ingest_side(
-    conn: Connection,
     bank: str,
     side: Side,
     rows: Sequence[Any],
@@ -214,13 +213,13 @@ def ingest_side(
             found.append(Finding(bank, codes.EVIDENCE_MISMATCH, (tx,), why))
         elif side is CREDITS:
             verified.append(bytes(row.tx_id))
-    credited = ", d_credited = excluded.d_credited" if side is DEBITS else ""
+    flag = ", d_credited = excluded.d_credited" if side is DEBITS else ""
     state.db.executemany(
         f"INSERT INTO payments (tx_id, {p}_bank, {p}_amount, {p}_evidence"
         f"{', d_credited' if side is DEBITS else ''}) VALUES (?, ?, ?, ?"
         f"{', ?' if side is DEBITS else ''}) ON CONFLICT (tx_id) DO UPDATE SET "
         f"{p}_bank = excluded.{p}_bank, {p}_amount = excluded.{p}_amount, "
-        f"{p}_evidence = excluded.{p}_evidence{credited}, open = 1",
+        f"{p}_evidence = excluded.{p}_evidence{flag}, open = 1",
         [
             (
                 bytes(r.tx_id),
@@ -256,11 +255,11 @@ def read_side(
     longer matches what was audited (a row changed, vanished or arrived late)."""
     found: list[Finding] = []
     for chunk in new_rows(conn, side.table, state, f"{bank}/{side.name}"):
-        found += ingest_side(conn, bank, side, chunk, state, evidence)
+        found += ingest_side(bank, side, chunk, state, evidence)
         progress(len(chunk))
     if _totals(conn, side.table) != _indexed(state, side, bank):
         for chunk in chunks(conn, select(side.table)):
-            found += ingest_side(conn, bank, side, chunk, state, evidence)
+            found += ingest_side(bank, side, chunk, state, evidence)
         found += _missing(conn, bank, side, state)
     return found
 
