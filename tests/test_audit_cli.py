@@ -112,3 +112,14 @@ def test_bad_input_is_one_line_and_exit_2(folder: Path, tmp_path: Path, args: tu
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_it_audits_a_network_while_its_services_run(folder: Path, tmp_path: Path) -> None:
+    """A separate process beside `offpay network run`: it reads the live databases, and the
+    services go on serving."""
+    from tests.conftest import network_running
+
+    with network_running(folder, tmp_path / "network.log") as runner:
+        out = ok("audit", "--data", str(folder), "--quiet")
+        assert "1 payments audited" in out and "0 findings" in out
+        assert runner.poll() is None  # still serving
