@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,29 @@ def test_it_audits_a_network_while_its_services_run(folder: Path, tmp_path: Path
         out = ok("audit", "--data", str(folder), "--quiet")
         assert "1 payments audited" in out and "0 findings" in out
         assert runner.poll() is None  # still serving
+
+
+def test_explicit_postgresql_urls_exit_1_on_a_discrepancy(
+    postgres_url: Callable[[str], str], tmp_path: Path
+) -> None:
+    from tests.test_audit_auditor import build
+
+    audited = build(postgres_url, tmp_path)
+    root = tmp_path / "root.der"
+    root.write_bytes(audited.net.central.root_der)
+    args = [
+        "audit",
+        "--central",
+        audited.sources.central,
+        *[f"--bank={name}={url}" for name, url in audited.sources.banks.items()],
+        "--root",
+        str(root),
+        "--state",
+        str(tmp_path / "audit.sqlite"),
+        "--quiet",
+    ]
+    assert "0 findings" in ok(*args)
+    row = dishonest.load_beyond_shadow(audited.net.banks["bank-a"], audited.alice.card_id, 1)
+    result = offpay(*args)
+    assert result.exit_code == 1, result.output
+    assert f"audit.instruction_beyond_shadow [instruction:{row}," in result.output
