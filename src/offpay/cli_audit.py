@@ -87,7 +87,7 @@ def _run(sources, state, quiet, run_audit, rows_to_read):  # type: ignore[no-unt
         return run_audit(sources, state)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    total = None if state.exists() else rows_to_read(sources, state)
+    total = None if state.exists() else rows_to_read(sources)
     columns = (TextColumn("auditing"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("rows", total=total)
