@@ -78,7 +78,7 @@ def _audit_child(conn: Any, sources: Any, state: Path) -> None:
                 "wall_s": wall_s,
                 "cpu_s": cpu_s,
                 "workers_cpu_s": children.ru_utime + children.ru_stime,
-                "peak_rss_mib": peak_rss_bytes() / 2**20,
+                "peak_rss_mib": own_peak_rss_bytes() / 2**20,
                 "findings": [f.line() for f in report.findings],
                 "payments": report.payments,
                 "in_flight": report.in_flight,
@@ -88,6 +88,19 @@ def _audit_child(conn: Any, sources: Any, state: Path) -> None:
     except Exception as exc:  # a benchmark reports a failed run; it does not hide it
         conn.send({"error": repr(exc)})
     conn.close()
+
+
+def own_peak_rss_bytes() -> int:
+    """This process's peak resident memory since it started its program (Linux VmHWM).
+    ``ru_maxrss`` is kept across exec: a spawned child would report the peak of the
+    backlog builder it was forked from."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return peak_rss_bytes()
 
 
 def audit_in_fresh_process(sources: Any, state: Path) -> dict[str, Any]:
