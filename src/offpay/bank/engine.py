@@ -807,6 +807,8 @@ class Intermediary:
                 engine_time=int(self.clock().timestamp()),  # the card's clock restarts from it
             )
             payload = sign(instr, self.credential).to_bytes()
+            # The auditor rebuilds the shadow wallet the balance was drawn from (issue 18).
+            through = conn.execute(select(func.max(schema.journal.c.id))).scalar()
             conn.execute(
                 insert(schema.instructions).values(
                     device_id=device.id,
@@ -815,6 +817,7 @@ class Intermediary:
                     amount=amount if session.operation is Operation.DEFUND else 0,
                     state="issued",
                     payload=payload,
+                    journal_through=through,
                 )
             )
             conn.execute(
@@ -842,11 +845,23 @@ class Intermediary:
                 "confirmation of an instruction never issued", code="bank.unknown_instruction"
             )
         self._complete_instruction(ident.id, conf.instruction_no, conf.nonce)
+        i = schema.instructions
         with self.db.begin() as conn:
             conn.execute(
                 update(schema.devices)
                 .where(schema.devices.c.id == ident.id, schema.devices.c.last_seq < conf.seq)
                 .values(last_seq=conf.seq)
+            )
+            # Kept as the card's proof of what it applied, for the auditor (issue 18).
+            conn.execute(
+                update(i)
+                .where(
+                    i.c.device_id == ident.id,
+                    i.c.instruction_no == conf.instruction_no,
+                    i.c.state == "applied",
+                    i.c.confirmation.is_(None),
+                )
+                .values(confirmation=data)
             )
         return b""
 

@@ -69,6 +69,22 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"one row per commit: {_n(d['rows_per_s_commit_each'])} rows/s",
             )
         )
+    for r in results.get("audit") or []:
+        name = f"audit {r['backend']}, N={r['payments']:,}"
+        if "error" in r:
+            out.append((name, "failed", "", "", r["error"][:80]))
+            continue
+        out.append(
+            (
+                name,
+                f"{_n(r['payments_per_s'])} payments/s",
+                "",
+                "",
+                f"{_n(r['cpu_us_per_payment'])} µs CPU per payment (its verification workers "
+                f"included), peak {_n(r['peak_rss_mib'])} MiB, "
+                f"{'clean' if r['clean'] else 'NOT clean'}; resumed run {r['resumed_s']} s",
+            )
+        )
     verify_ceiling = settlement_ceiling(results)
     for r in results.get("settlement") or []:
         name = f"settlement {r['backend']}, N={r['payments']:,}"
@@ -200,7 +216,7 @@ def print_table(results: dict[str, Any], console: Console) -> None:
     console.print(targets)
 
 
-LISTS = ("settlement", "profile", "offline", "storage", "tokens", "errors")
+LISTS = ("settlement", "profile", "offline", "storage", "tokens", "audit", "errors")
 
 
 def _workers(run: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ Say = Callable[[str], None]
 QUICK_SIZES = (1_000,)
 FULL_SIZES = (10_000, 100_000, 1_000_000)
 SIGNATURES_PER_PAYMENT = 2  # the payer card's and the payee's: what makes a payment evidence
-SECTIONS = ("ceilings", "offline", "storage", "tokens", "settlement", "profile", "sim")
+SECTIONS = ("ceilings", "offline", "storage", "tokens", "settlement", "profile", "sim", "audit")
 
 
 @dataclass
@@ -55,7 +55,8 @@ def steps(options: Options) -> int:
     fixed = sum(s in options.sections for s in ("ceilings", "offline", "storage", "tokens", "sim"))
     runs = len(options.backends) * len(options.sizes) if "settlement" in options.sections else 0
     profiles = len(options.backends) if "profile" in options.sections else 0
-    return fixed + runs + profiles
+    audits = len(options.backends) * len(options.sizes) if "audit" in options.sections else 0
+    return fixed + runs + profiles + audits
 
 
 def run(
@@ -119,6 +120,14 @@ def run(
                 if backend == "sqlite" or pg is not None:
                     results["profile"].append(_profile(options, backend, pg, say))
                     save()
+        if "audit" in options.sections:
+            results["audit"] = []
+            for backend in options.backends:
+                for n in options.sizes:
+                    begin(f"audit of {n:,} on {backend}")
+                    if backend == "sqlite" or pg is not None:
+                        results["audit"].append(_audit(options, backend, n, pg, say))
+                        save()
         if "sim" in options.sections:
             begin("population simulator")
             say("[bold]population simulator[/bold]: a country through an outage, fast vs real")
@@ -284,6 +293,28 @@ def _settle_work(
     from offpay.bench.settlement import run as settle
 
     return settle(backend, plan, urls=urls, say=say)
+
+
+def _audit(options: Options, backend: str, n: int, pg: Any, say: Say) -> dict[str, Any]:
+    """The independent auditor over a settled backlog of ``n`` (offpay.bench.audit)."""
+    say(f"[bold]audit[/bold] of {n:,} settled payments on {backend}")
+    plan = BacklogPlan(n, options.per_card, options.per_terminal, wave=options.wave)
+    urls = _urls(pg, f"audit{n}") if backend == "postgres" else None
+    try:
+        result = _in_process(options, _audit_work, backend, plan, urls)
+    finally:
+        _drop(pg, urls)
+    result.setdefault("backend", backend)
+    result.setdefault("payments", n)
+    return result
+
+
+def _audit_work(
+    backend: str, plan: BacklogPlan, urls: dict[str, str] | None, *, say: Say
+) -> dict[str, Any]:
+    from offpay.bench.audit import run as audit
+
+    return audit(backend, plan, urls=urls, say=say)
 
 
 def _profile(options: Options, backend: str, pg: Any, say: Say) -> dict[str, Any]:

@@ -198,6 +198,11 @@ instructions = Table(
     Column("amount", BigInteger, nullable=False),
     Column("state", String(16), nullable=False),  # issued | applied | superseded
     Column("payload", LargeBinary, nullable=False),
+    # The journal's last row when the instruction was signed: the auditor rebuilds the shadow
+    # wallet then from it. None on rows written before it was kept.
+    Column("journal_through", BigInteger, nullable=True),
+    # The card's signed confirmation that it applied this instruction, as it arrived.
+    Column("confirmation", LargeBinary, nullable=True),
 )
 
 debits = Table(
