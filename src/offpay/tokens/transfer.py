@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 
 from offpay.crypto.pki import Identity, Role
 from offpay.errors import DeviceStateError, ReplayError, TokenError
@@ -280,16 +281,23 @@ class ReceiverSession(_Party):
         return sign(msg, self.element.credential).to_bytes()
 
 
-def transfer_offline(sender: TokenElement, receiver: TokenElement, amount: Money) -> Token:
-    """Run the whole protocol between two elements with a perfect relay (tests, demo)."""
+def transfer_offline(
+    sender: TokenElement,
+    receiver: TokenElement,
+    amount: Money,
+    relay: Callable[[bytes], bytes] = lambda data: data,
+) -> Token:
+    """Run the whole protocol between two elements (tests, demo). ``relay`` carries every
+    message from one phone to the other: by default a perfect one; a recorder or an attacker
+    may watch or change what passes."""
     s, r = SenderSession(sender, amount), ReceiverSession(receiver, amount)
-    s_proof, r_proof = s.on_hello(r.hello()), r.on_hello(s.hello())
-    s.on_proof(r_proof)
-    r.on_proof(s_proof)
+    s_proof, r_proof = s.on_hello(relay(r.hello())), r.on_hello(relay(s.hello()))
+    s.on_proof(relay(r_proof))
+    r.on_proof(relay(s_proof))
     s.users_agree(r.code)
     r.users_agree(s.code)
-    address = r.on_offer(s.offer())
-    confirmation = r.on_transfer(s.on_address(address))
-    s.on_confirmation(confirmation)
+    address = r.on_offer(relay(s.offer()))
+    confirmation = r.on_transfer(relay(s.on_address(relay(address))))
+    s.on_confirmation(relay(confirmation))
     assert r.received is not None
     return r.received
