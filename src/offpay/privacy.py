@@ -64,6 +64,7 @@ from offpay.wire.messages import (
     TerminalInstruction,
     TerminalUpload,
 )
+from offpay.wire.sealed_payment import SealedPayment
 
 
 class Party(enum.StrEnum):
@@ -110,6 +111,36 @@ PAYMENTS = whole(OfflinePayment, PaymentRequest) | grant(
     f"offline-payment.receiver={DEVICE}",
     f"payment-request.sender={DEVICE}",
     f"payment-request.receiver={DEVICE}",
+)
+
+# Between the payer's card and the payee's device, whichever relay carries it.
+OFFLINE_HOP = whole(CardIdentity, PaymentRequest, SealedPayment) | grant(
+    f"card-identity.card={DEVICE}",
+    f"card-identity.chain={CERT}",
+    f"card-identity.chain={INSTITUTION_CERT}",
+    f"payment-request.sender={DEVICE}",
+    f"payment-request.receiver={DEVICE}",
+    f"sealed-payment.receiver={DEVICE}",
+)
+
+# Between two phones' secure elements in a token transfer: the tokens with their histories.
+TOKEN_TRANSFER = (
+    whole(Hello, DiscoveryProof, Offer, AddressReply, Transfer, Confirmation)
+    | grant(f"token-hello.element={DEVICE}", f"token-hello.chain={CERT}")
+    | grant(f"token-hello.chain={INSTITUTION_CERT}")
+    | grant(
+        *(
+            f"{tag}.{end}={DEVICE}"
+            for tag in (
+                "token-discovery-proof",
+                "token-offer",
+                "token-address-reply",
+                "token-transfer",
+                "token-confirmation",
+            )
+            for end in ("sender", "receiver")
+        )
+    )
 )
 
 POLICY_AND_REVOCATIONS = whole(LimitsPolicy, RevocationList) | grant(
@@ -161,32 +192,17 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         Party.PHONE_APP: SIGNED_BY_DEVICES
         | PAYMENTS
         | POLICY_AND_REVOCATIONS
+        | OFFLINE_HOP
         | grant("apdu.verify_pin", "apdu.decline_request")
-        | whole(CardIdentity, PaymentAsk, SessionStart, CardStatus)
-        | grant(f"card-identity.card={DEVICE}", f"card-identity.chain={CERT}")
-        | grant(f"card-identity.chain={INSTITUTION_CERT}", f"card-status.card={DEVICE}")
+        | whole(PaymentAsk, SessionStart, CardStatus)
+        | grant(f"card-status.card={DEVICE}")
         | whole(CardSession, LogEntry, CardInstruction, CardConfirmation)
         | grant(
             f"card-session.sender={DEVICE}",
             f"card-instruction.receiver={DEVICE}",
             f"card-confirmation.sender={DEVICE}",
         )
-        | whole(Hello, DiscoveryProof, Offer, AddressReply, Transfer, Confirmation)
-        | grant(f"token-hello.element={DEVICE}", f"token-hello.chain={CERT}")
-        | grant(f"token-hello.chain={INSTITUTION_CERT}")
-        | grant(
-            *(
-                f"{tag}.{end}={DEVICE}"
-                for tag in (
-                    "token-discovery-proof",
-                    "token-offer",
-                    "token-address-reply",
-                    "token-transfer",
-                    "token-confirmation",
-                )
-                for end in ("sender", "receiver")
-            )
-        )
+        | TOKEN_TRANSFER
         | whole(WithdrawRequest, DepositRequest, VaultAddressRequest, VaultAddress, MintResult)
         | grant(
             f"withdraw-request.sender={DEVICE}",
@@ -199,35 +215,27 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         Party.POS_APP: SIGNED_BY_DEVICES
         | PAYMENTS
         | POLICY_AND_REVOCATIONS
+        | OFFLINE_HOP
         | grant("apdu.verify_pin")
-        | whole(CardIdentity, TerminalUpload, TerminalInstruction)
-        | grant(f"card-identity.card={DEVICE}", f"card-identity.chain={CERT}")
-        | grant(f"card-identity.chain={INSTITUTION_CERT}")
+        # At sync it carries the module's upload: the payments in clear, signed (see
+        # docs/privacy.md on sealing the upload to the intermediary).
+        | whole(TerminalUpload, TerminalInstruction)
         | grant(f"terminal-upload.sender={DEVICE}", f"terminal-instruction.receiver={DEVICE}"),
+        # On an offline hop: the payer card's identity, the payee's signed request and the
+        # payment sealed to the payee (what is inside, only the payee reads); a shop's reader
+        # also carries the PIN to the card. The online hops run over mutually authenticated
+        # TLS (docs/tls.md) and show an eavesdropper no field.
+        Party.RELAY: SIGNED_BY_DEVICES
+        | OFFLINE_HOP
+        | grant("apdu.verify_pin")
+        | whole(PaymentAsk)
+        | TOKEN_TRANSFER
+        | TOKENS,
         # Auditor: reads books, not messages; see AUDITOR_READS.
         Party.AUDITOR: frozenset(),
     }
 )
 
-
-def relay_view() -> frozenset[str]:
-    """What crosses an offline hop: a card's contactless link (driven by its holder's phone or
-    a shop's PoS app) and the link between two phones in a token transfer. The online hops
-    run over mutually authenticated TLS (docs/tls.md) and show an eavesdropper no field."""
-    online_only = whole(
-        WithdrawRequest,
-        DepositRequest,
-        VaultAddressRequest,
-        VaultAddress,
-        MintResult,
-        TerminalUpload,
-        TerminalInstruction,
-    )
-    apps = LEARNS[Party.PHONE_APP] | LEARNS[Party.POS_APP]
-    return frozenset(n for n in apps if n.split("=")[0] not in online_only)
-
-
-LEARNS = MappingProxyType({**LEARNS, Party.RELAY: relay_view()})
 
 # What the auditor reads from each party's books (issue 18): the conservation audit's
 # aggregates per institution (offpay.sim.network.Books), never an account, a device or a

@@ -70,29 +70,52 @@ class PartyView:
         return getattr(self.inner, name)
 
 
-class RecordingLink:
-    """A card's contactless link as its relay app drives it: every command's data reaches the
-    card through the app, every answer reaches the app; an eavesdropper on the link sees both.
-    Chained answers (ISO 7816-4 GET RESPONSE) are joined before they are read."""
+# What a card exchanges with another party's device, through whichever app relays it: from
+# the other side, the payer's identity, the payee's request and the payment; to it, its
+# identity, its request, its payment and a resubmission. The rest of what a phone and its own
+# card exchange (PIN, status, online sessions) stays between the holder's phone and card.
+FROM_THE_HOP = frozenset({Ins.REQUEST_PAYMENT, Ins.PAY, Ins.RECEIVE})
+TO_THE_HOP = frozenset({Ins.GET_IDENTITY, Ins.REQUEST_PAYMENT, Ins.PAY, Ins.GET_LAST_PAYMENT})
 
-    def __init__(self, transmit: Transmit, app: Party, recording: Recording) -> None:
+
+class RecordingLink:
+    """A card's contactless link as a relay app drives it: every command's data reaches the
+    card through the app, every answer reaches the app. An eavesdropper sees what crosses
+    between two parties' devices: everything on a shop's reader (``owner=False``), the offline
+    hop's commands on a holder's own phone. Chained answers (ISO 7816-4 GET RESPONSE) are
+    joined before they are read."""
+
+    def __init__(
+        self, transmit: Transmit, app: Party, recording: Recording, *, owner: bool
+    ) -> None:
         self.transmit = transmit
-        self.parties = (app, Party.RELAY)
+        self.app = app
+        self.owner = owner
         self.recording = recording
         self.pending = b""
+        self.pending_ins = Ins.GET_RESPONSE
+
+    def _parties(self, ins: int, hop: frozenset[Ins]) -> tuple[Party, ...]:
+        if self.owner and ins not in hop:
+            return (self.app,)
+        return (self.app, Party.RELAY)
 
     def __call__(self, raw: bytes) -> bytes:
         command = Command.from_bytes(raw)
-        if command.ins in RAW_COMMANDS:
-            self.recording.add_raw(self.parties, Ins(command.ins))
-        elif command.data:
-            self.recording.add(self.parties, command.data)
+        if command.ins != Ins.GET_RESPONSE:
+            self.pending_ins = Ins(command.ins)
+            parties = self._parties(command.ins, FROM_THE_HOP)
+            if command.ins in RAW_COMMANDS:
+                self.recording.add_raw(parties, Ins(command.ins))
+            elif command.data:
+                self.recording.add(parties, command.data)
+        parties = self._parties(self.pending_ins, TO_THE_HOP)
         answer = self.transmit(raw)
         response = Response.from_bytes(answer)
         self.pending += response.data
         if response.sw & 0xFF00 != SW.MORE_DATA:
             if response.sw == SW.OK and self.pending:
-                self.recording.add(self.parties, self.pending)
+                self.recording.add(parties, self.pending)
             self.pending = b""
         return answer
 
@@ -128,10 +151,12 @@ class RecordedNetwork(OfflineNetwork):
         self._person(name, user.customer_id)
         phone = user.phone
         phone.network = self._view(Party.PHONE_APP, relays=True)
-        phone.card = CardClient(RecordingLink(user.card.process, Party.PHONE_APP, self.recording))
+        phone.card = CardClient(
+            RecordingLink(user.card.process, Party.PHONE_APP, self.recording, owner=True)
+        )
         # Whoever else drives the card (a shop's PoS app, in the tests) uses ``card.process``.
         user.card.process = RecordingLink(  # type: ignore[method-assign]
-            user.card.process, Party.POS_APP, self.recording
+            user.card.process, Party.POS_APP, self.recording, owner=False
         )
         return user
 
