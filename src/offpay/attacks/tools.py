@@ -66,10 +66,15 @@ def terminal_upload_and_reset(network: Any, shop: Merchant[Any]) -> tuple[bytes,
 
 
 def payment_to_shop(user: User[Any], shop: Merchant[Any], minor: int) -> bytes:
-    """A card's signed payment answering the shop module's request, not yet at the module."""
+    """A card's signed payment answering the shop module's request, not yet at the module: in
+    clear, as the card keeps it and as the intermediaries see it (the relay carries it sealed
+    to the module, offpay.wire.sealed_payment)."""
     request = shop.module.request_payment(client(user).identity(), Money(minor, shop.bank.currency))
     client(user).verify_pin(user.pin)
-    return client(user).pay(request)
+    client(user).pay(request)
+    last = user.card.state.last_payment
+    assert last is not None
+    return last.to_bytes()
 
 
 def altered(data: bytes, cls: type[Message], **changes: object) -> bytes:
