@@ -364,8 +364,7 @@ class Workbench:
         card = self.card(payer)
         money = payload_of(_last_payment(card), OfflinePayment).amount
         return (
-            f"{payer} paid {money} to {payee} (code {code} on both phones; "
-            f"payment {_tx_id(card)})"
+            f"{payer} paid {money} to {payee} (code {code} on both phones; payment {_tx_id(card)})"
         )
 
     def sync(self, name: str, pin: str = DEFAULT_PIN) -> str:
