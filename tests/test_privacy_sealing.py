@@ -4,12 +4,16 @@ app, phones, an eavesdropper) reads which request it answers and nothing inside.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import PIN, Checked
 from offpay.device.reader import CardClient
 from offpay.errors import OffpayError
+from offpay.money import Money
 from offpay.privacy import LEARNS, Party
 from offpay.sim.network import OfflineNetwork
 from offpay.sim.recording import RecordedNetwork
@@ -20,8 +24,10 @@ from offpay.wire.messages import PaymentRequest
 from offpay.wire.sealed_payment import (
     SealedPayment,
     is_sealed,
+    new_seal_key,
     open_payment,
     request_id_answered,
+    seal_payment,
 )
 
 SEK = 100
@@ -179,3 +185,36 @@ def test_the_relays_recorded_view_lacks_what_is_inside_the_payment():
         assert name not in relay
         assert name not in LEARNS[Party.RELAY]
     assert {"offline-payment.payer_seq", "offline-payment.funding"} <= bank
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    payload=st.binary(max_size=2048),
+    request_id=st.binary(min_size=16, max_size=16),
+    flip=st.integers(min_value=0),
+)
+def test_a_sealed_payment_opens_only_as_it_was_sealed(payload: bytes, request_id: bytes, flip: int):
+    """For any payment bytes: the payee's key opens exactly what the card sealed; any byte of
+    the ciphertext changed, or another key, and it does not open."""
+    private, public = new_seal_key(os.urandom)
+    receiver = "terminal:bank-b:0123456789ab"
+    request = PaymentRequest(
+        receiver,
+        "card:bank-a:ba9876543210",
+        "bank-b",
+        request_id,
+        b"c" * 16,
+        Money(1, "SEK"),
+        seal_to=public,
+    )
+    signed = Signed(payload=payload, signature=b"s" * 64, chain=())
+    sealed = seal_payment(signed, request)
+    keys = {request_id: private}
+    assert open_payment(sealed, receiver, keys.get) == signed.to_bytes()
+    wrapper = decode(sealed, SealedPayment)
+    i = flip % len(wrapper.sealed)
+    body = wrapper.sealed[:i] + bytes([wrapper.sealed[i] ^ 0x01]) + wrapper.sealed[i + 1 :]
+    spoiled = encode(dataclasses.replace(wrapper, sealed=body))
+    refuses("crypto.bad_seal", open_payment, spoiled, receiver, keys.get)
+    other, _ = new_seal_key(os.urandom)
+    refuses("crypto.bad_seal", open_payment, sealed, receiver, {request_id: other}.get)
