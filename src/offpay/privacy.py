@@ -120,7 +120,6 @@ OFFLINE_HOP = whole(CardIdentity, PaymentRequest, SealedPayment) | grant(
     f"card-identity.chain={INSTITUTION_CERT}",
     f"payment-request.sender={DEVICE}",
     f"payment-request.receiver={DEVICE}",
-    f"sealed-payment.receiver={DEVICE}",
 )
 
 # Between two phones' secure elements in a token transfer: the tokens with their histories.

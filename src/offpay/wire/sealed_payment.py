@@ -9,8 +9,9 @@ signed request: HPKE (RFC 9180) base mode, X25519, HKDF-SHA256, ChaCha20-Poly130
 
 The relay still sees which request the sealed payment answers (``request_id``, which it saw in
 the request), so that a PoS app can recognise the answer to its request after a lost
-response. The signed payment inside is unchanged: signed, addressed to one payee, accepted at
-most once by the payee's own checks. A payee also takes a payment in clear (a card made before
+response. The payee's id is not repeated: it is bound into the encryption, so only the payee
+that made the request opens it. The signed payment inside is unchanged: signed, addressed to
+one payee, accepted at most once by the payee's own checks. A payee also takes a payment in clear (a card made before
 sealing): sealing protects the payer's data, which only the payer's card can give away.
 """
 
@@ -24,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from offpay.errors import (
-    AddressError,
     DeviceStateError,
     EncodingError,
     ReplayError,
@@ -42,10 +42,9 @@ KEY_BYTES = 32
 @message("sealed-payment")
 class SealedPayment(Message):
     """A signed :class:`OfflinePayment`, HPKE-encrypted to the key in the request it answers.
-    ``receiver`` and ``request_id`` are bound to the ciphertext: a relay that changes either
-    makes it fail to open."""
+    The request's id and its payee's id are bound to the ciphertext: a relay that changes the
+    id, or hands it to another device, makes it fail to open."""
 
-    receiver: str
     request_id: bytes
     sealed: bytes
 
@@ -73,7 +72,7 @@ def seal_payment(signed: Signed[OfflinePayment], request: PaymentRequest) -> byt
         raise EncodingError("the request's sealing key is not an X25519 key") from None
     info = _info(request.sender, request.request_id)
     sealed = SUITE.encrypt(signed.to_bytes(), key, info=info)
-    return encode(SealedPayment(request.sender, request.request_id, sealed))
+    return encode(SealedPayment(request.request_id, sealed))
 
 
 def is_sealed(data: bytes) -> bool:
@@ -91,13 +90,12 @@ def open_payment(
     declined: Collection[bytes] = (),
 ) -> bytes:
     """The signed payment in ``data``, opened with the key ``key_for`` gives for its request;
-    a payment in clear is returned as it is, for the usual checks. A payment answering a
-    request the device ``declined`` is refused as such (its key is gone with the request)."""
+    a payment in clear is returned as it is, for the usual checks. ``receiver``: this device,
+    bound into the encryption. A payment answering a request the device ``declined`` is
+    refused as such (its key is gone with the request)."""
     if not is_sealed(data):
         return data
     sealed = decode(data, SealedPayment)
-    if sealed.receiver != receiver:
-        raise AddressError(f"the sealed payment is for {sealed.receiver}, not {receiver}")
     private = key_for(sealed.request_id)
     if private is None and sealed.request_id in declined:
         raise DeviceStateError(
@@ -111,7 +109,7 @@ def open_payment(
         return SUITE.decrypt(
             sealed.sealed,
             X25519PrivateKey.from_private_bytes(private),
-            info=_info(sealed.receiver, sealed.request_id),
+            info=_info(receiver, sealed.request_id),
         )
     except (InvalidTag, ValueError):
         raise SignatureError(
