@@ -11,8 +11,9 @@ The relay still sees which request the sealed payment answers (``request_id``, w
 the request), so that a PoS app can recognise the answer to its request after a lost
 response. The payee's id is not repeated: it is bound into the encryption, so only the payee
 that made the request opens it. The signed payment inside is unchanged: signed, addressed to
-one payee, accepted at most once by the payee's own checks. A payee also takes a payment in clear (a card made before
-sealing): sealing protects the payer's data, which only the payer's card can give away.
+one payee, accepted at most once by the payee's own checks. A payee also takes a payment in
+clear (a card made before sealing): sealing protects the payer's data, which only the payer's
+card can give away.
 """
 
 from __future__ import annotations
