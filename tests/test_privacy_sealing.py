@@ -26,6 +26,7 @@ from offpay.wire.sealed_payment import (
     is_sealed,
     new_seal_key,
     open_payment,
+    receiver_hash,
     request_id_answered,
     seal_payment,
 )
@@ -65,13 +66,15 @@ def test_the_card_seals_its_payment_to_the_key_in_the_payees_request(net: Offlin
     assert is_sealed(sealed)
     wrapper = decode(sealed, SealedPayment)
     assert wrapper.request_id == req.request_id
-    assert shop.terminal_id.encode() not in sealed  # bound into the encryption, not repeated
+    assert shop.terminal_id.encode() not in sealed  # bound into the encryption
+    assert wrapper.receiver_hash == receiver_hash(shop.terminal_id)
     assert request_id_answered(sealed) == req.request_id
     inner = alice.card.state.last_payment
     assert inner is not None and inner.payload not in sealed  # nothing inside in clear
     assert alice.card_id.encode() not in sealed
     # What a relay can read of it: the wrapper's three fields, no payment field.
     assert {str(s) for s in exposed(sealed)} == {
+        "sealed-payment.receiver_hash",
         "sealed-payment.request_id",
         "sealed-payment.sealed",
     }
@@ -88,12 +91,14 @@ def test_a_resubmission_is_sealed_afresh_and_counted_once(net: OfflineNetwork):
     assert shop.module.state.offline_payments == 1
 
 
-@pytest.mark.parametrize("field", ["request_id", "sealed"])
+@pytest.mark.parametrize("field", ["receiver_hash", "request_id", "sealed"])
 def test_a_relay_that_alters_the_sealed_payment_is_refused(net: OfflineNetwork, field: str):
     _, sealed, _, shop = shop_payment(net)
     wrapper = decode(sealed, SealedPayment)
     value = getattr(wrapper, field)
-    if field == "request_id":
+    if field == "receiver_hash":
+        altered, code = bytes(8), "wire.wrong_receiver"
+    elif field == "request_id":
         altered, code = bytes(16), "wire.replay"  # no open request has that id
     else:
         altered, code = value[:-1] + bytes([value[-1] ^ 1]), "crypto.bad_seal"
@@ -118,10 +123,9 @@ def test_a_payment_sealed_to_another_request_does_not_open(net: OfflineNetwork):
 
 def test_open_payment_passes_a_payment_in_clear_and_names_a_declined_request():
     assert open_payment(b"\xa0", "x", lambda _rid: None) == b"\xa0"
-    sealed = encode(SealedPayment(b"r" * 16, b"\x00" * 64))
-    refuses(
-        "device.declined", open_payment, sealed, "card:bank-a:0123456789ab", dict().get, {b"r" * 16}
-    )
+    me = "card:bank-a:0123456789ab"
+    sealed = encode(SealedPayment(receiver_hash(me), b"r" * 16, b"\x00" * 64))
+    refuses("device.declined", open_payment, sealed, me, dict().get, {b"r" * 16})
     refuses("wire.replay", open_payment, sealed, "card:bank-a:0123456789ab", dict().get)
 
 
@@ -135,7 +139,7 @@ def test_person_to_person_payments_cross_the_phones_sealed(net: OfflineNetwork, 
     assert bob.card_id.encode() not in paid and alice.card_id.encode() not in paid
     # A third card cannot open it, even with the request's id.
     carol = net.add_user("Carol", "bank-a")
-    refuses("wire.replay", carol.phone.accept, PIN, paid)  # no request of hers
+    refuses("wire.wrong_receiver", carol.phone.accept, PIN, paid)
     bob.phone.accept(PIN, paid)
     assert bob.card_balance == net.money(20 * SEK)
     refuses("wire.replay", bob.phone.accept, PIN, paid)  # its key went with the request
@@ -213,6 +217,9 @@ def test_a_sealed_payment_opens_only_as_it_was_sealed(payload: bytes, request_id
     body = wrapper.sealed[:i] + bytes([wrapper.sealed[i] ^ 0x01]) + wrapper.sealed[i + 1 :]
     spoiled = encode(dataclasses.replace(wrapper, sealed=body))
     refuses("crypto.bad_seal", open_payment, spoiled, receiver, keys.get)
-    refuses("crypto.bad_seal", open_payment, sealed, "terminal:bank-b:ffffffffffff", keys.get)
+    refuses("wire.wrong_receiver", open_payment, sealed, "terminal:bank-b:ffffffffffff", keys.get)
+    # Another device's id under this one's hash: the full id is bound into the encryption.
+    impostor = encode(dataclasses.replace(wrapper, receiver_hash=receiver_hash("card:x:y")))
+    refuses("crypto.bad_seal", open_payment, impostor, "card:x:y", keys.get)
     other, _ = new_seal_key(os.urandom)
     refuses("crypto.bad_seal", open_payment, sealed, receiver, {request_id: other}.get)

@@ -9,15 +9,17 @@ signed request: HPKE (RFC 9180) base mode, X25519, HKDF-SHA256, ChaCha20-Poly130
 
 The relay still sees which request the sealed payment answers (``request_id``, which it saw in
 the request), so that a PoS app can recognise the answer to its request after a lost
-response. The payee's id is not repeated: it is bound into the encryption, so only the payee
-that made the request opens it. The signed payment inside is unchanged: signed, addressed to
-one payee, accepted at most once by the payee's own checks. A payee also takes a payment in
-clear (a card made before sealing): sealing protects the payer's data, which only the payer's
-card can give away.
+response, and a short hash of the payee's id, so that another device refuses it as addressed
+to someone else; the full id is bound into the encryption. The signed payment inside is
+unchanged: signed, addressed to one payee, accepted at most once by the payee's own checks.
+A payee also takes a payment in clear (a card made before sealing): sealing protects the
+payer's data, which only the payer's card can give away.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Collection
 
 from cryptography.exceptions import InvalidTag
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from offpay.errors import (
+    AddressError,
     DeviceStateError,
     EncodingError,
     ReplayError,
@@ -38,14 +41,18 @@ from offpay.wire.messages import OfflinePayment, PaymentRequest
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 INFO = b"offpay/sealed-payment/1\x00"
 KEY_BYTES = 32
+RECEIVER_HASH_BYTES = 8
 
 
 @message("sealed-payment")
 class SealedPayment(Message):
     """A signed :class:`OfflinePayment`, HPKE-encrypted to the key in the request it answers.
     The request's id and its payee's id are bound to the ciphertext: a relay that changes the
-    id, or hands it to another device, makes it fail to open."""
+    id, or hands it to another device, makes it fail to open. ``receiver_hash``: the first
+    bytes of SHA-256 of the payee's id, of fixed size, to refuse a payment for another device
+    by its address."""
 
+    receiver_hash: bytes
     request_id: bytes
     sealed: bytes
 
@@ -56,6 +63,12 @@ def new_seal_key(random: Callable[[int], bytes]) -> tuple[bytes, bytes]:
     private = X25519PrivateKey.from_private_bytes(random(KEY_BYTES))
     public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return private.private_bytes_raw(), public
+
+
+def receiver_hash(receiver: str) -> bytes:
+    return hashlib.sha256(b"offpay-sealed-to\x00" + receiver.encode()).digest()[
+        :RECEIVER_HASH_BYTES
+    ]
 
 
 def _info(receiver: str, request_id: bytes) -> bytes:
@@ -73,7 +86,7 @@ def seal_payment(signed: Signed[OfflinePayment], request: PaymentRequest) -> byt
         raise EncodingError("the request's sealing key is not an X25519 key") from None
     info = _info(request.sender, request.request_id)
     sealed = SUITE.encrypt(signed.to_bytes(), key, info=info)
-    return encode(SealedPayment(request.request_id, sealed))
+    return encode(SealedPayment(receiver_hash(request.sender), request.request_id, sealed))
 
 
 def is_sealed(data: bytes) -> bool:
@@ -97,6 +110,8 @@ def open_payment(
     if not is_sealed(data):
         return data
     sealed = decode(data, SealedPayment)
+    if not hmac.compare_digest(sealed.receiver_hash, receiver_hash(receiver)):
+        raise AddressError("the sealed payment is addressed to another device")
     private = key_for(sealed.request_id)
     if private is None and sealed.request_id in declined:
         raise DeviceStateError(
