@@ -157,14 +157,17 @@ def test_instruction_addressed_to_another_card(net: OfflineNetwork, checked: Che
 
 
 def test_altered_amount(net: OfflineNetwork, checked: Checked) -> None:
-    """Every altered amount breaks a signature; the genuine messages settle once."""
+    """Every altered amount breaks a signature, every spoiled sealed payment fails to open; the
+    genuine messages settle once."""
     report = play_in_process("altered-amount", checked)
     shop, alice, bob = net.merchants["Shop"], net.users["Alice"], net.users["Bob"]
     prevented(report, net)
     assert refusals(report) == [
         ("Alice's card", "crypto.bad_signature"),
+        ("the shop's module", "crypto.bad_seal"),
         ("the shop's module", "crypto.bad_signature"),
         ("Alice's card", "crypto.bad_signature"),
+        ("Bob's card", "crypto.bad_seal"),
         ("Bob's card", "crypto.bad_signature"),
     ]
     assert (shop.wallet, bob.shadow) == (net.money(30 * SEK), net.money(20 * SEK))

@@ -32,7 +32,6 @@ from offpay.money import Money
 from offpay.sim.network import Merchant, OfflineNetwork, User
 from offpay.store import schema
 from offpay.wire.codec import decode
-from offpay.wire.envelope import Signed
 from offpay.wire.messages import OfflinePayment
 
 ISSUED = 1_000_000_00
@@ -146,14 +145,18 @@ class World:
             return self.money(value)
         return self.money(max(1, user.card_balance.minor * value // 1_000))
 
-    def record(self, payment: bytes) -> None:
-        self.payments.append(decode(Signed.from_bytes(payment).payload, OfflinePayment).tx_id)
+    def record(self, payer: User) -> None:
+        """The payment ``payer``'s card just made, read from the card (the relays carried it
+        sealed to the payee)."""
+        last = payer.card.state.last_payment
+        assert last is not None
+        self.payments.append(decode(last.payload, OfflinePayment).tx_id)
 
     def pay(self, payer: User, payee: User, request: bytes) -> None:
         paid, payment = self.attempt("pay", payer.phone.pay, payer.pin, request)
         if paid:
             # In the payer's log from now on: it must settle even if the payee refuses it.
-            self.record(payment)
+            self.record(payer)
             self.attempt("accept", payee.phone.accept, payee.pin, payment)
 
     def run(self, op: Op) -> None:
@@ -171,11 +174,11 @@ class World:
         elif kind == "charge":
             user = self.users[op[1]]
             amount = self.spend(user, op[2])
-            ok, payment = self.attempt(
+            ok, _ = self.attempt(
                 "charge", self.shop.pos.charge, user.card.process, user.pin, amount
             )
             if ok:
-                self.record(payment)
+                self.record(user)
         elif kind in ("p2p", "ask"):
             payer, payee = self.users[op[1]], self.users[op[2]]
             identity = payer.phone.show_identity()

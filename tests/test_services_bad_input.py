@@ -207,16 +207,26 @@ def card_session(
     return c.begin_online(to, operation, w.money(amount))
 
 
+def in_clear(payer: User) -> bytes:
+    """The payer card's own copy of its last payment: the relay carried it sealed to the
+    payee, and settlement requests carry it in clear, as the intermediaries do."""
+    last = payer.card.state.last_payment
+    assert last is not None
+    return last.to_bytes()
+
+
 def card_pays_shop(w: World, payer: User, amount: int = 30_00) -> bytes:
     c = CardClient(payer.card.process)
     request = w.shop.module.request_payment(c.identity(), w.money(amount))
     c.verify_pin(PIN)
-    return c.pay(request)
+    c.pay(request)
+    return in_clear(payer)
 
 
 def p2p_payment(w: World, payer: User, payee: User, amount: int = 20_00) -> bytes:
     request = payee.phone.ask(payer.phone.show_identity(), w.money(amount))
-    return payer.phone.pay(PIN, request)
+    payer.phone.pay(PIN, request)
+    return in_clear(payer)
 
 
 def debit_request(w: World, payment: bytes, sender: Intermediary | None = None) -> bytes:

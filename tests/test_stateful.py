@@ -57,7 +57,7 @@ from offpay.money import Money
 from offpay.sim.network import Merchant, OfflineNetwork, User
 from offpay.store import schema
 from offpay.wire.codec import decode
-from offpay.wire.envelope import Signed
+from offpay.wire.envelope import Signed, payload_of
 from offpay.wire.messages import (
     CardInstruction,
     OfflinePayment,
@@ -66,6 +66,7 @@ from offpay.wire.messages import (
     TerminalInstruction,
     payment_tx_id,
 )
+from offpay.wire.sealed_payment import is_sealed, request_id_answered
 
 SEK = 100  # minor units per krona
 ONLINE = 5_000 * SEK
@@ -365,9 +366,13 @@ class OfflinePayments(RuleBasedStateMachine):
         note(f"  {what}: done")
         return True, result
 
-    def record(self, data: bytes, *, accepted: bool) -> Paid:
-        signed = Signed.from_bytes(data)
+    def record(self, data: bytes, *, accepted: bool, card: Card) -> Paid:
+        """``data``: the payment as the relay carries it (sealed to its payee); what it says is
+        read from the paying ``card``'s own copy, which the referee may look into."""
+        signed = Signed.from_bytes(data) if not is_sealed(data) else card.state.last_payment
+        assert signed is not None
         p = decode(signed.payload, OfflinePayment)
+        assert request_id_answered(data) == payload_of(p.request, PaymentRequest).request_id
         paid = Paid(
             p.tx_id,
             signed.digest,
@@ -551,7 +556,7 @@ class OfflinePayments(RuleBasedStateMachine):
                 "charge", merchant.pos.charge, user.card.process, user.pin, amount
             )
             if ok:
-                self.record(payment, accepted=True)
+                self.record(payment, accepted=True, card=user.card)
             return
         client = CardClient(user.card.process)
         ok, request = self.attempt(
@@ -563,7 +568,7 @@ class OfflinePayments(RuleBasedStateMachine):
         if not ok:
             merchant.module.cancel_request(decode_request_id(request))
             return
-        paid = self.record(payment, accepted=False)
+        paid = self.record(payment, accepted=False, card=user.card)
         if delivery == "lost":  # the shop waits for a resubmission (deliver_late)
             self.undelivered.append((paid, merchant))
             return
@@ -603,7 +608,7 @@ class OfflinePayments(RuleBasedStateMachine):
         ok, payment = self.attempt("pay", payer.phone.pay, payer.pin, request)
         if not ok:
             return
-        paid = self.record(payment, accepted=False)
+        paid = self.record(payment, accepted=False, card=payer.card)
         if not deliver:
             self.undelivered.append((paid, payee))
             return
@@ -751,13 +756,13 @@ class OfflinePayments(RuleBasedStateMachine):
         )
         if not ok:
             return
-        self.record(payment, accepted=True)
+        self.record(payment, accepted=True, card=user.card)
         ok, payment = self.attempt(
             "clone pays", other.pos.charge, twin.process, user.pin, self.amount(user, second)
         )
         if not ok:
             return
-        copy = self.record(payment, accepted=True)
+        copy = self.record(payment, accepted=True, card=twin)
         self.attacked[user.card_id] = "clone"
         tally("attack: clone double spend")
         for merchant in (genuine, other):
@@ -822,7 +827,7 @@ class OfflinePayments(RuleBasedStateMachine):
             user.card._state = current
             tally("attack: roll back given up")
             return
-        again = self.record(payment, accepted=True)
+        again = self.record(payment, accepted=True, card=user.card)
         self.attacked[user.card_id] = "rollback"
         tally("attack: card rolled back and spent again")
         ok, _ = self.attempt("terminal sync", merchant.pos.sync, unchanged=False)
@@ -914,8 +919,7 @@ class OfflinePayments(RuleBasedStateMachine):
                 assert ok, merchant.name
         for paid, payee in self.undelivered:
             if isinstance(payee, Merchant):  # the shop gives up waiting for a resubmission
-                request = decode(Signed.from_bytes(paid.data).payload, OfflinePayment).request
-                payee.module.cancel_request(decode(request.payload, PaymentRequest).request_id)
+                payee.module.cancel_request(request_id_answered(paid.data))
         self.asked.clear()
         self.undelivered.clear()
 

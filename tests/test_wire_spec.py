@@ -102,6 +102,7 @@ SHARED = frozenset(
         "raw-request-id",
         "raw-public-key",
         "raw-chunk",
+        "card-payment",  # what a card hands over: sealed to the payee, or in clear
         "refusal",
         "problem",
     }

@@ -15,6 +15,7 @@ from offpay.cli_attack import attack
 from offpay.cli_audit import audit
 from offpay.cli_drive import register as register_drive
 from offpay.cli_network import BanksOption, bank_names, network_disclose, network_init
+from offpay.cli_privacy import privacy_app
 from offpay.cli_support import (
     Interrupt,
     StoppableConsole,
@@ -40,6 +41,7 @@ app.command()(bench)  # `offpay bench`: the benchmark suite (BENCHMARKS.md)
 app.add_typer(sim_app, name="sim")  # `offpay sim run`: population simulations
 app.command()(attack)  # `offpay attack NAME|list|all`: the attacks of docs/threats.md
 app.command()(audit)  # `offpay audit`: the independent auditor (docs/audit.md)
+app.add_typer(privacy_app, name="privacy")  # `offpay privacy table|ancestry`: docs/privacy.md
 register_drive(app)  # `offpay customer/card/pay/sync/books/play...`: offpay/cli_drive.py
 
 

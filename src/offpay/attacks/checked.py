@@ -102,15 +102,18 @@ class Checked:
     # -- the offline flows, as the relays run them ---------------------------------------------
 
     def charge(self, merchant: Merchant[Any], user: User[Any], minor: int) -> bytes:
-        """Report §3.5: the shop's PoS app charges ``user``'s card."""
-        return self.step(merchant.pos.charge, user.card.process, user.pin, self.money(minor))
+        """Report §3.5: the shop's PoS app charges ``user``'s card. Returns the signed payment
+        as the card keeps it (the app carried it sealed to the terminal)."""
+        self.step(merchant.pos.charge, user.card.process, user.pin, self.money(minor))
+        return _last_payment(user)
 
     def p2p(self, payer: User[Any], payee: User[Any], minor: int) -> bytes:
-        """Report §3.6: payee's phone asks, payer's phone pays, payee's phone accepts."""
+        """Report §3.6: payee's phone asks, payer's phone pays, payee's phone accepts. Returns
+        the signed payment as the payer's card keeps it (the phones carried it sealed)."""
         request = self.step(payee.phone.ask, payer.phone.show_identity(), self.money(minor))
         payment = self.step(payer.phone.pay, payer.pin, request)
         self.step(payee.phone.accept, payee.pin, payment)
-        return payment
+        return _last_payment(payer)
 
     def top_up(self, user: User[Any], minor: int) -> None:
         self.step(user.phone.top_up, user.pin, self.money(minor))
@@ -130,6 +133,14 @@ class Checked:
 
     def card_client(self, user: User[Any]) -> CardClient:
         return CardClient(user.card.process)
+
+
+def _last_payment(user: User[Any]) -> bytes:
+    """The signed payment a card made last, read from the card: the referee may look inside
+    devices, the relays may not (docs/privacy.md)."""
+    last = user.card.state.last_payment
+    assert last is not None
+    return last.to_bytes()
 
 
 def _wallets(bank: Ledger, customer_id: str) -> tuple[Money, Money]:

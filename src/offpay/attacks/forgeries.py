@@ -12,6 +12,7 @@ from offpay.attacks.tools import (
     altered,
     begin,
     broken_card_key,
+    card_copy,
     client,
     funded,
     now,
@@ -19,6 +20,7 @@ from offpay.attacks.tools import (
     resigned,
     rogue,
     session_and_answer,
+    spoiled_seal,
     stolen_chain,
     wire,
 )
@@ -144,11 +146,18 @@ def altered_amount(play: Play) -> None:
         cheaper,
     )
     payment = checked.step(client(alice).pay, request)
-    dearer = altered(payment, OfflinePayment, amount=net.money(90 * SEK))
+    play.refused(
+        "crypto.bad_seal",
+        "the shop's module",
+        "the payment, sealed to the module, with one byte changed",
+        shop.pos.receive,
+        spoiled_seal(payment),
+    )
+    dearer = altered(card_copy(alice), OfflinePayment, amount=net.money(90 * SEK))
     play.refused(
         "crypto.bad_signature",
         "the shop's module",
-        "a payment raised to SEK 90",
+        "the payment in clear (as a card made before sealing hands it over) raised to SEK 90",
         shop.pos.receive,
         dearer,
     )
@@ -167,11 +176,19 @@ def altered_amount(play: Play) -> None:
         altered(ask, PaymentRequest, amount=net.money(2 * SEK)),
     )
     paid = checked.step(alice.phone.pay, alice.pin, ask)
-    inflated = altered(paid, OfflinePayment, amount=net.money(50 * SEK))
+    play.refused(
+        "crypto.bad_seal",
+        "Bob's card",
+        "Alice's payment, sealed to Bob's card, with one byte changed",
+        bob.phone.accept,
+        bob.pin,
+        spoiled_seal(paid),
+    )
+    inflated = altered(card_copy(alice), OfflinePayment, amount=net.money(50 * SEK))
     play.refused(
         "crypto.bad_signature",
         "Bob's card",
-        "Alice's payment raised to SEK 50",
+        "Alice's payment in clear raised to SEK 50",
         bob.phone.accept,
         bob.pin,
         inflated,
@@ -290,7 +307,7 @@ def counterfeit_upload(play: Play) -> None:
     )
     session = payload(begin(mallory), CardSession)
     (entry,) = session.log
-    counterfeit = altered(payment, OfflinePayment, amount=net.money(90 * SEK))
+    counterfeit = altered(entry.payment.to_bytes(), OfflinePayment, amount=net.money(90 * SEK))
     log = (dataclasses.replace(entry, payment=Signed.from_bytes(counterfeit)),)
     forged = sign(dataclasses.replace(session, log=log), broken_card_key(mallory)).to_bytes()
     before = checked.snapshot()

@@ -18,6 +18,7 @@ from offpay.sim.network import Merchant, User
 from offpay.wire.codec import Message, decode, encode
 from offpay.wire.envelope import Signed, sign
 from offpay.wire.messages import Operation
+from offpay.wire.sealed_payment import SealedPayment
 
 SEK = 100  # minor units per krona
 
@@ -66,10 +67,31 @@ def terminal_upload_and_reset(network: Any, shop: Merchant[Any]) -> tuple[bytes,
 
 
 def payment_to_shop(user: User[Any], shop: Merchant[Any], minor: int) -> bytes:
-    """A card's signed payment answering the shop module's request, not yet at the module."""
+    """A card's signed payment answering the shop module's request, not yet at the module: in
+    clear, as the card keeps it and as the intermediaries see it (the relay carries it sealed
+    to the module, offpay.wire.sealed_payment)."""
     request = shop.module.request_payment(client(user).identity(), Money(minor, shop.bank.currency))
     client(user).verify_pin(user.pin)
-    return client(user).pay(request)
+    client(user).pay(request)
+    last = user.card.state.last_payment
+    assert last is not None
+    return last.to_bytes()
+
+
+def card_copy(user: User[Any]) -> bytes:
+    """The card's own copy of its last payment, in clear: what a card made before sealing
+    hands over, and what the tests may read (a relay gets it sealed to the payee)."""
+    last = user.card.state.last_payment
+    assert last is not None
+    return last.to_bytes()
+
+
+def spoiled_seal(sealed: bytes) -> bytes:
+    """A sealed payment with the last byte of its ciphertext changed: all a relay can do to
+    what it cannot read."""
+    wrapper = decode(sealed, SealedPayment)
+    body = wrapper.sealed[:-1] + bytes([wrapper.sealed[-1] ^ 1])
+    return encode(dataclasses.replace(wrapper, sealed=body))
 
 
 def altered(data: bytes, cls: type[Message], **changes: object) -> bytes:

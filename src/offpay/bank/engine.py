@@ -1085,9 +1085,11 @@ class Intermediary:
                             "offline-out",
                             payment.tx_id,
                         )
-                    except InsufficientFunds as exc:
+                    except InsufficientFunds:
                         status = SettlementStatus.SHORT
-                        detail = exc.message
+                        # Goes to the payee's intermediary too: no account id (it names the
+                        # customer) and no balance (docs/privacy.md).
+                        detail = f"the payer's shadow wallet does not cover {payment.amount} yet"
                         held = conn.execute(
                             select(schema.accounts.c.balance).where(
                                 schema.accounts.c.id == device.account_id

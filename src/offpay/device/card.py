@@ -64,6 +64,7 @@ from offpay.wire.messages import (
     Personalisation,
     SessionStart,
 )
+from offpay.wire.sealed_payment import new_seal_key, open_payment, seal_payment
 
 PIN_TRIES = 3
 MAX_OPEN_REQUESTS = 4
@@ -94,6 +95,7 @@ class OpenRequest:
     # request this card signed, which it checks against this instead of verifying its own
     # signature again.
     digest: bytes = b""
+    seal_key: bytes | None = None  # X25519 private key the payment is sealed to
 
 
 @dataclass(frozen=True)
@@ -499,14 +501,17 @@ class Card:
             day_spent=after.day_spent,
         )
         self._ram = Transient()  # the challenge is answered, the PIN used
-        return signed.to_bytes()
+        return seal_payment(signed, request)  # for the payee's eyes only (docs/privacy.md)
 
     def _get_last_payment(self, cmd: Command) -> bytes:
         """Report §3.5: resubmit the last payment; no new transaction, no new debit."""
         state = self._live()
         if state.last_payment is None:
             raise DeviceStateError("this card has made no payment", code="device.no_payment")
-        return state.last_payment.to_bytes()
+        last = state.last_payment
+        return seal_payment(
+            last, payload_of(payload_of(last, OfflinePayment).request, PaymentRequest)
+        )
 
     def _request_payment(self, cmd: Command) -> bytes:
         """Report §3.6 step 1: the recipient's card signs a request to one payer card."""
@@ -545,6 +550,7 @@ class Card:
                 "before it synchronises, counting the payments it has asked for",
             )
         request_id = self._random(NONCE_BYTES)
+        seal_key, seal_to = new_seal_key(self._random)
         request = PaymentRequest(
             sender=state.card_id,
             receiver=payer.id,
@@ -553,11 +559,15 @@ class Card:
             challenge=ask.payer.challenge,
             amount=ask.amount,
             payee_time=state.clock,
+            seal_to=seal_to,
         )
         signed = sign(request, self._credential)
         # A bounded queue: the oldest open request lapses when a new one would overflow it,
         # and is declined: a payment answering it is refused here and goes back to its payer.
-        opened = (*pending, OpenRequest(request_id, payer.id, ask.amount, signed.digest))
+        opened = (
+            *pending,
+            OpenRequest(request_id, payer.id, ask.amount, signed.digest, seal_key),
+        )
         self._state = evolve(state, open_requests=opened, declined=(*state.declined, *lapsed))
         return signed.to_bytes()
 
@@ -566,7 +576,9 @@ class Card:
         card's own open request, exactly as it signed it; credit, log."""
         state = self._live()
         trust = self._trusted()
-        signed = decode(cmd.data, Signed)
+        keys = {r.request_id: r.seal_key for r in state.open_requests}
+        opened = open_payment(cmd.data, state.card_id, keys.get, state.declined)
+        signed = decode(opened, Signed)
         payment, _ = open_signed(signed, OfflinePayment, trust, Role.CARD, receiver=state.card_id)
         # The request is this card's own: the payment must carry exactly one it signed and
         # holds open, byte for byte, so its own signature is not verified a second time and

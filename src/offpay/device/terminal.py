@@ -39,6 +39,7 @@ from offpay.wire.messages import (
     TerminalInstruction,
     TerminalUpload,
 )
+from offpay.wire.sealed_payment import new_seal_key, open_payment
 
 NONCE_BYTES = 16
 MAX_OPEN_REQUESTS = 16
@@ -63,6 +64,7 @@ class Pending:
     # Signed.digest of the request the module signed: a payment must carry exactly that
     # request, checked byte for byte instead of verifying the module's own signature again.
     digest: bytes = b""
+    seal_key: bytes | None = None  # X25519 private key the payment is sealed to
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class TerminalState:
     declined: tuple[bytes, ...] = ()  # request ids declined since the last sync
     declaring: tuple[bytes, ...] = ()  # those the open sync's upload declares
     clock: int | None = None  # the latest time its host gave (Unix seconds); never goes back
+    # (seq, request id, sealing key) of the received payments not yet synchronised: a card
+    # resubmits its last payment sealed afresh to the same key (offpay.wire.sealed_payment).
+    answered_keys: tuple[tuple[int, bytes, bytes], ...] = ()
 
     @property
     def offline_payments(self) -> int:
@@ -242,6 +247,7 @@ class TerminalModule:
         self._check_room(state, amount, answering=False)
         clock = state.clock if now is None or (state.clock or 0) >= now else now
         request_id = self._random(NONCE_BYTES)
+        seal_key, seal_to = new_seal_key(self._random)
         request = PaymentRequest(
             sender=state.terminal_id,
             receiver=card.card,
@@ -250,9 +256,11 @@ class TerminalModule:
             challenge=card.challenge,
             amount=amount,
             payee_time=clock,
+            seal_to=seal_to,
         )
         signed = sign(request, Credential(self._signer, state.chain))
-        opened = (*state.open_requests, Pending(request_id, card.card, amount, signed.digest))
+        pending = Pending(request_id, card.card, amount, signed.digest, seal_key)
+        opened = (*state.open_requests, pending)
         self._state = evolve(state, open_requests=opened, clock=clock)
         return signed.to_bytes()
 
@@ -260,7 +268,10 @@ class TerminalModule:
         """Report §3.5 step 6: verify the card's payment against our own open request, then
         hand back the payment sealed for the app to store."""
         state, trust = self._live()
-        signed = decode(data, Signed)
+        keys = {request_id: key for _, request_id, key in state.answered_keys}
+        keys.update((p.request_id, p.seal_key) for p in state.open_requests if p.seal_key)
+        opened = open_payment(data, state.terminal_id, keys.get, state.declined)
+        signed = decode(opened, Signed)
         payment, _ = open_signed(
             signed, OfflinePayment, trust, Role.CARD, receiver=state.terminal_id
         )
@@ -312,6 +323,8 @@ class TerminalModule:
             state,
             seq=seq,
             unsynced=(*state.unsynced, (seq, payment.amount, tx_id, signed.digest)),
+            answered_keys=state.answered_keys
+            + (((seq, own.request_id, own.seal_key),) if own.seal_key else ()),
             received=state.received + payment.amount,
             open_requests=tuple(p for p in state.open_requests if p is not own),
         )
@@ -408,6 +421,7 @@ class TerminalModule:
             revocation_version=revocation_version,
             cleared_through=instr.clear_through_seq,
             unsynced=unsynced,
+            answered_keys=tuple(a for a in state.answered_keys if a[0] > instr.clear_through_seq),
             received=_sum_unsynced(unsynced, state.policy.currency),
             instruction_no=instr.instruction_no,
             policy=policy,

@@ -303,8 +303,8 @@ class Workbench:
     def pay_shop(self, payer: str, shop: str, amount: str, pin: str = DEFAULT_PIN) -> str:
         money = self.money(amount)
         card = self.card(payer)
-        payment = self.terminal(shop).charge(card.process, pin, money)
-        return f"{payer} paid {money} at {shop}'s terminal (payment {_tx_id(payment)})"
+        self.terminal(shop).charge(card.process, pin, money)
+        return f"{payer} paid {money} at {shop}'s terminal (payment {_tx_id(card)})"
 
     def pay(
         self,
@@ -361,10 +361,10 @@ class Workbench:
             # intermediary gives the money back once either card synchronises.
             payee_phone.decline(request)
             raise
-        money = payload_of(Signed.from_bytes(payment), OfflinePayment).amount
+        card = self.card(payer)
+        money = payload_of(_last_payment(card), OfflinePayment).amount
         return (
-            f"{payer} paid {money} to {payee} (code {code} on both phones; "
-            f"payment {_tx_id(payment)})"
+            f"{payer} paid {money} to {payee} (code {code} on both phones; payment {_tx_id(card)})"
         )
 
     def sync(self, name: str, pin: str = DEFAULT_PIN) -> str:
@@ -459,9 +459,18 @@ class Workbench:
         return self.net.payment(raw)
 
 
-def _tx_id(signed_payment: bytes) -> str:
-    """The payment's id, as the ledgers and ``offpay payment`` know it."""
-    return payload_of(Signed.from_bytes(signed_payment), OfflinePayment).tx_id.hex()
+def _last_payment(card: Card) -> Signed[OfflinePayment]:
+    """The payer card's own copy of the payment it just made: the relays carried it sealed to
+    the payee (docs/privacy.md); the payer's own wallet may read its card."""
+    last = card.state.last_payment
+    if last is None:
+        raise DriveError("the card has made no payment", code="drive.no_payment")
+    return last
+
+
+def _tx_id(card: Card) -> str:
+    """The id of the card's last payment, as the ledgers and ``offpay payment`` know it."""
+    return payload_of(_last_payment(card), OfflinePayment).tx_id.hex()
 
 
 def _only(books: dict[str, Any], who: Party) -> dict[str, Any]:

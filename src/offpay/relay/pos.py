@@ -14,7 +14,8 @@ from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.transport.memory import MemoryNetwork
 from offpay.wire.envelope import Signed, payload_of
-from offpay.wire.messages import OfflinePayment, PaymentRequest
+from offpay.wire.messages import PaymentRequest
+from offpay.wire.sealed_payment import request_id_answered
 
 
 class PosApp:
@@ -53,13 +54,14 @@ class PosApp:
 
     @staticmethod
     def _answer_to(client: CardClient, request: bytes) -> bytes | None:
+        """The card's last payment if it answers ``request``: the app reads only which request
+        a payment answers, the rest is sealed to the module."""
         wanted = payload_of(Signed.from_bytes(request), PaymentRequest).request_id
         try:
             last = client.last_payment()
-            paid = payload_of(Signed.from_bytes(last), OfflinePayment)
+            answered = request_id_answered(last)
         except OffpayError:
             return None
-        answered = payload_of(paid.request, PaymentRequest).request_id
         return last if answered == wanted else None
 
     def decline(self, signed_request: bytes) -> None:

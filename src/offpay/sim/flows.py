@@ -28,7 +28,7 @@ from offpay.errors import DeviceStateError, OffpayError, ReplayError
 from offpay.money import Money
 from offpay.sim.network import ConservationError, Merchant, OfflineNetwork, User
 from offpay.transport.faults import Fault, Hop, Injector
-from offpay.wire.envelope import Signed, payload_of
+from offpay.wire.envelope import payload_of
 from offpay.wire.messages import Liquidity, OfflinePayment
 
 SEK = 100  # minor units per krona
@@ -173,15 +173,18 @@ def given_up() -> Iterator[None]:
 
 
 def new_payment(w: World, payer: str, payee: str, mark: Mark) -> bytes | None:
-    """The payer card's last payment, if it made it to ``payee`` since ``mark``."""
-    try:
-        data = w.card(payer).last_payment()
-    except OffpayError:
+    """The payer card's last payment, if it made it to ``payee`` since ``mark``: read from the
+    card as :meth:`World.mark` reads it, then fetched through the relay, sealed to the payee."""
+    last = w.users[payer].card.state.last_payment
+    if last is None:
         return None
-    payment = payload_of(Signed.from_bytes(data), OfflinePayment)
+    payment = payload_of(last, OfflinePayment)
     if payment.payer_seq <= mark.cards[payer][1] or payment.receiver != payee:
         return None
-    return data
+    try:
+        return w.card(payer).last_payment()
+    except OffpayError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 
 from offpay.crypto.pki import Identity, Role
 from offpay.errors import DeviceStateError, ReplayError, TokenError
@@ -312,18 +313,20 @@ def transfer_offline(
     *,
     sender_now: int | None = None,
     receiver_now: int | None = None,
+    relay: Callable[[bytes], bytes] = lambda data: data,
 ) -> Token:
-    """Run the whole protocol between two elements with a perfect relay (tests, demo); the
-    phones' times, if given, go to their elements."""
+    """Run the whole protocol between two elements (tests, demo); the phones' times, if given,
+    go to their elements. ``relay`` carries every message from one phone to the other: by
+    default a perfect one; a recorder or an attacker may watch or change what passes."""
     s = SenderSession(sender, amount, now=sender_now)
     r = ReceiverSession(receiver, amount, now=receiver_now)
-    s_proof, r_proof = s.on_hello(r.hello()), r.on_hello(s.hello())
-    s.on_proof(r_proof)
-    r.on_proof(s_proof)
+    s_proof, r_proof = s.on_hello(relay(r.hello())), r.on_hello(relay(s.hello()))
+    s.on_proof(relay(r_proof))
+    r.on_proof(relay(s_proof))
     s.users_agree(r.code)
     r.users_agree(s.code)
-    address = r.on_offer(s.offer())
-    confirmation = r.on_transfer(s.on_address(address))
-    s.on_confirmation(confirmation)
+    address = r.on_offer(relay(s.offer()))
+    confirmation = r.on_transfer(relay(s.on_address(relay(address))))
+    s.on_confirmation(relay(confirmation))
     assert r.received is not None
     return r.received

@@ -52,6 +52,10 @@ class PaymentRequest(Message):
     # The payee's time (Unix seconds) as its module knows it: never earlier than what the
     # module last saw. The payer card's time limits read it; absent from a payee without one.
     payee_time: int | None = None
+    # The payee device's X25519 key for this request (raw, 32 bytes): the payer's card seals
+    # its payment to it for the offline hop (offpay.wire.sealed_payment); absent from a payee
+    # made before sealing.
+    seal_to: bytes | None = None
 
 
 @message("offline-payment")

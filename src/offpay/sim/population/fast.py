@@ -1507,8 +1507,9 @@ def _sizes(scenario: Scenario, world: World) -> np.ndarray:
     def both(label: str) -> int:
         return c[f"{label}_sent"] + c[f"{label}_got"]
 
-    pay = c["pay"]
-    tail = c["PAY_got"] - pay  # the status word after the payment
+    pay = c["pay"]  # a payment as signed: in the card, the module's record, every sync
+    hop = c["pay_hop"] - pay  # what sealing it to the payee adds on the card's link
+    tail = c["PAY_got"] - c["pay_hop"]  # the status word after the payment
     head = c["PAY_sent"] - c["request_payment_got"]  # a command's header before its data
     seal = c["accept_payment_got"] - pay
     ident, pin, ask = both("GET_IDENTITY"), both("VERIFY_PIN"), both("REQUEST_PAYMENT")
@@ -1516,9 +1517,9 @@ def _sizes(scenario: Scenario, world: World) -> np.ndarray:
     p2p = ident + ask + pin + head + c["REQUEST_PAYMENT_got"] + tail + pin + head
     tr = np.zeros(NTR, np.int64)
     tr[TR_PAY_SHOP] = pay
-    tr[TR_PAY_P2P] = c["RECEIVE_sent"] - head
-    tr[TR_SHOP_OK] = shop + seal
-    tr[TR_SHOP_DUP] = shop
+    tr[TR_PAY_P2P] = c["RECEIVE_sent"] - head - hop
+    tr[TR_SHOP_OK] = shop + seal + 2 * hop  # the card's answer and the module's input, sealed
+    tr[TR_SHOP_DUP] = shop + 2 * hop
     tr[TR_SHOP_CARD] = ident + both("request_payment") + pin + c["pay_refused"]
     tr[TR_SHOP_CARD] += c["GET_LAST_PAYMENT_sent"] + c["cancel_request_sent"]
     tr[TR_LAST_HEAD] = c["GET_LAST_PAYMENT_got"] - pay
@@ -1526,8 +1527,8 @@ def _sizes(scenario: Scenario, world: World) -> np.ndarray:
     tr[TR_SHOP_TERM] = ident + c["request_refused"]
     tr[TR_ASK_REFUSED] = ident + c["ask_refused"]
     tr[TR_P2P_PAYER] = ident + ask + pin + c["pay_refused_p2p"] + both("DECLINE_REQUEST")
-    tr[TR_P2P_OK] = p2p + c["RECEIVE_got"]
-    tr[TR_P2P_RECV] = p2p + c["never_GET_LAST_PAYMENT_got"] + both("DECLINE_REQUEST")
+    tr[TR_P2P_OK] = p2p + c["RECEIVE_got"] + 2 * hop  # the payer card's answer, RECEIVE
+    tr[TR_P2P_RECV] = p2p + c["never_GET_LAST_PAYMENT_got"] + both("DECLINE_REQUEST") + 2 * hop
     tr[TR_S_CONFIRM] = c["card-session_got"] + both("APPLY_INSTRUCTION")
     tr[TR_S_CONFIRM] += c["card-confirmation_sent"]
     tr[TR_S_COMMON] = tr[TR_S_CONFIRM] + c["card-confirmation_got"] + both("GET_STATUS")
