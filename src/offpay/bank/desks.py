@@ -8,7 +8,7 @@ and no desk reaches into another module's private names.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, Row
@@ -48,6 +48,7 @@ class Bank(Protocol):
     db: Engine
     ledger: Ledger
     pseudonym_key: bytes  # offpay.crypto.pseudonyms
+    random: Callable[[int], bytes]
 
     def nonce(self) -> bytes: ...
 
@@ -62,6 +63,7 @@ class Bank(Protocol):
     def block_device(self, device_id: str, reason: str) -> None: ...
 
     def from_device(self, data: bytes, cls: type[M], role: Role) -> DeviceRequest[M]: ...
+    def card_session(self, data: bytes) -> bytes: ...
 
     def verified(self, signed: Signed[OfflinePayment]) -> OfflinePayment: ...
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from offpay.bank.desks import Bank
 from offpay.crypto.pki import Role
 from offpay.errors import OffpayError, Refused
 from offpay.liabilities.messages import (
@@ -27,9 +28,6 @@ from offpay.store import schema
 from offpay.wire.codec import encode
 from offpay.wire.envelope import Signed, open_signed, payload_of, sign
 from offpay.wire.messages import CardSession, Operation
-
-if TYPE_CHECKING:
-    from offpay.bank.engine import Intermediary
 
 CENTRAL = "central-bank"
 NOTARY_ID = "central-bank/notary"
@@ -52,7 +50,7 @@ class NotIncluded(OffpayError):
     code = "liabilities.not_included"
 
 
-def ask_holdings(bank: Intermediary) -> tuple[Signed[HoldingsStatement], HoldingsStatement]:
+def ask_holdings(bank: Bank) -> tuple[Signed[HoldingsStatement], HoldingsStatement]:
     """The central bank's signed statement of this intermediary's holdings, now."""
     nonce = bank.nonce()
     request = sign(HoldingsRequest(bank.id, NOTARY_ID, nonce), bank.credential).to_bytes()
@@ -65,7 +63,7 @@ def ask_holdings(bank: Intermediary) -> tuple[Signed[HoldingsStatement], Holding
     return Signed.from_bytes(answer), statement  # type: ignore[return-value]
 
 
-def _balances(bank: Intermediary) -> dict[str, Balances]:
+def _balances(bank: Bank) -> dict[str, Balances]:
     """Every customer's three wallets, in one statement (one snapshot)."""
     a = schema.accounts
     wallets: dict[str, dict[str, int]] = {}
@@ -77,7 +75,7 @@ def _balances(bank: Intermediary) -> dict[str, Balances]:
     return {c: Balances(w["online"], w["shadow"], w["merchant"]) for c, w in wallets.items()}
 
 
-def publish(bank: Intermediary) -> bytes:
+def publish(bank: Bank) -> bytes:
     """Commit to every customer's wallets as of now, signed; :class:`TotalMismatch` (nothing
     published) if their total is not the holdings the central bank states. Salts are fresh
     per customer and period; leaves are ordered by their salt, so a position says nothing."""
@@ -139,7 +137,7 @@ def publish(bank: Intermediary) -> bytes:
     return signed
 
 
-def commitment(bank: Intermediary, period: int | None = None) -> tuple[int, bytes]:
+def commitment(bank: Bank, period: int | None = None) -> tuple[int, bytes]:
     """The newest (or ``period``'s) signed commitment."""
     c = schema.liability_commitments
     query = select(c.c.period, c.c.signed)
@@ -154,7 +152,7 @@ def commitment(bank: Intermediary, period: int | None = None) -> tuple[int, byte
     return int(row.period), bytes(row.signed)
 
 
-def proof_for(bank: Intermediary, customer_id: str, period: int) -> InclusionProof:
+def proof_for(bank: Bank, customer_id: str, period: int) -> InclusionProof:
     """The customer's leaf and its siblings in ``period``'s tree (rebuilt from the leaves)."""
     lv = schema.liability_leaves
     with bank.db.connect() as conn:
@@ -181,7 +179,7 @@ def proof_for(bank: Intermediary, customer_id: str, period: int) -> InclusionPro
     )
 
 
-def liabilities_proof(bank: Intermediary, data: bytes) -> bytes:
+def liabilities_proof(bank: Bank, data: bytes) -> bytes:
     """A card's signed sync session, handled as any sync, answered with the instruction and
     the customer's proof in the newest commitment: the card's signature (after its PIN) is
     what authenticates the customer, as on the phone's other routes. Everything that can

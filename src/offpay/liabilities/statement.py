@@ -3,11 +3,13 @@ intermediary's engine only (the holdings a published commitment's total must equ
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime as dt
+from collections.abc import Callable
+from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
-from offpay.crypto.pki import Role
+from offpay.crypto.pki import Credential, Role, TrustStore
 from offpay.errors import NotFound
 from offpay.liabilities.messages import HoldingsRequest, HoldingsStatement
 from offpay.money import Money
@@ -15,8 +17,17 @@ from offpay.store import schema
 from offpay.store.seen import answered, remember
 from offpay.wire.envelope import open_signed, sign
 
-if TYPE_CHECKING:
-    from offpay.central.bank import CentralBank
+
+class CentralBank(Protocol):
+    """What a statement needs of the central bank (:class:`offpay.central.bank.CentralBank`),
+    named here so that the central bank's module, which registers this handler, is not
+    imported back (no import circle)."""
+
+    trust: TrustStore
+    db: Engine
+    currency: str
+    notary: Credential
+    clock: Callable[[], dt.datetime]
 
 
 def holdings_statement(central: CentralBank, data: bytes, notary_id: str) -> bytes:
