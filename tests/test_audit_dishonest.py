@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import UrlFor
-from tests.test_audit_auditor import Audited, build
+from tests.test_audit_auditor import Audited, build, paid
 
 from offpay.attacks import dishonest
 from offpay.audit import findings as codes
@@ -28,7 +28,7 @@ def named(findings: list[Finding], party: str, code: str) -> list[Finding]:
 def unpaid(audited: Audited) -> bytes:
     """A payment Alice's card made to a bank-b shop that nobody has synchronised yet."""
     shop = audited.net.add_merchant("Quiet shop", "bank-b")
-    return shop.pos.charge(audited.alice.card.process, audited.alice.pin, audited.net.money(40_00))
+    return paid(shop, audited.alice, audited.net.money(40_00))
 
 
 def tx_of(audited: Audited, name: str) -> bytes:

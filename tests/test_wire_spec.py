@@ -48,6 +48,7 @@ import offpay.tokens.model
 import offpay.tokens.transfer
 import offpay.wire.envelope
 import offpay.wire.messages
+from offpay.attacks.tools import card_copy
 from offpay.central.disclosure import ask_disclosure
 from offpay.device import card as card_module
 from offpay.device.apdu import SW, Command, Ins, Response
@@ -545,7 +546,8 @@ def _balance_flows(traffic: Traffic, liquidity: Liquidity) -> None:
     charlie = net.add_user("Charlie", "bank-a")
     shop = net.add_merchant("Shop", "bank-b")
     alice.phone.top_up(alice.pin, net.money(200 * SEK))
-    to_bob = _p2p(net, alice, bob, 80 * SEK)
+    _p2p(net, alice, bob, 80 * SEK)
+    to_bob = card_copy(alice)  # in clear, as the card keeps it (the relay carried it sealed)
     _p2p(net, bob, charlie, 50 * SEK)  # Bob spends what he received: a shortfall to cover
     shop.pos.charge(alice.card.process, alice.pin, net.money(10 * SEK))
     shop.pos.charge(charlie.card.process, charlie.pin, net.money(5 * SEK))
