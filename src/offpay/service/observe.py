@@ -22,30 +22,12 @@ from offpay.bank.engine import Intermediary
 from offpay.central.bank import CentralBank
 from offpay.service.logs import ACCESS, EVENTS
 from offpay.service.metrics import UNMATCHED, ServiceMetrics
+from offpay.service.watchdog import BANK_MONEY_KINDS, CENTRAL_MONEY_KINDS
 from offpay.store import schema
 
-# Requests that move money: each one carried out is a settlement (counted, timed, logged).
-SETTLING = frozenset(
-    {
-        "reserve-transfer",
-        "notarise",
-        "notarise-batch",
-        "pool-draw",
-        "pool-repay",
-        "mint-token",
-        "redeem-token",
-        "card-session",
-        "liabilities-proof",  # a card's sync, answered with its inclusion proof
-        "terminal-upload",
-        "debit-request",
-        "credit-request",
-        "refund-request",
-        "debit-batch",
-        "credit-batch",
-        "token-withdraw",
-        "token-deposit",
-    }
-)
+# Requests that move money (the watchdog's lists, one per kind of party): each one carried
+# out is a settlement (counted, timed, logged).
+SETTLING = BANK_MONEY_KINDS | CENTRAL_MONEY_KINDS
 # Messages that put a device on the network's revocation list: each is an event line too.
 REVOCATIONS = frozenset({"revoke-device", "report-double-spend"})
 
