@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from offpay.bank.plan import Debited, Entry, PayerState, plan_credits, plan_debits
+from offpay.bank.records import VerifiedPayment
 from offpay.money import Money
 from offpay.wire.codec import encode
 from offpay.wire.envelope import Signed
-from offpay.wire.messages import OfflinePayment, PaymentRequest
+from offpay.wire.messages import OfflinePayment, PaymentRequest, payment_tx_id
 
 CARDS = ("card:a", "card:b", "card:c")
 TERMINALS = ("terminal:x", "terminal:y")
@@ -31,11 +32,35 @@ def _payment(payer: str, seq: int, minor: int, payee: str = "terminal:x") -> Ent
         Money.zero("SEK"),
         (),
     )
-    return Entry(0, Signed(encode(payment), bytes([seq % 256]) * 64, ()), payment)
+    signed = Signed(encode(payment), bytes([seq % 256]) * 64, ())
+    record = VerifiedPayment(
+        payment_tx_id(payer, seq),
+        payer,
+        payee,
+        "bank-a",
+        "bank-a",
+        seq,
+        Money(minor, "SEK"),
+        b"r" * 16,
+        signed.digest,
+        False,
+    )
+    return Entry(0, signed.to_bytes(), record)
 
 
 def _indexed(entries: list[Entry]) -> list[Entry]:
-    return [Entry(i, e.signed, e.payment) for i, e in enumerate(entries)]
+    return [Entry(i, e.data, e.payment) for i, e in enumerate(entries)]
+
+
+def test_an_entry_decodes_to_the_payment_its_record_was_read_from() -> None:
+    entry = _payment("card:a", 3, 250)
+    signed, payment = entry.decoded()
+    assert signed.to_bytes() == entry.data and signed.digest == entry.payment.digest
+    assert (payment.tx_id, payment.sender, payment.amount) == (
+        entry.payment.tx_id,
+        entry.payment.sender,
+        entry.payment.amount,
+    )
 
 
 def _device(status: str = "active", last_seq: int = 0, account: str = "") -> SimpleNamespace:
@@ -60,7 +85,7 @@ def ledgers(draw: st.DrawFn, entries: list[Entry]) -> PayerState:
     }
     debited = {
         e.payment.tx_id: Debited(
-            draw(st.sampled_from([e.signed.digest, b"x" * 32])), draw(st.booleans()), True
+            draw(st.sampled_from([e.payment.digest, b"x" * 32])), draw(st.booleans()), True
         )
         for e in entries
         if draw(st.integers(0, 4)) == 0
@@ -104,7 +129,7 @@ def test_what_the_batch_debits_is_covered_new_and_past_the_cards_counter(
     assert len(ids) == len(set(ids))  # a repeated id never reaches the batch
     for e in plan.settled:  # answered as settled only with the very same evidence, complete
         row = state.debited[e.payment.tx_id]
-        assert row.evidence == e.signed.digest and row.notarised and row.credited
+        assert row.evidence == e.payment.digest and row.notarised and row.credited
 
 
 def test_a_shadow_wallet_one_unit_short_sends_the_payers_payments_one_by_one() -> None:

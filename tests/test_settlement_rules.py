@@ -129,7 +129,7 @@ def test_the_notary_refuses_a_clones_payment_under_a_recorded_id(
     assert bytes(recorded.commitment) == genuine.commitment
 
     # The refusal is no receipt: the clone's payee cannot be credited with it.
-    credit = CreditBatch(a.id, b.id, os.urandom(16), (copied,), receipt)
+    credit = CreditBatch(a.id, b.id, os.urandom(16), (copied.to_bytes(),), receipt)
     checked.refused(
         "bank.no_receipt", b.handle, "credit-batch", sign(credit, a.credential).to_bytes()
     )

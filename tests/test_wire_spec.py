@@ -683,6 +683,22 @@ def test_every_http_body_validates_against_its_route_s_rules(traffic: Traffic):
             assert refused  # a typed refusal; over HTTP its body is the refusal rule
 
 
+def test_a_batch_carries_each_payment_as_the_canonical_bytes_of_its_envelope(traffic: Traffic):
+    """Issue 15: ``debit-batch`` and ``credit-batch`` carry payments as byte strings, each the
+    deterministic encoding of a ``signed-offline-payment`` (the bytes the device uploaded)."""
+    seen = 0
+    for kind, request, _, _ in traffic.http:
+        if kind not in ("debit-batch", "credit-batch"):
+            continue
+        body = cbor2.loads(cbor2.loads(request)["payload"])
+        assert body["payments"] and all(isinstance(p, bytes) for p in body["payments"])
+        for data in body["payments"]:
+            VALIDATORS.check("signed-offline-payment", data)
+            assert encode(Signed.from_bytes(data)) == data
+            seen += 1
+    assert seen > 0, "no batch crossed between intermediaries"
+
+
 def test_every_apdu_validates_against_its_command_s_rules(traffic: Traffic):
     answers = refusals = chained = 0
     for apdu in traffic.apdus:

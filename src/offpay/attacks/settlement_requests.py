@@ -74,7 +74,7 @@ def forged_batch_request(play: Play) -> None:
     shop = net.add_merchant("Shop", "bank-b")
     a, b = net.banks["bank-a"], net.banks["bank-b"]
     play.tried("Alice's card pays the shop SEK 10 and SEK 20; the payments are not settled")
-    payments = tuple(Signed.from_bytes(payment_to_shop(alice, shop, m * SEK)) for m in (10, 20))
+    payments = tuple(payment_to_shop(alice, shop, m * SEK) for m in (10, 20))  # signed bytes
     nonce = os.urandom(16)
 
     play.tried("forged debit batches for the two payments reach bank-a")
@@ -89,7 +89,7 @@ def forged_batch_request(play: Play) -> None:
                  a.handle, "debit-batch", good.to_bytes()[:-3])  # fmt: skip
 
     play.tried("forged notarise batches for them reach the notary")
-    items = tuple(item_of(a, p) for p in payments)
+    items = tuple(item_of(a, Signed.from_bytes(p)) for p in payments)
     by_payee = sign(NotariseBatch(b.id, NOTARY_ID, nonce, items), b.credential).to_bytes()
     play.refused("central.not_payer", "central-bank", "a notarise batch from the payee's bank",
                  net.central.handle, "notarise-batch", by_payee)  # fmt: skip
@@ -172,7 +172,7 @@ def notary_refuses_a_clones_payment(play: Play) -> None:
     play.finding(FindingKind.REFUSED, "central-bank", "central.conflict",
                  "the clone's payment under a recorded payment id")  # fmt: skip
     play.tried("the notary's answer offered to bank-b as the receipt for the clone's payment")
-    credit = CreditBatch(a.id, b.id, os.urandom(16), (copied,), data)
+    credit = CreditBatch(a.id, b.id, os.urandom(16), (copied.to_bytes(),), data)
     play.refused("bank.no_receipt", "bank-b", "a credit batch with the notary's refusal",
                  b.handle, "credit-batch", sign(credit, a.credential).to_bytes())  # fmt: skip
     expect((shop.wallet, other.wallet) == (net.money(50 * SEK), net.money(0)),

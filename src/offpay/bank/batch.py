@@ -26,7 +26,6 @@ from sqlalchemy.exc import IntegrityError
 
 from offpay.bank.names import engine_id
 from offpay.bank.plan import Debited, Entry, PayerState, plan_credits, plan_debits
-from offpay.bank.refusal import request_id_of
 from offpay.central.bank import NOTARY_ID
 from offpay.crypto.pki import Role
 from offpay.crypto.pseudonyms import NotaryName, commitment
@@ -100,11 +99,14 @@ class BatchDesk:
         self.bank = bank
         self._receipts: dict[bytes, tuple[str, dict[bytes, BatchItem]]] = {}
 
-    def recorded_as(self, receipt: bytes, payments: Sequence[Entry]) -> list[bytes | None] | None:
+    def recorded_as(
+        self, receipt: bytes, payments: Sequence[tuple[bytes, Any]]
+    ) -> list[bytes | None] | None:
         """The pseudonym the notary recorded each of these payments under, if it signed, for
         the payer's intermediary, that it recorded each exactly (commitment to its evidence,
-        amount); None if it did not. A receipt made before pseudonyms names a payment by its
-        id and evidence digest (pseudonym None). A batch receipt is read once."""
+        amount); None if it did not. ``payments``: (evidence digest, the payment or its
+        record). A receipt made before pseudonyms names a payment by its id and evidence
+        digest (pseudonym None). A batch receipt is read once."""
         read = self._receipts.get(receipt)
         if read is None:
             read = read_receipt(receipt, self.bank.trust)
@@ -112,16 +114,16 @@ class BatchDesk:
             self._receipts[receipt] = read
         receiver, items = read
         names: list[bytes | None] = []
-        for e in payments:
-            item = items.get(commitment(e.signed.digest))
+        for digest, payment in payments:
+            item = items.get(commitment(digest))
             legacy = item is None
             if legacy:
-                item = items.get(e.signed.digest)
+                item = items.get(digest)
             if (
-                receiver != engine_id(e.payment.payer_institution)
+                receiver != engine_id(payment.payer_institution)
                 or item is None
-                or item.amount != e.payment.amount
-                or (legacy and item.tx_id != e.payment.tx_id)
+                or item.amount != payment.amount
+                or (legacy and item.tx_id != payment.tx_id)
             ):
                 return None
             names.append(None if legacy else item.tx_id)
@@ -149,26 +151,31 @@ class BatchDesk:
         for institution, group in sorted(remote.items()):
             outcomes.update(self._ask_debits(institution, group))
         for e in sorted(leftover, key=lambda e: e.index):  # the one-by-one path, in order
-            outcomes[e.index] = bank.settle(e.signed, e.payment)
+            outcomes[e.index] = bank.settle(*e.decoded())
         return tuple(outcomes[i] for i in range(len(entries)))
 
     def _eligible(
         self, device_id: str, entries: Sequence[tuple[Direction, Signed[OfflinePayment]]]
     ) -> list[Entry] | None:
         """The upload's payments if all are valid, the device's own and carry no funding
-        receipts, and there are enough of them to batch; None otherwise."""
+        receipts, and there are enough of them to batch; None otherwise. Each payment is
+        encoded once here, where it enters: those bytes are stored and forwarded."""
         if len(entries) < BATCH_MIN:
             return None
+        envelopes = [signed for _, signed in entries]
+        datas = [signed.to_bytes() for signed in envelopes]
         try:
-            payments = self.bank.verified_all([signed for _, signed in entries])
+            payments = self.bank.verifier.check_all(datas, self.bank.trust, envelopes)
         except OffpayError:
             return None  # refused and recorded one by one, in order
         out = []
-        for i, ((direction, signed), payment) in enumerate(zip(entries, payments, strict=True)):
+        for i, ((direction, _), data, payment) in enumerate(
+            zip(entries, datas, payments, strict=True)
+        ):
             party = payment.sender if direction is Direction.OUT else payment.receiver
             if party != device_id or payment.funding:
                 return None
-            out.append(Entry(i, signed, payment))
+            out.append(Entry(i, data, payment))
         return out
 
     # -- steps 1 and 2 at the payer's intermediary ----------------------------------------------
@@ -262,8 +269,8 @@ class BatchDesk:
                             e.payment.tx_id,
                             e.payment.sender,
                             e.payment.amount.minor,
-                            e.signed.digest,
-                            e.signed.to_bytes(),
+                            e.payment.digest,
+                            e.data,
                             bank.pseudonym(e.payment.tx_id),
                         )
                         for e in entries
@@ -279,7 +286,7 @@ class BatchDesk:
         recorded (now or before) and those it refused."""
         bank = self.bank
         names = [
-            NotaryName.of(bank.pseudonym_key, e.payment.tx_id, e.signed.digest) for e in entries
+            NotaryName.of(bank.pseudonym_key, e.payment.tx_id, e.payment.digest) for e in entries
         ]
         items = tuple(
             NotariseItem(
@@ -324,7 +331,7 @@ class BatchDesk:
                 bank.id,
                 engine_id(institution),
                 bank.nonce(),
-                tuple(e.signed for e in group),
+                tuple(e.data for e in group),
                 receipt,
             )
             try:
@@ -350,7 +357,7 @@ class BatchDesk:
         each payee's wallet once. A payment whose payee is unknown here, or a batch that a
         racing credit broke, goes through :meth:`Intermediary.credit` one by one."""
         bank = self.bank
-        names = self.recorded_as(receipt, entries)
+        names = self.recorded_as(receipt, [(e.payment.digest, e.payment) for e in entries])
         if names is None:
             raise Refused(
                 "the notary receipt does not cover these payments", code="bank.no_receipt"
@@ -358,7 +365,7 @@ class BatchDesk:
         recorded = {e.index: name for e, name in zip(entries, names, strict=True)}
         c, dev = schema.credits, schema.devices
         ids = [e.payment.tx_id for e in entries]
-        request_ids = {e.index: request_id_of(e.payment) for e in entries}
+        request_ids = {e.index: e.payment.request_id for e in entries}
         with bank.db.connect() as conn:
             known = {
                 bytes(t)
@@ -388,7 +395,7 @@ class BatchDesk:
             statuses[e.index] = SettlementStatus.DONE
         self._close_awaited(ids)
         for e in slow:
-            statuses[e.index] = bank.credit(e.signed, e.payment, receipt)
+            statuses[e.index] = bank.credit(*e.decoded(), receipt)
         self._after_credit(new, payees)
         return statuses
 
@@ -410,10 +417,10 @@ class BatchDesk:
                             e.payment.tx_id,
                             e.payment.receiver,
                             e.payment.amount.minor,
-                            e.signed.digest,
-                            e.signed.to_bytes(),
+                            e.payment.digest,
+                            e.data,
                             recorded[e.index],
-                            request_id_of(e.payment),
+                            e.payment.request_id,
                         )
                         for e in entries
                     ],
@@ -464,7 +471,7 @@ class BatchDesk:
         upload; credit ours from the receipts in its answer (should its credit be lost)."""
         bank = self.bank
         request = DebitBatch(
-            bank.id, engine_id(institution), bank.nonce(), tuple(e.signed for e in group)
+            bank.id, engine_id(institution), bank.nonce(), tuple(e.data for e in group)
         )
         data = bank.network.send(
             institution, "debit-batch", sign(request, bank.credential).to_bytes()
@@ -497,9 +504,10 @@ class BatchDesk:
         results = dict(self._settle_fast(ours)[0])
         for e in ours:
             if e.index not in results:
-                status, detail, receipt = bank.debit_and_notarise(e.signed, e.payment)
+                signed, payment = e.decoded()
+                status, detail, receipt = bank.debit_and_notarise(signed, payment)
                 if receipt:
-                    bank.deliver_credit(e.signed, e.payment, receipt)
+                    bank.deliver_credit(signed, payment, receipt)
                 results[e.index] = (status, detail, receipt)
         receipts: list[bytes] = []
         items = []
@@ -511,7 +519,9 @@ class BatchDesk:
                 receipts.append(receipt)
             index = receipts.index(receipt) if receipt else -1
             items.append(
-                BatchItem(e.payment.tx_id, e.signed.digest, e.payment.amount, status, detail, index)
+                BatchItem(
+                    e.payment.tx_id, e.payment.digest, e.payment.amount, status, detail, index
+                )
             )
         return self._answer(ident.id, req.nonce, items, receipts)
 
@@ -530,15 +540,19 @@ class BatchDesk:
                 raise Refused("payment does not concern these two banks", code="bank.wrong_parties")
         statuses = self.credit(entries, req.notary_receipt)
         items = [
-            BatchItem(e.payment.tx_id, e.signed.digest, e.payment.amount, statuses[e.index], "", -1)
+            BatchItem(
+                e.payment.tx_id, e.payment.digest, e.payment.amount, statuses[e.index], "", -1
+            )
             for e in entries
         ]
         return self._answer(ident.id, req.nonce, items, [])
 
-    def _entries(self, payments: Sequence[Signed[OfflinePayment]]) -> list[Entry]:
-        """A request's payments, verified (a big batch across processes), in its order."""
-        verified = self.bank.verified_all(payments)
-        return [Entry(i, s, p) for i, (s, p) in enumerate(zip(payments, verified, strict=True))]
+    def _entries(self, payments: Sequence[bytes]) -> list[Entry]:
+        """A request's payments, as the signed bytes they came in, each decoded and verified
+        (a big batch across processes), in its order; the typed error of the first that is
+        not a valid payment refuses the request."""
+        verified = self.bank.verifier.check_all(payments, self.bank.trust)
+        return [Entry(i, d, p) for i, (d, p) in enumerate(zip(payments, verified, strict=True))]
 
     def _answer(
         self, to: str, nonce: bytes, items: list[BatchItem], receipts: list[bytes]
@@ -584,7 +598,7 @@ def open_batch(
     if isinstance(request, NotariseBatch):
         named = [(i.pseudonym, i.commitment, i.amount) for i in request.items]
     else:
-        named = [(e.payment.tx_id, e.signed.digest, e.payment.amount) for e in entries]
+        named = [(e.payment.tx_id, e.payment.digest, e.payment.amount) for e in entries]
     if len(result.items) != len(entries) or any(
         (i.tx_id, i.evidence, i.amount) != n for i, n in zip(result.items, named, strict=True)
     ):

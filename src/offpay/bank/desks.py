@@ -8,13 +8,14 @@ and no desk reaches into another module's private names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, Row
 
 from offpay.bank.ledger import Ledger
 from offpay.bank.records import DeviceRequest, Outcome
+from offpay.bank.verifier import Verifier
 from offpay.central.bank import Clock
 from offpay.crypto.keys import Algorithm
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore
@@ -47,6 +48,7 @@ class Bank(Protocol):
     credential: Credential
     db: Engine
     ledger: Ledger
+    verifier: Verifier
     pseudonym_key: bytes  # offpay.crypto.pseudonyms
     random: Callable[[int], bytes]
 
@@ -66,8 +68,6 @@ class Bank(Protocol):
     def card_session(self, data: bytes) -> bytes: ...
 
     def verified(self, signed: Signed[OfflinePayment]) -> OfflinePayment: ...
-
-    def verified_all(self, payments: Sequence[Signed[OfflinePayment]]) -> list[OfflinePayment]: ...
 
     def settle(
         self, signed: Signed[OfflinePayment], verified: OfflinePayment | None = None

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from offpay.bank.batch import BatchDesk, forget_oldest
+from offpay.bank.batch import BatchDesk
 from offpay.bank.containment import Containment, Loss
 from offpay.bank.disclosure import disclose
 from offpay.bank.evidence import verify_payment
 from offpay.bank.ledger import Ledger
 from offpay.bank.liquidity import LiquidityDesk, Pending
 from offpay.bank.names import engine_id
-from offpay.bank.plan import Entry
 from offpay.bank.pseudonym_key import load_pseudonym_key
 from offpay.bank.records import DeviceRequest, LedgerTotals, Outcome, SyncReport
 from offpay.bank.refusal import Refusals, request_id_of
@@ -84,7 +83,6 @@ from offpay.wire.messages import (
 )
 
 Transmit = Callable[[bytes], bytes]
-VERIFIED_KEPT = 4096  # payments whose verification an intermediary remembers
 # A device's counters are kept in INTEGER columns (32 bits on PostgreSQL); a card that sends
 # one beyond is refused before the database is asked to hold it.
 MAX_COUNTER = 2**31 - 1
@@ -157,7 +155,6 @@ class Intermediary:
         self.refusals = Refusals(self)
         self.batch = BatchDesk(self)
         self.verifier = Verifier(root_der)
-        self._verified: dict[tuple[bytes, bytes, tuple[bytes, ...]], OfflinePayment] = {}
         self.tokens: TokenDesk | None = TokenDesk(self, mint_chain) if mint_chain else None
         network.register(name, self.handle)
 
@@ -911,31 +908,10 @@ class Intermediary:
     # -- settlement -----------------------------------------------------------------------------
 
     def verified(self, signed: Signed[OfflinePayment]) -> OfflinePayment:
-        """:func:`verify_payment`, once per payment this intermediary sees: the same signed
-        payment (payload, signature and chains) reaches it again at later hops of one sync."""
-        key = (signed.payload, signed.signature, signed.chain)
-        payment = self._verified.get(key)
-        if payment is None:
-            payment = verify_payment(signed, self.trust)
-            self._keep_verified(key, payment)
-        return payment
-
-    def verified_all(self, payments: Sequence[Signed[OfflinePayment]]) -> list[OfflinePayment]:
-        """:meth:`verified` for each payment, a big batch across processes; raises the error
-        :meth:`verified` raises for the first invalid one."""
-        todo = [s for s in payments if (s.payload, s.signature, s.chain) not in self._verified]
-        results = self.verifier.verify_all(todo)
-        if results is not None:
-            for signed, payment in zip(todo, results, strict=True):
-                if payment is not None:
-                    self._keep_verified((signed.payload, signed.signature, signed.chain), payment)
-        return [self.verified(s) for s in payments]
-
-    def _keep_verified(
-        self, key: tuple[bytes, bytes, tuple[bytes, ...]], payment: OfflinePayment
-    ) -> None:
-        forget_oldest(self._verified, VERIFIED_KEPT)
-        self._verified[key] = payment
+        """:func:`verify_payment`, once per payment this intermediary sees (the same signed
+        payment reaches it again at later hops of one sync): remembered by the verifier, by
+        the digest of its signed bytes (:meth:`offpay.bank.verifier.Verifier.payment`)."""
+        return self.verifier.payment(signed, self.trust)
 
     def settle_entry(
         self, device_id: str, direction: Direction, signed: Signed[OfflinePayment]
@@ -1244,7 +1220,7 @@ class Intermediary:
     ) -> bytes | None:
         """A credit needs the notary's signed word that the payer's intermediary recorded
         this very payment; returns the pseudonym it was recorded under (None: before them)."""
-        names = self.batch.recorded_as(receipt, [Entry(0, signed, payment)])
+        names = self.batch.recorded_as(receipt, [(signed.digest, payment)])
         if names is None:
             raise Refused("the notary receipt does not cover this payment", code="bank.no_receipt")
         return names[0]

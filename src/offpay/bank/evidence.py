@@ -14,7 +14,16 @@ from offpay.wire.messages import OfflinePayment, PaymentRequest
 
 
 def verify_payment(signed: Signed[OfflinePayment], trust: TrustStore) -> OfflinePayment:
-    """The payment, if the payer's and the payee's signatures and their contents agree.
+    """The payment, if the payer's and the payee's signatures and their contents agree
+    (:func:`verify_payment_and_request`)."""
+    return verify_payment_and_request(signed, trust)[0]
+
+
+def verify_payment_and_request(
+    signed: Signed[OfflinePayment], trust: TrustStore
+) -> tuple[OfflinePayment, PaymentRequest]:
+    """The payment and the payee's request inside it, if the payer's and the payee's
+    signatures and their contents agree: the request is decoded once, here.
 
     Revocation is not checked here: a payment a device signed before it was revoked is still
     genuine evidence, and the payer's intermediary decides whether it settles (the policy's
@@ -38,4 +47,4 @@ def verify_payment(signed: Signed[OfflinePayment], trust: TrustStore) -> Offline
         raise EncodingError("payment and request disagree", code="wire.malformed.mismatch")
     if payment.payer_seq < 1:
         raise EncodingError("payment counter must be positive", code="wire.malformed.counter")
-    return payment
+    return payment, request

@@ -15,17 +15,24 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
-from offpay.wire.envelope import Signed
+from offpay.bank.records import VerifiedPayment
+from offpay.wire.envelope import Signed, payload_of
 from offpay.wire.messages import OfflinePayment
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One verified payment of a batch, with its place in the upload or request."""
+    """One verified payment of a batch, with its place in the upload or request: its plain
+    record, and the signed bytes it arrived as, which are stored and forwarded as they are."""
 
     index: int
-    signed: Signed[OfflinePayment]
-    payment: OfflinePayment
+    data: bytes
+    payment: VerifiedPayment
+
+    def decoded(self) -> tuple[Signed[OfflinePayment], OfflinePayment]:
+        """The envelope and the payment, decoded (verified before): for the one-by-one path."""
+        signed = Signed.from_bytes(self.data)
+        return signed, payload_of(signed, OfflinePayment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +85,7 @@ def plan_debits(entries: Sequence[Entry], state: PayerState) -> DebitPlan:
             and len({e.payment.tx_id for e in group}) == len(group)
             and not any(e.payment.tx_id in state.queued for e in group)
             and all(e.payment.payer_seq > device.last_seq for e in new)
-            and all(_complete(state.debited[e.payment.tx_id], e.signed) for e in done)
+            and all(_complete(state.debited[e.payment.tx_id], e.payment) for e in done)
             and sum(e.payment.amount.minor for e in new)
             <= state.balances.get(device.account_id, -1)
         )
@@ -91,9 +98,9 @@ def plan_debits(entries: Sequence[Entry], state: PayerState) -> DebitPlan:
     return DebitPlan(debit, settled, one_by_one, accounts)
 
 
-def _complete(row: Debited, signed: Signed[OfflinePayment]) -> bool:
+def _complete(row: Debited, payment: VerifiedPayment) -> bool:
     """A payment debited before with this very evidence, notarised and credited."""
-    return row.evidence == signed.digest and row.notarised and row.credited
+    return row.evidence == payment.digest and row.notarised and row.credited
 
 
 @dataclass(frozen=True, slots=True)

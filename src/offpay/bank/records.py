@@ -50,3 +50,21 @@ class LedgerTotals:
     debited: Money  # ever, as the payer's intermediary
     credited: Money  # ever, as the payee's intermediary
     in_transit: Money  # debited here and not yet credited at the payee's intermediary
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedPayment:
+    """What settlement needs of an uploaded payment whose two signatures verified: plain
+    values read once, where the payment entered, instead of the decoded message graph. The
+    signed bytes themselves travel beside it (:class:`offpay.bank.plan.Entry`)."""
+
+    tx_id: bytes
+    sender: str
+    receiver: str
+    payer_institution: str
+    payee_institution: str
+    payer_seq: int
+    amount: Money
+    request_id: bytes  # the payee's request the payment answers
+    digest: bytes  # the evidence: SHA-256 over the payer's signed payload and signature
+    funding: bool  # it carries funding receipts (policy ``receipts``)

@@ -428,12 +428,16 @@ class NotariseBatch(Message):
 @message("debit-batch")
 class DebitBatch(Message):
     """A :class:`DebitRequest` for every payment of one upload whose payer banks with the
-    receiver: the payee's intermediary asks once per upload and payer's intermediary."""
+    receiver: the payee's intermediary asks once per upload and payer's intermediary.
+
+    ``payments``: each payment's signed envelope as the bytes it arrived as (canonical
+    ``signed-offline-payment``), carried without being decoded or encoded again; the batch's
+    one signature covers the list. The receiver decodes and verifies each payment once."""
 
     sender: str
     receiver: str
     nonce: bytes
-    payments: tuple[Signed[OfflinePayment], ...]
+    payments: tuple[bytes, ...]
 
 
 @message("credit-batch")
@@ -444,7 +448,7 @@ class CreditBatch(Message):
     sender: str
     receiver: str
     nonce: bytes
-    payments: tuple[Signed[OfflinePayment], ...]
+    payments: tuple[bytes, ...]  # signed payments as bytes, as in :class:`DebitBatch`
     notary_receipt: bytes
 
 
