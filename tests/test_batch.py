@@ -7,19 +7,27 @@ the first answer."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 
+import cbor2
 import pytest
 
 from conftest import Checked
 from offpay.attacks.registry import play_in_process
 from offpay.attacks.report import Outcome
+from offpay.attacks.tools import payment_to_shop
+from offpay.bank.records import VerifiedPayment
 from offpay.bank.verifier import Verifier
+from offpay.crypto.pki import Role
 from offpay.sim.network import OfflineNetwork, User
-from offpay.wire.envelope import Signed, sign
+from offpay.wire.envelope import Signed, open_signed, payload_of, sign
 from offpay.wire.messages import (
+    BatchResult,
     CardSession,
+    DebitBatch,
     OfflinePayment,
+    SettlementStatus,
 )
 from test_attacks import altered, anomalies_of, begin, broken_card_key, payload
 
@@ -183,3 +191,78 @@ def test_forged_and_replayed_batch_requests_are_refused_and_settle_once(
     assert shops["Erin's shop"].wallet == net.money(30 * SEK)
     assert users["Erin"].shadow == net.money(70 * SEK)
     settled_once(net, 2 + 2 + 2 + 2)  # Alice's, Carol's, Dave's genuine, Erin's
+
+
+def _spoiled_encodings(data: bytes) -> list[bytes]:
+    """A signed payment's bytes made invalid three ways: not CBOR, its map in another key
+    order (not the canonical encoding), its payer's signature broken."""
+    envelope = cbor2.loads(data)
+    reordered = cbor2.dumps(dict(reversed(list(envelope.items()))))
+    broken = Signed.from_bytes(data)
+    broken = dataclasses.replace(broken, signature=bytes(len(broken.signature)))
+    return [b"\x01garbage", reordered, broken.to_bytes()]
+
+
+@pytest.mark.parametrize("spoil", [0, 1, 2])
+def test_a_debit_batch_with_a_payment_that_is_not_its_canonical_signed_bytes_is_refused(
+    net: OfflineNetwork, checked: Checked, verifying: str, spoil: int
+) -> None:
+    """Issue 15: batches carry payments as bytes. One element that is not CBOR, not canonical,
+    or whose signature fails refuses the whole batch with the typed error the one-by-one
+    path gives, whether the pool or this process verified it; nothing moves, and the genuine
+    batch then settles each payment once."""
+    alice = payer(net, checked, "Alice", "bank-a", 100)
+    shop = net.add_merchant("Shop", "bank-b")
+    a, b = net.banks["bank-a"], net.banks["bank-b"]
+    good = tuple(payment_to_shop(alice, shop, m * SEK) for m in (10, 20, 30))
+    bad = (good[0], _spoiled_encodings(good[1])[spoil], good[2])
+    request = sign(DebitBatch(b.id, a.id, os.urandom(16), bad), b.credential).to_bytes()
+    before = checked.snapshot()
+    code = ("wire.malformed", "wire.malformed", "crypto.bad_signature")[spoil]
+    error = checked.refused(code, net.network.send, "bank-a", "debit-batch", request)
+    assert error.code == code
+    assert checked.snapshot() == before
+    genuine = sign(DebitBatch(b.id, a.id, os.urandom(16), good), b.credential).to_bytes()
+    answer = checked.step(net.network.send, "bank-a", "debit-batch", genuine)
+    result, _ = open_signed(answer, BatchResult, b.trust, Role.ENGINE, receiver=b.id)
+    assert [i.status for i in result.items] == [SettlementStatus.DONE] * 3
+    assert alice.shadow == net.money(40 * SEK)
+    settled_once(net, 3)
+
+
+def test_the_verifier_takes_bytes_returns_plain_records_and_remembers_only_digests(
+    net: OfflineNetwork, checked: Checked
+) -> None:
+    """Bytes in, a slotted record of plain values out (the same whether a worker process or
+    this one verified it); the memo holds 32-byte digests and records, no payload, and a
+    payment seen again is not sent to the pool."""
+    alice = payer(net, checked, "Alice", "bank-a", 100)
+    shop = net.add_merchant("Shop", "bank-b")
+    datas = [payment_to_shop(alice, shop, m * SEK) for m in (1, 2, 3)]
+    root = net.banks["bank-b"].root_der
+    pooled = Verifier(root, workers=1)
+    pooled.pool_min = 2
+    here = Verifier(root, workers=0)
+    try:
+        records = pooled.check_all(datas, net.banks["bank-b"].trust)
+        assert records == here.check_all(datas, net.banks["bank-b"].trust)
+        for data, record in zip(datas, records, strict=True):
+            signed = Signed.from_bytes(data)
+            payment = payload_of(signed, OfflinePayment)
+            assert isinstance(record, VerifiedPayment) and not hasattr(record, "__dict__")
+            assert (record.tx_id, record.sender, record.amount, record.digest) == (
+                payment.tx_id,
+                payment.sender,
+                payment.amount,
+                signed.digest,
+            )
+        memo = pooled._memo  # what the intermediary keeps: no payload bytes
+        assert len(memo) == 3 and all(len(k) == 32 for k in memo)
+        assert all(len(v) <= 64 for r in memo.values() for v in vars_of(r) if isinstance(v, bytes))
+        assert pooled.start(datas).job is None  # all remembered: nothing goes to the pool
+    finally:
+        pooled.close()
+
+
+def vars_of(record: VerifiedPayment) -> list[object]:
+    return [getattr(record, f.name) for f in dataclasses.fields(record)]

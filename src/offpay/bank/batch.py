@@ -21,7 +21,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from offpay.bank.names import engine_id
@@ -31,7 +30,7 @@ from offpay.crypto.pki import Role
 from offpay.crypto.pseudonyms import NotaryName, commitment
 from offpay.errors import OffpayError, Refused, ReplayError
 from offpay.store import schema
-from offpay.store.bulk import insert_rows
+from offpay.store.bulk import execute_in, execute_many, insert_rows
 from offpay.store.schema import written_at
 from offpay.wire.envelope import Signed, open_signed, sign
 from offpay.wire.messages import (
@@ -55,18 +54,21 @@ RECEIPTS_KEPT = 16  # batch receipts an intermediary keeps read
 BATCH_MIN = 2  # an upload of one payment takes the one-by-one path and its messages
 SETTLED = (SettlementStatus.DONE, SettlementStatus.ALREADY)
 
-# Built once: executed with one parameter set per row (executemany).
-_a, _d, _c = schema.accounts, schema.debits, schema.credits
-_TAKE = (
-    update(_a)
-    .where(_a.c.id == bindparam("b_account"))
-    .values(balance=_a.c.balance - bindparam("b_minor"))
-)
-_GIVE = (
-    update(_a)
-    .where(_a.c.id == bindparam("b_account"))
-    .values(balance=_a.c.balance + bindparam("b_minor"))
-)
+# The hot path's statements, run through the driver (offpay.store.bulk): ``?`` marks a value,
+# ``(*)`` a list. Written once here in SQL both SQLite and PostgreSQL take.
+_d, _c = schema.debits, schema.credits
+_TAKE = "UPDATE accounts SET balance = balance - ? WHERE id = ?"  # executemany, per wallet
+_GIVE = "UPDATE accounts SET balance = balance + ? WHERE id = ?"
+_DEVICES = "SELECT id, kind, account_id, status, last_seq FROM devices WHERE id IN (*)"
+_DEBITED = "SELECT tx_id, evidence, notarised, credited FROM debits WHERE tx_id IN (*)"
+_QUEUED = "SELECT tx_id FROM shortfalls WHERE tx_id IN (*)"
+_WAITING = "SELECT device_id FROM shortfalls WHERE open = ? AND device_id IN (*)"
+_BALANCES = "SELECT id, balance FROM accounts WHERE id IN (*)"
+_NOTARISED = "UPDATE debits SET notarised = ? WHERE tx_id IN (*)"
+_CREDITED = "UPDATE debits SET credited = ? WHERE tx_id IN (*)"
+_CREDITED_BEFORE = "SELECT tx_id FROM credits WHERE tx_id IN (*)"
+_DECLINED = "SELECT request_id, device_id FROM declines WHERE request_id IN (*)"
+_CLOSE_AWAITED = "UPDATE awaited SET open = ? WHERE open = ? AND tx_id IN (*)"
 # Rows written with the driver's executemany (offpay.store.bulk), one tuple per payment.
 JOURNAL_COLUMNS = ("account_id", "delta", "reference")
 # debits and credits; ``pseudonym``: what the notary knows the payment by
@@ -208,33 +210,21 @@ class BatchDesk:
         return plan.debit, plan.settled, plan.one_by_one, plan.accounts
 
     def _payer_state(self, entries: list[Entry]) -> PayerState:
-        d, dev, s, a = schema.debits, schema.devices, schema.shortfalls, schema.accounts
+        """Five look-ups by list, each a statement the driver prepared once."""
         ids = [e.payment.tx_id for e in entries]
         payers = sorted({e.payment.sender for e in entries})
         with self.bank.db.connect() as conn:
-            devices = {r.id: r for r in conn.execute(select(dev).where(dev.c.id.in_(payers)))}
+            devices = {r.id: r for r in execute_in(conn, _DEVICES, payers)}
             debited = {
                 bytes(r.tx_id): Debited(bytes(r.evidence), bool(r.notarised), bool(r.credited))
-                for r in conn.execute(
-                    select(d.c.tx_id, d.c.evidence, d.c.notarised, d.c.credited).where(
-                        d.c.tx_id.in_(ids)
-                    )
-                )
+                for r in execute_in(conn, _DEBITED, ids)
             }
-            queued = {
-                bytes(t)
-                for t in conn.execute(select(s.c.tx_id).where(s.c.tx_id.in_(ids))).scalars()
-            }
-            waiting = set(
-                conn.execute(
-                    select(s.c.device_id).where(s.c.device_id.in_(payers), s.c.open.is_(True))
-                ).scalars()
-            )
+            queued = {bytes(r.tx_id) for r in execute_in(conn, _QUEUED, ids)}
+            waiting = {r.device_id for r in execute_in(conn, _WAITING, payers, (True,))}
             accounts = sorted({r.account_id for r in devices.values()})
-            balances = {
-                r.id: r.balance
-                for r in conn.execute(select(a.c.id, a.c.balance).where(a.c.id.in_(accounts)))
-            }
+            balances = (
+                {r.id: r.balance for r in execute_in(conn, _BALANCES, accounts)} if accounts else {}
+            )
         return PayerState(devices, debited, queued, waiting, balances)
 
     def _debit(self, entries: list[Entry], accounts: dict[str, str]) -> bool:
@@ -246,10 +236,7 @@ class BatchDesk:
             totals[accounts[e.payment.sender]] += e.payment.amount.minor
         try:
             with bank.db.begin() as conn:
-                conn.execute(
-                    _TAKE,
-                    [{"b_account": acc, "b_minor": m} for acc, m in sorted(totals.items())],
-                )
+                execute_many(conn, _TAKE, [(m, acc) for acc, m in sorted(totals.items())])
                 insert_rows(
                     conn,
                     schema.journal,
@@ -307,11 +294,7 @@ class BatchDesk:
         refused = [e for e, r in zip(entries, result.items, strict=True) if r.status not in SETTLED]
         if notarised:
             with bank.db.begin() as conn:
-                conn.execute(
-                    update(schema.debits)
-                    .where(schema.debits.c.tx_id.in_([e.payment.tx_id for e in notarised]))
-                    .values(notarised=True)
-                )
+                execute_in(conn, _NOTARISED, [e.payment.tx_id for e in notarised], (True,))
         return receipt, notarised, refused
 
     def _deliver_credits(self, entries: list[Entry], receipt: bytes) -> None:
@@ -344,11 +327,7 @@ class BatchDesk:
             credited += [e for e, r in zip(group, result.items, strict=True) if r.status in SETTLED]
         if credited:
             with bank.db.begin() as conn:
-                conn.execute(
-                    update(schema.debits)
-                    .where(schema.debits.c.tx_id.in_([e.payment.tx_id for e in credited]))
-                    .values(credited=True)
-                )
+                execute_in(conn, _CREDITED, [e.payment.tx_id for e in credited], (True,))
 
     # -- step 3 at the payee's intermediary -----------------------------------------------------
 
@@ -363,28 +342,16 @@ class BatchDesk:
                 "the notary receipt does not cover these payments", code="bank.no_receipt"
             )
         recorded = {e.index: name for e, name in zip(entries, names, strict=True)}
-        c, dev = schema.credits, schema.devices
         ids = [e.payment.tx_id for e in entries]
         request_ids = {e.index: e.payment.request_id for e in entries}
         with bank.db.connect() as conn:
-            known = {
-                bytes(t)
-                for t in conn.execute(select(c.c.tx_id).where(c.c.tx_id.in_(ids))).scalars()
-            }
-            payees = {
-                r.id: r
-                for r in conn.execute(
-                    select(dev).where(dev.c.id.in_(sorted({e.payment.receiver for e in entries})))
-                )
-            }
+            known = {bytes(r.tx_id) for r in execute_in(conn, _CREDITED_BEFORE, ids)}
+            receivers = sorted({e.payment.receiver for e in entries})
+            payees = {r.id: r for r in execute_in(conn, _DEVICES, receivers)}
             # Payments whose payee declined the request go one by one: credited, then refunded.
             declined = {
                 (bytes(r.request_id), r.device_id)
-                for r in conn.execute(
-                    select(schema.declines).where(
-                        schema.declines.c.request_id.in_(sorted(set(request_ids.values())))
-                    )
-                )
+                for r in execute_in(conn, _DECLINED, sorted(set(request_ids.values())))
             }
         plan = plan_credits(entries, known, set(payees), declined, request_ids)
         statuses = {e.index: SettlementStatus.ALREADY for e in plan.settled}
@@ -426,11 +393,8 @@ class BatchDesk:
                     ],
                     {"recorded_at": written_at()},
                 )
-                done = conn.execute(
-                    _GIVE,
-                    [{"b_account": acc, "b_minor": m} for acc, m in sorted(totals.items())],
-                )
-                if done.rowcount not in (-1, len(totals)):
+                done = execute_many(conn, _GIVE, [(m, acc) for acc, m in sorted(totals.items())])
+                if done not in (-1, len(totals)):
                     raise IntegrityError("credit", None, Exception("an account is missing"))
                 insert_rows(
                     conn,
@@ -451,9 +415,8 @@ class BatchDesk:
         return True
 
     def _close_awaited(self, ids: list[bytes]) -> None:
-        a = schema.awaited
         with self.bank.db.begin() as conn:
-            conn.execute(update(a).where(a.c.tx_id.in_(ids), a.c.open).values(open=False))
+            execute_in(conn, _CLOSE_AWAITED, ids, (False, True))
 
     def _after_credit(self, entries: list[Entry], payees: dict[str, Any]) -> None:
         """Money reached a device's wallet: as after each credit one by one

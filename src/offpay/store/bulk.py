@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, CursorResult, Table
 
 _SQL: dict[tuple[str, tuple[str, ...], str], str] = {}
 
@@ -48,3 +48,39 @@ def _bound(table: Table, name: str, value: Any, dialect: Any) -> Any:
     """``value`` as the column's type hands it to the driver (a time as SQLite stores it)."""
     processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
     return processor(value) if processor is not None and value is not None else value
+
+
+_IN_SQL: dict[tuple[str, int, str], str] = {}
+_IN_KEPT = 4096  # statements kept (one per template, list length and dialect)
+
+
+def execute_in(
+    conn: Connection,
+    template: str,
+    values: Sequence[Any],
+    before: Sequence[Any] = (),
+) -> CursorResult[Any]:
+    """Run ``template`` through the driver: SQL with ``?`` marks for ``before`` and one
+    ``(*)`` where the list ``values`` goes (``IN (*)``). The statement text is made once per
+    template, list length and dialect, so the driver's own statement cache prepares it once;
+    no SQLAlchemy expression is built. ``values`` must not be empty."""
+    dialect = conn.dialect
+    key = (template, len(values), dialect.name)
+    sql = _IN_SQL.get(key)
+    if sql is None:
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        listed = "(" + ", ".join(mark for _ in values) + ")"
+        sql = template.replace("?", mark).replace("(*)", listed)
+        if len(_IN_SQL) >= _IN_KEPT:
+            _IN_SQL.clear()
+        _IN_SQL[key] = sql
+    return conn.exec_driver_sql(sql, (*before, *values))
+
+
+def execute_many(conn: Connection, template: str, rows: Sequence[tuple[Any, ...]]) -> int:
+    """``template`` (SQL with ``?`` marks) once per row, through the driver's executemany;
+    returns the rows it changed as the driver counts them (-1: unknown)."""
+    if not rows:
+        return 0
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return conn.exec_driver_sql(template.replace("?", mark), list(rows)).rowcount
