@@ -199,6 +199,14 @@ class Verifier:
             self._no_pool()
             return None
 
+    def start_pool(self) -> None:
+        """Start the process's pool now (a benchmark keeps its start-up out of a measure)."""
+        if self.workers > 0:
+            try:
+                _pool_for(self.root_der, self.workers)
+            except (AssertionError, OSError, RuntimeError, ValueError):
+                self._no_pool()
+
     def worker_pids(self) -> list[int]:
         """The process ids of the pool's workers (none before the first big batch)."""
         with _POOLS_LOCK:

@@ -1,8 +1,13 @@
-"""Where settlement time goes: a sampling profile (pyinstrument) of the terminals' syncs,
-folded into a few kinds of work so that the answer fits in a table and survives refactoring.
+"""Where settlement time goes: a CPU-time profile of the terminals' syncs in the settling
+process, folded into a few kinds of work so that the answer fits in a table and survives
+refactoring.
 
-pyinstrument is an optional dependency (``pip install offpay[bench]``); without it the
-deterministic profiler of the standard library is used, which inflates Python-heavy parts.
+The standard library's deterministic profiler, timed by the process's CPU clock: on a shared
+machine a wall-clock profile (pyinstrument samples wall time) is mostly the time spent waiting
+for the verification workers and for the machine, which is not what a payment costs. The
+profiler inflates Python-heavy parts; compare profiles with each other, not with the
+benchmark's CPU figures. The verification workers are started before the profile (their
+start-up is not a payment's cost) and their CPU time is not in it.
 """
 
 from __future__ import annotations
@@ -81,9 +86,14 @@ def profile_settlement(
         net = open_network(the_urls, plan, algorithm)
         _users, merchants, _made = make_wave(net, plan, 0, payments, say)
         say(f"profile on {backend}: profiling the terminals' syncs")
+        for bank in net.banks.values():
+            if payments >= bank.verifier.pool_min:
+                bank.verifier.start_pool()
         try:
-            selfs, total, tool = _profile(lambda: [m.pos.sync() for m in merchants])
+            selfs, total, tool = _cprofile(lambda: [m.pos.sync() for m in merchants])
         finally:
+            for bank in net.banks.values():
+                bank.verifier.close()
             for engine in (net.central.db, *(b.db for b in net.banks.values())):
                 engine.dispose()
     kinds: dict[str, float] = {}
@@ -116,47 +126,18 @@ def profile_settlement(
     }
 
 
-def _profile(
-    work: Callable[[], object],
-) -> tuple[dict[tuple[str, str], float], float, str]:
-    """Self time per (file, function) while ``work`` runs, the total, and the tool used."""
-    try:
-        from pyinstrument import Profiler
-    except ImportError:
-        return _cprofile(work)
-    # No timing thread: on a busy machine that thread may not run while the syncs do, and the
-    # profile then holds no sample at all. Reading the clock itself costs no more here.
-    profiler = Profiler(interval=0.0005, use_timing_thread=False)
-    profiler.start()
-    work()
-    session = profiler.stop()
-    selfs: dict[tuple[str, str], float] = {}
-    root = session.root_frame()
-    stack = [root] if root is not None else []
-    while stack:
-        frame = stack.pop()
-        children = frame.children
-        own = frame.time - sum(c.time for c in children)
-        if own > 0:
-            key = (frame.file_path or "", frame.function or "")
-            if frame.is_synthetic and frame.parent is not None:
-                key = (frame.parent.file_path or "", frame.parent.function or "")
-            selfs[key] = selfs.get(key, 0.0) + own
-        stack.extend(children)
-    return selfs, session.duration, "pyinstrument"
-
-
 def _cprofile(work: Callable[[], object]) -> tuple[dict[tuple[str, str], float], float, str]:
+    """Self CPU time per (file, function) while ``work`` runs, the total, and the tool used."""
     import cProfile
     import pstats
     import time
 
-    profiler = cProfile.Profile()
-    start = time.perf_counter()
+    profiler = cProfile.Profile(time.process_time)
+    start = time.process_time()
     profiler.runcall(work)
-    total = time.perf_counter() - start
+    total = time.process_time() - start
     stats = pstats.Stats(profiler)
     selfs: dict[tuple[str, str], float] = {}
     for (file_path, _line, function), row in stats.stats.items():  # type: ignore[attr-defined]
         selfs[(file_path, function)] = selfs.get((file_path, function), 0.0) + row[2]
-    return selfs, total, "cProfile"
+    return selfs, total, "cProfile, CPU time of the settling process"
