@@ -18,7 +18,7 @@ from offpay.attacks.registry import play_in_process
 from offpay.attacks.report import Outcome
 from offpay.attacks.tools import payment_to_shop
 from offpay.bank.records import VerifiedPayment
-from offpay.bank.verifier import Verifier
+from offpay.bank.verifier import Verifier, key_of
 from offpay.crypto.pki import Role
 from offpay.sim.network import OfflineNetwork, User
 from offpay.wire.envelope import Signed, open_signed, payload_of, sign
@@ -256,9 +256,9 @@ def test_the_verifier_takes_bytes_returns_plain_records_and_remembers_only_diges
                 payment.amount,
                 signed.digest,
             )
-        memo = pooled._memo  # what the intermediary keeps: no payload bytes
-        assert len(memo) == 3 and all(len(k) == 32 for k in memo)
-        assert all(len(v) <= 64 for r in memo.values() for v in vars_of(r) if isinstance(v, bytes))
+        for data, record in zip(datas, records, strict=True):  # kept by digest, no payload
+            assert pooled.remembered(key_of(data)) == record
+            assert all(len(v) <= 64 for v in vars_of(record) if isinstance(v, bytes))
         assert pooled.start(datas).job is None  # all remembered: nothing goes to the pool
     finally:
         pooled.close()
