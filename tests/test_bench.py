@@ -193,6 +193,19 @@ def test_the_settlement_profile_takes_samples_on_a_busy_machine():
             process.wait()
 
 
+def test_the_settlement_profile_is_cpu_time_and_names_work_done_in_c():
+    """Issue 15: the profile is the settling process's CPU time, and functions written in C
+    (the driver's commit, libsodium, cbor2) count as the kind of work they are, not as
+    "other" (cProfile names them differently from Python functions)."""
+    from offpay.bench.profile import profile_settlement
+
+    figures = profile_settlement("sqlite", 20, say=lambda _text: None)
+    assert "CPU time" in figures["profiler"]
+    kinds = {k["kind"] for k in figures["kinds"] if k["us_per_payment"] > 0}
+    assert any(k.startswith("database commit") for k in kinds), kinds
+    assert {"signature verification", "signature creation", "CBOR encoding and decoding"} <= kinds
+
+
 def test_bench_simulates_a_population_and_weighs_it_against_the_real_protocol(tmp_path: Path):
     figures = _run(
         tmp_path, "--only", "sim", "--sim-people", "2k", "--sim-real-people", "12", "--no-isolate"

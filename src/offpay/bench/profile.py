@@ -12,6 +12,7 @@ start-up is not a payment's cost) and their CPU time is not in it.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,8 +37,11 @@ KINDS: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
         "SQLite driver (execute, fetch)",
         lambda f, fn: "built-in" in f and fn.startswith(("Cursor.", "Connection.")),
     ),
-    ("signature verification", lambda f, fn: "PublicKey.verify" in fn or "verify_directly" in fn),
-    ("signature creation", lambda f, fn: "PrivateKey.sign" in fn),
+    (
+        "signature verification",
+        lambda f, fn: "PublicKey.verify" in fn or "verify_directly" in fn or "sign_open" in fn,
+    ),
+    ("signature creation", lambda f, fn: "PrivateKey.sign" in fn or fn.endswith("crypto_sign")),
     ("SQLAlchemy (statement building, caching, result rows)", lambda f, fn: "sqlalchemy" in f),
     ("CBOR encoding and decoding", lambda f, fn: "cbor2" in f + fn or "wire/codec" in f),
     ("X.509 certificate parsing", lambda f, fn: "x509" in f + fn or "load_der" in fn),
@@ -139,5 +143,23 @@ def _cprofile(work: Callable[[], object]) -> tuple[dict[tuple[str, str], float],
     stats = pstats.Stats(profiler)
     selfs: dict[tuple[str, str], float] = {}
     for (file_path, _line, function), row in stats.stats.items():  # type: ignore[attr-defined]
-        selfs[(file_path, function)] = selfs.get((file_path, function), 0.0) + row[2]
+        key = _named(file_path, function)
+        selfs[key] = selfs.get(key, 0.0) + row[2]
     return selfs, total, "cProfile, CPU time of the settling process"
+
+
+_METHOD = re.compile(r"<method '(\w+)' of '(?:[\w.]*\.)?(\w+)' objects>")
+_BUILTIN = re.compile(r"<built-in method ([\w.]+)>")
+
+
+def _named(file_path: str, function: str) -> tuple[str, str]:
+    """cProfile's name for a function written in C (file ``~``) as the kinds above read it:
+    ``<built-in>`` and ``Class.method`` (``<method 'commit' of 'sqlite3.Connection' objects>``
+    is ``Connection.commit``), so that a driver's commit or execute is counted as such."""
+    if file_path != "~":
+        return file_path, function
+    method = _METHOD.fullmatch(function)
+    if method is not None:
+        return "<built-in>", f"{method.group(2)}.{method.group(1)}"
+    builtin = _BUILTIN.fullmatch(function)
+    return "<built-in>", builtin.group(1) if builtin is not None else function
