@@ -79,13 +79,43 @@ class Hpke:
 
 
 HPKE = Hpke()
+KEYS_KEPT = 1024
+
+
+class _LoadedKeys:
+    """The payee's key objects made by :func:`new_seal_key`, by their raw bytes, in RAM only
+    (bounded, oldest first out). Loading a raw X25519 private key derives its public key
+    again, a scalar multiplication as costly as the key's generation; a key not here (the
+    device was switched off and on, or many requests ago) is loaded from the bytes its sealed
+    state keeps."""
+
+    def __init__(self, kept: int) -> None:
+        self._kept = kept
+        self._keys: dict[bytes, X25519PrivateKey] = {}
+
+    def remember(self, raw: bytes, key: X25519PrivateKey) -> None:
+        if len(self._keys) >= self._kept:
+            self._keys.pop(next(iter(self._keys)))
+        self._keys[raw] = key
+
+    def load(self, raw: bytes) -> X25519PrivateKey:
+        key = self._keys.get(raw)
+        if key is None:
+            key = X25519PrivateKey.from_private_bytes(raw)
+            self.remember(raw, key)
+        return key
+
+
+_LOADED = _LoadedKeys(KEYS_KEPT)
 
 
 def new_seal_key(random: Callable[[int], bytes]) -> tuple[bytes, bytes]:
     """A payee device's key for one request, from the device's own randomness: (private, public),
     raw X25519 bytes."""
     private, public = HPKE.keygen(random)
-    return private.private_bytes_raw(), public
+    raw = private.private_bytes_raw()
+    _LOADED.remember(raw, private)
+    return raw, public
 
 
 def receiver_hash(receiver: str) -> bytes:
@@ -145,11 +175,7 @@ def open_payment(
     if private is None:
         raise ReplayError("no open request for this payment; it was received or cancelled")
     try:
-        opened = HPKE.open(
-            sealed.sealed,
-            X25519PrivateKey.from_private_bytes(private),
-            _info(receiver, sealed.request_id),
-        )
+        opened = HPKE.open(sealed.sealed, _LOADED.load(private), _info(receiver, sealed.request_id))
     except (InvalidTag, ValueError):
         raise SignatureError(
             "the sealed payment does not open with this request's key", code="crypto.bad_seal"
