@@ -18,6 +18,7 @@ payer's data, which only the payer's card can give away.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from collections.abc import Callable, Collection
@@ -95,7 +96,9 @@ class _LoadedKeys:
 
     def remember(self, raw: bytes, key: X25519PrivateKey) -> None:
         if len(self._keys) >= self._kept:
-            self._keys.pop(next(iter(self._keys)))
+            # another thread may take the same oldest key first: then one fewer is dropped
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                self._keys.pop(next(iter(self._keys)))
         self._keys[raw] = key
 
     def load(self, raw: bytes) -> X25519PrivateKey:
