@@ -2,7 +2,7 @@
 
 It keeps each user's online wallet and shadow wallet, each merchant's wallet, the devices it
 issued and the instructions it sent them. Each part lives in a module named for what it does
-(the path of one payment is told in the package's docstring, :mod:`offpay.bank`):
+(the path of one payment, file by file: docs/architecture.md and :mod:`offpay.bank`):
 
 * :mod:`~offpay.bank.accounts`: customers, wallets, reserve moves; :mod:`~offpay.bank.policies`
 * :mod:`~offpay.bank.devices`: issuance, personalisation, certification, device requests
@@ -28,7 +28,7 @@ from sqlalchemy import Engine, Row
 import offpay.bank.totals as totals
 from offpay.bank.accounts import Accounts, reserve_move_nonce
 from offpay.bank.batch import BatchDesk
-from offpay.bank.card_sync import MAX_COUNTER, CardSync, counters_in_range
+from offpay.bank.card_sync import CardSync
 from offpay.bank.containment import Containment, Loss
 from offpay.bank.devices import Devices
 from offpay.bank.disclosure import disclose
@@ -43,7 +43,7 @@ from offpay.bank.records import DeviceRequest, LedgerTotals, Outcome, SyncReport
 from offpay.bank.refusal import Refusals
 from offpay.bank.settlement import Settlement
 from offpay.bank.terminal_sync import TerminalSync
-from offpay.bank.verification import VERIFIED_KEPT, VerifiedPayments
+from offpay.bank.verification import VerifiedPayments
 from offpay.bank.verifier import Verifier
 from offpay.central.bank import CentralBank, Clock, utc_now
 from offpay.crypto.keys import Algorithm, PublicKey, Signer
@@ -71,12 +71,9 @@ from offpay.wire.messages import (
 
 # Names other packages import from here.
 __all__ = [
-    "MAX_COUNTER",
-    "VERIFIED_KEPT",
     "Intermediary",
     "LedgerTotals",
     "SyncReport",
-    "counters_in_range",
     "engine_id",
     "reserve_move_nonce",
 ]
