@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from offpay.bank.evidence import verify_payment
 from offpay.central.bank import open_result
-from offpay.crypto.pki import Role
+from offpay.crypto.pki import Identity, Role
 from offpay.errors import Refused, ReplayError
+from offpay.wire.codec import M
 from offpay.wire.envelope import open_signed, payload_of, sign
 from offpay.wire.messages import (
     CreditRequest,
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
 CENTRAL_BANK = "central-bank"  # the central bank's name on the network
 
 
+def from_bank(bank: Bank, data: bytes, cls: type[M]) -> tuple[M, Identity, bytes | None]:
+    """A request from another intermediary: signed by it and addressed to us; with the
+    answer we gave before if it is a retry (then nothing is done again)."""
+    req, ident = open_signed(data, cls, bank.trust, Role.ENGINE, receiver=bank.id)
+    return req, ident, bank.ledger.seen(ident.id, req.nonce)  # type: ignore[attr-defined]
+
+
 class Interbank:
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
@@ -40,8 +48,7 @@ class Interbank:
         """Another intermediary asks us to pay out of our customer's shadow wallet. Unlike the
         pilot, which paid "without verification", we verify the payer card's signature."""
         bank = self.bank
-        req, ident = open_signed(data, DebitRequest, bank.trust, Role.ENGINE, receiver=bank.id)
-        cached = bank.ledger.seen(ident.id, req.nonce)
+        req, ident, cached = from_bank(bank, data, DebitRequest)
         if cached is not None:
             return cached
         payment = verify_payment(req.payment, bank.trust)
@@ -59,8 +66,7 @@ class Interbank:
     def credit_request(self, data: bytes) -> bytes:
         """The payer's intermediary debited and notarised a payment to our customer."""
         bank = self.bank
-        req, ident = open_signed(data, CreditRequest, bank.trust, Role.ENGINE, receiver=bank.id)
-        cached = bank.ledger.seen(ident.id, req.nonce)
+        req, ident, cached = from_bank(bank, data, CreditRequest)
         if cached is not None:
             return cached
         payment = verify_payment(req.payment, bank.trust)
