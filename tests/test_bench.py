@@ -74,6 +74,13 @@ def test_bench_writes_every_section_as_json_and_markdown(tmp_path: Path):
     for flow in figures["offline"]:
         assert flow["signatures_made"] >= 2 and flow["signatures_verified"] >= 2
         assert flow["ratio_to_ceiling"] > 0
+        # the payment is sealed to its payee: one HPKE key, seal and open each, counted
+        assert flow["hpke_keys"] == flow["hpke_seals"] == flow["hpke_opens"] == 1
+        assert flow["sealed_bytes"] > 0
+        # the HPKE terms lower the ceiling, so the ratio to it is higher than to the signatures'
+        assert flow["crypto_ceiling_per_s"] < flow["signature_ceiling_per_s"]
+        assert flow["ratio_to_ceiling"] > flow["ratio_to_signature_ceiling"]
+    assert figures["ceilings"]["hpke"]["opens_per_s"] > 0
     (size,) = figures["storage"]
     assert size["card_bytes_at_limit"] > size["payment_bytes"] > 0
     assert [t["ancestors"] for t in figures["tokens"]] == [1, 2]

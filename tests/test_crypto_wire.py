@@ -608,6 +608,48 @@ def test_fast_decoding_takes_canonical_messages(msg: OfflinePayment, way: Direct
         assert _fast_decoder(type(m))(obj) == from_obj(obj, type(m)) == m
 
 
+full_requests = st.builds(
+    PaymentRequest,
+    ids,
+    ids,
+    ids,
+    nonces,
+    nonces,
+    money,
+    st.none() | st.integers(min_value=0, max_value=2**40),
+    st.none() | st.binary(min_size=32, max_size=32),
+)
+
+
+@settings(deadline=None)
+@given(full_requests)
+def test_fast_decoding_takes_messages_with_fields_left_out(msg: PaymentRequest) -> None:
+    """A request's time and sealing key are left out while None: the generated decoder takes
+    each combination and builds what the general path builds."""
+    data = encode(msg)
+    obj = cbor2.loads(data)
+    assert _fast_decoder(PaymentRequest)(obj) == from_obj(obj, PaymentRequest) == msg
+    assert decode(data, PaymentRequest) == msg
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda obj: {**obj, "seal_to": None},  # an absent field written as nil
+        lambda obj: {**obj, "zzz": 1},  # a key the message does not have
+        lambda obj: {k: v for k, v in obj.items() if k != "amount"},  # a required one missing
+        lambda obj: {**obj, "seal_to": "key"},  # of another type
+    ],
+)
+def test_a_request_with_fields_left_out_is_still_refused_when_spoiled(spoil) -> None:  # type: ignore[no-untyped-def]
+    obj = cbor2.loads(encode(dataclasses.replace(REQUEST, seal_to=b"k" * 32)))
+    spoiled = spoil(obj)
+    order = cbor2.loads(cbor2.dumps(dict.fromkeys(spoiled, 0), canonical=True))
+    with pytest.raises(EncodingError) as exc:
+        decode(cbor2.dumps({k: spoiled[k] for k in order}), PaymentRequest)
+    assert exc.value.code == "wire.malformed"
+
+
 def test_unusual_field_values_encode_as_the_general_path_does() -> None:
     class Text(str):
         pass

@@ -223,3 +223,30 @@ def test_a_sealed_payment_opens_only_as_it_was_sealed(payload: bytes, request_id
     refuses("crypto.bad_seal", open_payment, impostor, "card:x:y", keys.get)
     other, _ = new_seal_key(os.urandom)
     refuses("crypto.bad_seal", open_payment, sealed, receiver, {request_id: other}.get)
+
+
+def test_a_key_no_longer_in_ram_still_opens_its_payment_from_the_sealed_bytes():
+    """The payee's key object is kept in RAM from its generation, a bounded number of them; a
+    key pushed out (or a device switched off and on) opens its payment from the raw bytes its
+    sealed state keeps, and a key's bytes never open another request's payment."""
+    from offpay.wire import sealed_payment
+
+    private, public = new_seal_key(os.urandom)
+    receiver, request_id = "card:bank-b:0123456789ab", b"r" * 16
+    request = PaymentRequest(
+        receiver,
+        "card:bank-a:ba9876543210",
+        "bank-b",
+        request_id,
+        b"c" * 16,
+        Money(1, "SEK"),
+        seal_to=public,
+    )
+    signed = Signed(payload=b"payment", signature=b"s" * 64, chain=())
+    sealed = seal_payment(signed, request)
+    for _ in range(sealed_payment.KEYS_KEPT):  # as many newer requests as RAM keeps keys
+        new_seal_key(os.urandom)
+    assert open_payment(sealed, receiver, {request_id: private}.get) == signed.to_bytes()
+    assert open_payment(sealed, receiver, {request_id: bytes(private)}.get) == signed.to_bytes()
+    other, _ = new_seal_key(os.urandom)
+    refuses("crypto.bad_seal", open_payment, sealed, receiver, {request_id: other}.get)

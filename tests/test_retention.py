@@ -153,3 +153,22 @@ def test_the_cli_prunes_every_party_and_refuses_a_bad_window(served: Served) -> 
     )
     assert bad.exit_code == 2
     assert "between 1 and 3650 days" in bad.output and "Traceback" not in bad.output
+
+
+def test_network_run_passes_the_window_to_every_service(served: Served) -> None:
+    from offpay.service.process import service_process
+
+    for name in served.network.urls:
+        command = service_process(served.network, name, answers_kept_days=30).command
+        assert command[command.index("--answers-kept-days") + 1] == "30"
+        assert "--answers-kept-days" not in service_process(served.network, name).command
+
+
+def test_network_run_refuses_a_bad_window_before_anything_starts(tmp_path: Path) -> None:
+    data = tmp_path / "net"
+    done = CliRunner().invoke(
+        cli, ["network", "run", "--data", str(data), "--answers-kept-days", "0.5"]
+    )
+    assert done.exit_code == 2, done.output
+    assert "between 1 and 3650 days" in done.output and "Traceback" not in done.output
+    assert not data.exists() or not any(data.iterdir())  # no network made, nothing started

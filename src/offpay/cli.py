@@ -347,6 +347,7 @@ def network_run(
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
     liabilities_every: LiabilitiesEveryOption = 0.0,
+    answers_kept_days: AnswersKeptOption = 7.0,
 ) -> None:
     """Start the central bank and every intermediary of the network in --data as processes on
     loopback ports (creating the network first, with --banks, if the folder is empty), then
@@ -359,10 +360,12 @@ def network_run(
     from offpay.errors import OffpayError
     from offpay.service.datadir import NETWORK_FILE, init_network, lock_network
     from offpay.service.process import running
+    from offpay.service.retention import retention_window
     from offpay.service.serve import check_scheme
 
     console = Console(soft_wrap=True)  # a URL or a command line is never broken in two
     with refusals():
+        retention_window(answers_kept_days)  # a bad window is refused before anything starts
         if not (data / NETWORK_FILE).exists():
             init_network(data, bank_names(banks), insecure_http=insecure_http)
         network = _network(data)
@@ -387,6 +390,7 @@ def network_run(
                     insecure_http=insecure_http,
                     log_options=logs,
                     liabilities_every=liabilities_every,
+                    answers_kept_days=answers_kept_days,
                 ) as processes,
                 console_running(network, console_port) as web,
             ):

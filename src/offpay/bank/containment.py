@@ -28,7 +28,7 @@ from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.store import schema
 from offpay.wire.envelope import Signed, sign
-from offpay.wire.messages import RevokeRequest
+from offpay.wire.messages import OfflinePayment, RevokeRequest
 
 if TYPE_CHECKING:
     from offpay.bank.desks import Bank
@@ -98,6 +98,24 @@ class Containment:
         except OffpayError:
             return  # blocked here; the revocation is sent again by retry_pending()
         self._take(Signed.from_bytes(data))
+
+    def rolled_back(self, device_id: str, payment: OfflinePayment) -> None:
+        """``payment`` was made by a card from a state it had left (under a counter it had
+        passed when it last confirmed a sync): block the card and record the loss."""
+        self.bank.ledger.anomaly(
+            "rolled_back",
+            device_id,
+            payment.tx_id,
+            f"payment at counter {payment.payer_seq}, which the card had passed when it "
+            "last confirmed a sync",
+        )
+        self.block(device_id, "rolled back: spent from a state it had left")
+        self.record_loss(
+            device_id,
+            payment.tx_id,
+            payment.amount.minor,
+            f"payment to {payment.receiver} made by a rolled-back card: not settled",
+        )
 
     def resend_revocations(self) -> int:
         """Revoke again the devices we blocked that the list does not name yet."""

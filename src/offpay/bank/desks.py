@@ -1,5 +1,6 @@
-"""What an intermediary's desks (batches, refusals, liquidity, containment, tokens) may ask of
-the intermediary that holds them.
+"""What an intermediary's desks (accounts, devices, card and terminal sync, settlement,
+notarisation, interbank, batches, refusals, liquidity, containment, tokens) may ask of the
+intermediary that holds them.
 
 The desks are handed the intermediary itself; they name it by this protocol so that they
 depend on what they use, not on the engine module (which imports them): no import circle,

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from offpay.bank.interbank import from_bank
 from offpay.bank.names import engine_id
 from offpay.central.bank import open_result
 from offpay.crypto.pki import Role
@@ -281,8 +282,7 @@ class Refusals:
     def refund_request(self, data: bytes) -> bytes:
         """The payee's intermediary gives back a payment our customer made."""
         bank = self.bank
-        req, ident = open_signed(data, RefundRequest, bank.trust, Role.ENGINE, receiver=bank.id)
-        cached = bank.ledger.seen(ident.id, req.nonce)
+        req, ident, cached = from_bank(bank, data, RefundRequest)
         if cached is not None:
             return cached
         payment = bank.verified(req.payment)

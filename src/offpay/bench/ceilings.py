@@ -69,6 +69,40 @@ def signature_rate(algorithm: Algorithm, seconds: float = 1.0) -> SignatureRate:
 
 
 @dataclass(frozen=True)
+class HpkeRate:
+    """The offline hop's HPKE operations per second of CPU on one core (issue 19's sealing of a
+    payment to its payee): the payee's key for one request, sealing a payment of
+    ``plain_bytes`` to it, and opening it."""
+
+    plain_bytes: int
+    keys_per_s: float
+    seals_per_s: float
+    opens_per_s: float
+
+
+PAYMENT_BYTES = 2000  # about a signed Ed25519 offline payment as the card seals it
+
+
+def hpke_rate(plain_bytes: int = PAYMENT_BYTES, seconds: float = 1.0) -> HpkeRate:
+    """Through the same entry points the devices use (:data:`sealed_payment.HPKE`), with a key
+    object already loaded for opening, as a device holds it from the request it made."""
+    from offpay.wire import sealed_payment
+
+    hpke = sealed_payment.HPKE
+    private, public = hpke.keygen(os.urandom)
+    plain = os.urandom(plain_bytes)
+    info = sealed_payment.INFO + b"terminal\x00" + os.urandom(16)
+    sealed = hpke.seal(plain, public, info)
+    third = seconds / 3
+    return HpkeRate(
+        plain_bytes,
+        _rate(lambda: hpke.keygen(os.urandom), third, clock=time.process_time),
+        _rate(lambda: hpke.seal(plain, public, info), third, clock=time.process_time),
+        _rate(lambda: hpke.open(sealed, private, info), third, clock=time.process_time),
+    )
+
+
+@dataclass(frozen=True)
 class InsertRate:
     backend: str
     rows_per_s_commit_each: float  # one row per transaction, as a naive ledger writes

@@ -44,6 +44,17 @@ def _measured(target: dict[str, Any]) -> str:
     return f"{target['measured']:,} {target['unit']}"
 
 
+def _hpke_terms(o: dict[str, Any]) -> str:
+    """The HPKE terms of an offline flow's ceiling, and its ratio to the signatures alone."""
+    if "hpke_seals" not in o:
+        return ""
+    return (
+        f" + {o['hpke_keys']} HPKE keys, {o['hpke_seals']} seals, {o['hpke_opens']} opens of "
+        f"{_n(o['sealed_bytes'])} B; signatures alone {_n(o['signature_ceiling_per_s'])}/s, "
+        f"ratio {o['ratio_to_signature_ceiling']:.3f}"
+    )
+
+
 def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(benchmark, figure, ceiling, ratio, note) for every figure of the run."""
     out: list[tuple[str, str, str, str, str]] = []
@@ -57,6 +68,17 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 "",
                 "",
                 f"sign {_n(s['signs_per_s'])}/s",
+            )
+        )
+    if ceil.get("hpke"):
+        h = ceil["hpke"]
+        out.append(
+            (
+                f"ceiling: HPKE X25519 open, {_n(h['plain_bytes'])} B, 1 core",
+                f"{_n(h['opens_per_s'])}/s",
+                "",
+                "",
+                f"seal {_n(h['seals_per_s'])}/s; key generation {_n(h['keys_per_s'])}/s",
             )
         )
     for d in ceil.get("database", []):
@@ -115,8 +137,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{_n(o['payments_per_s'], 1)} payments/s/core",
                 f"{_n(o['crypto_ceiling_per_s'])}/s",
                 f"{o['ratio_to_ceiling']:.3f}",
-                f"{o['signatures_made']} signs + {o['signatures_verified']} verifies; "
-                f"{_n(o['us_per_payment'])} µs CPU; wall {_n(o.get('wall_payments_per_s'))}/s",
+                f"{o['signatures_made']} signs + {o['signatures_verified']} verifies"
+                f"{_hpke_terms(o)}; {_n(o['us_per_payment'])} µs CPU; "
+                f"wall {_n(o.get('wall_payments_per_s'))}/s",
             )
         )
     for s in results.get("storage") or []:

@@ -191,12 +191,18 @@ def _postgres(options: Options, say: Say, results: dict[str, Any]) -> Iterator[A
 
 def _ceilings(options: Options, pg: Any) -> dict[str, Any]:
     signatures = [asdict(ceilings.signature_rate(a, options.seconds)) for a in options.algorithms]
+    hpke = asdict(ceilings.hpke_rate(seconds=options.seconds))
     database = [asdict(ceilings.sqlite_insert_rate(options.seconds))]
     if pg is not None:
         url = pg.create_database("ceiling")
         database.append(asdict(ceilings.insert_rate("postgres", url, options.seconds)))
         pg.drop_database("ceiling")
-    return {"cores": machine.usable_cores(), "signatures": signatures, "database": database}
+    return {
+        "cores": machine.usable_cores(),
+        "signatures": signatures,
+        "hpke": hpke,
+        "database": database,
+    }
 
 
 def _offline(options: Options, say: Say) -> list[dict[str, Any]]:
@@ -210,14 +216,20 @@ def _offline(options: Options, say: Say) -> list[dict[str, Any]]:
             say(f"  {name}, {algorithm.value}: {options.offline_payments:,} payments")
             row = flow(algorithm, options.offline_payments, say)
             count, flows = row.pop("_count"), row.pop("_flows")
-            ceiling = offline.crypto_ceiling(count, flows, rate)
+            # HPKE of this flow's payment size, measured now, with the same library
+            hpke = ceilings.hpke_rate(offline.sealed_bytes(count) or 1, options.seconds)
+            ceiling = offline.crypto_ceiling(count, flows, rate, hpke)
+            signatures_only = offline.crypto_ceiling(count, flows, rate)
             rows.append(
                 {
                     "flow": name,
                     "algorithm": algorithm.value,
                     **row,
+                    "hpke_rate": asdict(hpke),
                     "crypto_ceiling_per_s": round(ceiling, 1),
                     "ratio_to_ceiling": round(row["payments_per_s"] / ceiling, 3),
+                    "signature_ceiling_per_s": round(signatures_only, 1),
+                    "ratio_to_signature_ceiling": round(row["payments_per_s"] / signatures_only, 3),
                 }
             )
     return rows
@@ -459,7 +471,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": f"{row['flow']} ({row['algorithm']}) ≥ 50 % of its crypto ceiling",
                 "wanted": 0.5,
                 "measured": row["ratio_to_ceiling"],
-                "unit": "ratio",
+                "unit": "ratio (signatures and HPKE; signatures alone: "
+                f"{row.get('ratio_to_signature_ceiling', '–')})",
                 "met": row["ratio_to_ceiling"] >= 0.5,
             }
         )

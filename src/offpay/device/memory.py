@@ -16,16 +16,20 @@ changed (:class:`SealedMemory`'s layout):
 * the **head**, sealed anew on every write under the new counter: the counter, the state's
   class, every field that is not a tuple (small values as they are; larger ones as their own
   pickle, reused while the field is the same object), and for every tuple field (a log, the
-  payments received, the certificate chain) the ids of the segments holding its elements;
+  payments received, the certificate chain) the ids of the segments holding its elements, as
+  one byte string of 16 bytes an id (kept per field and extended as it grows: a terminal with
+  hundreds of payments received does not pickle hundreds of ids on every write);
 * **segments**, one per element of a tuple field, each sealed once, when the element was first
   stored, under its own id (the counter of that write, the field and the element's place) as
   associated data. An appended element is one new segment; an element a sync removes takes
   its segment with it, so no segment ever holds what the state no longer has, and a memory's
   size depends on what it holds, not on the order in which it came to hold it.
 
-The head names each segment by id and each segment is sealed under its id, so a segment from an
-older write, from another position or another device fails to unseal, and the whole memory
-written back from an older copy has an older counter in its head: both are refused.
+The segments follow the head field by field, each field's in the order of its elements (the
+order its ids are named in), so the head need not list them again. The head names each
+segment by id and each segment is sealed under its id, so a segment from an older write, from
+another position or another device fails to unseal, and the whole memory written back from an
+older copy has an older counter in its head: both are refused.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ _LENGTH = struct.Struct(">I")
 _AS_IS, _PICKLED, _SEGMENTS = 0, 1, 2
 _LITERAL = frozenset({int, bool, str, type(None), Money})  # small: pickled with the head
 _SMALL_BYTES = 64
+_ID_BYTES = 16  # a segment id: write counter, field position, element place (128 bits)
 S = TypeVar("S")
 
 
@@ -69,10 +74,13 @@ def evolve(state: S, **changes: Any) -> S:
 
 @dataclasses.dataclass(frozen=True)
 class _Stored:
-    """How one tuple field was last stored: the tuple, and the ids of its segments."""
+    """How one tuple field was last stored: the tuple, the ids of its segments, those ids as
+    the head keeps them (16 bytes each) and the segments as the blob holds them, in order."""
 
     value: tuple[Any, ...]
     ids: tuple[int, ...]
+    packed: bytes
+    framed: bytes
 
 
 class SealedMemory:
@@ -123,6 +131,8 @@ class SealedMemory:
                 "stored state is older than the device's monotonic counter: it was rolled back",
                 code="device.rolled_back",
             )
+        if ids is None:  # the segments follow the head field by field, as its layout names them
+            ids = [] if kind is None else _segment_ids(kinds, layout)
         if len(ids) != len(pieces) - 1:
             raise SealError("sealed memory does not hold the segments its head names")
         segments = {
@@ -166,21 +176,28 @@ class SealedMemory:
             # Only the fields that are not the same objects as in the last write are stored
             # again: a payment changes four of a card's nineteen.
             old = vars(last[0]) if last is not None else {}
-            for i in [i for i, name in enumerate(names) if old.get(name, self) is not now[name]]:
-                kinds[i], layout[i] = self._store(names[i], now[names[i]], i)
+            tuples = self._tuples
+            for i, name in enumerate(names):
+                field = now[name]
+                if old.get(name, self) is field:
+                    continue
+                if type(field) in _LITERAL and name not in tuples:  # most changes: in the head
+                    kinds[i], layout[i] = _AS_IS, field
+                else:
+                    kinds[i], layout[i] = self._store(name, field, i)
             self._last, self._layout, self._kinds = (value,), layout, kinds
             stored_kinds, stored = bytes(kinds), tuple(layout)
+            segments = [tuples[names[i]].framed for i, k in enumerate(kinds) if k == _SEGMENTS]
         else:
             kind, stored_kinds, stored = None, b"", value  # a value stored whole
             self._last, self._layout, self._kinds = None, [], bytearray()
             self._fields.clear()
             self._tuples.clear()
             self._segments.clear()
-        head = pickle.dumps(
-            (self._counter, kind, stored_kinds, stored, tuple(self._segments)), protocol=_PROTOCOL
-        )
+            segments = []
+        head = pickle.dumps((self._counter, kind, stored_kinds, stored, None), protocol=_PROTOCOL)
         sealed = self._sealer.seal(head, self._aad, self._random(12))
-        blob = b"".join((_LENGTH.pack(len(sealed)), sealed, *self._segments.values()))
+        blob = b"".join((_LENGTH.pack(len(sealed)), sealed, *segments))
         self.blob = blob
         self._cache = (blob, value)
 
@@ -204,16 +221,23 @@ class SealedMemory:
             # Equal elements (the same objects, or equal values after a fresh read) pickle the
             # same: an appended tuple keeps its earlier segments.
             if stored and len(value) > len(before) and value[: len(before)] == before:
-                ids = (*stored.ids, *self._seal_elements(value[len(before) :], position))
+                new = self._seal_elements(value[len(before) :], position)
+                stored = _Stored(
+                    value,
+                    (*stored.ids, *new),
+                    stored.packed + _pack(new),
+                    stored.framed + b"".join([self._segments[sid] for sid in new]),
+                )
             else:  # elements removed or reordered: those still there keep their segments
                 pairs = zip(before, stored.ids, strict=True) if stored else ()
                 old = {id(e): (e, sid) for e, sid in pairs}
                 ids = tuple(self._kept(old, e, position, k) for k, e in enumerate(value))
                 for sid in set(stored.ids if stored else ()) - set(ids):
                     del self._segments[sid]
-            stored = _Stored(value, ids)
+                framed = b"".join([self._segments[sid] for sid in ids])
+                stored = _Stored(value, ids, _pack(ids), framed)
             self._tuples[name] = stored
-        return _SEGMENTS, stored.ids
+        return _SEGMENTS, stored.packed
 
     def _kept(self, old: dict[int, tuple[Any, int]], element: Any, position: int, k: int) -> int:
         """The segment of ``element`` if it is one of the tuple's old elements, else a new one."""
@@ -247,6 +271,28 @@ class SealedMemory:
         return self._aad + b"\x00segment\x00" + sid.to_bytes(16, "big")
 
 
+def _pack(ids: Any) -> bytes:
+    """Segment ids as the head keeps them: 16 bytes each, big-endian."""
+    return b"".join([sid.to_bytes(_ID_BYTES, "big") for sid in ids])
+
+
+def _segment_ids(kinds: bytes, layout: tuple[Any, ...]) -> list[int]:
+    """Every segment id the head names, field by field: the order of the segments in the blob."""
+    return [
+        sid for k, part in zip(kinds, layout, strict=True) if k == _SEGMENTS for sid in _ids(part)
+    ]
+
+
+def _ids(part: Any) -> list[int]:
+    """The segment ids of a tuple field in the head: packed (16 bytes each), or a tuple of
+    integers as heads written before the ids were packed hold them."""
+    if not isinstance(part, bytes):
+        return list(part)
+    if len(part) % _ID_BYTES:
+        raise SealError("sealed memory names a segment id of the wrong length")
+    return [int.from_bytes(part[i : i + _ID_BYTES], "big") for i in range(0, len(part), 16)]
+
+
 def _split(blob: bytes) -> list[bytes]:
     """The sealed pieces of a blob: the head, then the segments, each after its length."""
     pieces, at = [], 0
@@ -275,7 +321,7 @@ def _restore(
     for kind, part in zip(kinds, layout, strict=True):
         if kind == _SEGMENTS:
             try:
-                values.append(tuple([segments[sid] for sid in part]))
+                values.append(tuple([segments[sid] for sid in _ids(part)]))
             except KeyError:
                 raise SealError("sealed memory lacks a segment its head names") from None
         else:

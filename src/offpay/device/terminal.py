@@ -102,6 +102,23 @@ def _sum_unsynced(unsynced: tuple[tuple[int, Money, bytes, bytes], ...], currenc
     return total
 
 
+def _seal_key_in(state: TerminalState) -> Callable[[bytes], bytes | None]:
+    """The sealing key of a request: an open one, or one answered since the last sync (a card
+    resubmits its payment to the same key). Looked up, not gathered into a map per payment:
+    a terminal holds up to its limit of answered requests."""
+
+    def key_for(request_id: bytes) -> bytes | None:
+        for pending in state.open_requests:
+            if pending.request_id == request_id:
+                return pending.seal_key
+        for _, answered, key in reversed(state.answered_keys):
+            if answered == request_id:
+                return key
+        return None
+
+    return key_for
+
+
 class TerminalModule:
     def __init__(
         self,
@@ -268,9 +285,7 @@ class TerminalModule:
         """Report §3.5 step 6: verify the card's payment against our own open request, then
         hand back the payment sealed for the app to store."""
         state, trust = self._live()
-        keys = {request_id: key for _, request_id, key in state.answered_keys}
-        keys.update((p.request_id, p.seal_key) for p in state.open_requests if p.seal_key)
-        opened = open_payment(data, state.terminal_id, keys.get, state.declined)
+        opened = open_payment(data, state.terminal_id, _seal_key_in(state), state.declined)
         signed = decode(opened, Signed)
         payment, _ = open_signed(
             signed, OfflinePayment, trust, Role.CARD, receiver=state.terminal_id

@@ -133,11 +133,13 @@ def service_process(
     insecure_http: bool = False,
     log_options: tuple[str, ...] = (),
     liabilities_every: float = 0.0,
+    answers_kept_days: float | None = None,
 ) -> ServiceProcess:
     """The process that serves ``name`` (not started yet). ``port`` overrides the port in the
     network's URL (a test may put a relay in front of a service); ``insecure_http`` serves a
     plain-HTTP network (local debugging); ``log_options`` are passed on (``--log-level``,
-    ``--log-format``)."""
+    ``--log-format``); ``answers_kept_days``: the retention of first answers, the service's
+    default when None (docs/retention.md)."""
     command = [sys.executable, "-m", "offpay", "serve"]
     if name == CENTRAL:
         command += ["central-bank"]
@@ -146,6 +148,8 @@ def service_process(
         if liabilities_every > 0:
             command += ["--liabilities-every", str(liabilities_every)]
     command += ["--data", str(network.folder), *log_options]
+    if answers_kept_days is not None:
+        command += ["--answers-kept-days", str(answers_kept_days)]
     if insecure_http:
         command += ["--insecure-http"]
     url = network.urls[name]
@@ -184,6 +188,7 @@ def running(
     insecure_http: bool = False,
     log_options: tuple[str, ...] = (),
     liabilities_every: float = 0.0,
+    answers_kept_days: float | None = None,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The central bank, then every intermediary, each in its own process; all stopped on
     the way out (intermediaries first, the central bank last), whatever happened. ``report``
@@ -200,6 +205,7 @@ def running(
                 insecure_http=insecure_http,
                 log_options=log_options,
                 liabilities_every=liabilities_every,
+                answers_kept_days=answers_kept_days,
             )
             processes[name] = process
             report(Event.STARTING, process)

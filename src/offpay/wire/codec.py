@@ -325,27 +325,42 @@ _SCALARS: dict[type, tuple[typing.Callable[[Any], bool], str]] = {
 @cache
 def _fast_decoder(cls: type[Message]) -> typing.Callable[[Any], Any]:
     hints = _hints(cls)
-    if _omissible(cls):  # rare messages (a limits policy): the general path decodes them
-
-        def decode_general(obj: Any) -> Any:
-            raise _Unusual
-
-        return decode_general
+    omissible = _omissible(cls)
     env: dict[str, Any] = {
         "_Unusual": _Unusual,
         "cls": cls,
         "Money": Money,
         "order": _key_order(cls),
+        "required": frozenset(_key_order(cls)) - omissible,
     }
     lines = [
         "def decode_fast(obj):",
-        "    if type(obj) is not dict or tuple(obj) != order or obj['t'] != cls.TYPE:",
+        "    if type(obj) is not dict or obj.get('t') != cls.TYPE:",
         "        raise _Unusual",
     ]
+    if omissible:
+        # A field declared ``= None`` is left out while it is None: the keys present must be
+        # the canonical order's keys in that order (a canonical map of fewer keys keeps the
+        # others' order), every other field among them, and none of them nil.
+        lines += [
+            "    keys = tuple(obj)",
+            "    if keys != order and (keys != tuple([k for k in order if k in obj])",
+            "                          or not required <= obj.keys()):",
+            "        raise _Unusual",
+        ]
+    else:
+        lines += ["    if tuple(obj) != order:", "        raise _Unusual"]
     args = []
     for i, f in enumerate(dataclasses.fields(cls)):
-        lines.append(f"    v{i} = obj[{f.name!r}]")
-        lines.extend(_check_lines(f"v{i}", hints[f.name], env, "    "))
+        if f.name in omissible:
+            lines.append(f"    v{i} = obj.get({f.name!r}, _Unusual)")
+            lines.append(f"    if v{i} is None: raise _Unusual")  # written as nil
+            lines.append(f"    if v{i} is _Unusual: v{i} = None")
+            lines.append("    else:")
+            lines.extend(_check_lines(f"v{i}", hints[f.name], env, "        "))
+        else:
+            lines.append(f"    v{i} = obj[{f.name!r}]")
+            lines.extend(_check_lines(f"v{i}", hints[f.name], env, "    "))
         args.append(f"v{i}")
     lines.append(f"    return cls({', '.join(args)})")
     exec("\n".join(lines), env)  # code built from this module's own templates

@@ -18,6 +18,7 @@ payer's data, which only the payer's card can give away.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from collections.abc import Callable, Collection
@@ -57,12 +58,67 @@ class SealedPayment(Message):
     sealed: bytes
 
 
+class Hpke:
+    """The three HPKE operations the offline hop needs, in one place: a payee's key for one
+    request, sealing a payment to it, opening it. A benchmark counts the protocol's crypto
+    through this one object (:func:`offpay.bench.instrument.count_crypto`), as it counts
+    signatures through :data:`offpay.crypto.keys.ALGORITHMS`."""
+
+    def keygen(self, random: Callable[[int], bytes]) -> tuple[X25519PrivateKey, bytes]:
+        private = X25519PrivateKey.from_private_bytes(random(KEY_BYTES))
+        return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def seal(self, plain: bytes, public: bytes, info: bytes) -> bytes:
+        try:
+            key = X25519PublicKey.from_public_bytes(public)
+        except ValueError:
+            raise EncodingError("the request's sealing key is not an X25519 key") from None
+        return SUITE.encrypt(plain, key, info=info)
+
+    def open(self, sealed: bytes, private: X25519PrivateKey, info: bytes) -> bytes:
+        return SUITE.decrypt(sealed, private, info=info)
+
+
+HPKE = Hpke()
+KEYS_KEPT = 1024
+
+
+class _LoadedKeys:
+    """The payee's key objects made by :func:`new_seal_key`, by their raw bytes, in RAM only
+    (bounded, oldest first out). Loading a raw X25519 private key derives its public key
+    again, a scalar multiplication as costly as the key's generation; a key not here (the
+    device was switched off and on, or many requests ago) is loaded from the bytes its sealed
+    state keeps."""
+
+    def __init__(self, kept: int) -> None:
+        self._kept = kept
+        self._keys: dict[bytes, X25519PrivateKey] = {}
+
+    def remember(self, raw: bytes, key: X25519PrivateKey) -> None:
+        if len(self._keys) >= self._kept:
+            # another thread may take the same oldest key first: then one fewer is dropped
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                self._keys.pop(next(iter(self._keys)))
+        self._keys[raw] = key
+
+    def load(self, raw: bytes) -> X25519PrivateKey:
+        key = self._keys.get(raw)
+        if key is None:
+            key = X25519PrivateKey.from_private_bytes(raw)
+            self.remember(raw, key)
+        return key
+
+
+_LOADED = _LoadedKeys(KEYS_KEPT)
+
+
 def new_seal_key(random: Callable[[int], bytes]) -> tuple[bytes, bytes]:
     """A payee device's key for one request, from the device's own randomness: (private, public),
     raw X25519 bytes."""
-    private = X25519PrivateKey.from_private_bytes(random(KEY_BYTES))
-    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return private.private_bytes_raw(), public
+    private, public = HPKE.keygen(random)
+    raw = private.private_bytes_raw()
+    _LOADED.remember(raw, private)
+    return raw, public
 
 
 def receiver_hash(receiver: str) -> bytes:
@@ -80,21 +136,21 @@ def seal_payment(signed: Signed[OfflinePayment], request: PaymentRequest) -> byt
     ``signed`` itself when the request carries no key (a payee made before sealing)."""
     if request.seal_to is None:
         return signed.to_bytes()
-    try:
-        key = X25519PublicKey.from_public_bytes(request.seal_to)
-    except ValueError:
-        raise EncodingError("the request's sealing key is not an X25519 key") from None
     info = _info(request.sender, request.request_id)
-    sealed = SUITE.encrypt(signed.to_bytes(), key, info=info)
+    sealed = HPKE.seal(signed.to_bytes(), request.seal_to, info)
     return encode(SealedPayment(receiver_hash(request.sender), request.request_id, sealed))
 
 
-def is_sealed(data: bytes) -> bool:
+def _as_sealed(data: bytes) -> SealedPayment | None:
+    """``data`` decoded as a sealed payment, or None if it is something else (in clear)."""
     try:
-        decode(data, SealedPayment)
+        return decode(data, SealedPayment)
     except EncodingError:
-        return False
-    return True
+        return None
+
+
+def is_sealed(data: bytes) -> bool:
+    return _as_sealed(data) is not None
 
 
 def open_payment(
@@ -107,9 +163,9 @@ def open_payment(
     a payment in clear is returned as it is, for the usual checks. ``receiver``: this device,
     bound into the encryption. A payment answering a request the device ``declined`` is
     refused as such (its key is gone with the request)."""
-    if not is_sealed(data):
+    sealed = _as_sealed(data)
+    if sealed is None:
         return data
-    sealed = decode(data, SealedPayment)
     if not hmac.compare_digest(sealed.receiver_hash, receiver_hash(receiver)):
         raise AddressError("the sealed payment is addressed to another device")
     private = key_for(sealed.request_id)
@@ -122,20 +178,18 @@ def open_payment(
     if private is None:
         raise ReplayError("no open request for this payment; it was received or cancelled")
     try:
-        return SUITE.decrypt(
-            sealed.sealed,
-            X25519PrivateKey.from_private_bytes(private),
-            info=_info(receiver, sealed.request_id),
-        )
+        opened = HPKE.open(sealed.sealed, _LOADED.load(private), _info(receiver, sealed.request_id))
     except (InvalidTag, ValueError):
         raise SignatureError(
             "the sealed payment does not open with this request's key", code="crypto.bad_seal"
         ) from None
+    return opened
 
 
 def request_id_answered(data: bytes) -> bytes:
     """Which request a payment answers, sealed or in clear: all a relay may read of it."""
-    if is_sealed(data):
-        return decode(data, SealedPayment).request_id
+    sealed = _as_sealed(data)
+    if sealed is not None:
+        return sealed.request_id
     signed = decode(data, Signed)
     return payload_of(payload_of(signed, OfflinePayment).request, PaymentRequest).request_id
