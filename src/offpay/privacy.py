@@ -59,6 +59,7 @@ from offpay.wire.messages import (
     DebitRequest,
     Disclosure,
     DisclosureRequest,
+    IntakeKey,
     LimitsPolicy,
     LogEntry,
     NotariseBatch,
@@ -75,6 +76,7 @@ from offpay.wire.messages import (
     TerminalUpload,
 )
 from offpay.wire.sealed_payment import SealedPayment
+from offpay.wire.sealed_upload import SealedToIntermediary
 
 
 class Party(enum.StrEnum):
@@ -152,6 +154,11 @@ TOKEN_TRANSFER = (
     )
 )
 
+# What a device seals to its intermediary (offpay.wire.sealed_upload), as a relay app sees it:
+# the intermediary's id and the key's version; and the intermediary's signed key, in the
+# instructions that renew it.
+SEALED_TO_INTERMEDIARY = whole(SealedToIntermediary, IntakeKey)
+
 POLICY_AND_REVOCATIONS = whole(LimitsPolicy, RevocationList) | grant(
     f"revocation-list.devices={DEVICE}"
 )
@@ -219,12 +226,12 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         | grant("apdu.verify_pin", "apdu.decline_request")
         | whole(PaymentAsk, SessionStart, CardStatus)
         | grant(f"card-status.card={DEVICE}")
-        | whole(CardSession, LogEntry, CardInstruction, CardConfirmation)
-        | grant(
-            f"card-session.sender={DEVICE}",
-            f"card-instruction.receiver={DEVICE}",
-            f"card-confirmation.sender={DEVICE}",
-        )
+        # The card's session (its log: other people's payments) and its confirmation go
+        # sealed to the intermediary; the instruction stays readable: the new balance and
+        # limits are what the app shows its holder (docs/privacy.md).
+        | SEALED_TO_INTERMEDIARY
+        | whole(CardInstruction)
+        | grant(f"card-instruction.receiver={DEVICE}")
         | TOKEN_TRANSFER
         | whole(WithdrawRequest, DepositRequest, VaultAddressRequest, VaultAddress, MintResult)
         | grant(
@@ -240,10 +247,11 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         | POLICY_AND_REVOCATIONS
         | OFFLINE_HOP
         | grant("apdu.verify_pin")
-        # At sync it carries the module's upload: the payments in clear, signed (see
-        # docs/privacy.md on sealing the upload to the intermediary).
-        | whole(TerminalUpload, TerminalInstruction)
-        | grant(f"terminal-upload.sender={DEVICE}", f"terminal-instruction.receiver={DEVICE}"),
+        # At sync it carries the module's upload sealed to the intermediary, and the
+        # intermediary's readable instruction back (what it clears).
+        | SEALED_TO_INTERMEDIARY
+        | whole(TerminalInstruction)
+        | grant(f"terminal-instruction.receiver={DEVICE}"),
         # On an offline hop: the payer card's identity, the payee's signed request and the
         # payment sealed to the payee (what is inside, only the payee reads); a shop's reader
         # also carries the PIN to the card. The online hops run over mutually authenticated

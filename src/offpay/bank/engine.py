@@ -28,6 +28,7 @@ from offpay.bank.batch import BatchDesk, forget_oldest
 from offpay.bank.containment import Containment, Loss
 from offpay.bank.disclosure import disclose
 from offpay.bank.evidence import verify_payment
+from offpay.bank.intake_key import IntakeKeys
 from offpay.bank.ledger import Ledger
 from offpay.bank.liquidity import LiquidityDesk, Pending
 from offpay.bank.names import engine_id
@@ -150,6 +151,7 @@ class Intermediary:
         self.credential: Credential = ca.credential_for(self.id, Role.ENGINE, clock(), algorithm)
         self.db: Engine = open_database(url, schema.bank)
         self.pseudonym_key = load_pseudonym_key(self.db, random)
+        self.intake = IntakeKeys(self.db, self.id, name, self.credential, random, clock)
         self.ledger = Ledger(self.db, name, currency)
         self._ensure_policy(liquidity, limits or {})
         self.liquidity = LiquidityDesk(self)
@@ -367,13 +369,16 @@ class Intermediary:
             chain=chain,
             pin_digest=pin_digest(card_id, pin),
             policy=signed_policy,
+            intake_key=self.intake.signed(),
         )
         self.ledger.register_device(card_id, "card", customer_id, f"{customer_id}/shadow")
         return card_id, sign(perso, self.credential).to_bytes()
 
     def issue_terminal(self, merchant_id: str, module: TerminalModule) -> str:
         terminal_id, chain, policy = self.certify_terminal(merchant_id, module.public_key)
-        module.personalise(terminal_id, self.name, self.root_der, chain, policy)
+        module.personalise(
+            terminal_id, self.name, self.root_der, chain, policy, self.intake.signed()
+        )
         return terminal_id
 
     def certify_terminal(
@@ -427,6 +432,7 @@ class Intermediary:
     def from_device(self, data: bytes, cls: type[M], role: Role) -> DeviceRequest[M]:
         """A request from one of our devices: signed by it, addressed to us, from a device we
         issued and have not blocked; with the answer already given if it is a retry."""
+        data = self.intake.open(data)  # sealed to us by the device (issue 19)
         msg, ident = open_signed(
             data,
             cls,
@@ -805,6 +811,7 @@ class Intermediary:
                 policy=signed_policy if session.policy_version < policy.version else None,
                 revocations=revocations,
                 engine_time=int(self.clock().timestamp()),  # the card's clock restarts from it
+                intake_key=self.intake.renewal(session.intake_version),
             )
             payload = sign(instr, self.credential).to_bytes()
             # The auditor rebuilds the shadow wallet the balance was drawn from (issue 18).
@@ -835,6 +842,7 @@ class Intermediary:
 
     def card_confirmation(self, data: bytes) -> bytes:
         """Report §3.4 step 10: the card's signed confirmation releases a defund online."""
+        data = self.intake.open(data)  # sealed to us by the card (issue 19)
         conf, ident = open_signed(
             data, CardConfirmation, self.trust, Role.CARD, receiver=self.id, institution=self.name
         )
@@ -897,6 +905,7 @@ class Intermediary:
             clear_through_seq=upload.first_seq + len(upload.payments) - 1,
             policy=signed_policy if upload.policy_version < policy.version else None,
             revocations=self.containment.for_device(upload.revocation_version),
+            intake_key=self.intake.renewal(upload.intake_version),
         )
         payload = sign(instr, self.credential).to_bytes()
         with self.db.begin() as conn:

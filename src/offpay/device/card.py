@@ -65,6 +65,7 @@ from offpay.wire.messages import (
     SessionStart,
 )
 from offpay.wire.sealed_payment import new_seal_key, open_payment, seal_payment
+from offpay.wire.sealed_upload import IntakeKey, accept_intake_key, seal_to_intermediary
 
 PIN_TRIES = 3
 MAX_OPEN_REQUESTS = 4
@@ -138,6 +139,9 @@ class CardState:
     day: int | None = None  # the UTC day (clock // 86400) the day's counters are for
     day_payments: int = 0
     day_spent: int = 0  # minor units
+    # The intermediary's key the card seals its sessions and confirmations to
+    # (offpay.wire.sealed_upload); None for a card personalised before sealing.
+    intake_key: IntakeKey | None = None
 
     @property
     def offline_transactions(self) -> int:
@@ -340,6 +344,14 @@ class Card:
         if not self._ram.pin_verified:
             raise PinError("enter the PIN first", code="pin.required")
 
+    @staticmethod
+    def _sealed_for(key: IntakeKey | None, receiver: str, data: bytes) -> bytes:
+        """``data`` for its intermediary's eyes only: the phone app carries it
+        (docs/privacy.md). In clear for a card that holds no key of ``receiver``'s."""
+        return seal_to_intermediary(
+            data, key if key is not None and key.sender == receiver else None
+        )
+
     def _amount(self, state: CardState, amount: Money) -> None:
         if amount.currency != state.policy.currency:
             raise DeviceStateError(
@@ -376,6 +388,11 @@ class Card:
         ):
             raise CertificateError("the certificate is not for this card's key")
         policy = accept_policy(msg.policy, trust, msg.institution, None)
+        intake = (
+            None
+            if msg.intake_key is None
+            else accept_intake_key(msg.intake_key, trust, msg.institution, None)
+        )
         self._trust = trust
         self._state = CardState(
             card_id=msg.card,
@@ -392,6 +409,7 @@ class Card:
             open_requests=(),
             session=None,
             last_payment=None,
+            intake_key=intake,
         )
         return b""
 
@@ -675,6 +693,7 @@ class Card:
             log=state.log,
             last_instruction=state.last_instruction,
             declined=declined,
+            intake_version=None if state.intake_key is None else state.intake_key.version,
         )
         signed = sign(session, self._credential)
         self._state = evolve(
@@ -685,7 +704,7 @@ class Card:
             session_no=state.session_no + 1,
         )
         self._ram = replace(self._ram, pin_verified=False)
-        return signed.to_bytes()
+        return self._sealed_for(state.intake_key, start.receiver, signed.to_bytes())
 
     def _apply_instruction(self, cmd: Command) -> bytes:
         """Report §3.4 step 8 and §3.7 step 7, with what §3.8 found missing: the instruction
@@ -726,6 +745,9 @@ class Card:
         listing = newer_revocations(instr.revocations, trust, revocation_version)
         if listing is not None:
             revoked, revocation_version = frozenset(listing.devices), listing.version
+        intake = state.intake_key
+        if instr.intake_key is not None:
+            intake = accept_intake_key(instr.intake_key, trust, state.institution, intake)
         if instr.balance.currency != policy.currency or instr.balance.minor < 0:
             raise DeviceStateError("instruction balance is invalid", code="device.bad_amount")
         if instr.balance > policy.card_max_balance:
@@ -759,6 +781,7 @@ class Card:
             synced_at=synced.synced_at,
             spent_offline=synced.spent_offline,
             day=synced.day,
+            intake_key=intake,
         )
         self._ram = replace(self._ram, challenge=None)
         confirmation = CardConfirmation(
@@ -769,7 +792,7 @@ class Card:
             seq=seq,
             balance=instr.balance,
         )
-        return sign(confirmation, self._credential).to_bytes()
+        return self._sealed_for(intake, engine.id, sign(confirmation, self._credential).to_bytes())
 
     # -- read-only views for tests and the simulator ------------------------------------------
 

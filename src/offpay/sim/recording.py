@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from offpay.crypto.pki import CENTRAL_BANK
 from offpay.device.apdu import SW, Command, Ins, Response
 from offpay.device.reader import CardClient, Transmit
+from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.privacy import Party
 from offpay.sim.network import Merchant, OfflineNetwork, TokenUser, User
@@ -140,8 +141,18 @@ class RecordedNetwork(OfflineNetwork):
         return PartyView(self.network, party, self.recording, relays=relays)  # type: ignore[return-value]
 
     def _delivered(self, to: str, kind: str, data: bytes, deliver: Deliver) -> bytes:
-        self.recording.add([party_of(to)], data)
+        self.recording.add([party_of(to)], self._opened(to, data))
         return deliver(data)
+
+    def _opened(self, to: str, data: bytes) -> bytes:
+        """What an intermediary reads of ``data``: inside, if a device sealed it to it."""
+        bank = self.banks.get(to)
+        if bank is None:
+            return data
+        try:
+            return bank.intake.open(data)
+        except OffpayError:
+            return data  # not for it: it learns what it received
 
     def _person(self, name: str, customer_id: str) -> None:
         self.recording.people |= {name, customer_id}
