@@ -43,6 +43,7 @@ from offpay.tokens.transfer import (
     Transfer,
 )
 from offpay.wire.codec import Message
+from offpay.wire.enciphered_pin import EncipheredPin, PinChallenge
 from offpay.wire.envelope import Signed
 from offpay.wire.exposure import Kind, Seen
 from offpay.wire.messages import (
@@ -159,6 +160,10 @@ TOKEN_TRANSFER = (
 # instructions that renew it.
 SEALED_TO_INTERMEDIARY = whole(SealedToIntermediary, IntakeKey)
 
+# The PIN on its way from the PIN entry device to the card (offpay.wire.enciphered_pin): the
+# card's signed challenge and key, and the PIN sealed to them; never the PIN.
+ENCIPHERED_PIN = whole(PinChallenge, EncipheredPin) | grant(f"pin-challenge.sender={DEVICE}")
+
 POLICY_AND_REVOCATIONS = whole(LimitsPolicy, RevocationList) | grant(
     f"revocation-list.devices={DEVICE}"
 )
@@ -223,7 +228,8 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         | LIABILITIES
         | POLICY_AND_REVOCATIONS
         | OFFLINE_HOP
-        | grant("apdu.verify_pin", "apdu.decline_request")
+        | ENCIPHERED_PIN
+        | grant("apdu.decline_request")
         | whole(PaymentAsk, SessionStart, CardStatus)
         | grant(f"card-status.card={DEVICE}")
         # The card's session (its log: other people's payments) and its confirmation go
@@ -246,7 +252,7 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         | PAYMENTS
         | POLICY_AND_REVOCATIONS
         | OFFLINE_HOP
-        | grant("apdu.verify_pin")
+        | ENCIPHERED_PIN
         # At sync it carries the module's upload sealed to the intermediary, and the
         # intermediary's readable instruction back (what it clears).
         | SEALED_TO_INTERMEDIARY
@@ -254,11 +260,11 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         | grant(f"terminal-instruction.receiver={DEVICE}"),
         # On an offline hop: the payer card's identity, the payee's signed request and the
         # payment sealed to the payee (what is inside, only the payee reads); a shop's reader
-        # also carries the PIN to the card. The online hops run over mutually authenticated
-        # TLS (docs/tls.md) and show an eavesdropper no field.
+        # also carries the PIN to the card, enciphered to it. The online hops run over
+        # mutually authenticated TLS (docs/tls.md) and show an eavesdropper no field.
         Party.RELAY: SIGNED_BY_DEVICES
         | OFFLINE_HOP
-        | grant("apdu.verify_pin")
+        | ENCIPHERED_PIN
         | whole(PaymentAsk)
         | TOKEN_TRANSFER
         | TOKENS,

@@ -33,7 +33,6 @@ from offpay.device.memory import SealedMemory, evolve
 from offpay.errors import (
     CertificateError,
     DeviceStateError,
-    EncodingError,
     InsufficientFunds,
     LimitExceeded,
     OffpayError,
@@ -45,6 +44,7 @@ from offpay.money import Money
 from offpay.policy import accept_policy, check_payment_max
 from offpay.spending import Spending
 from offpay.wire.codec import decode, encode
+from offpay.wire.enciphered_pin import EncipheredPin, PinChallenge, decipher_pin
 from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
     MAX_DECLINED,
@@ -157,6 +157,8 @@ class Transient:
 
     pin_verified: bool = False
     challenge: bytes | None = None  # the payee's request must answer it (one payment)
+    # The PIN challenge and the X25519 key the PIN is enciphered to: one VERIFY, then gone.
+    pin_challenge: tuple[bytes, bytes] | None = None
 
 
 def _received_in(log: tuple[LogEntry, ...], currency: str) -> Money:
@@ -307,6 +309,7 @@ class Card:
         p = CLA_PROPRIETARY
         return {
             (CLA_ISO, Ins.VERIFY_PIN): self._verify_pin,
+            (CLA_ISO, Ins.GET_CHALLENGE): self._get_pin_challenge,
             (p, Ins.GET_PUBLIC_KEY): self._get_public_key,
             (p, Ins.PERSONALISE): self._personalise,
             (p, Ins.GET_IDENTITY): self._get_identity,
@@ -413,16 +416,29 @@ class Card:
         )
         return b""
 
+    def _get_pin_challenge(self, cmd: Command) -> bytes:
+        """A fresh challenge and a fresh key to encipher the PIN to, signed by the card so that
+        no relay can swap the key (offpay.wire.enciphered_pin). Kept in RAM for one VERIFY."""
+        state = self._live()
+        challenge = self._random(NONCE_BYTES)
+        private, public = new_seal_key(self._random)
+        signed = sign(PinChallenge(state.card_id, challenge, public), self._credential)
+        self._ram = replace(self._ram, pin_challenge=(challenge, private))
+        return signed.to_bytes()
+
     def _verify_pin(self, cmd: Command) -> bytes:
+        """VERIFY with the PIN enciphered to the card's current PIN challenge: the PIN never
+        crosses a relay in clear. The challenge answers one VERIFY; a replayed one is refused
+        before a try is spent, as is one that does not open."""
         state = self._live()
         if state.pin_tries_left <= 0:
             raise PinError("PIN is blocked after too many wrong tries", code="pin.blocked")
-        try:
-            pin = cmd.data.decode("ascii")
-        except UnicodeDecodeError:
-            raise EncodingError("PIN must be digits") from None
-        if not (4 <= len(pin) <= 12 and pin.isdigit()):
-            raise EncodingError("PIN must be 4 to 12 digits")
+        enciphered = decode(cmd.data, EncipheredPin)
+        held = self._ram.pin_challenge
+        self._ram = replace(self._ram, pin_challenge=None, pin_verified=False)
+        if held is None or not hmac.compare_digest(enciphered.challenge, held[0]):
+            raise ReplayError("the enciphered PIN answers no challenge this card holds")
+        pin = decipher_pin(enciphered, state.card_id, held[1])
         if hmac.compare_digest(pin_digest(state.card_id, pin), state.pin_digest):
             if state.pin_tries_left != PIN_TRIES:  # the tries are sealed; the flag is in RAM
                 self._state = evolve(state, pin_tries_left=PIN_TRIES)

@@ -29,6 +29,7 @@ from offpay.errors import (
 from offpay.money import Money
 from offpay.policy import accept_policy, check_payment_max
 from offpay.wire.codec import Message, decode, encode, message
+from offpay.wire.enciphered_pin import encipher_pin, open_challenge
 from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
     MAX_DECLINED,
@@ -357,6 +358,13 @@ class TerminalModule:
     @staticmethod
     def _aad(state: TerminalState, seq: int) -> bytes:
         return f"offpay-terminal\x00{state.terminal_id}\x00{seq}".encode()
+
+    def encipher_pin(self, pin: str, challenge: bytes, card: str | None = None) -> bytes:
+        """The shop's secure PIN pad: ``pin`` as the customer typed it, enciphered to the card's
+        signed PIN ``challenge`` (checked against the network's root, and that it is ``card``'s
+        when given), so that the PoS app relays only ciphertext (offpay.wire.enciphered_pin)."""
+        _, trust = self._live()
+        return encipher_pin(pin, open_challenge(challenge, trust, card))
 
     def begin_sync(self, engine_id: str, sealed_records: list[bytes]) -> bytes:
         """Report §3.7 step 2 for the terminal: unseal what the app stored, insist that every

@@ -24,8 +24,9 @@ from offpay.tokens.transfer import transfer_offline
 from offpay.transport.memory import Deliver, MemoryNetwork
 from offpay.wire.exposure import Seen, exposed
 
-# Card commands whose data is not a message but the app still learns it (the holder's PIN).
-RAW_COMMANDS = frozenset({Ins.VERIFY_PIN, Ins.DECLINE_REQUEST})
+# Card commands whose data is not a message but the app still learns it (a declined request's
+# id). The PIN is a message now, enciphered to the card (offpay.wire.enciphered_pin).
+RAW_COMMANDS = frozenset({Ins.DECLINE_REQUEST})
 
 
 @dataclass
