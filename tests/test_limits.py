@@ -413,7 +413,8 @@ def forged_card_instruction(
     client = CardClient(user.card.process)
     client.verify_pin(user.pin)
     session_bytes = client.begin_online(engine_id(user.bank.name), Operation.SYNC, net.money(0))
-    session = decode(Signed.from_bytes(session_bytes).payload, CardSession)
+    opened = user.bank.intake.open(session_bytes)  # the test plays the intermediary
+    session = decode(Signed.from_bytes(opened).payload, CardSession)
     state = user.card.state
     engine = net.banks[bank]
     instruction = CardInstruction(

@@ -50,6 +50,14 @@ def begin(user: User[Any], operation: Operation = Operation.SYNC, minor: int = 0
     return c.begin_online(engine_id(user.bank.name), operation, Money(minor, user.bank.currency))
 
 
+def begin_signed(user: User[Any], operation: Operation = Operation.SYNC, minor: int = 0) -> bytes:
+    """:func:`begin`, the signed session in clear, as a holder who broke the card's key knows
+    what it signed. The card seals it to its intermediary (offpay.wire.sealed_upload); the play
+    takes the plaintext from the intermediary's own key instead of rebuilding it outside the
+    card, which only shortens the play: the relay itself sees the session sealed."""
+    return user.bank.intake.open(begin(user, operation, minor))
+
+
 def session_and_answer(
     network: Any, user: User[Any], operation: Operation = Operation.SYNC, minor: int = 0
 ) -> tuple[bytes, bytes]:
