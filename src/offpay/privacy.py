@@ -224,7 +224,6 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         )
         | TOKENS,
         Party.PHONE_APP: SIGNED_BY_DEVICES
-        | PAYMENTS
         | LIABILITIES
         | POLICY_AND_REVOCATIONS
         | OFFLINE_HOP
@@ -249,7 +248,6 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         )
         | TOKENS,
         Party.POS_APP: SIGNED_BY_DEVICES
-        | PAYMENTS
         | POLICY_AND_REVOCATIONS
         | OFFLINE_HOP
         | ENCIPHERED_PIN
