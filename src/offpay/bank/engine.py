@@ -760,6 +760,7 @@ class Intermediary:
     ) -> bytes:
         signed_policy, policy = self.policy()
         revocations = self.containment.for_device(session.revocation_version)
+        intake_key = self.intake.renewal(session.intake_version)  # read before the transaction
         shadow = f"{device.customer_id}/shadow"
         amount = session.amount.minor
         with self.db.begin() as conn:
@@ -811,7 +812,7 @@ class Intermediary:
                 policy=signed_policy if session.policy_version < policy.version else None,
                 revocations=revocations,
                 engine_time=int(self.clock().timestamp()),  # the card's clock restarts from it
-                intake_key=self.intake.renewal(session.intake_version),
+                intake_key=intake_key,
             )
             payload = sign(instr, self.credential).to_bytes()
             # The auditor rebuilds the shadow wallet the balance was drawn from (issue 18).

@@ -32,7 +32,9 @@ DEFAULT_GRACE = dt.timedelta(days=90)
 
 
 class IntakeKeys:
-    """One engine's view of its database's intake keys."""
+    """One engine's view of its database's intake keys. Each method reads the database on its
+    own connection: call them outside another transaction (an in-memory database shares one
+    connection, which returning it to the pool would roll back)."""
 
     def __init__(
         self,
