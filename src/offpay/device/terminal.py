@@ -408,7 +408,10 @@ class TerminalModule:
             state, session_nonce=nonce, open_requests=(), declined=declined, declaring=declined
         )
         # For the intermediary's eyes only: the PoS app carries it (docs/privacy.md).
-        return seal_to_intermediary(signed.to_bytes(), state.intake_key)
+        key = state.intake_key
+        return seal_to_intermediary(
+            signed.to_bytes(), key if key is not None and key.sender == engine_id else None
+        )
 
     def apply_instruction(self, data: bytes) -> None:
         """Report §3.7's signed reset message: clear what the intermediary settled."""
