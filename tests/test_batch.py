@@ -16,7 +16,7 @@ import pytest
 from conftest import Checked
 from offpay.attacks.registry import play_in_process
 from offpay.attacks.report import Outcome
-from offpay.attacks.tools import payment_to_shop
+from offpay.attacks.tools import begin_signed, payment_to_shop
 from offpay.bank.records import VerifiedPayment
 from offpay.bank.verifier import Verifier, key_of
 from offpay.crypto.pki import Role
@@ -29,7 +29,7 @@ from offpay.wire.messages import (
     OfflinePayment,
     SettlementStatus,
 )
-from test_attacks import altered, anomalies_of, begin, broken_card_key, payload
+from test_attacks import altered, anomalies_of, broken_card_key, payload
 
 PIN = "1234"
 SEK = 100
@@ -143,7 +143,7 @@ def test_a_counterfeit_entry_blocks_the_card_and_the_genuine_one_settles(
     mallory = net.add_user("Mallory", "bank-a")
     checked.p2p(alice, mallory, 10 * SEK)
     second = checked.p2p(alice, mallory, 20 * SEK)
-    session = payload(begin(mallory), CardSession)
+    session = payload(begin_signed(mallory), CardSession)  # Mallory broke her card
     first, last = session.log
     counterfeit = altered(second, OfflinePayment, amount=net.money(90 * SEK))
     log = (first, dataclasses.replace(last, payment=Signed.from_bytes(counterfeit)))

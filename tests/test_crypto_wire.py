@@ -25,6 +25,7 @@ from offpay.crypto.keys import (
 from offpay.crypto.pki import Authority, Credential, Role, TrustStore, load_certificate
 from offpay.crypto.sealing import NONCE_BYTES, Sealer
 from offpay.device.apdu import SW, Command, Response, error_response, raise_for, status_for
+from offpay.device.reader import CardClient
 from offpay.errors import (
     AddressError,
     CertificateError,
@@ -901,7 +902,7 @@ def test_a_full_ml_dsa_log_travels_by_response_chaining() -> None:
     alice.phone.top_up(alice.pin, net.money(500_00))
     for _ in range(5):
         shop.pos.charge(alice.card.process, alice.pin, net.money(1_00))
-    alice.card.process(Command(0x00, Ins.VERIFY_PIN, 0, 0, b"1234").to_bytes())
+    CardClient(alice.card.process).verify_pin(alice.pin)
     start = encode(SessionStart("bank-a/engine", Operation.SYNC, net.money(0)))
     first = Response.from_bytes(
         alice.card.process(Command(0x80, Ins.BEGIN_ONLINE, 0, 0, start).to_bytes())

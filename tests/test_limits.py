@@ -413,7 +413,8 @@ def forged_card_instruction(
     client = CardClient(user.card.process)
     client.verify_pin(user.pin)
     session_bytes = client.begin_online(engine_id(user.bank.name), Operation.SYNC, net.money(0))
-    session = decode(Signed.from_bytes(session_bytes).payload, CardSession)
+    opened = user.bank.intake.open(session_bytes)  # the test plays the intermediary
+    session = decode(Signed.from_bytes(opened).payload, CardSession)
     state = user.card.state
     engine = net.banks[bank]
     instruction = CardInstruction(
@@ -489,7 +490,8 @@ def forged_terminal_instruction(
 ) -> tuple[TerminalModule, bytes]:
     shop = net.merchants[shop_name]
     upload_bytes = shop.module.begin_sync(engine_id(shop.bank.name), shop.pos.records)
-    upload = decode(Signed.from_bytes(upload_bytes).payload, TerminalUpload)
+    opened = shop.bank.intake.open(upload_bytes)  # the test plays the intermediary
+    upload = decode(Signed.from_bytes(opened).payload, TerminalUpload)
     state = shop.module.state
     instruction = TerminalInstruction(
         sender=shop.bank.id,

@@ -154,7 +154,8 @@ def test_the_cli_prints_the_measurement_and_refuses_bad_input_in_one_line():
     assert "renew-after must be 0 or more" in bad.output
     assert "Traceback" not in bad.output
     table = runner.invoke(app, ["privacy", "table", "--party", "PoS app"])
-    assert table.exit_code == 0 and "offline-payment.payer_seq" in table.output
+    assert table.exit_code == 0 and "sealed-to-intermediary.sealed" in table.output
+    assert "offline-payment.payer_seq" not in table.output  # sealed on its way (issue 19)
     assert runner.invoke(app, ["privacy", "table", "--party", "nobody"]).exit_code == 2
 
 

@@ -192,7 +192,7 @@ def test_the_recorder_sees_every_hop_of_both_schemes(views: Recording):
         },
         Party.PHONE_APP: {"card-identity.chain", "card-instruction.balance", "token-offer.token"},
         Party.POS_APP: {"card-identity.card", "terminal-instruction.clear_through_seq"},
-        Party.RELAY: {"sealed-payment.sealed", "token-transfer.token", "apdu.verify_pin"},
+        Party.RELAY: {"sealed-payment.sealed", "token-transfer.token", "enciphered-pin.sealed"},
     }
     assert any(
         s.tag == "notarise-request" or s.tag == "notarise-item"

@@ -118,6 +118,11 @@ def session_bytes(user: RemoteUser, operation: Operation, minor: int) -> bytes:
     )
 
 
+def in_clear(served: Served, bank: str, data: bytes) -> bytes:
+    """What a device sealed to ``bank``, opened as the bank's service opens it (issue 19)."""
+    return served.built[bank].service.party.intake.open(data)  # type: ignore[attr-defined,no-any-return]
+
+
 def finish(served: Served, user: RemoteUser, instruction: bytes) -> None:
     confirmation = CardClient(user.card.process).apply_instruction(instruction)
     served.remote.transport.send(user.bank.name, "card-confirmation", confirmation)
@@ -289,7 +294,10 @@ def test_a_message_for_another_party_is_refused(served: Served) -> None:
     user = served.remote.add_user("Mia", "bank-a")
     session = session_bytes(user, Operation.SYNC, 0)
     books = served.books()
-    problem(served.post("bank-b", "card-session", session, "m1"), 401, "crypto.bad_certificate")
+    # sealed to bank-a: bank-b cannot open it; in clear, bank-b did not issue the card
+    problem(served.post("bank-b", "card-session", session, "m1"), 400, "wire.wrong_receiver")
+    opened = in_clear(served, "bank-a", session)
+    problem(served.post("bank-b", "card-session", opened, "m2"), 401, "crypto.bad_certificate")
     assert served.books() == books
 
 
@@ -320,7 +328,9 @@ def test_a_card_counter_outside_the_databases_range_is_a_refusal(served: Served,
     session = session_bytes(user, Operation.SYNC, 0)
     instruction = served.post("bank-a", "card-session", session, f"ola-{seq}").content
     good = CardClient(user.card.process).apply_instruction(instruction)
-    confirmation = decode(Signed.from_bytes(good).payload, CardConfirmation)
+    confirmation = decode(
+        Signed.from_bytes(in_clear(served, "bank-a", good)).payload, CardConfirmation
+    )
     card = user.card._credential  # the card's own key: a genuine card that misbehaves
     forged = sign(dataclasses.replace(confirmation, seq=seq), card).to_bytes()
     books = served.books()

@@ -60,7 +60,11 @@ class World:
         return self.n.money(minor)
 
     def sent(self, to: str, kind: str) -> list[bytes]:
-        return [data for t, k, data in self.traffic if t == to and k == kind]
+        """What ``to`` received of ``kind``, as it reads it: a message a device sealed to an
+        intermediary opened (issue 19), for the tests to alter the signed message inside."""
+        bank = self.n.banks.get(to)
+        opened = bank.intake.open if bank is not None else (lambda data: data)
+        return [opened(data) for t, k, data in self.traffic if t == to and k == kind]
 
 
 def result_for(data: bytes, trust: TrustStore, receiver: str) -> SettlementResult:
@@ -201,10 +205,13 @@ def card_session(
     amount: int = 10_00,
     receiver: str | None = None,
 ) -> bytes:
+    """The card's signed session in clear, as the intermediary reads it once it opened what
+    the card sealed to it (these tests alter the signed message; tests/test_privacy_relays.py
+    tests the sealing)."""
     c = CardClient(user.card.process)
     c.verify_pin(PIN)
     to = receiver if receiver is not None else engine_id(user.bank.name)
-    return c.begin_online(to, operation, w.money(amount))
+    return user.bank.intake.open(c.begin_online(to, operation, w.money(amount)))
 
 
 def in_clear(payer: User) -> bytes:
@@ -511,8 +518,9 @@ def test_defund_then_sync_releases_the_money_once(storage: str, tmp_path: object
 
 
 def terminal_upload(w: World, receiver: str = "bank-b/engine") -> bytes:
+    """The module's signed upload in clear, as its intermediary reads it (see card_session)."""
     w.shop.pos.charge(w.alice.card.process, PIN, w.money(30_00))
-    return w.shop.module.begin_sync(receiver, w.shop.pos.records)
+    return w.b.intake.open(w.shop.module.begin_sync(receiver, w.shop.pos.records))
 
 
 def test_terminal_upload_malformed(w: World) -> None:

@@ -43,6 +43,7 @@ from offpay.tokens.transfer import (
     Transfer,
 )
 from offpay.wire.codec import Message
+from offpay.wire.enciphered_pin import EncipheredPin, PinChallenge
 from offpay.wire.envelope import Signed
 from offpay.wire.exposure import Kind, Seen
 from offpay.wire.messages import (
@@ -59,6 +60,7 @@ from offpay.wire.messages import (
     DebitRequest,
     Disclosure,
     DisclosureRequest,
+    IntakeKey,
     LimitsPolicy,
     LogEntry,
     NotariseBatch,
@@ -75,6 +77,7 @@ from offpay.wire.messages import (
     TerminalUpload,
 )
 from offpay.wire.sealed_payment import SealedPayment
+from offpay.wire.sealed_upload import SealedToIntermediary
 
 
 class Party(enum.StrEnum):
@@ -152,6 +155,15 @@ TOKEN_TRANSFER = (
     )
 )
 
+# What a device seals to its intermediary (offpay.wire.sealed_upload), as a relay app sees it:
+# the intermediary's id and the key's version; and the intermediary's signed key, in the
+# instructions that renew it.
+SEALED_TO_INTERMEDIARY = whole(SealedToIntermediary, IntakeKey)
+
+# The PIN on its way from the PIN entry device to the card (offpay.wire.enciphered_pin): the
+# card's signed challenge and key, and the PIN sealed to them; never the PIN.
+ENCIPHERED_PIN = whole(PinChallenge, EncipheredPin) | grant(f"pin-challenge.sender={DEVICE}")
+
 POLICY_AND_REVOCATIONS = whole(LimitsPolicy, RevocationList) | grant(
     f"revocation-list.devices={DEVICE}"
 )
@@ -212,19 +224,19 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         )
         | TOKENS,
         Party.PHONE_APP: SIGNED_BY_DEVICES
-        | PAYMENTS
         | LIABILITIES
         | POLICY_AND_REVOCATIONS
         | OFFLINE_HOP
-        | grant("apdu.verify_pin", "apdu.decline_request")
+        | ENCIPHERED_PIN
+        | grant("apdu.decline_request")
         | whole(PaymentAsk, SessionStart, CardStatus)
         | grant(f"card-status.card={DEVICE}")
-        | whole(CardSession, LogEntry, CardInstruction, CardConfirmation)
-        | grant(
-            f"card-session.sender={DEVICE}",
-            f"card-instruction.receiver={DEVICE}",
-            f"card-confirmation.sender={DEVICE}",
-        )
+        # The card's session (its log: other people's payments) and its confirmation go
+        # sealed to the intermediary; the instruction stays readable: the new balance and
+        # limits are what the app shows its holder (docs/privacy.md).
+        | SEALED_TO_INTERMEDIARY
+        | whole(CardInstruction)
+        | grant(f"card-instruction.receiver={DEVICE}")
         | TOKEN_TRANSFER
         | whole(WithdrawRequest, DepositRequest, VaultAddressRequest, VaultAddress, MintResult)
         | grant(
@@ -236,21 +248,21 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         )
         | TOKENS,
         Party.POS_APP: SIGNED_BY_DEVICES
-        | PAYMENTS
         | POLICY_AND_REVOCATIONS
         | OFFLINE_HOP
-        | grant("apdu.verify_pin")
-        # At sync it carries the module's upload: the payments in clear, signed (see
-        # docs/privacy.md on sealing the upload to the intermediary).
-        | whole(TerminalUpload, TerminalInstruction)
-        | grant(f"terminal-upload.sender={DEVICE}", f"terminal-instruction.receiver={DEVICE}"),
+        | ENCIPHERED_PIN
+        # At sync it carries the module's upload sealed to the intermediary, and the
+        # intermediary's readable instruction back (what it clears).
+        | SEALED_TO_INTERMEDIARY
+        | whole(TerminalInstruction)
+        | grant(f"terminal-instruction.receiver={DEVICE}"),
         # On an offline hop: the payer card's identity, the payee's signed request and the
         # payment sealed to the payee (what is inside, only the payee reads); a shop's reader
-        # also carries the PIN to the card. The online hops run over mutually authenticated
-        # TLS (docs/tls.md) and show an eavesdropper no field.
+        # also carries the PIN to the card, enciphered to it. The online hops run over
+        # mutually authenticated TLS (docs/tls.md) and show an eavesdropper no field.
         Party.RELAY: SIGNED_BY_DEVICES
         | OFFLINE_HOP
-        | grant("apdu.verify_pin")
+        | ENCIPHERED_PIN
         | whole(PaymentAsk)
         | TOKEN_TRANSFER
         | TOKENS,

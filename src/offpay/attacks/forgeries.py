@@ -11,6 +11,7 @@ from offpay.attacks.tools import (
     SEK,
     altered,
     begin,
+    begin_signed,
     broken_card_key,
     card_copy,
     client,
@@ -305,7 +306,7 @@ def counterfeit_upload(play: Play) -> None:
         "Mallory raises Alice's SEK 10 payment to SEK 90 in her card's log and signs "
         "the session with the key read out of her broken card"
     )
-    session = payload(begin(mallory), CardSession)
+    session = payload(begin_signed(mallory), CardSession)
     (entry,) = session.log
     counterfeit = altered(entry.payment.to_bytes(), OfflinePayment, amount=net.money(90 * SEK))
     log = (dataclasses.replace(entry, payment=Signed.from_bytes(counterfeit)),)

@@ -12,7 +12,7 @@ from offpay.attacks.play import Play
 from offpay.attacks.tools import (
     SEK,
     altered,
-    begin,
+    begin_signed,
     broken_card_key,
     client,
     funded,
@@ -140,7 +140,7 @@ def intermediary_beyond_the_shadow_wallet(play: Play) -> None:
     bank = alice.bank
 
     play.tried("Alice's broken card claims SEK 2 000 in a session signed with its own key")
-    claimed = altered(begin(alice), CardSession, balance=net.money(2_000 * SEK))
+    claimed = altered(begin_signed(alice), CardSession, balance=net.money(2_000 * SEK))
     claim = resigned(claimed, CardSession, broken_card_key(alice))
     instruction = checked.step(net.network.send, "bank-a", "card-session", claim)
     expect(

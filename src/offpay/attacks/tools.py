@@ -12,7 +12,7 @@ from offpay.bank.engine import engine_id
 from offpay.crypto.keys import Algorithm, Signer
 from offpay.crypto.pki import Authority, Credential, Role
 from offpay.device.reader import CardClient
-from offpay.device.tamper import extracted_key
+from offpay.device.tamper import extracted_key, read_state, write_back
 from offpay.money import Money
 from offpay.sim.network import Merchant, User
 from offpay.wire.codec import Message, decode, encode
@@ -48,6 +48,17 @@ def begin(user: User[Any], operation: Operation = Operation.SYNC, minor: int = 0
     c = client(user)
     c.verify_pin(user.pin)
     return c.begin_online(engine_id(user.bank.name), operation, Money(minor, user.bank.currency))
+
+
+def begin_signed(user: User[Any], operation: Operation = Operation.SYNC, minor: int = 0) -> bytes:
+    """:func:`begin` on a card its holder broke: the holder first strips the intermediary's
+    key from the card's memory (offpay.device.tamper), so that the card hands over its signed
+    session in clear instead of sealed to the intermediary, for the play to alter and re-sign.
+    The intermediary takes a session in clear (a card made before sealing) and sends the key
+    back with its next instruction."""
+    state = read_state(user.card)
+    write_back(user.card, dataclasses.replace(state, intake_key=None))
+    return begin(user, operation, minor)
 
 
 def session_and_answer(

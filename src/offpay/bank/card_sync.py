@@ -377,6 +377,7 @@ class CardSync:
         bank = self.bank
         signed_policy, policy = bank.policy()
         revocations = self.containment.for_device(session.revocation_version)
+        intake_key = bank.intake.renewal(session.intake_version)  # read before the transaction
         shadow = f"{device.customer_id}/shadow"
         amount = session.amount.minor
         with bank.db.begin() as conn:
@@ -428,6 +429,7 @@ class CardSync:
                 policy=signed_policy if session.policy_version < policy.version else None,
                 revocations=revocations,
                 engine_time=int(bank.clock().timestamp()),  # the card's clock restarts from it
+                intake_key=intake_key,
             )
             payload = sign(instr, bank.credential).to_bytes()
             # The auditor rebuilds the shadow wallet the balance was drawn from (issue 18).
@@ -459,6 +461,7 @@ class CardSync:
     def confirmation(self, data: bytes) -> bytes:
         """Report §3.4 step 10: the card's signed confirmation releases a defund online."""
         bank = self.bank
+        data = bank.intake.open(data)  # sealed to us by the card (issue 19)
         conf, ident = open_signed(
             data, CardConfirmation, bank.trust, Role.CARD, receiver=bank.id, institution=bank.name
         )

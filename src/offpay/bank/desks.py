@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, Row
 
+from offpay.bank.intake_key import IntakeKeys
 from offpay.bank.ledger import Ledger
 from offpay.bank.records import DeviceRequest, Outcome
 from offpay.bank.verifier import Verifier
@@ -51,6 +52,7 @@ class Bank(Protocol):
     ledger: Ledger
     verifier: Verifier
     pseudonym_key: bytes  # offpay.crypto.pseudonyms
+    intake: IntakeKeys  # offpay.bank.intake_key: devices seal their requests to it
     random: Callable[[int], bytes]
 
     def nonce(self) -> bytes: ...

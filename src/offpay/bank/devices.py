@@ -58,13 +58,17 @@ class Devices:
             chain=chain,
             pin_digest=pin_digest(card_id, pin),
             policy=signed_policy,
+            intake_key=bank.intake.signed(),
         )
         bank.ledger.register_device(card_id, "card", customer_id, f"{customer_id}/shadow")
         return card_id, sign(perso, bank.credential).to_bytes()
 
     def issue_terminal(self, merchant_id: str, module: TerminalModule) -> str:
         terminal_id, chain, policy = self.certify_terminal(merchant_id, module.public_key)
-        module.personalise(terminal_id, self.bank.name, self.bank.root_der, chain, policy)
+        bank = self.bank
+        module.personalise(
+            terminal_id, bank.name, bank.root_der, chain, policy, bank.intake.signed()
+        )
         return terminal_id
 
     def certify_terminal(
@@ -88,6 +92,7 @@ class Devices:
         """A request from one of our devices: signed by it, addressed to us, from a device we
         issued and have not blocked; with the answer already given if it is a retry."""
         bank = self.bank
+        data = bank.intake.open(data)  # sealed to us by the device (issue 19)
         msg, ident = open_signed(
             data,
             cls,

@@ -32,6 +32,7 @@ from offpay.bank.card_sync import CardSync
 from offpay.bank.containment import Containment, Loss
 from offpay.bank.devices import Devices
 from offpay.bank.disclosure import disclose
+from offpay.bank.intake_key import IntakeKeys
 from offpay.bank.interbank import Interbank
 from offpay.bank.ledger import Ledger
 from offpay.bank.liquidity import LiquidityDesk, Pending
@@ -110,6 +111,7 @@ class Intermediary:
         self.credential: Credential = ca.credential_for(self.id, Role.ENGINE, clock(), algorithm)
         self.db: Engine = open_database(url, schema.bank)
         self.pseudonym_key = load_pseudonym_key(self.db, random)
+        self.intake = IntakeKeys(self.db, self.id, name, self.credential, random, clock)
         self.ledger = Ledger(self.db, name, currency)
         self.policies = Policies(self)
         self.policies.ensure(liquidity, limits or {})

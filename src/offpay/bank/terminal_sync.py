@@ -59,6 +59,7 @@ class TerminalSync:
             clear_through_seq=upload.first_seq + len(upload.payments) - 1,
             policy=signed_policy if upload.policy_version < policy.version else None,
             revocations=self.containment.for_device(upload.revocation_version),
+            intake_key=bank.intake.renewal(upload.intake_version),
         )
         payload = sign(instr, bank.credential).to_bytes()
         with bank.db.begin() as conn:

@@ -16,7 +16,8 @@ CLA_PROPRIETARY = 0x80
 
 
 class Ins(enum.IntEnum):
-    VERIFY_PIN = 0x20  # ISO 7816-4 VERIFY
+    VERIFY_PIN = 0x20  # ISO 7816-4 VERIFY, with the PIN enciphered (offpay.wire.enciphered_pin)
+    GET_CHALLENGE = 0x84  # ISO 7816-4 GET CHALLENGE: the card's signed challenge and PIN key
     GET_RESPONSE = 0xC0  # ISO 7816-4 GET RESPONSE (CLA 00), after a 61xx status
     GET_PUBLIC_KEY = 0xC8
     PERSONALISE = 0xC2

@@ -33,7 +33,6 @@ from offpay.device.memory import SealedMemory, evolve
 from offpay.errors import (
     CertificateError,
     DeviceStateError,
-    EncodingError,
     InsufficientFunds,
     LimitExceeded,
     OffpayError,
@@ -45,6 +44,7 @@ from offpay.money import Money
 from offpay.policy import accept_policy, check_payment_max
 from offpay.spending import Spending
 from offpay.wire.codec import decode, encode
+from offpay.wire.enciphered_pin import EncipheredPin, PinChallenge, decipher_pin
 from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
     MAX_DECLINED,
@@ -65,6 +65,7 @@ from offpay.wire.messages import (
     SessionStart,
 )
 from offpay.wire.sealed_payment import new_seal_key, open_payment, seal_payment
+from offpay.wire.sealed_upload import IntakeKey, accept_intake_key, seal_to_intermediary
 
 PIN_TRIES = 3
 MAX_OPEN_REQUESTS = 4
@@ -138,6 +139,9 @@ class CardState:
     day: int | None = None  # the UTC day (clock // 86400) the day's counters are for
     day_payments: int = 0
     day_spent: int = 0  # minor units
+    # The intermediary's key the card seals its sessions and confirmations to
+    # (offpay.wire.sealed_upload); None for a card personalised before sealing.
+    intake_key: IntakeKey | None = None
 
     @property
     def offline_transactions(self) -> int:
@@ -153,6 +157,8 @@ class Transient:
 
     pin_verified: bool = False
     challenge: bytes | None = None  # the payee's request must answer it (one payment)
+    # The PIN challenge and the X25519 key the PIN is enciphered to: one VERIFY, then gone.
+    pin_challenge: tuple[bytes, bytes] | None = None
 
 
 def _received_in(log: tuple[LogEntry, ...], currency: str) -> Money:
@@ -303,6 +309,7 @@ class Card:
         p = CLA_PROPRIETARY
         return {
             (CLA_ISO, Ins.VERIFY_PIN): self._verify_pin,
+            (CLA_ISO, Ins.GET_CHALLENGE): self._get_pin_challenge,
             (p, Ins.GET_PUBLIC_KEY): self._get_public_key,
             (p, Ins.PERSONALISE): self._personalise,
             (p, Ins.GET_IDENTITY): self._get_identity,
@@ -340,6 +347,14 @@ class Card:
         if not self._ram.pin_verified:
             raise PinError("enter the PIN first", code="pin.required")
 
+    @staticmethod
+    def _sealed_for(key: IntakeKey | None, receiver: str, data: bytes) -> bytes:
+        """``data`` for its intermediary's eyes only: the phone app carries it
+        (docs/privacy.md). In clear for a card that holds no key of ``receiver``'s."""
+        return seal_to_intermediary(
+            data, key if key is not None and key.sender == receiver else None
+        )
+
     def _amount(self, state: CardState, amount: Money) -> None:
         if amount.currency != state.policy.currency:
             raise DeviceStateError(
@@ -376,6 +391,11 @@ class Card:
         ):
             raise CertificateError("the certificate is not for this card's key")
         policy = accept_policy(msg.policy, trust, msg.institution, None)
+        intake = (
+            None
+            if msg.intake_key is None
+            else accept_intake_key(msg.intake_key, trust, msg.institution, None)
+        )
         self._trust = trust
         self._state = CardState(
             card_id=msg.card,
@@ -392,19 +412,33 @@ class Card:
             open_requests=(),
             session=None,
             last_payment=None,
+            intake_key=intake,
         )
         return b""
 
+    def _get_pin_challenge(self, cmd: Command) -> bytes:
+        """A fresh challenge and a fresh key to encipher the PIN to, signed by the card so that
+        no relay can swap the key (offpay.wire.enciphered_pin). Kept in RAM for one VERIFY."""
+        state = self._live()
+        challenge = self._random(NONCE_BYTES)
+        private, public = new_seal_key(self._random)
+        signed = sign(PinChallenge(state.card_id, challenge, public), self._credential)
+        self._ram = replace(self._ram, pin_challenge=(challenge, private))
+        return signed.to_bytes()
+
     def _verify_pin(self, cmd: Command) -> bytes:
+        """VERIFY with the PIN enciphered to the card's current PIN challenge: the PIN never
+        crosses a relay in clear. The challenge answers one VERIFY; a replayed one is refused
+        before a try is spent, as is one that does not open."""
         state = self._live()
         if state.pin_tries_left <= 0:
             raise PinError("PIN is blocked after too many wrong tries", code="pin.blocked")
-        try:
-            pin = cmd.data.decode("ascii")
-        except UnicodeDecodeError:
-            raise EncodingError("PIN must be digits") from None
-        if not (4 <= len(pin) <= 12 and pin.isdigit()):
-            raise EncodingError("PIN must be 4 to 12 digits")
+        enciphered = decode(cmd.data, EncipheredPin)
+        held = self._ram.pin_challenge
+        self._ram = replace(self._ram, pin_challenge=None, pin_verified=False)
+        if held is None or not hmac.compare_digest(enciphered.challenge, held[0]):
+            raise ReplayError("the enciphered PIN answers no challenge this card holds")
+        pin = decipher_pin(enciphered, state.card_id, held[1])
         if hmac.compare_digest(pin_digest(state.card_id, pin), state.pin_digest):
             if state.pin_tries_left != PIN_TRIES:  # the tries are sealed; the flag is in RAM
                 self._state = evolve(state, pin_tries_left=PIN_TRIES)
@@ -675,6 +709,7 @@ class Card:
             log=state.log,
             last_instruction=state.last_instruction,
             declined=declined,
+            intake_version=None if state.intake_key is None else state.intake_key.version,
         )
         signed = sign(session, self._credential)
         self._state = evolve(
@@ -685,7 +720,7 @@ class Card:
             session_no=state.session_no + 1,
         )
         self._ram = replace(self._ram, pin_verified=False)
-        return signed.to_bytes()
+        return self._sealed_for(state.intake_key, start.receiver, signed.to_bytes())
 
     def _apply_instruction(self, cmd: Command) -> bytes:
         """Report §3.4 step 8 and §3.7 step 7, with what §3.8 found missing: the instruction
@@ -726,6 +761,9 @@ class Card:
         listing = newer_revocations(instr.revocations, trust, revocation_version)
         if listing is not None:
             revoked, revocation_version = frozenset(listing.devices), listing.version
+        intake = state.intake_key
+        if instr.intake_key is not None:
+            intake = accept_intake_key(instr.intake_key, trust, state.institution, intake)
         if instr.balance.currency != policy.currency or instr.balance.minor < 0:
             raise DeviceStateError("instruction balance is invalid", code="device.bad_amount")
         if instr.balance > policy.card_max_balance:
@@ -759,6 +797,7 @@ class Card:
             synced_at=synced.synced_at,
             spent_offline=synced.spent_offline,
             day=synced.day,
+            intake_key=intake,
         )
         self._ram = replace(self._ram, challenge=None)
         confirmation = CardConfirmation(
@@ -769,7 +808,7 @@ class Card:
             seq=seq,
             balance=instr.balance,
         )
-        return sign(confirmation, self._credential).to_bytes()
+        return self._sealed_for(intake, engine.id, sign(confirmation, self._credential).to_bytes())
 
     # -- read-only views for tests and the simulator ------------------------------------------
 

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from offpay.crypto.keys import PublicKey
+from offpay.crypto.pki import TrustStore
 from offpay.device.apdu import CLA_ISO, CLA_PROPRIETARY, SW, Command, Ins, Response, raise_for
 from offpay.money import Money
 from offpay.wire.codec import decode, encode
+from offpay.wire.enciphered_pin import encipher_pin, open_challenge
 from offpay.wire.messages import CardIdentity, CardStatus, Operation, PaymentAsk, SessionStart
 
 Transmit = Callable[[bytes], bytes]
@@ -35,8 +37,19 @@ class CardClient:
     def personalise(self, signed: bytes) -> None:
         self._call(Ins.PERSONALISE, signed)
 
-    def verify_pin(self, pin: str) -> None:
-        self._call(Ins.VERIFY_PIN, pin.encode("ascii", "replace"), cla=CLA_ISO)
+    def pin_challenge(self) -> bytes:
+        """The card's signed PIN challenge, for the PIN entry device to encipher to."""
+        return self._call(Ins.GET_CHALLENGE, cla=CLA_ISO)
+
+    def verify_enciphered_pin(self, enciphered: bytes) -> None:
+        """VERIFY with a PIN a PIN entry device enciphered (offpay.wire.enciphered_pin)."""
+        self._call(Ins.VERIFY_PIN, enciphered, cla=CLA_ISO)
+
+    def verify_pin(self, pin: str, trust: TrustStore | None = None) -> None:
+        """This reader is the PIN entry device (the holder's phone app): enciphers ``pin`` to
+        the card's signed challenge, checked against ``trust`` when it holds the root."""
+        challenge = open_challenge(self.pin_challenge(), trust)
+        self.verify_enciphered_pin(encipher_pin(pin, challenge))
 
     def identity(self) -> bytes:
         return self._call(Ins.GET_IDENTITY)

@@ -29,6 +29,7 @@ from offpay.errors import (
 from offpay.money import Money
 from offpay.policy import accept_policy, check_payment_max
 from offpay.wire.codec import Message, decode, encode, message
+from offpay.wire.enciphered_pin import encipher_pin, open_challenge
 from offpay.wire.envelope import Signed, is_issued, open_signed, payload_of, sign
 from offpay.wire.messages import (
     MAX_DECLINED,
@@ -40,6 +41,7 @@ from offpay.wire.messages import (
     TerminalUpload,
 )
 from offpay.wire.sealed_payment import new_seal_key, open_payment
+from offpay.wire.sealed_upload import IntakeKey, accept_intake_key, seal_to_intermediary
 
 NONCE_BYTES = 16
 MAX_OPEN_REQUESTS = 16
@@ -89,6 +91,9 @@ class TerminalState:
     # (seq, request id, sealing key) of the received payments not yet synchronised: a card
     # resubmits its last payment sealed afresh to the same key (offpay.wire.sealed_payment).
     answered_keys: tuple[tuple[int, bytes, bytes], ...] = ()
+    # The intermediary's key its uploads are sealed to (offpay.wire.sealed_upload); None for a
+    # module certified before sealing, whose uploads go in clear.
+    intake_key: IntakeKey | None = None
 
     @property
     def offline_payments(self) -> int:
@@ -186,8 +191,10 @@ class TerminalModule:
         root: bytes,
         chain: tuple[bytes, ...],
         policy: Signed[LimitsPolicy],
+        intake_key: Signed[IntakeKey] | None = None,
     ) -> None:
-        """Load identity, root and first policy in the issuer's facility (once)."""
+        """Load identity, root, first policy and the intermediary's signed intake key in the
+        issuer's facility (once)."""
         if self._state is not None:
             raise DeviceStateError("terminal is already personalised", code="device.personalised")
         trust = TrustStore(root)
@@ -196,6 +203,9 @@ class TerminalModule:
         if ident.id != terminal_id or cert_key != self.public_key:
             raise CertificateError("certificate is not for this terminal's key")
         accepted = accept_policy(policy, trust, institution, None)
+        intake = (
+            None if intake_key is None else accept_intake_key(intake_key, trust, institution, None)
+        )
         self._trust = trust
         self._state = TerminalState(
             terminal_id=terminal_id,
@@ -209,6 +219,7 @@ class TerminalModule:
             open_requests=(),
             instruction_no=0,
             session_nonce=None,
+            intake_key=intake,
         )
 
     def _check_room(self, state: TerminalState, amount: Money, *, answering: bool) -> None:
@@ -363,6 +374,13 @@ class TerminalModule:
     def _aad(state: TerminalState, seq: int) -> bytes:
         return f"offpay-terminal\x00{state.terminal_id}\x00{seq}".encode()
 
+    def encipher_pin(self, pin: str, challenge: bytes, card: str | None = None) -> bytes:
+        """The shop's secure PIN pad: ``pin`` as the customer typed it, enciphered to the card's
+        signed PIN ``challenge`` (checked against the network's root, and that it is ``card``'s
+        when given), so that the PoS app relays only ciphertext (offpay.wire.enciphered_pin)."""
+        _, trust = self._live()
+        return encipher_pin(pin, open_challenge(challenge, trust, card))
+
     def begin_sync(self, engine_id: str, sealed_records: list[bytes]) -> bytes:
         """Report §3.7 step 2 for the terminal: unseal what the app stored, insist that every
         payment since the last reset is there, and sign them for the intermediary."""
@@ -398,12 +416,17 @@ class TerminalModule:
             first_seq=state.cleared_through + 1,
             payments=tuple(found[s] for s in wanted),
             declined=declined,
+            intake_version=None if state.intake_key is None else state.intake_key.version,
         )
         signed = sign(upload, Credential(self._signer, state.chain))
         self._state = evolve(
             state, session_nonce=nonce, open_requests=(), declined=declined, declaring=declined
         )
-        return signed.to_bytes()
+        # For the intermediary's eyes only: the PoS app carries it (docs/privacy.md).
+        key = state.intake_key
+        return seal_to_intermediary(
+            signed.to_bytes(), key if key is not None and key.sender == engine_id else None
+        )
 
     def apply_instruction(self, data: bytes) -> None:
         """Report §3.7's signed reset message: clear what the intermediary settled."""
@@ -429,6 +452,9 @@ class TerminalModule:
         listing = newer_revocations(instr.revocations, trust, revocation_version)
         if listing is not None:
             revoked, revocation_version = frozenset(listing.devices), listing.version
+        intake = state.intake_key
+        if instr.intake_key is not None:
+            intake = accept_intake_key(instr.intake_key, trust, state.institution, intake)
         unsynced = tuple(u for u in state.unsynced if u[0] > instr.clear_through_seq)
         self._state = evolve(
             state,
@@ -443,4 +469,5 @@ class TerminalModule:
             session_nonce=None,
             declined=tuple(d for d in state.declined if d not in state.declaring),
             declaring=(),
+            intake_key=intake,
         )

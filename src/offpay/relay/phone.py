@@ -35,19 +35,31 @@ def confirmation_code(signed_request: bytes) -> str:
 
 class PhoneApp:
     def __init__(
-        self, card: Transmit, institution: str, network: MemoryNetwork, currency: str = "SEK"
+        self,
+        card: Transmit,
+        institution: str,
+        network: MemoryNetwork,
+        currency: str = "SEK",
+        trust: TrustStore | None = None,
     ) -> None:
         self.card = CardClient(card)
         self.institution = institution
         self.network = network
         self.currency = currency
+        # The app is its holder's PIN entry: it enciphers the PIN to the card's signed
+        # challenge, checked against the network's root when the app holds it, otherwise
+        # against the certificate the card sends (offpay.wire.enciphered_pin).
+        self.trust = trust
+
+    def _verify_pin(self, pin: str) -> None:
+        self.card.verify_pin(pin, self.trust)
 
     # -- online (report §3.4, §3.7) -----------------------------------------------------------
 
     def online(self, pin: str, operation: Operation, amount: Money) -> CardStatus:
         """One online session: the card signs its state and log, the intermediary settles and
         answers with a signed instruction, the card applies it and confirms."""
-        self.card.verify_pin(pin)
+        self._verify_pin(pin)
         engine = engine_id(self.institution)
         session = self.card.begin_online(engine, operation, amount)
         instruction = self.network.send(self.institution, "card-session", session)
@@ -73,7 +85,7 @@ class PhoneApp:
         number at the intermediary, as the banking app knows it). Returns the balances the
         published total counts for this customer; a proof that does not hold is a typed
         error (liabilities.*)."""
-        self.card.verify_pin(pin)
+        self._verify_pin(pin)
         session = self.card.begin_online(
             engine_id(self.institution), Operation.SYNC, Money.zero(self.currency)
         )
@@ -105,7 +117,7 @@ class PhoneApp:
                 "in front of you made; nothing was paid",
                 code="payment.code_mismatch",
             )
-        self.card.verify_pin(pin)
+        self._verify_pin(pin)
         return self.card.pay(signed_request)
 
     def decline(self, signed_request: bytes) -> None:
@@ -117,5 +129,5 @@ class PhoneApp:
 
     def accept(self, pin: str, signed_payment: bytes) -> CardStatus:
         """Recipient's phone, step 5: PIN, then the card verifies and credits."""
-        self.card.verify_pin(pin)
+        self._verify_pin(pin)
         return self.card.receive(signed_payment)

@@ -13,8 +13,9 @@ from offpay.device.terminal import TerminalModule
 from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.transport.memory import MemoryNetwork
+from offpay.wire.codec import decode
 from offpay.wire.envelope import Signed, payload_of
-from offpay.wire.messages import PaymentRequest
+from offpay.wire.messages import CardIdentity, PaymentRequest
 from offpay.wire.sealed_payment import request_id_answered
 
 
@@ -35,12 +36,18 @@ class PosApp:
         self.records: list[bytes] = []  # sealed by the module; the app cannot read them
 
     def charge(self, card: Transmit, pin: str, amount: Money) -> bytes:
-        """Request to pay, PIN, card debits and signs, module verifies and seals."""
+        """Request to pay, PIN, card debits and signs, module verifies and seals. ``pin`` is
+        what the customer types on the module's PIN pad: the module enciphers it to the
+        card's signed challenge, and the app relays only that ciphertext."""
         client = CardClient(card)
         now = None if self.clock is None else int(self.clock().timestamp())
-        request = self.module.request_payment(client.identity(), amount, now)
+        identity = client.identity()
+        request = self.module.request_payment(identity, amount, now)
         try:
-            client.verify_pin(pin)
+            card_id = decode(identity, CardIdentity).card
+            client.verify_enciphered_pin(
+                self.module.encipher_pin(pin, client.pin_challenge(), card_id)
+            )
             payment = client.pay(request)
         except OffpayError:
             # The card refused (wrong PIN, limit, funds), or its answer was lost: ask it for

@@ -81,6 +81,7 @@ class IssuedTerminal(BaseModel):
     root: str
     chain: list[str]
     policy: str
+    intake_key: str | None = None  # the signed key the module seals its uploads to (issue 19)
 
 
 class Balance(BaseModel):
@@ -247,6 +248,7 @@ def admin_router(service: BackOffice) -> APIRouter:
                     "root": _b64(bank.root_der),
                     "chain": [_b64(c) for c in chain],
                     "policy": _b64(policy.to_bytes()),
+                    "intake_key": _b64(bank.intake.signed().to_bytes()),
                 }
 
             return write("terminals", key, body, act)

@@ -139,6 +139,14 @@ TOKEN_KINDS = (
 )
 
 
+def opened(party: Party, body: bytes) -> bytes:
+    """The signed message a device sealed to its intermediary for the relay app to carry
+    (issue 19, offpay.bank.intake_key); any other body as it is. Its envelope names the sender
+    and the nonce that make a retry get its first answer."""
+    intake = getattr(party, "intake", None)
+    return body if intake is None else bytes(intake.open(body))
+
+
 def kinds_of(party: Party) -> tuple[Kind, ...]:
     if isinstance(party, CentralBank):
         return CENTRAL_KINDS
@@ -202,6 +210,7 @@ class Service:
                 None,
             )
         try:
+            body = opened(self.party, body)
             sender, nonce = self.authenticate(body)
         except OffpayError as exc:
             return _refusal(exc), None, None

@@ -31,6 +31,7 @@ from offpay.service.tls import network_client, refusal_of, tls_failure
 from offpay.sim.network import Audit, Books, Merchant, User, audit_books, conserved
 from offpay.store.moves import in_transit as moves_in_transit
 from offpay.wire.envelope import Signed
+from offpay.wire.messages import IntakeKey
 
 HEALTH_TIMEOUT_S = 2.0
 
@@ -152,6 +153,7 @@ class RemoteBank:
             base64.b64decode(answer["root"]),
             tuple(base64.b64decode(c) for c in answer["chain"]),
             Signed.from_bytes(base64.b64decode(answer["policy"])),  # type: ignore[arg-type]
+            _intake_key(answer.get("intake_key")),
         )
         return str(answer["terminal_id"])
 
@@ -313,3 +315,10 @@ class RemoteNetwork:
         for bank in self.banks.values():
             bank.admin.close()
         self.central.admin.close()
+
+
+def _intake_key(value: object) -> Signed[IntakeKey] | None:
+    """The signed key a terminal seals its uploads to; absent from an older service."""
+    if not value:
+        return None
+    return Signed.from_bytes(base64.b64decode(str(value)))  # type: ignore[return-value]

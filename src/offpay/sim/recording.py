@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from offpay.crypto.pki import CENTRAL_BANK
 from offpay.device.apdu import SW, Command, Ins, Response
 from offpay.device.reader import CardClient, Transmit
+from offpay.errors import OffpayError
 from offpay.money import Money
 from offpay.privacy import Party
 from offpay.sim.network import Merchant, OfflineNetwork, TokenUser, User
@@ -23,8 +24,9 @@ from offpay.tokens.transfer import transfer_offline
 from offpay.transport.memory import Deliver, MemoryNetwork
 from offpay.wire.exposure import Seen, exposed
 
-# Card commands whose data is not a message but the app still learns it (the holder's PIN).
-RAW_COMMANDS = frozenset({Ins.VERIFY_PIN, Ins.DECLINE_REQUEST})
+# Card commands whose data is not a message but the app still learns it (a declined request's
+# id). The PIN is a message now, enciphered to the card (offpay.wire.enciphered_pin).
+RAW_COMMANDS = frozenset({Ins.DECLINE_REQUEST})
 
 
 @dataclass
@@ -140,8 +142,18 @@ class RecordedNetwork(OfflineNetwork):
         return PartyView(self.network, party, self.recording, relays=relays)  # type: ignore[return-value]
 
     def _delivered(self, to: str, kind: str, data: bytes, deliver: Deliver) -> bytes:
-        self.recording.add([party_of(to)], data)
+        self.recording.add([party_of(to)], self._opened(to, data))
         return deliver(data)
+
+    def _opened(self, to: str, data: bytes) -> bytes:
+        """What an intermediary reads of ``data``: inside, if a device sealed it to it."""
+        bank = self.banks.get(to)
+        if bank is None:
+            return data
+        try:
+            return bank.intake.open(data)
+        except OffpayError:
+            return data  # not for it: it learns what it received
 
     def _person(self, name: str, customer_id: str) -> None:
         self.recording.people |= {name, customer_id}

@@ -394,6 +394,19 @@ pseudonym_key = Table(
     CheckConstraint("id = 1", name="one_pseudonym_key"),
 )
 
+# Issue 19, point 3: the intermediary's encryption keys, one row per version, the newest the
+# current one. Devices seal their sessions and uploads to it (offpay.bank.intake_key); a
+# renewed key's predecessor still opens what devices sealed to it until ``accepted_until``.
+intake_keys = Table(
+    "intake_keys",
+    bank,
+    Column("version", Integer, primary_key=True),
+    Column("private_key", LargeBinary(32), nullable=False),
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),  # Unix seconds, as devices' clocks
+    Column("accepted_until", BigInteger, nullable=True),
+)
+
 # Every request of the central bank for a payment's evidence (a dispute), answered or not:
 # who asked, when, why, about which pseudonym, and whether the evidence was handed over. The
 # request's nonce is the key: a replayed request is refused (offpay.bank.disclosure).

@@ -148,6 +148,18 @@ class Operation(enum.StrEnum):
     DEFUND = "defund"
 
 
+@message("intake-key")
+class IntakeKey(Message):
+    """Signed by an intermediary's engine: the X25519 key its devices seal what they send it
+    through a relay to (offpay.wire.sealed_upload). ``version`` grows with every renewal; a
+    device never goes back to an older one."""
+
+    sender: str
+    institution: str
+    version: int
+    key: bytes
+
+
 @message("card-session")
 class CardSession(Message):
     """Signed by the card after the PIN: its state, its log, and what the user asked for."""
@@ -168,6 +180,7 @@ class CardSession(Message):
     # Ids of the payment requests the card declined (cancelled, lapsed, or still open at this
     # session): a payment answering one of them is given back to its payer.
     declined: tuple[bytes, ...] = ()
+    intake_version: int | None = None  # the intake key the card holds (issue 19)
 
 
 @message("card-instruction")
@@ -189,6 +202,7 @@ class CardInstruction(Message):
     engine_time: int | None = (
         None  # the intermediary's time (Unix seconds): the card's clock restarts
     )
+    intake_key: Signed[IntakeKey] | None = None  # renewed when the card holds an older one
 
 
 @message("card-confirmation")
@@ -221,6 +235,7 @@ class TerminalUpload(Message):
     first_seq: int
     payments: tuple[Signed[OfflinePayment], ...]
     declined: tuple[bytes, ...] = ()  # request ids the module declined, as in CardSession
+    intake_version: int | None = None  # the intake key the module holds (issue 19)
 
 
 @message("terminal-instruction")
@@ -232,6 +247,7 @@ class TerminalInstruction(Message):
     clear_through_seq: int
     policy: Signed[LimitsPolicy] | None
     revocations: Signed[RevocationList] | None
+    intake_key: Signed[IntakeKey] | None = None  # renewed when the module holds an older one
 
 
 # --- between intermediaries and with the central bank ----------------------------------------
@@ -332,6 +348,7 @@ class Personalisation(Message):
     chain: tuple[bytes, ...]
     pin_digest: bytes
     policy: Signed[LimitsPolicy]
+    intake_key: Signed[IntakeKey] | None = None  # what the card seals its sessions to
 
 
 @message("payment-ask")

@@ -869,7 +869,9 @@ NTR = 35
 
 @njit(cache=True)
 def _carry(S, messages, carried):
-    """Messages and bytes of the event being played."""
+    """Messages and bytes of the event being played. A PIN entry is two messages (GET
+    CHALLENGE, then VERIFY with the PIN enciphered to the card), three in a shop, where the
+    terminal module's PIN pad enciphers it (offpay.wire.enciphered_pin)."""
     i = S.sc[EVENT]
     S.msg[i] += messages
     S.nb[i] += carried
@@ -1066,9 +1068,9 @@ def _shop(S, e, cs, m, amount):
     the messages and bytes that crossed."""
     code = _shop_rules(S, e, cs, m, amount)
     if code == C_OK:
-        _carry(S, 5, S.tr[TR_SHOP_OK] + 3 * _psz(S, e))
+        _carry(S, 7, S.tr[TR_SHOP_OK] + 3 * _psz(S, e))
     elif code == C_DUPLICATE:
-        _carry(S, 5, S.tr[TR_SHOP_DUP] + 2 * _psz(S, e))
+        _carry(S, 7, S.tr[TR_SHOP_DUP] + 2 * _psz(S, e))
     return code
 
 
@@ -1098,7 +1100,7 @@ def _shop_rules(S, e, cs, m, amount):
         S.M[F_T_DECL_N, m] += 1  # the app declines the request the card refused
         lp = S.C[F_C_LP, cs]  # the app asks the card for its last payment
         last = lp + S.tr[TR_LAST_HEAD] if lp > 0 else S.tr[TR_LAST_NONE]
-        _carry(S, 6, S.tr[TR_SHOP_CARD] + last)
+        _carry(S, 8, S.tr[TR_SHOP_CARD] + last)
         return code
     _pay(S, e, cs, amount, False, m, S.sc[NOW])
     if S.P[F_ATT_IDX, p] >= 0:  # a payment under a counter this terminal holds already
@@ -1147,7 +1149,7 @@ def _p2p(S, e, a, b, amount):
     if code != C_OK:
         S.C[F_C_DECLINED, b] += 1  # the payee's phone declines the request
         _stored(S, b, 0)
-        _carry(S, 5, S.tr[TR_P2P_PAYER])
+        _carry(S, 6, S.tr[TR_P2P_PAYER])
         return code
     _pay(S, e, a, amount, True, b, payee_time)
     if _knows_revoked(S.C[F_C_RV, b], S.P[F_REV_VER, b]):
@@ -1155,7 +1157,7 @@ def _p2p(S, e, a, b, amount):
         # refuses the payment answering its own request (paid by now); the phone declines it
         S.C[F_C_DECLINED, b] += 1
         _stored(S, b, 0)
-        _carry(S, 7, S.tr[TR_P2P_RECV] + 2 * _psz(S, e))
+        _carry(S, 9, S.tr[TR_P2P_RECV] + 2 * _psz(S, e))
         return C_CRYPTO_REVOKED
     S.C[F_C_BAL, b] += amount
     S.C[F_C_SEQ, b] += 1
@@ -1163,7 +1165,7 @@ def _p2p(S, e, a, b, amount):
     S.C[F_C_NLOG, b] += 1
     S.C[F_C_RECV, b] += amount
     _stored(S, b, 0)
-    _carry(S, 6, S.tr[TR_P2P_OK] + 2 * _psz(S, e))
+    _carry(S, 8, S.tr[TR_P2P_OK] + 2 * _psz(S, e))
     return C_OK
 
 
@@ -1189,11 +1191,11 @@ def _card_session(S, p, top_up):
         S.C[F_C_LIST, cs] = listed
         sent += 2 * listed  # the intermediary's answer and the card's apply carry it
         if code == C_OK:
-            _carry(S, 6, sent + S.tr[TR_S_COMMON])
+            _carry(S, 7, sent + S.tr[TR_S_COMMON])
         else:
-            _carry(S, 5, sent + S.tr[TR_S_CONFIRM])
+            _carry(S, 6, sent + S.tr[TR_S_CONFIRM])
     else:
-        _carry(S, 3, sent)
+        _carry(S, 4, sent)
     _stored(S, cs, 0)
     return code
 
@@ -1512,15 +1514,17 @@ def _sizes(scenario: Scenario, world: World) -> np.ndarray:
     tail = c["PAY_got"] - c["pay_hop"]  # the status word after the payment
     head = c["PAY_sent"] - c["request_payment_got"]  # a command's header before its data
     seal = c["accept_payment_got"] - pay
-    ident, pin, ask = both("GET_IDENTITY"), both("VERIFY_PIN"), both("REQUEST_PAYMENT")
-    shop = ident + both("request_payment") + pin + c["PAY_sent"] + tail
+    ident, ask = both("GET_IDENTITY"), both("REQUEST_PAYMENT")
+    pin = both("GET_CHALLENGE") + both("VERIFY_PIN")  # enciphered to the card's challenge
+    shop_pin = pin + both("encipher_pin")  # and, in a shop, through the module's PIN pad
+    shop = ident + both("request_payment") + shop_pin + c["PAY_sent"] + tail
     p2p = ident + ask + pin + head + c["REQUEST_PAYMENT_got"] + tail + pin + head
     tr = np.zeros(NTR, np.int64)
     tr[TR_PAY_SHOP] = pay
     tr[TR_PAY_P2P] = c["RECEIVE_sent"] - head - hop
     tr[TR_SHOP_OK] = shop + seal + 2 * hop  # the card's answer and the module's input, sealed
     tr[TR_SHOP_DUP] = shop + 2 * hop
-    tr[TR_SHOP_CARD] = ident + both("request_payment") + pin + c["pay_refused"]
+    tr[TR_SHOP_CARD] = ident + both("request_payment") + shop_pin + c["pay_refused"]
     tr[TR_SHOP_CARD] += c["GET_LAST_PAYMENT_sent"] + c["cancel_request_sent"]
     tr[TR_LAST_HEAD] = c["GET_LAST_PAYMENT_got"] - pay
     tr[TR_LAST_NONE] = c["never_GET_LAST_PAYMENT_got"]

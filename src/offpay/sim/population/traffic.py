@@ -111,7 +111,14 @@ class CountedModule:
     answer its bytes; everything else (its state, read by the app) passes through."""
 
     CALLS = frozenset(
-        {"request_payment", "accept_payment", "cancel_request", "begin_sync", "apply_instruction"}
+        {
+            "request_payment",
+            "accept_payment",
+            "cancel_request",
+            "begin_sync",
+            "apply_instruction",
+            "encipher_pin",  # the PIN pad: the card's challenge in, the enciphered PIN out
+        }
     )
 
     def __init__(self, module: Any, traffic: Traffic) -> None:
@@ -253,7 +260,8 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
     writes[0].clear()
     phones[0].sync(PIN)
     taken = steps.take()
-    record(taken, "VERIFY_PIN", "BEGIN_ONLINE", "card-session", "APPLY_INSTRUCTION")
+    record(taken, "GET_CHALLENGE", "VERIFY_PIN", "BEGIN_ONLINE", "card-session")
+    record(taken, "APPLY_INSTRUCTION")
     record(taken, "card-confirmation", "GET_STATUS")
     out["blob_session"] = max(writes[0]) - blob()
     out["blob_held"] = blob()
@@ -277,7 +285,7 @@ def calibrate_cards(scenario: Scenario, bank_name: str) -> dict[str, int]:
     last = cards[0].state.last_payment
     assert last is not None
     out["pay"] = len(last.to_bytes())
-    record(steps.take(), "GET_IDENTITY", "request_payment", "PAY", "accept_payment")
+    record(steps.take(), "GET_IDENTITY", "request_payment", "PAY", "accept_payment", "encipher_pin")
     once = blob()
     pos.charge(links[0], PIN, small)
     steps.take()
