@@ -34,13 +34,12 @@ from offpay.tokens.messages import (
     WithdrawRequest,
 )
 from offpay.tokens.model import Address, Endorsement, Token, TokenBody
+from offpay.tokens.sealing import SealedTokenMessage
 from offpay.tokens.transfer import (
     AddressReply,
     Confirmation,
     DiscoveryProof,
     Hello,
-    Offer,
-    Transfer,
 )
 from offpay.wire.codec import Message
 from offpay.wire.enciphered_pin import EncipheredPin, PinChallenge
@@ -109,13 +108,16 @@ INSTITUTION_CERT = Kind.INSTITUTION_CERTIFICATE
 SIGNED_BY_INSTITUTIONS = whole(Signed) | grant(f"signed.chain={INSTITUTION_CERT}")
 SIGNED_BY_DEVICES = SIGNED_BY_INSTITUTIONS | grant(f"signed.chain={CERT}")
 
-# A token names, in its endorsement and in each ancestor's and sibling's, the element that
-# held it: a device pseudonym and certificate per earlier owner (offpay.tokens.privacy).
-TOKENS = whole(Token, TokenBody, Address, Endorsement) | grant(
+# An element's address: a fresh ownership key, endorsed by the element (its id, certificate).
+ADDRESS = whole(Address, Endorsement) | grant(
     f"endorsement.element={DEVICE}",
     f"endorsement.chain={CERT}",
     f"endorsement.chain={INSTITUTION_CERT}",
 )
+
+# A token names, in its endorsement and in each ancestor's and sibling's, the element that
+# held it: a device pseudonym and certificate per earlier owner (offpay.tokens.privacy).
+TOKENS = whole(Token, TokenBody) | ADDRESS
 
 # The payments themselves: both devices' ids, the payee's request and, inside the signed
 # envelopes, both devices' certificates.
@@ -135,9 +137,12 @@ OFFLINE_HOP = whole(CardIdentity, PaymentRequest, SealedPayment) | grant(
     f"payment-request.receiver={DEVICE}",
 )
 
-# Between two phones' secure elements in a token transfer: the tokens with their histories.
+# Between two phones' secure elements in a token transfer: discovery, the receiver's address
+# and confirmation in clear; the offer and the transfer, which carry the token with its whole
+# history, sealed to the receiving element (offpay.tokens.sealing).
 TOKEN_TRANSFER = (
-    whole(Hello, DiscoveryProof, Offer, AddressReply, Transfer, Confirmation)
+    whole(Hello, DiscoveryProof, AddressReply, Confirmation, SealedTokenMessage)
+    | ADDRESS
     | grant(f"token-hello.element={DEVICE}", f"token-hello.chain={CERT}")
     | grant(f"token-hello.chain={INSTITUTION_CERT}")
     | grant(
@@ -145,9 +150,7 @@ TOKEN_TRANSFER = (
             f"{tag}.{end}={DEVICE}"
             for tag in (
                 "token-discovery-proof",
-                "token-offer",
                 "token-address-reply",
-                "token-transfer",
                 "token-confirmation",
             )
             for end in ("sender", "receiver")
@@ -238,6 +241,8 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         | whole(CardInstruction)
         | grant(f"card-instruction.receiver={DEVICE}")
         | TOKEN_TRANSFER
+        # The token desk's requests and answers it carries for the element: these still show
+        # the tokens (a deposit, a renewal: with their histories).
         | whole(WithdrawRequest, DepositRequest, VaultAddressRequest, VaultAddress, MintResult)
         | grant(
             f"withdraw-request.sender={DEVICE}",
@@ -264,8 +269,8 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         | OFFLINE_HOP
         | ENCIPHERED_PIN
         | whole(PaymentAsk)
-        | TOKEN_TRANSFER
-        | TOKENS,
+        # Phone to phone: no token; the offer and the transfer cross sealed.
+        | TOKEN_TRANSFER,
         # Auditor: reads books, not messages; see AUDITOR_READS.
         Party.AUDITOR: frozenset(),
     }

@@ -9,6 +9,8 @@
    stores the new token and answers with a confirmation code the sender checks.
 
 Both roles are sans-IO state machines: bytes in, bytes out; the phones only carry them.
+The offer and the transfer carry the token's whole history, which only the receiving element
+needs: they cross the phones sealed to a key of the receiver's (offpay.tokens.sealing).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from offpay.errors import DeviceStateError, ReplayError, TokenError
 from offpay.money import Money
 from offpay.tokens.element import TokenElement
 from offpay.tokens.model import Address, Token
+from offpay.tokens.sealing import SessionSealKey, open_token_message, seal_token_message
 from offpay.wire.codec import Message, decode, encode, message
 from offpay.wire.envelope import open_signed, sign
 
@@ -51,6 +54,9 @@ class DiscoveryProof(Message):
     # The element's clock (Unix seconds, TokenElement.clock): the counterparty's clock for the
     # peer, signed by this element; the payer's time limits read it (docs/limits.md).
     clock: int | None = None
+    # The receiving element's fresh X25519 key for this session (offpay.tokens.sealing): the
+    # sender seals its offer and transfer, which carry the token's history, to it.
+    seal_to: bytes | None = None
 
 
 @message("token-offer")
@@ -109,6 +115,9 @@ class _Party:
         self.code = ""  # the 6-digit code this party's user reads and compares
         self.peer_proved = False
         self.users_agreed = False
+        self.peer_seal_to: bytes | None = None  # the receiver's session key, for the sender
+        # the receiver's own key for this session: made in the element, gone with the session
+        self.seal_key = None if self.is_sender else SessionSealKey(element.random)
 
     def _commit(self, nonce: bytes, element: str) -> bytes:
         return hashlib.sha256(
@@ -136,7 +145,12 @@ class _Party:
         mine = self._commit(self.nonce, self.element.element_id)
         binding = hashlib.sha256(b"".join(self._both(mine, peer.commitment))).digest()
         proof = DiscoveryProof(
-            self.element.element_id, ident.id, self.nonce, binding, self.element.clock
+            self.element.element_id,
+            ident.id,
+            self.nonce,
+            binding,
+            self.element.clock,
+            None if self.seal_key is None else self.seal_key.public,
         )
         return sign(proof, self.element.credential).to_bytes()
 
@@ -160,6 +174,7 @@ class _Party:
         ids = sorted([ident.id.encode(), self.element.element_id.encode()])
         self.code = six_digits(first, second, *ids)
         self.peer_clock = proof.clock
+        self.peer_seal_to = proof.seal_to
         self.peer_proved = True
 
     def _peer(self) -> Identity:
@@ -185,6 +200,9 @@ class _Party:
         return peer
 
     def _open(self, data: bytes, cls: type, peer: Identity):  # type: ignore[no-untyped-def]
+        data = open_token_message(
+            data, peer.id, self.element.element_id, self.session, self.seal_key
+        )
         msg, ident = open_signed(
             data, cls, self.element.trust, Role.ELEMENT, receiver=self.element.element_id
         )
@@ -216,7 +234,7 @@ class SenderSession(_Party):
         self.element.check_payment(self.amount, self.peer_clock)
         self.offered = self.element.select(self.amount)
         msg = Offer(self.element.element_id, peer.id, self.session, self.offered)
-        return sign(msg, self.element.credential).to_bytes()
+        return self._sealed(sign(msg, self.element.credential).to_bytes(), peer)
 
     def on_address(self, data: bytes) -> bytes:
         """Phase 3: SignOnce the offered token to the receiver's fresh address."""
@@ -237,7 +255,13 @@ class SenderSession(_Party):
         if self.sent is None:
             raise DeviceStateError("nothing was sent", code="device.state")
         msg = Transfer(self.element.element_id, peer.id, self.session, self.sent)
-        return sign(msg, self.element.credential).to_bytes()
+        return self._sealed(sign(msg, self.element.credential).to_bytes(), peer)
+
+    def _sealed(self, signed: bytes, peer: Identity) -> bytes:
+        """``signed`` sealed to the key the receiver put in its signed discovery proof."""
+        return seal_token_message(
+            signed, self.element.element_id, peer.id, self.session, self.peer_seal_to
+        )
 
     def on_confirmation(self, data: bytes) -> None:
         peer = self._ready()
