@@ -64,6 +64,7 @@ from offpay.sim.network import OfflineNetwork, TokenUser, User
 from offpay.sim.token_demo import break_sign_once
 from offpay.tokens.element import TokenElement
 from offpay.tokens.model import Token
+from offpay.tokens.sealing import open_token_message
 from offpay.tokens.transfer import ReceiverSession, SenderSession
 from offpay.wire.codec import Message, decode, encode, registered
 from offpay.wire.envelope import DOMAIN, Signed, payload_of
@@ -107,6 +108,9 @@ SHARED = frozenset(
         "card-session-sent",
         "card-confirmation-sent",
         "terminal-upload-sent",
+        # what a token element hands over: sealed to the receiving element, or in clear
+        "token-offer-sent",
+        "token-transfer-sent",
         "refusal",
         "problem",
     }
@@ -603,6 +607,12 @@ class MergesAnything(TokenElement):
         pass
 
 
+def _opened_by(r: ReceiverSession, data: bytes) -> bytes:
+    """A sealed offer or transfer as the receiving element opens it."""
+    assert r.peer is not None
+    return open_token_message(data, r.peer.id, r.element.element_id, r.session, r.seal_key)
+
+
 def _transfer_offline(traffic: Traffic, sender: TokenUser, receiver: TokenUser, minor: int) -> None:
     """FEDS 2025-105 Figure 7 between two phones, each message recorded with its rule."""
     amount = Money(minor, "SEK")
@@ -619,11 +629,13 @@ def _transfer_offline(traffic: Traffic, sender: TokenUser, receiver: TokenUser, 
     s.users_agree(r.code)
     r.users_agree(s.code)
     offer = s.offer()
-    sent(("signed-token-offer", offer))
+    sent(("token-offer-sent", offer))
+    sent(("signed-token-offer", _opened_by(r, offer)))  # what the receiving element reads
     address = r.on_offer(offer)
     sent(("signed-token-address-reply", address))
     transfer = s.on_address(address)
-    sent(("signed-token-transfer", transfer))
+    sent(("token-transfer-sent", transfer))
+    sent(("signed-token-transfer", _opened_by(r, transfer)))
     confirmation = r.on_transfer(transfer)
     sent(("signed-token-confirmation", confirmation))
     s.on_confirmation(confirmation)
@@ -746,8 +758,10 @@ def test_every_offline_message_validates(traffic: Traffic):
     assert {rule for rule, _ in traffic.offline} - set(OPENED_RULES.values()) == {
         "token-hello",
         "signed-token-discovery-proof",
+        "token-offer-sent",
         "signed-token-offer",
         "signed-token-address-reply",
+        "token-transfer-sent",
         "signed-token-transfer",
         "signed-token-confirmation",
     }
