@@ -190,9 +190,9 @@ def test_the_recorder_sees_every_hop_of_both_schemes(views: Recording):
             "deposit-request.token",
             "settlement-result.notary_receipt",
         },
-        Party.PHONE_APP: {"card-identity.chain", "card-instruction.balance", "token-offer.token"},
+        Party.PHONE_APP: {"card-identity.chain", "card-instruction.balance", "token-sealed.sealed"},
         Party.POS_APP: {"card-identity.card", "terminal-instruction.clear_through_seq"},
-        Party.RELAY: {"sealed-payment.sealed", "token-transfer.token", "enciphered-pin.sealed"},
+        Party.RELAY: {"sealed-payment.sealed", "token-sealed.sealed", "enciphered-pin.sealed"},
     }
     assert any(
         s.tag == "notarise-request" or s.tag == "notarise-item"
