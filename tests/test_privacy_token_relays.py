@@ -26,7 +26,9 @@ from offpay.tokens.transfer import (
     Transfer,
 )
 from offpay.wire.codec import decode, encode
-from offpay.wire.envelope import Signed, open_signed
+from offpay.wire.envelope import Signed, open_signed, payload_of, sign
+from offpay.wire.messages import IntakeKey
+from offpay.wire.sealed_upload import SealedToIntermediary
 
 if TYPE_CHECKING:
     from offpay.sim.network import TokenUser
@@ -83,8 +85,10 @@ def test_the_eavesdropper_is_granted_no_token_and_its_row_holds_on_the_whole_run
     _, transfers = hops
     assert not HISTORY_FIELDS & LEARNS[Party.RELAY]
     assert "token.ancestors" not in LEARNS[Party.RELAY]
-    # the phone app still carries the token desk's answers (withdrawals, deposits)
+    # the phone app still reads the token desk's answers: freshly minted tokens (a
+    # withdrawal, a renewal), no history; deposits and renewals go sealed to the intermediary
     assert "token.ancestors" in LEARNS[Party.PHONE_APP]
+    assert "deposit-request.token" not in LEARNS[Party.PHONE_APP]
     assert not_granted(Party.RELAY, transfers.seen[Party.RELAY]) == []
 
 
@@ -200,3 +204,123 @@ def test_an_altered_sealed_transfer_is_refused_and_changes_nothing(at: int, bit:
     assert r.received is None and ben.tokens == net.money(0)
     r.on_transfer(transfer)
     assert ben.tokens == net.money(50 * SEK)
+
+
+# --- part (b): deposits and renewals sealed to the intermediary ------------------------------
+
+# What a deposit or renewal request shows of the token it returns (its history included).
+DEPOSIT_FIELDS = {"deposit-request.token", "deposit-request.renew_to"}
+
+
+def _cut_deposits(net: RecordedNetwork) -> None:
+    """Every deposit request is lost on the way (a cut connection): it stays in the app's
+    outbox, as the element sealed it."""
+    real = net.network.send
+
+    def send(to: str, kind: str, data: bytes) -> bytes:
+        if kind == "token-deposit":
+            raise OffpayError("connection lost", code="network.cut")
+        return real(to, kind, data)
+
+    net.network.send = send  # type: ignore[method-assign]
+
+
+def _taken(recording: Recording) -> Recording:
+    """What ``recording`` holds so far, which then starts afresh (every party's view records
+    into that same object)."""
+    copy = Recording(seen={p: set(s) for p, s in recording.seen.items()}, people=recording.people)
+    recording.seen.clear()
+    recording.messages.clear()
+    return copy
+
+
+def test_the_phone_app_carries_deposits_and_renewals_sealed_and_sees_no_history():
+    """Tokens with ancestors renewed and deposited: the app forwards sealed requests, the
+    intermediary opens them and reads the token and its history; the app reads none of it.
+    What it still reads is the answer: a renewal's freshly minted token, with no history."""
+    net = RecordedNetwork()
+    ann, ben, cai = _users(net, "Ann", "Ben", "Cai")
+    ann.app.withdraw(net.money(100 * SEK))
+    net.transfer_tokens(ann, ben, 60 * SEK)
+    net.transfer_tokens(ben, cai, 60 * SEK)
+    cai.app.max_ancestry = 0  # renew anything with an ancestor at the next online moment
+    _taken(net.recording)  # the withdrawal and the transfers before
+    (fresh,) = cai.app.renew_long()
+    assert fresh.value == net.money(60 * SEK)
+    assert fresh.ancestors == () and fresh.siblings == ()
+    renewal = _taken(net.recording)
+    net.transfer_tokens(cai, ben, 60 * SEK)
+    _taken(net.recording)
+    ben.app.deposit(net.money(60 * SEK))  # a token with an ancestor, back to Ben's wallet
+    assert ben.online == net.money(1060 * SEK) and ben.tokens == net.money(0)
+    deposit = net.recording
+    for recording in (renewal, deposit):
+        seen = {str(s) for s in recording.seen[Party.PHONE_APP]}
+        assert "sealed-to-intermediary.sealed" in seen
+        assert not {s for s in seen if s.startswith("deposit-request.")}, sorted(seen)
+        assert not_granted(Party.PHONE_APP, recording.seen[Party.PHONE_APP]) == []
+        # the intermediary opened it: it reads the returned token and its history
+        assert {"deposit-request.token", "token.ancestors"} <= {
+            str(s) for s in recording.seen[Party.INTERMEDIARY]
+        }
+    # a deposit's answer carries no token: the app reads no token field at all
+    deposit_seen = {str(s) for s in deposit.seen[Party.PHONE_APP]}
+    assert not {s for s in deposit_seen if s.startswith("token.")}, sorted(deposit_seen)
+    net.check_conservation()
+
+
+def test_the_element_keeps_its_intermediarys_intake_key_from_provisioning():
+    net = RecordedNetwork()
+    (ann,) = _users(net, "Ann")
+    key = ann.element.intake_key
+    assert key is not None and key.institution == "bank-a"
+    assert key == payload_of(ann.bank.intake.signed(), IntakeKey)  # type: ignore[arg-type]
+
+
+def test_a_swapped_intake_key_is_refused_by_the_element():
+    net = RecordedNetwork()
+    (ann,) = _users(net, "Ann")
+    held = ann.element.intake_key
+    # another intermediary's genuine key, handed to Ann's element by a relay
+    refused(
+        "wire.wrong_receiver",
+        ann.element.take_intake_key,
+        net.banks["bank-b"].intake.signed(),
+        "bank-a",
+    )
+    # a key the relay signs itself (with an element's key, not the intermediary's engine)
+    forged = IntakeKey(ann.element_id, "bank-a", 99, bytes(32))
+    with pytest.raises(OffpayError) as info:
+        ann.element.take_intake_key(sign(forged, ann.element.credential), "bank-a")
+    assert info.value.code.startswith("crypto.")
+    assert ann.element.intake_key == held
+
+
+def test_a_sealed_deposit_opened_by_another_intermediary_or_altered_is_refused():
+    net = RecordedNetwork()
+    ann, ben = _users(net, "Ann", "Ben")
+    ann.app.withdraw(net.money(100 * SEK))
+    net.transfer_tokens(ann, ben, 40 * SEK)
+    real = net.network.send
+    _cut_deposits(net)
+    with pytest.raises(OffpayError):
+        ben.app.deposit(net.money(40 * SEK))
+    ((kind, sealed),) = ben.app.outbox
+    assert kind == "token-deposit" and decode(sealed, SealedToIntermediary).receiver
+    net.network.send = real  # type: ignore[method-assign]
+    before = (ben.online, net.token_vaults(), net.central.mint.outstanding())
+    # handed to another intermediary: it is not sealed to it
+    refused("wire.wrong_receiver", real, "bank-b", "token-deposit", sealed)
+    # altered on the way
+    inner = decode(sealed, SealedToIntermediary)
+    flipped = bytearray(inner.sealed)
+    flipped[len(flipped) // 2] ^= 1
+    altered = encode(SealedToIntermediary(inner.receiver, inner.key_version, bytes(flipped)))
+    refused("crypto.bad_seal", real, "bank-a", "token-deposit", altered)
+    # sealed to another key version than the one it names
+    relabelled = encode(SealedToIntermediary(inner.receiver, inner.key_version + 1, inner.sealed))
+    refused("crypto.intake_key_unknown", real, "bank-a", "token-deposit", relabelled)
+    assert (ben.online, net.token_vaults(), net.central.mint.outstanding()) == before
+    ben.app.retry_pending()  # the genuine request still completes, once
+    assert ben.online == net.money(1040 * SEK) and not ben.app.outbox
+    net.check_conservation()

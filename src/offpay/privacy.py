@@ -241,12 +241,13 @@ LEARNS: Mapping[Party, frozenset[str]] = MappingProxyType(
         | whole(CardInstruction)
         | grant(f"card-instruction.receiver={DEVICE}")
         | TOKEN_TRANSFER
-        # The token desk's requests and answers it carries for the element: these still show
-        # the tokens (a deposit, a renewal: with their histories).
-        | whole(WithdrawRequest, DepositRequest, VaultAddressRequest, VaultAddress, MintResult)
+        # The token desk's requests and answers it carries for the element. A deposit or a
+        # renewal (a token with its history) goes sealed to the intermediary; a withdrawal
+        # (an amount and a fresh address) and the answers stay readable: the answers' tokens
+        # are freshly minted ones, with no earlier owner.
+        | whole(WithdrawRequest, VaultAddressRequest, VaultAddress, MintResult)
         | grant(
             f"withdraw-request.sender={DEVICE}",
-            f"deposit-request.sender={DEVICE}",
             f"vault-address-request.sender={DEVICE}",
             f"vault-address.receiver={DEVICE}",
             f"mint-result.receiver={DEVICE}",

@@ -30,6 +30,10 @@ class IssuedElement(BaseModel):
     root: str = Field(description="The central bank's root certificate, DER, base64.")
     mint_chain: list[str] = Field(description="The minting key's chain, DER, base64.")
     policy: str = Field(description="The current signed limits policy, CBOR, base64.")
+    intake_key: str = Field(
+        description="The intermediary's signed intake key, CBOR, base64: the element seals "
+        "its deposits and renewals to it."
+    )
 
 
 class Vault(BaseModel):
@@ -60,6 +64,7 @@ def tokens_router(service: BackOffice) -> APIRouter:
                 "root": _b64(bank.root_der),
                 "mint_chain": [_b64(c) for c in desk.mint_chain],
                 "policy": _b64(bank.policy()[0].to_bytes()),  # as a card's personalisation
+                "intake_key": _b64(bank.intake.signed().to_bytes()),
             }
 
         return to_response(service.admin("token-elements", key, body.model_dump_json(), act))

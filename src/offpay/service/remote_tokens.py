@@ -42,6 +42,8 @@ def provision_element(bank: RemoteBank, customer_id: str, element: TokenElement,
     )
     # the limits from the start, as a card's personalisation: the element checks the signature
     element.apply_policy(Signed.from_bytes(base64.b64decode(answer["policy"])), bank.name)
+    # what it seals its deposits and renewals to; it checks the intermediary's signature
+    element.take_intake_key(Signed.from_bytes(base64.b64decode(answer["intake_key"])), bank.name)
     return str(answer["element_id"])
 
 

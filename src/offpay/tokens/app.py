@@ -11,7 +11,6 @@ from offpay.money import Money
 from offpay.tokens.desk import DEFAULT_MAX_ANCESTRY
 from offpay.tokens.element import TokenElement
 from offpay.tokens.messages import (
-    DepositRequest,
     SyncRequest,
     VaultAddress,
     VaultAddressRequest,
@@ -41,7 +40,9 @@ class TokenWalletApp:
         self.outbox: list[tuple[str, bytes]] = []
 
     def _send(self, kind: str, msg: object) -> bytes:
-        data = sign(msg, self.element.credential).to_bytes()  # type: ignore[arg-type]
+        return self._send_bytes(kind, sign(msg, self.element.credential).to_bytes())  # type: ignore[arg-type]
+
+    def _send_bytes(self, kind: str, data: bytes) -> bytes:
         if kind == "token-vault-address":
             return self.network.send(self.institution, kind, data)
         self.outbox.append((kind, data))
@@ -104,11 +105,9 @@ class TokenWalletApp:
         return grant.address
 
     def _return(self, token: Token, renew_to: Address | None) -> tuple[Token, ...]:
-        signed_over = self.element.transfer(token.id, self._vault())
-        request = DepositRequest(
-            self.element.element_id, self.engine, self.element.challenge(), signed_over, renew_to
-        )
-        return self._online(self._send("token-deposit", request))
+        # Built and sealed to the intermediary inside the element: the app carries ciphertext.
+        data = self.element.deposit_request(token.id, self._vault(), self.engine, renew_to)
+        return self._online(self._send_bytes("token-deposit", data))
 
     def deposit(self, amount: Money) -> None:
         """DepositToken: ``amount`` in tokens back to the online wallet."""

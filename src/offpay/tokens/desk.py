@@ -65,6 +65,8 @@ class TokenDesk:
         element_id, chain = self.certify_element(customer_id, element.signer.public_key)
         element.provision(element_id, chain, self.bank.root_der, self.mint_chain)
         element.apply_policy(self.bank.policy()[0], self.bank.name)
+        # what it seals its deposits and renewals to (issue 19, point 3; from_device opens them)
+        element.take_intake_key(self.bank.intake.signed(), self.bank.name)
         return element_id
 
     def certify_element(

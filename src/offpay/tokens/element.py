@@ -27,7 +27,7 @@ from offpay.errors import (
 from offpay.money import Money
 from offpay.policy import accept_policy, check_payment_max
 from offpay.spending import Spending
-from offpay.tokens.messages import MintResult
+from offpay.tokens.messages import DepositRequest, MintResult
 from offpay.tokens.model import (
     ENDORSE_DOMAIN,
     Address,
@@ -38,8 +38,9 @@ from offpay.tokens.model import (
     transition_digest,
 )
 from offpay.tokens.verify import History, TokenVerifier
-from offpay.wire.envelope import Signed, open_signed
-from offpay.wire.messages import LimitsPolicy
+from offpay.wire.envelope import Signed, open_signed, sign
+from offpay.wire.messages import IntakeKey, LimitsPolicy
+from offpay.wire.sealed_upload import accept_intake_key, seal_to_intermediary
 
 Random = Callable[[int], bytes]
 ID_BYTES = 16
@@ -60,6 +61,9 @@ class TokenElement:
     verifier: TokenVerifier | None = None
     revocation_version: int = 0
     policy: LimitsPolicy | None = None  # the limits its intermediary signed; None: no limits
+    # Its intermediary's encryption key (issue 19, point 3): what it sends with token
+    # histories goes sealed to it. None: an element provisioned without one sends in clear.
+    intake_key: IntakeKey | None = None
     # Its clock and what it paid since its last online moment and today (docs/limits.md)
     spending: Spending = field(default_factory=Spending)
     _challenges: list[bytes] = field(default_factory=list, repr=False)
@@ -265,6 +269,23 @@ class TokenElement:
         moment; an older or conflicting one is refused (offpay.policy.accept_policy)."""
         self.policy = accept_policy(signed, self.trust, institution, self.policy)
         return self.policy
+
+    def take_intake_key(self, signed: Signed[IntakeKey], institution: str) -> IntakeKey:
+        """``institution``'s signed intake key, given at provisioning: verified as signed by its
+        engine (a relay cannot swap in its own), kept unless older than the one held."""
+        self.intake_key = accept_intake_key(signed, self.trust, institution, self.intake_key)
+        return self.intake_key
+
+    def deposit_request(
+        self, token_id: bytes, vault: Address, engine: str, renew_to: Address | None
+    ) -> bytes:
+        """DepositToken, or a renewal to ``renew_to``: the token signed over to the vault's
+        ``vault`` address, in a request signed by this element and sealed to its intermediary's
+        intake key. The token carries its whole history (every earlier owner); the phone app
+        that carries the request needs none of it, so it never leaves the element in clear."""
+        signed_over = self.transfer(token_id, vault)
+        request = DepositRequest(self.element_id, engine, self.challenge(), signed_over, renew_to)
+        return seal_to_intermediary(sign(request, self.credential).to_bytes(), self.intake_key)
 
     def release(self, token_id: bytes) -> None:
         """Burn a token this element holds (redeemed): the token and its key are gone."""
