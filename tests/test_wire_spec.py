@@ -108,6 +108,7 @@ SHARED = frozenset(
         "card-session-sent",
         "card-confirmation-sent",
         "terminal-upload-sent",
+        "token-deposit-sent",
         # what a token element hands over: sealed to the receiving element, or in clear
         "token-offer-sent",
         "token-transfer-sent",
@@ -544,6 +545,7 @@ OPENED_RULES = {
     "liabilities-proof": "signed-card-session",
     "card-confirmation": "signed-card-confirmation",
     "terminal-upload": "signed-terminal-upload",
+    "token-deposit": "signed-deposit-request",
 }
 
 
