@@ -74,8 +74,10 @@ def test_bench_writes_every_section_as_json_and_markdown(tmp_path: Path):
     for flow in figures["offline"]:
         assert flow["signatures_made"] >= 2 and flow["signatures_verified"] >= 2
         assert flow["ratio_to_ceiling"] > 0
-        # the payment is sealed to its payee: one HPKE key, seal and open each, counted
-        assert flow["hpke_keys"] == flow["hpke_seals"] == flow["hpke_opens"] == 1
+        # HPKE, counted: the payment sealed to its payee and the payer's PIN enciphered to its
+        # card; person to person, the payee's holder also enters a PIN into its own card
+        expected = {"card→terminal": 2, "person-to-person": 3}[flow["flow"]]
+        assert flow["hpke_keys"] == flow["hpke_seals"] == flow["hpke_opens"] == expected
         assert flow["sealed_bytes"] > 0
         # the HPKE terms lower the ceiling, so the ratio to it is higher than to the signatures'
         assert flow["crypto_ceiling_per_s"] < flow["signature_ceiling_per_s"]

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidTag
 
 from offpay.errors import AddressError, EncodingError, ReplayError, SignatureError
+from offpay.wire import sealed_payment  # its HPKE object, looked up at each call: counted
 from offpay.wire.codec import Message, decode, encode, message
-from offpay.wire.sealed_payment import HPKE, receiver_hash
+from offpay.wire.sealed_payment import receiver_hash
 
 INFO = b"offpay/sealed-token-message/1\x00"
 
@@ -46,11 +47,11 @@ class SessionSealKey:
     held by the session and gone with it."""
 
     def __init__(self, random: Callable[[int], bytes]) -> None:
-        self._private, self.public = HPKE.keygen(random)
+        self._private, self.public = sealed_payment.HPKE.keygen(random)
 
     def open(self, sealed: bytes, info: bytes) -> bytes:
         try:
-            return HPKE.open(sealed, self._private, info)
+            return sealed_payment.HPKE.open(sealed, self._private, info)
         except (InvalidTag, ValueError):
             raise SignatureError(
                 "the sealed token message does not open with this session's key",
@@ -69,7 +70,7 @@ def seal_token_message(
     key, or ``signed`` itself when the receiver gave none."""
     if public is None:
         return signed
-    sealed = HPKE.seal(signed, public, _info(sender, receiver, session))
+    sealed = sealed_payment.HPKE.seal(signed, public, _info(sender, receiver, session))
     return encode(SealedTokenMessage(receiver_hash(receiver), session, sealed))
 
 

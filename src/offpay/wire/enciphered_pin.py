@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from offpay.crypto.keys import verify_signature
 from offpay.crypto.pki import Role, TrustStore, identity_of, load_certificate
 from offpay.errors import CertificateError, EncodingError, SignatureError
+from offpay.wire import sealed_payment  # its HPKE object, looked up at each call: counted
 from offpay.wire.codec import Message, decode, encode, message
 from offpay.wire.envelope import DOMAIN, Signed, open_signed
-from offpay.wire.sealed_payment import SUITE
 
 INFO = b"offpay/enciphered-pin/1\x00"
 PIN_DIGITS = (4, 12)
@@ -86,11 +86,11 @@ def encipher_pin(pin: str, challenge: PinChallenge) -> bytes:
     """What the PIN entry device hands the relay: ``pin`` for the card's eyes only."""
     check_pin_format(pin)
     try:
-        key = X25519PublicKey.from_public_bytes(challenge.key)
+        X25519PublicKey.from_public_bytes(challenge.key)  # refused here in the PIN's own words
     except ValueError:
         raise EncodingError("the card's PIN key is not an X25519 key") from None
-    sealed = SUITE.encrypt(
-        pin.encode("ascii"), key, info=_info(challenge.sender, challenge.challenge)
+    sealed = sealed_payment.HPKE.seal(
+        pin.encode("ascii"), challenge.key, info=_info(challenge.sender, challenge.challenge)
     )
     return encode(EncipheredPin(challenge.challenge, sealed))
 
@@ -98,7 +98,7 @@ def encipher_pin(pin: str, challenge: PinChallenge) -> bytes:
 def decipher_pin(data: EncipheredPin, card: str, private: bytes) -> str:
     """The PIN inside ``data``, for the card ``card`` holding the challenge's ``private`` key."""
     try:
-        plain = SUITE.decrypt(
+        plain = sealed_payment.HPKE.open(
             data.sealed,
             X25519PrivateKey.from_private_bytes(private),
             info=_info(card, data.challenge),

@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from offpay.crypto.pki import Role, TrustStore
 from offpay.errors import AddressError, EncodingError, SignatureError
+from offpay.wire import sealed_payment  # its HPKE object, looked up at each call: counted
 from offpay.wire.codec import Message, decode, encode, message
 from offpay.wire.envelope import Signed, open_signed
 from offpay.wire.messages import IntakeKey
-from offpay.wire.sealed_payment import SUITE
 
 INFO = b"offpay/sealed-to-intermediary/1\x00"
 
@@ -68,8 +68,7 @@ def seal_to_intermediary(data: bytes, key: IntakeKey | None) -> bytes:
     ``data`` itself for a device that holds no key (personalised before sealing)."""
     if key is None:
         return data
-    public = X25519PublicKey.from_public_bytes(key.key)
-    sealed = SUITE.encrypt(data, public, info=_info(key.sender, key.version))
+    sealed = sealed_payment.HPKE.seal(data, key.key, info=_info(key.sender, key.version))
     return encode(SealedToIntermediary(key.sender, key.version, sealed))
 
 
@@ -87,7 +86,7 @@ def open_sealed(sealed: SealedToIntermediary, receiver: str, private: bytes) -> 
     if sealed.receiver != receiver:
         raise AddressError(f"the sealed message is for {sealed.receiver}, not {receiver}")
     try:
-        return SUITE.decrypt(
+        return sealed_payment.HPKE.open(
             sealed.sealed,
             X25519PrivateKey.from_private_bytes(private),
             info=_info(receiver, sealed.key_version),
